@@ -1,0 +1,1 @@
+//! The QEMU-`virt`-compatible board around [`rv64`] harts.

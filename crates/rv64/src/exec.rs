@@ -1,0 +1,321 @@
+//! Execution of integer, atomic, CSR and system instructions (floating point: [`crate::fp`]).
+
+use crate::bus::Bus;
+use crate::csr::mstatus;
+use crate::decode::{Insn, Op};
+use crate::hart::{read_le, write_le, Hart, Priv};
+use crate::ram::Ram;
+use crate::trap::Trap;
+
+#[inline(always)]
+fn sx32(v: u64) -> u64 {
+    v as i32 as i64 as u64
+}
+
+impl Hart {
+    /// Executes one decoded instruction and advances (or redirects) the pc.
+    #[inline(always)]
+    pub(crate) fn execute<B: Bus>(&mut self, d: &Insn, ram: &mut Ram, bus: &mut B) -> Result<(), Trap> {
+        use Op::*;
+        let rd = d.rd as usize & 31;
+        let a = self.x[d.rs1 as usize & 31];
+        let b = self.x[d.rs2 as usize & 31];
+        let imm = d.imm as i64 as u64;
+        let pc = self.pc;
+        let next = pc.wrapping_add(d.len as u64);
+        let v = match d.op {
+            Addi => a.wrapping_add(imm),
+            Add => a.wrapping_add(b),
+            Lui => imm,
+            Auipc => pc.wrapping_add(imm),
+            Ld => self.load::<B, 8>(ram, bus, a.wrapping_add(imm))?,
+            Sd => {
+                self.store::<B, 8>(ram, bus, a.wrapping_add(imm), b)?;
+                self.pc = next;
+                return Ok(());
+            }
+            Lw => sx32(self.load::<B, 4>(ram, bus, a.wrapping_add(imm))?),
+            Lwu => self.load::<B, 4>(ram, bus, a.wrapping_add(imm))?,
+            Lh => self.load::<B, 2>(ram, bus, a.wrapping_add(imm))? as i16 as i64 as u64,
+            Lhu => self.load::<B, 2>(ram, bus, a.wrapping_add(imm))?,
+            Lb => self.load::<B, 1>(ram, bus, a.wrapping_add(imm))? as i8 as i64 as u64,
+            Lbu => self.load::<B, 1>(ram, bus, a.wrapping_add(imm))?,
+            Sw | Sh | Sb => {
+                let addr = a.wrapping_add(imm);
+                match d.op {
+                    Sw => self.store::<B, 4>(ram, bus, addr, b)?,
+                    Sh => self.store::<B, 2>(ram, bus, addr, b)?,
+                    _ => self.store::<B, 1>(ram, bus, addr, b)?,
+                }
+                self.pc = next;
+                return Ok(());
+            }
+            Jal => {
+                self.set_x(rd, next);
+                self.pc = pc.wrapping_add(imm);
+                return Ok(());
+            }
+            Jalr => {
+                let target = a.wrapping_add(imm) & !1;
+                self.set_x(rd, next);
+                self.pc = target;
+                return Ok(());
+            }
+            Beq | Bne | Blt | Bge | Bltu | Bgeu => {
+                let taken = match d.op {
+                    Beq => a == b,
+                    Bne => a != b,
+                    Blt => (a as i64) < (b as i64),
+                    Bge => (a as i64) >= (b as i64),
+                    Bltu => a < b,
+                    _ => a >= b,
+                };
+                self.pc = if taken { pc.wrapping_add(imm) } else { next };
+                return Ok(());
+            }
+            Slti => ((a as i64) < (imm as i64)) as u64,
+            Sltiu => (a < imm) as u64,
+            Xori => a ^ imm,
+            Ori => a | imm,
+            Andi => a & imm,
+            Slli => a << (imm & 63),
+            Srli => a >> (imm & 63),
+            Srai => ((a as i64) >> (imm & 63)) as u64,
+            Sub => a.wrapping_sub(b),
+            Sll => a << (b & 63),
+            Slt => ((a as i64) < (b as i64)) as u64,
+            Sltu => (a < b) as u64,
+            Xor => a ^ b,
+            Srl => a >> (b & 63),
+            Sra => ((a as i64) >> (b & 63)) as u64,
+            Or => a | b,
+            And => a & b,
+            Addiw => sx32(a.wrapping_add(imm)),
+            Slliw => sx32(((a as u32) << (imm & 31)) as u64),
+            Srliw => sx32(((a as u32) >> (imm & 31)) as u64),
+            Sraiw => ((a as i32) >> (imm & 31)) as i64 as u64,
+            Addw => sx32(a.wrapping_add(b)),
+            Subw => sx32(a.wrapping_sub(b)),
+            Sllw => sx32(((a as u32) << (b & 31)) as u64),
+            Srlw => sx32(((a as u32) >> (b & 31)) as u64),
+            Sraw => ((a as i32) >> (b & 31)) as i64 as u64,
+            Mul => a.wrapping_mul(b),
+            Mulh => ((a as i64 as i128 * b as i64 as i128) >> 64) as u64,
+            Mulhsu => ((a as i64 as i128).wrapping_mul(b as i128) >> 64) as u64,
+            Mulhu => ((a as u128 * b as u128) >> 64) as u64,
+            Div => {
+                let (x, y) = (a as i64, b as i64);
+                if y == 0 {
+                    u64::MAX
+                } else {
+                    x.wrapping_div(y) as u64
+                }
+            }
+            Divu => a.checked_div(b).unwrap_or(u64::MAX),
+            Rem => {
+                let (x, y) = (a as i64, b as i64);
+                if y == 0 {
+                    a
+                } else {
+                    x.wrapping_rem(y) as u64
+                }
+            }
+            Remu => {
+                if b == 0 {
+                    a
+                } else {
+                    a % b
+                }
+            }
+            Mulw => sx32((a as u32).wrapping_mul(b as u32) as u64),
+            Divw => {
+                let (x, y) = (a as i32, b as i32);
+                if y == 0 {
+                    u64::MAX
+                } else {
+                    x.wrapping_div(y) as i64 as u64
+                }
+            }
+            Divuw => {
+                let (x, y) = (a as u32, b as u32);
+                if y == 0 {
+                    u64::MAX
+                } else {
+                    sx32((x / y) as u64)
+                }
+            }
+            Remw => {
+                let (x, y) = (a as i32, b as i32);
+                if y == 0 {
+                    x as i64 as u64
+                } else {
+                    x.wrapping_rem(y) as i64 as u64
+                }
+            }
+            Remuw => {
+                let (x, y) = (a as u32, b as u32);
+                if y == 0 {
+                    x as i32 as i64 as u64
+                } else {
+                    sx32((x % y) as u64)
+                }
+            }
+            Fp => {
+                self.exec_fp(ram, bus, d.raw)?;
+                self.pc = next;
+                return Ok(());
+            }
+            _ => return self.execute_rare(d, ram, bus),
+        };
+        self.set_x(rd, v);
+        self.pc = next;
+        Ok(())
+    }
+
+    /// System, CSR, fence and atomic instructions: out of the hot path.
+    #[cold]
+    #[inline(never)]
+    fn execute_rare<B: Bus>(&mut self, d: &Insn, ram: &mut Ram, bus: &mut B) -> Result<(), Trap> {
+        use Op::*;
+        let rd = d.rd as usize & 31;
+        let a = self.x[d.rs1 as usize & 31];
+        let b = self.x[d.rs2 as usize & 31];
+        let next = self.pc.wrapping_add(d.len as u64);
+        let ill = Trap::IllegalInstruction(d.raw as u64);
+        match d.op {
+            Fence | FenceI => {}
+            Ecall => {
+                return Err(match self.prv {
+                    Priv::U => Trap::EcallFromU,
+                    Priv::S => Trap::EcallFromS,
+                    Priv::M => Trap::EcallFromM,
+                })
+            }
+            Ebreak => return Err(Trap::Breakpoint(self.pc)),
+            Mret => {
+                if self.prv != Priv::M {
+                    return Err(ill);
+                }
+                self.mret();
+                return Ok(());
+            }
+            Sret => {
+                if self.prv == Priv::U || (self.prv == Priv::S && self.csr.mstatus & mstatus::TSR != 0) {
+                    return Err(ill);
+                }
+                self.sret();
+                return Ok(());
+            }
+            Wfi => {
+                if self.prv == Priv::U || (self.prv == Priv::S && self.csr.mstatus & mstatus::TW != 0) {
+                    return Err(ill);
+                }
+                self.pc = next;
+                if self.mip() & self.csr.mie == 0 {
+                    self.wfi = true;
+                    self.stop_loop = true;
+                }
+                return Ok(());
+            }
+            SfenceVma => {
+                if self.prv == Priv::U || (self.prv == Priv::S && self.csr.mstatus & mstatus::TVM != 0) {
+                    return Err(ill);
+                }
+                self.tlb.flush();
+            }
+            Csrrw | Csrrs | Csrrc | Csrrwi | Csrrsi | Csrrci => {
+                let n = d.imm as u16 & 0xfff;
+                let src = if matches!(d.op, Csrrwi | Csrrsi | Csrrci) { d.rs1 as u64 } else { a };
+                let writes = matches!(d.op, Csrrw | Csrrwi) || d.rs1 != 0;
+                // CSRRW with rd = x0 does not read; everything else does (and checks access).
+                let old = if matches!(d.op, Csrrw | Csrrwi) && rd == 0 {
+                    0
+                } else {
+                    self.csr_read(bus, n, d.raw)?
+                };
+                if writes {
+                    let new = match d.op {
+                        Csrrw | Csrrwi => src,
+                        Csrrs | Csrrsi => old | src,
+                        _ => old & !src,
+                    };
+                    self.csr_write(n, new, d.raw)?;
+                }
+                self.set_x(rd, old);
+            }
+            LrW | LrD => {
+                let n = if d.op == LrW { 4 } else { 8 };
+                if a % n != 0 {
+                    return Err(Trap::LoadAddressMisaligned(a));
+                }
+                let v = if n == 4 { sx32(self.load::<B, 4>(ram, bus, a)?) } else { self.load::<B, 8>(ram, bus, a)? };
+                self.reservation = Some(a);
+                self.set_x(rd, v);
+            }
+            ScW | ScD => {
+                let n = if d.op == ScW { 4 } else { 8 };
+                if a % n != 0 {
+                    return Err(Trap::StoreAddressMisaligned(a));
+                }
+                let ok = self.reservation == Some(a);
+                self.reservation = None;
+                if ok {
+                    if n == 4 {
+                        self.store::<B, 4>(ram, bus, a, b)?;
+                    } else {
+                        self.store::<B, 8>(ram, bus, a, b)?;
+                    }
+                }
+                self.set_x(rd, !ok as u64);
+            }
+            AmoswapW | AmoaddW | AmoxorW | AmoandW | AmoorW | AmominW | AmomaxW | AmominuW | AmomaxuW => {
+                if a % 4 != 0 {
+                    return Err(Trap::StoreAddressMisaligned(a));
+                }
+                let p = self.amo_ptr(ram, bus, a, 4)?;
+                // SAFETY: `amo_ptr` returned a pointer to 4 bytes of RAM inside one page.
+                let old = unsafe { read_le::<4>(p) } as u32;
+                let src = b as u32;
+                let new = match d.op {
+                    AmoswapW => src,
+                    AmoaddW => old.wrapping_add(src),
+                    AmoxorW => old ^ src,
+                    AmoandW => old & src,
+                    AmoorW => old | src,
+                    AmominW => (old as i32).min(src as i32) as u32,
+                    AmomaxW => (old as i32).max(src as i32) as u32,
+                    AmominuW => old.min(src),
+                    _ => old.max(src),
+                };
+                // SAFETY: as above.
+                unsafe { write_le::<4>(p, new as u64) };
+                self.set_x(rd, old as i32 as i64 as u64);
+            }
+            AmoswapD | AmoaddD | AmoxorD | AmoandD | AmoorD | AmominD | AmomaxD | AmominuD | AmomaxuD => {
+                if a % 8 != 0 {
+                    return Err(Trap::StoreAddressMisaligned(a));
+                }
+                let p = self.amo_ptr(ram, bus, a, 8)?;
+                // SAFETY: `amo_ptr` returned a pointer to 8 bytes of RAM inside one page.
+                let old = unsafe { read_le::<8>(p) };
+                let new = match d.op {
+                    AmoswapD => b,
+                    AmoaddD => old.wrapping_add(b),
+                    AmoxorD => old ^ b,
+                    AmoandD => old & b,
+                    AmoorD => old | b,
+                    AmominD => (old as i64).min(b as i64) as u64,
+                    AmomaxD => (old as i64).max(b as i64) as u64,
+                    AmominuD => old.min(b),
+                    _ => old.max(b),
+                };
+                // SAFETY: as above.
+                unsafe { write_le::<8>(p, new) };
+                self.set_x(rd, old);
+            }
+            _ => return Err(ill),
+        }
+        self.pc = next;
+        Ok(())
+    }
+}

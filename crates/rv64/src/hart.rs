@@ -1,0 +1,521 @@
+//! One hart: architectural state, the interpreter loop, memory access paths and trap entry.
+//!
+//! Fast paths (`fetch`, `load`, `store`) are small and inlined: a TLB hit is one compare and one
+//! host memory access. Everything else — page walks, MMIO, decoding, page-crossing accesses —
+//! lives in `#[cold]` functions.
+
+use crate::bus::Bus;
+use crate::csr::{mstatus, Csrs};
+use crate::decode::{decode, Insn, Op};
+use crate::mmu::{Access, CodeEntry, DataEntry, Tlb, TLB_SIZE};
+use crate::ram::Ram;
+use crate::trap::{irq, Trap};
+
+/// Privilege level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Priv {
+    /// User.
+    U = 0,
+    /// Supervisor.
+    S = 1,
+    /// Machine.
+    M = 3,
+}
+
+impl Priv {
+    /// From the 2-bit encoding used in `mstatus.MPP` (the reserved value 2 reads as U).
+    pub fn from_bits(b: u64) -> Priv {
+        match b & 3 {
+            3 => Priv::M,
+            1 => Priv::S,
+            _ => Priv::U,
+        }
+    }
+}
+
+/// Why [`Hart::run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The step budget is used up.
+    Budget,
+    /// The hart executed WFI (or was already waiting) and no enabled interrupt is pending.
+    Wfi,
+    /// An MMIO write happened; device state and interrupt lines may have changed.
+    Io,
+}
+
+/// The state of one RISC-V hart.
+pub struct Hart {
+    /// Integer registers; x0 is kept at zero.
+    pub x: [u64; 32],
+    /// Floating-point registers (raw bits, singles NaN-boxed).
+    pub f: [u64; 32],
+    /// Program counter.
+    pub pc: u64,
+    /// Current privilege level.
+    pub prv: Priv,
+    /// Control and status registers.
+    pub csr: Csrs,
+    /// Accrued floating-point exception flags (`fflags`).
+    pub fflags: u8,
+    /// Dynamic rounding mode (`frm`).
+    pub frm: u8,
+    /// Steps taken since reset: retired instructions plus trap entries (so that a guest stuck in
+    /// a trap loop still advances the clock). The clock of the log.
+    pub icount: u64,
+    /// `mhartid`.
+    pub hartid: usize,
+    /// Waiting for an interrupt (after WFI).
+    pub wfi: bool,
+    /// LR reservation (virtual address).
+    pub(crate) reservation: Option<u64>,
+    /// Device-driven `mip` bits (MSIP, MTIP, SEIP, MEIP).
+    pub(crate) irq_lines: u64,
+    /// Pending interrupts may have changed: check before the next instruction.
+    pub(crate) irq_check: bool,
+    /// Leave the interpreter loop after this instruction.
+    pub(crate) stop_loop: bool,
+    pub(crate) tlb: Tlb,
+    /// `Ram::write_epoch` when the store TLB was last known valid.
+    seen_write_epoch: u64,
+    /// Translation context the TLBs were filled under.
+    tlb_context: (Priv, Priv, u64, u64),
+}
+
+impl std::fmt::Debug for Hart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hart")
+            .field("hartid", &self.hartid)
+            .field("pc", &format_args!("{:#x}", self.pc))
+            .field("prv", &self.prv)
+            .field("icount", &self.icount)
+            .finish_non_exhaustive()
+    }
+}
+
+const IRQ_LINES: u64 = (1 << irq::MSI) | (1 << irq::MTI) | (1 << irq::SEI) | (1 << irq::MEI);
+
+impl Hart {
+    /// A hart in its reset state: M-mode, pc 0, everything zero.
+    pub fn new(hartid: usize) -> Hart {
+        Hart {
+            x: [0; 32],
+            f: [0; 32],
+            pc: 0,
+            prv: Priv::M,
+            csr: Csrs::default(),
+            fflags: 0,
+            frm: 0,
+            icount: 0,
+            hartid,
+            wfi: false,
+            reservation: None,
+            irq_lines: 0,
+            irq_check: true,
+            stop_loop: false,
+            tlb: Tlb::new(),
+            seen_write_epoch: u64::MAX,
+            tlb_context: (Priv::M, Priv::M, 0, 0),
+        }
+    }
+
+    /// Sets the device-driven interrupt lines: the MSIP, MTIP, SEIP and MEIP bits of `bits`.
+    pub fn set_irq_lines(&mut self, bits: u64) {
+        let bits = bits & IRQ_LINES;
+        if bits != self.irq_lines {
+            self.irq_lines = bits;
+            self.irq_check = true;
+        }
+    }
+
+    /// Sets integer register `rd` (writes to x0 are dropped).
+    #[inline(always)]
+    pub fn set_x(&mut self, rd: usize, v: u64) {
+        self.x[rd & 31] = v;
+        self.x[0] = 0;
+    }
+
+    /// Whether the FPU is on (`mstatus.FS` != Off).
+    #[inline(always)]
+    pub fn fp_enabled(&self) -> bool {
+        self.csr.mstatus & mstatus::FS != 0
+    }
+
+    /// Marks the FP state dirty (`mstatus.FS` = Dirty).
+    #[inline(always)]
+    pub fn set_fs_dirty(&mut self) {
+        self.csr.mstatus |= mstatus::FS;
+    }
+
+    /// Drops all cached translations (for SFENCE.VMA, snapshot restore, and the like).
+    pub fn flush_tlb(&mut self) {
+        self.tlb.flush();
+    }
+
+    /// Flushes the TLBs if the translation context changed.
+    pub(crate) fn mmu_context_changed(&mut self) {
+        let ms = self.csr.mstatus;
+        let ctx = (self.prv, self.data_priv(), self.csr.satp, ms & (mstatus::SUM | mstatus::MXR));
+        if ctx != self.tlb_context {
+            self.tlb_context = ctx;
+            self.tlb.flush();
+        }
+    }
+
+    /// Executes at most `max` steps (instructions or trap entries) and returns why it stopped.
+    pub fn run<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, max: u64) -> Exit {
+        if ram.write_epoch() != self.seen_write_epoch {
+            self.tlb.flush_writes();
+            self.seen_write_epoch = ram.write_epoch();
+        }
+        self.mmu_context_changed();
+        self.irq_check = true;
+        if self.wfi {
+            if self.mip() & self.csr.mie == 0 {
+                return Exit::Wfi;
+            }
+            self.wfi = false;
+        }
+        let stop_at = self.icount.saturating_add(max);
+        while self.icount < stop_at {
+            if self.irq_check {
+                self.irq_check = false;
+                if let Some(cause) = self.pending_interrupt() {
+                    self.take_trap(cause, 0, true);
+                    self.icount += 1;
+                    continue;
+                }
+            }
+            let r = match self.fetch(ram, bus) {
+                Ok(insn) => self.execute(&insn, ram, bus),
+                Err(t) => Err(t),
+            };
+            self.icount += 1;
+            if let Err(t) = r {
+                self.take_trap(t.cause(), t.tval(), false);
+            }
+            if self.stop_loop {
+                self.stop_loop = false;
+                if self.wfi {
+                    return Exit::Wfi;
+                }
+                return Exit::Io;
+            }
+        }
+        Exit::Budget
+    }
+
+    /// The highest-priority interrupt that is pending and enabled, if any.
+    pub fn pending_interrupt(&self) -> Option<u64> {
+        let pending = self.mip() & self.csr.mie;
+        if pending == 0 {
+            return None;
+        }
+        let ms = self.csr.mstatus;
+        let m_enabled = self.prv != Priv::M || ms & mstatus::MIE != 0;
+        let s_enabled = self.prv == Priv::U || (self.prv == Priv::S && ms & mstatus::SIE != 0);
+        let mut enabled = 0;
+        if m_enabled {
+            enabled |= pending & !self.csr.mideleg;
+        }
+        if s_enabled {
+            enabled |= pending & self.csr.mideleg;
+        }
+        [irq::MEI, irq::MSI, irq::MTI, irq::SEI, irq::SSI, irq::STI]
+            .into_iter()
+            .find(|&c| enabled >> c & 1 == 1)
+    }
+
+    /// Enters the trap handler for `cause` (an exception code, or an interrupt number).
+    pub(crate) fn take_trap(&mut self, cause: u64, tval: u64, interrupt: bool) {
+        let deleg = if interrupt { self.csr.mideleg } else { self.csr.medeleg };
+        let to_s = self.prv != Priv::M && deleg >> cause & 1 == 1;
+        let xcause = cause | (interrupt as u64) << 63;
+        let ms = self.csr.mstatus;
+        if to_s {
+            self.csr.scause = xcause;
+            self.csr.sepc = self.pc;
+            self.csr.stval = tval;
+            let spie = if ms & mstatus::SIE != 0 { mstatus::SPIE } else { 0 };
+            let spp = if self.prv == Priv::S { mstatus::SPP } else { 0 };
+            self.csr.mstatus = (ms & !(mstatus::SIE | mstatus::SPIE | mstatus::SPP)) | spie | spp;
+            self.prv = Priv::S;
+            self.pc = vector(self.csr.stvec, cause, interrupt);
+        } else {
+            self.csr.mcause = xcause;
+            self.csr.mepc = self.pc;
+            self.csr.mtval = tval;
+            let mpie = if ms & mstatus::MIE != 0 { mstatus::MPIE } else { 0 };
+            let mpp = (self.prv as u64) << mstatus::MPP_SHIFT;
+            self.csr.mstatus = (ms & !(mstatus::MIE | mstatus::MPIE | mstatus::MPP)) | mpie | mpp;
+            self.prv = Priv::M;
+            self.pc = vector(self.csr.mtvec, cause, interrupt);
+        }
+        self.reservation = None;
+        self.irq_check = true;
+        self.mmu_context_changed();
+    }
+
+    /// MRET.
+    pub(crate) fn mret(&mut self) {
+        let ms = self.csr.mstatus;
+        let mpp = Priv::from_bits(ms >> mstatus::MPP_SHIFT);
+        let mie = if ms & mstatus::MPIE != 0 { mstatus::MIE } else { 0 };
+        let mut ms = (ms & !(mstatus::MIE | mstatus::MPP)) | mie | mstatus::MPIE;
+        if mpp != Priv::M {
+            ms &= !mstatus::MPRV;
+        }
+        self.csr.mstatus = ms;
+        self.prv = mpp;
+        self.pc = self.csr.mepc;
+        self.reservation = None;
+        self.irq_check = true;
+        self.mmu_context_changed();
+    }
+
+    /// SRET.
+    pub(crate) fn sret(&mut self) {
+        let ms = self.csr.mstatus;
+        let spp = if ms & mstatus::SPP != 0 { Priv::S } else { Priv::U };
+        let sie = if ms & mstatus::SPIE != 0 { mstatus::SIE } else { 0 };
+        self.csr.mstatus = (ms & !(mstatus::SIE | mstatus::SPP | mstatus::MPRV)) | sie | mstatus::SPIE;
+        self.prv = spp;
+        self.pc = self.csr.sepc;
+        self.reservation = None;
+        self.irq_check = true;
+        self.mmu_context_changed();
+    }
+
+    // ---- instruction fetch ----
+
+    #[inline(always)]
+    fn fetch<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B) -> Result<Insn, Trap> {
+        let pc = self.pc;
+        let vpn = pc >> 12;
+        let e = self.tlb.x[vpn as usize & (TLB_SIZE - 1)];
+        if e.vpn == vpn {
+            // SAFETY: `e.page` was installed from `Ram::decoded_page`, whose boxes live as long
+            // as the `Ram` and are never freed or moved; this hart only runs with that `Ram`
+            // (`run` flushes the TLB when the context changes, and a new `Ram` means a new run
+            // context set up through `flush_tlb`).
+            let insn = unsafe { (*e.page).insns[((pc & 0xfff) >> 1) as usize] };
+            if insn.op != Op::Undecoded {
+                return Ok(insn);
+            }
+        }
+        self.fetch_slow(ram, bus)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn fetch_slow<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B) -> Result<Insn, Trap> {
+        let pc = self.pc;
+        let paddr = self.translate(ram, pc, Access::Execute)?;
+        let Some(off) = ram.offset(paddr, 2) else {
+            // Outside RAM (the boot ROM): decode every time, cache nothing.
+            let lo = self.fetch_parcel_io(bus, pc, paddr)?;
+            let raw = if lo & 3 == 3 {
+                let p2 = self.translate(ram, pc + 2, Access::Execute)?;
+                lo | self.fetch_parcel(ram, bus, pc + 2, p2)? << 16
+            } else {
+                lo
+            };
+            return Ok(decode(raw));
+        };
+        let page = off >> 12;
+        let dp = ram.decoded_page(page);
+        if ram.write_epoch() != self.seen_write_epoch {
+            self.tlb.flush_writes();
+            self.seen_write_epoch = ram.write_epoch();
+        }
+        let vpn = pc >> 12;
+        self.tlb.x[vpn as usize & (TLB_SIZE - 1)] = CodeEntry { vpn, page: dp };
+        let mem = ram.as_slice();
+        let lo = u16::from_le_bytes([mem[off], mem[off + 1]]) as u32;
+        let raw = if lo & 3 != 3 {
+            lo
+        } else if pc & 0xfff == 0xffe {
+            // A 32-bit instruction across a page boundary: never cached.
+            let p2 = self.translate(ram, pc + 2, Access::Execute)?;
+            return Ok(decode(lo | self.fetch_parcel(ram, bus, pc + 2, p2)? << 16));
+        } else {
+            u32::from_le_bytes([mem[off], mem[off + 1], mem[off + 2], mem[off + 3]])
+        };
+        let insn = decode(raw);
+        // SAFETY: `dp` points into a box owned by `ram` (see `fetch`); `pc & 0xfff >> 1 < 2048`.
+        unsafe { (*dp).insns[((pc & 0xfff) >> 1) as usize] = insn };
+        Ok(insn)
+    }
+
+    fn fetch_parcel<B: Bus>(&mut self, ram: &Ram, bus: &mut B, vaddr: u64, paddr: u64) -> Result<u32, Trap> {
+        match ram.offset(paddr, 2) {
+            Some(off) => Ok(u16::from_le_bytes([ram.as_slice()[off], ram.as_slice()[off + 1]]) as u32),
+            None => self.fetch_parcel_io(bus, vaddr, paddr),
+        }
+    }
+
+    fn fetch_parcel_io<B: Bus>(&mut self, bus: &mut B, vaddr: u64, paddr: u64) -> Result<u32, Trap> {
+        bus.read(self.hartid, self.icount, paddr, 2)
+            .map(|v| v as u32 & 0xffff)
+            .ok_or(Trap::InstructionAccessFault(vaddr))
+    }
+
+    // ---- loads and stores ----
+
+    /// Loads `N` (1, 2, 4 or 8) bytes at virtual address `vaddr`, zero-extended.
+    #[inline(always)]
+    pub fn load<B: Bus, const N: usize>(&mut self, ram: &mut Ram, bus: &mut B, vaddr: u64) -> Result<u64, Trap> {
+        let vpn = vaddr >> 12;
+        let e = self.tlb.r[vpn as usize & (TLB_SIZE - 1)];
+        if e.vpn == vpn && (vaddr & 0xfff) as usize <= 4096 - N {
+            let p = e.addend.wrapping_add(vaddr as usize) as *const u8;
+            // SAFETY: a hit means `p` is inside the RAM page this entry was installed for, and
+            // the access does not cross the page end (checked above).
+            return Ok(unsafe { read_le::<N>(p) });
+        }
+        self.load_slow(ram, bus, vaddr, N)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn load_slow<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, vaddr: u64, n: usize) -> Result<u64, Trap> {
+        if (vaddr & 0xfff) as usize + n > 4096 {
+            let mut v = 0;
+            for i in 0..n as u64 {
+                v |= self.load_slow(ram, bus, vaddr.wrapping_add(i), 1)? << (8 * i);
+            }
+            return Ok(v);
+        }
+        let paddr = self.translate(ram, vaddr, Access::Read)?;
+        if let Some(off) = ram.offset(paddr, n as u64) {
+            let page_host = ram.host_ptr(off & !0xfff) as usize;
+            let vpn = vaddr >> 12;
+            self.tlb.r[vpn as usize & (TLB_SIZE - 1)] =
+                DataEntry { vpn, addend: page_host.wrapping_sub((vaddr & !0xfff) as usize) };
+            let mut b = [0u8; 8];
+            b[..n].copy_from_slice(&ram.as_slice()[off..off + n]);
+            return Ok(u64::from_le_bytes(b));
+        }
+        if paddr % n as u64 != 0 {
+            return Err(Trap::LoadAccessFault(vaddr));
+        }
+        bus.read(self.hartid, self.icount, paddr, n as u8).ok_or(Trap::LoadAccessFault(vaddr))
+    }
+
+    /// Stores the low `N` (1, 2, 4 or 8) bytes of `val` at virtual address `vaddr`.
+    #[inline(always)]
+    pub fn store<B: Bus, const N: usize>(
+        &mut self,
+        ram: &mut Ram,
+        bus: &mut B,
+        vaddr: u64,
+        val: u64,
+    ) -> Result<(), Trap> {
+        let vpn = vaddr >> 12;
+        let e = self.tlb.w[vpn as usize & (TLB_SIZE - 1)];
+        if e.vpn == vpn && (vaddr & 0xfff) as usize <= 4096 - N {
+            let p = e.addend.wrapping_add(vaddr as usize) as *mut u8;
+            // SAFETY: as in `load`; store entries exist only for dirty, non-code RAM pages.
+            unsafe { write_le::<N>(p, val) };
+            return Ok(());
+        }
+        self.store_slow(ram, bus, vaddr, N, val)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn store_slow<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, vaddr: u64, n: usize, val: u64) -> Result<(), Trap> {
+        if (vaddr & 0xfff) as usize + n > 4096 {
+            // Check both pages before writing a byte, so a fault leaves memory untouched.
+            self.translate(ram, vaddr, Access::Write)?;
+            self.translate(ram, vaddr.wrapping_add(n as u64 - 1), Access::Write)?;
+            for i in 0..n as u64 {
+                self.store_slow(ram, bus, vaddr.wrapping_add(i), 1, val >> (8 * i))?;
+            }
+            return Ok(());
+        }
+        let paddr = self.translate(ram, vaddr, Access::Write)?;
+        if let Some(off) = ram.offset(paddr, n as u64) {
+            ram.note_write(off >> 12);
+            let bytes = val.to_le_bytes();
+            let host = ram.host_ptr(off);
+            // SAFETY: `off..off + n` is inside RAM (checked by `offset`).
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), host, n) };
+            let page_host = ram.host_ptr(off & !0xfff) as usize;
+            let vpn = vaddr >> 12;
+            self.tlb.w[vpn as usize & (TLB_SIZE - 1)] =
+                DataEntry { vpn, addend: page_host.wrapping_sub((vaddr & !0xfff) as usize) };
+            return Ok(());
+        }
+        if paddr % n as u64 != 0 || !bus.write(self.hartid, self.icount, paddr, n as u8, val) {
+            return Err(Trap::StoreAccessFault(vaddr));
+        }
+        self.stop_loop = true;
+        Ok(())
+    }
+
+    /// Translates an AMO/SC target and returns its host pointer (RAM only; AMOs to devices are
+    /// access faults). Alignment is checked by the caller.
+    #[inline]
+    pub(crate) fn amo_ptr<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, vaddr: u64, n: usize) -> Result<*mut u8, Trap> {
+        let vpn = vaddr >> 12;
+        let e = self.tlb.w[vpn as usize & (TLB_SIZE - 1)];
+        if e.vpn != vpn {
+            // Fill the store TLB through the slow path without changing memory: store the value
+            // that is already there (read through a write translation).
+            let paddr = self.translate(ram, vaddr, Access::Write)?;
+            let Some(off) = ram.offset(paddr, n as u64) else {
+                return Err(Trap::StoreAccessFault(vaddr));
+            };
+            let mut b = [0u8; 8];
+            b[..n].copy_from_slice(&ram.as_slice()[off..off + n]);
+            self.store_slow(ram, bus, vaddr, n, u64::from_le_bytes(b))?;
+        }
+        let e = self.tlb.w[vpn as usize & (TLB_SIZE - 1)];
+        Ok(e.addend.wrapping_add(vaddr as usize) as *mut u8)
+    }
+}
+
+fn vector(tvec: u64, cause: u64, interrupt: bool) -> u64 {
+    let base = tvec & !3;
+    if interrupt && tvec & 3 == 1 {
+        base + 4 * cause
+    } else {
+        base
+    }
+}
+
+/// Reads `N` little-endian bytes.
+///
+/// # Safety
+/// `p..p + N` must be readable.
+#[inline(always)]
+pub(crate) unsafe fn read_le<const N: usize>(p: *const u8) -> u64 {
+    // SAFETY: the caller guarantees `p..p + N` is readable; unaligned reads are allowed.
+    unsafe {
+        match N {
+            1 => *p as u64,
+            2 => u16::from_le((p as *const u16).read_unaligned()) as u64,
+            4 => u32::from_le((p as *const u32).read_unaligned()) as u64,
+            _ => u64::from_le((p as *const u64).read_unaligned()),
+        }
+    }
+}
+
+/// Writes the low `N` bytes of `v`, little-endian.
+///
+/// # Safety
+/// `p..p + N` must be writable.
+#[inline(always)]
+pub(crate) unsafe fn write_le<const N: usize>(p: *mut u8, v: u64) {
+    // SAFETY: the caller guarantees `p..p + N` is writable; unaligned writes are allowed.
+    unsafe {
+        match N {
+            1 => *p = v as u8,
+            2 => (p as *mut u16).write_unaligned((v as u16).to_le()),
+            4 => (p as *mut u32).write_unaligned((v as u32).to_le()),
+            _ => (p as *mut u64).write_unaligned(v.to_le()),
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! `cargo xtask bench`: the CPU benchmark of ftvm against QEMU.
+//!
+//! Builds the bare-metal benchmark in `guests/bench/` (one ELF per kernel, an all-in-one ELF and an
+//! empty one that measures start-up), builds `ftvm` in release, then runs every ELF N times on
+//! `ftvm run-elf --stats` and on `qemu-system-riscv64 -M virt -bios none`, interleaved, so both
+//! see the same machine noise. The checksums the guest prints must agree between the two and
+//! across repetitions; the table reports medians and ftvm/QEMU ratios, which stay meaningful on a
+//! busy shared machine where absolute times do not. A full run rewrites its section of
+//! `docs/benchmarks.md`; `--profile` adds a profile of ftvm running the all-in-one ELF.
+//!
+//! Split by job: [`elf`] (tools and guest build), [`measure`] (running and parsing one run),
+//! [`doc`] (machine facts and the markdown), [`profile`] (perf or callgrind).
+
+mod doc;
+mod elf;
+mod measure;
+mod profile;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use measure::{Run, Summary};
+
+/// Options of `cargo xtask bench`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Short smoke run: iteration counts divided by 16, one repetition, docs left alone.
+    #[arg(long)]
+    quick: bool,
+    /// Repetitions of every measurement; the table shows medians (default 3, 1 with --quick).
+    #[arg(long, short = 'n')]
+    reps: Option<usize>,
+    /// Only these kernels (comma-separated; default: all of them).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    kernels: Vec<Kernel>,
+    /// Do not run QEMU (no ratios, no cross-check of the checksums).
+    #[arg(long)]
+    no_qemu: bool,
+    /// Do not update docs/benchmarks.md (a --quick run never does).
+    #[arg(long)]
+    no_doc: bool,
+    /// Use this ftvm binary instead of building one with `cargo build --release`.
+    #[arg(long)]
+    ftvm: Option<PathBuf>,
+    /// Instead of the table: profile ftvm running the all-in-one ELF (perf if it works here,
+    /// else callgrind on the --quick ELF) and write the top functions to docs/benchmarks.md.
+    #[arg(long)]
+    profile: bool,
+    /// Seconds after which a single run is killed and the benchmark fails.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+}
+
+/// One benchmark ELF: the kernels it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kernel {
+    /// No kernel: start-up and exit only (the fixed cost of one run).
+    Startup,
+    /// Integer arithmetic: mul/div/rem, fixed-point Mandelbrot, 32-bit hashing.
+    Int,
+    /// 16 MiB working set: sequential and page-stride walks, copies, pointer chasing.
+    Mem,
+    /// Unpredictable branches: quicksort, bytecode interpreter, tokenizer.
+    Branch,
+    /// Double precision: matrix multiply, n-body; single-precision polynomial.
+    Fp,
+    /// The four kernels in one run.
+    All,
+}
+
+impl Kernel {
+    const ALL: [Kernel; 6] = [
+        Kernel::Startup,
+        Kernel::Int,
+        Kernel::Mem,
+        Kernel::Branch,
+        Kernel::Fp,
+        Kernel::All,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Kernel::Startup => "startup",
+            Kernel::Int => "int",
+            Kernel::Mem => "mem",
+            Kernel::Branch => "branch",
+            Kernel::Fp => "fp",
+            Kernel::All => "all",
+        }
+    }
+
+    /// The preprocessor symbols that select the kernels compiled into main().
+    fn defines(self) -> &'static [&'static str] {
+        match self {
+            Kernel::Startup => &[],
+            Kernel::Int => &["K_INT"],
+            Kernel::Mem => &["K_MEM"],
+            Kernel::Branch => &["K_BRANCH"],
+            Kernel::Fp => &["K_FP"],
+            Kernel::All => &["K_INT", "K_MEM", "K_BRANCH", "K_FP"],
+        }
+    }
+}
+
+/// Where things are: the workspace and cargo's target directory.
+struct Paths {
+    root: PathBuf,
+    target: PathBuf,
+}
+
+impl Paths {
+    fn new() -> Result<Paths> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .context("xtask has no parent directory")?
+            .to_path_buf();
+        let target = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(t) => root.join(t),
+            None => root.join("target"),
+        };
+        Ok(Paths { root, target })
+    }
+}
+
+/// Runs the task.
+pub fn main(a: Args) -> Result<()> {
+    let paths = Paths::new()?;
+    let reps = a.reps.unwrap_or(if a.quick { 1 } else { 3 }).max(1);
+    let kernels: Vec<Kernel> = if a.kernels.is_empty() {
+        Kernel::ALL.to_vec()
+    } else {
+        a.kernels.clone()
+    };
+    let qemu = !a.no_qemu && !a.profile;
+
+    elf::check_cross_compiler()?;
+    if qemu {
+        elf::check_qemu()?;
+    }
+    let scale_div = if a.quick { 16 } else { 1 };
+    let elf_kernels = if a.profile { vec![Kernel::All] } else { kernels.clone() };
+    let elfs = elf::build(&paths, &elf_kernels, scale_div)?;
+    let ftvm = match &a.ftvm {
+        Some(p) => p.clone(),
+        None => build_ftvm(&paths)?,
+    };
+
+    if a.profile {
+        let quick_elf = elf::build(&paths, &[Kernel::All], 16)?.remove(0);
+        return profile::main(&paths, &ftvm, &elfs[0], &quick_elf, a.quick || a.no_doc);
+    }
+
+    let mut summaries: Vec<Summary> = Vec::new();
+    let mut runs: Vec<(Vec<Run>, Vec<Run>)> = vec![(Vec::new(), Vec::new()); elfs.len()];
+    for rep in 0..reps {
+        for (i, elf) in elfs.iter().enumerate() {
+            let k = elf_kernels[i].name();
+            eprintln!("bench: round {}/{reps}: {k} on ftvm", rep + 1);
+            runs[i].0.push(measure::ftvm(&ftvm, elf, a.timeout).with_context(|| format!("{k} on ftvm"))?);
+            if qemu {
+                eprintln!("bench: round {}/{reps}: {k} on qemu", rep + 1);
+                runs[i].1.push(measure::qemu(elf, a.timeout).with_context(|| format!("{k} on qemu"))?);
+            }
+        }
+    }
+    let mut bad = Vec::new();
+    for (i, (f, q)) in runs.into_iter().enumerate() {
+        let s = Summary::new(elf_kernels[i].name(), f, q);
+        bad.extend(s.problems.iter().cloned());
+        summaries.push(s);
+    }
+
+    let table = measure::table(&summaries, qemu);
+    println!("{table}");
+    for s in &summaries {
+        for (name, sum) in &s.checksums {
+            println!("{}: {name} checksum={sum}", s.kernel);
+        }
+    }
+    if !bad.is_empty() {
+        for b in &bad {
+            eprintln!("bench: MISMATCH: {b}");
+        }
+        bail!("{} check(s) failed: ftvm and QEMU disagree or runs are not deterministic", bad.len());
+    }
+    if a.quick || a.no_doc {
+        eprintln!("bench: docs/benchmarks.md left alone (--quick / --no-doc)");
+    } else {
+        let command = command_line();
+        doc::write_cpu_section(&paths.root, &table, &summaries, reps, qemu, &command)?;
+        eprintln!("bench: updated docs/benchmarks.md");
+    }
+    Ok(())
+}
+
+/// The command as the user typed it, for the docs.
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut s = String::from("cargo xtask");
+    for a in args {
+        s.push(' ');
+        s.push_str(&a);
+    }
+    s
+}
+
+/// `cargo build --release -p ftvm`, with the cargo that runs us, into the same target directory.
+fn build_ftvm(paths: &Paths) -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("bench: cargo build --release -p ftvm");
+    let st = Command::new(cargo)
+        .current_dir(&paths.root)
+        .args(["build", "--release", "-p", "ftvm", "--bin", "ftvm"])
+        .status()
+        .context("cannot run cargo")?;
+    if !st.success() {
+        bail!("cargo build --release -p ftvm failed ({st})");
+    }
+    Ok(paths.target.join("release").join("ftvm"))
+}

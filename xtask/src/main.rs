@@ -1,0 +1,28 @@
+//! `cargo xtask`: guest images (`guest`) and benchmarks (`bench`).
+
+mod bench;
+mod guest;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build (or reuse from the cache) the guest kernel and initramfs.
+    Guest(guest::Args),
+    /// Benchmarks of ftvm against qemu-system-riscv64.
+    Bench(bench::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Guest(a) => guest::main(a),
+        Cmd::Bench(a) => bench::main(a),
+    }
+}
