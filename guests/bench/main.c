@@ -12,7 +12,7 @@ static u64 instret(void)
 
 /* Runs one kernel and prints its checksum, then (on its own line, since QEMU's count is not exact
  * without -icount) the instructions it retired. */
-static void run(const char *name, u64 (*kernel)(void))
+__attribute__((unused)) static void run(const char *name, u64 (*kernel)(void))
 {
   u64 t0 = instret();
   u64 sum = kernel();

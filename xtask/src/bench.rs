@@ -176,7 +176,7 @@ pub fn main(a: Args) -> Result<()> {
     println!("{table}");
     for s in &summaries {
         for (name, sum) in &s.checksums {
-            println!("{}: {name} checksum={sum}", s.kernel);
+            println!("{}.elf: {name} checksum={sum}", s.kernel);
         }
     }
     if !bad.is_empty() {

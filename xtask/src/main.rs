@@ -1,7 +1,8 @@
-//! `cargo xtask`: guest images (`guest`) and benchmarks (`bench`).
+//! `cargo xtask`: guest images (`guest`), benchmarks (`bench`) and the test suite (`test`).
 
 mod bench;
 mod guest;
+mod test;
 
 use clap::{Parser, Subcommand};
 
@@ -18,11 +19,14 @@ enum Cmd {
     Guest(guest::Args),
     /// Benchmarks of ftvm against qemu-system-riscv64.
     Bench(bench::Args),
+    /// Run the whole test suite (what CI runs).
+    Test(test::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Guest(a) => guest::main(a),
         Cmd::Bench(a) => bench::main(a),
+        Cmd::Test(a) => test::main(a),
     }
 }

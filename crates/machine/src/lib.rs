@@ -1,1 +1,2 @@
 //! The QEMU-`virt`-compatible board around [`rv64`] harts.
+pub mod virtio;

@@ -77,6 +77,8 @@ pub struct Hart {
     /// Leave the interpreter loop after this instruction.
     pub(crate) stop_loop: bool,
     pub(crate) tlb: Tlb,
+    /// Holds an instruction decoded outside the cache (boot ROM, page-crossing instructions).
+    scratch: Insn,
     /// `Ram::write_epoch` when the store TLB was last known valid.
     seen_write_epoch: u64,
     /// Translation context the TLBs were filled under.
@@ -115,6 +117,7 @@ impl Hart {
             irq_check: true,
             stop_loop: false,
             tlb: Tlb::new(),
+            scratch: Insn::UNDECODED,
             seen_write_epoch: u64::MAX,
             tlb_context: (Priv::M, Priv::M, 0, 0),
         }
@@ -188,7 +191,12 @@ impl Hart {
                 }
             }
             let r = match self.fetch(ram, bus) {
-                Ok(insn) => self.execute(&insn, ram, bus),
+                Ok(p) => {
+                    // SAFETY: `fetch` returns a pointer into a live decoded page or to
+                    // `self.scratch`; the instruction is copied out before anything can change it.
+                    let insn = unsafe { *p };
+                    self.execute(&insn, ram, bus)
+                }
                 Err(t) => Err(t),
             };
             self.icount += 1;
@@ -290,7 +298,7 @@ impl Hart {
     // ---- instruction fetch ----
 
     #[inline(always)]
-    fn fetch<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B) -> Result<Insn, Trap> {
+    fn fetch<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B) -> Result<*const Insn, Trap> {
         let pc = self.pc;
         let vpn = pc >> 12;
         let e = self.tlb.x[vpn as usize & (TLB_SIZE - 1)];
@@ -299,8 +307,9 @@ impl Hart {
             // as the `Ram` and are never freed or moved; this hart only runs with that `Ram`
             // (`run` flushes the TLB when the context changes, and a new `Ram` means a new run
             // context set up through `flush_tlb`).
-            let insn = unsafe { (*e.page).insns[((pc & 0xfff) >> 1) as usize] };
-            if insn.op != Op::Undecoded {
+            let insn = unsafe { &(*e.page).insns[((pc & 0xfff) >> 1) as usize] as *const Insn };
+            // SAFETY: as above.
+            if unsafe { (*insn).op } != Op::Undecoded {
                 return Ok(insn);
             }
         }
@@ -309,7 +318,7 @@ impl Hart {
 
     #[cold]
     #[inline(never)]
-    fn fetch_slow<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B) -> Result<Insn, Trap> {
+    fn fetch_slow<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B) -> Result<*const Insn, Trap> {
         let pc = self.pc;
         let paddr = self.translate(ram, pc, Access::Execute)?;
         let Some(off) = ram.offset(paddr, 2) else {
@@ -321,7 +330,8 @@ impl Hart {
             } else {
                 lo
             };
-            return Ok(decode(raw));
+            self.scratch = decode(raw);
+            return Ok(&self.scratch);
         };
         let page = off >> 12;
         let dp = ram.decoded_page(page);
@@ -338,14 +348,16 @@ impl Hart {
         } else if pc & 0xfff == 0xffe {
             // A 32-bit instruction across a page boundary: never cached.
             let p2 = self.translate(ram, pc + 2, Access::Execute)?;
-            return Ok(decode(lo | self.fetch_parcel(ram, bus, pc + 2, p2)? << 16));
+            self.scratch = decode(lo | self.fetch_parcel(ram, bus, pc + 2, p2)? << 16);
+            return Ok(&self.scratch);
         } else {
             u32::from_le_bytes([mem[off], mem[off + 1], mem[off + 2], mem[off + 3]])
         };
         let insn = decode(raw);
         // SAFETY: `dp` points into a box owned by `ram` (see `fetch`); `pc & 0xfff >> 1 < 2048`.
-        unsafe { (*dp).insns[((pc & 0xfff) >> 1) as usize] = insn };
-        Ok(insn)
+        let slot = unsafe { &mut (*dp).insns[((pc & 0xfff) >> 1) as usize] };
+        *slot = insn;
+        Ok(slot)
     }
 
     fn fetch_parcel<B: Bus>(&mut self, ram: &Ram, bus: &mut B, vaddr: u64, paddr: u64) -> Result<u32, Trap> {

@@ -250,7 +250,7 @@ impl Virtq {
 
     /// Restores a saved queue, which must fit this queue's QueueNumMax and, if ready, be valid.
     pub fn restore(&mut self, state: &VirtqState) -> Result<(), QueueError> {
-        let mut q = Virtq { max_size: self.max_size, state: *state, notify: false };
+        let q = Virtq { max_size: self.max_size, state: *state, notify: false };
         if q.state.ready {
             q.validate()?;
         } else if q.state.size > q.max_size {
@@ -534,7 +534,7 @@ mod tests {
         let mut out = [0; 4];
         ram.read(BASE + 0x400, &mut out).unwrap();
         assert_eq!(&out, b"xyz\0");
-        assert!(c.write_at(&mut ram, 4, b"ab").is_err());
+        assert!(c.write_at(&mut ram, 5, b"ab").is_err());
     }
 
     #[test]

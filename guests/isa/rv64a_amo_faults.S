@@ -1,7 +1,8 @@
 /* Misaligned SC (with or without a reservation) and every misaligned AMO raise
- * store/AMO-address-misaligned (6) with mtval = the address, mepc = the instruction, and change
- * neither rd nor memory. ftvm-only: QEMU 7.2 reports misaligned AMOs as cause 4 and fails an SC
- * whose address differs from the reservation without trapping. */
+ * store/AMO-address-misaligned (6), and AMOs at an unmapped address raise store/AMO access fault
+ * (7), with mtval = the address, mepc = the instruction, and neither rd nor memory changed.
+ * ftvm-only: QEMU 7.2 reports misaligned AMOs as cause 4 and AMO access faults as cause 5, and it
+ * fails an SC whose address differs from the reservation without trapping. */
 #include "test.h"
 
   .section .data
@@ -47,4 +48,16 @@ TEST_BEGIN
   MIS(19, 6, 10, nop, amomin.d a0, a0, (a5))
   MIS(20, 6, 11, nop, amoor.w a0, a0, (a5))
   MIS(21, 6, 14, nop, amomax.w a0, a0, (a5))
+  /* access faults: nothing at physical address 8 */
+#define AF(n, insn...)                               \
+  li TESTNUM, n; li a5, 8; li a0, 0x77;              \
+  TRAP_EXPECT(1f);                                   \
+2: insn;                                             \
+  FAIL;                                              \
+1: CHECK_IMM(a1, 7); la t6, 2b; bne a2, t6, __fail;  \
+  bne a3, a5, __fail; CHECK_IMM(a0, 0x77)
+  AF(22, amoadd.d a0, a0, (a5))
+  AF(23, amoswap.w a0, a0, (a5))
+  AF(24, amoor.w a0, a0, (a5))
+  AF(25, amomaxu.d a0, a0, (a5))
 TEST_END

@@ -1,0 +1,10 @@
+/* Ends the run through the sifive,test0 device only, with a failure ((3 << 16) | 0x3333). */
+  .section .text.init
+  .globl _start
+_start:
+  li t0, 0x100000
+  li t1, 0x33333
+  sw t1, 0(t0)
+1: j 1b
+  .section .tohost, "aw", @progbits
+  .align 6; .globl tohost; tohost: .dword 0
