@@ -286,7 +286,7 @@ impl Hart {
             SIE => {
                 let m = self.csr.mideleg;
                 self.csr.mie = (self.csr.mie & !m) | (val & m);
-                self.irq_check = true;
+                self.request_irq_check();
             }
             STVEC => self.csr.stvec = tvec(val),
             SCOUNTEREN => self.csr.scounteren = val & 0xffff_ffff,
@@ -299,7 +299,7 @@ impl Hart {
                 // Only SSIP is writable through sip, and only when delegated.
                 let m = self.csr.mideleg & (1 << 1);
                 self.csr.mip = (self.csr.mip & !m) | (val & m);
-                self.irq_check = true;
+                self.request_irq_check();
             }
             SATP => {
                 if self.prv == Priv::S && self.csr.mstatus & mstatus::TVM != 0 {
@@ -317,11 +317,11 @@ impl Hart {
             MEDELEG => self.csr.medeleg = val & MEDELEG_WRITABLE,
             MIDELEG => {
                 self.csr.mideleg = val & MIDELEG_WRITABLE;
-                self.irq_check = true;
+                self.request_irq_check();
             }
             MIE => {
                 self.csr.mie = val & MIE_WRITABLE;
-                self.irq_check = true;
+                self.request_irq_check();
             }
             MTVEC => self.csr.mtvec = tvec(val),
             MCOUNTEREN => self.csr.mcounteren = val & 0xffff_ffff,
@@ -333,7 +333,7 @@ impl Hart {
             MTVAL => self.csr.mtval = val,
             MIP => {
                 self.csr.mip = (self.csr.mip & !MIP_WRITABLE) | (val & MIP_WRITABLE);
-                self.irq_check = true;
+                self.request_irq_check();
             }
             0x3a0 | 0x3a2 => self.csr.pmpcfg[((n - 0x3a0) / 2) as usize] = val,
             0x3a4..=0x3ae if n % 2 == 0 => {}
@@ -353,7 +353,7 @@ impl Hart {
             v &= !mstatus::MPP;
         }
         self.csr.mstatus = v & !(mstatus::SD | mstatus::XLEN_FIELDS);
-        self.irq_check = true;
+        self.request_irq_check();
         self.mmu_context_changed();
     }
 }

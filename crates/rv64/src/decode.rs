@@ -29,12 +29,15 @@ pub enum Op {
     Fp,
 }
 
+/// Register index that stands for "x0 as a destination": a slot nobody reads.
+pub const ZERO_SINK: usize = 32;
+
 /// One decoded instruction: 16 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Insn {
     /// What to do.
     pub op: Op,
-    /// Destination register.
+    /// Destination register; x0 is given as [`ZERO_SINK`].
     pub rd: u8,
     /// First source register.
     pub rs1: u8,
@@ -53,6 +56,8 @@ impl Insn {
     pub const UNDECODED: Insn = Insn { op: Op::Undecoded, rd: 0, rs1: 0, rs2: 0, len: 0, imm: 0, raw: 0 };
 
     fn new(op: Op, rd: u32, rs1: u32, rs2: u32, imm: i32, raw: u32, len: u8) -> Insn {
+        // Results for x0 go to the sink register, so execution never needs to test rd.
+        let rd = if rd == 0 { ZERO_SINK as u32 } else { rd };
         Insn { op, rd: rd as u8, rs1: rs1 as u8, rs2: rs2 as u8, len, imm, raw }
     }
 }

@@ -15,11 +15,12 @@ fn sx32(v: u64) -> u64 {
 impl Hart {
     /// Executes one decoded instruction and advances (or redirects) the pc.
     #[inline(always)]
-    pub(crate) fn execute<B: Bus>(&mut self, d: &Insn, ram: &mut Ram, bus: &mut B) -> Result<(), Trap> {
+    pub(crate) fn execute<B: Bus>(&mut self, d: Insn, ram: &mut Ram, bus: &mut B) -> Result<(), Trap> {
         use Op::*;
-        let rd = d.rd as usize & 31;
-        let a = self.x[d.rs1 as usize & 31];
-        let b = self.x[d.rs2 as usize & 31];
+        // Decoding maps rd = x0 to the sink register 32, so results are stored unconditionally.
+        let rd = d.rd as usize & 63;
+        let a = self.x[d.rs1 as usize & 63];
+        let b = self.x[d.rs2 as usize & 63];
         let imm = d.imm as i64 as u64;
         let pc = self.pc;
         let next = pc.wrapping_add(d.len as u64);
@@ -51,13 +52,13 @@ impl Hart {
                 return Ok(());
             }
             Jal => {
-                self.set_x(rd, next);
+                self.x[rd] = next;
                 self.pc = pc.wrapping_add(imm);
                 return Ok(());
             }
             Jalr => {
                 let target = a.wrapping_add(imm) & !1;
-                self.set_x(rd, next);
+                self.x[rd] = next;
                 self.pc = target;
                 return Ok(());
             }
@@ -165,11 +166,25 @@ impl Hart {
                 self.pc = next;
                 return Ok(());
             }
-            _ => return self.execute_rare(d, ram, bus),
+            Undecoded => return self.execute_undecoded(ram, bus),
+            Illegal | Fence | FenceI | Ecall | Ebreak | Mret | Sret | Wfi | SfenceVma | Csrrw | Csrrs | Csrrc
+            | Csrrwi | Csrrsi | Csrrci | LrW | ScW | AmoswapW | AmoaddW | AmoxorW | AmoandW | AmoorW
+            | AmominW | AmomaxW | AmominuW | AmomaxuW | LrD | ScD | AmoswapD | AmoaddD | AmoxorD | AmoandD
+            | AmoorD | AmominD | AmomaxD | AmominuD | AmomaxuD => return self.execute_rare(&d, ram, bus),
         };
-        self.set_x(rd, v);
+        self.x[rd] = v;
         self.pc = next;
         Ok(())
+    }
+
+    /// The fetch found an empty cache slot: decode into it, then execute.
+    #[cold]
+    #[inline(never)]
+    fn execute_undecoded<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B) -> Result<(), Trap> {
+        let p = self.fetch_slow(ram, bus)?;
+        // SAFETY: as in `Hart::run`: a pointer into a live decoded page or `self.scratch`.
+        let insn = unsafe { p.read() };
+        self.execute(insn, ram, bus)
     }
 
     /// System, CSR, fence and atomic instructions: out of the hot path.
@@ -177,9 +192,9 @@ impl Hart {
     #[inline(never)]
     fn execute_rare<B: Bus>(&mut self, d: &Insn, ram: &mut Ram, bus: &mut B) -> Result<(), Trap> {
         use Op::*;
-        let rd = d.rd as usize & 31;
-        let a = self.x[d.rs1 as usize & 31];
-        let b = self.x[d.rs2 as usize & 31];
+        let rd = d.rd as usize & 63;
+        let a = self.x[d.rs1 as usize & 63];
+        let b = self.x[d.rs2 as usize & 63];
         let next = self.pc.wrapping_add(d.len as u64);
         let ill = Trap::IllegalInstruction(d.raw as u64);
         match d.op {
@@ -213,7 +228,7 @@ impl Hart {
                 self.pc = next;
                 if self.mip() & self.csr.mie == 0 {
                     self.wfi = true;
-                    self.stop_loop = true;
+                    self.request_stop();
                 }
                 return Ok(());
             }
@@ -222,6 +237,7 @@ impl Hart {
                     return Err(ill);
                 }
                 self.tlb.flush();
+                self.attention = true;
             }
             Csrrw | Csrrs | Csrrc | Csrrwi | Csrrsi | Csrrci => {
                 let n = d.imm as u16 & 0xfff;
@@ -240,8 +256,10 @@ impl Hart {
                         _ => old & !src,
                     };
                     self.csr_write(n, new, d.raw)?;
+                    // The translation context may have changed: leave straight-line execution.
+                    self.attention = true;
                 }
-                self.set_x(rd, old);
+                self.x[rd] = old;
             }
             LrW | LrD => {
                 let n = if d.op == LrW { 4 } else { 8 };
@@ -250,7 +268,7 @@ impl Hart {
                 }
                 let v = if n == 4 { sx32(self.load::<B, 4>(ram, bus, a)?) } else { self.load::<B, 8>(ram, bus, a)? };
                 self.reservation = Some(a);
-                self.set_x(rd, v);
+                self.x[rd] = v;
             }
             ScW | ScD => {
                 let n = if d.op == ScW { 4 } else { 8 };
@@ -266,7 +284,7 @@ impl Hart {
                         self.store::<B, 8>(ram, bus, a, b)?;
                     }
                 }
-                self.set_x(rd, !ok as u64);
+                self.x[rd] = !ok as u64;
             }
             AmoswapW | AmoaddW | AmoxorW | AmoandW | AmoorW | AmominW | AmomaxW | AmominuW | AmomaxuW => {
                 if a % 4 != 0 {
@@ -289,7 +307,7 @@ impl Hart {
                 };
                 // SAFETY: as above.
                 unsafe { write_le::<4>(p, new as u64) };
-                self.set_x(rd, old as i32 as i64 as u64);
+                self.x[rd] = old as i32 as i64 as u64;
             }
             AmoswapD | AmoaddD | AmoxorD | AmoandD | AmoorD | AmominD | AmomaxD | AmominuD | AmomaxuD => {
                 if a % 8 != 0 {
@@ -311,7 +329,7 @@ impl Hart {
                 };
                 // SAFETY: as above.
                 unsafe { write_le::<8>(p, new) };
-                self.set_x(rd, old);
+                self.x[rd] = old;
             }
             _ => return Err(ill),
         }

@@ -230,6 +230,48 @@ fn illegal(raw: u32) -> Trap {
     Trap::IllegalInstruction(raw as u64)
 }
 
+/// The 16-bit encoding of a compressed FP load/store (C.FLD, C.FSD, C.FLDSP, C.FSDSP) from the
+/// 32-bit FLD/FSD that [`crate::decode`] expanded it to.
+///
+/// The expansion is one-to-one: the SP-relative forms are exactly those with `rs1` = x2, which the
+/// other forms (`rs1'` in x8..x15) cannot name, and every offset field maps back bit for bit.
+pub fn compressed_bits(raw: u32) -> u32 {
+    let rs1 = (raw >> 15) & 31;
+    let (offset, reg, funct3) = if raw & 0x7f == 0x07 {
+        (raw >> 20, (raw >> 7) & 31, 0b001) // FLD: rd
+    } else {
+        (
+            ((raw >> 25) << 5) | ((raw >> 7) & 31),
+            (raw >> 20) & 31,
+            0b101,
+        ) // FSD: rs2
+    };
+    let bit = |hi: u32, lo: u32| (offset >> lo) & ((1 << (hi - lo + 1)) - 1);
+    let fields = match (rs1 == 2, funct3) {
+        // C.FLDSP: imm[5] | rd | imm[4:3] | imm[8:6]
+        (true, 0b001) => {
+            (bit(5, 5) << 12) | (reg << 7) | (bit(4, 3) << 5) | (bit(8, 6) << 2) | 0b10
+        }
+        // C.FSDSP: imm[5:3] | imm[8:6] | rs2
+        (true, _) => (bit(5, 3) << 10) | (bit(8, 6) << 7) | (reg << 2) | 0b10,
+        // C.FLD / C.FSD: imm[5:3] | rs1' | imm[7:6] | rd'/rs2'
+        (false, _) => (bit(5, 3) << 10) | ((rs1 - 8) << 7) | (bit(7, 6) << 5) | ((reg - 8) << 2),
+    };
+    (funct3 << 13) | fields
+}
+
+/// Fixes up a trap raised by [`Hart::exec_fp`] for an instruction of length `len`: an illegal
+/// compressed instruction must report its own 16 bits in `xtval`, not those of its expansion.
+#[cold]
+pub fn trap_for_len(trap: Trap, raw: u32, len: u8) -> Trap {
+    match trap {
+        Trap::IllegalInstruction(_) if len == 2 => {
+            Trap::IllegalInstruction(compressed_bits(raw) as u64)
+        }
+        t => t,
+    }
+}
+
 impl Hart {
     /// Executes the F or D instruction `raw` (a 32-bit encoding; compressed forms arrive
     /// expanded). The caller advances pc on `Ok`.
@@ -862,6 +904,32 @@ mod tests {
         m.run(r(0x11, 10, 6, 0, 8, 0x53));
         assert_eq!(m.hart.f[8], 0xffff_ffff_bf80_0000);
         assert_eq!(m.flags(), 0);
+    }
+
+    #[test]
+    fn compressed_bits_inverts_the_expansion() {
+        use crate::decode::{decode, Op};
+        // Every C.FLD, C.FSD (quadrant 0) and C.FLDSP, C.FSDSP (quadrant 2) encoding.
+        for (quadrant, funct3) in [(0, 0b001), (0, 0b101), (2, 0b001), (2, 0b101)] {
+            for fields in 0..1u32 << 11 {
+                let c = (funct3 << 13) | (fields << 2) | quadrant;
+                let d = decode(c);
+                assert_eq!(d.op, Op::Fp, "{c:#06x}");
+                assert_eq!(compressed_bits(d.raw), c, "{c:#06x} -> {:#010x}", d.raw);
+            }
+        }
+        assert_eq!(
+            trap_for_len(Trap::IllegalInstruction(0x0081_3507), 0x0081_3507, 2),
+            Trap::IllegalInstruction(0x2522)
+        );
+        assert_eq!(
+            trap_for_len(Trap::LoadPageFault(8), 0x0081_3507, 2),
+            Trap::LoadPageFault(8)
+        );
+        assert_eq!(
+            trap_for_len(Trap::IllegalInstruction(0x0081_3507), 0x0081_3507, 4),
+            Trap::IllegalInstruction(0x0081_3507)
+        );
     }
 
     #[test]

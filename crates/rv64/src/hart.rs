@@ -6,7 +6,7 @@
 
 use crate::bus::Bus;
 use crate::csr::{mstatus, Csrs};
-use crate::decode::{decode, Insn, Op};
+use crate::decode::{decode, Insn};
 use crate::mmu::{Access, CodeEntry, DataEntry, Tlb, TLB_SIZE};
 use crate::ram::Ram;
 use crate::trap::{irq, Trap};
@@ -47,8 +47,9 @@ pub enum Exit {
 
 /// The state of one RISC-V hart.
 pub struct Hart {
-    /// Integer registers; x0 is kept at zero.
-    pub x: [u64; 32],
+    /// Integer registers x0..x31 (x0 is always zero). Slots 32.. are not architectural: results
+    /// destined for x0 land in slot 32, so the interpreter never tests for x0.
+    pub x: [u64; 64],
     /// Floating-point registers (raw bits, singles NaN-boxed).
     pub f: [u64; 32],
     /// Program counter.
@@ -73,9 +74,12 @@ pub struct Hart {
     /// Device-driven `mip` bits (MSIP, MTIP, SEIP, MEIP).
     pub(crate) irq_lines: u64,
     /// Pending interrupts may have changed: check before the next instruction.
-    pub(crate) irq_check: bool,
+    irq_check: bool,
     /// Leave the interpreter loop after this instruction.
-    pub(crate) stop_loop: bool,
+    stop_loop: bool,
+    /// `irq_check || stop_loop`, or the translation context may have changed: the one flag the
+    /// loop tests per instruction.
+    pub(crate) attention: bool,
     pub(crate) tlb: Tlb,
     /// Holds an instruction decoded outside the cache (boot ROM, page-crossing instructions).
     scratch: Insn,
@@ -102,7 +106,7 @@ impl Hart {
     /// A hart in its reset state: M-mode, pc 0, everything zero.
     pub fn new(hartid: usize) -> Hart {
         Hart {
-            x: [0; 32],
+            x: [0; 64],
             f: [0; 32],
             pc: 0,
             prv: Priv::M,
@@ -116,6 +120,7 @@ impl Hart {
             irq_lines: 0,
             irq_check: true,
             stop_loop: false,
+            attention: true,
             tlb: Tlb::new(),
             scratch: Insn::UNDECODED,
             seen_write_epoch: u64::MAX,
@@ -128,15 +133,30 @@ impl Hart {
         let bits = bits & IRQ_LINES;
         if bits != self.irq_lines {
             self.irq_lines = bits;
-            self.irq_check = true;
+            self.request_irq_check();
         }
     }
 
     /// Sets integer register `rd` (writes to x0 are dropped).
     #[inline(always)]
     pub fn set_x(&mut self, rd: usize, v: u64) {
-        self.x[rd & 31] = v;
-        self.x[0] = 0;
+        if rd & 31 != 0 {
+            self.x[rd & 31] = v;
+        }
+    }
+
+    /// Re-evaluate pending interrupts before the next instruction.
+    #[inline(always)]
+    pub(crate) fn request_irq_check(&mut self) {
+        self.irq_check = true;
+        self.attention = true;
+    }
+
+    /// Leave [`Hart::run`] after the current instruction.
+    #[inline(always)]
+    pub(crate) fn request_stop(&mut self) {
+        self.stop_loop = true;
+        self.attention = true;
     }
 
     /// Whether the FPU is on (`mstatus.FS` != Off).
@@ -173,7 +193,7 @@ impl Hart {
             self.seen_write_epoch = ram.write_epoch();
         }
         self.mmu_context_changed();
-        self.irq_check = true;
+        self.request_irq_check();
         if self.wfi {
             if self.mip() & self.csr.mie == 0 {
                 return Exit::Wfi;
@@ -182,20 +202,26 @@ impl Hart {
         }
         let stop_at = self.icount.saturating_add(max);
         while self.icount < stop_at {
-            if self.irq_check {
-                self.irq_check = false;
-                if let Some(cause) = self.pending_interrupt() {
-                    self.take_trap(cause, 0, true);
-                    self.icount += 1;
-                    continue;
+            if self.attention {
+                self.attention = false;
+                if self.stop_loop {
+                    break;
+                }
+                if self.irq_check {
+                    self.irq_check = false;
+                    if let Some(cause) = self.pending_interrupt() {
+                        self.take_trap(cause, 0, true);
+                        self.icount += 1;
+                        continue;
+                    }
                 }
             }
             let r = match self.fetch(ram, bus) {
                 Ok(p) => {
                     // SAFETY: `fetch` returns a pointer into a live decoded page or to
                     // `self.scratch`; the instruction is copied out before anything can change it.
-                    let insn = unsafe { *p };
-                    self.execute(&insn, ram, bus)
+                    let insn = unsafe { p.read() };
+                    self.execute(insn, ram, bus)
                 }
                 Err(t) => Err(t),
             };
@@ -203,13 +229,12 @@ impl Hart {
             if let Err(t) = r {
                 self.take_trap(t.cause(), t.tval(), false);
             }
-            if self.stop_loop {
-                self.stop_loop = false;
-                if self.wfi {
-                    return Exit::Wfi;
-                }
-                return Exit::Io;
-            }
+        }
+        if self.stop_loop {
+            self.stop_loop = false;
+            // Keep `attention` set if an interrupt check is still due.
+            self.attention = self.irq_check;
+            return if self.wfi { Exit::Wfi } else { Exit::Io };
         }
         Exit::Budget
     }
@@ -261,7 +286,7 @@ impl Hart {
             self.pc = vector(self.csr.mtvec, cause, interrupt);
         }
         self.reservation = None;
-        self.irq_check = true;
+        self.request_irq_check();
         self.mmu_context_changed();
     }
 
@@ -278,7 +303,7 @@ impl Hart {
         self.prv = mpp;
         self.pc = self.csr.mepc;
         self.reservation = None;
-        self.irq_check = true;
+        self.request_irq_check();
         self.mmu_context_changed();
     }
 
@@ -291,7 +316,7 @@ impl Hart {
         self.prv = spp;
         self.pc = self.csr.sepc;
         self.reservation = None;
-        self.irq_check = true;
+        self.request_irq_check();
         self.mmu_context_changed();
     }
 
@@ -307,18 +332,15 @@ impl Hart {
             // as the `Ram` and are never freed or moved; this hart only runs with that `Ram`
             // (`run` flushes the TLB when the context changes, and a new `Ram` means a new run
             // context set up through `flush_tlb`).
-            let insn = unsafe { &(*e.page).insns[((pc & 0xfff) >> 1) as usize] as *const Insn };
-            // SAFETY: as above.
-            if unsafe { (*insn).op } != Op::Undecoded {
-                return Ok(insn);
-            }
+            // An empty slot (`Op::Undecoded`) is filled by `execute`.
+            return Ok(unsafe { &(*e.page).insns[((pc & 0xfff) >> 1) as usize] as *const Insn });
         }
         self.fetch_slow(ram, bus)
     }
 
     #[cold]
     #[inline(never)]
-    fn fetch_slow<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B) -> Result<*const Insn, Trap> {
+    pub(crate) fn fetch_slow<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B) -> Result<*const Insn, Trap> {
         let pc = self.pc;
         let paddr = self.translate(ram, pc, Access::Execute)?;
         let Some(off) = ram.offset(paddr, 2) else {
@@ -463,7 +485,7 @@ impl Hart {
         if paddr % n as u64 != 0 || !bus.write(self.hartid, self.icount, paddr, n as u8, val) {
             return Err(Trap::StoreAccessFault(vaddr));
         }
-        self.stop_loop = true;
+        self.request_stop();
         Ok(())
     }
 
