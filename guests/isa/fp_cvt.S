@@ -185,12 +185,12 @@ TEST_BEGIN
   T_SX(166, fcvt.s.w, rtz, NX, 0x4b800000, 16777217);
   T_SX(167, fcvt.s.w, rdn, NX, 0x4b800000, 16777217);
   T_SX(168, fcvt.s.w, rup, NX, 0x4b800001, 16777217);
-  T_SX(169, fcvt.s.w, rmm, NX, 0x4b800000, 16777217);
+  T_SX(169, fcvt.s.w, rmm, NX, 0x4b800001, 16777217);
   T_SX(170, fcvt.s.w, rne, NX, 0xcb800000, -16777217);
   T_SX(171, fcvt.s.w, rtz, NX, 0xcb800000, -16777217);
   T_SX(172, fcvt.s.w, rdn, NX, 0xcb800001, -16777217);
   T_SX(173, fcvt.s.w, rup, NX, 0xcb800000, -16777217);
-  T_SX(174, fcvt.s.w, rmm, NX, 0xcb800000, -16777217);
+  T_SX(174, fcvt.s.w, rmm, NX, 0xcb800001, -16777217);
   T_SX(175, fcvt.s.w, rne, NX, 0x4b800002, 16777219);
   T_SX(176, fcvt.s.w, rtz, NX, 0x4b800001, 16777219);
   T_SX(177, fcvt.s.w, rdn, NX, 0x4b800001, 16777219);
@@ -225,11 +225,11 @@ TEST_BEGIN
   T_SX(206, fcvt.s.lu, rne, 0, S_PZERO, 0);
 
   /* integer to double */
-  T_DX(207, fcvt.d.w, rne, 0, 0xc1e0000000000000, 0x80000000);
-  T_DX(208, fcvt.d.w, rne, 0, 0x41dfffffffc00000, 0x7fffffff);
-  T_DX(209, fcvt.d.w, rne, 0, D_MONE, 0x00000000ffffffff);
-  T_DX(210, fcvt.d.wu, rne, 0, 0x41efffffffe00000, 0xffffffff);
-  T_DX(211, fcvt.d.wu, rne, 0, D_TWO, 0xffffffff00000002);
+  T_DXN(207, fcvt.d.w, 0, 0xc1e0000000000000, 0x80000000);
+  T_DXN(208, fcvt.d.w, 0, 0x41dfffffffc00000, 0x7fffffff);
+  T_DXN(209, fcvt.d.w, 0, D_MONE, 0x00000000ffffffff);
+  T_DXN(210, fcvt.d.wu, 0, 0x41efffffffe00000, 0xffffffff);
+  T_DXN(211, fcvt.d.wu, 0, D_TWO, 0xffffffff00000002);
   T_DX(212, fcvt.d.l, rne, 0, D_MONE, -1);
   T_DX(213, fcvt.d.l, rne, 0, 0xc3e0000000000000, 0x8000000000000000);
   T_DX(214, fcvt.d.l, rne, NX, 0x4340000000000000, 0x20000000000001);
@@ -289,14 +289,14 @@ TEST_BEGIN
   T_SD(266, fcvt.s.d, rne, NV, S_CNAN, D_SNAN);
 
   /* fcvt.d.s */
-  T_DS(267, fcvt.d.s, rne, 0, D_ONE, S_ONE);
-  T_DS(268, fcvt.d.s, rne, 0, 0x3fd5555560000000, 0x3eaaaaab);
-  T_DS(269, fcvt.d.s, rne, 0, 0x36a0000000000000, S_SUB);
-  T_DS(270, fcvt.d.s, rne, 0, 0x47efffffe0000000, S_MAX);
-  T_DS(271, fcvt.d.s, rne, 0, D_NINF, S_NINF);
-  T_DS(272, fcvt.d.s, rne, 0, D_NZERO, S_NZERO);
-  T_DS(273, fcvt.d.s, rne, 0, D_CNAN, S_QNANP);
-  T_DS(274, fcvt.d.s, rne, NV, D_CNAN, S_NSNAN);
+  T_DSN(267, fcvt.d.s, 0, D_ONE, S_ONE);
+  T_DSN(268, fcvt.d.s, 0, 0x3fd5555560000000, 0x3eaaaaab);
+  T_DSN(269, fcvt.d.s, 0, 0x36a0000000000000, S_SUB);
+  T_DSN(270, fcvt.d.s, 0, 0x47efffffe0000000, S_MAX);
+  T_DSN(271, fcvt.d.s, 0, D_NINF, S_NINF);
+  T_DSN(272, fcvt.d.s, 0, D_NZERO, S_NZERO);
+  T_DSN(273, fcvt.d.s, 0, D_CNAN, S_QNANP);
+  T_DSN(274, fcvt.d.s, NV, D_CNAN, S_NSNAN);
   csrwi frm, 2;
   T_XD(275, fcvt.w.d, dyn, NX, -3, 0xc004000000000000);
   T_SX(276, fcvt.s.w, dyn, NX, 0xcb800001, -16777217);

@@ -4,7 +4,7 @@
 //! empty one that measures start-up), builds `ftvm` in release, then runs every ELF N times on
 //! `ftvm run-elf --stats` and on `qemu-system-riscv64 -M virt -bios none`, interleaved, so both
 //! see the same machine noise. The checksums the guest prints must agree between the two and
-//! across repetitions; the table reports medians and ftvm/QEMU ratios, which stay meaningful on a
+//! across repetitions; the table reports best-of-N times and ftvm/QEMU ratios, which stay meaningful on a
 //! busy shared machine where absolute times do not. A full run rewrites its section of
 //! `docs/benchmarks.md`; `--profile` adds a profile of ftvm running the all-in-one ELF.
 //!
@@ -29,7 +29,7 @@ pub struct Args {
     /// Short smoke run: iteration counts divided by 16, one repetition, docs left alone.
     #[arg(long)]
     quick: bool,
-    /// Repetitions of every measurement; the table shows medians (default 3, 1 with --quick).
+    /// Repetitions of every measurement; the table shows the best and the median (default 3, 1 with --quick).
     #[arg(long, short = 'n')]
     reps: Option<usize>,
     /// Only these kernels (comma-separated; default: all of them).
@@ -140,7 +140,11 @@ pub fn main(a: Args) -> Result<()> {
         elf::check_qemu()?;
     }
     let scale_div = if a.quick { 16 } else { 1 };
-    let elf_kernels = if a.profile { vec![Kernel::All] } else { kernels.clone() };
+    let elf_kernels = if a.profile {
+        vec![Kernel::All]
+    } else {
+        kernels.clone()
+    };
     let elfs = elf::build(&paths, &elf_kernels, scale_div)?;
     let ftvm = match &a.ftvm {
         Some(p) => p.clone(),
@@ -158,10 +162,14 @@ pub fn main(a: Args) -> Result<()> {
         for (i, elf) in elfs.iter().enumerate() {
             let k = elf_kernels[i].name();
             eprintln!("bench: round {}/{reps}: {k} on ftvm", rep + 1);
-            runs[i].0.push(measure::ftvm(&ftvm, elf, a.timeout).with_context(|| format!("{k} on ftvm"))?);
+            runs[i].0.push(
+                measure::ftvm(&ftvm, elf, a.timeout).with_context(|| format!("{k} on ftvm"))?,
+            );
             if qemu {
                 eprintln!("bench: round {}/{reps}: {k} on qemu", rep + 1);
-                runs[i].1.push(measure::qemu(elf, a.timeout).with_context(|| format!("{k} on qemu"))?);
+                runs[i]
+                    .1
+                    .push(measure::qemu(elf, a.timeout).with_context(|| format!("{k} on qemu"))?);
             }
         }
     }
@@ -183,7 +191,10 @@ pub fn main(a: Args) -> Result<()> {
         for b in &bad {
             eprintln!("bench: MISMATCH: {b}");
         }
-        bail!("{} check(s) failed: ftvm and QEMU disagree or runs are not deterministic", bad.len());
+        bail!(
+            "{} check(s) failed: ftvm and QEMU disagree or runs are not deterministic",
+            bad.len()
+        );
     }
     if a.quick || a.no_doc {
         eprintln!("bench: docs/benchmarks.md left alone (--quick / --no-doc)");

@@ -66,7 +66,12 @@ pub struct BuildOptions {
 
 impl Default for BuildOptions {
     fn default() -> Self {
-        Self { cache: None, install_deps: false, jobs: 2, verbose: false }
+        Self {
+            cache: None,
+            install_deps: false,
+            jobs: 2,
+            verbose: false,
+        }
     }
 }
 
@@ -151,7 +156,9 @@ pub fn build(opts: &BuildOptions) -> Result<GuestPaths> {
     let busybox = busybox::build(&cache, &busybox_in, opts)?;
     let dir = cache.publish(&key, |out| {
         let bins = programs::compile(&sources, &cache.tmp_dir("programs")?, opts)?;
-        step("initramfs", || image::initramfs(&busybox, &bins, &sources, &out.join("initramfs.cpio.gz")))?;
+        step("initramfs", || {
+            image::initramfs(&busybox, &bins, &sources, &out.join("initramfs.cpio.gz"))
+        })?;
         step("disk", || image::disk(&out.join("disk.img")))?;
         std::fs::copy(kernel.join("Image"), out.join("Image")).context("copying Image")?;
         std::fs::copy(kernel.join("config"), out.join("kernel.config"))?;
@@ -173,5 +180,8 @@ fn step<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 
 /// The workspace root, where `guests/` lives; xtask always runs from this source tree.
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_path_buf()
 }

@@ -1,11 +1,267 @@
-//! `ftvm run`: boot the virt board. (Owned by the board work; placeholder until it lands.)
+//! `ftvm run`: boot a virt machine with its console on stdio.
+//!
+//! The machine itself is deterministic ([`machine::Machine`]); this is the host side that decides
+//! when input enters and how idle time passes:
+//!
+//! - Console bytes from stdin go to UART0 (and nowhere else), taken between run slices.
+//! - When every hart waits for an interrupt, the clock skips ahead to the next timer, but an
+//!   idle period never passes faster than wall-clock time: a skip of d guest seconds takes at
+//!   least d host seconds, and ends early (at the guest time that corresponds to the host time
+//!   waited) when input arrives. Busy periods run as fast as the interpreter goes, so guest
+//!   time may lag the host's; it never runs ahead of it because of idling.
+//!
+//! Exit codes: 0 after the guest powers off (or Ctrl-A X), the guest's code after a failure
+//! report (0x3333 | code << 16; a code of 0 becomes 1), 2 on errors of input or setup, 128 + n
+//! after signal n.
+
+mod term;
+
+use machine::clock;
+use machine::virtio::{ConsoleBackend, OsEntropy};
+use machine::{
+    Backends, DriveConfig, Firmware, Machine, MachineConfig, PowerEvent, SerialBackend, Stop,
+};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The firmware used when `--bios` is not given: Debian's OpenSBI (package `opensbi`).
+pub const DEFAULT_BIOS: &str = "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin";
+
+/// Machine-wide steps per run slice between looks at stdin (about 20 ms at 100 MIPS).
+const SLICE: u64 = 2_000_000;
+/// Console input accepted ahead of the guest; stdin is not read while this much waits.
+const MAX_BACKLOG: usize = 64 * 1024;
 
 /// Options of `ftvm run`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Firmware loaded at the start of RAM (e.g. OpenSBI's fw_jump.bin or fw_dynamic.bin, raw
+    /// or ELF), or `none` to enter the kernel in M-mode at the start of RAM.
+    #[arg(long, value_name = "FILE|none", default_value = DEFAULT_BIOS)]
+    pub bios: String,
+    /// Kernel (raw Image or ELF), loaded 2 MiB above the firmware.
+    #[arg(long, value_name = "FILE")]
+    pub kernel: Option<PathBuf>,
+    /// Initial RAM disk.
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, value_name = "ARGS", default_value = "")]
+    pub append: String,
+    /// RAM size, with an optional K, M or G suffix.
+    #[arg(long, short = 'm', value_name = "SIZE", default_value = "256M", value_parser = machine::parse_size)]
+    pub mem: u64,
+    /// Number of harts.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub smp: usize,
+    /// A virtio disk: file=PATH[,readonly=on]. Repeatable; the first is /dev/vda.
+    #[arg(long, value_name = "file=PATH[,readonly=on]")]
+    pub drive: Vec<DriveConfig>,
+    /// Write the generated device tree blob to FILE and exit.
+    #[arg(long, value_name = "FILE")]
+    pub dtb_out: Option<PathBuf>,
+    /// Print the instruction count, run time and speed to stderr at exit.
+    #[arg(long)]
+    pub stats: bool,
+}
+
+/// Output of both consoles, waiting to be written to stdout by the run loop.
+#[derive(Clone, Default)]
+struct Outbox(Arc<Mutex<Vec<u8>>>);
+
+impl Outbox {
+    fn push(&self, bytes: &[u8]) {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(bytes);
+        }
+    }
+
+    fn flush(&self) {
+        let data = match self.0.lock() {
+            Ok(mut v) if !v.is_empty() => std::mem::take(&mut *v),
+            _ => return,
+        };
+        let mut out = std::io::stdout().lock();
+        // A closed stdout loses console output; the guest must not notice.
+        let _ = out.write_all(&data).and_then(|()| out.flush());
+    }
+}
+
+impl SerialBackend for Outbox {
+    fn transmit(&mut self, bytes: &[u8]) {
+        self.push(bytes);
+    }
+}
+
+/// The virtio console shares stdout; its input is not connected (stdin feeds UART0).
+impl ConsoleBackend for Outbox {
+    fn read_input(&mut self, _: &mut [u8]) -> usize {
+        0
+    }
+    fn write_output(&mut self, data: &[u8]) {
+        self.push(data);
+    }
+}
+
+fn config(a: &Args) -> MachineConfig {
+    MachineConfig {
+        mem_size: a.mem,
+        harts: a.smp,
+        bios: match a.bios.as_str() {
+            "none" => Firmware::None,
+            f => Firmware::File(f.into()),
+        },
+        kernel: a.kernel.clone(),
+        initrd: a.initrd.clone(),
+        append: a.append.clone(),
+        drives: a.drive.clone(),
+    }
+}
+
+fn build(cfg: &MachineConfig, out: &Outbox) -> Result<Machine, machine::MachineError> {
+    Machine::new(
+        cfg,
+        Backends {
+            serial: Box::new(out.clone()),
+            console: Box::new(out.clone()),
+            entropy: Box::new(OsEntropy::default()),
+        },
+    )
+}
 
 /// Runs the command; returns the process exit code.
-pub fn main(_a: Args) -> i32 {
-    eprintln!("ftvm run: not available in this build");
-    2
+pub fn main(a: Args) -> i32 {
+    let cfg = config(&a);
+    let out = Outbox::default();
+    let mut m = match build(&cfg, &out) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("ftvm run: {e}");
+            return 2;
+        }
+    };
+    if let Some(path) = &a.dtb_out {
+        return match std::fs::write(path, m.fdt()) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("ftvm run: cannot write {}: {e}", path.display());
+                2
+            }
+        };
+    }
+    term::catch_signals();
+    let raw = term::RawMode::enable();
+    let mut input = term::Input::new(raw.is_some());
+    let started = Instant::now();
+    let mut executed = 0u64;
+    let code = loop {
+        let before = m.icount();
+        let stop = run_once(&mut m, &mut input, &out);
+        executed += m.icount().saturating_sub(before);
+        out.flush();
+        match stop {
+            Outcome::Continue => {}
+            Outcome::Exit(code) => break code,
+            Outcome::Reset => match build(&cfg, &out) {
+                Ok(new) => m = new,
+                Err(e) => {
+                    eprintln!("\r\nftvm run: reset failed: {e}");
+                    break 2;
+                }
+            },
+        }
+    };
+    drop(raw);
+    if a.stats {
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "ftvm run: {} steps of guest time {:.3} s in {:.3} s of host time ({:.1} M steps/s)",
+            m.icount(),
+            clock::duration_of(m.icount()).as_secs_f64(),
+            secs,
+            executed as f64 / secs.max(1e-9) / 1e6
+        );
+    }
+    code
+}
+
+enum Outcome {
+    Continue,
+    Exit(i32),
+    Reset,
+}
+
+fn show_status(m: &Machine) {
+    eprint!(
+        "\r\nftvm: icount {} (guest time {:.3} s)\r\n",
+        m.icount(),
+        clock::duration_of(m.icount()).as_secs_f64()
+    );
+    for h in m.harts() {
+        eprint!(
+            "ftvm: hart {} pc {:#x} {:?} wfi {}\r\n",
+            h.hartid, h.pc, h.prv, h.wfi
+        );
+    }
+}
+
+/// Takes what the user typed; returns an exit code if the session should end.
+fn take_input(m: &mut Machine, t: term::Typed) -> Option<i32> {
+    if !t.bytes.is_empty() {
+        m.console_input(&t.bytes);
+    }
+    if t.status {
+        show_status(m);
+    }
+    if t.quit {
+        eprint!("\r\nftvm: terminated (C-a x)\r\n");
+        return Some(0);
+    }
+    term::signal().map(|s| 128 + s)
+}
+
+/// One slice of the run loop.
+fn run_once(m: &mut Machine, input: &mut term::Input, out: &Outbox) -> Outcome {
+    if m.console_backlog() < MAX_BACKLOG {
+        let typed = input.wait(Some(Duration::ZERO));
+        if let Some(code) = take_input(m, typed) {
+            return Outcome::Exit(code);
+        }
+    } else if let Some(s) = term::signal() {
+        return Outcome::Exit(128 + s);
+    }
+    match m.run(m.icount().saturating_add(SLICE)) {
+        Stop::Limit => Outcome::Continue,
+        Stop::Power(PowerEvent::PowerOff) => Outcome::Exit(0),
+        Stop::Power(PowerEvent::Fail(code)) => Outcome::Exit(match code & 0xff {
+            0 => 1,
+            c => i32::from(c),
+        }),
+        Stop::Power(PowerEvent::Reset) => Outcome::Reset,
+        Stop::Idle { wake } => {
+            out.flush();
+            let now = m.icount();
+            let sleep = wake.map(|w| clock::duration_of(w.saturating_sub(now)));
+            let t0 = Instant::now();
+            let typed = if m.console_backlog() < MAX_BACKLOG {
+                input.wait(sleep)
+            } else {
+                std::thread::sleep(sleep.unwrap_or(Duration::from_millis(100)));
+                term::Typed::default()
+            };
+            let waited = clock::icount_for(t0.elapsed());
+            let target = match wake {
+                Some(w) if typed.bytes.is_empty() => w,
+                Some(w) => w.min(now.saturating_add(waited)),
+                None => now.saturating_add(waited),
+            };
+            m.skip_to(target);
+            match take_input(m, typed) {
+                Some(code) => Outcome::Exit(code),
+                None => Outcome::Continue,
+            }
+        }
+    }
 }

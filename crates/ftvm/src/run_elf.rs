@@ -54,7 +54,9 @@ pub enum RunElfError {
     #[error("{0}: not a 64-bit little-endian RISC-V ELF")]
     NotRiscv(PathBuf),
     /// A loadable segment does not fit in RAM.
-    #[error("{path}: segment at {addr:#x} (+{size:#x} bytes) lies outside RAM {base:#x}..{end:#x}")]
+    #[error(
+        "{path}: segment at {addr:#x} (+{size:#x} bytes) lies outside RAM {base:#x}..{end:#x}"
+    )]
     OutsideRam {
         /// The file.
         path: PathBuf,
@@ -180,14 +182,22 @@ pub fn run(a: &Args) -> Result<(Verdict, u64), RunElfError> {
     if a.mem_mib == 0 || a.mem_mib > 65536 {
         return Err(RunElfError::BadMem);
     }
-    let bytes = std::fs::read(path).map_err(|source| RunElfError::Read { path: path.clone(), source })?;
-    let elf = goblin::elf::Elf::parse(&bytes).map_err(|e| RunElfError::BadElf(path.clone(), e.to_string()))?;
+    let bytes = std::fs::read(path).map_err(|source| RunElfError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let elf = goblin::elf::Elf::parse(&bytes)
+        .map_err(|e| RunElfError::BadElf(path.clone(), e.to_string()))?;
     if !elf.is_64 || !elf.little_endian || elf.header.e_machine != goblin::elf::header::EM_RISCV {
         return Err(RunElfError::NotRiscv(path.clone()));
     }
     let size = a.mem_mib << 20;
     let mut ram = Ram::new(RAM_BASE, size as usize);
-    for ph in elf.program_headers.iter().filter(|p| p.p_type == goblin::elf::program_header::PT_LOAD) {
+    for ph in elf
+        .program_headers
+        .iter()
+        .filter(|p| p.p_type == goblin::elf::program_header::PT_LOAD)
+    {
         let outside = || RunElfError::OutsideRam {
             path: path.clone(),
             addr: ph.p_paddr,
@@ -202,7 +212,12 @@ pub fn run(a: &Args) -> Result<(Verdict, u64), RunElfError> {
         let data = start
             .checked_add(ph.p_filesz as usize)
             .and_then(|end| bytes.get(start..end))
-            .ok_or_else(|| RunElfError::BadElf(path.clone(), "segment extends past the end of the file".into()))?;
+            .ok_or_else(|| {
+                RunElfError::BadElf(
+                    path.clone(),
+                    "segment extends past the end of the file".into(),
+                )
+            })?;
         ram.write(ph.p_paddr, data).ok_or_else(outside)?;
     }
     let tohost = elf
@@ -215,7 +230,12 @@ pub fn run(a: &Args) -> Result<(Verdict, u64), RunElfError> {
 
     let mut hart = Hart::new(0);
     hart.pc = elf.entry;
-    let mut bus = TestBus { msip: false, mtimecmp: u64::MAX, exit: None, out: std::io::stdout() };
+    let mut bus = TestBus {
+        msip: false,
+        mtimecmp: u64::MAX,
+        exit: None,
+        out: std::io::stdout(),
+    };
     const SLICE: u64 = 100_000;
     loop {
         hart.set_irq_lines(bus.lines(hart.icount));
@@ -274,7 +294,10 @@ pub fn main(a: Args) -> i32 {
         Ok((verdict, icount)) => {
             if a.stats {
                 let secs = start.elapsed().as_secs_f64();
-                eprintln!("ftvm: icount={icount} seconds={secs:.3} mips={:.1}", icount as f64 / secs / 1e6);
+                eprintln!(
+                    "ftvm: icount={icount} seconds={secs:.3} mips={:.1}",
+                    icount as f64 / secs / 1e6
+                );
             }
             match verdict {
                 Verdict::Pass => 0,

@@ -25,27 +25,34 @@ macro_rules! isa_tests {
 }
 
 isa_tests!(
+    c_smoke,
+    csr_ftvm,
+    csr_m,
+    exceptions_m,
+    fp_arith_d,
+    fp_arith_s,
+    fp_cmp,
+    fp_cvt,
+    fp_fma,
+    fp_fs,
+    fp_move,
+    interrupts,
+    interrupts_priority,
+    mprv,
+    priv_modes,
+    rv64a,
+    rv64a_amo_faults,
+    rv64a_misaligned,
     rv64i_alu,
     rv64i_branch,
     rv64i_mem,
     rv64m,
-    rv64a,
-    rv64a_misaligned,
-    rv64a_amo_faults,
-    zicsr,
-    zifencei,
     rvc,
-    exceptions_m,
-    priv_modes,
-    csr_m,
-    csr_ftvm,
-    interrupts,
-    interrupts_s,
+    vm_ftvm,
     vm_sv39,
     vm_sv48,
-    vm_ad,
-    mprv,
-    c_smoke,
+    zicsr,
+    zifencei,
 );
 
 /// A program added to `guests/isa/` must get a test: otherwise it would silently never run.
@@ -76,8 +83,15 @@ fn every_source_is_listed() {
 fn assert_error(out: &Outcome, what: &str) {
     assert_eq!(out.code, Some(2), "{what}: want exit 2\n{out}");
     let lines: Vec<&str> = out.stderr.trim().lines().collect();
-    assert_eq!(lines.len(), 1, "{what}: want a one-line error on stderr\n{out}");
-    assert!(!lines[0].trim().is_empty(), "{what}: empty error line\n{out}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "{what}: want a one-line error on stderr\n{out}"
+    );
+    assert!(
+        !lines[0].trim().is_empty(),
+        "{what}: empty error line\n{out}"
+    );
 }
 
 #[test]
@@ -114,7 +128,10 @@ fn truncated_elf_is_an_error() {
         let cut = dir.join(format!("truncated-{i}.elf"));
         std::fs::write(&cut, &bytes[..len]).unwrap();
         let out = run_ftvm(&cut, &[]);
-        assert_error(&out, &format!("ELF truncated to {len} of {} bytes", bytes.len()));
+        assert_error(
+            &out,
+            &format!("ELF truncated to {len} of {} bytes", bytes.len()),
+        );
     }
 }
 
@@ -142,7 +159,10 @@ fn elf_without_tohost_is_an_error() {
     let elf = build(&isa_dir().join("neg/no_tohost.S"));
     let out = run_ftvm(&elf, &[]);
     assert_error(&out, "an ELF without `tohost`");
-    assert!(out.stderr.contains("tohost"), "the error should name `tohost`\n{out}");
+    assert!(
+        out.stderr.contains("tohost"),
+        "the error should name `tohost`\n{out}"
+    );
 }
 
 #[test]
@@ -164,9 +184,17 @@ fn test_device_ends_the_run() {
     // Writing 0x5555 / (n << 16) | 0x3333 to the sifive,test0 device ends the run too.
     let elf = build(&isa_dir().join("neg/syscon_pass.S"));
     let out = run_ftvm(&elf, &["--max-instructions", "100000"]);
-    assert_eq!(out.code, Some(0), "0x5555 at 0x100000 must end the run as a pass\n{out}");
+    assert_eq!(
+        out.code,
+        Some(0),
+        "0x5555 at 0x100000 must end the run as a pass\n{out}"
+    );
     let elf = build(&isa_dir().join("neg/syscon_fail.S"));
     let out = run_ftvm(&elf, &["--max-instructions", "100000"]);
-    assert_ne!(out.code, Some(0), "0x3333 at 0x100000 must not read as a pass\n{out}");
+    assert_ne!(
+        out.code,
+        Some(0),
+        "0x3333 at 0x100000 must not read as a pass\n{out}"
+    );
     assert!(!out.stderr.contains("panicked"), "{out}");
 }

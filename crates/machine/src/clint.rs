@@ -44,7 +44,11 @@ impl Clint {
     /// A CLINT for `harts` harts at reset: no software interrupts, every `mtimecmp` at its
     /// maximum (no timer interrupt until the guest programs one).
     pub fn new(harts: usize) -> Self {
-        Clint { msip: vec![false; harts], mtimecmp: vec![u64::MAX; harts], mtime_offset: 0 }
+        Clint {
+            msip: vec![false; harts],
+            mtimecmp: vec![u64::MAX; harts],
+            mtime_offset: 0,
+        }
     }
 
     /// The guest-visible `mtime` at raw clock value `raw`.
@@ -59,7 +63,9 @@ impl Clint {
 
     /// Hart `hart`'s timer interrupt line (MTIP) at raw clock value `raw`.
     pub fn mtip(&self, hart: usize, raw: u64) -> bool {
-        self.mtimecmp.get(hart).is_some_and(|&cmp| self.mtime(raw) >= cmp)
+        self.mtimecmp
+            .get(hart)
+            .is_some_and(|&cmp| self.mtime(raw) >= cmp)
     }
 
     /// The raw clock value at which hart `hart`'s MTIP rises, if it is low at `raw` and will
@@ -76,7 +82,7 @@ impl Clint {
     /// A guest read of `size` bytes at `offset` within the window, at raw clock value `raw`.
     /// `None` (an access fault) for sizes other than 4 and 8 or misaligned accesses.
     pub fn read(&self, offset: u64, size: u8, raw: u64) -> Option<u64> {
-        if !matches!(size, 4 | 8) || offset % u64::from(size) != 0 {
+        if !matches!(size, 4 | 8) || !offset.is_multiple_of(u64::from(size)) {
             return None;
         }
         let harts = self.msip.len() as u64;
@@ -98,7 +104,7 @@ impl Clint {
 
     /// A guest write; see [`Clint::read`] for which accesses fault.
     pub fn write(&mut self, offset: u64, size: u8, val: u64, raw: u64) -> bool {
-        if !matches!(size, 4 | 8) || offset % u64::from(size) != 0 {
+        if !matches!(size, 4 | 8) || !offset.is_multiple_of(u64::from(size)) {
             return false;
         }
         let harts = self.msip.len() as u64;

@@ -65,7 +65,10 @@ impl std::str::FromStr for DriveConfig {
                 _ => return Err(bad()),
             }
         }
-        Ok(DriveConfig { path: path.ok_or_else(bad)?, readonly })
+        Ok(DriveConfig {
+            path: path.ok_or_else(bad)?,
+            readonly,
+        })
     }
 }
 
@@ -121,7 +124,7 @@ impl MachineConfig {
         if self.mem_size > MAX_MEM {
             return Err(ConfigError::MemTooLarge(self.mem_size));
         }
-        if self.mem_size % 4096 != 0 {
+        if !self.mem_size.is_multiple_of(4096) {
             return Err(ConfigError::MemNotPageMultiple(self.mem_size));
         }
         if self.harts == 0 || self.harts > MAX_HARTS {
@@ -139,7 +142,10 @@ impl MachineConfig {
 pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
     let bad = || ConfigError::MalformedSize(s.to_owned());
     let t = s.trim();
-    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
     let (digits, shift) = match t.char_indices().last() {
         Some((i, 'k' | 'K')) => (&t[..i], 10),
         Some((i, 'm' | 'M')) => (&t[..i], 20),
@@ -165,7 +171,16 @@ mod tests {
         assert_eq!(parse_size("512k"), Ok(512 << 10));
         assert_eq!(parse_size("64MiB"), Ok(64 << 20));
         assert_eq!(parse_size("4096"), Ok(4096));
-        for bad in ["", "M", "-1M", "1.5G", "12Q", "99999999999999999999", "16777216T", " "] {
+        for bad in [
+            "",
+            "M",
+            "-1M",
+            "1.5G",
+            "12Q",
+            "99999999999999999999",
+            "16777216T",
+            " ",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
     }
@@ -173,10 +188,23 @@ mod tests {
     #[test]
     fn drives_parse() {
         let d: DriveConfig = "file=/tmp/x.img,readonly=on".parse().unwrap();
-        assert_eq!(d, DriveConfig { path: "/tmp/x.img".into(), readonly: true });
+        assert_eq!(
+            d,
+            DriveConfig {
+                path: "/tmp/x.img".into(),
+                readonly: true
+            }
+        );
         let d: DriveConfig = "file=a,format=raw,if=virtio".parse().unwrap();
         assert!(!d.readonly);
-        for bad in ["", "x.img", "file=", "readonly=on", "file=a,readonly=maybe", "file=a,cache=none"] {
+        for bad in [
+            "",
+            "x.img",
+            "file=",
+            "readonly=on",
+            "file=a,readonly=maybe",
+            "file=a,cache=none",
+        ] {
             assert!(bad.parse::<DriveConfig>().is_err(), "{bad}");
         }
     }
@@ -185,9 +213,15 @@ mod tests {
     fn validation_bounds() {
         let ok = MachineConfig::default();
         assert_eq!(ok.validate(), Ok(()));
-        let c = MachineConfig { mem_size: 1 << 20, ..ok.clone() };
+        let c = MachineConfig {
+            mem_size: 1 << 20,
+            ..ok.clone()
+        };
         assert_eq!(c.validate(), Err(ConfigError::MemTooSmall(1 << 20)));
-        let c = MachineConfig { mem_size: (64 << 20) + 1, ..ok.clone() };
+        let c = MachineConfig {
+            mem_size: (64 << 20) + 1,
+            ..ok.clone()
+        };
         assert!(c.validate().is_err());
         let c = MachineConfig { harts: 0, ..ok };
         assert_eq!(c.validate(), Err(ConfigError::BadSmp(0)));

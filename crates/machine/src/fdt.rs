@@ -134,7 +134,11 @@ pub fn build(cfg: &FdtConfig) -> Result<Vec<u8>, FdtError> {
     f.property_array_u64("reg", &reg(syscon::BASE, syscon::SIZE))?;
     f.property_string_list(
         "compatible",
-        vec!["sifive,test1".into(), "sifive,test0".into(), "syscon".into()],
+        vec![
+            "sifive,test1".into(),
+            "sifive,test0".into(),
+            "syscon".into(),
+        ],
     )?;
     f.end_node(test)?;
 
@@ -153,8 +157,18 @@ pub fn build(cfg: &FdtConfig) -> Result<Vec<u8>, FdtError> {
     let mut clint_irqs = Vec::new();
     for h in 0..cfg.harts {
         let intc = intc_phandle(h);
-        plic_irqs.extend([intc, rv64::trap::irq::MEI as u32, intc, rv64::trap::irq::SEI as u32]);
-        clint_irqs.extend([intc, rv64::trap::irq::MSI as u32, intc, rv64::trap::irq::MTI as u32]);
+        plic_irqs.extend([
+            intc,
+            rv64::trap::irq::MEI as u32,
+            intc,
+            rv64::trap::irq::SEI as u32,
+        ]);
+        clint_irqs.extend([
+            intc,
+            rv64::trap::irq::MSI as u32,
+            intc,
+            rv64::trap::irq::MTI as u32,
+        ]);
     }
     let p = f.begin_node(&format!("plic@{:x}", plic::BASE))?;
     f.property_phandle(PHANDLE_PLIC)?;
@@ -162,7 +176,10 @@ pub fn build(cfg: &FdtConfig) -> Result<Vec<u8>, FdtError> {
     f.property_array_u64("reg", &reg(plic::BASE, plic::SIZE))?;
     f.property_array_u32("interrupts-extended", &plic_irqs)?;
     f.property_null("interrupt-controller")?;
-    f.property_string_list("compatible", vec!["sifive,plic-1.0.0".into(), "riscv,plic0".into()])?;
+    f.property_string_list(
+        "compatible",
+        vec!["sifive,plic-1.0.0".into(), "riscv,plic0".into()],
+    )?;
     f.property_u32("#address-cells", 0)?;
     f.property_u32("#interrupt-cells", 1)?;
     f.end_node(p)?;
@@ -170,7 +187,10 @@ pub fn build(cfg: &FdtConfig) -> Result<Vec<u8>, FdtError> {
     let c = f.begin_node(&format!("clint@{:x}", clint::BASE))?;
     f.property_array_u32("interrupts-extended", &clint_irqs)?;
     f.property_array_u64("reg", &reg(clint::BASE, clint::SIZE))?;
-    f.property_string_list("compatible", vec!["sifive,clint0".into(), "riscv,clint0".into()])?;
+    f.property_string_list(
+        "compatible",
+        vec!["sifive,clint0".into(), "riscv,clint0".into()],
+    )?;
     f.end_node(c)?;
 
     f.end_node(soc)?;
@@ -200,7 +220,11 @@ mod tests {
         let chosen = fdt.chosen();
         assert_eq!(chosen.bootargs(), Some("console=ttyS0 earlycon"));
         assert_eq!(chosen.stdout().map(|n| n.name), Some("serial@10000000"));
-        let initrd_start = fdt.find_node("/chosen").unwrap().property("linux,initrd-start").unwrap();
+        let initrd_start = fdt
+            .find_node("/chosen")
+            .unwrap()
+            .property("linux,initrd-start")
+            .unwrap();
         assert_eq!(initrd_start.value, 0x8820_0000u64.to_be_bytes());
         let mem = fdt.memory().regions().next().unwrap();
         assert_eq!(mem.starting_address as u64, 0x8000_0000);
@@ -211,29 +235,51 @@ mod tests {
         for (i, cpu) in cpus.iter().enumerate() {
             assert_eq!(cpu.ids().first(), i);
             assert_eq!(cpu.timebase_frequency(), 10_000_000);
-            assert_eq!(cpu.property("riscv,isa").and_then(|p| p.as_str()), Some(RISCV_ISA));
-            assert_eq!(cpu.property("mmu-type").and_then(|p| p.as_str()), Some(MMU_TYPE));
+            assert_eq!(
+                cpu.property("riscv,isa").and_then(|p| p.as_str()),
+                Some(RISCV_ISA)
+            );
+            assert_eq!(
+                cpu.property("mmu-type").and_then(|p| p.as_str()),
+                Some(MMU_TYPE)
+            );
         }
 
         let uart = fdt.find_compatible(&["ns16550a"]).unwrap();
-        assert_eq!(uart.reg().unwrap().next().unwrap().starting_address as u64, uart::BASE);
+        assert_eq!(
+            uart.reg().unwrap().next().unwrap().starting_address as u64,
+            uart::BASE
+        );
         assert_eq!(uart.interrupts().unwrap().collect::<Vec<_>>(), vec![10]);
         assert_eq!(uart.interrupt_parent().unwrap().name, "plic@c000000");
-        assert_eq!(uart.property("clock-frequency").unwrap().as_usize(), Some(3_686_400));
+        assert_eq!(
+            uart.property("clock-frequency").unwrap().as_usize(),
+            Some(3_686_400)
+        );
 
         let plic = fdt.find_compatible(&["riscv,plic0"]).unwrap();
         assert_eq!(plic.property("riscv,ndev").unwrap().as_usize(), Some(96));
         let ie = plic.property("interrupts-extended").unwrap().value;
-        assert_eq!(ie.len(), 2 * 4 * 4, "two contexts per hart, two cells per context");
+        assert_eq!(
+            ie.len(),
+            2 * 4 * 4,
+            "two contexts per hart, two cells per context"
+        );
         let clint = fdt.find_compatible(&["riscv,clint0"]).unwrap();
         assert_eq!(clint.reg().unwrap().next().unwrap().size, Some(0x10000));
 
         let slots: Vec<_> = fdt
             .all_nodes()
-            .filter(|n| n.compatible().is_some_and(|c| c.all().any(|s| s == "virtio,mmio")))
+            .filter(|n| {
+                n.compatible()
+                    .is_some_and(|c| c.all().any(|s| s == "virtio,mmio"))
+            })
             .map(|n| {
                 let r = n.reg().unwrap().next().unwrap();
-                (r.starting_address as u64, n.interrupts().unwrap().next().unwrap())
+                (
+                    r.starting_address as u64,
+                    n.interrupts().unwrap().next().unwrap(),
+                )
             })
             .collect();
         assert_eq!(slots.len(), 8);
@@ -249,11 +295,20 @@ mod tests {
 
     #[test]
     fn no_bootargs_no_initrd() {
-        let cfg = FdtConfig { bootargs: String::new(), initrd: None, harts: 1, ..config() };
+        let cfg = FdtConfig {
+            bootargs: String::new(),
+            initrd: None,
+            harts: 1,
+            ..config()
+        };
         let blob = build(&cfg).unwrap();
         let fdt = fdt::Fdt::new(&blob).unwrap();
         assert_eq!(fdt.chosen().bootargs(), None);
-        assert!(fdt.find_node("/chosen").unwrap().property("linux,initrd-start").is_none());
+        assert!(fdt
+            .find_node("/chosen")
+            .unwrap()
+            .property("linux,initrd-start")
+            .is_none());
         assert_eq!(fdt.cpus().count(), 1);
     }
 }

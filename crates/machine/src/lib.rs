@@ -1,2 +1,27 @@
-//! The QEMU-`virt`-compatible board around [`rv64`] harts.
+//! The QEMU-`virt`-compatible board around [`rv64`] harts: memory map, boot ROM, CLINT, PLIC,
+//! 16550 UART, SiFive test device, virtio-mmio slots, device tree, image loading, and the
+//! deterministic loop that interleaves the harts ([`Machine`]).
+//!
+//! This crate never reads a host clock and never decides when outside input arrives: guest time
+//! is a function of the instruction count ([`clock`]), and every input enters through
+//! [`Machine::console_input`], [`Machine::skip_to`] or a device backend trait, which is what
+//! record and replay hook into. The host-side loop (terminal, wall-clock pacing of idle time)
+//! belongs to the caller.
+
+pub mod board;
+pub mod clint;
+pub mod clock;
+pub mod config;
+pub mod fdt;
+pub mod loader;
+pub mod machine;
+pub mod plic;
+pub mod rom;
+pub mod syscon;
+pub mod uart;
 pub mod virtio;
+
+pub use config::{parse_size, ConfigError, DriveConfig, Firmware, MachineConfig};
+pub use machine::{Backends, BootInfo, Machine, MachineError, Stop};
+pub use syscon::PowerEvent;
+pub use uart::SerialBackend;

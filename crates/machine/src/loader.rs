@@ -106,10 +106,16 @@ pub struct Image {
 
 /// Reads an image file, refusing empty ones.
 pub fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, LoadError> {
-    let data =
-        std::fs::read(path).map_err(|source| LoadError::Read { what, path: path.into(), source })?;
+    let data = std::fs::read(path).map_err(|source| LoadError::Read {
+        what,
+        path: path.into(),
+        source,
+    })?;
     if data.is_empty() {
-        return Err(LoadError::Empty { what, path: path.into() });
+        return Err(LoadError::Empty {
+            what,
+            path: path.into(),
+        });
     }
     Ok(data)
 }
@@ -124,13 +130,19 @@ fn linux_image_size(data: &[u8]) -> Option<u64> {
 }
 
 fn u16_at(d: &[u8], off: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(d.get(off..off.checked_add(2)?)?.try_into().ok()?))
+    Some(u16::from_le_bytes(
+        d.get(off..off.checked_add(2)?)?.try_into().ok()?,
+    ))
 }
 fn u32_at(d: &[u8], off: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(d.get(off..off.checked_add(4)?)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        d.get(off..off.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 fn u64_at(d: &[u8], off: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(d.get(off..off.checked_add(8)?)?.try_into().ok()?))
+    Some(u64::from_le_bytes(
+        d.get(off..off.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 fn parse_elf(what: &'static str, d: &[u8]) -> Result<Image, LoadError> {
@@ -164,7 +176,9 @@ fn parse_elf(what: &'static str, d: &[u8]) -> Result<Image, LoadError> {
         if filesz > memsz {
             return Err(bad("segment file size exceeds its memory size"));
         }
-        let end = paddr.checked_add(memsz).ok_or(bad("segment wraps the address space"))?;
+        let end = paddr
+            .checked_add(memsz)
+            .ok_or(bad("segment wraps the address space"))?;
         let data = usize::try_from(offset)
             .ok()
             .zip(usize::try_from(filesz).ok())
@@ -175,12 +189,20 @@ fn parse_elf(what: &'static str, d: &[u8]) -> Result<Image, LoadError> {
         }
         lo = lo.min(paddr);
         hi = hi.max(end);
-        segments.push(Segment { addr: paddr, data: data.to_vec() });
+        segments.push(Segment {
+            addr: paddr,
+            data: data.to_vec(),
+        });
     }
     if segments.is_empty() {
         return Err(bad("no loadable segment"));
     }
-    Ok(Image { what, segments, entry, footprint: (lo, hi) })
+    Ok(Image {
+        what,
+        segments,
+        entry,
+        footprint: (lo, hi),
+    })
 }
 
 /// Makes an [`Image`] of `data`: an ELF file by its program headers, anything else as a raw
@@ -226,13 +248,18 @@ pub fn plan(
     initrd: Option<Vec<u8>>,
     (fdt_at, fdt_end): (u64, u64),
 ) -> Result<BootPlan, LoadError> {
+    if initrd.is_some() && kernel.is_none() {
+        return Err(LoadError::InitrdWithoutKernel);
+    }
     let mut images = Vec::new();
     let bios = bios.map(|d| parse("firmware", d, ram_base)).transpose()?;
     let kernel_addr = match &bios {
         Some(b) => align_up(b.footprint.1, 2 * MIB),
         None => ram_base,
     };
-    let kernel = kernel.map(|d| parse("kernel", d, kernel_addr)).transpose()?;
+    let kernel = kernel
+        .map(|d| parse("kernel", d, kernel_addr))
+        .transpose()?;
     let start = match (&bios, &kernel) {
         (Some(b), _) => b.entry,
         (None, Some(k)) => k.entry,
@@ -241,12 +268,16 @@ pub fn plan(
     let kernel_entry = kernel.as_ref().map_or(0, |k| k.entry);
     let mut initrd_range = None;
     if let Some(data) = initrd {
-        let Some(k) = &kernel else { return Err(LoadError::InitrdWithoutKernel) };
+        let Some(k) = &kernel else {
+            return Err(LoadError::InitrdWithoutKernel);
+        };
         let len = data.len() as u64;
         let mut at = k.entry.saturating_add((ram_size / 2).min(128 * MIB));
-        // Not there? Then as high as possible below the device tree, page aligned.
-        if at.saturating_add(len) > fdt_at {
-            at = fdt_at.saturating_sub(len) & !0xfff;
+        // Not there? Then as high as possible below the device tree, page aligned, if that
+        // clears the kernel (otherwise the checks below report the first choice).
+        let below_fdt = fdt_at.saturating_sub(len) & !0xfff;
+        if at.saturating_add(len) > fdt_at && below_fdt >= k.footprint.1 && fdt_at >= len {
+            at = below_fdt;
         }
         initrd_range = Some((at, at + len));
         let initrd = Image {
@@ -263,19 +294,35 @@ pub fn plan(
         images.extend(kernel);
     }
     let ram_end = ram_base + ram_size;
-    let mut regions: Vec<(&'static str, u64, u64)> =
-        images.iter().map(|i| (i.what, i.footprint.0, i.footprint.1)).collect();
-    for seg in images.iter().flat_map(|i| i.segments.iter().map(move |s| (i.what, s))) {
+    let mut regions: Vec<(&'static str, u64, u64)> = images
+        .iter()
+        .map(|i| (i.what, i.footprint.0, i.footprint.1))
+        .collect();
+    for seg in images
+        .iter()
+        .flat_map(|i| i.segments.iter().map(move |s| (i.what, s)))
+    {
         let end = seg.1.addr.saturating_add(seg.1.data.len() as u64);
         regions.push((seg.0, seg.1.addr, end));
     }
     regions.push(("device tree", fdt_at, fdt_end));
     for &(what, start, end) in &regions {
         if start < ram_base || end > ram_end || start > end {
-            return Err(LoadError::DoesNotFit { what, start, end, ram_start: ram_base, ram_end });
+            return Err(LoadError::DoesNotFit {
+                what,
+                start,
+                end,
+                ram_start: ram_base,
+                ram_end,
+            });
         }
     }
-    let outer: Vec<_> = regions.iter().take(images.len()).copied().chain(regions.last().copied()).collect();
+    let outer: Vec<_> = regions
+        .iter()
+        .take(images.len())
+        .copied()
+        .chain(regions.last().copied())
+        .collect();
     for (i, a) in outer.iter().enumerate() {
         for b in &outer[i + 1..] {
             if a.1 < b.2 && b.1 < a.2 {
@@ -290,14 +337,23 @@ pub fn plan(
             }
         }
     }
-    Ok(BootPlan { start, kernel_entry, initrd: initrd_range, images })
+    Ok(BootPlan {
+        start,
+        kernel_entry,
+        initrd: initrd_range,
+        images,
+    })
 }
 
 /// Where a device tree of `size` bytes goes: as high in RAM as possible but below 3 GiB,
 /// aligned down to 2 MiB (QEMU's `riscv_compute_fdt_addr`).
 pub fn fdt_addr(ram_base: u64, ram_size: u64, size: u64) -> u64 {
     let end = ram_base + ram_size;
-    let top = if ram_base < FDT_LIMIT { end.min(FDT_LIMIT) } else { end };
+    let top = if ram_base < FDT_LIMIT {
+        end.min(FDT_LIMIT)
+    } else {
+        end
+    };
     (top.saturating_sub(size) & !(2 * MIB - 1)).max(ram_base)
 }
 
@@ -315,15 +371,30 @@ mod tests {
     #[test]
     fn qemu_placement() {
         let mem = 256 * MIB;
-        let p = plan(BASE, mem, Some(vec![1; 0x1_c000]), Some(vec![2; 0x10_0000]), Some(vec![3; 4096]), fdt(mem))
-            .unwrap();
+        let p = plan(
+            BASE,
+            mem,
+            Some(vec![1; 0x1_c000]),
+            Some(vec![2; 0x10_0000]),
+            Some(vec![3; 4096]),
+            fdt(mem),
+        )
+        .unwrap();
         assert_eq!(p.start, BASE);
         assert_eq!(p.kernel_entry, 0x8020_0000);
         assert_eq!(p.initrd, Some((0x8820_0000, 0x8820_1000)));
         assert_eq!(fdt(mem).0, 0x8fe0_0000);
         assert_eq!(fdt_addr(BASE, 2048 * MIB, 0x2000), 0xbfe0_0000);
         // Small RAM: the initrd goes half-way up.
-        let p = plan(BASE, 64 * MIB, None, Some(vec![2; 100]), Some(vec![3; 100]), fdt(64 * MIB)).unwrap();
+        let p = plan(
+            BASE,
+            64 * MIB,
+            None,
+            Some(vec![2; 100]),
+            Some(vec![3; 100]),
+            fdt(64 * MIB),
+        )
+        .unwrap();
         assert_eq!(p.start, BASE);
         assert_eq!(p.initrd.unwrap().0, BASE + 32 * MIB);
     }
@@ -331,11 +402,33 @@ mod tests {
     #[test]
     fn big_initrd_moves_below_the_device_tree() {
         let mem = 64 * MIB;
-        let p = plan(BASE, mem, None, Some(vec![2; 100]), Some(vec![3; 40 << 20]), fdt(mem)).unwrap();
+        let p = plan(
+            BASE,
+            mem,
+            None,
+            Some(vec![2; 100]),
+            Some(vec![3; 40 << 20]),
+            fdt(mem),
+        )
+        .unwrap();
         let (s, e) = p.initrd.unwrap();
         assert!(e <= fdt(mem).0 && s > BASE + 100);
-        let err = plan(BASE, mem, None, Some(vec![2; 100]), Some(vec![3; 63 << 20]), fdt(mem)).unwrap_err();
-        assert!(matches!(err, LoadError::Overlap { .. }), "{err}");
+        let err = plan(
+            BASE,
+            mem,
+            None,
+            Some(vec![2; 100]),
+            Some(vec![3; 63 << 20]),
+            fdt(mem),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LoadError::Overlap { .. } | LoadError::DoesNotFit { .. }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -345,16 +438,38 @@ mod tests {
         assert!(matches!(e, LoadError::NothingToBoot));
         let e = plan(BASE, mem, Some(vec![0; 10]), None, Some(vec![1]), fdt(mem)).unwrap_err();
         assert!(matches!(e, LoadError::InitrdWithoutKernel));
-        let e = plan(BASE, mem, Some(vec![0; 10]), Some(vec![0; 20 << 20]), None, fdt(mem)).unwrap_err();
-        assert!(matches!(e, LoadError::DoesNotFit { what: "kernel", .. }), "{e}");
+        let e = plan(
+            BASE,
+            mem,
+            Some(vec![0; 10]),
+            Some(vec![0; 20 << 20]),
+            None,
+            fdt(mem),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, LoadError::DoesNotFit { what: "kernel", .. }),
+            "{e}"
+        );
         // A Linux Image whose BSS runs into the device tree.
         let mut img = vec![0u8; 4096];
         img[16..24].copy_from_slice(&(15 * MIB).to_le_bytes());
         img[56..60].copy_from_slice(b"RSC\x05");
         let e = plan(BASE, mem, Some(vec![0; 10]), Some(img), None, fdt(mem)).unwrap_err();
-        assert!(matches!(e, LoadError::DoesNotFit { .. } | LoadError::Overlap { .. }), "{e}");
+        assert!(
+            matches!(e, LoadError::DoesNotFit { .. } | LoadError::Overlap { .. }),
+            "{e}"
+        );
         // Firmware bigger than 2 MiB pushes the kernel up.
-        let p = plan(BASE, mem, Some(vec![0; 3 << 20]), Some(vec![1; 10]), None, fdt(mem)).unwrap();
+        let p = plan(
+            BASE,
+            mem,
+            Some(vec![0; 3 << 20]),
+            Some(vec![1; 10]),
+            None,
+            fdt(mem),
+        )
+        .unwrap();
         assert_eq!(p.kernel_entry, BASE + 4 * MIB);
     }
 
@@ -389,10 +504,16 @@ mod tests {
         assert_eq!(img.footprint, (0x8000_0000, 0x8000_1000));
         assert_eq!(img.segments[0].data.len(), 0x40);
         let truncated = elf(0, &[(0, 0x8000_0000, 0x4000, 0x4000)]);
-        assert!(matches!(parse("kernel", truncated, 0), Err(LoadError::BadElf { .. })));
+        assert!(matches!(
+            parse("kernel", truncated, 0),
+            Err(LoadError::BadElf { .. })
+        ));
         let mut cut = elf(0, &[(0, 0x8000_0000, 0x10, 0x10)]);
         cut.truncate(80);
-        assert!(matches!(parse("kernel", cut, 0), Err(LoadError::BadElf { .. })));
+        assert!(matches!(
+            parse("kernel", cut, 0),
+            Err(LoadError::BadElf { .. })
+        ));
         assert!(parse("kernel", b"\x7fELF".to_vec(), 0).is_err());
         let wraps = elf(0, &[(0, u64::MAX - 4, 0, 0x10)]);
         assert!(parse("kernel", wraps, 0).is_err());

@@ -79,8 +79,8 @@ impl Plic {
         let en = self.enable.get(ctx)?;
         let threshold = self.threshold[ctx];
         let mut best: Option<(u32, u32)> = None;
-        for w in 0..WORDS {
-            let mut bits = self.pending[w] & en[w];
+        for (w, (&pending, &enabled)) in self.pending.iter().zip(en).enumerate() {
+            let mut bits = pending & enabled;
             while bits != 0 {
                 let src = (w * 32) as u32 + bits.trailing_zeros();
                 bits &= bits - 1;
@@ -121,22 +121,32 @@ impl Plic {
     /// A guest read. Registers are 32 bits wide: other sizes and misaligned accesses fault.
     /// Reading a claim register claims. Unimplemented offsets inside the window read as zero.
     pub fn read(&mut self, offset: u64, size: u8) -> Option<u64> {
-        if size != 4 || offset % 4 != 0 {
+        if size != 4 || !offset.is_multiple_of(4) {
             return None;
         }
         let contexts = self.threshold.len() as u64;
         let v = match offset {
             o if o < PENDING => self.priority.get((o / 4) as usize).copied().unwrap_or(0),
-            o if o < ENABLE => self.pending.get(((o - PENDING) / 4) as usize).copied().unwrap_or(0),
+            o if o < ENABLE => self
+                .pending
+                .get(((o - PENDING) / 4) as usize)
+                .copied()
+                .unwrap_or(0),
             o if o < CONTEXT => {
-                let (ctx, w) = ((o - ENABLE) / ENABLE_STRIDE, (o - ENABLE) % ENABLE_STRIDE / 4);
+                let (ctx, w) = (
+                    (o - ENABLE) / ENABLE_STRIDE,
+                    (o - ENABLE) % ENABLE_STRIDE / 4,
+                );
                 match self.enable.get(ctx as usize) {
                     Some(en) => en.get(w as usize).copied().unwrap_or(0),
                     None => 0,
                 }
             }
             o => {
-                let (ctx, reg) = ((o - CONTEXT) / CONTEXT_STRIDE, (o - CONTEXT) % CONTEXT_STRIDE);
+                let (ctx, reg) = (
+                    (o - CONTEXT) / CONTEXT_STRIDE,
+                    (o - CONTEXT) % CONTEXT_STRIDE,
+                );
                 match reg {
                     _ if ctx >= contexts => 0,
                     0 => self.threshold[ctx as usize],
@@ -151,7 +161,7 @@ impl Plic {
     /// A guest write; see [`Plic::read`] for which accesses fault. Writing a claim register
     /// completes the source written.
     pub fn write(&mut self, offset: u64, size: u8, val: u64) -> bool {
-        if size != 4 || offset % 4 != 0 {
+        if size != 4 || !offset.is_multiple_of(4) {
             return false;
         }
         let v = val as u32;
@@ -166,8 +176,15 @@ impl Plic {
             }
             o if o < ENABLE => {} // pending bits are read-only
             o if o < CONTEXT => {
-                let (ctx, w) = ((o - ENABLE) / ENABLE_STRIDE, (o - ENABLE) % ENABLE_STRIDE / 4);
-                if let Some(word) = self.enable.get_mut(ctx as usize).and_then(|en| en.get_mut(w as usize)) {
+                let (ctx, w) = (
+                    (o - ENABLE) / ENABLE_STRIDE,
+                    (o - ENABLE) % ENABLE_STRIDE / 4,
+                );
+                if let Some(word) = self
+                    .enable
+                    .get_mut(ctx as usize)
+                    .and_then(|en| en.get_mut(w as usize))
+                {
                     // Source 0 does not exist; bits above NDEV are hardwired to zero.
                     let mut mask = u32::MAX;
                     if w == 0 {
@@ -181,7 +198,10 @@ impl Plic {
                 }
             }
             o => {
-                let (ctx, reg) = ((o - CONTEXT) / CONTEXT_STRIDE, (o - CONTEXT) % CONTEXT_STRIDE);
+                let (ctx, reg) = (
+                    (o - CONTEXT) / CONTEXT_STRIDE,
+                    (o - CONTEXT) % CONTEXT_STRIDE,
+                );
                 match reg {
                     _ if ctx >= contexts => {}
                     0 => self.threshold[ctx as usize] = v & PRIORITY_MASK,
@@ -255,9 +275,17 @@ mod tests {
         assert!(p.write(4 * 5, 4, 0xffff_ffff));
         assert_eq!(p.read(4 * 5, 4), Some(7));
         assert!(p.write(ENABLE + 12, 4, 0xffff_ffff));
-        assert_eq!(p.read(ENABLE + 12, 4), Some(1), "only source 96 exists in word 3");
+        assert_eq!(
+            p.read(ENABLE + 12, 4),
+            Some(1),
+            "only source 96 exists in word 3"
+        );
         assert!(p.write(ENABLE, 4, 0xffff_ffff));
-        assert_eq!(p.read(ENABLE, 4), Some(0xffff_fffe), "source 0 does not exist");
+        assert_eq!(
+            p.read(ENABLE, 4),
+            Some(0xffff_fffe),
+            "source 0 does not exist"
+        );
         assert_eq!(p.read(0, 8), None);
         assert_eq!(p.read(2, 4), None);
         assert!(!p.write(0, 1, 0));

@@ -31,7 +31,16 @@ pub fn build(start: u64, fdt: u64, next: u64) -> Vec<u8> {
     for insn in CODE {
         rom.extend_from_slice(&insn.to_le_bytes());
     }
-    for word in [start, fdt, FW_DYNAMIC_MAGIC, FW_DYNAMIC_VERSION, next, FW_DYNAMIC_NEXT_MODE_S, 0, 0] {
+    for word in [
+        start,
+        fdt,
+        FW_DYNAMIC_MAGIC,
+        FW_DYNAMIC_VERSION,
+        next,
+        FW_DYNAMIC_NEXT_MODE_S,
+        0,
+        0,
+    ] {
         rom.extend_from_slice(&word.to_le_bytes());
     }
     rom
@@ -39,12 +48,16 @@ pub fn build(start: u64, fdt: u64, next: u64) -> Vec<u8> {
 
 /// A guest read of `size` bytes at `offset` of the ROM `image`. Misaligned accesses fault.
 pub fn read(image: &[u8], offset: u64, size: u8) -> Option<u64> {
-    if !matches!(size, 1 | 2 | 4 | 8) || offset % u64::from(size) != 0 || offset >= SIZE {
+    if !matches!(size, 1 | 2 | 4 | 8) || !offset.is_multiple_of(u64::from(size)) || offset >= SIZE {
         return None;
     }
     let mut b = [0u8; 8];
     for (i, byte) in b.iter_mut().take(usize::from(size)).enumerate() {
-        *byte = usize::try_from(offset).ok().and_then(|o| image.get(o + i)).copied().unwrap_or(0);
+        *byte = usize::try_from(offset)
+            .ok()
+            .and_then(|o| image.get(o + i))
+            .copied()
+            .unwrap_or(0);
     }
     Some(u64::from_le_bytes(b))
 }

@@ -40,12 +40,12 @@ impl TestDevice {
 
     /// A guest read: the register reads as zero. Misaligned accesses fault.
     pub fn read(&self, offset: u64, size: u8) -> Option<u64> {
-        (matches!(size, 1 | 2 | 4 | 8) && offset % u64::from(size) == 0).then_some(0)
+        (matches!(size, 1 | 2 | 4 | 8) && offset.is_multiple_of(u64::from(size))).then_some(0)
     }
 
     /// A guest write. Unknown values are ignored, as on QEMU.
     pub fn write(&mut self, offset: u64, size: u8, val: u64) -> bool {
-        if !matches!(size, 2 | 4 | 8) || offset % u64::from(size) != 0 {
+        if !matches!(size, 2 | 4 | 8) || !offset.is_multiple_of(u64::from(size)) {
             return false;
         }
         if offset == 0 {

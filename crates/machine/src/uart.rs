@@ -184,7 +184,7 @@ impl Uart {
     /// A guest read at `offset`. Registers are bytes; wider accesses read the addressed byte
     /// zero-extended. Misaligned accesses fault.
     pub fn read(&mut self, offset: u64, size: u8) -> Option<u64> {
-        if !matches!(size, 1 | 2 | 4 | 8) || offset % u64::from(size) != 0 || offset >= SIZE {
+        if !matches!(size, 1 | 2 | 4 | 8) || !offset.is_multiple_of(u64::from(size)) || offset >= SIZE {
             return None;
         }
         let dlab = self.lcr & LCR_DLAB != 0;
@@ -202,7 +202,12 @@ impl Uart {
                 if cause == IIR_THRI {
                     self.thre_pending = false;
                 }
-                cause | if self.fifo_enabled { IIR_FIFO_ENABLED } else { 0 }
+                cause
+                    | if self.fifo_enabled {
+                        IIR_FIFO_ENABLED
+                    } else {
+                        0
+                    }
             }
             3 => self.lcr,
             4 => self.mcr,
@@ -220,7 +225,7 @@ impl Uart {
 
     /// A guest write at `offset`; see [`Uart::read`].
     pub fn write(&mut self, offset: u64, size: u8, val: u64) -> bool {
-        if !matches!(size, 1 | 2 | 4 | 8) || offset % u64::from(size) != 0 || offset >= SIZE {
+        if !matches!(size, 1 | 2 | 4 | 8) || !offset.is_multiple_of(u64::from(size)) || offset >= SIZE {
             return false;
         }
         let v = val as u8;
@@ -363,7 +368,10 @@ mod tests {
         u.write(0, 1, 0x66); // FIFO disabled: a one-byte holding register
         assert!(u.irq_level());
         assert_eq!(u.read(2, 1), Some(u64::from(IIR_RLSI)));
-        assert_eq!(u.read(5, 1).unwrap() as u8 & (LSR_OE | LSR_DR), LSR_OE | LSR_DR);
+        assert_eq!(
+            u.read(5, 1).unwrap() as u8 & (LSR_OE | LSR_DR),
+            LSR_OE | LSR_DR
+        );
         assert_eq!(u.read(5, 1).unwrap() as u8 & LSR_OE, 0);
         assert_eq!(u.read(0, 1), Some(0x55));
         assert!(cap.0.lock().unwrap().is_empty());

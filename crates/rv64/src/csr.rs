@@ -43,7 +43,8 @@ pub mod mstatus {
     /// State dirty summary.
     pub const SD: u64 = 1 << 63;
     /// Bits an M-mode write may change.
-    pub const WRITABLE: u64 = SIE | MIE | SPIE | MPIE | SPP | MPP | FS | MPRV | SUM | MXR | TVM | TW | TSR;
+    pub const WRITABLE: u64 =
+        SIE | MIE | SPIE | MPIE | SPP | MPP | FS | MPRV | SUM | MXR | TVM | TW | TSR;
     /// Bits visible through sstatus.
     pub const SSTATUS_VIEW: u64 = SIE | SPIE | SPP | FS | SUM | MXR | (3 << 32) | SD;
     /// Bits an sstatus write may change.
@@ -312,7 +313,8 @@ impl Hart {
                     self.mmu_context_changed();
                 }
             }
-            MSTATUS => self.write_mstatus((self.csr.mstatus & !mstatus::WRITABLE) | (val & mstatus::WRITABLE)),
+            MSTATUS => self
+                .write_mstatus((self.csr.mstatus & !mstatus::WRITABLE) | (val & mstatus::WRITABLE)),
             MISA => {}
             MEDELEG => self.csr.medeleg = val & MEDELEG_WRITABLE,
             MIDELEG => {

@@ -11,20 +11,104 @@ pub enum Op {
     /// Cache slot not filled yet.
     Undecoded,
     Illegal,
-    Lui, Auipc, Jal, Jalr,
-    Beq, Bne, Blt, Bge, Bltu, Bgeu,
-    Lb, Lh, Lw, Ld, Lbu, Lhu, Lwu,
-    Sb, Sh, Sw, Sd,
-    Addi, Slti, Sltiu, Xori, Ori, Andi, Slli, Srli, Srai,
-    Add, Sub, Sll, Slt, Sltu, Xor, Srl, Sra, Or, And,
-    Addiw, Slliw, Srliw, Sraiw,
-    Addw, Subw, Sllw, Srlw, Sraw,
-    Mul, Mulh, Mulhsu, Mulhu, Div, Divu, Rem, Remu,
-    Mulw, Divw, Divuw, Remw, Remuw,
-    Fence, FenceI, Ecall, Ebreak, Mret, Sret, Wfi, SfenceVma,
-    Csrrw, Csrrs, Csrrc, Csrrwi, Csrrsi, Csrrci,
-    LrW, ScW, AmoswapW, AmoaddW, AmoxorW, AmoandW, AmoorW, AmominW, AmomaxW, AmominuW, AmomaxuW,
-    LrD, ScD, AmoswapD, AmoaddD, AmoxorD, AmoandD, AmoorD, AmominD, AmomaxD, AmominuD, AmomaxuD,
+    Lui,
+    Auipc,
+    Jal,
+    Jalr,
+    Beq,
+    Bne,
+    Blt,
+    Bge,
+    Bltu,
+    Bgeu,
+    Lb,
+    Lh,
+    Lw,
+    Ld,
+    Lbu,
+    Lhu,
+    Lwu,
+    Sb,
+    Sh,
+    Sw,
+    Sd,
+    Addi,
+    Slti,
+    Sltiu,
+    Xori,
+    Ori,
+    Andi,
+    Slli,
+    Srli,
+    Srai,
+    Add,
+    Sub,
+    Sll,
+    Slt,
+    Sltu,
+    Xor,
+    Srl,
+    Sra,
+    Or,
+    And,
+    Addiw,
+    Slliw,
+    Srliw,
+    Sraiw,
+    Addw,
+    Subw,
+    Sllw,
+    Srlw,
+    Sraw,
+    Mul,
+    Mulh,
+    Mulhsu,
+    Mulhu,
+    Div,
+    Divu,
+    Rem,
+    Remu,
+    Mulw,
+    Divw,
+    Divuw,
+    Remw,
+    Remuw,
+    Fence,
+    FenceI,
+    Ecall,
+    Ebreak,
+    Mret,
+    Sret,
+    Wfi,
+    SfenceVma,
+    Csrrw,
+    Csrrs,
+    Csrrc,
+    Csrrwi,
+    Csrrsi,
+    Csrrci,
+    LrW,
+    ScW,
+    AmoswapW,
+    AmoaddW,
+    AmoxorW,
+    AmoandW,
+    AmoorW,
+    AmominW,
+    AmomaxW,
+    AmominuW,
+    AmomaxuW,
+    LrD,
+    ScD,
+    AmoswapD,
+    AmoaddD,
+    AmoxorD,
+    AmoandD,
+    AmoorD,
+    AmominD,
+    AmomaxD,
+    AmominuD,
+    AmomaxuD,
     /// Any F or D instruction; `raw` holds its 32-bit encoding.
     Fp,
 }
@@ -53,12 +137,28 @@ pub struct Insn {
 
 impl Insn {
     /// The empty cache slot.
-    pub const UNDECODED: Insn = Insn { op: Op::Undecoded, rd: 0, rs1: 0, rs2: 0, len: 0, imm: 0, raw: 0 };
+    pub const UNDECODED: Insn = Insn {
+        op: Op::Undecoded,
+        rd: 0,
+        rs1: 0,
+        rs2: 0,
+        len: 0,
+        imm: 0,
+        raw: 0,
+    };
 
     fn new(op: Op, rd: u32, rs1: u32, rs2: u32, imm: i32, raw: u32, len: u8) -> Insn {
         // Results for x0 go to the sink register, so execution never needs to test rd.
         let rd = if rd == 0 { ZERO_SINK as u32 } else { rd };
-        Insn { op, rd: rd as u8, rs1: rs1 as u8, rs2: rs2 as u8, len, imm, raw }
+        Insn {
+            op,
+            rd: rd as u8,
+            rs1: rs1 as u8,
+            rs2: rs2 as u8,
+            len,
+            imm,
+            raw,
+        }
     }
 }
 
@@ -70,7 +170,9 @@ pub struct DecodedPage {
 
 impl DecodedPage {
     pub(crate) fn new_boxed() -> Box<DecodedPage> {
-        Box::new(DecodedPage { insns: [Insn::UNDECODED; 2048] })
+        Box::new(DecodedPage {
+            insns: [Insn::UNDECODED; 2048],
+        })
     }
 
     pub(crate) fn clear(&mut self) {
@@ -117,12 +219,18 @@ fn decode32(x: u32) -> Insn {
     let i_imm = (x as i32) >> 20;
     let s_imm = ((x as i32) >> 25 << 5) | bits(x, 11, 7) as i32;
     let b_imm = sext(
-        (bits(x, 31, 31) << 12) | (bits(x, 7, 7) << 11) | (bits(x, 30, 25) << 5) | (bits(x, 11, 8) << 1),
+        (bits(x, 31, 31) << 12)
+            | (bits(x, 7, 7) << 11)
+            | (bits(x, 30, 25) << 5)
+            | (bits(x, 11, 8) << 1),
         13,
     );
     let u_imm = (x & 0xffff_f000) as i32;
     let j_imm = sext(
-        (bits(x, 31, 31) << 20) | (bits(x, 19, 12) << 12) | (bits(x, 20, 20) << 11) | (bits(x, 30, 21) << 1),
+        (bits(x, 31, 31) << 20)
+            | (bits(x, 19, 12) << 12)
+            | (bits(x, 20, 20) << 11)
+            | (bits(x, 30, 21) << 1),
         21,
     );
     let ill = Insn::new(Illegal, 0, 0, 0, 0, x, 4);
@@ -311,7 +419,10 @@ fn decode16(x: u16) -> Insn {
     let ci_imm = sext((bits(x, 12, 12) << 5) | bits(x, 6, 2), 6);
     match (op, f3) {
         (0, 0) => {
-            let nzuimm = (bits(x, 10, 7) << 6) | (bits(x, 12, 11) << 4) | (bits(x, 5, 5) << 3) | (bits(x, 6, 6) << 2);
+            let nzuimm = (bits(x, 10, 7) << 6)
+                | (bits(x, 12, 11) << 4)
+                | (bits(x, 5, 5) << 3)
+                | (bits(x, 6, 6) << 2);
             if nzuimm == 0 {
                 return ill;
             }
@@ -322,7 +433,12 @@ fn decode16(x: u16) -> Insn {
         (0, 2) => mk(Lw, rdp, rs1p, 0, lw_off as i32),
         (0, 3) => mk(Ld, rdp, rs1p, 0, ld_off as i32),
         // C.FSD → fsd rs2', off(rs1')
-        (0, 5) => fp(((ld_off >> 5) << 25) | (rdp << 20) | (rs1p << 15) | (3 << 12) | ((ld_off & 31) << 7) | 0x27),
+        (0, 5) => fp(((ld_off >> 5) << 25)
+            | (rdp << 20)
+            | (rs1p << 15)
+            | (3 << 12)
+            | ((ld_off & 31) << 7)
+            | 0x27),
         (0, 6) => mk(Sw, 0, rs1p, rdp, lw_off as i32),
         (0, 7) => mk(Sd, 0, rs1p, rdp, ld_off as i32),
         (1, 0) => mk(Addi, rd, rd, 0, ci_imm),

@@ -15,7 +15,12 @@ fn sx32(v: u64) -> u64 {
 impl Hart {
     /// Executes one decoded instruction and advances (or redirects) the pc.
     #[inline(always)]
-    pub(crate) fn execute<B: Bus>(&mut self, d: Insn, ram: &mut Ram, bus: &mut B) -> Result<(), Trap> {
+    pub(crate) fn execute<B: Bus>(
+        &mut self,
+        d: Insn,
+        ram: &mut Ram,
+        bus: &mut B,
+    ) -> Result<(), Trap> {
         use Op::*;
         // Decoding maps rd = x0 to the sink register 32, so results are stored unconditionally.
         let rd = d.rd as usize & 63;
@@ -167,10 +172,11 @@ impl Hart {
                 return Ok(());
             }
             Undecoded => return self.execute_undecoded(ram, bus),
-            Illegal | Fence | FenceI | Ecall | Ebreak | Mret | Sret | Wfi | SfenceVma | Csrrw | Csrrs | Csrrc
-            | Csrrwi | Csrrsi | Csrrci | LrW | ScW | AmoswapW | AmoaddW | AmoxorW | AmoandW | AmoorW
-            | AmominW | AmomaxW | AmominuW | AmomaxuW | LrD | ScD | AmoswapD | AmoaddD | AmoxorD | AmoandD
-            | AmoorD | AmominD | AmomaxD | AmominuD | AmomaxuD => return self.execute_rare(&d, ram, bus),
+            Illegal | Fence | FenceI | Ecall | Ebreak | Mret | Sret | Wfi | SfenceVma | Csrrw
+            | Csrrs | Csrrc | Csrrwi | Csrrsi | Csrrci | LrW | ScW | AmoswapW | AmoaddW
+            | AmoxorW | AmoandW | AmoorW | AmominW | AmomaxW | AmominuW | AmomaxuW | LrD | ScD
+            | AmoswapD | AmoaddD | AmoxorD | AmoandD | AmoorD | AmominD | AmomaxD | AmominuD
+            | AmomaxuD => return self.execute_rare(&d, ram, bus),
         };
         self.x[rd] = v;
         self.pc = next;
@@ -215,14 +221,18 @@ impl Hart {
                 return Ok(());
             }
             Sret => {
-                if self.prv == Priv::U || (self.prv == Priv::S && self.csr.mstatus & mstatus::TSR != 0) {
+                if self.prv == Priv::U
+                    || (self.prv == Priv::S && self.csr.mstatus & mstatus::TSR != 0)
+                {
                     return Err(ill);
                 }
                 self.sret();
                 return Ok(());
             }
             Wfi => {
-                if self.prv == Priv::U || (self.prv == Priv::S && self.csr.mstatus & mstatus::TW != 0) {
+                if self.prv == Priv::U
+                    || (self.prv == Priv::S && self.csr.mstatus & mstatus::TW != 0)
+                {
                     return Err(ill);
                 }
                 self.pc = next;
@@ -233,7 +243,9 @@ impl Hart {
                 return Ok(());
             }
             SfenceVma => {
-                if self.prv == Priv::U || (self.prv == Priv::S && self.csr.mstatus & mstatus::TVM != 0) {
+                if self.prv == Priv::U
+                    || (self.prv == Priv::S && self.csr.mstatus & mstatus::TVM != 0)
+                {
                     return Err(ill);
                 }
                 self.tlb.flush();
@@ -241,7 +253,11 @@ impl Hart {
             }
             Csrrw | Csrrs | Csrrc | Csrrwi | Csrrsi | Csrrci => {
                 let n = d.imm as u16 & 0xfff;
-                let src = if matches!(d.op, Csrrwi | Csrrsi | Csrrci) { d.rs1 as u64 } else { a };
+                let src = if matches!(d.op, Csrrwi | Csrrsi | Csrrci) {
+                    d.rs1 as u64
+                } else {
+                    a
+                };
                 let writes = matches!(d.op, Csrrw | Csrrwi) || d.rs1 != 0;
                 // CSRRW with rd = x0 does not read; everything else does (and checks access).
                 let old = if matches!(d.op, Csrrw | Csrrwi) && rd == 0 {
@@ -266,7 +282,11 @@ impl Hart {
                 if a % n != 0 {
                     return Err(Trap::LoadAddressMisaligned(a));
                 }
-                let v = if n == 4 { sx32(self.load::<B, 4>(ram, bus, a)?) } else { self.load::<B, 8>(ram, bus, a)? };
+                let v = if n == 4 {
+                    sx32(self.load::<B, 4>(ram, bus, a)?)
+                } else {
+                    self.load::<B, 8>(ram, bus, a)?
+                };
                 self.reservation = Some(a);
                 self.x[rd] = v;
             }
@@ -286,7 +306,8 @@ impl Hart {
                 }
                 self.x[rd] = !ok as u64;
             }
-            AmoswapW | AmoaddW | AmoxorW | AmoandW | AmoorW | AmominW | AmomaxW | AmominuW | AmomaxuW => {
+            AmoswapW | AmoaddW | AmoxorW | AmoandW | AmoorW | AmominW | AmomaxW | AmominuW
+            | AmomaxuW => {
                 if a % 4 != 0 {
                     return Err(Trap::StoreAddressMisaligned(a));
                 }
@@ -309,7 +330,8 @@ impl Hart {
                 unsafe { write_le::<4>(p, new as u64) };
                 self.x[rd] = old as i32 as i64 as u64;
             }
-            AmoswapD | AmoaddD | AmoxorD | AmoandD | AmoorD | AmominD | AmomaxD | AmominuD | AmomaxuD => {
+            AmoswapD | AmoaddD | AmoxorD | AmoandD | AmoorD | AmominD | AmomaxD | AmominuD
+            | AmomaxuD => {
                 if a % 8 != 0 {
                     return Err(Trap::StoreAddressMisaligned(a));
                 }

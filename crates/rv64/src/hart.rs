@@ -179,7 +179,12 @@ impl Hart {
     /// Flushes the TLBs if the translation context changed.
     pub(crate) fn mmu_context_changed(&mut self) {
         let ms = self.csr.mstatus;
-        let ctx = (self.prv, self.data_priv(), self.csr.satp, ms & (mstatus::SUM | mstatus::MXR));
+        let ctx = (
+            self.prv,
+            self.data_priv(),
+            self.csr.satp,
+            ms & (mstatus::SUM | mstatus::MXR),
+        );
         if ctx != self.tlb_context {
             self.tlb_context = ctx;
             self.tlb.flush();
@@ -262,7 +267,11 @@ impl Hart {
 
     /// Enters the trap handler for `cause` (an exception code, or an interrupt number).
     pub(crate) fn take_trap(&mut self, cause: u64, tval: u64, interrupt: bool) {
-        let deleg = if interrupt { self.csr.mideleg } else { self.csr.medeleg };
+        let deleg = if interrupt {
+            self.csr.mideleg
+        } else {
+            self.csr.medeleg
+        };
         let to_s = self.prv != Priv::M && deleg >> cause & 1 == 1;
         let xcause = cause | (interrupt as u64) << 63;
         let ms = self.csr.mstatus;
@@ -270,7 +279,11 @@ impl Hart {
             self.csr.scause = xcause;
             self.csr.sepc = self.pc;
             self.csr.stval = tval;
-            let spie = if ms & mstatus::SIE != 0 { mstatus::SPIE } else { 0 };
+            let spie = if ms & mstatus::SIE != 0 {
+                mstatus::SPIE
+            } else {
+                0
+            };
             let spp = if self.prv == Priv::S { mstatus::SPP } else { 0 };
             self.csr.mstatus = (ms & !(mstatus::SIE | mstatus::SPIE | mstatus::SPP)) | spie | spp;
             self.prv = Priv::S;
@@ -279,7 +292,11 @@ impl Hart {
             self.csr.mcause = xcause;
             self.csr.mepc = self.pc;
             self.csr.mtval = tval;
-            let mpie = if ms & mstatus::MIE != 0 { mstatus::MPIE } else { 0 };
+            let mpie = if ms & mstatus::MIE != 0 {
+                mstatus::MPIE
+            } else {
+                0
+            };
             let mpp = (self.prv as u64) << mstatus::MPP_SHIFT;
             self.csr.mstatus = (ms & !(mstatus::MIE | mstatus::MPIE | mstatus::MPP)) | mpie | mpp;
             self.prv = Priv::M;
@@ -294,7 +311,11 @@ impl Hart {
     pub(crate) fn mret(&mut self) {
         let ms = self.csr.mstatus;
         let mpp = Priv::from_bits(ms >> mstatus::MPP_SHIFT);
-        let mie = if ms & mstatus::MPIE != 0 { mstatus::MIE } else { 0 };
+        let mie = if ms & mstatus::MPIE != 0 {
+            mstatus::MIE
+        } else {
+            0
+        };
         let mut ms = (ms & !(mstatus::MIE | mstatus::MPP)) | mie | mstatus::MPIE;
         if mpp != Priv::M {
             ms &= !mstatus::MPRV;
@@ -310,9 +331,18 @@ impl Hart {
     /// SRET.
     pub(crate) fn sret(&mut self) {
         let ms = self.csr.mstatus;
-        let spp = if ms & mstatus::SPP != 0 { Priv::S } else { Priv::U };
-        let sie = if ms & mstatus::SPIE != 0 { mstatus::SIE } else { 0 };
-        self.csr.mstatus = (ms & !(mstatus::SIE | mstatus::SPP | mstatus::MPRV)) | sie | mstatus::SPIE;
+        let spp = if ms & mstatus::SPP != 0 {
+            Priv::S
+        } else {
+            Priv::U
+        };
+        let sie = if ms & mstatus::SPIE != 0 {
+            mstatus::SIE
+        } else {
+            0
+        };
+        self.csr.mstatus =
+            (ms & !(mstatus::SIE | mstatus::SPP | mstatus::MPRV)) | sie | mstatus::SPIE;
         self.prv = spp;
         self.pc = self.csr.sepc;
         self.reservation = None;
@@ -340,7 +370,11 @@ impl Hart {
 
     #[cold]
     #[inline(never)]
-    pub(crate) fn fetch_slow<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B) -> Result<*const Insn, Trap> {
+    pub(crate) fn fetch_slow<B: Bus>(
+        &mut self,
+        ram: &mut Ram,
+        bus: &mut B,
+    ) -> Result<*const Insn, Trap> {
         let pc = self.pc;
         let paddr = self.translate(ram, pc, Access::Execute)?;
         let Some(off) = ram.offset(paddr, 2) else {
@@ -382,14 +416,27 @@ impl Hart {
         Ok(slot)
     }
 
-    fn fetch_parcel<B: Bus>(&mut self, ram: &Ram, bus: &mut B, vaddr: u64, paddr: u64) -> Result<u32, Trap> {
+    fn fetch_parcel<B: Bus>(
+        &mut self,
+        ram: &Ram,
+        bus: &mut B,
+        vaddr: u64,
+        paddr: u64,
+    ) -> Result<u32, Trap> {
         match ram.offset(paddr, 2) {
-            Some(off) => Ok(u16::from_le_bytes([ram.as_slice()[off], ram.as_slice()[off + 1]]) as u32),
+            Some(off) => {
+                Ok(u16::from_le_bytes([ram.as_slice()[off], ram.as_slice()[off + 1]]) as u32)
+            }
             None => self.fetch_parcel_io(bus, vaddr, paddr),
         }
     }
 
-    fn fetch_parcel_io<B: Bus>(&mut self, bus: &mut B, vaddr: u64, paddr: u64) -> Result<u32, Trap> {
+    fn fetch_parcel_io<B: Bus>(
+        &mut self,
+        bus: &mut B,
+        vaddr: u64,
+        paddr: u64,
+    ) -> Result<u32, Trap> {
         bus.read(self.hartid, self.icount, paddr, 2)
             .map(|v| v as u32 & 0xffff)
             .ok_or(Trap::InstructionAccessFault(vaddr))
@@ -399,7 +446,12 @@ impl Hart {
 
     /// Loads `N` (1, 2, 4 or 8) bytes at virtual address `vaddr`, zero-extended.
     #[inline(always)]
-    pub fn load<B: Bus, const N: usize>(&mut self, ram: &mut Ram, bus: &mut B, vaddr: u64) -> Result<u64, Trap> {
+    pub fn load<B: Bus, const N: usize>(
+        &mut self,
+        ram: &mut Ram,
+        bus: &mut B,
+        vaddr: u64,
+    ) -> Result<u64, Trap> {
         let vpn = vaddr >> 12;
         let e = self.tlb.r[vpn as usize & (TLB_SIZE - 1)];
         if e.vpn == vpn && (vaddr & 0xfff) as usize <= 4096 - N {
@@ -413,7 +465,13 @@ impl Hart {
 
     #[cold]
     #[inline(never)]
-    fn load_slow<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, vaddr: u64, n: usize) -> Result<u64, Trap> {
+    fn load_slow<B: Bus>(
+        &mut self,
+        ram: &mut Ram,
+        bus: &mut B,
+        vaddr: u64,
+        n: usize,
+    ) -> Result<u64, Trap> {
         if (vaddr & 0xfff) as usize + n > 4096 {
             let mut v = 0;
             for i in 0..n as u64 {
@@ -425,8 +483,10 @@ impl Hart {
         if let Some(off) = ram.offset(paddr, n as u64) {
             let page_host = ram.host_ptr(off & !0xfff) as usize;
             let vpn = vaddr >> 12;
-            self.tlb.r[vpn as usize & (TLB_SIZE - 1)] =
-                DataEntry { vpn, addend: page_host.wrapping_sub((vaddr & !0xfff) as usize) };
+            self.tlb.r[vpn as usize & (TLB_SIZE - 1)] = DataEntry {
+                vpn,
+                addend: page_host.wrapping_sub((vaddr & !0xfff) as usize),
+            };
             let mut b = [0u8; 8];
             b[..n].copy_from_slice(&ram.as_slice()[off..off + n]);
             return Ok(u64::from_le_bytes(b));
@@ -434,7 +494,8 @@ impl Hart {
         if paddr % n as u64 != 0 {
             return Err(Trap::LoadAccessFault(vaddr));
         }
-        bus.read(self.hartid, self.icount, paddr, n as u8).ok_or(Trap::LoadAccessFault(vaddr))
+        bus.read(self.hartid, self.icount, paddr, n as u8)
+            .ok_or(Trap::LoadAccessFault(vaddr))
     }
 
     /// Stores the low `N` (1, 2, 4 or 8) bytes of `val` at virtual address `vaddr`.
@@ -459,7 +520,14 @@ impl Hart {
 
     #[cold]
     #[inline(never)]
-    fn store_slow<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, vaddr: u64, n: usize, val: u64) -> Result<(), Trap> {
+    fn store_slow<B: Bus>(
+        &mut self,
+        ram: &mut Ram,
+        bus: &mut B,
+        vaddr: u64,
+        n: usize,
+        val: u64,
+    ) -> Result<(), Trap> {
         if (vaddr & 0xfff) as usize + n > 4096 {
             // Check both pages before writing a byte, so a fault leaves memory untouched.
             self.translate(ram, vaddr, Access::Write)?;
@@ -478,8 +546,10 @@ impl Hart {
             unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), host, n) };
             let page_host = ram.host_ptr(off & !0xfff) as usize;
             let vpn = vaddr >> 12;
-            self.tlb.w[vpn as usize & (TLB_SIZE - 1)] =
-                DataEntry { vpn, addend: page_host.wrapping_sub((vaddr & !0xfff) as usize) };
+            self.tlb.w[vpn as usize & (TLB_SIZE - 1)] = DataEntry {
+                vpn,
+                addend: page_host.wrapping_sub((vaddr & !0xfff) as usize),
+            };
             return Ok(());
         }
         if paddr % n as u64 != 0 || !bus.write(self.hartid, self.icount, paddr, n as u8, val) {
@@ -492,7 +562,13 @@ impl Hart {
     /// Translates an AMO/SC target and returns its host pointer (RAM only; AMOs to devices are
     /// access faults). Alignment is checked by the caller.
     #[inline]
-    pub(crate) fn amo_ptr<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, vaddr: u64, n: usize) -> Result<*mut u8, Trap> {
+    pub(crate) fn amo_ptr<B: Bus>(
+        &mut self,
+        ram: &mut Ram,
+        bus: &mut B,
+        vaddr: u64,
+        n: usize,
+    ) -> Result<*mut u8, Trap> {
         let vpn = vaddr >> 12;
         let e = self.tlb.w[vpn as usize & (TLB_SIZE - 1)];
         if e.vpn != vpn {

@@ -70,20 +70,47 @@ pub(crate) struct Tlb {
 impl Tlb {
     pub fn new() -> Tlb {
         Tlb {
-            r: Box::new([DataEntry { vpn: NO_VPN, addend: 0 }; TLB_SIZE]),
-            w: Box::new([DataEntry { vpn: NO_VPN, addend: 0 }; TLB_SIZE]),
-            x: Box::new([CodeEntry { vpn: NO_VPN, page: std::ptr::null_mut() }; TLB_SIZE]),
+            r: Box::new(
+                [DataEntry {
+                    vpn: NO_VPN,
+                    addend: 0,
+                }; TLB_SIZE],
+            ),
+            w: Box::new(
+                [DataEntry {
+                    vpn: NO_VPN,
+                    addend: 0,
+                }; TLB_SIZE],
+            ),
+            x: Box::new(
+                [CodeEntry {
+                    vpn: NO_VPN,
+                    page: std::ptr::null_mut(),
+                }; TLB_SIZE],
+            ),
         }
     }
 
     pub fn flush(&mut self) {
-        self.r.fill(DataEntry { vpn: NO_VPN, addend: 0 });
-        self.w.fill(DataEntry { vpn: NO_VPN, addend: 0 });
-        self.x.fill(CodeEntry { vpn: NO_VPN, page: std::ptr::null_mut() });
+        self.r.fill(DataEntry {
+            vpn: NO_VPN,
+            addend: 0,
+        });
+        self.w.fill(DataEntry {
+            vpn: NO_VPN,
+            addend: 0,
+        });
+        self.x.fill(CodeEntry {
+            vpn: NO_VPN,
+            page: std::ptr::null_mut(),
+        });
     }
 
     pub fn flush_writes(&mut self) {
-        self.w.fill(DataEntry { vpn: NO_VPN, addend: 0 });
+        self.w.fill(DataEntry {
+            vpn: NO_VPN,
+            addend: 0,
+        });
     }
 }
 
@@ -115,7 +142,11 @@ impl Hart {
 
     /// Translates `vaddr` for `acc`, walking the page table and updating A/D bits.
     pub fn translate(&mut self, ram: &mut Ram, vaddr: u64, acc: Access) -> Result<u64, Trap> {
-        let prv = if acc == Access::Execute { self.prv } else { self.data_priv() };
+        let prv = if acc == Access::Execute {
+            self.prv
+        } else {
+            self.data_priv()
+        };
         let mode = self.csr.satp >> 60;
         if prv == Priv::M || mode == SATP_BARE {
             return Ok(vaddr);
@@ -146,14 +177,25 @@ impl Hart {
             let ms = self.csr.mstatus;
             let user_page = pte & PTE_U != 0;
             let ok = match acc {
-                Access::Execute => pte & PTE_X != 0 && if prv == Priv::U { user_page } else { !user_page },
+                Access::Execute => {
+                    pte & PTE_X != 0
+                        && if prv == Priv::U {
+                            user_page
+                        } else {
+                            !user_page
+                        }
+                }
                 Access::Read | Access::Write => {
                     let perm = if acc == Access::Write {
                         pte & PTE_W != 0
                     } else {
                         pte & PTE_R != 0 || (ms & mstatus::MXR != 0 && pte & PTE_X != 0)
                     };
-                    let who = if prv == Priv::U { user_page } else { !user_page || ms & mstatus::SUM != 0 };
+                    let who = if prv == Priv::U {
+                        user_page
+                    } else {
+                        !user_page || ms & mstatus::SUM != 0
+                    };
                     perm && who
                 }
             };
@@ -168,7 +210,8 @@ impl Hart {
             let need = PTE_A | if acc == Access::Write { PTE_D } else { 0 };
             if pte & need != need {
                 pte |= need;
-                ram.write(pte_addr, &pte.to_le_bytes()).ok_or(acc.access_fault(vaddr))?;
+                ram.write(pte_addr, &pte.to_le_bytes())
+                    .ok_or(acc.access_fault(vaddr))?;
             }
             let page_mask = (1u64 << (12 + 9 * level)) - 1;
             return Ok((ppn << 12) | (vaddr & page_mask));

@@ -21,7 +21,10 @@ pub struct Ram {
 
 impl std::fmt::Debug for Ram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ram").field("base", &self.base).field("size", &self.mem.len()).finish()
+        f.debug_struct("Ram")
+            .field("base", &self.base)
+            .field("size", &self.mem.len())
+            .finish()
     }
 }
 
@@ -32,7 +35,10 @@ fn bit(map: &[u64], i: usize) -> bool {
 impl Ram {
     /// Zero-filled RAM of `size` bytes (a multiple of the page size) at physical `base`.
     pub fn new(base: u64, size: usize) -> Self {
-        assert!(size as u64 % PAGE_SIZE == 0, "RAM size must be a multiple of 4 KiB");
+        assert!(
+            size as u64 % PAGE_SIZE == 0,
+            "RAM size must be a multiple of 4 KiB"
+        );
         assert!(base % PAGE_SIZE == 0, "RAM base must be page aligned");
         let pages = size / PAGE_SIZE as usize;
         let words = pages.div_ceil(64);

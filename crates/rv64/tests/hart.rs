@@ -11,7 +11,12 @@ fn addi(rd: u32, rs1: u32, imm: i32) -> u32 {
 }
 fn jal(rd: u32, off: i32) -> u32 {
     let o = off as u32;
-    (((o >> 20) & 1) << 31) | (((o >> 1) & 0x3ff) << 21) | (((o >> 11) & 1) << 20) | (((o >> 12) & 0xff) << 12) | (rd << 7) | 0x6f
+    (((o >> 20) & 1) << 31)
+        | (((o >> 1) & 0x3ff) << 21)
+        | (((o >> 11) & 1) << 20)
+        | (((o >> 12) & 0xff) << 12)
+        | (rd << 7)
+        | 0x6f
 }
 fn sw(rs2: u32, rs1: u32, imm: i32) -> u32 {
     let i = imm as u32 & 0xfff;
@@ -53,14 +58,14 @@ fn stores_over_cached_code_are_seen_by_the_next_fetch() {
     // `addi x5, x0, 7` and runs it again.
     let slot = BASE + 0x100;
     let (mut h, mut ram) = setup(&[
-        addi(0, 0, 0),                 // 0: nop
-        addi(0, 0, 0),                 // 4: nop
-        jal(1, 0x100 - 8),             // 8: call slot
-        lui(6, 0),                     // c: (x6 = 0)
-        addi(6, 0, 0),                 // 10
-        sw(7, 2, 0),                   // 14: overwrite slot with x7
-        jal(1, 0x100 - 0x18),          // 18: call slot again
-        jal(0, 0),                     // 1c: park
+        addi(0, 0, 0),        // 0: nop
+        addi(0, 0, 0),        // 4: nop
+        jal(1, 0x100 - 8),    // 8: call slot
+        lui(6, 0),            // c: (x6 = 0)
+        addi(6, 0, 0),        // 10
+        sw(7, 2, 0),          // 14: overwrite slot with x7
+        jal(1, 0x100 - 0x18), // 18: call slot again
+        jal(0, 0),            // 1c: park
     ]);
     // slot: addi x5, x0, 1 ; jalr x0, 0(x1)
     load(&mut ram, slot, &[addi(5, 0, 1), 0x0000_8067]);
@@ -89,7 +94,10 @@ fn illegal_instruction_traps_with_its_bits() {
     let (mut h, mut ram) = setup(&[0xffff_ffff, 0]);
     h.csr.mtvec = BASE + 0x40;
     h.run(&mut ram, &mut NoDevices, 1);
-    assert_eq!((h.csr.mcause, h.csr.mtval, h.csr.mepc, h.pc), (2, 0xffff_ffff, BASE, BASE + 0x40));
+    assert_eq!(
+        (h.csr.mcause, h.csr.mtval, h.csr.mepc, h.pc),
+        (2, 0xffff_ffff, BASE, BASE + 0x40)
+    );
     assert_eq!(h.prv, Priv::M);
 }
 

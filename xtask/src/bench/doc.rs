@@ -26,17 +26,37 @@ pub fn machine_facts() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':'])))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|r| r.trim_start_matches([' ', '\t', ':']))
+        })
         .unwrap_or("?")
         .to_string();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load: Vec<&str> = load.split_whitespace().take(3).collect();
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
     let mut s = String::new();
-    let _ = writeln!(s, "- date: {}", first_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]));
-    let _ = writeln!(s, "- machine: `nproc` = {}, CPU: {model}", first_line("nproc", &[]));
-    let _ = writeln!(s, "- load average at the end of the run (1/5/15 min): {}", load.join(" "));
-    let _ = writeln!(s, "- {}; {}", first_line(&rustc, &["--version"]), first_line(super::elf::QEMU, &["--version"]));
+    let _ = writeln!(
+        s,
+        "- date: {}",
+        first_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
+    );
+    let _ = writeln!(
+        s,
+        "- machine: `nproc` = {}, CPU: {model}",
+        first_line("nproc", &[])
+    );
+    let _ = writeln!(
+        s,
+        "- load average at the end of the run (1/5/15 min): {}",
+        load.join(" ")
+    );
+    let _ = writeln!(
+        s,
+        "- {}; {}",
+        first_line(&rustc, &["--version"]),
+        first_line(super::elf::QEMU, &["--version"])
+    );
     s
 }
 
@@ -65,14 +85,30 @@ pub fn write_cpu_section(
     command: &str,
 ) -> Result<()> {
     let mut s = String::new();
-    let _ = writeln!(s, "Produced by `{command}` ({reps} interleaved repetitions, medians{}).\n",
-        if qemu { "; checksums identical on ftvm and QEMU" } else { "; QEMU not run" });
+    let _ = writeln!(
+        s,
+        "Produced by `{command}` ({reps} interleaved repetitions, best run and median{}).\n",
+        if qemu {
+            "; checksums identical on ftvm and QEMU"
+        } else {
+            "; QEMU not run"
+        }
+    );
     s.push_str(&machine_facts());
     s.push('\n');
     s.push_str(table);
-    if let Some(all) = rows.iter().find(|r| r.kernel == "all" && !r.instret.is_empty()) {
-        s.push_str("\nInstructions per kernel inside the all-in-one run (the guest's `rdinstret`): ");
-        let parts: Vec<String> = all.instret.iter().map(|(k, n)| format!("{k} {:.1} M", *n as f64 / 1e6)).collect();
+    if let Some(all) = rows
+        .iter()
+        .find(|r| r.kernel == "all" && !r.instret.is_empty())
+    {
+        s.push_str(
+            "\nInstructions per kernel inside the all-in-one run (the guest's `rdinstret`): ",
+        );
+        let parts: Vec<String> = all
+            .instret
+            .iter()
+            .map(|(k, n)| format!("{k} {:.1} M", *n as f64 / 1e6))
+            .collect();
         s.push_str(&parts.join(", "));
         s.push_str(".\n");
     }

@@ -61,7 +61,9 @@ pub fn check_qemu() -> Result<String> {
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
-    let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     if !out.status.success() {
         bail!(
             "{cmd:?} failed ({}):\n{}",
@@ -77,7 +79,10 @@ fn run(cmd: &mut Command) -> Result<()> {
 /// rebuilds: it takes about a second and can never be stale.
 pub fn build(paths: &Paths, kernels: &[Kernel], scale_div: u32) -> Result<Vec<PathBuf>> {
     let src = paths.root.join("guests").join("bench");
-    let out = paths.target.join("bench-guest").join(format!("div{scale_div}"));
+    let out = paths
+        .target
+        .join("bench-guest")
+        .join(format!("div{scale_div}"));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let scale = format!("-DSCALE_DIV={scale_div}");
 
@@ -106,7 +111,13 @@ pub fn build(paths: &Paths, kernels: &[Kernel], scale_div: u32) -> Result<Vec<Pa
         objs.push(obj("main.c", &defines, &format!("main-{}.o", k.name()))?);
         let elf = out.join(format!("{}.elf", k.name()));
         run(Command::new(CC)
-            .args(["-march=rv64gc", "-mabi=lp64d", "-nostdlib", "-nostartfiles", "-static"])
+            .args([
+                "-march=rv64gc",
+                "-mabi=lp64d",
+                "-nostdlib",
+                "-nostartfiles",
+                "-static",
+            ])
             .arg("-Wl,--no-warn-rwx-segments")
             .arg("-T")
             .arg(src.join("link.ld"))
@@ -120,5 +131,22 @@ pub fn build(paths: &Paths, kernels: &[Kernel], scale_div: u32) -> Result<Vec<Pa
 }
 
 fn stem(file: &str) -> &str {
-    Path::new(file).file_stem().and_then(|s| s.to_str()).unwrap_or(file)
+    Path::new(file)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_tool_names_the_package() {
+        let e = check_tool("ftvm-no-such-tool", "some-package").unwrap_err();
+        assert!(
+            e.to_string().contains("apt-get install some-package"),
+            "{e}"
+        );
+    }
 }

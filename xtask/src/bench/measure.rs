@@ -33,10 +33,17 @@ pub struct Stats {
 }
 
 /// Runs `cmd` to completion or until `timeout`, returning (status, stdout, stderr, wall seconds).
-fn timed(mut cmd: Command, timeout: u64) -> Result<(std::process::ExitStatus, String, String, f64)> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+fn timed(
+    mut cmd: Command,
+    timeout: u64,
+) -> Result<(std::process::ExitStatus, String, String, f64)> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let start = Instant::now();
-    let mut child = cmd.spawn().with_context(|| format!("cannot start {cmd:?}"))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
     let mut out = child.stdout.take().context("no stdout")?;
     let mut err = child.stderr.take().context("no stderr")?;
     let t_out = std::thread::spawn(move || {
@@ -67,8 +74,11 @@ fn timed(mut cmd: Command, timeout: u64) -> Result<(std::process::ExitStatus, St
     Ok((status, stdout, stderr, wall))
 }
 
+/// What the guest printed: `(kernel, checksum)` and `(kernel, instructions retired)` pairs.
+type GuestOutput = (Vec<(String, String)>, Vec<(String, u64)>);
+
 /// Parses the guest's UART output; it must have reached `done`.
-fn parse_guest(stdout: &str) -> Result<(Vec<(String, String)>, Vec<(String, u64)>)> {
+fn parse_guest(stdout: &str) -> Result<GuestOutput> {
     let mut sums = Vec::new();
     let mut instret = Vec::new();
     let mut done = false;
@@ -99,7 +109,10 @@ fn parse_stats(stderr: &str) -> Option<Stats> {
             _ => {}
         }
     }
-    Some(Stats { icount: icount?, seconds: seconds? })
+    Some(Stats {
+        icount: icount?,
+        seconds: seconds?,
+    })
 }
 
 /// `ftvm run-elf ELF --stats`.
@@ -108,27 +121,58 @@ pub fn ftvm(ftvm: &Path, elf: &Path, timeout: u64) -> Result<Run> {
     cmd.arg("run-elf").arg(elf).arg("--stats");
     let (st, stdout, stderr, wall) = timed(cmd, timeout)?;
     if !st.success() {
-        bail!("ftvm run-elf {} failed ({st}):\n{stdout}\n{stderr}", elf.display());
+        bail!(
+            "ftvm run-elf {} failed ({st}):\n{stdout}\n{stderr}",
+            elf.display()
+        );
     }
     let stats = parse_stats(&stderr);
     if stats.is_none() {
         bail!("ftvm printed no `ftvm: icount=N seconds=S mips=M` line on stderr:\n{stderr}");
     }
     let (checksums, instret) = parse_guest(&stdout)?;
-    Ok(Run { wall, stats, checksums, instret })
+    Ok(Run {
+        wall,
+        stats,
+        checksums,
+        instret,
+    })
 }
 
 /// `qemu-system-riscv64 -M virt -bios none -nographic -kernel ELF`, timed as a whole process.
 pub fn qemu(elf: &Path, timeout: u64) -> Result<Run> {
     let mut cmd = Command::new(QEMU);
-    cmd.args(["-M", "virt", "-bios", "none", "-nographic", "-monitor", "none", "-serial", "stdio"]);
+    cmd.args([
+        "-M",
+        "virt",
+        "-bios",
+        "none",
+        "-nographic",
+        "-monitor",
+        "none",
+        "-serial",
+        "stdio",
+    ]);
     cmd.arg("-kernel").arg(elf);
     let (st, stdout, stderr, wall) = timed(cmd, timeout)?;
     if !st.success() {
-        bail!("{QEMU} on {} failed ({st}):\n{stdout}\n{stderr}", elf.display());
+        bail!(
+            "{QEMU} on {} failed ({st}):\n{stdout}\n{stderr}",
+            elf.display()
+        );
     }
     let (checksums, _) = parse_guest(&stdout)?;
-    Ok(Run { wall, stats: None, checksums, instret: Vec::new() })
+    Ok(Run {
+        wall,
+        stats: None,
+        checksums,
+        instret: Vec::new(),
+    })
+}
+
+/// The smallest value (NaN for none).
+fn best(v: &[f64]) -> f64 {
+    v.iter().copied().reduce(f64::min).unwrap_or(f64::NAN)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -144,20 +188,22 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Medians over the repetitions of one ELF, and what disagreed.
+/// Best (smallest) and median times over the repetitions of one ELF, and what disagreed. On a
+/// shared machine other work only ever adds time, so the best run is the least noisy estimate;
+/// the median shows how noisy the run was.
 pub struct Summary {
     /// ELF name (`int`, `all`, ...).
     pub kernel: String,
     /// Instructions retired on ftvm (identical in every run, else a problem is recorded).
     pub icount: u64,
-    /// Median wall-clock seconds of the ftvm process.
+    /// Best wall-clock seconds of the ftvm process.
     pub ftvm_wall: f64,
-    /// Median of ftvm's own execution seconds.
+    /// Median wall-clock seconds of the ftvm process.
+    pub ftvm_median: f64,
+    /// Best of ftvm's own execution seconds.
     pub ftvm_exec: f64,
-    /// Median wall-clock seconds of the QEMU process (NaN without QEMU).
+    /// Best wall-clock seconds of the QEMU process (NaN without QEMU).
     pub qemu_wall: f64,
-    /// Smallest and largest ftvm wall-clock seconds (noise indicator).
-    pub ftvm_range: (f64, f64),
     /// Checksums of the first ftvm run.
     pub checksums: Vec<(String, String)>,
     /// Per-kernel instructions from the guest's rdinstret (first ftvm run).
@@ -174,10 +220,16 @@ impl Summary {
         let mut problems = Vec::new();
         for (i, r) in ftvm.iter().enumerate().skip(1) {
             if r.checksums != first.checksums {
-                problems.push(format!("{kernel}: ftvm run {} printed other checksums than run 1", i + 1));
+                problems.push(format!(
+                    "{kernel}: ftvm run {} printed other checksums than run 1",
+                    i + 1
+                ));
             }
             if r.stats.map(|s| s.icount) != first.stats.map(|s| s.icount) {
-                problems.push(format!("{kernel}: ftvm run {} retired another number of instructions", i + 1));
+                problems.push(format!(
+                    "{kernel}: ftvm run {} retired another number of instructions",
+                    i + 1
+                ));
             }
         }
         for (i, r) in qemu.iter().enumerate() {
@@ -191,15 +243,18 @@ impl Summary {
             }
         }
         let walls: Vec<f64> = ftvm.iter().map(|r| r.wall).collect();
-        let lo = walls.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = walls.iter().copied().fold(0.0, f64::max);
         Summary {
             kernel: kernel.to_string(),
             icount,
-            ftvm_wall: median(walls),
-            ftvm_exec: median(ftvm.iter().filter_map(|r| r.stats.map(|s| s.seconds)).collect()),
-            qemu_wall: median(qemu.iter().map(|r| r.wall).collect()),
-            ftvm_range: (lo, hi),
+            ftvm_wall: best(&walls),
+            ftvm_median: median(walls),
+            ftvm_exec: best(
+                &ftvm
+                    .iter()
+                    .filter_map(|r| r.stats.map(|s| s.seconds))
+                    .collect::<Vec<_>>(),
+            ),
+            qemu_wall: best(&qemu.iter().map(|r| r.wall).collect::<Vec<_>>()),
             checksums: first.checksums.clone(),
             instret: first.instret.clone(),
             problems,
@@ -207,25 +262,26 @@ impl Summary {
     }
 }
 
-/// The results as a markdown table.
+/// The results as a markdown table: best times, ftvm's MIPS from its own execution time (load
+/// and start-up excluded), QEMU's "MIPS" from the same instruction count over its whole process
+/// time, and the ratio of the whole-process times.
 pub fn table(rows: &[Summary], with_qemu: bool) -> String {
     let mut t = String::new();
     if with_qemu {
-        t.push_str("| kernel | instructions | ftvm s | ftvm s (min–max) | ftvm MIPS | qemu s | qemu MIPS | ftvm/qemu |\n");
+        t.push_str("| kernel | instructions | ftvm s | ftvm s (median) | ftvm MIPS | qemu s | qemu MIPS | ftvm/qemu |\n");
         t.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
     } else {
-        t.push_str("| kernel | instructions | ftvm s | ftvm s (min–max) | ftvm MIPS |\n");
+        t.push_str("| kernel | instructions | ftvm s | ftvm s (median) | ftvm MIPS |\n");
         t.push_str("|---|---:|---:|---:|---:|\n");
     }
     for r in rows {
         let mips = r.icount as f64 / r.ftvm_exec / 1e6;
         t.push_str(&format!(
-            "| {} | {} | {:.3} | {:.3}–{:.3} | {:.0} |",
+            "| {} | {} | {:.3} | {:.3} | {:.0} |",
             r.kernel,
             group(r.icount),
             r.ftvm_wall,
-            r.ftvm_range.0,
-            r.ftvm_range.1,
+            r.ftvm_median,
             mips
         ));
         if with_qemu {
@@ -247,7 +303,7 @@ fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

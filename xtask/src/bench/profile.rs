@@ -40,12 +40,20 @@ pub fn main(paths: &Paths, ftvm: &Path, elf: &Path, quick_elf: &Path, no_doc: bo
     };
     let mut table = String::from("| share | function |\n|---:|---|\n");
     for h in hot.iter().take(TOP) {
-        let _ = writeln!(table, "| {:.1}% | `{}` |", h.percent, h.symbol.replace('|', "\\|"));
+        let _ = writeln!(
+            table,
+            "| {:.1}% | `{}` |",
+            h.percent,
+            h.symbol.replace('|', "\\|")
+        );
     }
     println!("{tool}: `{command}`\n\n{table}");
     if !no_doc {
         let mut s = String::new();
-        let _ = writeln!(s, "Produced by `cargo xtask bench --profile` with {tool}: `{command}`.\n");
+        let _ = writeln!(
+            s,
+            "Produced by `cargo xtask bench --profile` with {tool}: `{command}`.\n"
+        );
         s.push_str(&doc::machine_facts());
         s.push('\n');
         s.push_str(&table);
@@ -56,9 +64,15 @@ pub fn main(paths: &Paths, ftvm: &Path, elf: &Path, quick_elf: &Path, no_doc: bo
 }
 
 fn output(cmd: &mut Command) -> Result<String> {
-    let o = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
+    let o = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     if !o.status.success() {
-        bail!("{cmd:?} failed ({}):\n{}", o.status, String::from_utf8_lossy(&o.stderr));
+        bail!(
+            "{cmd:?} failed ({}):\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
@@ -73,11 +87,22 @@ fn perf(dir: &Path, ftvm: &Path, elf: &Path) -> Result<(String, String, Vec<Hot>
         .arg("run-elf")
         .arg(elf)
         .arg("--stats");
-    let command = format!("perf record -e cpu-clock -F 2000 -- ftvm run-elf {} --stats", file_name(elf));
+    let command = format!(
+        "perf record -e cpu-clock -F 2000 -- ftvm run-elf {} --stats",
+        file_name(elf)
+    );
     output(&mut rec)?;
     let report = output(
         Command::new("perf")
-            .args(["report", "--stdio", "--no-children", "--sort", "symbol", "-q", "-i"])
+            .args([
+                "report",
+                "--stdio",
+                "--no-children",
+                "--sort",
+                "symbol",
+                "-q",
+                "-i",
+            ])
             .arg(&data),
     )?;
     // Lines look like "    35.12%  [.] rv64::hart::Hart::step".
@@ -85,8 +110,15 @@ fn perf(dir: &Path, ftvm: &Path, elf: &Path) -> Result<(String, String, Vec<Hot>
         .lines()
         .filter_map(|l| {
             let (pct, rest) = l.trim().split_once('%')?;
-            let sym = rest.trim().trim_start_matches("[.]").trim_start_matches("[k]").trim();
-            Some(Hot { percent: pct.trim().parse().ok()?, symbol: sym.to_string() })
+            let sym = rest
+                .trim()
+                .trim_start_matches("[.]")
+                .trim_start_matches("[k]")
+                .trim();
+            Some(Hot {
+                percent: pct.trim().parse().ok()?,
+                symbol: sym.to_string(),
+            })
         })
         .collect();
     Ok(("perf (cpu-clock sampling)".into(), command, hot))
@@ -100,7 +132,10 @@ fn callgrind(dir: &Path, ftvm: &Path, elf: &Path) -> Result<(String, String, Vec
         .arg(ftvm)
         .arg("run-elf")
         .arg(elf);
-    let command = format!("valgrind --tool=callgrind ftvm run-elf {} (the --quick build)", file_name(elf));
+    let command = format!(
+        "valgrind --tool=callgrind ftvm run-elf {} (the --quick build)",
+        file_name(elf)
+    );
     output(&mut cg).context("valgrind missing? apt-get install valgrind")?;
     let ann = output(Command::new("callgrind_annotate").arg(&out))?;
     // Lines look like "1,234,567 (35.12%)  src/hart.rs:rv64::hart::Hart::step [/path/ftvm]".
@@ -112,13 +147,23 @@ fn callgrind(dir: &Path, ftvm: &Path, elf: &Path) -> Result<(String, String, Vec
             let sym = rest.trim();
             let sym = sym.split_once(':').map_or(sym, |(_, f)| f);
             let sym = sym.split(" [").next().unwrap_or(sym);
-            Some(Hot { percent: pct.trim().parse().ok()?, symbol: sym.to_string() })
+            Some(Hot {
+                percent: pct.trim().parse().ok()?,
+                symbol: sym.to_string(),
+            })
         })
         .filter(|h| h.percent < 100.0)
         .collect();
-    Ok(("callgrind (instructions executed by the host)".into(), command, hot))
+    Ok((
+        "callgrind (instructions executed by the host)".into(),
+        command,
+        hot,
+    ))
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map_or_else(|| p.display().to_string(), |f| f.to_string_lossy().into_owned())
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    )
 }

@@ -27,9 +27,24 @@ const CONFIG_TWEAKS: &[(&str, Option<&str>)] = &[
 
 /// Applets the guest and its tests rely on; the build fails if any is missing.
 const REQUIRED_APPLETS: &[&str] = &[
-    "bin/sh", "bin/ash", "bin/mount", "bin/cat", "bin/echo", "bin/ls", "usr/bin/sha256sum",
-    "bin/dd", "usr/sbin/httpd", "usr/bin/nc", "sbin/ip", "sbin/ifconfig", "sbin/udhcpc",
-    "sbin/poweroff", "bin/sync", "usr/bin/head", "usr/bin/od", "sbin/mke2fs",
+    "bin/sh",
+    "bin/ash",
+    "bin/mount",
+    "bin/cat",
+    "bin/echo",
+    "bin/ls",
+    "usr/bin/sha256sum",
+    "bin/dd",
+    "usr/sbin/httpd",
+    "usr/bin/nc",
+    "sbin/ip",
+    "sbin/ifconfig",
+    "sbin/udhcpc",
+    "sbin/poweroff",
+    "bin/sync",
+    "usr/bin/head",
+    "usr/bin/od",
+    "sbin/mke2fs",
 ];
 
 /// What the busybox build depends on.
@@ -58,7 +73,11 @@ impl Inputs {
 /// The source version `apt-get source busybox` would download, read from the `.dsc` name
 /// (`busybox_1.35.0-4+deb12u1.dsc`). This only reads apt's lists; nothing is downloaded.
 fn source_version(install: bool) -> Result<String> {
-    let ask = || Command::new("apt-get").args(["source", "--print-uris", "busybox"]).output();
+    let ask = || {
+        Command::new("apt-get")
+            .args(["source", "--print-uris", "busybox"])
+            .output()
+    };
     let mut out = ask().context("running apt-get")?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
@@ -74,7 +93,10 @@ fn source_version(install: bool) -> Result<String> {
     }
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        bail!("`apt-get source --print-uris busybox` failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "`apt-get source --print-uris busybox` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     parse_dsc_version(&text).context("no busybox .dsc in `apt-get source --print-uris busybox`")
 }
@@ -106,10 +128,20 @@ pub fn build(cache: &Cache, inp: &Inputs, opts: &BuildOptions) -> Result<PathBuf
         ));
         c
     };
-    run::logged(&mut make("defconfig"), "busybox: defconfig", &log, opts.verbose)?;
+    run::logged(
+        &mut make("defconfig"),
+        "busybox: defconfig",
+        &log,
+        opts.verbose,
+    )?;
     let cfg = obj.join(".config");
     fs::write(&cfg, tweak(&fs::read_to_string(&cfg)?))?;
-    run::logged(&mut make("oldconfig"), "busybox: oldconfig", &cache.log_path("busybox-config"), opts.verbose)?;
+    run::logged(
+        &mut make("oldconfig"),
+        "busybox: oldconfig",
+        &cache.log_path("busybox-config"),
+        opts.verbose,
+    )?;
     let cfg_text = fs::read_to_string(&cfg)?;
     for (name, value) in CONFIG_TWEAKS {
         let ok = match value {
@@ -121,8 +153,18 @@ pub fn build(cache: &Cache, inp: &Inputs, opts: &BuildOptions) -> Result<PathBuf
         }
     }
     let jobs = format!("-j{}", opts.jobs);
-    run::logged(&mut make(&format!("{jobs} busybox")), "busybox: make", &log, opts.verbose)?;
-    run::logged(&mut make("busybox.links"), "busybox: applet list", &cache.log_path("busybox-links"), opts.verbose)?;
+    run::logged(
+        &mut make(&format!("{jobs} busybox")),
+        "busybox: make",
+        &log,
+        opts.verbose,
+    )?;
+    run::logged(
+        &mut make("busybox.links"),
+        "busybox: applet list",
+        &cache.log_path("busybox-links"),
+        opts.verbose,
+    )?;
     check_static(&obj.join("busybox"))?;
     let links = fs::read_to_string(obj.join("busybox.links"))?;
     let missing: Vec<_> = REQUIRED_APPLETS
@@ -150,7 +192,12 @@ fn fetch(cache: &Cache, version: &str, opts: &BuildOptions) -> Result<PathBuf> {
     let tmp = cache.tmp_dir("busybox-source")?;
     let mut get = Command::new("apt-get");
     get.current_dir(&tmp).args(["source", "busybox"]);
-    run::logged(&mut get, "busybox: apt-get source busybox", &cache.log_path("busybox-source"), opts.verbose)?;
+    run::logged(
+        &mut get,
+        "busybox: apt-get source busybox",
+        &cache.log_path("busybox-source"),
+        opts.verbose,
+    )?;
     if !tmp.join(format!("busybox_{version}.dsc")).is_file() {
         bail!("apt-get source did not fetch busybox {version} (did apt's lists change meanwhile?)");
     }
@@ -158,7 +205,9 @@ fn fetch(cache: &Cache, version: &str, opts: &BuildOptions) -> Result<PathBuf> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_dir())
         .collect();
-    let [tree] = dirs.as_slice() else { bail!("apt-get source left {} directories", dirs.len()) };
+    let [tree] = dirs.as_slice() else {
+        bail!("apt-get source left {} directories", dirs.len())
+    };
     cache.rename_into_place(tree, &dst)?;
     Ok(dst)
 }
@@ -166,11 +215,15 @@ fn fetch(cache: &Cache, version: &str, opts: &BuildOptions) -> Result<PathBuf> {
 /// Applies [`CONFIG_TWEAKS`] to a busybox `.config`.
 fn tweak(config: &str) -> String {
     let touched = |l: &str| {
-        CONFIG_TWEAKS.iter().any(|(n, _)| {
-            l.starts_with(&format!("{n}=")) || l == format!("# {n} is not set")
-        })
+        CONFIG_TWEAKS
+            .iter()
+            .any(|(n, _)| l.starts_with(&format!("{n}=")) || l == format!("# {n} is not set"))
     };
-    let mut out: String = config.lines().filter(|l| !touched(l)).map(|l| format!("{l}\n")).collect();
+    let mut out: String = config
+        .lines()
+        .filter(|l| !touched(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
     for (name, value) in CONFIG_TWEAKS {
         match value {
             Some(v) => out.push_str(&format!("{name}={v}\n")),
@@ -182,7 +235,11 @@ fn tweak(config: &str) -> String {
 
 /// A dynamically linked busybox would fail only at boot ("/init: not found"); catch it here.
 fn check_static(bin: &Path) -> Result<()> {
-    let headers = run::capture(Command::new("riscv64-linux-gnu-readelf").arg("-lW").arg(bin))?;
+    let headers = run::capture(
+        Command::new("riscv64-linux-gnu-readelf")
+            .arg("-lW")
+            .arg(bin),
+    )?;
     if headers.contains("INTERP") {
         bail!("{} is dynamically linked", bin.display());
     }
@@ -195,7 +252,8 @@ mod tests {
 
     #[test]
     fn dsc_version_is_read_from_print_uris() {
-        let out = "'http://deb.debian.org/debian/pool/main/b/busybox/busybox_1.35.0-4%2bdeb12u1.dsc' \
+        let out =
+            "'http://deb.debian.org/debian/pool/main/b/busybox/busybox_1.35.0-4%2bdeb12u1.dsc' \
                    busybox_1.35.0-4+deb12u1.dsc 2259 SHA256:00\n";
         assert_eq!(parse_dsc_version(out).as_deref(), Some("1.35.0-4+deb12u1"));
     }

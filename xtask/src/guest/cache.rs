@@ -44,7 +44,10 @@ impl Cache {
             fs::create_dir_all(root.join(d))
                 .with_context(|| format!("creating cache directory {}", root.join(d).display()))?;
         }
-        Ok(Self { root: root.to_path_buf(), lock: None })
+        Ok(Self {
+            root: root.to_path_buf(),
+            lock: None,
+        })
     }
 
     /// Takes the builder lock (waiting for another build if need be), then clears `tmp/`, whose
@@ -54,7 +57,11 @@ impl Cache {
             return Ok(());
         }
         let path = self.root.join("lock");
-        let f = File::options().create(true).truncate(false).write(true).open(&path)?;
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
         match f.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -90,7 +97,10 @@ impl Cache {
     /// A fresh, empty directory under `tmp/`, private to this (locked) build.
     pub fn tmp_dir(&self, name: &str) -> Result<PathBuf> {
         assert!(self.lock.is_some(), "tmp_dir without the cache lock");
-        let p = self.root.join("tmp").join(format!("{name}.{}", std::process::id()));
+        let p = self
+            .root
+            .join("tmp")
+            .join(format!("{name}.{}", std::process::id()));
         if p.exists() {
             fs::remove_dir_all(&p)?;
         }
@@ -130,7 +140,11 @@ pub struct Key {
 impl Key {
     /// A key for entries named `<name>-<hash>`; the recipe version is always part of it.
     pub fn new(name: &str) -> Self {
-        let mut k = Self { name: name.to_string(), hasher: Sha256::new(), manifest: String::new() };
+        let mut k = Self {
+            name: name.to_string(),
+            hasher: Sha256::new(),
+            manifest: String::new(),
+        };
         k.add_text("recipe", super::RECIPE_VERSION);
         k
     }
@@ -155,7 +169,11 @@ impl Key {
     /// A file's contents, shown in the manifest by its digest.
     pub fn add_bytes(&mut self, label: &str, bytes: &[u8]) {
         self.field(label, bytes);
-        let _ = writeln!(self.manifest, "{label:<24} sha256:{}", hex(&Sha256::digest(bytes)));
+        let _ = writeln!(
+            self.manifest,
+            "{label:<24} sha256:{}",
+            hex(&Sha256::digest(bytes))
+        );
     }
 
     /// Another key, so that an entry depends on everything its parts depend on.
@@ -220,7 +238,9 @@ mod tests {
         });
         assert!(failed.is_err());
         assert!(!c.entry_path(&k).exists());
-        let p = c.publish(&k, |d| Ok(fs::write(d.join("whole"), "x")?)).unwrap();
+        let p = c
+            .publish(&k, |d| Ok(fs::write(d.join("whole"), "x")?))
+            .unwrap();
         assert!(p.join("whole").is_file());
         fs::remove_dir_all(&root).unwrap();
     }

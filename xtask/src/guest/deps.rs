@@ -44,11 +44,18 @@ pub fn require_qemu(install: bool) -> Result<()> {
 }
 
 fn require(pkgs: &[&str], install: bool) -> Result<()> {
-    let missing: Vec<&str> = pkgs.iter().copied().filter(|p| package_version(p).is_err()).collect();
+    let missing: Vec<&str> = pkgs
+        .iter()
+        .copied()
+        .filter(|p| package_version(p).is_err())
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
-    let cmd = format!("apt-get install --no-install-recommends {}", missing.join(" "));
+    let cmd = format!(
+        "apt-get install --no-install-recommends {}",
+        missing.join(" ")
+    );
     if !install {
         bail!("missing Debian packages; run `{cmd}` as root, or pass --install-deps as root");
     }
@@ -57,7 +64,9 @@ fn require(pkgs: &[&str], install: bool) -> Result<()> {
     }
     println!("guest: installing {}", missing.join(" "));
     sh(Command::new("apt-get").arg("update"))?;
-    sh(Command::new("apt-get").args(["install", "-y", "--no-install-recommends"]).args(&missing))
+    sh(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing))
 }
 
 /// The installed version of `pkg`, or an error if it is not installed.
@@ -101,7 +110,9 @@ pub fn toolchain_versions() -> Result<String> {
 pub fn is_root() -> bool {
     // The owner of /proc/self is the effective uid; it saves a dependency on libc.
     use std::os::unix::fs::MetadataExt;
-    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 /// Runs a command with inherited output and fails if it does.
@@ -141,7 +152,9 @@ pub fn add_deb_src(install: bool) -> Result<()> {
         if name.starts_with(OUR_LIST) {
             continue;
         }
-        let Ok(text) = fs::read_to_string(&f) else { continue };
+        let Ok(text) = fs::read_to_string(&f) else {
+            continue;
+        };
         if name.ends_with(".list") {
             one_line.push_str(&deb_src_lines(&text));
         } else if name.ends_with(".sources") {
@@ -154,10 +167,16 @@ pub fn add_deb_src(install: bool) -> Result<()> {
     let header = "# Added by `cargo xtask guest --install-deps` (ftvm): busybox is built from \
                   Debian's source package.\n";
     if !one_line.is_empty() {
-        fs::write(format!("{SOURCES_DIR}/{OUR_LIST}.list"), format!("{header}{one_line}"))?;
+        fs::write(
+            format!("{SOURCES_DIR}/{OUR_LIST}.list"),
+            format!("{header}{one_line}"),
+        )?;
     }
     if !deb822.is_empty() {
-        fs::write(format!("{SOURCES_DIR}/{OUR_LIST}.sources"), format!("{header}{deb822}"))?;
+        fs::write(
+            format!("{SOURCES_DIR}/{OUR_LIST}.sources"),
+            format!("{header}{deb822}"),
+        )?;
     }
     println!("guest: added deb-src entries in {SOURCES_DIR}/{OUR_LIST}.*; running apt-get update");
     sh(Command::new("apt-get").arg("update"))
@@ -177,7 +196,10 @@ fn deb_src_lines(text: &str) -> String {
 fn deb_src_stanzas(text: &str) -> String {
     let mut out = String::new();
     for stanza in text.split("\n\n") {
-        let fields: Vec<&str> = stanza.lines().filter(|l| !l.trim_start().starts_with('#')).collect();
+        let fields: Vec<&str> = stanza
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .collect();
         let get = |k: &str| {
             fields.iter().find_map(|l| {
                 let (n, v) = l.split_once(':')?;
@@ -191,7 +213,10 @@ fn deb_src_stanzas(text: &str) -> String {
         }
         out.push_str("Types: deb-src\n");
         for l in &fields {
-            if !l.split_once(':').is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case("Types")) {
+            if !l
+                .split_once(':')
+                .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case("Types"))
+            {
                 out.push_str(l);
                 out.push('\n');
             }
@@ -209,7 +234,10 @@ mod tests {
     fn one_line_entries_are_mirrored() {
         let t = "# c\ndeb http://deb.debian.org/debian bookworm main\n\
                  deb-src http://x/debian bookworm main\ndeb https://example.com/apt stable main\n";
-        assert_eq!(deb_src_lines(t), "deb-src http://deb.debian.org/debian bookworm main\n");
+        assert_eq!(
+            deb_src_lines(t),
+            "deb-src http://deb.debian.org/debian bookworm main\n"
+        );
     }
 
     #[test]

@@ -27,7 +27,10 @@ const GROUP: &str = "root:x:0:\n";
 
 /// Adds the layout constants of the images to a key.
 pub fn add_to_key(key: &mut Key) {
-    key.add_text("disk", &format!("{DISK_MIB} MiB ext2 {DISK_UUID} {FAKE_TIME} {HELLO_TXT:?}"));
+    key.add_text(
+        "disk",
+        &format!("{DISK_MIB} MiB ext2 {DISK_UUID} {FAKE_TIME} {HELLO_TXT:?}"),
+    );
 }
 
 /// An entry of the archive; parents are created implicitly.
@@ -59,8 +62,19 @@ impl Tree {
         let mut ino = 1u32;
         let mut put = |name: &str, mode: u32, data: &[u8], rdev: (u32, u32), nlink: u32| {
             let fields = [
-                ino, mode, 0, 0, nlink, 0, data.len() as u32, 0, 0, rdev.0, rdev.1,
-                name.len() as u32 + 1, 0,
+                ino,
+                mode,
+                0,
+                0,
+                nlink,
+                0,
+                data.len() as u32,
+                0,
+                0,
+                rdev.0,
+                rdev.1,
+                name.len() as u32 + 1,
+                0,
             ];
             ino += 1;
             out.extend_from_slice(b"070701");
@@ -98,7 +112,10 @@ pub fn initramfs(busybox: &Path, bins: &[Binary], src: &Sources, out: &Path) -> 
     t.add("dev/console", Node::CharDev(5, 1));
     t.add("etc/passwd", Node::File(0o644, PASSWD.into()));
     t.add("etc/group", Node::File(0o644, GROUP.into()));
-    t.add("bin/busybox", Node::File(0o755, fs::read(busybox.join("busybox"))?));
+    t.add(
+        "bin/busybox",
+        Node::File(0o755, fs::read(busybox.join("busybox"))?),
+    );
     for link in fs::read_to_string(busybox.join("busybox.links"))?.lines() {
         let link = link.trim().trim_start_matches('/');
         if !link.is_empty() && link != "bin/busybox" {
@@ -116,9 +133,17 @@ pub fn initramfs(busybox: &Path, bins: &[Binary], src: &Sources, out: &Path) -> 
     fs::write(&raw, t.to_newc())?;
 
     // GNU cpio must read back exactly our entries: a cheap check of the writer.
-    let listed = run::capture(Command::new("cpio").args(["-it", "--quiet"]).stdin(File::open(&raw)?))?;
+    let listed = run::capture(
+        Command::new("cpio")
+            .args(["-it", "--quiet"])
+            .stdin(File::open(&raw)?),
+    )?;
     if listed.lines().count() != t.0.len() {
-        bail!("cpio lists {} entries, we wrote {}", listed.lines().count(), t.0.len());
+        bail!(
+            "cpio lists {} entries, we wrote {}",
+            listed.lines().count(),
+            t.0.len()
+        );
     }
     // -n: no name or time in the gzip header, so equal archives compress to equal files.
     let st = Command::new("gzip")
@@ -169,7 +194,11 @@ mod tests {
         assert_eq!(&bytes[110..112], b"a\0");
         let second = (110 + 2usize).next_multiple_of(4);
         assert_eq!(&bytes[second..second + 6], b"070701");
-        assert_eq!(&bytes[second + 54..second + 62], b"00000003", "file size field");
+        assert_eq!(
+            &bytes[second + 54..second + 62],
+            b"00000003",
+            "file size field"
+        );
         assert!(bytes.windows(10).any(|w| w == b"TRAILER!!!"));
         assert_eq!(bytes.len() % 4, 0);
     }

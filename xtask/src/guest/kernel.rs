@@ -29,12 +29,17 @@ impl Inputs {
     pub fn collect(repo: &Path, toolchain: &str) -> Result<Self> {
         let version = deps::package_version("linux-source-6.1")?;
         let fragment = repo.join(FRAGMENT);
-        let text = fs::read(&fragment).with_context(|| format!("reading {}", fragment.display()))?;
+        let text =
+            fs::read(&fragment).with_context(|| format!("reading {}", fragment.display()))?;
         let mut key = Key::new("kernel");
         key.add_text("linux-source-6.1", &version);
         key.add_bytes(FRAGMENT, &text);
         key.add_text("toolchain", toolchain);
-        Ok(Self { version, fragment, key })
+        Ok(Self {
+            version,
+            fragment,
+            key,
+        })
     }
 
     /// The cache key of the kernel entry.
@@ -57,7 +62,8 @@ pub fn build(cache: &Cache, inp: &Inputs, opts: &BuildOptions) -> Result<PathBuf
     let make = |args: &[&str]| {
         let mut c = Command::new("make");
         c.arg("-C").arg(&src).arg(format!("O={}", obj.display()));
-        c.args(["ARCH=riscv", "CROSS_COMPILE=riscv64-linux-gnu-"]).args(args);
+        c.args(["ARCH=riscv", "CROSS_COMPILE=riscv64-linux-gnu-"])
+            .args(args);
         // Fixed build identity: the same inputs give the same Image bytes.
         c.env("KBUILD_BUILD_USER", "ftvm")
             .env("KBUILD_BUILD_HOST", "ftvm")
@@ -65,18 +71,45 @@ pub fn build(cache: &Cache, inp: &Inputs, opts: &BuildOptions) -> Result<PathBuf
             .env("KBUILD_BUILD_VERSION", "1");
         c
     };
-    run::logged(&mut make(&["tinyconfig"]), "kernel: tinyconfig", &log, opts.verbose)?;
+    run::logged(
+        &mut make(&["tinyconfig"]),
+        "kernel: tinyconfig",
+        &log,
+        opts.verbose,
+    )?;
     let merge_log = cache.log_path("kernel-config");
     let mut merge = Command::new(src.join("scripts/kconfig/merge_config.sh"));
-    merge.current_dir(&src).arg("-m").arg("-O").arg(&obj).arg(obj.join(".config")).arg(&inp.fragment);
-    run::logged(&mut merge, "kernel: merge ftvm.config", &merge_log, opts.verbose)?;
-    run::logged(&mut make(&["olddefconfig"]), "kernel: olddefconfig", &merge_log, opts.verbose)?;
+    merge
+        .current_dir(&src)
+        .arg("-m")
+        .arg("-O")
+        .arg(&obj)
+        .arg(obj.join(".config"))
+        .arg(&inp.fragment);
+    run::logged(
+        &mut merge,
+        "kernel: merge ftvm.config",
+        &merge_log,
+        opts.verbose,
+    )?;
+    run::logged(
+        &mut make(&["olddefconfig"]),
+        "kernel: olddefconfig",
+        &merge_log,
+        opts.verbose,
+    )?;
     let wanted = fs::read_to_string(&inp.fragment)?;
     let got = fs::read_to_string(obj.join(".config"))?;
-    check_config(&wanted, &got).context("the kernel config lost options of guests/linux/ftvm.config")?;
+    check_config(&wanted, &got)
+        .context("the kernel config lost options of guests/linux/ftvm.config")?;
 
     let jobs = format!("-j{}", opts.jobs);
-    run::logged(&mut make(&[&jobs, "Image"]), "kernel: make Image", &log, opts.verbose)?;
+    run::logged(
+        &mut make(&[&jobs, "Image"]),
+        "kernel: make Image",
+        &log,
+        opts.verbose,
+    )?;
     cache.publish(&inp.key, |d| {
         fs::copy(obj.join("arch/riscv/boot/Image"), d.join("Image"))?;
         fs::copy(obj.join(".config"), d.join("config"))?;
@@ -93,7 +126,12 @@ fn unpack(cache: &Cache, version: &str, opts: &BuildOptions) -> Result<PathBuf> 
     let tmp = cache.tmp_dir("linux-source")?;
     let mut tar = Command::new("tar");
     tar.arg("-xf").arg(TARBALL).arg("-C").arg(&tmp);
-    run::logged(&mut tar, "kernel: unpack linux-source-6.1", &cache.log_path("unpack"), opts.verbose)?;
+    run::logged(
+        &mut tar,
+        "kernel: unpack linux-source-6.1",
+        &cache.log_path("unpack"),
+        opts.verbose,
+    )?;
     cache.rename_into_place(&tmp.join("linux-source-6.1"), &dst)?;
     Ok(dst)
 }
@@ -104,14 +142,22 @@ fn unpack(cache: &Cache, version: &str, opts: &BuildOptions) -> Result<PathBuf> 
 fn check_config(fragment: &str, config: &str) -> Result<()> {
     let actual: BTreeMap<&str, &str> = config
         .lines()
-        .filter_map(|l| match l.strip_prefix("# ").and_then(|l| l.strip_suffix(" is not set")) {
-            Some(name) => Some((name, "n")),
-            None => l.split_once('='),
+        .filter_map(|l| {
+            match l
+                .strip_prefix("# ")
+                .and_then(|l| l.strip_suffix(" is not set"))
+            {
+                Some(name) => Some((name, "n")),
+                None => l.split_once('='),
+            }
         })
         .collect();
     let mut lost = Vec::new();
     for line in fragment.lines().map(str::trim) {
-        let (name, want) = if let Some(n) = line.strip_prefix("# ").and_then(|l| l.strip_suffix(" is not set")) {
+        let (name, want) = if let Some(n) = line
+            .strip_prefix("# ")
+            .and_then(|l| l.strip_suffix(" is not set"))
+        {
             (n, "n")
         } else if let Some((n, v)) = line.split_once('=').filter(|_| line.starts_with("CONFIG_")) {
             (n, v)

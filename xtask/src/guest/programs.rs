@@ -13,7 +13,15 @@ use super::cache::Key;
 use super::{run, BuildOptions};
 
 /// `-Werror`: the toolchain is pinned by the cache key, so a warning is a bug in our code.
-const CFLAGS: &[&str] = &["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-static", "-s"];
+const CFLAGS: &[&str] = &[
+    "-std=gnu11",
+    "-O2",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+    "-static",
+    "-s",
+];
 
 /// The source files, read once: their bytes are both hashed and compiled.
 pub struct Sources {
@@ -39,7 +47,10 @@ impl Sources {
             for e in rd {
                 let p = e?.path();
                 if p.is_file() {
-                    let name = p.file_name().and_then(|n| n.to_str()).context("odd file name")?;
+                    let name = p
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .context("odd file name")?;
                     files.push((format!("{dir}/{name}"), fs::read(&p)?));
                 }
             }
@@ -48,7 +59,10 @@ impl Sources {
         if !files.iter().any(|(p, _)| p == "guests/init/init.c") {
             bail!("guests/init/init.c is missing");
         }
-        Ok(Self { files, repo: repo.to_path_buf() })
+        Ok(Self {
+            files,
+            repo: repo.to_path_buf(),
+        })
     }
 
     /// Adds every source file to a cache key.
@@ -78,7 +92,10 @@ impl Sources {
 pub fn compile(src: &Sources, out: &Path, opts: &BuildOptions) -> Result<Vec<Binary>> {
     let mut bins = Vec::new();
     for (rel, _) in src.files.iter().filter(|(p, _)| p.ends_with(".c")) {
-        let stem = Path::new(rel).file_stem().and_then(|s| s.to_str()).context("odd file name")?;
+        let stem = Path::new(rel)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .context("odd file name")?;
         let dest = if rel.starts_with("guests/init/") {
             if stem != "init" {
                 bail!("{rel}: guests/init holds only init.c and data files");

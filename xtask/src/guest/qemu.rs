@@ -46,13 +46,26 @@ fn boot(paths: &GuestPaths, fw: &str, verbose: bool) -> Result<()> {
         .arg(&paths.initramfs)
         .args(["-append", "console=ttyS0", "-drive"])
         .arg(format!("file={},format=raw,if=none,id=d0", disk.display()))
-        .args(["-device", "virtio-blk-device,drive=d0", "-device", "virtio-rng-device"]);
+        .args([
+            "-device",
+            "virtio-blk-device,drive=d0",
+            "-device",
+            "virtio-rng-device",
+        ]);
     let mut con = Console::start(cmd, verbose)?;
     let result = con.script();
     if result.is_err() {
         let _ = con.child.kill();
         let _ = con.child.wait();
-        let tail: String = con.buf.chars().rev().take(3000).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: String = con
+            .buf
+            .chars()
+            .rev()
+            .take(3000)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         eprintln!("--- last console output ---\n{tail}\n---");
     }
     std::fs::remove_dir_all(&work).ok();
@@ -74,7 +87,9 @@ struct Console {
 impl Console {
     fn start(mut cmd: Command, verbose: bool) -> Result<Self> {
         let (reader, writer) = std::io::pipe()?;
-        cmd.stdin(Stdio::piped()).stdout(writer.try_clone()?).stderr(writer);
+        cmd.stdin(Stdio::piped())
+            .stdout(writer.try_clone()?)
+            .stderr(writer);
         let mut child = cmd.spawn().context("starting qemu-system-riscv64")?;
         drop(cmd); // closes our copies of the write end
         let stdin = child.stdin.take().context("qemu stdin")?;
@@ -88,7 +103,15 @@ impl Console {
                 }
             }
         });
-        Ok(Self { child, stdin, rx, buf: String::new(), pos: 0, verbose, started: Instant::now() })
+        Ok(Self {
+            child,
+            stdin,
+            rx,
+            buf: String::new(),
+            pos: 0,
+            verbose,
+            started: Instant::now(),
+        })
     }
 
     /// The check itself.
@@ -141,13 +164,17 @@ impl Console {
     fn run(&mut self, command: &str) -> Result<String> {
         self.send(&format!("{command}; {MARK_TYPED}\n"))?;
         let from = self.pos;
-        self.expect(MARK_SEEN, COMMAND_TIMEOUT).with_context(|| format!("running `{command}`"))?;
+        self.expect(MARK_SEEN, COMMAND_TIMEOUT)
+            .with_context(|| format!("running `{command}`"))?;
         let out_end = self.pos - MARK_SEEN.len();
         let status_from = self.pos;
         self.expect("\n", COMMAND_TIMEOUT)?;
         let status = self.buf[status_from..self.pos].trim().to_string();
         // The first line is the shell echoing what we typed.
-        let out = self.buf[from..out_end].split_once('\n').map_or("", |(_, o)| o).to_string();
+        let out = self.buf[from..out_end]
+            .split_once('\n')
+            .map_or("", |(_, o)| o)
+            .to_string();
         if status != "0" {
             bail!("`{command}` exited with status {status:?}: {out}");
         }

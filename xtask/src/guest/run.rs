@@ -23,7 +23,9 @@ pub fn logged(cmd: &mut Command, what: &str, log: &Path, verbose: bool) -> Resul
     let mut logf = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     writeln!(logf, "$ {cmd:?}")?;
     let (reader, writer) = std::io::pipe()?;
-    cmd.stdin(Stdio::null()).stdout(writer.try_clone()?).stderr(writer);
+    cmd.stdin(Stdio::null())
+        .stdout(writer.try_clone()?)
+        .stderr(writer);
     let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
     // Drop our copies of the pipe's write end, or the reader would never see end-of-file.
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
@@ -32,7 +34,10 @@ pub fn logged(cmd: &mut Command, what: &str, log: &Path, verbose: bool) -> Resul
     let pump = std::thread::spawn(move || {
         for line in BufReader::new(reader).split(b'\n') {
             let Ok(line) = line else { break };
-            if tx.send(String::from_utf8_lossy(&line).into_owned()).is_err() {
+            if tx
+                .send(String::from_utf8_lossy(&line).into_owned())
+                .is_err()
+            {
                 break;
             }
         }

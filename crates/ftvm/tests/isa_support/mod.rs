@@ -47,7 +47,11 @@ pub fn sources(dir: &Path) -> Vec<PathBuf> {
 fn flags(src: &Path) -> Vec<String> {
     let dir = isa_dir();
     let own_ld = src.with_extension("ld");
-    let ld = if own_ld.exists() { own_ld } else { dir.join("link.ld") };
+    let ld = if own_ld.exists() {
+        own_ld
+    } else {
+        dir.join("link.ld")
+    };
     let mut f: Vec<String> = [
         "-march=rv64gc",
         "-mabi=lp64d",
@@ -154,7 +158,16 @@ pub struct Outcome {
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "command: {}", self.command)?;
-        writeln!(f, "exit: {:?}{}", self.code, if self.timed_out { " (wall-clock limit: killed)" } else { "" })?;
+        writeln!(
+            f,
+            "exit: {:?}{}",
+            self.code,
+            if self.timed_out {
+                " (wall-clock limit: killed)"
+            } else {
+                ""
+            }
+        )?;
         writeln!(f, "--- stdout ---\n{}", self.stdout.trim_end())?;
         write!(f, "--- stderr ---\n{}", self.stderr.trim_end())
     }

@@ -95,8 +95,15 @@ pub struct FileBackend {
 impl FileBackend {
     /// Opens `path`, for reading only if `readonly`.
     pub fn open(path: &std::path::Path, readonly: bool) -> Result<FileBackend, VirtioError> {
-        let err = |source| VirtioError::OpenDisk { path: path.to_path_buf(), source };
-        let file = OpenOptions::new().read(true).write(!readonly).open(path).map_err(err)?;
+        let err = |source| VirtioError::OpenDisk {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!readonly)
+            .open(path)
+            .map_err(err)?;
         let len = file.metadata().map_err(err)?.len();
         Ok(FileBackend { file, len })
     }
@@ -156,7 +163,10 @@ impl VirtioMmio {
     /// A virtio-blk device on the raw image `cfg.path`.
     pub fn block(cfg: BlockConfig) -> Result<VirtioMmio, VirtioError> {
         let backend = FileBackend::open(&cfg.path, cfg.readonly)?;
-        Ok(VirtioMmio::block_with_backend(Box::new(backend), cfg.readonly))
+        Ok(VirtioMmio::block_with_backend(
+            Box::new(backend),
+            cfg.readonly,
+        ))
     }
 
     /// A virtio-blk device on any backend (e.g. one the replay layer wraps).
@@ -193,7 +203,14 @@ impl Block {
         config[12..16].copy_from_slice(&u32::from(QUEUE_SIZE - 2).to_le_bytes()); // seg_max
         config[20..24].copy_from_slice(&(SECTOR_SIZE as u32).to_le_bytes()); // blk_size
         config[34..36].copy_from_slice(&1u16.to_le_bytes()); // num_queues
-        Block { backend, readonly, capacity, features, config, bounce: vec![0; CHUNK] }
+        Block {
+            backend,
+            readonly,
+            capacity,
+            features,
+            config,
+            bounce: vec![0; CHUNK],
+        }
     }
 
     /// Executes one request and writes its status byte. Returns the used length: the bytes
@@ -217,7 +234,9 @@ impl Block {
     /// Runs the request; `Ok(bytes of data written into the chain)` or `Err(status)`.
     fn execute(&mut self, ram: &mut Ram, chain: &DescChain, in_len: u64) -> Result<u64, u8> {
         let mut header = [0u8; HEADER_LEN as usize];
-        chain.read_at(ram, 0, &mut header).map_err(|_| VIRTIO_BLK_S_IOERR)?;
+        chain
+            .read_at(ram, 0, &mut header)
+            .map_err(|_| VIRTIO_BLK_S_IOERR)?;
         if !chain.in_ram(ram) {
             return Err(VIRTIO_BLK_S_IOERR);
         }
@@ -229,7 +248,9 @@ impl Block {
                 let start = self.range(sector, in_len)?;
                 self.copy(in_len, |b, off, buf| {
                     b.backend.read_at(start + off, buf).map_err(ioerr)?;
-                    chain.write_at(ram, off, buf).map_err(|_| VIRTIO_BLK_S_IOERR)
+                    chain
+                        .write_at(ram, off, buf)
+                        .map_err(|_| VIRTIO_BLK_S_IOERR)
                 })?;
                 Ok(in_len)
             }
@@ -240,7 +261,9 @@ impl Block {
                 let out_len = chain.readable_len() - HEADER_LEN;
                 let start = self.range(sector, out_len)?;
                 self.copy(out_len, |b, off, buf| {
-                    chain.read_at(ram, HEADER_LEN + off, buf).map_err(|_| VIRTIO_BLK_S_IOERR)?;
+                    chain
+                        .read_at(ram, HEADER_LEN + off, buf)
+                        .map_err(|_| VIRTIO_BLK_S_IOERR)?;
                     b.backend.write_at(start + off, buf).map_err(ioerr)
                 })?;
                 Ok(0)
@@ -253,7 +276,9 @@ impl Block {
             }
             VIRTIO_BLK_T_GET_ID => {
                 let n = usize::try_from(in_len).unwrap_or(ID_LEN).min(ID_LEN);
-                chain.write_at(ram, 0, &DISK_ID[..n]).map_err(|_| VIRTIO_BLK_S_IOERR)?;
+                chain
+                    .write_at(ram, 0, &DISK_ID[..n])
+                    .map_err(|_| VIRTIO_BLK_S_IOERR)?;
                 Ok(n as u64)
             }
             _ => Err(VIRTIO_BLK_S_UNSUPP),
@@ -263,7 +288,7 @@ impl Block {
     /// Byte offset of `len` bytes at `sector`, if they are whole sectors inside the disk.
     fn range(&self, sector: u64, len: u64) -> Result<u64, u8> {
         let end = sector.checked_add(len / SECTOR_SIZE);
-        if len % SECTOR_SIZE != 0 || end.is_none_or(|e| e > self.capacity) {
+        if !len.is_multiple_of(SECTOR_SIZE) || end.is_none_or(|e| e > self.capacity) {
             return Err(VIRTIO_BLK_S_IOERR);
         }
         Ok(sector * SECTOR_SIZE)
@@ -391,8 +416,15 @@ mod tests {
         let (mut d, disk) = setup(false);
         // Read sectors 2..4 into a buffer split over two descriptors.
         header(&mut d, VIRTIO_BLK_T_IN, 2);
-        let head =
-            d.submit(0, &[(HDR, 16, false), (BUF, 700, true), (BUF + 700, 324, true), (STATUS, 1, true)]);
+        let head = d.submit(
+            0,
+            &[
+                (HDR, 16, false),
+                (BUF, 700, true),
+                (BUF + 700, 324, true),
+                (STATUS, 1, true),
+            ],
+        );
         d.kick(0);
         assert_eq!(d.take_used(0), vec![(u32::from(head), 1025)]);
         assert_eq!(status(&d), VIRTIO_BLK_S_OK);
@@ -427,7 +459,10 @@ mod tests {
     fn large_read_goes_through_the_bounce_buffer_in_pieces() {
         let (mut d, _) = setup(false);
         header(&mut d, VIRTIO_BLK_T_IN, 0);
-        d.submit(0, &[(HDR, 16, false), (BUF, 64 * 512, true), (STATUS, 1, true)]);
+        d.submit(
+            0,
+            &[(HDR, 16, false), (BUF, 64 * 512, true), (STATUS, 1, true)],
+        );
         d.kick(0);
         assert_eq!(status(&d), VIRTIO_BLK_S_OK);
         assert_eq!(d.mem(BUF + 63 * 512, 512), vec![63; 512]);
@@ -444,7 +479,10 @@ mod tests {
             assert_eq!(d.mem(BUF, 4), [0; 4], "no data for a failed request");
         }
         header(&mut d, VIRTIO_BLK_T_OUT, 63);
-        d.submit(0, &[(HDR, 16, false), (BUF, 1024, false), (STATUS, 1, true)]);
+        d.submit(
+            0,
+            &[(HDR, 16, false), (BUF, 1024, false), (STATUS, 1, true)],
+        );
         d.kick(0);
         assert_eq!(status(&d), VIRTIO_BLK_S_IOERR);
         assert!(!d.needs_reset());
@@ -484,11 +522,21 @@ mod tests {
     fn data_buffer_outside_ram_is_an_io_error() {
         let (mut d, _) = setup(false);
         header(&mut d, VIRTIO_BLK_T_IN, 0);
-        d.submit(0, &[(HDR, 16, false), (BASE + (1 << 20) - 256, 512, true), (STATUS, 1, true)]);
+        d.submit(
+            0,
+            &[
+                (HDR, 16, false),
+                (BASE + (1 << 20) - 256, 512, true),
+                (STATUS, 1, true),
+            ],
+        );
         d.kick(0);
         assert_eq!(status(&d), VIRTIO_BLK_S_IOERR);
         header(&mut d, VIRTIO_BLK_T_IN, 0);
-        d.submit(0, &[(HDR, 16, false), (0x1000, 512, true), (STATUS, 1, true)]);
+        d.submit(
+            0,
+            &[(HDR, 16, false), (0x1000, 512, true), (STATUS, 1, true)],
+        );
         d.kick(0);
         assert_eq!(status(&d), VIRTIO_BLK_S_IOERR);
         assert!(!d.needs_reset());
@@ -504,7 +552,10 @@ mod tests {
         d.kick(0);
         assert!(d.needs_reset());
         assert_eq!(d.ack(), 2, "config-change interrupt");
-        assert!(matches!(d.dev.last_error(), Some(QueueError::ChainTooLong(16))));
+        assert!(matches!(
+            d.dev.last_error(),
+            Some(QueueError::ChainTooLong(16))
+        ));
         // Nothing more happens until the driver resets the device.
         d.kick(0);
         assert!(d.take_used(0).is_empty());
@@ -538,8 +589,16 @@ mod tests {
     fn file_backend_round_trip() {
         let path = std::env::temp_dir().join(format!("ftvm-virtio-blk-{}.img", std::process::id()));
         std::fs::write(&path, vec![7u8; 4096 + 100]).unwrap();
-        let mut dev = VirtioMmio::block(BlockConfig { path: path.clone(), readonly: false }).unwrap();
-        assert_eq!(dev.read(0x100, 8), Some(8), "partial trailing sector is not offered");
+        let mut dev = VirtioMmio::block(BlockConfig {
+            path: path.clone(),
+            readonly: false,
+        })
+        .unwrap();
+        assert_eq!(
+            dev.read(0x100, 8),
+            Some(8),
+            "partial trailing sector is not offered"
+        );
         let mut d = Driver::new(dev, u64::MAX, 16);
         header(&mut d, VIRTIO_BLK_T_OUT, 7);
         d.ram.write(BUF, &[9; 512]).unwrap();

@@ -70,7 +70,10 @@ impl StdioConsole {
                 }
             }
         });
-        StdioConsole { input: rx, pending: Vec::new() }
+        StdioConsole {
+            input: rx,
+            pending: Vec::new(),
+        }
     }
 }
 
@@ -97,7 +100,10 @@ impl ConsoleBackend for StdioConsole {
 impl VirtioMmio {
     /// A virtio-console device connected to `backend`.
     pub fn console(backend: Box<dyn ConsoleBackend>) -> VirtioMmio {
-        VirtioMmio::new(Box::new(Console { backend, bounce: vec![0; CHUNK] }))
+        VirtioMmio::new(Box::new(Console {
+            backend,
+            bounce: vec![0; CHUNK],
+        }))
     }
 }
 
@@ -128,7 +134,11 @@ impl Console {
     fn receive(&mut self, q: &mut Virtq, ram: &mut Ram) -> Result<(), QueueError> {
         while let Some(chain) = q.pop(ram)? {
             let room = chain.writable_len().min(CHUNK as u64) as usize;
-            let n = if room == 0 { 0 } else { self.backend.read_input(&mut self.bounce[..room]) };
+            let n = if room == 0 {
+                0
+            } else {
+                self.backend.read_input(&mut self.bounce[..room])
+            };
             if n == 0 && room > 0 {
                 q.undo_pop(); // keep the buffer for later input
                 break;
@@ -200,7 +210,10 @@ mod tests {
 
     fn setup() -> (Driver, Pipe) {
         let pipe = Pipe::default();
-        (Driver::new(VirtioMmio::console(Box::new(pipe.clone())), 0, 8), pipe)
+        (
+            Driver::new(VirtioMmio::console(Box::new(pipe.clone())), 0, 8),
+            pipe,
+        )
     }
 
     #[test]

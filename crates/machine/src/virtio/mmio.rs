@@ -118,7 +118,12 @@ impl std::fmt::Debug for VirtioMmio {
 impl VirtioMmio {
     /// A transport in front of `device`, in the reset state.
     pub fn new(device: Box<dyn VirtioDevice>) -> VirtioMmio {
-        let queues = device.queue_max_sizes().iter().take(32).map(|&m| Virtq::new(m)).collect();
+        let queues = device
+            .queue_max_sizes()
+            .iter()
+            .take(32)
+            .map(|&m| Virtq::new(m))
+            .collect();
         VirtioMmio {
             device,
             queues,
@@ -157,10 +162,11 @@ impl VirtioMmio {
         }
         if offset >= CONFIG {
             let mut b = [0u8; 8];
-            self.device.config_read(offset - CONFIG, &mut b[..usize::from(size)]);
+            self.device
+                .config_read(offset - CONFIG, &mut b[..usize::from(size)]);
             return Some(u64::from_le_bytes(b));
         }
-        if size != 4 || offset % 4 != 0 {
+        if size != 4 || !offset.is_multiple_of(4) {
             return None;
         }
         let q = self.queues.get(self.queue_sel as usize);
@@ -201,10 +207,11 @@ impl VirtioMmio {
         }
         if offset >= CONFIG {
             let b = val.to_le_bytes();
-            self.device.config_write(offset - CONFIG, &b[..usize::from(size)]);
+            self.device
+                .config_write(offset - CONFIG, &b[..usize::from(size)]);
             return true;
         }
-        if size != 4 || offset % 4 != 0 {
+        if size != 4 || !offset.is_multiple_of(4) {
             return false;
         }
         let v = val as u32;
@@ -265,7 +272,9 @@ impl VirtioMmio {
             return;
         }
         let notified = std::mem::take(&mut self.pending_notify);
-        let result = self.device.process(&mut self.queues, notified, self.driver_features, ram);
+        let result = self
+            .device
+            .process(&mut self.queues, notified, self.driver_features, ram);
         for q in &mut self.queues {
             if q.take_notify() {
                 self.interrupt_status |= INT_USED_BUFFER;
@@ -346,12 +355,21 @@ impl VirtioMmio {
             ));
         }
         if state.queues.len() != self.queues.len() {
-            return bad(format!("{} queues where {} exist", state.queues.len(), self.queues.len()));
+            return bad(format!(
+                "{} queues where {} exist",
+                state.queues.len(),
+                self.queues.len()
+            ));
         }
         if state.driver_features & !self.device.features() != 0 {
-            return bad(format!("driver features {:#x} not offered", state.driver_features));
+            return bad(format!(
+                "driver features {:#x} not offered",
+                state.driver_features
+            ));
         }
-        let queue_mask = u32::MAX.checked_shr(32 - self.queues.len() as u32).unwrap_or(0);
+        let queue_mask = u32::MAX
+            .checked_shr(32 - self.queues.len() as u32)
+            .unwrap_or(0);
         if state.status > 0xff || state.pending_notify & !queue_mask != 0 {
             return bad(format!(
                 "status {:#x} or notifications {:#x} out of range",
@@ -445,18 +463,30 @@ mod tests {
 
         w(&mut d, reg::STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
         // Without VERSION_1, FEATURES_OK does not stick.
-        w(&mut d, reg::STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
+        w(
+            &mut d,
+            reg::STATUS,
+            STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK,
+        );
         assert_eq!(r(&mut d, reg::STATUS), STATUS_ACKNOWLEDGE | STATUS_DRIVER);
         // A feature the device does not offer: refused too.
         w(&mut d, reg::DRIVER_FEATURES_SEL, 1);
         w(&mut d, reg::DRIVER_FEATURES, 1);
         w(&mut d, reg::DRIVER_FEATURES_SEL, 0);
         w(&mut d, reg::DRIVER_FEATURES, 0x20);
-        w(&mut d, reg::STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
+        w(
+            &mut d,
+            reg::STATUS,
+            STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK,
+        );
         assert_eq!(r(&mut d, reg::STATUS) & STATUS_FEATURES_OK, 0);
         // A subset with VERSION_1: accepted, and then frozen.
         w(&mut d, reg::DRIVER_FEATURES, 0x10);
-        w(&mut d, reg::STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
+        w(
+            &mut d,
+            reg::STATUS,
+            STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK,
+        );
         assert_ne!(r(&mut d, reg::STATUS) & STATUS_FEATURES_OK, 0);
         w(&mut d, reg::DRIVER_FEATURES, 0);
         assert_eq!(d.save().driver_features, VIRTIO_F_VERSION_1 | 0x10);
@@ -485,7 +515,10 @@ mod tests {
         w(&mut d, reg::QUEUE_READY, 1);
         assert_eq!(r(&mut d, reg::QUEUE_READY), 1);
         let s = d.save().queues[0];
-        assert_eq!((s.size, s.desc_addr, s.used_addr), (8, 0x1_8000_0000, 0x8000_2000));
+        assert_eq!(
+            (s.size, s.desc_addr, s.used_addr),
+            (8, 0x1_8000_0000, 0x8000_2000)
+        );
         w(&mut d, reg::QUEUE_READY, 0);
         assert_eq!(r(&mut d, reg::QUEUE_READY), 0);
     }
@@ -529,7 +562,10 @@ mod tests {
         w(&mut d, reg::STATUS, STATUS_DRIVER_OK);
         w(&mut d, reg::QUEUE_NUM, 3);
         w(&mut d, reg::QUEUE_READY, 1);
-        assert!(d.irq_level(), "config-change interrupt for DEVICE_NEEDS_RESET");
+        assert!(
+            d.irq_level(),
+            "config-change interrupt for DEVICE_NEEDS_RESET"
+        );
         assert_eq!(r(&mut d, reg::INTERRUPT_STATUS), INT_CONFIG_CHANGE);
         w(&mut d, reg::INTERRUPT_ACK, INT_CONFIG_CHANGE);
         assert!(!d.irq_level());
@@ -569,9 +605,24 @@ mod tests {
         let mut e = dev();
         e.restore(&s).unwrap();
         assert_eq!(e.save(), s);
-        assert!(e.restore(&VirtioMmioState { device_id: 2, ..s.clone() }).is_err());
-        assert!(e.restore(&VirtioMmioState { queues: vec![], ..s.clone() }).is_err());
-        assert!(e.restore(&VirtioMmioState { driver_features: 1 << 40, ..s.clone() }).is_err());
+        assert!(e
+            .restore(&VirtioMmioState {
+                device_id: 2,
+                ..s.clone()
+            })
+            .is_err());
+        assert!(e
+            .restore(&VirtioMmioState {
+                queues: vec![],
+                ..s.clone()
+            })
+            .is_err());
+        assert!(e
+            .restore(&VirtioMmioState {
+                driver_features: 1 << 40,
+                ..s.clone()
+            })
+            .is_err());
         let mut bad = s.clone();
         bad.queues[0].size = 6;
         assert!(e.restore(&bad).is_err());

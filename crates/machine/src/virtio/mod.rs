@@ -27,7 +27,7 @@
 //!    a matching `mark_written` computed from the crate's internal layout, or a custom dirty bitmap
 //!    scanned after every call — fragile, and every `process` call would have to build the view
 //!    over the raw pointer in `unsafe` code.
-//! 3. The split ring is small (≈300 lines here, with no `unsafe`), and owning it makes the saved
+//! 3. The split ring is small (a few hundred lines here, with no `unsafe`), and owning it makes the saved
 //!    state ([`VirtioMmioState`]) plain data we validate ourselves.
 //!
 //! The transport is written from the virtio 1.2 specification, §4.2.2 (MMIO register layout) and

@@ -113,12 +113,20 @@ pub struct DescChain {
 impl DescChain {
     /// Total length of the device-readable buffers.
     pub fn readable_len(&self) -> u64 {
-        self.segments.iter().filter(|s| !s.writable).map(|s| u64::from(s.len)).sum()
+        self.segments
+            .iter()
+            .filter(|s| !s.writable)
+            .map(|s| u64::from(s.len))
+            .sum()
     }
 
     /// Total length of the device-writable buffers.
     pub fn writable_len(&self) -> u64 {
-        self.segments.iter().filter(|s| s.writable).map(|s| u64::from(s.len)).sum()
+        self.segments
+            .iter()
+            .filter(|s| s.writable)
+            .map(|s| u64::from(s.len))
+            .sum()
     }
 
     /// Fills `buf` from the readable stream at `offset`. Fails if the stream is too short or a
@@ -127,12 +135,18 @@ impl DescChain {
         let mut done = 0;
         self.walk(false, offset, buf.len(), |addr, range| {
             ram.read(addr, &mut buf[range.clone()])
-                .ok_or(QueueError::OutsideRam { addr, len: range.len() as u64 })?;
+                .ok_or(QueueError::OutsideRam {
+                    addr,
+                    len: range.len() as u64,
+                })?;
             done += range.len();
             Ok(())
         })?;
         if done < buf.len() {
-            return Err(QueueError::TooShort { offset, len: buf.len() as u64 });
+            return Err(QueueError::TooShort {
+                offset,
+                len: buf.len() as u64,
+            });
         }
         Ok(())
     }
@@ -143,19 +157,27 @@ impl DescChain {
         let mut done = 0;
         self.walk(true, offset, data.len(), |addr, range| {
             ram.write(addr, &data[range.clone()])
-                .ok_or(QueueError::OutsideRam { addr, len: range.len() as u64 })?;
+                .ok_or(QueueError::OutsideRam {
+                    addr,
+                    len: range.len() as u64,
+                })?;
             done += range.len();
             Ok(())
         })?;
         if done < data.len() {
-            return Err(QueueError::TooShort { offset, len: data.len() as u64 });
+            return Err(QueueError::TooShort {
+                offset,
+                len: data.len() as u64,
+            });
         }
         Ok(())
     }
 
     /// Whether every buffer of the chain lies wholly inside RAM.
     pub fn in_ram(&self, ram: &Ram) -> bool {
-        self.segments.iter().all(|s| ram.offset(s.addr, u64::from(s.len)).is_some())
+        self.segments
+            .iter()
+            .all(|s| ram.offset(s.addr, u64::from(s.len)).is_some())
     }
 
     /// Calls `f(guest address, range of the caller's buffer)` for each piece of the `writable`
@@ -220,7 +242,14 @@ pub struct Virtq {
 impl Virtq {
     /// An unconfigured queue whose QueueNumMax is `max_size`.
     pub fn new(max_size: u16) -> Self {
-        Virtq { max_size, state: VirtqState { size: max_size, ..Default::default() }, notify: false }
+        Virtq {
+            max_size,
+            state: VirtqState {
+                size: max_size,
+                ..Default::default()
+            },
+            notify: false,
+        }
     }
 
     /// QueueNumMax.
@@ -250,11 +279,18 @@ impl Virtq {
 
     /// Restores a saved queue, which must fit this queue's QueueNumMax and, if ready, be valid.
     pub fn restore(&mut self, state: &VirtqState) -> Result<(), QueueError> {
-        let q = Virtq { max_size: self.max_size, state: *state, notify: false };
+        let q = Virtq {
+            max_size: self.max_size,
+            state: *state,
+            notify: false,
+        };
         if q.state.ready {
             q.validate()?;
         } else if q.state.size > q.max_size {
-            return Err(QueueError::BadSize { size: q.state.size, max: q.max_size });
+            return Err(QueueError::BadSize {
+                size: q.state.size,
+                max: q.max_size,
+            });
         }
         *self = q;
         Ok(())
@@ -314,10 +350,13 @@ impl Virtq {
     fn validate(&self) -> Result<(), QueueError> {
         let s = self.state;
         if s.size == 0 || !s.size.is_power_of_two() || s.size > self.max_size {
-            return Err(QueueError::BadSize { size: s.size, max: self.max_size });
+            return Err(QueueError::BadSize {
+                size: s.size,
+                max: self.max_size,
+            });
         }
         for (addr, align) in [(s.desc_addr, 16), (s.avail_addr, 2), (s.used_addr, 4)] {
-            if addr % align != 0 {
+            if !addr.is_multiple_of(align) {
                 return Err(QueueError::Misaligned { addr, align });
             }
         }
@@ -362,11 +401,17 @@ impl Virtq {
         let mut segments = Vec::new();
         loop {
             if index >= table_len {
-                return Err(QueueError::BadIndex { index, size: table_len });
+                return Err(QueueError::BadIndex {
+                    index,
+                    size: table_len,
+                });
             }
             let at = table.wrapping_add(DESC_SIZE * u64::from(index));
             let mut d = [0u8; DESC_SIZE as usize];
-            ram.read(at, &mut d).ok_or(QueueError::OutsideRam { addr: at, len: DESC_SIZE })?;
+            ram.read(at, &mut d).ok_or(QueueError::OutsideRam {
+                addr: at,
+                len: DESC_SIZE,
+            })?;
             let addr = u64::from_le_bytes(d[0..8].try_into().unwrap_or_default());
             let len = u32::from_le_bytes(d[8..12].try_into().unwrap_or_default());
             let flags = u16::from_le_bytes([d[12], d[13]]);
@@ -378,7 +423,10 @@ impl Virtq {
                     return Err(QueueError::NestedIndirect);
                 }
                 let entries = len / DESC_SIZE as u32;
-                if len == 0 || len % DESC_SIZE as u32 != 0 || entries > u32::from(u16::MAX) {
+                if len == 0
+                    || !len.is_multiple_of(DESC_SIZE as u32)
+                    || entries > u32::from(u16::MAX)
+                {
                     return Err(QueueError::BadIndirectTable(len));
                 }
                 table = addr;
@@ -397,7 +445,11 @@ impl Virtq {
             if total > u64::from(u32::MAX) {
                 return Err(QueueError::ChainTooBig);
             }
-            segments.push(Segment { addr, len, writable: flags & VIRTQ_DESC_F_WRITE != 0 });
+            segments.push(Segment {
+                addr,
+                len,
+                writable: flags & VIRTQ_DESC_F_WRITE != 0,
+            });
             if flags & VIRTQ_DESC_F_NEXT == 0 {
                 return Ok(DescChain { head, segments });
             }
@@ -415,7 +467,8 @@ impl Virtq {
         elem[..4].copy_from_slice(&u32::from(head).to_le_bytes());
         elem[4..].copy_from_slice(&len.to_le_bytes());
         let at = used.wrapping_add(4 + 8 * slot);
-        ram.write(at, &elem).ok_or(QueueError::OutsideRam { addr: at, len: 8 })?;
+        ram.write(at, &elem)
+            .ok_or(QueueError::OutsideRam { addr: at, len: 8 })?;
         self.state.next_used = self.state.next_used.wrapping_add(1);
         let at = used.wrapping_add(2);
         ram.write(at, &self.state.next_used.to_le_bytes())
@@ -435,7 +488,8 @@ impl Virtq {
 
 fn read_u16(ram: &Ram, addr: u64) -> Result<u16, QueueError> {
     let mut b = [0; 2];
-    ram.read(addr, &mut b).ok_or(QueueError::OutsideRam { addr, len: 2 })?;
+    ram.read(addr, &mut b)
+        .ok_or(QueueError::OutsideRam { addr, len: 2 })?;
     Ok(u16::from_le_bytes(b))
 }
 
@@ -474,9 +528,11 @@ mod tests {
 
     fn make_avail(ram: &mut Ram, heads: &[u16]) {
         for (i, h) in heads.iter().enumerate() {
-            ram.write(AVAIL + 4 + 2 * i as u64, &h.to_le_bytes()).unwrap();
+            ram.write(AVAIL + 4 + 2 * i as u64, &h.to_le_bytes())
+                .unwrap();
         }
-        ram.write(AVAIL + 2, &(heads.len() as u16).to_le_bytes()).unwrap();
+        ram.write(AVAIL + 2, &(heads.len() as u16).to_le_bytes())
+            .unwrap();
     }
 
     #[test]
@@ -504,7 +560,8 @@ mod tests {
     fn no_interrupt_flag_suppresses_notification() {
         let mut ram = ram();
         let mut q = queue(8);
-        ram.write(AVAIL, &VIRTQ_AVAIL_F_NO_INTERRUPT.to_le_bytes()).unwrap();
+        ram.write(AVAIL, &VIRTQ_AVAIL_F_NO_INTERRUPT.to_le_bytes())
+            .unwrap();
         q.add_used(&mut ram, 0, 0).unwrap();
         assert!(!q.take_notify());
     }
@@ -515,10 +572,26 @@ mod tests {
         let c = DescChain {
             head: 0,
             segments: vec![
-                Segment { addr: BASE + 0x100, len: 3, writable: false },
-                Segment { addr: BASE + 0x200, len: 2, writable: true },
-                Segment { addr: BASE + 0x300, len: 5, writable: false },
-                Segment { addr: BASE + 0x400, len: 4, writable: true },
+                Segment {
+                    addr: BASE + 0x100,
+                    len: 3,
+                    writable: false,
+                },
+                Segment {
+                    addr: BASE + 0x200,
+                    len: 2,
+                    writable: true,
+                },
+                Segment {
+                    addr: BASE + 0x300,
+                    len: 5,
+                    writable: false,
+                },
+                Segment {
+                    addr: BASE + 0x400,
+                    len: 4,
+                    writable: true,
+                },
             ],
         };
         ram.write(BASE + 0x100, b"abc").unwrap();
@@ -559,7 +632,10 @@ mod tests {
         assert_eq!(q.pop(&ram), Err(QueueError::BadIndex { index: 9, size: 4 }));
         let mut q = queue(4);
         ram.write(AVAIL + 2, &7u16.to_le_bytes()).unwrap();
-        assert_eq!(q.pop(&ram), Err(QueueError::TooManyAvailable { count: 7, size: 4 }));
+        assert_eq!(
+            q.pop(&ram),
+            Err(QueueError::TooManyAvailable { count: 7, size: 4 })
+        );
     }
 
     #[test]
@@ -576,14 +652,23 @@ mod tests {
     fn bad_configuration_is_refused_at_enable() {
         let mut q = Virtq::new(16);
         q.set_size(12);
-        assert_eq!(q.set_ready(true), Err(QueueError::BadSize { size: 12, max: 16 }));
+        assert_eq!(
+            q.set_ready(true),
+            Err(QueueError::BadSize { size: 12, max: 16 })
+        );
         q.set_size(32);
         assert!(q.set_ready(true).is_err());
         q.set_size(0);
         assert!(q.set_ready(true).is_err());
         q.set_size(16);
         q.set_addr_half(2, false, 0x1002);
-        assert_eq!(q.set_ready(true), Err(QueueError::Misaligned { addr: 0x1002, align: 4 }));
+        assert_eq!(
+            q.set_ready(true),
+            Err(QueueError::Misaligned {
+                addr: 0x1002,
+                align: 4
+            })
+        );
         q.set_addr_half(2, false, 0x1004);
         q.set_ready(true).unwrap();
         q.set_size(8); // ignored while ready
@@ -597,7 +682,15 @@ mod tests {
         let table = BASE + 0x8000;
         desc(&mut ram, DESC, 2, table, 48, VIRTQ_DESC_F_INDIRECT, 0);
         desc(&mut ram, table, 0, BASE + 0x10000, 16, VIRTQ_DESC_F_NEXT, 2);
-        desc(&mut ram, table, 2, BASE + 0x11000, 512, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 1);
+        desc(
+            &mut ram,
+            table,
+            2,
+            BASE + 0x11000,
+            512,
+            VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE,
+            1,
+        );
         desc(&mut ram, table, 1, BASE + 0x12000, 1, VIRTQ_DESC_F_WRITE, 0);
         make_avail(&mut ram, &[2]);
         let c = q.pop(&ram).unwrap().unwrap();
@@ -616,13 +709,50 @@ mod tests {
     }
 
     #[test]
+    fn ring_indices_wrap_at_u16() {
+        let mut ram = ram();
+        let mut q = queue(4);
+        let mut s = q.save();
+        (s.next_avail, s.next_used) = (0xfffe, 0xfffe);
+        q.restore(&s).unwrap();
+        for (i, slot) in [(0u16, 2u64), (1, 3), (2, 0)] {
+            desc(&mut ram, DESC, i, BASE + 0x10000, 1, VIRTQ_DESC_F_WRITE, 0);
+            ram.write(AVAIL + 4 + 2 * slot, &i.to_le_bytes()).unwrap();
+        }
+        ram.write(AVAIL + 2, &1u16.to_le_bytes()).unwrap(); // 0xfffe + 3
+        for i in 0..3 {
+            let c = q.pop(&ram).unwrap().unwrap();
+            assert_eq!(c.head, i);
+            q.add_used(&mut ram, c.head, 1).unwrap();
+        }
+        assert!(q.pop(&ram).unwrap().is_none());
+        assert_eq!(read_u16(&ram, USED + 2).unwrap(), 1);
+        assert_eq!(
+            ram.read_u64(USED + 4).unwrap() as u32,
+            2,
+            "slot 0 holds the third"
+        );
+        assert_eq!(ram.read_u64(USED + 4 + 8 * 3).unwrap() as u32, 1);
+    }
+
+    #[test]
     fn restore_validates() {
         let mut q = Virtq::new(16);
-        let good = VirtqState { size: 16, ready: true, used_addr: 4, ..Default::default() };
+        let good = VirtqState {
+            size: 16,
+            ready: true,
+            used_addr: 4,
+            ..Default::default()
+        };
         q.restore(&good).unwrap();
         assert_eq!(q.save(), good);
         assert!(q.restore(&VirtqState { size: 32, ..good }).is_err());
-        assert!(q.restore(&VirtqState { used_addr: 2, ..good }).is_err());
+        assert!(q
+            .restore(&VirtqState {
+                used_addr: 2,
+                ..good
+            })
+            .is_err());
         assert_eq!(q.save(), good);
     }
 
@@ -643,7 +773,11 @@ mod tests {
             for chunk in bytes.chunks_mut(8) {
                 // Keep addresses often inside RAM, to reach deep into chains.
                 let v = next();
-                let v = if v & 3 == 0 { BASE + (v >> 20) % 0x4000 } else { v };
+                let v = if v & 3 == 0 {
+                    BASE + (v >> 20) % 0x4000
+                } else {
+                    v
+                };
                 chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
             }
             ram.write(BASE, &bytes).unwrap();

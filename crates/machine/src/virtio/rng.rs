@@ -44,7 +44,10 @@ impl EntropyBackend for OsEntropy {
 impl VirtioMmio {
     /// A virtio-rng device fed by `src` (usually [`OsEntropy`]).
     pub fn rng(src: Box<dyn EntropyBackend>) -> VirtioMmio {
-        VirtioMmio::new(Box::new(Rng { src, bounce: Vec::new() }))
+        VirtioMmio::new(Box::new(Rng {
+            src,
+            bounce: Vec::new(),
+        }))
     }
 }
 
@@ -79,7 +82,9 @@ impl VirtioDevice for Rng {
         }
         let q = &mut queues[0];
         while let Some(chain) = q.pop(ram)? {
-            let want = usize::try_from(chain.writable_len()).unwrap_or(MAX_REQUEST).min(MAX_REQUEST);
+            let want = usize::try_from(chain.writable_len())
+                .unwrap_or(MAX_REQUEST)
+                .min(MAX_REQUEST);
             self.bounce.resize(want, 0);
             // A failing source or a buffer outside RAM gives the driver nothing (used len 0).
             let len = match self.src.fill(&mut self.bounce) {

@@ -19,7 +19,9 @@ pub struct NullDevice {
 
 impl Default for NullDevice {
     fn default() -> Self {
-        NullDevice { config: [1, 2, 3, 4, 5, 6, 7, 8] }
+        NullDevice {
+            config: [1, 2, 3, 4, 5, 6, 7, 8],
+        }
     }
 }
 
@@ -43,13 +45,7 @@ impl VirtioDevice for NullDevice {
             }
         }
     }
-    fn process(
-        &mut self,
-        _: &mut [Virtq],
-        _: u32,
-        _: u64,
-        _: &mut Ram,
-    ) -> Result<(), QueueError> {
+    fn process(&mut self, _: &mut [Virtq], _: u32, _: u64, _: &mut Ram) -> Result<(), QueueError> {
         Ok(())
     }
 }
@@ -80,7 +76,11 @@ impl Driver {
     /// Resets the device, negotiates `features` (plus VERSION_1, minus what the device lacks),
     /// sets up every queue with `size` entries and sets DRIVER_OK.
     pub fn new(dev: VirtioMmio, features: u64, size: u16) -> Driver {
-        let mut d = Driver { ram: Ram::new(BASE, 1 << 20), dev, queues: Vec::new() };
+        let mut d = Driver {
+            ram: Ram::new(BASE, 1 << 20),
+            dev,
+            queues: Vec::new(),
+        };
         assert_eq!(d.reg(0x000), 0x7472_6976);
         assert_eq!(d.reg(0x004), 2);
         d.set_reg(0x070, 0);
@@ -95,7 +95,10 @@ impl Driver {
         d.set_reg(0x020, want as u32);
         d.set_reg(0x024, 1);
         d.set_reg(0x020, (want >> 32) as u32);
-        d.set_reg(0x070, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
+        d.set_reg(
+            0x070,
+            STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK,
+        );
         assert_ne!(d.reg(0x070) & STATUS_FEATURES_OK, 0, "features refused");
         let mut n = 0;
         loop {
@@ -137,7 +140,10 @@ impl Driver {
 
     /// Writes a 32-bit register.
     pub fn set_reg(&mut self, off: u64, v: u32) {
-        assert!(self.dev.write(off, 4, u64::from(v)), "register write faulted");
+        assert!(
+            self.dev.write(off, 4, u64::from(v)),
+            "register write faulted"
+        );
     }
 
     /// Writes a raw descriptor into queue `q`'s table.
@@ -157,7 +163,9 @@ impl Driver {
         let slot = u64::from(dq.avail_idx % dq.size);
         let (avail, idx) = (dq.avail, dq.avail_idx.wrapping_add(1));
         dq.avail_idx = idx;
-        self.ram.write(avail + 4 + 2 * slot, &head.to_le_bytes()).unwrap();
+        self.ram
+            .write(avail + 4 + 2 * slot, &head.to_le_bytes())
+            .unwrap();
         self.ram.write(avail + 2, &idx.to_le_bytes()).unwrap();
     }
 

@@ -1,0 +1,318 @@
+//! The whole machine: RAM, harts and board, and the deterministic loop that runs them.
+//!
+//! Harts take turns on one host thread in a fixed order, each for at most [`QUANTUM`] steps
+//! (or until it waits in WFI). A slice also ends exactly when the running hart's timer is due,
+//! so a timer interrupt is taken at the same instruction on every run. The machine-wide
+//! instruction count is the sum of the steps every hart has taken plus idle skips; it is the
+//! clock (`mtime`, see [`crate::clock`]) and the position of every input event.
+//!
+//! The only ways in from the outside are [`Machine::console_input`] and [`Machine::skip_to`],
+//! and the virtio backends; the only ways out are the backends. Deciding *when* to skip and
+//! *when* input arrives is the caller's (host-side, non-deterministic) business.
+
+use crate::board::{Board, Slot, RAM_BASE, VIRTIO_SLOTS};
+use crate::clock;
+use crate::config::{ConfigError, Firmware, MachineConfig};
+use crate::fdt::{self, FdtConfig, FdtError};
+use crate::loader::{self, LoadError};
+use crate::rom;
+use crate::syscon::PowerEvent;
+use crate::uart::{SerialBackend, Uart};
+use crate::virtio::{BlockConfig, ConsoleBackend, EntropyBackend, VirtioError, VirtioMmio};
+use rv64::{Exit, Hart, Ram};
+
+/// Steps a hart runs before the next one gets its turn (with more than one hart).
+pub const QUANTUM: u64 = 10_000;
+
+/// Errors building a machine.
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    /// {0}
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// {0}
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// {0}
+    #[error(transparent)]
+    Fdt(#[from] FdtError),
+    /// {0}
+    #[error(transparent)]
+    Virtio(#[from] VirtioError),
+}
+
+/// The outside world's ends of the devices.
+pub struct Backends {
+    /// UART0's line.
+    pub serial: Box<dyn SerialBackend>,
+    /// The virtio console's.
+    pub console: Box<dyn ConsoleBackend>,
+    /// The virtio entropy device's.
+    pub entropy: Box<dyn EntropyBackend>,
+}
+
+/// Why [`Machine::run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The machine-wide icount reached the limit.
+    Limit,
+    /// Every hart waits for an interrupt. `wake` is the machine-wide icount at which the
+    /// earliest timer fires, if any is armed; only input or [`Machine::skip_to`] can move on.
+    Idle {
+        /// When the next timer interrupt is due.
+        wake: Option<u64>,
+    },
+    /// The guest asked for power off, failure or reset (the machine must not be run further
+    /// after a reset request; build a new one).
+    Power(PowerEvent),
+}
+
+/// Where things were put at boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootInfo {
+    /// The device tree's address.
+    pub fdt_addr: u64,
+    /// The first stage's entry (firmware, or kernel with `--bios none`).
+    pub start: u64,
+    /// The kernel's entry, or 0.
+    pub kernel_entry: u64,
+    /// The initrd, if any.
+    pub initrd: Option<(u64, u64)>,
+}
+
+/// A virt machine.
+pub struct Machine {
+    ram: Ram,
+    harts: Vec<Hart>,
+    board: Board,
+    icount: u64,
+    fdt: Vec<u8>,
+    boot: BootInfo,
+}
+
+impl std::fmt::Debug for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Machine")
+            .field("icount", &self.icount)
+            .field("harts", &self.harts)
+            .field("boot", &self.boot)
+            .finish_non_exhaustive()
+    }
+}
+
+fn virtio_slots(
+    cfg: &MachineConfig,
+    backends: Backends,
+) -> Result<(Vec<Slot>, Box<dyn SerialBackend>), MachineError> {
+    // Drives from the highest slot down, as QEMU assigns them, so the first is probed first
+    // (it is listed first in the device tree) and becomes /dev/vda.
+    let mut devices = Vec::new();
+    for d in &cfg.drives {
+        devices.push(VirtioMmio::block(BlockConfig {
+            path: d.path.clone(),
+            readonly: d.readonly,
+        })?);
+    }
+    devices.push(VirtioMmio::rng(backends.entropy));
+    devices.push(VirtioMmio::console(backends.console));
+    let mut slots: Vec<Slot> = (0..VIRTIO_SLOTS).map(|_| Slot::Empty).collect();
+    for (i, dev) in devices.into_iter().enumerate() {
+        if let Some(s) = VIRTIO_SLOTS
+            .checked_sub(i + 1)
+            .and_then(|n| slots.get_mut(n))
+        {
+            *s = Slot::Device(Box::new(dev));
+        }
+    }
+    Ok((slots, backends.serial))
+}
+
+impl Machine {
+    /// Builds a machine: checks the configuration, opens the disks, loads the images, writes
+    /// the device tree and the boot ROM. Nothing has run yet.
+    pub fn new(cfg: &MachineConfig, backends: Backends) -> Result<Machine, MachineError> {
+        cfg.validate()?;
+        let bios = match &cfg.bios {
+            Firmware::None => None,
+            Firmware::File(p) => Some(loader::read_file("firmware", p)?),
+        };
+        let kernel = cfg
+            .kernel
+            .as_deref()
+            .map(|p| loader::read_file("kernel", p))
+            .transpose()?;
+        let initrd = cfg
+            .initrd
+            .as_deref()
+            .map(|p| loader::read_file("initrd", p))
+            .transpose()?;
+        let initrd_len = initrd.as_ref().map(|d| d.len() as u64);
+
+        // The device tree's size does not depend on where the initrd goes, only on whether
+        // there is one: measure it first, then place everything around it.
+        let mut fdt_cfg = FdtConfig {
+            harts: cfg.harts,
+            ram_base: RAM_BASE,
+            ram_size: cfg.mem_size,
+            bootargs: cfg.append.clone(),
+            initrd: initrd_len.map(|l| (0, l)),
+        };
+        let size = fdt::build(&fdt_cfg)?.len() as u64;
+        let fdt_addr = loader::fdt_addr(RAM_BASE, cfg.mem_size, size);
+        let plan = loader::plan(
+            RAM_BASE,
+            cfg.mem_size,
+            bios,
+            kernel,
+            initrd,
+            (fdt_addr, fdt_addr + size),
+        )?;
+        fdt_cfg.initrd = plan.initrd;
+        let fdt = fdt::build(&fdt_cfg)?;
+
+        let (slots, serial) = virtio_slots(cfg, backends)?;
+        let mem =
+            usize::try_from(cfg.mem_size).map_err(|_| ConfigError::MemTooLarge(cfg.mem_size))?;
+        let mut ram = Ram::new(RAM_BASE, mem);
+        for seg in plan.images.iter().flat_map(|i| &i.segments) {
+            // `plan` checked that every segment lies inside RAM.
+            let _ = ram.write(seg.addr, &seg.data);
+        }
+        let _ = ram.write(fdt_addr, &fdt);
+
+        let rom = rom::build(plan.start, fdt_addr, plan.kernel_entry);
+        let board = Board::new(cfg.harts, rom, Uart::new(serial), slots);
+        let harts = (0..cfg.harts)
+            .map(|h| {
+                let mut hart = Hart::new(h);
+                hart.pc = rom::BASE;
+                hart
+            })
+            .collect();
+        let boot = BootInfo {
+            fdt_addr,
+            start: plan.start,
+            kernel_entry: plan.kernel_entry,
+            initrd: plan.initrd,
+        };
+        Ok(Machine {
+            ram,
+            harts,
+            board,
+            icount: 0,
+            fdt,
+            boot,
+        })
+    }
+
+    /// The device tree blob given to the guest.
+    pub fn fdt(&self) -> &[u8] {
+        &self.fdt
+    }
+
+    /// Where the images went.
+    pub fn boot_info(&self) -> &BootInfo {
+        &self.boot
+    }
+
+    /// The machine-wide instruction count: the clock.
+    pub fn icount(&self) -> u64 {
+        self.icount
+    }
+
+    /// The harts (for diagnostics).
+    pub fn harts(&self) -> &[Hart] {
+        &self.harts
+    }
+
+    /// Guest RAM.
+    pub fn ram(&self) -> &Ram {
+        &self.ram
+    }
+
+    /// Bytes arrived on UART0's serial line. They enter the guest's receive FIFO as it makes
+    /// room; [`Machine::console_backlog`] tells how many still wait.
+    pub fn console_input(&mut self, bytes: &[u8]) {
+        self.board.uart.push_input(bytes);
+        self.board.update_plic();
+    }
+
+    /// Input bytes not yet taken by the guest's UART.
+    pub fn console_backlog(&self) -> usize {
+        self.board.uart.input_backlog()
+    }
+
+    /// Moves the clock forward to `icount` while every hart is idle (it never moves back).
+    pub fn skip_to(&mut self, icount: u64) {
+        self.icount = self.icount.max(icount);
+    }
+
+    /// The machine-wide icount at which the earliest armed timer fires, if later than now.
+    fn next_timer(&self) -> Option<u64> {
+        let raw = clock::mtime_at(self.icount);
+        (0..self.harts.len())
+            .filter_map(|h| self.board.clint.deadline(h, raw))
+            .map(clock::icount_at)
+            .filter(|&at| at != u64::MAX)
+            .min()
+    }
+
+    /// Runs the harts until the machine-wide icount reaches `limit`, every hart is idle, or the
+    /// guest asks for a power change.
+    pub fn run(&mut self, limit: u64) -> Stop {
+        let n = self.harts.len();
+        loop {
+            if let Some(ev) = self.board.test.take_event() {
+                return Stop::Power(ev);
+            }
+            if self.icount >= limit {
+                return Stop::Limit;
+            }
+            let mut progressed = false;
+            for h in 0..n {
+                let turn_end = if n == 1 {
+                    limit
+                } else {
+                    self.icount.saturating_add(QUANTUM).min(limit)
+                };
+                while self.icount < turn_end {
+                    let raw = clock::mtime_at(self.icount);
+                    self.board.update_plic();
+                    let lines = self.board.irq_lines(h, raw);
+                    let mut budget = turn_end - self.icount;
+                    if let Some(due) = self.board.clint.deadline(h, raw) {
+                        budget =
+                            budget.min(clock::icount_at(due).saturating_sub(self.icount).max(1));
+                    }
+                    let hart = &mut self.harts[h];
+                    hart.set_irq_lines(lines);
+                    self.board.begin_slice(self.icount, hart.icount);
+                    let before = hart.icount;
+                    let exit = hart.run(&mut self.ram, &mut self.board, budget);
+                    let used = hart.icount.wrapping_sub(before);
+                    self.icount = self.icount.saturating_add(used);
+                    progressed |= used > 0;
+                    match exit {
+                        Exit::Budget => {}
+                        Exit::Io => {
+                            self.board.process_devices(&mut self.ram);
+                            if self.board.test.has_event() {
+                                break;
+                            }
+                        }
+                        Exit::Wfi => break,
+                    }
+                }
+                if self.board.test.has_event() {
+                    break;
+                }
+            }
+            self.board.process_devices(&mut self.ram);
+            if !progressed && !self.board.test.has_event() {
+                return Stop::Idle {
+                    wake: self.next_timer(),
+                };
+            }
+        }
+    }
+}
