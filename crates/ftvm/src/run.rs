@@ -240,28 +240,42 @@ fn run_once(m: &mut Machine, input: &mut term::Input, out: &Outbox) -> Outcome {
             c => i32::from(c),
         }),
         Stop::Power(PowerEvent::Reset) => Outcome::Reset,
-        Stop::Idle { wake } => {
-            out.flush();
-            let now = m.icount();
-            let sleep = wake.map(|w| clock::duration_of(w.saturating_sub(now)));
-            let t0 = Instant::now();
-            let typed = if m.console_backlog() < MAX_BACKLOG {
-                input.wait(sleep)
-            } else {
-                std::thread::sleep(sleep.unwrap_or(Duration::from_millis(100)));
-                term::Typed::default()
-            };
-            let waited = clock::icount_for(t0.elapsed());
-            let target = match wake {
-                Some(w) if typed.bytes.is_empty() => w,
-                Some(w) => w.min(now.saturating_add(waited)),
-                None => now.saturating_add(waited),
-            };
-            m.skip_to(target);
-            match take_input(m, typed) {
-                Some(code) => Outcome::Exit(code),
-                None => Outcome::Continue,
-            }
+        Stop::Idle { wake } => idle(m, input, out, wake),
+    }
+}
+
+/// Every hart waits: let host time pass until the next timer is due in guest time, or until
+/// input arrives (then the clock moves only as far as host time did).
+fn idle(m: &mut Machine, input: &mut term::Input, out: &Outbox, wake: Option<u64>) -> Outcome {
+    out.flush();
+    let now = m.icount();
+    let sleep = wake.map(|w| clock::duration_of(w.saturating_sub(now)));
+    let t0 = Instant::now();
+    let typed = loop {
+        let left = sleep.map(|s| s.saturating_sub(t0.elapsed()));
+        let typed = if m.console_backlog() < MAX_BACKLOG {
+            input.wait(left)
+        } else {
+            std::thread::sleep(left.unwrap_or(Duration::from_millis(100)));
+            term::Typed::default()
+        };
+        let woken = !typed.bytes.is_empty() || typed.quit || typed.status;
+        if woken || term::signal().is_some() || left.is_some_and(|l| l.is_zero()) {
+            break typed;
         }
+        if sleep.is_some_and(|s| t0.elapsed() >= s) {
+            break typed;
+        }
+    };
+    let waited = clock::icount_for(t0.elapsed());
+    let target = match wake {
+        Some(w) if typed.bytes.is_empty() => w,
+        Some(w) => w.min(now.saturating_add(waited)),
+        None => now.saturating_add(waited),
+    };
+    m.skip_to(target);
+    match take_input(m, typed) {
+        Some(code) => Outcome::Exit(code),
+        None => Outcome::Continue,
     }
 }

@@ -51,6 +51,16 @@ impl Clint {
         }
     }
 
+    pub(crate) fn parts(&self) -> (&[bool], &[u64], u64) {
+        (&self.msip, &self.mtimecmp, self.mtime_offset)
+    }
+
+    pub(crate) fn set_parts(&mut self, msip: &[bool], mtimecmp: &[u64], mtime_offset: u64) {
+        self.msip = msip.to_vec();
+        self.mtimecmp = mtimecmp.to_vec();
+        self.mtime_offset = mtime_offset;
+    }
+
     /// The guest-visible `mtime` at raw clock value `raw`.
     pub fn mtime(&self, raw: u64) -> u64 {
         raw.wrapping_add(self.mtime_offset)

@@ -15,6 +15,7 @@ pub mod config;
 pub mod fdt;
 pub mod loader;
 pub mod machine;
+pub mod persist;
 pub mod plic;
 pub mod rom;
 pub mod syscon;

@@ -38,6 +38,16 @@ fn set(b: &mut Bits, i: u32, v: bool) {
     }
 }
 
+/// Borrowed view of the PLIC's state, for saving.
+pub(crate) struct PlicParts<'a> {
+    pub priority: &'a [u32],
+    pub level: &'a [u32],
+    pub pending: &'a [u32],
+    pub claimed: &'a [u32],
+    pub enable: &'a [Bits],
+    pub threshold: &'a [u32],
+}
+
 /// PLIC registers and gateway state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plic {
@@ -61,6 +71,31 @@ impl Plic {
             enable: vec![[0; WORDS]; contexts],
             threshold: vec![0; contexts],
         }
+    }
+
+    pub(crate) fn parts(&self) -> PlicParts<'_> {
+        PlicParts {
+            priority: &self.priority,
+            level: &self.level,
+            pending: &self.pending,
+            claimed: &self.claimed,
+            enable: &self.enable,
+            threshold: &self.threshold,
+        }
+    }
+
+    /// Takes a state whose lengths and ranges the caller checked.
+    pub(crate) fn set_parts(&mut self, s: &crate::persist::PlicState) {
+        let copy =
+            |dst: &mut [u32], src: &[u32]| dst.iter_mut().zip(src).for_each(|(d, s)| *d = *s);
+        copy(&mut self.priority, &s.priority);
+        copy(&mut self.level, &s.level);
+        copy(&mut self.pending, &s.pending);
+        copy(&mut self.claimed, &s.claimed);
+        for (dst, src) in self.enable.iter_mut().zip(&s.enable) {
+            copy(dst, src);
+        }
+        copy(&mut self.threshold, &s.threshold);
     }
 
     /// Sets the level of source `src`'s interrupt line (out-of-range sources are ignored).

@@ -33,6 +33,14 @@ impl TestDevice {
         self.event.take()
     }
 
+    pub(crate) fn pending_event(&self) -> Option<PowerEvent> {
+        self.event
+    }
+
+    pub(crate) fn set_event(&mut self, e: Option<PowerEvent>) {
+        self.event = e;
+    }
+
     /// Whether a power request is pending.
     pub fn has_event(&self) -> bool {
         self.event.is_some()

@@ -107,6 +107,27 @@ impl Uart {
         }
     }
 
+    pub(crate) fn state(&self) -> crate::persist::UartState {
+        crate::persist::UartState {
+            line: self.line.iter().copied().collect(),
+            rx: self.rx.iter().copied().collect(),
+            regs: [self.ier, self.lcr, self.mcr, self.scr, self.dll, self.dlm],
+            fifo_enabled: self.fifo_enabled,
+            overrun: self.overrun,
+            thre_pending: self.thre_pending,
+        }
+    }
+
+    /// Takes a state the caller checked.
+    pub(crate) fn set_state(&mut self, s: &crate::persist::UartState) {
+        self.line = s.line.iter().copied().collect();
+        self.rx = s.rx.iter().copied().collect();
+        [self.ier, self.lcr, self.mcr, self.scr, self.dll, self.dlm] = s.regs;
+        self.fifo_enabled = s.fifo_enabled;
+        self.overrun = s.overrun;
+        self.thre_pending = s.thre_pending;
+    }
+
     /// Queues bytes that arrived on the serial line; they move into the receive FIFO as the
     /// guest makes room.
     pub fn push_input(&mut self, bytes: &[u8]) {
@@ -184,7 +205,10 @@ impl Uart {
     /// A guest read at `offset`. Registers are bytes; wider accesses read the addressed byte
     /// zero-extended. Misaligned accesses fault.
     pub fn read(&mut self, offset: u64, size: u8) -> Option<u64> {
-        if !matches!(size, 1 | 2 | 4 | 8) || !offset.is_multiple_of(u64::from(size)) || offset >= SIZE {
+        if !matches!(size, 1 | 2 | 4 | 8)
+            || !offset.is_multiple_of(u64::from(size))
+            || offset >= SIZE
+        {
             return None;
         }
         let dlab = self.lcr & LCR_DLAB != 0;
@@ -225,7 +249,10 @@ impl Uart {
 
     /// A guest write at `offset`; see [`Uart::read`].
     pub fn write(&mut self, offset: u64, size: u8, val: u64) -> bool {
-        if !matches!(size, 1 | 2 | 4 | 8) || !offset.is_multiple_of(u64::from(size)) || offset >= SIZE {
+        if !matches!(size, 1 | 2 | 4 | 8)
+            || !offset.is_multiple_of(u64::from(size))
+            || offset >= SIZE
+        {
             return false;
         }
         let v = val as u8;

@@ -235,7 +235,7 @@ impl Hart {
             MTVAL => self.csr.mtval,
             MIP => self.mip(),
             0x3a0 | 0x3a2 => self.csr.pmpcfg[((n - 0x3a0) / 2) as usize],
-            0x3a4..=0x3ae if n % 2 == 0 => 0,
+            0x3a4..=0x3ae if n.is_multiple_of(2) => 0,
             0x3b0..=0x3bf => self.csr.pmpaddr[(n - 0x3b0) as usize],
             0x3c0..=0x3ef => 0,
             MCYCLE => self.icount.wrapping_add(self.csr.mcycle_offset),
@@ -338,7 +338,7 @@ impl Hart {
                 self.request_irq_check();
             }
             0x3a0 | 0x3a2 => self.csr.pmpcfg[((n - 0x3a0) / 2) as usize] = val,
-            0x3a4..=0x3ae if n % 2 == 0 => {}
+            0x3a4..=0x3ae if n.is_multiple_of(2) => {}
             0x3b0..=0x3bf => self.csr.pmpaddr[(n - 0x3b0) as usize] = val & ((1 << 54) - 1),
             0x3c0..=0x3ef => {}
             MCYCLE => self.csr.mcycle_offset = val.wrapping_sub(self.icount).wrapping_sub(1),

@@ -129,7 +129,8 @@ pub struct Insn {
     pub rs2: u8,
     /// Length in bytes: 2 or 4.
     pub len: u8,
-    /// Immediate (sign-extended), shift amount, or CSR number.
+    /// Immediate (sign-extended), shift amount, or CSR number; for a compressed FP load/store,
+    /// the original 16-bit instruction.
     pub imm: i32,
     /// The instruction's bits; for compressed FP loads/stores, the equivalent 32-bit encoding.
     pub raw: u32,
@@ -412,7 +413,8 @@ fn decode16(x: u16) -> Insn {
     let rs1p = bits(x, 9, 7) + 8; // rs1' / rd'
     let ill = Insn::new(Illegal, 0, 0, 0, 0, x, 2);
     let mk = |op: Op, rd: u32, rs1: u32, rs2: u32, imm: i32| Insn::new(op, rd, rs1, rs2, imm, x, 2);
-    let fp = |raw32: u32| Insn::new(Fp, 0, 0, 0, 0, raw32, 2);
+    // FP forms keep the expanded encoding in `raw` and the original parcel in `imm` (for `mtval`).
+    let fp = |raw32: u32| Insn::new(Fp, 0, 0, 0, x as i32, raw32, 2);
     // Offsets of the compressed loads/stores.
     let lw_off = (bits(x, 5, 5) << 6) | (bits(x, 12, 10) << 3) | (bits(x, 6, 6) << 2);
     let ld_off = (bits(x, 6, 5) << 6) | (bits(x, 12, 10) << 3);

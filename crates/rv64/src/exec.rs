@@ -142,14 +142,9 @@ impl Hart {
                     x.wrapping_div(y) as i64 as u64
                 }
             }
-            Divuw => {
-                let (x, y) = (a as u32, b as u32);
-                if y == 0 {
-                    u64::MAX
-                } else {
-                    sx32((x / y) as u64)
-                }
-            }
+            Divuw => (a as u32)
+                .checked_div(b as u32)
+                .map_or(u64::MAX, |q| sx32(q as u64)),
             Remw => {
                 let (x, y) = (a as i32, b as i32);
                 if y == 0 {
@@ -167,7 +162,12 @@ impl Hart {
                 }
             }
             Fp => {
-                self.exec_fp(ram, bus, d.raw)?;
+                self.exec_fp(ram, bus, d.raw).map_err(|t| match t {
+                    Trap::IllegalInstruction(_) if d.len == 2 => {
+                        Trap::IllegalInstruction(d.imm as u64)
+                    }
+                    t => t,
+                })?;
                 self.pc = next;
                 return Ok(());
             }
@@ -279,7 +279,7 @@ impl Hart {
             }
             LrW | LrD => {
                 let n = if d.op == LrW { 4 } else { 8 };
-                if a % n != 0 {
+                if !a.is_multiple_of(n) {
                     return Err(Trap::LoadAddressMisaligned(a));
                 }
                 let v = if n == 4 {
@@ -292,7 +292,7 @@ impl Hart {
             }
             ScW | ScD => {
                 let n = if d.op == ScW { 4 } else { 8 };
-                if a % n != 0 {
+                if !a.is_multiple_of(n) {
                     return Err(Trap::StoreAddressMisaligned(a));
                 }
                 let ok = self.reservation == Some(a);
@@ -308,7 +308,7 @@ impl Hart {
             }
             AmoswapW | AmoaddW | AmoxorW | AmoandW | AmoorW | AmominW | AmomaxW | AmominuW
             | AmomaxuW => {
-                if a % 4 != 0 {
+                if !a.is_multiple_of(4) {
                     return Err(Trap::StoreAddressMisaligned(a));
                 }
                 let p = self.amo_ptr(ram, bus, a, 4)?;
@@ -332,7 +332,7 @@ impl Hart {
             }
             AmoswapD | AmoaddD | AmoxorD | AmoandD | AmoorD | AmominD | AmomaxD | AmominuD
             | AmomaxuD => {
-                if a % 8 != 0 {
+                if !a.is_multiple_of(8) {
                     return Err(Trap::StoreAddressMisaligned(a));
                 }
                 let p = self.amo_ptr(ram, bus, a, 8)?;

@@ -255,12 +255,12 @@ pub fn compressed_bits(raw: u32) -> u32 {
         // C.FSDSP: imm[5:3] | imm[8:6] | rs2
         (true, _) => (bit(5, 3) << 10) | (bit(8, 6) << 7) | (reg << 2) | 0b10,
         // C.FLD / C.FSD: imm[5:3] | rs1' | imm[7:6] | rd'/rs2'
-        (false, _) => (bit(5, 3) << 10) | ((rs1 - 8) << 7) | (bit(7, 6) << 5) | ((reg - 8) << 2),
+        (false, _) => (bit(5, 3) << 10) | ((rs1 & 7) << 7) | (bit(7, 6) << 5) | ((reg & 7) << 2),
     };
     (funct3 << 13) | fields
 }
 
-/// Fixes up a trap raised by [`Hart::exec_fp`] for an instruction of length `len`: an illegal
+/// Fixes up a trap raised by `Hart::exec_fp` for an instruction of length `len`: an illegal
 /// compressed instruction must report its own 16 bits in `xtval`, not those of its expansion.
 #[cold]
 pub fn trap_for_len(trap: Trap, raw: u32, len: u8) -> Trap {

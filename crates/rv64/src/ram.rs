@@ -36,10 +36,13 @@ impl Ram {
     /// Zero-filled RAM of `size` bytes (a multiple of the page size) at physical `base`.
     pub fn new(base: u64, size: usize) -> Self {
         assert!(
-            size as u64 % PAGE_SIZE == 0,
+            (size as u64).is_multiple_of(PAGE_SIZE),
             "RAM size must be a multiple of 4 KiB"
         );
-        assert!(base % PAGE_SIZE == 0, "RAM base must be page aligned");
+        assert!(
+            base.is_multiple_of(PAGE_SIZE),
+            "RAM base must be page aligned"
+        );
         let pages = size / PAGE_SIZE as usize;
         let words = pages.div_ceil(64);
         let mut decoded = Vec::new();

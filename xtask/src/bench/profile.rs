@@ -1,24 +1,34 @@
 //! `cargo xtask bench --profile`: where ftvm's time goes. Samples with `perf record` (the
 //! software `cpu-clock` event, which works even in VMs without hardware counters) or, where perf
 //! cannot run, counts instructions with `valgrind --tool=callgrind` on the short `--quick` ELF.
-//! The flat list of the hottest functions lands in docs/benchmarks.md; the reading of it is
-//! written by hand next to it.
+//! The hottest functions and (perf only) source lines land in docs/benchmarks.md; the reading of
+//! them is written by hand next to it.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
 use super::{doc, Paths};
 
-/// At most this many functions in the table.
+/// At most this many rows per table.
 const TOP: usize = 25;
 
-/// One row: share of samples (or instructions) and the function.
+/// What a profiler found.
+struct Profile {
+    tool: String,
+    command: String,
+    /// Hottest functions.
+    hot: Vec<Hot>,
+    /// Hottest source lines (perf only).
+    lines: Vec<Hot>,
+}
+
+/// One row: share of samples (or instructions) and the function or source line.
 struct Hot {
     percent: f64,
-    symbol: String,
+    what: String,
 }
 
 fn perf_works() -> bool {
@@ -32,35 +42,43 @@ fn perf_works() -> bool {
 pub fn main(paths: &Paths, ftvm: &Path, elf: &Path, quick_elf: &Path, no_doc: bool) -> Result<()> {
     let dir = paths.target.join("bench-profile");
     std::fs::create_dir_all(&dir)?;
-    let (tool, command, hot) = if perf_works() {
-        perf(&dir, ftvm, elf)?
+    let p = if perf_works() {
+        perf(&paths.root, &dir, ftvm, elf)?
     } else {
-        eprintln!("bench: perf does not work here (apt-get install linux-perf; check perf_event_paranoid); using callgrind");
+        eprintln!(
+            "bench: perf does not work here (apt-get install linux-perf; check \
+             /proc/sys/kernel/perf_event_paranoid); using callgrind"
+        );
         callgrind(&dir, ftvm, quick_elf)?
     };
-    let mut table = String::from("| share | function |\n|---:|---|\n");
-    for h in hot.iter().take(TOP) {
-        let _ = writeln!(
-            table,
-            "| {:.1}% | `{}` |",
-            h.percent,
-            h.symbol.replace('|', "\\|")
-        );
+    let mut tables = markdown(&p.hot, "function");
+    if !p.lines.is_empty() {
+        tables.push('\n');
+        tables.push_str(&markdown(&p.lines, "source line"));
     }
-    println!("{tool}: `{command}`\n\n{table}");
+    println!("{}: `{}`\n\n{tables}", p.tool, p.command);
     if !no_doc {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "Produced by `cargo xtask bench --profile` with {tool}: `{command}`.\n"
+            "Produced by `cargo xtask bench --profile` with {}: `{}`.\n",
+            p.tool, p.command
         );
         s.push_str(&doc::machine_facts());
         s.push('\n');
-        s.push_str(&table);
+        s.push_str(&tables);
         doc::replace_section(&paths.root, "profile", &s)?;
         eprintln!("bench: updated the profile section of docs/benchmarks.md");
     }
     Ok(())
+}
+
+fn markdown(rows: &[Hot], what: &str) -> String {
+    let mut t = format!("| share | {what} |\n|---:|---|\n");
+    for h in rows.iter().take(TOP) {
+        let _ = writeln!(t, "| {:.1}% | {} |", h.percent, h.what.replace('|', "\\|"));
+    }
+    t
 }
 
 fn output(cmd: &mut Command) -> Result<String> {
@@ -77,7 +95,39 @@ fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
-fn perf(dir: &Path, ftvm: &Path, elf: &Path) -> Result<(String, String, Vec<Hot>)> {
+/// `perf report --stdio -q --sort KEY` as (percent, key) rows.
+fn perf_report(data: &Path, key: &str) -> Result<Vec<(f64, String)>> {
+    let report = output(
+        Command::new("perf")
+            .args([
+                "report",
+                "--stdio",
+                "--no-children",
+                "--sort",
+                key,
+                "-q",
+                "-i",
+            ])
+            .arg(data),
+    )?;
+    // Lines look like "    35.12%  [.] rv64::hart::Hart::step      -      -".
+    Ok(report
+        .lines()
+        .filter_map(|l| {
+            let (pct, rest) = l.trim().split_once('%')?;
+            let k = rest
+                .trim()
+                .trim_start_matches("[.]")
+                .trim_start_matches("[k]")
+                .trim();
+            // perf pads the column and may append empty fields ("  -  -").
+            let k = k.split("  ").next().unwrap_or(k);
+            Some((pct.trim().parse().ok()?, k.to_string()))
+        })
+        .collect())
+}
+
+fn perf(root: &Path, dir: &Path, ftvm: &Path, elf: &Path) -> Result<Profile> {
     let data = dir.join("perf.data");
     let mut rec = Command::new("perf");
     rec.args(["record", "-e", "cpu-clock", "-F", "2000", "-o"])
@@ -92,39 +142,66 @@ fn perf(dir: &Path, ftvm: &Path, elf: &Path) -> Result<(String, String, Vec<Hot>
         file_name(elf)
     );
     output(&mut rec)?;
-    let report = output(
-        Command::new("perf")
-            .args([
-                "report",
-                "--stdio",
-                "--no-children",
-                "--sort",
-                "symbol",
-                "-q",
-                "-i",
-            ])
-            .arg(&data),
-    )?;
-    // Lines look like "    35.12%  [.] rv64::hart::Hart::step".
-    let hot = report
-        .lines()
-        .filter_map(|l| {
-            let (pct, rest) = l.trim().split_once('%')?;
-            let sym = rest
-                .trim()
-                .trim_start_matches("[.]")
-                .trim_start_matches("[k]")
-                .trim();
-            Some(Hot {
-                percent: pct.trim().parse().ok()?,
-                symbol: sym.to_string(),
-            })
+    let hot = perf_report(&data, "symbol")?
+        .into_iter()
+        .map(|(percent, s)| Hot {
+            percent,
+            what: format!("`{s}`"),
         })
         .collect();
-    Ok(("perf (cpu-clock sampling)".into(), command, hot))
+    // Inlining folds most of the interpreter into one symbol, so source lines say more.
+    eprintln!("bench: perf report --sort srcline (slow: a minute or so)");
+    let sources = rust_sources(root);
+    let lines = perf_report(&data, "srcline")?
+        .into_iter()
+        .map(|(percent, loc)| {
+            let what = match source_text(&sources, &loc) {
+                Some(t) if !t.is_empty() => format!("`{loc}` `{t}`"),
+                _ => format!("`{loc}`"),
+            };
+            Hot { percent, what }
+        })
+        .collect();
+    Ok(Profile {
+        tool: "perf (cpu-clock sampling)".into(),
+        command,
+        hot,
+        lines,
+    })
 }
 
-fn callgrind(dir: &Path, ftvm: &Path, elf: &Path) -> Result<(String, String, Vec<Hot>)> {
+/// The text of `file.rs:N` when `file.rs` is one of ours (perf prints base names only).
+fn source_text(sources: &[PathBuf], loc: &str) -> Option<String> {
+    let (file, line) = loc.split_once(':')?;
+    let line: usize = line.parse().ok()?;
+    let path = sources
+        .iter()
+        .find(|p| p.file_name().is_some_and(|f| f == file))?;
+    let src = std::fs::read_to_string(path).ok()?;
+    Some(src.lines().nth(line.checked_sub(1)?)?.trim().to_string())
+}
+
+/// Every `.rs` file under `crates/`.
+fn rust_sources(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.join("crates")];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn callgrind(dir: &Path, ftvm: &Path, elf: &Path) -> Result<Profile> {
     let out = dir.join("callgrind.out");
     let mut cg = Command::new("valgrind");
     cg.args(["--tool=callgrind"])
@@ -145,20 +222,20 @@ fn callgrind(dir: &Path, ftvm: &Path, elf: &Path) -> Result<(String, String, Vec
             let (_, rest) = l.split_once('(')?;
             let (pct, rest) = rest.split_once("%)")?;
             let sym = rest.trim();
-            let sym = sym.split_once(':').map_or(sym, |(_, f)| f);
             let sym = sym.split(" [").next().unwrap_or(sym);
             Some(Hot {
                 percent: pct.trim().parse().ok()?,
-                symbol: sym.to_string(),
+                what: format!("`{sym}`"),
             })
         })
         .filter(|h| h.percent < 100.0)
         .collect();
-    Ok((
-        "callgrind (instructions executed by the host)".into(),
+    Ok(Profile {
+        tool: "callgrind (instructions executed by the host)".into(),
         command,
         hot,
-    ))
+        lines: Vec::new(),
+    })
 }
 
 fn file_name(p: &Path) -> String {

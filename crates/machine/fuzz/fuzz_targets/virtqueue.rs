@@ -22,10 +22,14 @@ fuzz_target!(|data: &[u8]| {
     }
     let (head, image) = data.split_at(6);
     let mut ram = Ram::new(BASE, RAM_SIZE);
-    ram.write(BASE, &image[..image.len().min(RAM_SIZE)]).unwrap();
+    ram.write(BASE, &image[..image.len().min(RAM_SIZE)])
+        .unwrap();
     let mut dev = match (head[0] >> 1) % 3 {
         0 => VirtioMmio::block_with_backend(
-            Box::new(MemBackend { data: vec![0x5a; 64 * 512], flushes: 0 }),
+            Box::new(MemBackend {
+                data: vec![0x5a; 64 * 512],
+                flushes: 0,
+            }),
             head[0] & 1 != 0,
         ),
         1 => VirtioMmio::rng(Box::new(Zeros)),

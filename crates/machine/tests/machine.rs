@@ -1,0 +1,164 @@
+//! The machine loop with tiny hand-assembled programs: the boot ROM, UART output, the test
+//! device, timer deadlines and idle skips, and the deterministic schedule of several harts.
+
+use machine::uart::SerialBackend;
+use machine::virtio::{NullConsole, OsEntropy};
+use machine::{clock, Backends, Firmware, Machine, MachineConfig, PowerEvent, Stop};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+// A few RV64I encoders (register numbers: t0 = 5, t1 = 6, t2 = 7, t3 = 28, a0 = 10).
+fn itype(op: u32, f3: u32, rd: u32, rs1: u32, imm: i32) -> u32 {
+    ((imm as u32 & 0xfff) << 20) | (rs1 << 15) | (f3 << 12) | (rd << 7) | op
+}
+fn stype(f3: u32, rs2: u32, rs1: u32, imm: i32) -> u32 {
+    let imm = imm as u32 & 0xfff;
+    ((imm >> 5) << 25) | (rs2 << 20) | (rs1 << 15) | (f3 << 12) | ((imm & 31) << 7) | 0x23
+}
+fn lui(rd: u32, imm20: u32) -> u32 {
+    (imm20 << 12) | (rd << 7) | 0x37
+}
+fn addi(rd: u32, rs1: u32, imm: i32) -> u32 {
+    itype(0x13, 0, rd, rs1, imm)
+}
+fn ld(rd: u32, rs1: u32, imm: i32) -> u32 {
+    itype(0x03, 3, rd, rs1, imm)
+}
+fn sd(rs2: u32, rs1: u32, imm: i32) -> u32 {
+    stype(3, rs2, rs1, imm)
+}
+fn sw(rs2: u32, rs1: u32, imm: i32) -> u32 {
+    stype(2, rs2, rs1, imm)
+}
+fn sb(rs2: u32, rs1: u32, imm: i32) -> u32 {
+    stype(0, rs2, rs1, imm)
+}
+fn csrw(csr: u32, rs1: u32) -> u32 {
+    (csr << 20) | (rs1 << 15) | (1 << 12) | 0x73
+}
+const WFI: u32 = 0x1050_0073;
+const J_SELF: u32 = 0x0000_006f;
+const J_BACK_4: u32 = 0xffdf_f06f; // jal x0, -4
+const MIE: u32 = 0x304;
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+impl SerialBackend for Capture {
+    fn transmit(&mut self, bytes: &[u8]) {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+    }
+}
+
+fn machine(name: &str, program: &[u32], harts: usize) -> (Machine, Capture) {
+    let dir = std::env::temp_dir().join(format!("ftvm-machine-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kernel: PathBuf = dir.join("kernel.bin");
+    let bytes: Vec<u8> = program.iter().flat_map(|i| i.to_le_bytes()).collect();
+    std::fs::write(&kernel, bytes).unwrap();
+    let cfg = MachineConfig {
+        mem_size: 16 << 20,
+        harts,
+        bios: Firmware::None,
+        kernel: Some(kernel),
+        ..MachineConfig::default()
+    };
+    let out = Capture::default();
+    let backends = Backends {
+        serial: Box::new(out.clone()),
+        console: Box::new(NullConsole),
+        entropy: Box::new(OsEntropy::default()),
+    };
+    (Machine::new(&cfg, backends).unwrap(), out)
+}
+
+const T0: u32 = 5;
+const T1: u32 = 6;
+const T2: u32 = 7;
+const T3: u32 = 28;
+const A0: u32 = 10;
+
+#[test]
+fn timer_wait_is_an_idle_stop_and_a_skip_wakes_it() {
+    let prog = [
+        lui(T0, 0x200c),
+        ld(T1, T0, -8), // mtime
+        addi(T1, T1, 1000),
+        lui(T0, 0x2004),
+        sd(T1, T0, 0), // mtimecmp of hart 0 = mtime + 1000
+        addi(T2, 0, 0x80),
+        csrw(MIE, T2), // MTIE (mstatus.MIE stays off: WFI wakes without a trap)
+        WFI,
+        lui(T0, 0x10000),
+        addi(T3, 0, i32::from(b'W')),
+        sb(T3, T0, 0),
+        lui(T0, 0x100),
+        lui(T3, 0x5),
+        addi(T3, T3, 0x555),
+        sw(T3, T0, 0), // poweroff
+        J_SELF,
+    ];
+    let (mut m, out) = machine("timer", &prog, 1);
+    let stop = m.run(1_000_000);
+    let Stop::Idle { wake: Some(wake) } = stop else {
+        panic!("expected an idle stop, got {stop:?}")
+    };
+    // The ROM's 6 instructions and the first 2 above ran before the mtime read.
+    let read_at = 6 + 1;
+    assert_eq!(wake, clock::icount_at(clock::mtime_at(read_at) + 1000));
+    assert!(m.icount() < wake);
+    // Still idle without a skip.
+    assert_eq!(m.run(1_000_000), Stop::Idle { wake: Some(wake) });
+    m.skip_to(wake);
+    assert_eq!(m.run(2_000_000), Stop::Power(PowerEvent::PowerOff));
+    assert_eq!(out.0.lock().unwrap().as_slice(), b"W");
+}
+
+#[test]
+fn harts_alternate_in_fixed_quanta() {
+    let prog = [addi(A0, A0, 1), J_BACK_4];
+    let run = || {
+        let (mut m, _) = machine("smp", &prog, 2);
+        assert_eq!(m.run(100_000), Stop::Limit);
+        let h = m.harts();
+        (m.icount(), h[0].icount, h[1].icount, h[0].x[10], h[1].x[10])
+    };
+    let a = run();
+    assert_eq!(a.0, 100_000);
+    assert_eq!((a.1, a.2), (50_000, 50_000));
+    // ROM (6 steps) then an addi/jal pair.
+    assert_eq!(a.3, (50_000 - 6) / 2);
+    assert_eq!(run(), a, "same program, same schedule");
+}
+
+#[test]
+fn reset_and_failure_requests_stop_the_machine() {
+    let prog = [
+        lui(T0, 0x100),
+        lui(T3, 0x7),
+        addi(T3, T3, 0x777),
+        sw(T3, T0, 0),
+        J_SELF,
+    ];
+    let (mut m, _) = machine("reset", &prog, 1);
+    assert_eq!(m.run(10_000), Stop::Power(PowerEvent::Reset));
+    // 0x3333 | 9 << 16 = 0x93333 = lui 0x93 + addi 0x333.
+    let prog = [
+        lui(T0, 0x100),
+        lui(T3, 0x93),
+        addi(T3, T3, 0x333),
+        sw(T3, T0, 0),
+        J_SELF,
+    ];
+    let (mut m, _) = machine("fail", &prog, 3);
+    assert_eq!(m.run(100_000), Stop::Power(PowerEvent::Fail(9)));
+}
+
+#[test]
+fn unmapped_access_is_a_guest_fault_not_a_crash() {
+    // Store to an address with no device; with mtvec = 0 the trap jumps to 0 (unmapped too),
+    // and the hart keeps trapping: the machine must just keep counting.
+    let prog = [lui(T0, 0x40000), sw(T0, T0, 0), J_SELF];
+    let (mut m, _) = machine("unmapped", &prog, 1);
+    assert_eq!(m.run(10_000), Stop::Limit);
+    assert_eq!(m.icount(), 10_000);
+}
