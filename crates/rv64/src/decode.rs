@@ -129,6 +129,9 @@ pub struct Insn {
     pub rs2: u8,
     /// Length in bytes: 2 or 4.
     pub len: u8,
+    /// Ends a straight-line run: the next instruction executed may not be the next one in this
+    /// cache page (jumps, branches, system and CSR instructions, the last instruction of a page).
+    pub end: bool,
     /// Immediate (sign-extended), shift amount, or CSR number; for a compressed FP load/store,
     /// the original 16-bit instruction.
     pub imm: i32,
@@ -139,6 +142,7 @@ pub struct Insn {
 impl Insn {
     /// The empty cache slot.
     pub const UNDECODED: Insn = Insn {
+        end: true,
         op: Op::Undecoded,
         rd: 0,
         rs1: 0,
@@ -151,12 +155,39 @@ impl Insn {
     fn new(op: Op, rd: u32, rs1: u32, rs2: u32, imm: i32, raw: u32, len: u8) -> Insn {
         // Results for x0 go to the sink register, so execution never needs to test rd.
         let rd = if rd == 0 { ZERO_SINK as u32 } else { rd };
+        use Op::*;
+        let end = matches!(
+            op,
+            Illegal
+                | Jal
+                | Jalr
+                | Beq
+                | Bne
+                | Blt
+                | Bge
+                | Bltu
+                | Bgeu
+                | FenceI
+                | Ecall
+                | Ebreak
+                | Mret
+                | Sret
+                | Wfi
+                | SfenceVma
+                | Csrrw
+                | Csrrs
+                | Csrrc
+                | Csrrwi
+                | Csrrsi
+                | Csrrci
+        );
         Insn {
             op,
             rd: rd as u8,
             rs1: rs1 as u8,
             rs2: rs2 as u8,
             len,
+            end,
             imm,
             raw,
         }

@@ -12,16 +12,41 @@ fn sx32(v: u64) -> u64 {
     v as i32 as i64 as u64
 }
 
+/// The fields of an [`Insn`] that execution uses, copied out of the cache slot.
+struct Fields {
+    op: Op,
+    rd: u8,
+    rs1: u8,
+    rs2: u8,
+    len: u8,
+    imm: i32,
+    raw: u32,
+}
+
 impl Hart {
     /// Executes one decoded instruction and advances (or redirects) the pc.
     #[inline(always)]
     pub(crate) fn execute<B: Bus>(
         &mut self,
-        d: Insn,
+        p: *const Insn,
         ram: &mut Ram,
         bus: &mut B,
     ) -> Result<(), Trap> {
         use Op::*;
+        // Fields are read through the pointer one by one (no copy of the whole slot): the slot
+        // may be cleared by a store this very instruction makes to its own page.
+        // SAFETY: `p` points to a decoded-page slot or to `self.scratch` (see `Hart::run`).
+        let d = unsafe {
+            Fields {
+                op: (*p).op,
+                rd: (*p).rd,
+                rs1: (*p).rs1,
+                rs2: (*p).rs2,
+                len: (*p).len,
+                imm: (*p).imm,
+                raw: (*p).raw,
+            }
+        };
         // Decoding maps rd = x0 to the sink register 32, so results are stored unconditionally.
         let rd = d.rd as usize & 63;
         let a = self.x[d.rs1 as usize & 63];
@@ -176,7 +201,7 @@ impl Hart {
             | Csrrs | Csrrc | Csrrwi | Csrrsi | Csrrci | LrW | ScW | AmoswapW | AmoaddW
             | AmoxorW | AmoandW | AmoorW | AmominW | AmomaxW | AmominuW | AmomaxuW | LrD | ScD
             | AmoswapD | AmoaddD | AmoxorD | AmoandD | AmoorD | AmominD | AmomaxD | AmominuD
-            | AmomaxuD => return self.execute_rare(&d, ram, bus),
+            | AmomaxuD => return self.execute_rare(p, ram, bus),
         };
         self.x[rd] = v;
         self.pc = next;
@@ -188,15 +213,20 @@ impl Hart {
     #[inline(never)]
     fn execute_undecoded<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B) -> Result<(), Trap> {
         let p = self.fetch_slow(ram, bus)?;
-        // SAFETY: as in `Hart::run`: a pointer into a live decoded page or `self.scratch`.
-        let insn = unsafe { p.read() };
-        self.execute(insn, ram, bus)
+        self.execute(p, ram, bus)
     }
 
     /// System, CSR, fence and atomic instructions: out of the hot path.
     #[cold]
     #[inline(never)]
-    fn execute_rare<B: Bus>(&mut self, d: &Insn, ram: &mut Ram, bus: &mut B) -> Result<(), Trap> {
+    fn execute_rare<B: Bus>(
+        &mut self,
+        p: *const Insn,
+        ram: &mut Ram,
+        bus: &mut B,
+    ) -> Result<(), Trap> {
+        // SAFETY: as in `execute`.
+        let d = &unsafe { p.read() };
         use Op::*;
         let rd = d.rd as usize & 63;
         let a = self.x[d.rs1 as usize & 63];

@@ -221,18 +221,35 @@ impl Hart {
                     }
                 }
             }
-            let r = match self.fetch(ram, bus) {
-                Ok(p) => {
-                    // SAFETY: `fetch` returns a pointer into a live decoded page or to
-                    // `self.scratch`; the instruction is copied out before anything can change it.
-                    let insn = unsafe { p.read() };
-                    self.execute(insn, ram, bus)
+            let mut p = match self.fetch(ram, bus) {
+                Ok(p) => p,
+                Err(t) => {
+                    self.icount += 1;
+                    self.take_trap(t.cause(), t.tval(), false);
+                    continue;
                 }
-                Err(t) => Err(t),
             };
-            self.icount += 1;
-            if let Err(t) = r {
-                self.take_trap(t.cause(), t.tval(), false);
+            // Straight-line code runs from the decoded page without another fetch lookup, until
+            // an instruction marked `end`, a trap, the budget, or anything needing attention.
+            loop {
+                // `p` points to the slot for `self.pc` in a live decoded page (see `fetch`), or
+                // to `self.scratch` (always `end`).
+                let r = self.execute(p, ram, bus);
+                self.icount += 1;
+                if let Err(t) = r {
+                    self.take_trap(t.cause(), t.tval(), false);
+                    break;
+                }
+                // Read after execution: a slot the instruction cleared (a store to its own
+                // page) reads as `end`.
+                // SAFETY: `p` is valid as described above; only plain fields are read.
+                let (end, len) = unsafe { ((*p).end, (*p).len) };
+                if end || self.attention || self.icount >= stop_at {
+                    break;
+                }
+                // SAFETY: a non-`end` instruction is not the last of its page, so the next
+                // slot is inside the same array, and it is the slot for the new `self.pc`.
+                p = unsafe { p.add((len >> 1) as usize) };
             }
         }
         if self.stop_loop {
@@ -387,6 +404,7 @@ impl Hart {
                 lo
             };
             self.scratch = decode(raw);
+            self.scratch.end = true;
             return Ok(&self.scratch);
         };
         let page = off >> 12;
@@ -405,11 +423,15 @@ impl Hart {
             // A 32-bit instruction across a page boundary: never cached.
             let p2 = self.translate(ram, pc + 2, Access::Execute)?;
             self.scratch = decode(lo | self.fetch_parcel(ram, bus, pc + 2, p2)? << 16);
+            self.scratch.end = true;
             return Ok(&self.scratch);
         } else {
             u32::from_le_bytes([mem[off], mem[off + 1], mem[off + 2], mem[off + 3]])
         };
-        let insn = decode(raw);
+        let mut insn = decode(raw);
+        if (pc & 0xfff) + insn.len as u64 >= 4096 {
+            insn.end = true;
+        }
         // SAFETY: `dp` points into a box owned by `ram` (see `fetch`); `pc & 0xfff >> 1 < 2048`.
         let slot = unsafe { &mut (*dp).insns[((pc & 0xfff) >> 1) as usize] };
         *slot = insn;
