@@ -9,8 +9,8 @@ typedef unsigned long u64;
 typedef long i64;
 typedef unsigned long usize;
 
-/* Iteration counts are multiplied by SCALE (1 for the measured run; `--quick` builds with a smaller
- * one through -DSCALE_DIV=N, which divides the outer repetition counts). */
+/* Outer repetition counts go through REPS(): the measured build uses them as written, `cargo xtask
+ * bench --quick` builds with -DSCALE_DIV=16 and divides them (working-set sizes stay the same). */
 #ifndef SCALE_DIV
 #define SCALE_DIV 1
 #endif

@@ -12,7 +12,7 @@
 
 mod busybox;
 mod cache;
-mod deps;
+pub mod deps;
 mod image;
 mod kernel;
 mod programs;
@@ -26,7 +26,7 @@ use anyhow::{Context, Result};
 
 /// Bump whenever the recipe changes what it produces: it is part of every cache key, so a new
 /// value forces a rebuild even though no input file changed.
-const RECIPE_VERSION: &str = "ftvm-guest-recipe-1";
+const RECIPE_VERSION: &str = "ftvm-guest-recipe-2";
 
 /// Options of `cargo xtask guest`.
 #[derive(clap::Args)]
@@ -151,6 +151,13 @@ pub fn build(opts: &BuildOptions) -> Result<GuestPaths> {
         return Ok(paths);
     }
     cache.lock()?;
+    if paths.dir.is_dir() {
+        println!(
+            "guest: cached, built meanwhile by another run ({})",
+            paths.dir.display()
+        );
+        return Ok(paths);
+    }
 
     let kernel = kernel::build(&cache, &kernel_in, opts)?;
     let busybox = busybox::build(&cache, &busybox_in, opts)?;

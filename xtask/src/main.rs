@@ -1,6 +1,7 @@
 //! `cargo xtask`: guest images (`guest`), benchmarks (`bench`) and the test suite (`test`).
 
 mod bench;
+mod demo;
 mod guest;
 mod test;
 
@@ -19,6 +20,8 @@ enum Cmd {
     Guest(guest::Args),
     /// Benchmarks of ftvm against qemu-system-riscv64.
     Bench(bench::Args),
+    /// Build the guest and boot it on ftvm, console on this terminal (the README's demo).
+    Demo(demo::Args),
     /// Run the whole test suite (what CI runs).
     Test(test::Args),
 }
@@ -28,5 +31,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Guest(a) => guest::main(a),
         Cmd::Bench(a) => bench::main(a),
         Cmd::Test(a) => test::main(a),
+        Cmd::Demo(a) => demo::main(a),
     }
 }

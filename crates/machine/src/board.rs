@@ -120,6 +120,26 @@ impl Board {
         }
     }
 
+    /// The CLINT.
+    pub fn clint(&self) -> &Clint {
+        &self.clint
+    }
+
+    /// The PLIC.
+    pub fn plic(&self) -> &Plic {
+        &self.plic
+    }
+
+    /// UART0.
+    pub fn uart(&self) -> &Uart {
+        &self.uart
+    }
+
+    /// The virtio-mmio slots, slot 0 first.
+    pub fn slots(&self) -> &[Slot] {
+        &self.slots
+    }
+
     /// Records that a hart whose own count is `hart_icount` starts a slice at machine-wide
     /// `icount`, so that its accesses to time resolve against the machine clock.
     pub(crate) fn begin_slice(&mut self, icount: u64, hart_icount: u64) {

@@ -225,6 +225,11 @@ impl Machine {
         &self.harts
     }
 
+    /// The board's devices (for diagnostics and saving state).
+    pub fn board(&self) -> &Board {
+        &self.board
+    }
+
     /// Guest RAM.
     pub fn ram(&self) -> &Ram {
         &self.ram

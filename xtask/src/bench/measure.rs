@@ -275,9 +275,9 @@ pub fn table(rows: &[Summary], with_qemu: bool) -> String {
         t.push_str("|---|---:|---:|---:|---:|\n");
     }
     for r in rows {
-        let mips = r.icount as f64 / r.ftvm_exec / 1e6;
+        let mips = rate(r.icount, r.ftvm_exec);
         t.push_str(&format!(
-            "| {} | {} | {:.3} | {:.3} | {:.0} |",
+            "| {} | {} | {:.3} | {:.3} | {} |",
             r.kernel,
             group(r.icount),
             r.ftvm_wall,
@@ -285,9 +285,9 @@ pub fn table(rows: &[Summary], with_qemu: bool) -> String {
             mips
         ));
         if with_qemu {
-            let qmips = r.icount as f64 / r.qemu_wall / 1e6;
+            let qmips = rate(r.icount, r.qemu_wall);
             t.push_str(&format!(
-                " {:.3} | {:.0} | {:.2} |",
+                " {:.3} | {} | {:.2} |",
                 r.qemu_wall,
                 qmips,
                 r.ftvm_wall / r.qemu_wall
@@ -296,6 +296,15 @@ pub fn table(rows: &[Summary], with_qemu: bool) -> String {
         t.push('\n');
     }
     t
+}
+
+/// Millions of instructions per second, or "–" for runs too short to mean anything (start-up).
+fn rate(icount: u64, seconds: f64) -> String {
+    if icount < 1_000_000 {
+        "–".to_string()
+    } else {
+        format!("{:.0}", icount as f64 / seconds / 1e6)
+    }
 }
 
 /// 123456789 → "123,456,789".

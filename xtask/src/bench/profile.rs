@@ -170,13 +170,18 @@ fn perf(root: &Path, dir: &Path, ftvm: &Path, elf: &Path) -> Result<Profile> {
     })
 }
 
-/// The text of `file.rs:N` when `file.rs` is one of ours (perf prints base names only).
+/// The text of `file.rs:N` when `file.rs` is one of ours (perf prints base names only). Read
+/// after the run: if the file was edited since the build, the text may be off.
 fn source_text(sources: &[PathBuf], loc: &str) -> Option<String> {
     let (file, line) = loc.split_once(':')?;
     let line: usize = line.parse().ok()?;
+    // Prefer library sources over tests/ and benches/ files of the same name.
+    let named = |p: &&PathBuf| p.file_name().is_some_and(|f| f == file);
     let path = sources
         .iter()
-        .find(|p| p.file_name().is_some_and(|f| f == file))?;
+        .filter(named)
+        .find(|p| p.parent().is_some_and(|d| d.ends_with("src")))
+        .or_else(|| sources.iter().find(named))?;
     let src = std::fs::read_to_string(path).ok()?;
     Some(src.lines().nth(line.checked_sub(1)?)?.trim().to_string())
 }

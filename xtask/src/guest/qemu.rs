@@ -127,6 +127,7 @@ impl Console {
         if !rng.contains("0000000 ") || !rng.contains("0000020") {
             bail!("no 16 bytes from /dev/hwrng: {rng:?}");
         }
+        println!("guest:   /dev/hwrng: {}", rng.lines().next().unwrap_or(""));
         let t = Instant::now();
         let bench = self.run("cpubench")?;
         println!("guest:   cpubench in {}: {}", run::elapsed(t), bench.trim());
@@ -170,11 +171,13 @@ impl Console {
         let status_from = self.pos;
         self.expect("\n", COMMAND_TIMEOUT)?;
         let status = self.buf[status_from..self.pos].trim().to_string();
-        // The first line is the shell echoing what we typed.
-        let out = self.buf[from..out_end]
-            .split_once('\n')
-            .map_or("", |(_, o)| o)
-            .to_string();
+        // Drop the prompt and the shell's echo of what we typed.
+        let seg = &self.buf[from..out_end];
+        let out = match seg.find(MARK_TYPED) {
+            Some(i) => seg[i..].split_once('\n').map_or("", |(_, o)| o),
+            None => seg,
+        };
+        let out = out.to_string();
         if status != "0" {
             bail!("`{command}` exited with status {status:?}: {out}");
         }
