@@ -1,7 +1,7 @@
 /*
  * cpubench: a CPU-bound benchmark with a fixed amount of work.
  *
- * Usage: cpubench [ROUNDS]   (default 100)
+ * Usage: cpubench [ROUNDS]   (default 250)
  *
  * Each round makes 64 KiB of compressible pseudo-random bytes, compresses
  * them with a small LZ77 (hash-chain match finder: byte loads, compares,
@@ -135,7 +135,7 @@ static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
 
 int main(int argc, char **argv)
 {
-	long rounds = argc > 1 ? atol(argv[1]) : 100;
+	long rounds = argc > 1 ? atol(argv[1]) : 250;
 	uint64_t sum = 0xcbf29ce484222325ull;
 	size_t packed_total = 0;
 

@@ -24,9 +24,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-/// Bump whenever the recipe changes what it produces: it is part of every cache key, so a new
-/// value forces a rebuild even though no input file changed.
-const RECIPE_VERSION: &str = "ftvm-guest-recipe-2";
+/// Version of the last stage (programs, initramfs, disk): bump it when the recipe changes what
+/// that stage produces, so the cache rebuilds it although no input file changed. The kernel and
+/// busybox stages have their own (`kernel::RECIPE_VERSION`, `busybox::RECIPE_VERSION`); a bump
+/// there reaches this key too, because it includes theirs.
+const RECIPE_VERSION: &str = "ftvm-guest-2";
 
 /// Options of `cargo xtask guest`.
 #[derive(clap::Args)]
@@ -135,7 +137,7 @@ pub fn build(opts: &BuildOptions) -> Result<GuestPaths> {
     let busybox_in = busybox::Inputs::collect(&toolchain, opts.install_deps)?;
     let sources = programs::Sources::collect(&repo)?;
 
-    let mut key = cache::Key::new("guest");
+    let mut key = cache::Key::new("guest", RECIPE_VERSION);
     key.add_key(&kernel_in.key());
     key.add_key(&busybox_in.key());
     sources.add_to(&mut key);
@@ -162,10 +164,12 @@ pub fn build(opts: &BuildOptions) -> Result<GuestPaths> {
     let kernel = kernel::build(&cache, &kernel_in, opts)?;
     let busybox = busybox::build(&cache, &busybox_in, opts)?;
     let dir = cache.publish(&key, |out| {
-        let bins = programs::compile(&sources, &cache.tmp_dir("programs")?, opts)?;
+        let bin_dir = cache.tmp_dir("programs")?;
+        let bins = programs::compile(&sources, &bin_dir, opts)?;
         step("initramfs", || {
             image::initramfs(&busybox, &bins, &sources, &out.join("initramfs.cpio.gz"))
         })?;
+        std::fs::remove_dir_all(&bin_dir)?;
         step("disk", || image::disk(&out.join("disk.img")))?;
         std::fs::copy(kernel.join("Image"), out.join("Image")).context("copying Image")?;
         std::fs::copy(kernel.join("config"), out.join("kernel.config"))?;

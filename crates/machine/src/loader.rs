@@ -35,6 +35,18 @@ pub enum LoadError {
         /// Its file.
         path: PathBuf,
     },
+    /// {what} {path} (at least {size} bytes) is larger than RAM ({ram} bytes): increase --mem
+    #[error("{what} {} (at least {size} bytes) is larger than RAM ({ram} bytes): increase --mem", path.display())]
+    LargerThanRam {
+        /// Which image.
+        what: &'static str,
+        /// Its file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The RAM size.
+        ram: u64,
+    },
     /// {what} is a malformed or truncated ELF file: {why}
     #[error("{what} is a malformed or truncated ELF file: {why}")]
     BadElf {
@@ -104,13 +116,31 @@ pub struct Image {
     pub footprint: (u64, u64),
 }
 
-/// Reads an image file, refusing empty ones.
-pub fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, LoadError> {
-    let data = std::fs::read(path).map_err(|source| LoadError::Read {
+/// Reads an image file, refusing empty ones, and ones larger than `limit` (the RAM size)
+/// before reading them.
+pub fn read_file(what: &'static str, path: &Path, limit: u64) -> Result<Vec<u8>, LoadError> {
+    let err = |source| LoadError::Read {
         what,
         path: path.into(),
         source,
-    })?;
+    };
+    // Read through a limit, so that a device or pipe that never ends cannot exhaust memory.
+    let file = std::fs::File::open(path).map_err(err)?;
+    let size = file.metadata().map_err(err)?.len();
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(file, limit.saturating_add(1)),
+        &mut data,
+    )
+    .map_err(err)?;
+    if size > limit || data.len() as u64 > limit {
+        return Err(LoadError::LargerThanRam {
+            what,
+            path: path.into(),
+            size: size.max(data.len() as u64),
+            ram: limit,
+        });
+    }
     if data.is_empty() {
         return Err(LoadError::Empty {
             what,

@@ -39,6 +39,9 @@ pub enum MachineError {
     /// {0}
     #[error(transparent)]
     Virtio(#[from] VirtioError),
+    /// the host cannot provide {0} bytes of guest RAM: use a smaller --mem
+    #[error("the host cannot provide {0} bytes of guest RAM: use a smaller --mem")]
+    NoHostMemory(u64),
 }
 
 /// The outside world's ends of the devices.
@@ -134,17 +137,17 @@ impl Machine {
         cfg.validate()?;
         let bios = match &cfg.bios {
             Firmware::None => None,
-            Firmware::File(p) => Some(loader::read_file("firmware", p)?),
+            Firmware::File(p) => Some(loader::read_file("firmware", p, cfg.mem_size)?),
         };
         let kernel = cfg
             .kernel
             .as_deref()
-            .map(|p| loader::read_file("kernel", p))
+            .map(|p| loader::read_file("kernel", p, cfg.mem_size))
             .transpose()?;
         let initrd = cfg
             .initrd
             .as_deref()
-            .map(|p| loader::read_file("initrd", p))
+            .map(|p| loader::read_file("initrd", p, cfg.mem_size))
             .transpose()?;
         let initrd_len = initrd.as_ref().map(|d| d.len() as u64);
 
@@ -173,6 +176,12 @@ impl Machine {
         let (slots, serial) = virtio_slots(cfg, backends)?;
         let mem =
             usize::try_from(cfg.mem_size).map_err(|_| ConfigError::MemTooLarge(cfg.mem_size))?;
+        // Ram::new aborts the process if the host refuses the allocation: ask first.
+        let mut probe: Vec<u8> = Vec::new();
+        probe
+            .try_reserve_exact(mem)
+            .map_err(|_| MachineError::NoHostMemory(cfg.mem_size))?;
+        drop(probe);
         let mut ram = Ram::new(RAM_BASE, mem);
         for seg in plan.images.iter().flat_map(|i| &i.segments) {
             // `plan` checked that every segment lies inside RAM.

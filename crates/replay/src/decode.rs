@@ -172,7 +172,8 @@ impl Decoder {
         Self::default()
     }
 
-    /// Appends bytes that arrived.
+    /// Appends bytes that arrived. They are held until decoded, so a caller that pushes
+    /// without draining entries grows the buffer; the logging channel bounds it by flow control.
     pub fn push(&mut self, bytes: &[u8]) {
         // Drop what has been decoded once it is at least half the buffer: amortised O(1) per
         // byte, and a long-lived decoder does not grow.
@@ -573,7 +574,11 @@ mod tests {
                 while d.next_entry().unwrap().is_some() {}
             }
             sent = out.len();
-            assert!(d.buf.len() <= 4 * DEFAULT_BATCH_LIMIT.min(2048), "{}", d.buf.len());
+            assert!(
+                d.buf.len() <= 4 * DEFAULT_BATCH_LIMIT.min(2048),
+                "{}",
+                d.buf.len()
+            );
         }
         assert_eq!(d.position().bytes, sent as u64);
     }

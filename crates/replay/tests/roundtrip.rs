@@ -327,3 +327,45 @@ fn header_fields_survive() {
     assert_eq!(got_h, h);
     assert_eq!(got[0].icount, u64::MAX);
 }
+
+#[test]
+fn log_reader_copes_with_short_and_interrupted_reads() {
+    /// Returns one byte per read, with an `Interrupted` error before every other byte.
+    struct Trickle<'a>(&'a [u8], bool);
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.1 = !self.1;
+            if self.1 {
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
+            match self.0.split_first() {
+                Some((&b, rest)) if !buf.is_empty() => {
+                    buf[0] = b;
+                    self.0 = rest;
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+    }
+    let entries = every_kind();
+    let bytes = encode(&header(), &entries, 40);
+    let r = LogReader::new(Trickle(&bytes, false)).unwrap();
+    assert_eq!(r.collect::<Result<Vec<_>, _>>().unwrap(), entries);
+    // Cut short: the entries of complete frames, then an error naming the truncation.
+    let mut r = LogReader::new(Trickle(&bytes[..bytes.len() - 1], false)).unwrap();
+    let mut n = 0;
+    let err = loop {
+        match r.next_entry() {
+            Ok(Some(_)) => n += 1,
+            Ok(None) => panic!("a cut-off frame must not end cleanly"),
+            Err(e) => break e,
+        }
+    };
+    assert!(n > 0 && n < entries.len());
+    assert!(
+        err.to_string()
+            .contains("truncated in the middle of a frame"),
+        "{err}"
+    );
+}

@@ -308,10 +308,17 @@ impl Hart {
                     self.csr_read(bus, n, d.raw)?
                 };
                 if writes {
+                    // Read-modify-write of mip/sip uses the software-written bits only: the
+                    // device lines are OR-ed into reads, and must not be latched by a write.
+                    let base = match n {
+                        crate::csr::num::MIP => self.csr.mip,
+                        crate::csr::num::SIP => self.csr.mip & self.csr.mideleg,
+                        _ => old,
+                    };
                     let new = match d.op {
                         Csrrw | Csrrwi => src,
-                        Csrrs | Csrrsi => old | src,
-                        _ => old & !src,
+                        Csrrs | Csrrsi => base | src,
+                        _ => base & !src,
                     };
                     self.csr_write(n, new, d.raw)?;
                 }

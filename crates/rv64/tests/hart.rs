@@ -109,3 +109,19 @@ fn fetch_outside_memory_is_an_access_fault_loop_not_a_panic() {
     assert_eq!(h.run(&mut ram, &mut NoDevices, 10_000), Exit::Budget);
     assert_eq!(h.csr.mcause, 1);
 }
+
+#[test]
+fn setting_a_mip_bit_does_not_latch_a_device_line() {
+    // csrrs x0, mip, x5 with x5 = STIP, while the PLIC drives SEIP.
+    let csrrs_mip = (0x344 << 20) | (5 << 15) | (2 << 12) | 0x73;
+    let (mut h, mut ram) = setup(&[csrrs_mip, jal(0, 0)]);
+    h.x[5] = 1 << 5;
+    h.set_irq_lines(1 << 9);
+    h.run(&mut ram, &mut NoDevices, 1);
+    h.set_irq_lines(0);
+    assert_eq!(
+        h.mip(),
+        1 << 5,
+        "SEIP must drop with its line; STIP stays set"
+    );
+}

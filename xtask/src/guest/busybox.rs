@@ -14,6 +14,9 @@ use anyhow::{bail, Context, Result};
 use super::cache::{Cache, Key};
 use super::{deps, run, BuildOptions};
 
+/// Bump when this stage changes what it produces (see `guest::RECIPE_VERSION`).
+const RECIPE_VERSION: &str = "ftvm-busybox-1";
+
 /// Changes to busybox's `defconfig`, as `(option, value)`; `None` switches an option off.
 const CONFIG_TWEAKS: &[(&str, Option<&str>)] = &[
     // One self-contained binary: the initramfs has no shared libraries.
@@ -57,7 +60,7 @@ impl Inputs {
     /// Asks apt which busybox source version it would fetch (setting up `deb-src` if allowed).
     pub fn collect(toolchain: &str, install: bool) -> Result<Self> {
         let version = source_version(install)?;
-        let mut key = Key::new("busybox");
+        let mut key = Key::new("busybox", RECIPE_VERSION);
         key.add_text("busybox source", &version);
         key.add_text("config tweaks", &format!("{CONFIG_TWEAKS:?}"));
         key.add_text("toolchain", toolchain);
@@ -174,13 +177,15 @@ pub fn build(cache: &Cache, inp: &Inputs, opts: &BuildOptions) -> Result<PathBuf
     if !missing.is_empty() {
         bail!("busybox lacks applets the guest needs: {missing:?}");
     }
-    cache.publish(&inp.key, |d| {
+    let dst = cache.publish(&inp.key, |d| {
         for f in ["busybox", "busybox.links"] {
             fs::copy(obj.join(f), d.join(f))?;
         }
         fs::copy(&cfg, d.join("config"))?;
         Ok(())
-    })
+    })?;
+    fs::remove_dir_all(&obj)?;
+    Ok(dst)
 }
 
 /// `apt-get source busybox` once per version, into `src/busybox-<version>`.

@@ -138,14 +138,14 @@ pub struct Key {
 }
 
 impl Key {
-    /// A key for entries named `<name>-<hash>`; the recipe version is always part of it.
-    pub fn new(name: &str) -> Self {
+    /// A key for entries named `<name>-<hash>`, made by the stage recipe `recipe_version`.
+    pub fn new(name: &str, recipe_version: &str) -> Self {
         let mut k = Self {
             name: name.to_string(),
             hasher: Sha256::new(),
             manifest: String::new(),
         };
-        k.add_text("recipe", super::RECIPE_VERSION);
+        k.add_text("recipe", recipe_version);
         k
     }
 
@@ -216,7 +216,7 @@ mod tests {
     #[test]
     fn key_depends_on_every_field_and_its_boundaries() {
         let mk = |a: &str, b: &str| {
-            let mut k = Key::new("t");
+            let mut k = Key::new("t", "v");
             k.add_text("x", a);
             k.add_text("y", b);
             k.hash()
@@ -231,7 +231,7 @@ mod tests {
         let root = std::env::temp_dir().join(format!("ftvm-cache-test-{}", std::process::id()));
         let mut c = Cache::new(&root).unwrap();
         c.lock().unwrap();
-        let k = Key::new("thing");
+        let k = Key::new("thing", "v");
         let failed = c.publish(&k, |d| {
             fs::write(d.join("half"), "x")?;
             bail!("stage failed")

@@ -14,6 +14,9 @@ use anyhow::{bail, Context, Result};
 use super::cache::{Cache, Key};
 use super::{deps, run, BuildOptions};
 
+/// Bump when this stage changes what it produces (see `guest::RECIPE_VERSION`).
+const RECIPE_VERSION: &str = "ftvm-kernel-1";
+
 const TARBALL: &str = "/usr/src/linux-source-6.1.tar.xz";
 const FRAGMENT: &str = "guests/linux/ftvm.config";
 
@@ -31,7 +34,7 @@ impl Inputs {
         let fragment = repo.join(FRAGMENT);
         let text =
             fs::read(&fragment).with_context(|| format!("reading {}", fragment.display()))?;
-        let mut key = Key::new("kernel");
+        let mut key = Key::new("kernel", RECIPE_VERSION);
         key.add_text("linux-source-6.1", &version);
         key.add_bytes(FRAGMENT, &text);
         key.add_text("toolchain", toolchain);

@@ -16,11 +16,6 @@ use super::{image, run, GuestPaths};
 const FIRMWARE_DIR: &str = "/usr/lib/riscv64-linux-gnu/opensbi/generic";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
-/// What a command's completion looks like on the console. The shell echoes the typed
-/// `$((40+2))`, so only the expanded `42` marks the real end of the output.
-const MARK_TYPED: &str = "echo \"@@$((40+2))@@ $?\"";
-const MARK_SEEN: &str = "@@42@@ ";
-
 /// Boots the guest once per firmware and checks it; prints what took how long.
 pub fn check(paths: &GuestPaths, verbose: bool) -> Result<()> {
     for fw in ["fw_jump.bin", "fw_dynamic.bin"] {
@@ -82,6 +77,8 @@ struct Console {
     pos: usize,
     verbose: bool,
     started: Instant,
+    /// Commands typed so far; numbers their end markers.
+    exchanges: u32,
 }
 
 impl Console {
@@ -111,6 +108,7 @@ impl Console {
             pos: 0,
             verbose,
             started: Instant::now(),
+            exchanges: 0,
         })
     }
 
@@ -153,8 +151,7 @@ impl Console {
     fn sync_shell(&mut self) -> Result<()> {
         let deadline = Instant::now() + COMMAND_TIMEOUT;
         while Instant::now() < deadline {
-            self.send(&format!("{MARK_TYPED}\n"))?;
-            if self.expect(MARK_SEEN, Duration::from_secs(3)).is_ok() {
+            if self.exchange("true", Duration::from_secs(3)).is_ok() {
                 return Ok(());
             }
         }
@@ -163,25 +160,37 @@ impl Console {
 
     /// Runs a shell command; returns its output, failing if its exit status is not 0.
     fn run(&mut self, command: &str) -> Result<String> {
-        self.send(&format!("{command}; {MARK_TYPED}\n"))?;
-        let from = self.pos;
-        self.expect(MARK_SEEN, COMMAND_TIMEOUT)
+        let (status, out) = self
+            .exchange(command, COMMAND_TIMEOUT)
             .with_context(|| format!("running `{command}`"))?;
-        let out_end = self.pos - MARK_SEEN.len();
-        let status_from = self.pos;
-        self.expect("\n", COMMAND_TIMEOUT)?;
-        let status = self.buf[status_from..self.pos].trim().to_string();
-        // Drop the prompt and the shell's echo of what we typed.
-        let seg = &self.buf[from..out_end];
-        let out = match seg.find(MARK_TYPED) {
-            Some(i) => seg[i..].split_once('\n').map_or("", |(_, o)| o),
-            None => seg,
-        };
-        let out = out.to_string();
         if status != "0" {
             bail!("`{command}` exited with status {status:?}: {out}");
         }
         Ok(out)
+    }
+
+    /// Types `command` followed by an end marker and returns (exit status, output). The marker
+    /// is `@@<n>@@` computed by the shell as `$((n-1+1))`: the console echoes what we type (the
+    /// tty and then ash's line editor), and only the expanded number can be the real end. A
+    /// fresh `n` per exchange keeps a late answer to an earlier one from being taken for it.
+    fn exchange(&mut self, command: &str, timeout: Duration) -> Result<(String, String)> {
+        self.exchanges += 1;
+        let n = 1000 + self.exchanges;
+        let typed = format!("{command}; echo \"@@$(({}+1))@@ $?\"", n - 1);
+        let seen = format!("@@{n}@@ ");
+        self.send(&format!("{typed}\n"))?;
+        let from = self.pos;
+        self.expect(&seen, timeout)?;
+        let out_end = self.pos - seen.len();
+        let status_from = self.pos;
+        self.expect("\n", timeout)?;
+        let status = self.buf[status_from..self.pos].trim().to_string();
+        let seg = &self.buf[from..out_end];
+        let out = match seg.rfind(&typed) {
+            Some(i) => seg[i..].split_once('\n').map_or("", |(_, o)| o),
+            None => seg,
+        };
+        Ok((status, out.to_string()))
     }
 
     fn send(&mut self, text: &str) -> Result<()> {

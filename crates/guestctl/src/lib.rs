@@ -1,0 +1,242 @@
+//! Drives a guest's serial console the way a person at the keyboard would: start the VM as a
+//! child process with the console on its stdin/stdout, wait for text, type shell commands and
+//! collect exactly what each command printed.
+//!
+//! Used by the end-to-end tests (ftvm against QEMU, same commands, same answers) and by the
+//! Linux benchmarks. Every wait is bounded; dropping a [`Console`] kills the VM.
+
+use std::io::{Read, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+/// What went wrong while talking to a guest.
+#[derive(Debug, Error)]
+pub enum ConsoleError {
+    /// The VM process could not be started.
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The expected text did not appear in time.
+    #[error("timed out after {secs:.0} s waiting for {wanted:?}; last console output:\n{tail}")]
+    Timeout {
+        /// What we waited for.
+        wanted: String,
+        /// How long.
+        secs: f64,
+        /// The end of the console output.
+        tail: String,
+    },
+    /// The VM exited while we waited.
+    #[error("the VM exited while waiting for {wanted:?}; last console output:\n{tail}")]
+    Exited {
+        /// What we waited for.
+        wanted: String,
+        /// The end of the console output.
+        tail: String,
+    },
+    /// Writing to the console failed.
+    #[error("cannot write to the console: {0}")]
+    Write(std::io::Error),
+}
+
+#[derive(Default)]
+struct Shared {
+    out: Vec<u8>,
+    closed: bool,
+}
+
+/// A running VM and its console.
+pub struct Console {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    shared: Arc<(Mutex<Shared>, Condvar)>,
+    /// Output before this offset has been consumed by earlier waits.
+    pos: usize,
+    seq: u32,
+}
+
+impl Console {
+    /// Starts `cmd` with piped stdin/stdout (stderr is inherited) and starts collecting output.
+    pub fn spawn(mut cmd: Command) -> Result<Console, ConsoleError> {
+        let program = format!("{:?}", cmd.get_program());
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|source| ConsoleError::Spawn { program, source })?;
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        let shared = Arc::new((Mutex::new(Shared::default()), Condvar::new()));
+        let s2 = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = stdout.read(&mut buf).unwrap_or(0);
+                let (m, cv) = &*s2;
+                let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+                if n == 0 {
+                    g.closed = true;
+                    cv.notify_all();
+                    return;
+                }
+                // Terminals end lines with CR LF; keep plain LF so answers compare as text.
+                g.out.extend(buf[..n].iter().copied().filter(|&b| b != b'\r'));
+                cv.notify_all();
+            }
+        });
+        Ok(Console {
+            stdin: child.stdin.take(),
+            child,
+            shared,
+            pos: 0,
+            seq: 0,
+        })
+    }
+
+    /// Everything the console printed so far (lossily decoded; CR removed).
+    pub fn output(&self) -> String {
+        let g = self.shared.0.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&g.out).into_owned()
+    }
+
+    fn tail(&self) -> String {
+        let s = self.output();
+        let start = s.len().saturating_sub(1500);
+        let start = (start..s.len())
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(s.len());
+        s[start..].to_string()
+    }
+
+    /// Waits until `text` appears after everything consumed so far; returns what came before it
+    /// (CR removed) and consumes through it.
+    pub fn wait_for(&mut self, text: &str, timeout: Duration) -> Result<String, ConsoleError> {
+        let deadline = Instant::now() + timeout;
+        let (m, cv) = &*self.shared;
+        let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(i) = find(&g.out[self.pos..], text.as_bytes()) {
+                let before =
+                    String::from_utf8_lossy(&g.out[self.pos..self.pos + i]).replace('\r', "");
+                self.pos += i + text.len();
+                return Ok(before);
+            }
+            if g.closed {
+                drop(g);
+                return Err(ConsoleError::Exited {
+                    wanted: text.into(),
+                    tail: self.tail(),
+                });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                drop(g);
+                return Err(ConsoleError::Timeout {
+                    wanted: text.into(),
+                    secs: timeout.as_secs_f64(),
+                    tail: self.tail(),
+                });
+            }
+            g = cv
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Types `bytes` on the console.
+    pub fn send(&mut self, bytes: &[u8]) -> Result<(), ConsoleError> {
+        let w = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| ConsoleError::Write(std::io::ErrorKind::BrokenPipe.into()))?;
+        w.write_all(bytes)
+            .and_then(|_| w.flush())
+            .map_err(ConsoleError::Write)
+    }
+
+    /// Runs one shell command and returns what it printed (trimmed of the echo and the prompt).
+    ///
+    /// The command is framed by two markers that the shell prints but that never appear
+    /// literally in the echoed command line, so the answer is exact.
+    pub fn run(&mut self, command: &str, timeout: Duration) -> Result<String, ConsoleError> {
+        self.seq += 1;
+        let n = self.seq;
+        let begin = format!("<<ftvm-begin-{n}>>");
+        let end = format!("<<ftvm-end-{n}>>");
+        // `"-"` splits the marker in the typed line; the shell joins it in the output.
+        self.send(
+            format!("echo '<<ftvm-begin'-{n}'>>'; {command}; echo '<<ftvm-end'-{n}'>>'\n")
+                .as_bytes(),
+        )?;
+        self.wait_for(&format!("{begin}\n"), timeout)?;
+        let out = self.wait_for(&end, timeout)?;
+        Ok(out)
+    }
+
+    /// Waits for the VM to exit by itself; kills it after `timeout`. Returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        self.stdin.take();
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(st)) => return st.code(),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                _ => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_shell_commands_and_returns_exact_answers() {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-i");
+        let mut c = Console::spawn(cmd).unwrap();
+        let t = Duration::from_secs(10);
+        assert_eq!(c.run("echo hello", t).unwrap(), "hello\n");
+        assert_eq!(c.run("printf 'a\\nb\\n'", t).unwrap(), "a\nb\n");
+        c.send(b"exit 3\n").unwrap();
+        assert_eq!(c.wait_exit(t), Some(3));
+    }
+
+    #[test]
+    fn a_missing_answer_times_out_with_the_tail() {
+        let mut c = Console::spawn(Command::new("cat")).unwrap();
+        c.send(b"something\n").unwrap();
+        match c.wait_for("never", Duration::from_millis(300)) {
+            Err(ConsoleError::Timeout { tail, .. }) => assert!(tail.contains("something")),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
