@@ -13,6 +13,7 @@
 
 mod doc;
 mod elf;
+mod linux;
 mod measure;
 mod profile;
 
@@ -48,6 +49,10 @@ pub struct Args {
     /// else callgrind on the --quick ELF) and write the top functions to docs/benchmarks.md.
     #[arg(long)]
     profile: bool,
+    /// Instead of the bare-metal kernels: boot the Linux guest on ftvm and on QEMU, time the
+    /// boot to the shell and `cpubench` inside Linux, and write the `linux` section of the docs.
+    #[arg(long)]
+    linux: bool,
     /// Seconds after which a single run is killed and the benchmark fails.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
@@ -151,6 +156,9 @@ pub fn main(a: Args) -> Result<()> {
         None => build_ftvm(&paths)?,
     };
 
+    if a.linux {
+        return linux::main(&paths.root, &ftvm, reps, a.timeout, a.quick || a.no_doc);
+    }
     if a.profile {
         let quick_elf = elf::build(&paths, &[Kernel::All], 16)?.remove(0);
         return profile::main(&paths, &ftvm, &elfs[0], &quick_elf, a.quick || a.no_doc);

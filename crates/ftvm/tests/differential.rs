@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use guestctl::Console;
-
-const FW_JUMP: &str = "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_jump.bin";
+use guestctl::{Console, Guest, FW_JUMP};
 
 /// Shell commands whose answers must not depend on the machine they run on.
 const COMMANDS: &[&str] = &[
@@ -80,54 +78,20 @@ fn same_answers_on_ftvm_and_qemu() {
     if !Path::new(FW_JUMP).exists() {
         panic!("{FW_JUMP} is missing: apt-get install opensbi");
     }
-    let kernel = guest.join("Image");
-    let initrd = guest.join("initramfs.cpio.gz");
-
     let disk_q = scratch_disk(&guest, "qemu");
-    let mut q = Command::new("qemu-system-riscv64");
-    q.args([
-        "-M",
-        "virt",
-        "-m",
-        "256M",
-        "-smp",
-        "1",
-        "-nographic",
-        "-bios",
-        FW_JUMP,
-    ])
-    .arg("-kernel")
-    .arg(&kernel)
-    .arg("-initrd")
-    .arg(&initrd)
-    .args(["-append", "console=ttyS0"])
-    .arg("-drive")
-    .arg(format!(
-        "file={},format=raw,if=none,id=d0",
-        disk_q.display()
-    ))
-    .args([
-        "-device",
-        "virtio-blk-device,drive=d0",
-        "-device",
-        "virtio-rng-device",
-    ]);
-    let from_qemu = session(q, Duration::from_secs(180));
-
+    let from_qemu = session(
+        Guest::in_dir(&guest, disk_q.clone()).qemu_command(),
+        Duration::from_secs(180),
+    );
     let disk_f = scratch_disk(&guest, "ftvm");
-    let mut f = Command::new(env!("CARGO_BIN_EXE_ftvm"));
-    f.arg("run")
-        .args(["--bios", FW_JUMP, "--mem", "256M", "--smp", "1"])
-        .arg("--kernel")
-        .arg(&kernel)
-        .arg("--initrd")
-        .arg(&initrd)
-        .args(["--append", "console=ttyS0"])
-        .arg("--drive")
-        .arg(format!("file={}", disk_f.display()));
-    let from_ftvm = session(f, Duration::from_secs(600));
+    let ftvm = Path::new(env!("CARGO_BIN_EXE_ftvm"));
+    let from_ftvm = session(
+        Guest::in_dir(&guest, disk_f.clone()).ftvm_command(ftvm),
+        Duration::from_secs(600),
+    );
 
     for ((q, a), b) in COMMANDS.iter().zip(&from_qemu).zip(&from_ftvm) {
+        eprintln!("$ {q}\n  qemu: {a:?}\n  ftvm: {b:?}");
         assert_eq!(a, b, "`{q}` answered differently: qemu {a:?}, ftvm {b:?}");
         assert!(!b.trim().is_empty(), "`{q}` printed nothing");
     }

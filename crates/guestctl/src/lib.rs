@@ -86,7 +86,8 @@ impl Console {
                     return;
                 }
                 // Terminals end lines with CR LF; keep plain LF so answers compare as text.
-                g.out.extend(buf[..n].iter().copied().filter(|&b| b != b'\r'));
+                g.out
+                    .extend(buf[..n].iter().copied().filter(|&b| b != b'\r'));
                 cv.notify_all();
             }
         });
@@ -238,5 +239,79 @@ mod tests {
             Err(ConsoleError::Timeout { tail, .. }) => assert!(tail.contains("something")),
             other => panic!("unexpected {other:?}"),
         }
+    }
+}
+
+/// OpenSBI's `fw_jump` from Debian's `opensbi` package: the firmware both machines boot.
+pub const FW_JUMP: &str = "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_jump.bin";
+
+/// The files of a Linux guest (as `cargo xtask guest` builds them) and how to boot them.
+#[derive(Debug, Clone)]
+pub struct Guest {
+    /// Linux `Image`.
+    pub kernel: std::path::PathBuf,
+    /// Initramfs (gzip-compressed cpio).
+    pub initrd: std::path::PathBuf,
+    /// A raw disk image the VM may write to (pass a copy).
+    pub disk: std::path::PathBuf,
+}
+
+impl Guest {
+    /// The guest in a `guest-*` directory of the recipe's cache, with `disk` as its disk.
+    pub fn in_dir(dir: &std::path::Path, disk: std::path::PathBuf) -> Guest {
+        Guest {
+            kernel: dir.join("Image"),
+            initrd: dir.join("initramfs.cpio.gz"),
+            disk,
+        }
+    }
+
+    /// The reference machine: `qemu-system-riscv64 -M virt` with 256 MiB and one hart, the disk
+    /// and an entropy device on virtio-mmio, the console on stdio.
+    pub fn qemu_command(&self) -> Command {
+        let mut q = Command::new("qemu-system-riscv64");
+        q.args([
+            "-M",
+            "virt",
+            "-m",
+            "256M",
+            "-smp",
+            "1",
+            "-nographic",
+            "-bios",
+            FW_JUMP,
+        ])
+        .arg("-kernel")
+        .arg(&self.kernel)
+        .arg("-initrd")
+        .arg(&self.initrd)
+        .args(["-append", "console=ttyS0"])
+        .arg("-drive")
+        .arg(format!(
+            "file={},format=raw,if=none,id=d0",
+            self.disk.display()
+        ))
+        .args([
+            "-device",
+            "virtio-blk-device,drive=d0",
+            "-device",
+            "virtio-rng-device",
+        ]);
+        q
+    }
+
+    /// The same machine on `ftvm run` (which always attaches an entropy device).
+    pub fn ftvm_command(&self, ftvm: &std::path::Path) -> Command {
+        let mut f = Command::new(ftvm);
+        f.arg("run")
+            .args(["--bios", FW_JUMP, "--mem", "256M", "--smp", "1"])
+            .arg("--kernel")
+            .arg(&self.kernel)
+            .arg("--initrd")
+            .arg(&self.initrd)
+            .args(["--append", "console=ttyS0"])
+            .arg("--drive")
+            .arg(format!("file={}", self.disk.display()));
+        f
     }
 }

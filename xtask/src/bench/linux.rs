@@ -1,0 +1,121 @@
+//! The Linux benchmark: wall time from start to the guest's shell, and a CPU-bound program
+//! inside Linux (`cpubench`: compression, sorting, hashing with fixed rounds), each on ftvm and on
+//! `qemu-system-riscv64` booting the same files in the same run; reports ratios ftvm / QEMU.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use guestctl::{Console, Guest};
+
+use super::doc;
+use crate::guest;
+
+/// Rounds of `cpubench` (about 1 s on QEMU here).
+const ROUNDS: u32 = 60;
+
+/// One boot-and-run of one machine.
+struct Sample {
+    boot: f64,
+    cpubench: f64,
+    checksum: String,
+}
+
+fn one(cmd: std::process::Command, timeout: Duration) -> Result<Sample> {
+    let t0 = Instant::now();
+    let mut c = Console::spawn(cmd)?;
+    c.wait_for("ftvm-guest: ready", timeout)?;
+    let boot = t0.elapsed().as_secs_f64();
+    c.run("true", timeout)?;
+    let t1 = Instant::now();
+    let out = c.run(&format!("cpubench {ROUNDS}"), timeout)?;
+    let cpubench = t1.elapsed().as_secs_f64();
+    let checksum = out
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("checksum="))
+        .ok_or_else(|| anyhow!("cpubench printed no checksum: {out:?}"))?
+        .to_string();
+    c.send(b"poweroff\n")?;
+    if c.wait_exit(Duration::from_secs(60)) != Some(0) {
+        bail!("the guest did not power off cleanly");
+    }
+    Ok(Sample {
+        boot,
+        cpubench,
+        checksum,
+    })
+}
+
+fn best_median(v: &mut [f64]) -> (f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    (v[0], v[v.len() / 2])
+}
+
+/// Runs the Linux benchmark `reps` times (interleaved), prints the table, and writes the
+/// `linux` section of docs/benchmarks.md unless `no_doc`.
+pub fn main(root: &Path, ftvm: &Path, reps: usize, timeout: u64, no_doc: bool) -> Result<()> {
+    let g = guest::build(&guest::BuildOptions::default()).context("building the guest")?;
+    let tmp = std::env::temp_dir().join(format!("ftvm-bench-linux-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let disk = |tag: &str| -> Result<PathBuf> {
+        let d = tmp.join(format!("{tag}.img"));
+        std::fs::copy(&g.disk, &d).with_context(|| format!("copying {}", g.disk.display()))?;
+        Ok(d)
+    };
+    let timeout = Duration::from_secs(timeout);
+    let (mut f, mut q) = (Vec::new(), Vec::new());
+    for rep in 1..=reps {
+        eprintln!("bench linux: round {rep}/{reps}: ftvm");
+        f.push(
+            one(
+                Guest::in_dir(&g.dir, disk("ftvm")?).ftvm_command(ftvm),
+                timeout,
+            )
+            .context("ftvm")?,
+        );
+        eprintln!("bench linux: round {rep}/{reps}: qemu");
+        q.push(one(Guest::in_dir(&g.dir, disk("qemu")?).qemu_command(), timeout).context("qemu")?);
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    let sums: Vec<&str> = f.iter().chain(&q).map(|s| s.checksum.as_str()).collect();
+    if sums.iter().any(|s| *s != sums[0]) {
+        bail!("cpubench checksums differ between runs or machines: {sums:?}");
+    }
+    let mut table = String::from(
+        "| measurement | ftvm best s | ftvm median s | qemu best s | qemu median s | ratio ftvm/qemu (median) |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+    );
+    for (name, pick) in [
+        (
+            "start to shell prompt",
+            (|s: &Sample| s.boot) as fn(&Sample) -> f64,
+        ),
+        ("`cpubench 20` inside Linux", |s: &Sample| s.cpubench),
+    ] {
+        let (fb, fm) = best_median(&mut f.iter().map(pick).collect::<Vec<_>>());
+        let (qb, qm) = best_median(&mut q.iter().map(pick).collect::<Vec<_>>());
+        let _ = writeln!(
+            table,
+            "| {name} | {fb:.2} | {fm:.2} | {qb:.2} | {qm:.2} | {:.2} |",
+            fm / qm
+        );
+    }
+    println!("{table}");
+    println!("cpubench checksum {} on both machines", sums[0]);
+    if no_doc {
+        return Ok(());
+    }
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Produced by `cargo xtask bench --linux -n {reps}` ({reps} interleaved boots per machine; \
+         OpenSBI fw_jump, the guest of `cargo xtask guest`, 256 MiB, 1 hart; cpubench checksum \
+         `{}` identical on both).\n",
+        sums[0]
+    );
+    s.push_str(&doc::machine_facts());
+    s.push('\n');
+    s.push_str(&table);
+    doc::replace_section(root, "linux", &s)
+}
