@@ -113,6 +113,16 @@ pub enum Op {
     Fp,
 }
 
+/// The next instruction is the next one in this cache page.
+pub const FLOW_NEXT: u8 = 0;
+/// A jump or branch: the next instruction is wherever the pc now points (the interpreter stays
+/// in this cache page if the target is in the same page).
+pub const FLOW_JUMP: u8 = 1;
+/// Leave the page's straight-line run: system and CSR instructions (they may change the
+/// translation or interrupt state), illegal instructions, empty slots, and a last instruction of a
+/// page that falls through into the next page.
+pub const FLOW_STOP: u8 = 2;
+
 /// Register index that stands for "x0 as a destination": a slot nobody reads.
 pub const ZERO_SINK: usize = 32;
 
@@ -129,9 +139,9 @@ pub struct Insn {
     pub rs2: u8,
     /// Length in bytes: 2 or 4.
     pub len: u8,
-    /// Ends a straight-line run: the next instruction executed may not be the next one in this
-    /// cache page (jumps, branches, system and CSR instructions, the last instruction of a page).
-    pub end: bool,
+    /// Where execution goes next, as far as the interpreter's inner loop cares: one of
+    /// [`FLOW_NEXT`], [`FLOW_JUMP`], [`FLOW_STOP`].
+    pub flow: u8,
     /// Immediate (sign-extended), shift amount, or CSR number; for a compressed FP load/store,
     /// the original 16-bit instruction.
     pub imm: i32,
@@ -142,7 +152,7 @@ pub struct Insn {
 impl Insn {
     /// The empty cache slot.
     pub const UNDECODED: Insn = Insn {
-        end: true,
+        flow: FLOW_STOP,
         op: Op::Undecoded,
         rd: 0,
         rs1: 0,
@@ -156,17 +166,10 @@ impl Insn {
         // Results for x0 go to the sink register, so execution never needs to test rd.
         let rd = if rd == 0 { ZERO_SINK as u32 } else { rd };
         use Op::*;
-        let end = matches!(
+        let jump = matches!(op, Jal | Jalr | Beq | Bne | Blt | Bge | Bltu | Bgeu);
+        let stop = matches!(
             op,
             Illegal
-                | Jal
-                | Jalr
-                | Beq
-                | Bne
-                | Blt
-                | Bge
-                | Bltu
-                | Bgeu
                 | FenceI
                 | Ecall
                 | Ebreak
@@ -181,13 +184,20 @@ impl Insn {
                 | Csrrsi
                 | Csrrci
         );
+        let flow = if stop {
+            FLOW_STOP
+        } else if jump {
+            FLOW_JUMP
+        } else {
+            FLOW_NEXT
+        };
         Insn {
             op,
             rd: rd as u8,
             rs1: rs1 as u8,
             rs2: rs2 as u8,
             len,
-            end,
+            flow,
             imm,
             raw,
         }

@@ -6,7 +6,7 @@
 
 use crate::bus::Bus;
 use crate::csr::{mstatus, Csrs};
-use crate::decode::{decode, Insn};
+use crate::decode::{decode, Insn, FLOW_JUMP, FLOW_NEXT, FLOW_STOP};
 use crate::mmu::{Access, CodeEntry, DataEntry, Tlb};
 use crate::ram::Ram;
 use crate::trap::{irq, Trap};
@@ -236,11 +236,13 @@ impl Hart {
                     continue;
                 }
             };
-            // Straight-line code runs from the decoded page without another fetch lookup, until
-            // an instruction marked `end`, a trap, the budget, or anything needing attention.
+            // Code runs from the decoded page without another fetch lookup — straight on, and
+            // through jumps that stay in the page — until a `FLOW_STOP` instruction, a trap, the
+            // budget, or anything needing attention.
             loop {
                 // `p` points to the slot for `self.pc` in a live decoded page (see `fetch`), or
-                // to `self.scratch` (always `end`).
+                // to `self.scratch` (always `FLOW_STOP`).
+                let opc = self.pc;
                 let r = self.execute(p, ram, bus);
                 self.icount += 1;
                 if let Err(t) = r {
@@ -248,15 +250,26 @@ impl Hart {
                     break;
                 }
                 // Read after execution: a slot the instruction cleared (a store to its own
-                // page) reads as `end`.
+                // page) reads as `FLOW_STOP`.
                 // SAFETY: `p` is valid as described above; only plain fields are read.
-                let (end, len) = unsafe { ((*p).end, (*p).len) };
-                if end || self.icount >= self.limit {
+                let (flow, len) = unsafe { ((*p).flow, (*p).len) };
+                if self.icount >= self.limit {
                     break;
                 }
-                // SAFETY: a non-`end` instruction is not the last of its page, so the next
-                // slot is inside the same array, and it is the slot for the new `self.pc`.
-                p = unsafe { p.add((len >> 1) as usize) };
+                if flow == FLOW_NEXT {
+                    // SAFETY: a `FLOW_NEXT` instruction is not the last of its page, so the next
+                    // slot is inside the same array, and it is the slot for the new `self.pc`.
+                    p = unsafe { p.add((len >> 1) as usize) };
+                } else {
+                    let npc = self.pc;
+                    if flow != FLOW_JUMP || (npc ^ opc) >> 12 != 0 {
+                        break;
+                    }
+                    let delta = ((npc & 0xfff) as isize - (opc & 0xfff) as isize) >> 1;
+                    // SAFETY: `npc` is in the same virtual page as `opc`, hence in the same
+                    // decoded page; the slot index stays within 0..2048.
+                    p = unsafe { p.offset(delta) };
+                }
             }
         }
         if self.stop_loop {
@@ -411,7 +424,7 @@ impl Hart {
                 lo
             };
             self.scratch = decode(raw);
-            self.scratch.end = true;
+            self.scratch.flow = FLOW_STOP;
             return Ok(&self.scratch);
         };
         let page = off >> 12;
@@ -433,14 +446,14 @@ impl Hart {
             // A 32-bit instruction across a page boundary: never cached.
             let p2 = self.translate(ram, pc + 2, Access::Execute)?;
             self.scratch = decode(lo | self.fetch_parcel(ram, bus, pc + 2, p2)? << 16);
-            self.scratch.end = true;
+            self.scratch.flow = FLOW_STOP;
             return Ok(&self.scratch);
         } else {
             u32::from_le_bytes([mem[off], mem[off + 1], mem[off + 2], mem[off + 3]])
         };
         let mut insn = decode(raw);
-        if (pc & 0xfff) + insn.len as u64 >= 4096 {
-            insn.end = true;
+        if (pc & 0xfff) + insn.len as u64 >= 4096 && insn.flow == FLOW_NEXT {
+            insn.flow = FLOW_STOP;
         }
         // SAFETY: `dp` points into a box owned by `ram` (see `fetch`); `pc & 0xfff >> 1 < 2048`.
         let slot = unsafe { &mut (*dp).insns[((pc & 0xfff) >> 1) as usize] };
