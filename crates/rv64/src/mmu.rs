@@ -13,8 +13,8 @@ use crate::hart::{Hart, Priv};
 use crate::ram::Ram;
 use crate::trap::Trap;
 
-/// Entries per TLB (direct-mapped): 4 MiB of reach.
-pub(crate) const TLB_SIZE: usize = 1024;
+/// Entries per TLB (direct-mapped): 16 MiB of reach.
+pub(crate) const TLB_SIZE: usize = 4096;
 
 /// The kind of access being translated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

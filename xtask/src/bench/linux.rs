@@ -86,12 +86,13 @@ pub fn main(root: &Path, ftvm: &Path, reps: usize, timeout: u64, no_doc: bool) -
         "| measurement | ftvm best s | ftvm median s | qemu best s | qemu median s | ratio ftvm/qemu (median) |\n\
          |---|---:|---:|---:|---:|---:|\n",
     );
+    let cpu_row = format!("`cpubench {ROUNDS}` inside Linux");
     for (name, pick) in [
         (
             "start to shell prompt",
             (|s: &Sample| s.boot) as fn(&Sample) -> f64,
         ),
-        ("`cpubench 20` inside Linux", |s: &Sample| s.cpubench),
+        (cpu_row.as_str(), |s: &Sample| s.cpubench),
     ] {
         let (fb, fm) = best_median(&mut f.iter().map(pick).collect::<Vec<_>>());
         let (qb, qm) = best_median(&mut q.iter().map(pick).collect::<Vec<_>>());

@@ -15,7 +15,7 @@ use super::cache::{Cache, Key};
 use super::{deps, run, BuildOptions};
 
 /// Bump when this stage changes what it produces (see `guest::RECIPE_VERSION`).
-const RECIPE_VERSION: &str = "ftvm-busybox-1";
+const RECIPE_VERSION: &str = "ftvm-busybox-2";
 
 /// Changes to busybox's `defconfig`, as `(option, value)`; `None` switches an option off.
 const CONFIG_TWEAKS: &[(&str, Option<&str>)] = &[
@@ -124,6 +124,8 @@ pub fn build(cache: &Cache, inp: &Inputs, opts: &BuildOptions) -> Result<PathBuf
     let make = |args: &str| {
         // `yes ''` answers any question `oldconfig` asks with the default.
         let mut c = Command::new("sh");
+        // A fixed date in the config header and the version banner: reproducible binaries.
+        c.env("SOURCE_DATE_EPOCH", "1700000000");
         c.arg("-c").arg(format!(
             "yes '' | make -C '{}' O='{}' CROSS_COMPILE=riscv64-linux-gnu- {args}",
             src.display(),
