@@ -27,7 +27,7 @@ pub struct Args {
     /// Stop with an error after this many instructions.
     #[arg(long, default_value_t = 2_000_000_000)]
     pub max_instructions: u64,
-    /// RAM size in MiB.
+    /// RAM size in MiB (1 to 4096).
     #[arg(long, default_value_t = 256)]
     pub mem_mib: u64,
     /// Print the instruction count, time and speed to stderr at the end.
@@ -73,7 +73,7 @@ pub enum RunElfError {
     #[error("{0}: no `tohost` symbol (the program cannot report a result)")]
     NoTohost(PathBuf),
     /// Bad RAM size.
-    #[error("--mem-mib must be between 1 and 65536")]
+    #[error("--mem-mib must be between 1 and 4096")]
     BadMem,
     /// The budget ran out.
     #[error("no verdict after {0} instructions (--max-instructions); pc = {1:#x}")]
@@ -179,7 +179,7 @@ pub enum Verdict {
 /// Loads and runs `a.file`; returns the verdict and the instruction count.
 pub fn run(a: &Args) -> Result<(Verdict, u64), RunElfError> {
     let path = &a.file;
-    if a.mem_mib == 0 || a.mem_mib > 65536 {
+    if a.mem_mib == 0 || a.mem_mib > 4096 {
         return Err(RunElfError::BadMem);
     }
     let bytes = std::fs::read(path).map_err(|source| RunElfError::Read {

@@ -205,6 +205,10 @@ impl Hart {
         }
         self.mmu_context_changed();
         self.request_irq_check();
+        // Other harts ran since our last slice and may have written the reserved address; we
+        // do not track that, so a reservation never survives a slice boundary (an LR/SC loop
+        // cut by the boundary fails once and retries: deterministic, and atomic across harts).
+        self.reservation = None;
         if self.wfi {
             if self.mip() & self.csr.mie == 0 {
                 return Exit::Wfi;
