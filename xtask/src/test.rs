@@ -5,7 +5,8 @@
 //! guest fails those tests instead of skipping them), then runs every test of the workspace with
 //! optimisation: the emulator is far too slow unoptimised.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
 
@@ -33,15 +34,58 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         guest::build(&opts).context("building the guest images for the end-to-end tests")?;
     eprintln!("xtask test: guest images in {}", paths.dir.display());
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
+    let mut child = Command::new(&cargo)
         .args(["test", "--workspace", "--release"])
         .args(&a.rest)
         .env("FTVM_GUEST_DIR", &paths.dir)
         .env("FTVM_REQUIRE_GUEST", "1")
-        .status()
+        .stdout(Stdio::piped())
+        .spawn()
         .with_context(|| format!("cannot run {cargo}"))?;
+    // Pass the output through and add up the test binaries' result lines, so that the run ends
+    // with one total (the last binary cargo runs is a doc-test binary with nothing in it).
+    let (mut passed, mut failed) = (0u64, 0u64);
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line.context("reading cargo test's output")?;
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                passed += count(rest, " passed");
+                failed += count(rest, " failed");
+            }
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    println!("tests: {passed} passed, {failed} failed");
     if !status.success() {
         bail!("tests failed ({status})");
     }
     Ok(())
+}
+
+/// The number before `what` in a `test result:` line ("ok. 5 passed; 0 failed; ...").
+fn count(line: &str, what: &str) -> u64 {
+    line.split(';')
+        .find_map(|part| {
+            part.trim()
+                .trim_start_matches("ok. ")
+                .trim_start_matches("FAILED. ")
+                .strip_suffix(what)
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_come_from_cargo_result_lines() {
+        let l = "ok. 38 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.8s";
+        assert_eq!(super::count(l, " passed"), 38);
+        assert_eq!(super::count(l, " failed"), 2);
+        assert_eq!(
+            super::count("FAILED. 1 passed; 3 failed; 0 ignored", " failed"),
+            3
+        );
+    }
 }
