@@ -18,6 +18,7 @@ pub mod machine;
 pub mod persist;
 pub mod plic;
 pub mod rom;
+pub mod snapshot;
 pub mod syscon;
 pub mod uart;
 pub mod virtio;

@@ -1,8 +1,11 @@
 //! The whole machine: RAM, harts and board, and the deterministic loop that runs them.
 //!
-//! Harts take turns on one host thread in a fixed order, each for at most [`QUANTUM`] steps
-//! (or until it waits in WFI). A slice also ends exactly when the running hart's timer is due,
-//! so a timer interrupt is taken at the same instruction on every run. The machine-wide
+//! Harts take turns on one host thread in a fixed order, in windows of [`QUANTUM`] steps
+//! aligned to multiples of the machine-wide icount: a window belongs to one hart until it waits
+//! in WFI, then to the next. The schedule is a function of the machine's state alone, never of
+//! how a caller splits its run into [`Machine::run`] calls — which replay relies on. A slice also
+//! ends exactly when the running hart's timer is due, so a timer interrupt is taken at the same
+//! instruction on every run. The machine-wide
 //! instruction count is the sum of the steps every hart has taken plus idle skips; it is the
 //! clock (`mtime`, see [`crate::clock`]) and the position of every input event.
 //!
@@ -91,6 +94,12 @@ pub struct Machine {
     icount: u64,
     fdt: Vec<u8>,
     boot: BootInfo,
+    /// The hart whose window it is (several harts).
+    cur: usize,
+    /// The end of the current window (several harts).
+    window_end: u64,
+    /// The hart that ran last, to drop reservations on a switch.
+    last_ran: usize,
 }
 
 impl std::fmt::Debug for Machine {
@@ -211,6 +220,9 @@ impl Machine {
             icount: 0,
             fdt,
             boot,
+            cur: 0,
+            window_end: QUANTUM,
+            last_ran: 0,
         })
     }
 
@@ -275,6 +287,9 @@ impl Machine {
     /// guest asks for a power change.
     pub fn run(&mut self, limit: u64) -> Stop {
         let n = self.harts.len();
+        // Harts found waiting in a row without progress; after a device pass, one more round.
+        let mut idle_in_a_row = 0;
+        let mut devices_checked = false;
         loop {
             if let Some(ev) = self.board.test.take_event() {
                 return Stop::Power(ev);
@@ -282,51 +297,117 @@ impl Machine {
             if self.icount >= limit {
                 return Stop::Limit;
             }
-            let mut progressed = false;
-            for h in 0..n {
-                let turn_end = if n == 1 {
-                    limit
-                } else {
-                    self.icount.saturating_add(QUANTUM).min(limit)
-                };
-                while self.icount < turn_end {
-                    let raw = clock::mtime_at(self.icount);
-                    self.board.update_plic();
-                    let lines = self.board.irq_lines(h, raw);
-                    let mut budget = turn_end - self.icount;
-                    if let Some(due) = self.board.clint.deadline(h, raw) {
-                        budget =
-                            budget.min(clock::icount_at(due).saturating_sub(self.icount).max(1));
-                    }
-                    let hart = &mut self.harts[h];
-                    hart.set_irq_lines(lines);
-                    self.board.begin_slice(self.icount, hart.icount);
-                    let before = hart.icount;
-                    let exit = hart.run(&mut self.ram, &mut self.board, budget);
-                    let used = hart.icount.wrapping_sub(before);
-                    self.icount = self.icount.saturating_add(used);
-                    progressed |= used > 0;
-                    match exit {
-                        Exit::Budget => {}
-                        Exit::Io => {
-                            self.board.process_devices(&mut self.ram);
-                            if self.board.test.has_event() {
-                                break;
-                            }
-                        }
-                        Exit::Wfi => break,
-                    }
+            if n > 1 && self.icount >= self.window_end {
+                self.window_end = (self.icount / QUANTUM + 1).saturating_mul(QUANTUM);
+                self.cur = (self.cur + 1) % n;
+            }
+            let h = self.cur;
+            if h != self.last_ran {
+                self.harts[h].clear_reservation();
+                self.last_ran = h;
+            }
+            let turn_end = if n == 1 {
+                limit
+            } else {
+                self.window_end.min(limit)
+            };
+            let start = self.icount;
+            let mut waiting = false;
+            while self.icount < turn_end {
+                let raw = clock::mtime_at(self.icount);
+                self.board.update_plic();
+                let lines = self.board.irq_lines(h, raw);
+                let mut budget = turn_end - self.icount;
+                if let Some(due) = self.board.clint.deadline(h, raw) {
+                    budget = budget.min(clock::icount_at(due).saturating_sub(self.icount).max(1));
                 }
-                if self.board.test.has_event() {
-                    break;
+                let hart = &mut self.harts[h];
+                hart.set_irq_lines(lines);
+                self.board.begin_slice(self.icount, hart.icount);
+                let before = hart.icount;
+                let exit = hart.run(&mut self.ram, &mut self.board, budget);
+                let used = hart.icount.wrapping_sub(before);
+                self.icount = self.icount.saturating_add(used);
+                match exit {
+                    Exit::Budget => {}
+                    Exit::Io => {
+                        self.board.process_devices(&mut self.ram);
+                        if self.board.test.has_event() {
+                            break;
+                        }
+                    }
+                    Exit::Wfi => {
+                        waiting = true;
+                        break;
+                    }
                 }
             }
-            self.board.process_devices(&mut self.ram);
-            if !progressed && !self.board.test.has_event() {
-                return Stop::Idle {
-                    wake: self.next_timer(),
-                };
+            if self.board.test.has_event() {
+                continue;
+            }
+            if !waiting {
+                // The window or the call ended: a deterministic point for device work.
+                self.board.process_devices(&mut self.ram);
+                idle_in_a_row = 0;
+                devices_checked = false;
+                continue;
+            }
+            // Hart h waits: the rest of the window goes to the next hart.
+            self.cur = (h + 1) % n;
+            idle_in_a_row = if self.icount > start {
+                1
+            } else {
+                idle_in_a_row + 1
+            };
+            if idle_in_a_row >= n {
+                if devices_checked {
+                    return Stop::Idle {
+                        wake: self.next_timer(),
+                    };
+                }
+                // Device work may raise an interrupt that wakes someone: one more round.
+                self.board.process_devices(&mut self.ram);
+                devices_checked = true;
+                idle_in_a_row = 0;
             }
         }
+    }
+}
+
+/// Access to the parts for [`crate::snapshot`] (snapshots, restore, digests), and dirty-page
+/// tracking for incremental snapshots.
+impl Machine {
+    /// RAM, harts, board and the machine-wide icount, for saving.
+    pub(crate) fn parts(&self) -> (&Ram, &[Hart], &Board, u64) {
+        (&self.ram, &self.harts, &self.board, self.icount)
+    }
+
+    /// RAM, harts, board and the machine-wide icount, for restoring.
+    pub(crate) fn parts_mut(&mut self) -> (&mut Ram, &mut Vec<Hart>, &mut Board, &mut u64) {
+        (
+            &mut self.ram,
+            &mut self.harts,
+            &mut self.board,
+            &mut self.icount,
+        )
+    }
+
+    /// The multi-hart schedule's position: (hart whose window it is, the window's end, the
+    /// hart that ran last). Part of the machine's state: a snapshot must carry it.
+    pub(crate) fn schedule(&self) -> (usize, u64, usize) {
+        (self.cur, self.window_end, self.last_ran)
+    }
+
+    /// Sets the schedule's position (see [`Machine::schedule`]); the caller checked the harts.
+    pub(crate) fn set_schedule(&mut self, cur: usize, window_end: u64, last_ran: usize) {
+        self.cur = cur;
+        self.window_end = window_end;
+        self.last_ran = last_ran;
+    }
+
+    /// The RAM pages (index from the start of RAM) written since the last call — every page on
+    /// the first call — and clears the record: what an incremental snapshot must carry.
+    pub fn take_dirty_pages(&mut self) -> Vec<usize> {
+        self.ram.take_dirty()
     }
 }

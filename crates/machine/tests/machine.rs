@@ -162,3 +162,71 @@ fn unmapped_access_is_a_guest_fault_not_a_crash() {
     assert_eq!(m.run(10_000), Stop::Limit);
     assert_eq!(m.icount(), 10_000);
 }
+
+fn btype(f3: u32, rs1: u32, rs2: u32, off: i32) -> u32 {
+    let o = off as u32;
+    (((o >> 12) & 1) << 31)
+        | (((o >> 5) & 0x3f) << 25)
+        | (rs2 << 20)
+        | (rs1 << 15)
+        | (f3 << 12)
+        | (((o >> 1) & 0xf) << 8)
+        | (((o >> 11) & 1) << 7)
+        | 0x63
+}
+
+#[test]
+fn the_schedule_does_not_depend_on_how_the_run_is_split() {
+    // Two harts increment one shared counter with LR/SC (retrying when a hart switch drops the
+    // reservation) and count their own successes in a0.
+    let auipc_t0 = (0x100 << 12) | (T0 << 7) | 0x17; // t0 = pc + 1 MiB (shared, in RAM)
+    let lr_d = (0x02 << 27) | (T0 << 15) | (3 << 12) | (T1 << 7) | 0x2f;
+    let sc_d = (0x03 << 27) | (T1 << 20) | (T0 << 15) | (3 << 12) | (T2 << 7) | 0x2f;
+    let jal_back = |off: i32| {
+        let o = off as u32;
+        (((o >> 20) & 1) << 31)
+            | (((o >> 1) & 0x3ff) << 21)
+            | (((o >> 11) & 1) << 20)
+            | (((o >> 12) & 0xff) << 12)
+            | 0x6f
+    };
+    let prog = [
+        auipc_t0,
+        lr_d,
+        addi(T1, T1, 1),
+        sc_d,
+        btype(1, T2, 0, -12), // bnez t2, back to lr.d
+        addi(A0, A0, 1),
+        jal_back(-20), // back to lr.d
+    ];
+    let state = |m: &Machine| {
+        let h = m.harts();
+        let counter = m.ram().read_u64(0x8000_0000 + 0x10_0000).unwrap();
+        (
+            m.icount(),
+            h[0].icount,
+            h[1].icount,
+            h[0].x[10],
+            h[1].x[10],
+            h[0].pc,
+            h[1].pc,
+            counter,
+        )
+    };
+    let (mut whole, _) = machine("split-a", &prog, 2);
+    assert_eq!(whole.run(300_000), Stop::Limit);
+    let (mut pieces, _) = machine("split-b", &prog, 2);
+    let mut x: u64 = 12345;
+    while pieces.icount() < 300_000 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let step = 1 + (x >> 33) % 7919;
+        pieces.run((pieces.icount() + step).min(300_000));
+    }
+    let (a, b) = (state(&whole), state(&pieces));
+    assert_eq!(a, b, "same machine, same inputs, different call splits");
+    // The counter saw every success of both harts (a0 started at the hart id).
+    let successes = a.3 + a.4 - 1;
+    assert!(a.7 >= successes && a.7 <= successes + 2, "{a:?}");
+}

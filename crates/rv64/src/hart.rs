@@ -141,6 +141,13 @@ impl Hart {
         }
     }
 
+    /// Drops the LR reservation. The board calls this when the hart gets its turn after another
+    /// hart ran: stores of other harts are not tracked, so a reservation never survives one (an
+    /// LR/SC loop cut by a hart switch fails once and retries: deterministic, and atomic).
+    pub fn clear_reservation(&mut self) {
+        self.reservation = None;
+    }
+
     /// Sets integer register `rd` (writes to x0 are dropped).
     #[inline(always)]
     pub fn set_x(&mut self, rd: usize, v: u64) {
@@ -205,10 +212,6 @@ impl Hart {
         }
         self.mmu_context_changed();
         self.request_irq_check();
-        // Other harts ran since our last slice and may have written the reserved address; we
-        // do not track that, so a reservation never survives a slice boundary (an LR/SC loop
-        // cut by the boundary fails once and retries: deterministic, and atomic across harts).
-        self.reservation = None;
         if self.wfi {
             if self.mip() & self.csr.mie == 0 {
                 return Exit::Wfi;

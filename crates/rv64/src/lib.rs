@@ -13,6 +13,7 @@ mod exec;
 pub mod fp;
 pub mod hart;
 pub mod mmu;
+pub mod persist;
 pub mod ram;
 pub mod trap;
 
