@@ -1,6 +1,10 @@
 //! `ftvm`: the command-line program. Parses arguments, runs the requested command, and maps
 //! errors to exit codes (2 for any error of input or setup).
 
+mod record;
+// Named apart from the `replay` crate (the log format) that it uses.
+#[path = "replay.rs"]
+mod replay_cmd;
 mod run;
 mod run_elf;
 
@@ -20,6 +24,8 @@ enum Command {
     RunElf(run_elf::Args),
     /// Boot a virt machine (firmware, kernel, initrd, disks) with the console on stdio.
     Run(run::Args),
+    /// Replay a log written by `ftvm run --record`, printing the guest's console to stdout.
+    Replay(replay_cmd::Args),
 }
 
 fn main() {
@@ -35,6 +41,7 @@ fn main() {
     let code = match cli.command {
         Command::RunElf(a) => run_elf::main(a),
         Command::Run(a) => run::main(a),
+        Command::Replay(a) => replay_cmd::main(a),
     };
     std::process::exit(code);
 }

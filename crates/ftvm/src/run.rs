@@ -16,6 +16,8 @@
 
 mod term;
 
+use crate::record::Recorder;
+
 use machine::clock;
 use machine::virtio::{ConsoleBackend, OsEntropy};
 use machine::{
@@ -30,7 +32,8 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_BIOS: &str = "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin";
 
 /// Machine-wide steps per run slice between looks at stdin (about 20 ms at 100 MIPS).
-const SLICE: u64 = 2_000_000;
+/// `ftvm replay` makes the same run calls, so it shares this.
+pub(crate) const SLICE: u64 = 2_000_000;
 /// Console input accepted ahead of the guest; stdin is not read while this much waits.
 const MAX_BACKLOG: usize = 64 * 1024;
 
@@ -65,6 +68,9 @@ pub struct Args {
     /// Print the instruction count, run time and speed to stderr at exit.
     #[arg(long)]
     pub stats: bool,
+    /// Record the run's input log to LOG, for `ftvm replay LOG` (not with --drive).
+    #[arg(long, value_name = "LOG")]
+    pub record: Option<PathBuf>,
 }
 
 /// Output of both consoles, waiting to be written to stdout by the run loop.
@@ -121,12 +127,20 @@ fn config(a: &Args) -> MachineConfig {
 }
 
 fn build(cfg: &MachineConfig, out: &Outbox) -> Result<Machine, machine::MachineError> {
+    build_with(cfg, out, Box::new(OsEntropy::default()))
+}
+
+fn build_with(
+    cfg: &MachineConfig,
+    out: &Outbox,
+    entropy: Box<dyn machine::virtio::EntropyBackend>,
+) -> Result<Machine, machine::MachineError> {
     Machine::new(
         cfg,
         Backends {
             serial: Box::new(out.clone()),
             console: Box::new(out.clone()),
-            entropy: Box::new(OsEntropy::default()),
+            entropy,
         },
     )
 }
@@ -135,7 +149,21 @@ fn build(cfg: &MachineConfig, out: &Outbox) -> Result<Machine, machine::MachineE
 pub fn main(a: Args) -> i32 {
     let cfg = config(&a);
     let out = Outbox::default();
-    let mut m = match build(&cfg, &out) {
+    let (mut rec, entropy) = match &a.record {
+        None => (None, None),
+        Some(path) => match Recorder::create(path, &cfg) {
+            Ok((r, e)) => (Some(r), Some(e)),
+            Err(e) => {
+                eprintln!("ftvm run: {e}");
+                return 2;
+            }
+        },
+    };
+    let built = match entropy {
+        Some(e) => build_with(&cfg, &out, e),
+        None => build(&cfg, &out),
+    };
+    let mut m = match built {
         Ok(m) => m,
         Err(e) => {
             eprintln!("ftvm run: {e}");
@@ -151,6 +179,12 @@ pub fn main(a: Args) -> i32 {
             }
         };
     }
+    if let Some(r) = &mut rec {
+        if let Err(e) = r.start(&mut m) {
+            eprintln!("ftvm run: recording to the log failed: {e}");
+            return 2;
+        }
+    }
     term::catch_signals();
     let raw = term::RawMode::enable();
     let mut input = term::Input::new(raw.is_some());
@@ -158,9 +192,24 @@ pub fn main(a: Args) -> i32 {
     let mut executed = 0u64;
     let code = loop {
         let before = m.icount();
-        let stop = run_once(&mut m, &mut input, &out);
+        let stop = run_once(&mut m, &mut input, &out, &mut rec);
         executed += m.icount().saturating_sub(before);
         out.flush();
+        if let Some(e) = rec.as_mut().and_then(|r| r.error.take()) {
+            eprint!("\r\nftvm run: recording to the log failed: {e}\r\n");
+            break 2;
+        }
+        if !matches!(stop, Outcome::Continue) {
+            if let Some(r) = rec.take() {
+                if let Err(e) = r.finish(&m) {
+                    eprint!("\r\nftvm run: recording to the log failed: {e}\r\n");
+                    break 2;
+                }
+                if matches!(stop, Outcome::Reset) {
+                    eprint!("\r\nftvm run: the guest reset: the recording ends here\r\n");
+                }
+            }
+        }
         match stop {
             Outcome::Continue => {}
             Outcome::Exit(code) => break code,
@@ -208,8 +257,11 @@ fn show_status(m: &Machine) {
 }
 
 /// Takes what the user typed; returns an exit code if the session should end.
-fn take_input(m: &mut Machine, t: term::Typed) -> Option<i32> {
+fn take_input(m: &mut Machine, t: term::Typed, rec: &mut Option<Recorder>) -> Option<i32> {
     if !t.bytes.is_empty() {
+        if let Some(r) = rec {
+            r.console(m, &t.bytes);
+        }
         m.console_input(&t.bytes);
     }
     if t.status {
@@ -223,16 +275,28 @@ fn take_input(m: &mut Machine, t: term::Typed) -> Option<i32> {
 }
 
 /// One slice of the run loop.
-fn run_once(m: &mut Machine, input: &mut term::Input, out: &Outbox) -> Outcome {
+fn run_once(
+    m: &mut Machine,
+    input: &mut term::Input,
+    out: &Outbox,
+    rec: &mut Option<Recorder>,
+) -> Outcome {
     if m.console_backlog() < MAX_BACKLOG {
         let typed = input.wait(Some(Duration::ZERO));
-        if let Some(code) = take_input(m, typed) {
+        if let Some(code) = take_input(m, typed, rec) {
             return Outcome::Exit(code);
         }
     } else if let Some(s) = term::signal() {
         return Outcome::Exit(128 + s);
     }
-    match m.run(m.icount().saturating_add(SLICE)) {
+    let stop = m.run(m.icount().saturating_add(SLICE));
+    if let Some(r) = rec {
+        r.after_slice(m, !matches!(stop, Stop::Idle { .. }));
+        if let Stop::Power(p) = stop {
+            r.power = Some(p);
+        }
+    }
+    match stop {
         Stop::Limit => Outcome::Continue,
         Stop::Power(PowerEvent::PowerOff) => Outcome::Exit(0),
         Stop::Power(PowerEvent::Fail(code)) => Outcome::Exit(match code & 0xff {
@@ -240,13 +304,19 @@ fn run_once(m: &mut Machine, input: &mut term::Input, out: &Outbox) -> Outcome {
             c => i32::from(c),
         }),
         Stop::Power(PowerEvent::Reset) => Outcome::Reset,
-        Stop::Idle { wake } => idle(m, input, out, wake),
+        Stop::Idle { wake } => idle(m, input, out, wake, rec),
     }
 }
 
 /// Every hart waits: let host time pass until the next timer is due in guest time, or until
 /// input arrives (then the clock moves only as far as host time did).
-fn idle(m: &mut Machine, input: &mut term::Input, out: &Outbox, wake: Option<u64>) -> Outcome {
+fn idle(
+    m: &mut Machine,
+    input: &mut term::Input,
+    out: &Outbox,
+    wake: Option<u64>,
+    rec: &mut Option<Recorder>,
+) -> Outcome {
     out.flush();
     let now = m.icount();
     let sleep = wake.map(|w| clock::duration_of(w.saturating_sub(now)));
@@ -273,8 +343,11 @@ fn idle(m: &mut Machine, input: &mut term::Input, out: &Outbox, wake: Option<u64
         Some(w) => w.min(now.saturating_add(waited)),
         None => now.saturating_add(waited),
     };
+    if let Some(r) = rec {
+        r.idle_skip(now, target);
+    }
     m.skip_to(target);
-    match take_input(m, typed) {
+    match take_input(m, typed, rec) {
         Some(code) => Outcome::Exit(code),
         None => Outcome::Continue,
     }

@@ -2,8 +2,11 @@
 //!
 //! Harts take turns on one host thread in a fixed order, in windows of [`QUANTUM`] steps
 //! aligned to multiples of the machine-wide icount: a window belongs to one hart until it waits
-//! in WFI, then to the next. The schedule is a function of the machine's state alone, never of
-//! how a caller splits its run into [`Machine::run`] calls — which replay relies on. A slice also
+//! in WFI, then to the next. The schedule is a function of the machine's state, not of where a
+//! caller splits a busy run into [`Machine::run`] calls. One exception: finding every hart idle
+//! (a [`Stop::Idle`]) touches hart state (reservations dropped on the switches, interrupt lines
+//! refreshed), so a split that stops just short of an idle point differs in that state; the
+//! replayer therefore repeats the recorder's call boundaries (`ftvm replay`). A slice also
 //! ends exactly when the running hart's timer is due, so a timer interrupt is taken at the same
 //! instruction on every run. The machine-wide
 //! instruction count is the sum of the steps every hart has taken plus idle skips; it is the
@@ -23,6 +26,8 @@ use crate::syscon::PowerEvent;
 use crate::uart::{SerialBackend, Uart};
 use crate::virtio::{BlockConfig, ConsoleBackend, EntropyBackend, VirtioError, VirtioMmio};
 use rv64::{Exit, Hart, Ram};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Steps a hart runs before the next one gets its turn (with more than one hart).
 pub const QUANTUM: u64 = 10_000;
@@ -100,6 +105,8 @@ pub struct Machine {
     window_end: u64,
     /// The hart that ran last, to drop reservations on a switch.
     last_ran: usize,
+    /// Where the icount is published before each device pass (see [`Machine::set_clock_tap`]).
+    clock_tap: Option<Arc<AtomicU64>>,
 }
 
 impl std::fmt::Debug for Machine {
@@ -223,6 +230,7 @@ impl Machine {
             cur: 0,
             window_end: QUANTUM,
             last_ran: 0,
+            clock_tap: None,
         })
     }
 
@@ -271,6 +279,29 @@ impl Machine {
     /// Moves the clock forward to `icount` while every hart is idle (it never moves back).
     pub fn skip_to(&mut self, icount: u64) {
         self.icount = self.icount.max(icount);
+    }
+
+    /// Publishes the machine-wide icount to `tap` right before every device pass, so that a
+    /// backend (e.g. an entropy recorder) knows at which icount its data is taken. Purely an
+    /// observer: it changes nothing in the run.
+    pub fn set_clock_tap(&mut self, tap: Arc<AtomicU64>) {
+        tap.store(self.icount, Ordering::Relaxed);
+        self.clock_tap = Some(tap);
+    }
+
+    /// Rebuilds the boot ROM for `boot` (as [`Machine::new`] built it for the images `boot`
+    /// describes). The ROM is derived from the configuration, not saved in snapshots: a replayer
+    /// that restores a snapshot without the original images uses this to get the same ROM.
+    pub fn set_boot_info(&mut self, boot: &BootInfo) {
+        self.board.rom = rom::build(boot.start, boot.fdt_addr, boot.kernel_entry);
+        self.boot = boot.clone();
+    }
+
+    /// Stores the icount into the clock tap, if any.
+    fn tap(&self) {
+        if let Some(t) = &self.clock_tap {
+            t.store(self.icount, Ordering::Relaxed);
+        }
     }
 
     /// The machine-wide icount at which the earliest armed timer fires, if later than now.
@@ -331,6 +362,7 @@ impl Machine {
                 match exit {
                     Exit::Budget => {}
                     Exit::Io => {
+                        self.tap();
                         self.board.process_devices(&mut self.ram);
                         if self.board.test.has_event() {
                             break;
@@ -347,6 +379,7 @@ impl Machine {
             }
             if !waiting {
                 // The window or the call ended: a deterministic point for device work.
+                self.tap();
                 self.board.process_devices(&mut self.ram);
                 idle_in_a_row = 0;
                 devices_checked = false;
@@ -366,6 +399,7 @@ impl Machine {
                     };
                 }
                 // Device work may raise an interrupt that wakes someone: one more round.
+                self.tap();
                 self.board.process_devices(&mut self.ram);
                 devices_checked = true;
                 idle_in_a_row = 0;

@@ -1,0 +1,153 @@
+//! Record and replay: boot the Linux guest with `ftvm run --record`, type a few commands, power
+//! off; then `ftvm replay` the log and check that it reproduces the console output exactly, and
+//! that a damaged or tampered log is refused with exit code 2 and one line of explanation.
+//!
+//! Needs a guest built by `cargo xtask guest`: skipped with a message unless `FTVM_GUEST_DIR` is
+//! set (`cargo xtask test` sets it, and `FTVM_REQUIRE_GUEST`, which makes a missing guest fail).
+
+use guestctl::Console;
+use replay::{Event, LogReader, LogWriter};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const FTVM: &str = env!("CARGO_BIN_EXE_ftvm");
+const OPENSBI: &str = "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin";
+
+fn required() -> bool {
+    std::env::var_os("FTVM_REQUIRE_GUEST").is_some()
+}
+
+fn guest_dir() -> Option<PathBuf> {
+    match std::env::var_os("FTVM_GUEST_DIR") {
+        Some(d) => Some(d.into()),
+        None if required() => panic!("FTVM_REQUIRE_GUEST is set but FTVM_GUEST_DIR is not"),
+        None => {
+            eprintln!("skipped: no guest (run through `cargo xtask test`, or set FTVM_GUEST_DIR)");
+            None
+        }
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("replay");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(format!("{name}-{}", std::process::id()))
+}
+
+/// Runs `ftvm replay LOG`: (exit code, stdout, stderr).
+fn replay(log: &Path) -> (Option<i32>, Vec<u8>, String) {
+    let out = Command::new(FTVM)
+        .arg("replay")
+        .arg(log)
+        .output()
+        .expect("start ftvm replay");
+    (
+        out.status.code(),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A bad log must give exit code 2 and exactly one line on stderr containing `want`.
+fn refused(log: &Path, want: &str) {
+    let (code, _, err) = replay(log);
+    assert_eq!(code, Some(2), "{}: {err}", log.display());
+    assert_eq!(err.lines().count(), 1, "{}: {err}", log.display());
+    assert!(err.contains(want), "{}: {err}", log.display());
+}
+
+#[test]
+fn record_then_replay_linux() {
+    record_then_replay(1);
+}
+
+/// Two harts: the replay must make the same multi-hart schedule as the recorded run.
+#[test]
+fn record_then_replay_linux_smp2() {
+    record_then_replay(2);
+}
+
+fn record_then_replay(harts: usize) {
+    let Some(guest) = guest_dir() else { return };
+    if !Path::new(OPENSBI).exists() {
+        assert!(!required(), "OpenSBI ({OPENSBI}) is missing");
+        eprintln!("skipped: no OpenSBI at {OPENSBI}");
+        return;
+    }
+    let log = scratch(&format!("linux{harts}.log"));
+    let mut cmd = Command::new(FTVM);
+    cmd.arg("run")
+        .arg("--kernel")
+        .arg(guest.join("Image"))
+        .arg("--initrd")
+        .arg(guest.join("initramfs.cpio.gz"))
+        .args(["--smp", &harts.to_string()])
+        .args(["--append", "console=ttyS0", "--record"])
+        .arg(&log);
+    let mut c = Console::spawn(cmd).expect("start ftvm run");
+    let step = Duration::from_secs(120);
+    c.wait_for("ftvm-guest: ready", Duration::from_secs(240))
+        .unwrap();
+    c.run("true", step).unwrap();
+    let rng = c
+        .run("head -c 16 /dev/hwrng | od -x | wc -l", step)
+        .unwrap();
+    assert_eq!(rng.trim(), "2", "{rng:?}");
+    let answer = c.run("echo $((6*7))", step).unwrap();
+    assert_eq!(answer.trim(), "42", "{answer:?}");
+    c.send(b"poweroff\n").unwrap();
+    c.wait_for("reboot: Power down", step).unwrap();
+    assert_eq!(c.wait_exit(Duration::from_secs(60)), Some(0));
+    let recorded = c.output();
+
+    for i in 0..3 {
+        let (code, out, err) = replay(&log);
+        assert_eq!(code, Some(0), "replay {i}: {err}");
+        // The recorder's console strips CR; compare the same way.
+        let out: Vec<u8> = out.into_iter().filter(|&b| b != b'\r').collect();
+        let out = String::from_utf8_lossy(&out);
+        assert_eq!(out, recorded, "replay {i} printed something else");
+    }
+
+    let bytes = std::fs::read(&log).unwrap();
+    let truncated = scratch(&format!("truncated{harts}.log"));
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    refused(&truncated, "truncated");
+    let cut_end = scratch(&format!("cut-end{harts}.log"));
+    std::fs::write(&cut_end, &bytes[..bytes.len() - 3]).unwrap();
+    refused(&cut_end, "truncated");
+    let flipped = scratch(&format!("flipped{harts}.log"));
+    let mut b = bytes.clone();
+    let at = b.len() - 100;
+    b[at] ^= 0x08;
+    std::fs::write(&flipped, &b).unwrap();
+    refused(&flipped, "bad log");
+
+    // A well-formed log whose RAM digest differs: the replay finds the divergence there.
+    let tampered = scratch(&format!("tampered{harts}.log"));
+    let mut r = LogReader::new(bytes.as_slice()).unwrap();
+    let header = r.header().clone();
+    let mut w = LogWriter::new(Vec::new(), &header).unwrap();
+    let mut changed = None;
+    while let Some(mut e) = r.next_entry().unwrap() {
+        if let (Event::StateDigest(parts), None) = (&mut e.event, changed) {
+            if let Some(p) = parts.iter_mut().find(|p| p.id == replay::part::RAM) {
+                p.digest[0] ^= 1;
+                changed = Some(e.icount);
+            }
+        }
+        w.append(&e).unwrap();
+    }
+    w.flush().unwrap();
+    std::fs::write(&tampered, w.get_ref()).unwrap();
+    let at = changed.expect("the log has a state digest");
+    refused(
+        &tampered,
+        &format!("diverged at icount {at}: part ram differs"),
+    );
+
+    for f in [&log, &truncated, &cut_end, &flipped, &tampered] {
+        let _ = std::fs::remove_file(f);
+    }
+}
