@@ -71,6 +71,22 @@ pub struct Args {
     /// Record the run's input log to LOG, for `ftvm replay LOG` (not with --drive).
     #[arg(long, value_name = "LOG")]
     pub record: Option<PathBuf>,
+    /// Write a snapshot of the whole machine to FILE when the instruction count reaches
+    /// --snapshot-at, then carry on.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "snapshot_at",
+        conflicts_with = "record"
+    )]
+    pub snapshot_out: Option<PathBuf>,
+    /// The machine-wide instruction count at which --snapshot-out is taken.
+    #[arg(long, value_name = "ICOUNT", requires = "snapshot_out")]
+    pub snapshot_at: Option<u64>,
+    /// Start from a snapshot written by --snapshot-out (with the same machine options) instead
+    /// of booting.
+    #[arg(long, value_name = "FILE", conflicts_with = "record")]
+    pub restore: Option<PathBuf>,
 }
 
 /// Output of both consoles, waiting to be written to stdout by the run loop.
@@ -159,9 +175,10 @@ pub fn main(a: Args) -> i32 {
             }
         },
     };
-    let built = match entropy {
-        Some(e) => build_with(&cfg, &out, e),
-        None => build(&cfg, &out),
+    let built = match (entropy, &a.restore) {
+        (_, Some(snap)) => restore(&cfg, &out, snap),
+        (Some(e), None) => build_with(&cfg, &out, e).map_err(|e| e.to_string()),
+        (None, None) => build(&cfg, &out).map_err(|e| e.to_string()),
     };
     let mut m = match built {
         Ok(m) => m,
@@ -170,6 +187,7 @@ pub fn main(a: Args) -> i32 {
             return 2;
         }
     };
+    let mut snapshot = a.snapshot_out.clone().zip(a.snapshot_at);
     if let Some(path) = &a.dtb_out {
         return match std::fs::write(path, m.fdt()) {
             Ok(()) => 0,
@@ -192,7 +210,17 @@ pub fn main(a: Args) -> i32 {
     let mut executed = 0u64;
     let code = loop {
         let before = m.icount();
-        let stop = run_once(&mut m, &mut input, &out, &mut rec);
+        if let Some((path, at)) = &snapshot {
+            if m.icount() >= *at {
+                if let Err(e) = write_snapshot(&m, path) {
+                    eprint!("\r\nftvm run: {e}\r\n");
+                    break 2;
+                }
+                snapshot = None;
+            }
+        }
+        let slice_end = snapshot.as_ref().map(|(_, at)| *at);
+        let stop = run_once(&mut m, &mut input, &out, &mut rec, slice_end);
         executed += m.icount().saturating_sub(before);
         out.flush();
         if let Some(e) = rec.as_mut().and_then(|r| r.error.take()) {
@@ -234,6 +262,37 @@ pub fn main(a: Args) -> i32 {
         );
     }
     code
+}
+
+/// Builds the machine from a snapshot file (the images are loaded as for a boot, then RAM, harts
+/// and devices are overwritten by the snapshot's).
+fn restore(cfg: &MachineConfig, out: &Outbox, path: &std::path::Path) -> Result<Machine, String> {
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("cannot read snapshot {}: {e}", path.display()))?;
+    let backends = Backends {
+        serial: Box::new(out.clone()),
+        console: Box::new(out.clone()),
+        entropy: Box::new(OsEntropy::default()),
+    };
+    Machine::restore(cfg, backends, &bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Writes a snapshot of `m` to `path` (atomically: a temporary file renamed into place).
+fn write_snapshot(m: &Machine, path: &std::path::Path) -> Result<(), String> {
+    let bytes = m
+        .snapshot()
+        .map_err(|e| format!("cannot take a snapshot: {e}"))?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("cannot write snapshot {}: {e}", path.display()))?;
+    eprint!(
+        "\r\nftvm run: snapshot at icount {} written to {} ({} bytes)\r\n",
+        m.icount(),
+        path.display(),
+        bytes.len()
+    );
+    Ok(())
 }
 
 enum Outcome {
@@ -280,6 +339,7 @@ fn run_once(
     input: &mut term::Input,
     out: &Outbox,
     rec: &mut Option<Recorder>,
+    stop_at: Option<u64>,
 ) -> Outcome {
     if m.console_backlog() < MAX_BACKLOG {
         let typed = input.wait(Some(Duration::ZERO));
@@ -289,7 +349,11 @@ fn run_once(
     } else if let Some(s) = term::signal() {
         return Outcome::Exit(128 + s);
     }
-    let stop = m.run(m.icount().saturating_add(SLICE));
+    let mut limit = m.icount().saturating_add(SLICE);
+    if let Some(at) = stop_at.filter(|&at| at > m.icount()) {
+        limit = limit.min(at);
+    }
+    let stop = m.run(limit);
     if let Some(r) = rec {
         r.after_slice(m, !matches!(stop, Stop::Idle { .. }));
         if let Stop::Power(p) = stop {

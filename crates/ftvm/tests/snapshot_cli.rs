@@ -1,0 +1,122 @@
+//! `ftvm run --snapshot-out/--snapshot-at` and `--restore`: a bare-metal program that prints a
+//! letter every few thousand instructions is snapshotted in the middle; the restored run prints
+//! exactly the rest of the uninterrupted run's output and powers off the same way.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+const PROGRAM: &str = r#"
+    .globl _start
+_start:
+    li s0, 0x10000000
+    li s1, 0
+1:  li t0, 26
+    remu t1, s1, t0
+    addi t1, t1, 65
+    sb t1, 0(s0)
+    li t2, 20000
+2:  addi t2, t2, -1
+    bnez t2, 2b
+    addi s1, s1, 1
+    li t0, 200
+    blt s1, t0, 1b
+    li t0, 0x100000
+    li t1, 0x5555
+    sw t1, 0(t0)
+3:  j 3b
+"#;
+
+fn program() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("snapshot-cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("letters.S");
+    let elf = dir.join("letters.elf");
+    // Loaded raw at 0x8000_0000 (`--bios none`), as QEMU loads a bare kernel.
+    std::fs::write(&src, PROGRAM).unwrap();
+    let st = Command::new("riscv64-unknown-elf-gcc")
+        .args([
+            "-march=rv64gc",
+            "-mabi=lp64d",
+            "-nostdlib",
+            "-nostartfiles",
+            "-Wl,-Ttext=0x80000000",
+        ])
+        .arg("-o")
+        .arg(&elf)
+        .arg(&src)
+        .status();
+    let bin = dir.join("letters.bin");
+    let st = st.and_then(|s| {
+        if !s.success() {
+            return Ok(s);
+        }
+        Command::new("riscv64-unknown-elf-objcopy")
+            .args(["-O", "binary"])
+            .arg(&elf)
+            .arg(&bin)
+            .status()
+    });
+    match st {
+        Ok(s) if s.success() => Some(bin),
+        _ if std::env::var_os("FTVM_REQUIRE_GUEST").is_some() => {
+            panic!("riscv64-unknown-elf-gcc failed or is missing: apt-get install gcc-riscv64-unknown-elf")
+        }
+        _ => {
+            eprintln!("skipped: riscv64-unknown-elf-gcc is not installed");
+            None
+        }
+    }
+}
+
+fn ftvm(elf: &PathBuf, extra: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ftvm"))
+        .args(["run", "--bios", "none", "--mem", "16M", "--kernel"])
+        .arg(elf)
+        .args(extra)
+        .output()
+        .expect("run ftvm");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_restored_snapshot_finishes_the_run_exactly() {
+    let Some(elf) = program() else { return };
+    let snap = elf.with_file_name("mid.snap");
+    let _ = std::fs::remove_file(&snap);
+    let (code, whole, err) = ftvm(
+        &elf,
+        &[
+            "--snapshot-out",
+            snap.to_str().unwrap(),
+            "--snapshot-at",
+            "3333333",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(whole.len(), 200, "{whole:?}");
+    assert!(err.contains("snapshot at icount 3333333"), "{err}");
+    let (code, rest, err) = ftvm(&elf, &["--restore", snap.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!rest.is_empty() && rest.len() < whole.len(), "{rest:?}");
+    assert!(
+        whole.ends_with(&rest),
+        "restored: {rest:?}\nwhole: {whole:?}"
+    );
+
+    // Another configuration, or a damaged file: a one-line error, exit 2.
+    let (code, _, err) = ftvm(&elf, &["--restore", snap.to_str().unwrap(), "--smp", "2"]);
+    assert_eq!(code, 2, "{err}");
+    let mut bytes = std::fs::read(&snap).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    let bad = elf.with_file_name("bad.snap");
+    std::fs::write(&bad, &bytes).unwrap();
+    let (code, _, err) = ftvm(&elf, &["--restore", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
