@@ -77,11 +77,8 @@ pub struct Hart {
     irq_check: bool,
     /// Leave the interpreter loop after this instruction.
     stop_loop: bool,
-    /// `irq_check || stop_loop`, or the translation context may have changed: the one flag the
-    /// loop tests per instruction.
-    pub(crate) attention: bool,
     /// The icount at which straight-line execution must stop: the slice's end, or 0 as soon
-    /// as something needs attention (so the inner loop tests one thing, not two).
+    /// as `irq_check` or `stop_loop` needs looking at (so the inner loop tests one thing).
     limit: u64,
     pub(crate) tlb: Tlb,
     /// Holds an instruction decoded outside the cache (boot ROM, page-crossing instructions).
@@ -123,7 +120,6 @@ impl Hart {
             irq_lines: 0,
             irq_check: true,
             stop_loop: false,
-            attention: true,
             limit: 0,
             tlb: Tlb::new(),
             scratch: Insn::UNDECODED,
@@ -160,7 +156,6 @@ impl Hart {
     #[inline(always)]
     pub(crate) fn request_irq_check(&mut self) {
         self.irq_check = true;
-        self.attention = true;
         self.limit = 0;
     }
 
@@ -168,7 +163,6 @@ impl Hart {
     #[inline(always)]
     pub(crate) fn request_stop(&mut self) {
         self.stop_loop = true;
-        self.attention = true;
         self.limit = 0;
     }
 
@@ -220,8 +214,7 @@ impl Hart {
         }
         let stop_at = self.icount.saturating_add(max);
         while self.icount < stop_at {
-            if self.attention {
-                self.attention = false;
+            if self.limit == 0 {
                 self.limit = stop_at;
                 if self.stop_loop {
                     break;
@@ -281,8 +274,6 @@ impl Hart {
         }
         if self.stop_loop {
             self.stop_loop = false;
-            // Keep `attention` set if an interrupt check is still due.
-            self.attention = self.irq_check;
             return if self.wfi { Exit::Wfi } else { Exit::Io };
         }
         Exit::Budget
