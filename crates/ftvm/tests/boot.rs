@@ -4,6 +4,7 @@
 //!
 //! Tests that need a tool or file that is not installed say so on stderr and pass.
 
+use guestctl::skip;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -61,15 +62,6 @@ fn assemble(dir: &Path, name: &str, src: &str, addr: u64) -> Option<PathBuf> {
         .status();
     assert!(st.is_ok_and(|s| s.success()), "{OBJCOPY} failed on {name}");
     Some(bin)
-}
-
-/// A prerequisite is missing: under `cargo xtask test` (which installs and builds everything and
-/// sets `FTVM_REQUIRE_GUEST`) that is a failure; in a bare `cargo test` the test is skipped.
-fn skip(why: &str) {
-    if std::env::var_os("FTVM_REQUIRE_GUEST").is_some() {
-        panic!("{why}");
-    }
-    eprintln!("skipped: {why}");
 }
 
 fn have_opensbi() -> bool {

@@ -27,19 +27,6 @@ const COMMANDS: &[&str] = &[
     "cpubench 2",
 ];
 
-fn guest_dir() -> Option<PathBuf> {
-    match std::env::var_os("FTVM_GUEST_DIR") {
-        Some(d) => Some(d.into()),
-        None if std::env::var_os("FTVM_REQUIRE_GUEST").is_some() => {
-            panic!("FTVM_REQUIRE_GUEST is set but FTVM_GUEST_DIR is not")
-        }
-        None => {
-            eprintln!("skipped: no guest (run through `cargo xtask test`, or set FTVM_GUEST_DIR)");
-            None
-        }
-    }
-}
-
 fn scratch_disk(guest: &Path, tag: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("differential");
     std::fs::create_dir_all(&dir).unwrap();
@@ -74,7 +61,9 @@ fn session(cmd: Command, boot_timeout: Duration) -> Vec<String> {
 
 #[test]
 fn same_answers_on_ftvm_and_qemu() {
-    let Some(guest) = guest_dir() else { return };
+    let Some(guest) = guestctl::guest_dir_from_env() else {
+        return;
+    };
     if !Path::new(FW_JUMP).exists() {
         panic!("{FW_JUMP} is missing: apt-get install opensbi");
     }

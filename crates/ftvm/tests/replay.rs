@@ -14,21 +14,6 @@ use std::time::Duration;
 const FTVM: &str = env!("CARGO_BIN_EXE_ftvm");
 const OPENSBI: &str = "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin";
 
-fn required() -> bool {
-    std::env::var_os("FTVM_REQUIRE_GUEST").is_some()
-}
-
-fn guest_dir() -> Option<PathBuf> {
-    match std::env::var_os("FTVM_GUEST_DIR") {
-        Some(d) => Some(d.into()),
-        None if required() => panic!("FTVM_REQUIRE_GUEST is set but FTVM_GUEST_DIR is not"),
-        None => {
-            eprintln!("skipped: no guest (run through `cargo xtask test`, or set FTVM_GUEST_DIR)");
-            None
-        }
-    }
-}
-
 fn scratch(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("replay");
     std::fs::create_dir_all(&dir).unwrap();
@@ -69,9 +54,14 @@ fn record_then_replay_linux_smp2() {
 }
 
 fn record_then_replay(harts: usize) {
-    let Some(guest) = guest_dir() else { return };
+    let Some(guest) = guestctl::guest_dir_from_env() else {
+        return;
+    };
     if !Path::new(OPENSBI).exists() {
-        assert!(!required(), "OpenSBI ({OPENSBI}) is missing");
+        assert!(
+            !guestctl::prerequisites_required(),
+            "OpenSBI ({OPENSBI}) is missing"
+        );
         eprintln!("skipped: no OpenSBI at {OPENSBI}");
         return;
     }

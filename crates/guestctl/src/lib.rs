@@ -315,3 +315,30 @@ impl Guest {
         f
     }
 }
+
+/// Whether missing prerequisites must fail the end-to-end tests: `cargo xtask test` installs and
+/// builds everything, then sets `FTVM_REQUIRE_GUEST`; a bare `cargo test` skips instead.
+pub fn prerequisites_required() -> bool {
+    std::env::var_os("FTVM_REQUIRE_GUEST").is_some()
+}
+
+/// A prerequisite of a test is missing: a failure under `cargo xtask test`, else a skip (with
+/// the reason on stderr).
+pub fn skip(why: &str) {
+    if prerequisites_required() {
+        panic!("{why}");
+    }
+    eprintln!("skipped: {why}");
+}
+
+/// The guest images the end-to-end tests boot: `$FTVM_GUEST_DIR` (set by `cargo xtask test`), or
+/// `None` after [`skip`].
+pub fn guest_dir_from_env() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("FTVM_GUEST_DIR").map(std::path::PathBuf::from);
+    if dir.is_none() {
+        skip(
+            "no guest: run through `cargo xtask test`, or set FTVM_GUEST_DIR (`cargo xtask guest`)",
+        );
+    }
+    dir
+}
