@@ -1,7 +1,6 @@
 //! `ftvm`: the command-line program. Parses arguments, runs the requested command, and maps
 //! errors to exit codes (2 for any error of input or setup).
 
-mod record;
 // Named apart from the `replay` crate (the log format) that it uses.
 #[path = "replay.rs"]
 mod replay_cmd;

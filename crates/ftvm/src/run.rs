@@ -16,24 +16,20 @@
 
 mod term;
 
-use crate::record::Recorder;
+use rr::{Outbox, Recorder, SLICE};
+use std::fs::File;
+use std::io::BufWriter;
 
 use machine::clock;
-use machine::virtio::{ConsoleBackend, OsEntropy};
-use machine::{
-    Backends, DriveConfig, Firmware, Machine, MachineConfig, PowerEvent, SerialBackend, Stop,
-};
+use machine::virtio::OsEntropy;
+use machine::{Backends, DriveConfig, Firmware, Machine, MachineConfig, PowerEvent, Stop};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The firmware used when `--bios` is not given: Debian's OpenSBI (package `opensbi`).
 pub const DEFAULT_BIOS: &str = "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin";
 
-/// Machine-wide steps per run slice between looks at stdin (about 20 ms at 100 MIPS).
-/// `ftvm replay` makes the same run calls, so it shares this.
-pub(crate) const SLICE: u64 = 2_000_000;
 /// Console input accepted ahead of the guest; stdin is not read while this much waits.
 const MAX_BACKLOG: usize = 64 * 1024;
 
@@ -89,43 +85,18 @@ pub struct Args {
     pub restore: Option<PathBuf>,
 }
 
-/// Output of both consoles, waiting to be written to stdout by the run loop.
-#[derive(Clone, Default)]
-struct Outbox(Arc<Mutex<Vec<u8>>>);
-
-impl Outbox {
-    fn push(&self, bytes: &[u8]) {
-        if let Ok(mut v) = self.0.lock() {
-            v.extend_from_slice(bytes);
-        }
+/// Writes what the guest wrote to stdout.
+fn flush(out: &Outbox) {
+    let data = out.take();
+    if data.is_empty() {
+        return;
     }
-
-    fn flush(&self) {
-        let data = match self.0.lock() {
-            Ok(mut v) if !v.is_empty() => std::mem::take(&mut *v),
-            _ => return,
-        };
-        let mut out = std::io::stdout().lock();
-        // A closed stdout loses console output; the guest must not notice.
-        let _ = out.write_all(&data).and_then(|()| out.flush());
-    }
+    let mut stdout = std::io::stdout().lock();
+    // A closed stdout loses console output; the guest must not notice.
+    let _ = stdout.write_all(&data).and_then(|()| stdout.flush());
 }
 
-impl SerialBackend for Outbox {
-    fn transmit(&mut self, bytes: &[u8]) {
-        self.push(bytes);
-    }
-}
-
-/// The virtio console shares stdout; its input is not connected (stdin feeds UART0).
-impl ConsoleBackend for Outbox {
-    fn read_input(&mut self, _: &mut [u8]) -> usize {
-        0
-    }
-    fn write_output(&mut self, data: &[u8]) {
-        self.push(data);
-    }
-}
+type FileRecorder = Recorder<BufWriter<File>>;
 
 fn config(a: &Args) -> MachineConfig {
     MachineConfig {
@@ -222,7 +193,7 @@ pub fn main(a: Args) -> i32 {
         let slice_end = snapshot.as_ref().map(|(_, at)| *at);
         let stop = run_once(&mut m, &mut input, &out, &mut rec, slice_end);
         executed += m.icount().saturating_sub(before);
-        out.flush();
+        flush(&out);
         if let Some(e) = rec.as_mut().and_then(|r| r.error.take()) {
             eprint!("\r\nftvm run: recording to the log failed: {e}\r\n");
             break 2;
@@ -316,7 +287,7 @@ fn show_status(m: &Machine) {
 }
 
 /// Takes what the user typed; returns an exit code if the session should end.
-fn take_input(m: &mut Machine, t: term::Typed, rec: &mut Option<Recorder>) -> Option<i32> {
+fn take_input(m: &mut Machine, t: term::Typed, rec: &mut Option<FileRecorder>) -> Option<i32> {
     if !t.bytes.is_empty() {
         if let Some(r) = rec {
             r.console(m, &t.bytes);
@@ -338,7 +309,7 @@ fn run_once(
     m: &mut Machine,
     input: &mut term::Input,
     out: &Outbox,
-    rec: &mut Option<Recorder>,
+    rec: &mut Option<FileRecorder>,
     stop_at: Option<u64>,
 ) -> Outcome {
     if m.console_backlog() < MAX_BACKLOG {
@@ -379,9 +350,9 @@ fn idle(
     input: &mut term::Input,
     out: &Outbox,
     wake: Option<u64>,
-    rec: &mut Option<Recorder>,
+    rec: &mut Option<FileRecorder>,
 ) -> Outcome {
-    out.flush();
+    flush(out);
     let now = m.icount();
     let sleep = wake.map(|w| clock::duration_of(w.saturating_sub(now)));
     let t0 = Instant::now();

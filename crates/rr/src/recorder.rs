@@ -1,5 +1,6 @@
-//! `ftvm run --record LOG`: writes the run's input log (see `crates/replay` and
-//! `docs/log-format.md`) so that `ftvm replay` can reproduce the run exactly.
+//! The recorder: writes a run's input log (see `crates/replay` and `docs/log-format.md`) to a
+//! file (`ftvm run --record LOG`) or to the logging channel (the FT primary), so that a
+//! replayer can reproduce the run exactly.
 //!
 //! What the log holds, in order:
 //!
@@ -16,28 +17,18 @@
 //!
 //! Disks are out of scope: `--record` is refused together with `--drive`.
 
+use crate::logged::{
+    digest_parts, LoggedConfig, DEV_RNG, DEV_UART, DIGEST_EVERY, SNAPSHOT_CHUNK, TAG_SNAPSHOT,
+};
 use machine::virtio::{EntropyBackend, OsEntropy};
 use machine::{Machine, PowerEvent};
-use replay::{DigestPart, Entry, Event, LogHeader, LogWriter, WriteError};
+use replay::{Entry, Event, LogHeader, LogWriter, WriteError};
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-
-/// Device number of UART0's input in `DeviceCompletion` entries.
-pub const DEV_UART: u32 = 0x100;
-/// Device number of the virtio-rng device (its slot on a machine without disks).
-pub const DEV_RNG: u32 = (machine::board::VIRTIO_SLOTS - 1) as u32;
-/// Control-entry tag: the machine configuration.
-pub const TAG_CONFIG: u8 = 1;
-/// Control-entry tag: a chunk of the initial snapshot.
-pub const TAG_SNAPSHOT: u8 = 2;
-/// Largest snapshot chunk in one control entry.
-pub const SNAPSHOT_CHUNK: usize = 4 << 20;
-/// A state digest is logged at the first slice boundary after every this many icount.
-pub const DIGEST_EVERY: u64 = 100_000_000;
 
 /// Why a recording failed.
 #[derive(Debug, thiserror::Error)]
@@ -64,84 +55,6 @@ pub enum RecordError {
     Drive,
 }
 
-/// The machine's shape, as carried in the log's first control entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoggedConfig {
-    /// RAM size in bytes.
-    pub mem_size: u64,
-    /// Number of harts.
-    pub harts: u32,
-    /// Where the boot ROM sends hart 0 and what it tells the firmware.
-    pub boot: machine::BootInfo,
-}
-
-impl LoggedConfig {
-    /// The control entry's bytes (tag included).
-    pub fn encode(&self) -> Vec<u8> {
-        let mut v = vec![TAG_CONFIG];
-        v.extend_from_slice(&self.mem_size.to_le_bytes());
-        v.extend_from_slice(&self.harts.to_le_bytes());
-        v.extend_from_slice(&self.boot.fdt_addr.to_le_bytes());
-        v.extend_from_slice(&self.boot.start.to_le_bytes());
-        v.extend_from_slice(&self.boot.kernel_entry.to_le_bytes());
-        let (a, b) = self.boot.initrd.unwrap_or((0, 0));
-        v.push(u8::from(self.boot.initrd.is_some()));
-        v.extend_from_slice(&a.to_le_bytes());
-        v.extend_from_slice(&b.to_le_bytes());
-        v
-    }
-
-    /// Parses a control entry written by [`LoggedConfig::encode`]; `None` if malformed.
-    pub fn decode(b: &[u8]) -> Option<LoggedConfig> {
-        if b.len() != 1 + 8 + 4 + 8 * 3 + 1 + 16 || b[0] != TAG_CONFIG {
-            return None;
-        }
-        let u64_at = |i: usize| b.get(i..i + 8)?.try_into().ok().map(u64::from_le_bytes);
-        let harts = u32::from_le_bytes(b.get(9..13)?.try_into().ok()?);
-        let initrd = match b[37] {
-            0 => None,
-            1 => Some((u64_at(38)?, u64_at(46)?)),
-            _ => return None,
-        };
-        Some(LoggedConfig {
-            mem_size: u64_at(1)?,
-            harts,
-            boot: machine::BootInfo {
-                fdt_addr: u64_at(13)?,
-                start: u64_at(21)?,
-                kernel_entry: u64_at(29)?,
-                initrd,
-            },
-        })
-    }
-
-    /// The header's fingerprint: FNV-1a 64 of the encoded entry.
-    pub fn fingerprint(&self) -> u64 {
-        self.encode()
-            .iter()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-            })
-    }
-}
-
-/// A machine's state digest as log digest parts.
-pub fn digest_parts(m: &Machine) -> Vec<DigestPart> {
-    let d = m.digest();
-    [
-        (replay::part::CPU, d.cpu),
-        (replay::part::RAM, d.ram),
-        (replay::part::DEVICES, d.devices),
-    ]
-    .into_iter()
-    .map(|(id, h)| {
-        let mut digest = [0u8; replay::DIGEST_LEN];
-        digest[..8].copy_from_slice(&h.to_le_bytes());
-        DigestPart { id, digest }
-    })
-    .collect()
-}
-
 /// Entropy taken by the guest and not yet logged: (icount, bytes).
 type Pending = Arc<Mutex<VecDeque<(u64, Vec<u8>)>>>;
 
@@ -162,11 +75,11 @@ impl EntropyBackend for RecordingEntropy {
     }
 }
 
-/// Writes the input log of a run.
-pub struct Recorder {
-    /// The log file until [`Recorder::start`] writes the header.
-    file: Option<File>,
-    writer: Option<LogWriter<BufWriter<File>>>,
+/// Writes the input log of a run to `W`.
+pub struct Recorder<W: Write> {
+    /// The output until [`Recorder::start`] writes the header.
+    file: Option<W>,
+    writer: Option<LogWriter<W>>,
     tap: Arc<AtomicU64>,
     pending: Pending,
     next_digest: u64,
@@ -176,13 +89,13 @@ pub struct Recorder {
     pub error: Option<RecordError>,
 }
 
-impl Recorder {
+impl Recorder<BufWriter<File>> {
     /// Creates the log file and returns the recorder and the entropy backend to build the
-    /// machine with. Nothing but the header is written until [`Recorder::start`].
+    /// machine with. Nothing is written until [`Recorder::start`].
     pub fn create(
         path: &Path,
         cfg: &machine::MachineConfig,
-    ) -> Result<(Recorder, Box<dyn EntropyBackend>), RecordError> {
+    ) -> Result<(Self, Box<dyn EntropyBackend>), RecordError> {
         if !cfg.drives.is_empty() {
             return Err(RecordError::Drive);
         }
@@ -190,6 +103,21 @@ impl Recorder {
             path: path.display().to_string(),
             source,
         })?;
+        Recorder::new(BufWriter::new(file), cfg)
+    }
+}
+
+impl<W: Write> Recorder<W> {
+    /// A recorder writing to `out`, and the entropy backend to build the machine with.
+    /// Nothing is written until [`Recorder::start`].
+    pub fn new(
+        out: W,
+        cfg: &machine::MachineConfig,
+    ) -> Result<(Self, Box<dyn EntropyBackend>), RecordError> {
+        if !cfg.drives.is_empty() {
+            return Err(RecordError::Drive);
+        }
+        let file = out;
         let tap = Arc::new(AtomicU64::new(0));
         let pending = Pending::default();
         let entropy = RecordingEntropy {
@@ -229,7 +157,7 @@ impl Recorder {
             creator: format!("ftvm {}", env!("CARGO_PKG_VERSION")),
         };
         let file = self.file.take().ok_or(RecordError::Closed)?;
-        self.writer = Some(LogWriter::new(BufWriter::new(file), &header)?);
+        self.writer = Some(LogWriter::new(file, &header)?);
         m.set_clock_tap(Arc::clone(&self.tap));
         let at = m.icount();
         self.append(at, Event::ConfigChange(lc.encode()))?;
@@ -253,6 +181,24 @@ impl Recorder {
             .ok_or(RecordError::Closed)?
             .append(&Entry { icount, event })?;
         Ok(())
+    }
+
+    /// Hands every entry appended so far to the output (a frame) and flushes it.
+    pub fn flush(&mut self) -> Result<(), RecordError> {
+        self.writer.as_mut().ok_or(RecordError::Closed)?.flush()?;
+        Ok(())
+    }
+
+    /// Entries handed to the output so far, in whole frames (after [`Recorder::flush`]: every
+    /// entry appended).
+    pub fn entries(&self) -> u64 {
+        self.writer.as_ref().map_or(0, |w| w.position().entries)
+    }
+
+    /// Logs a control operation or any other event at the machine's current icount.
+    pub fn event(&mut self, m: &Machine, event: Event) {
+        let r = self.append(m.icount(), event);
+        self.note(r);
     }
 
     fn note(&mut self, r: Result<(), RecordError>) {
@@ -313,7 +259,7 @@ impl Recorder {
 
     /// Ends the log: entropy still pending, a final digest, power off if the guest asked for
     /// it, and the end marker.
-    pub fn finish(mut self, m: &Machine) -> Result<(), RecordError> {
+    pub fn finish(mut self, m: &Machine) -> Result<W, RecordError> {
         self.next_digest = 0;
         self.after_slice(m, true);
         if let Some(e) = self.error.take() {
@@ -322,7 +268,6 @@ impl Recorder {
         if self.power == Some(PowerEvent::PowerOff) {
             self.append(m.icount(), Event::PowerOff)?;
         }
-        use std::io::Write;
         let mut out = self
             .writer
             .take()
@@ -330,36 +275,6 @@ impl Recorder {
             .finish(m.icount())?;
         out.flush()
             .map_err(|e| RecordError::Write(WriteError::Io(e)))?;
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn logged_config_round_trips_and_rejects_garbage() {
-        let lc = LoggedConfig {
-            mem_size: 256 << 20,
-            harts: 2,
-            boot: machine::BootInfo {
-                fdt_addr: 0x8fe0_0000,
-                start: 0x8000_0000,
-                kernel_entry: 0x8020_0000,
-                initrd: Some((0x8800_0000, 0x8900_0000)),
-            },
-        };
-        let b = lc.encode();
-        assert_eq!(LoggedConfig::decode(&b), Some(lc.clone()));
-        for n in 0..b.len() {
-            assert_eq!(LoggedConfig::decode(&b[..n]), None);
-        }
-        let mut bad = b.clone();
-        bad[37] = 7;
-        assert_eq!(LoggedConfig::decode(&bad), None);
-        let mut other = lc.clone();
-        other.harts = 1;
-        assert_ne!(other.fingerprint(), lc.fingerprint());
+        Ok(out)
     }
 }

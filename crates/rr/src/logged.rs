@@ -1,0 +1,127 @@
+//! What the recorder and the replayer agree on: the log's prologue (the machine's shape and its
+//! initial snapshot, carried in `ConfigChange` entries), device numbers, and digests as log
+//! entries.
+
+use machine::Machine;
+use replay::DigestPart;
+
+/// Device number of UART0's input in `DeviceCompletion` entries.
+pub const DEV_UART: u32 = 0x100;
+/// Device number of the virtio-rng device (its slot on a machine without disks).
+pub const DEV_RNG: u32 = (machine::board::VIRTIO_SLOTS - 1) as u32;
+/// Control-entry tag: the machine configuration.
+pub const TAG_CONFIG: u8 = 1;
+/// Control-entry tag: a chunk of the initial snapshot.
+pub const TAG_SNAPSHOT: u8 = 2;
+/// Largest snapshot chunk in one control entry.
+pub const SNAPSHOT_CHUNK: usize = 4 << 20;
+/// A state digest is logged at the first slice boundary after every this many icount.
+pub const DIGEST_EVERY: u64 = 100_000_000;
+
+/// The machine's shape, as carried in the log's first control entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedConfig {
+    /// RAM size in bytes.
+    pub mem_size: u64,
+    /// Number of harts.
+    pub harts: u32,
+    /// Where the boot ROM sends hart 0 and what it tells the firmware.
+    pub boot: machine::BootInfo,
+}
+
+impl LoggedConfig {
+    /// The control entry's bytes (tag included).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = vec![TAG_CONFIG];
+        v.extend_from_slice(&self.mem_size.to_le_bytes());
+        v.extend_from_slice(&self.harts.to_le_bytes());
+        v.extend_from_slice(&self.boot.fdt_addr.to_le_bytes());
+        v.extend_from_slice(&self.boot.start.to_le_bytes());
+        v.extend_from_slice(&self.boot.kernel_entry.to_le_bytes());
+        let (a, b) = self.boot.initrd.unwrap_or((0, 0));
+        v.push(u8::from(self.boot.initrd.is_some()));
+        v.extend_from_slice(&a.to_le_bytes());
+        v.extend_from_slice(&b.to_le_bytes());
+        v
+    }
+
+    /// Parses a control entry written by [`LoggedConfig::encode`]; `None` if malformed.
+    pub fn decode(b: &[u8]) -> Option<LoggedConfig> {
+        if b.len() != 1 + 8 + 4 + 8 * 3 + 1 + 16 || b[0] != TAG_CONFIG {
+            return None;
+        }
+        let u64_at = |i: usize| b.get(i..i + 8)?.try_into().ok().map(u64::from_le_bytes);
+        let harts = u32::from_le_bytes(b.get(9..13)?.try_into().ok()?);
+        let initrd = match b[37] {
+            0 => None,
+            1 => Some((u64_at(38)?, u64_at(46)?)),
+            _ => return None,
+        };
+        Some(LoggedConfig {
+            mem_size: u64_at(1)?,
+            harts,
+            boot: machine::BootInfo {
+                fdt_addr: u64_at(13)?,
+                start: u64_at(21)?,
+                kernel_entry: u64_at(29)?,
+                initrd,
+            },
+        })
+    }
+
+    /// The header's fingerprint: FNV-1a 64 of the encoded entry.
+    pub fn fingerprint(&self) -> u64 {
+        self.encode()
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+    }
+}
+
+/// A machine's state digest as log digest parts.
+pub fn digest_parts(m: &Machine) -> Vec<DigestPart> {
+    let d = m.digest();
+    [
+        (replay::part::CPU, d.cpu),
+        (replay::part::RAM, d.ram),
+        (replay::part::DEVICES, d.devices),
+    ]
+    .into_iter()
+    .map(|(id, h)| {
+        let mut digest = [0u8; replay::DIGEST_LEN];
+        digest[..8].copy_from_slice(&h.to_le_bytes());
+        DigestPart { id, digest }
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_config_round_trips_and_rejects_garbage() {
+        let lc = LoggedConfig {
+            mem_size: 256 << 20,
+            harts: 2,
+            boot: machine::BootInfo {
+                fdt_addr: 0x8fe0_0000,
+                start: 0x8000_0000,
+                kernel_entry: 0x8020_0000,
+                initrd: Some((0x8800_0000, 0x8900_0000)),
+            },
+        };
+        let b = lc.encode();
+        assert_eq!(LoggedConfig::decode(&b), Some(lc.clone()));
+        for n in 0..b.len() {
+            assert_eq!(LoggedConfig::decode(&b[..n]), None);
+        }
+        let mut bad = b.clone();
+        bad[37] = 7;
+        assert_eq!(LoggedConfig::decode(&bad), None);
+        let mut other = lc.clone();
+        other.harts = 1;
+        assert_ne!(other.fingerprint(), lc.fingerprint());
+    }
+}

@@ -1,0 +1,409 @@
+//! The replayer: rebuilds a machine from a log's prologue (its shape and initial snapshot) and
+//! re-executes the run, feeding every logged input at its icount and checking every digest.
+//! `ftvm replay` reads the log from a file; the FT backup reads it from the logging channel and,
+//! when the primary is gone, [goes live](Replayer::go_live).
+//!
+//! For each entry the machine is run exactly to the entry's icount and the entry applied:
+//! console bytes, an idle skip, entropy (queued just before, taken by the rng device at that
+//! icount), a state digest compared with the replayed machine's. The replayer makes the same
+//! run calls as the recorder ([`crate::SLICE`] at a time), because finding every hart idle
+//! touches hart state. At the first mismatch it stops with [`ReplayError::Diverged`].
+
+use crate::logged::{digest_parts, LoggedConfig, DEV_RNG, DEV_UART, TAG_CONFIG, TAG_SNAPSHOT};
+use crate::outbox::Outbox;
+use machine::virtio::{EntropyBackend, OsEntropy};
+use machine::{Backends, Firmware, Machine, MachineConfig, PowerEvent, Stop};
+use replay::{Entry, Event, LogHeader, ReadError};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Why a replay failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// the log file cannot be opened
+    #[error("cannot open {path}: {source}")]
+    Open {
+        /// The path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// the log's bytes are bad
+    #[error("bad log: {0}")]
+    Read(#[from] ReadError),
+    /// the log is well-formed but not one a recorder wrote
+    #[error("bad log: {0}")]
+    Content(String),
+    /// the initial snapshot cannot be restored
+    #[error("cannot restore the log's initial snapshot: {0}")]
+    Restore(#[from] machine::snapshot::SnapshotError),
+    /// the replayed machine does not do what the log says
+    #[error("diverged at icount {icount}: {what}")]
+    Diverged {
+        /// Where.
+        icount: u64,
+        /// What differs.
+        what: String,
+    },
+}
+
+fn diverged(icount: u64, what: impl Into<String>) -> ReplayError {
+    ReplayError::Diverged {
+        icount,
+        what: what.into(),
+    }
+}
+
+fn content(what: &str) -> ReplayError {
+    ReplayError::Content(what.into())
+}
+
+/// The beginning of a log, gathered entry by entry: the configuration, then the snapshot's
+/// chunks.
+#[derive(Debug)]
+pub struct Prologue {
+    fingerprint: u64,
+    config: Option<LoggedConfig>,
+    snapshot: Vec<u8>,
+    done: bool,
+}
+
+impl Prologue {
+    /// Starts gathering the prologue of a log with `header`.
+    pub fn new(header: &LogHeader) -> Prologue {
+        Prologue {
+            fingerprint: header.config_fingerprint,
+            config: None,
+            snapshot: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// Takes the log's next entry; `Ok(true)` once the prologue is complete (the next entry is
+    /// the run's first input).
+    pub fn feed(&mut self, e: &Entry) -> Result<bool, ReplayError> {
+        let Event::ConfigChange(b) = &e.event else {
+            return Err(content(match self.config {
+                None => "the first entry is not the machine configuration",
+                Some(_) => "the initial snapshot is missing",
+            }));
+        };
+        let Some(lc) = &self.config else {
+            let lc = LoggedConfig::decode(b)
+                .filter(|_| b.first() == Some(&TAG_CONFIG))
+                .ok_or_else(|| content("the first entry is not the machine configuration"))?;
+            if lc.fingerprint() != self.fingerprint {
+                return Err(content(
+                    "the configuration does not match the header's fingerprint",
+                ));
+            }
+            self.config = Some(lc);
+            return Ok(false);
+        };
+        let total = match b.get(..9) {
+            Some([TAG_SNAPSHOT, t @ ..]) => u64::from_le_bytes(t.try_into().unwrap_or([0xff; 8])),
+            _ => return Err(content("the initial snapshot is missing")),
+        };
+        // A snapshot is at most the RAM plus a little: refuse a claimed size far beyond it
+        // before collecting that much.
+        if total > lc.mem_size.saturating_mul(2).saturating_add(64 << 20) {
+            return Err(content("the initial snapshot is malformed"));
+        }
+        self.snapshot.extend_from_slice(&b[9..]);
+        let have = self.snapshot.len() as u64;
+        if have > total {
+            return Err(content("the initial snapshot is malformed"));
+        }
+        self.done = have == total;
+        Ok(self.done)
+    }
+
+    /// The logged machine shape, once known.
+    pub fn config(&self) -> Option<&LoggedConfig> {
+        self.config.as_ref()
+    }
+
+    /// Builds the machine from the complete prologue; console output goes to `out`.
+    pub fn into_replayer(self, out: Outbox) -> Result<Replayer, ReplayError> {
+        let (Some(lc), true) = (self.config, self.done) else {
+            return Err(content("the log ends inside its initial snapshot"));
+        };
+        // Building the machine to restore into needs something to boot; everything it loads is
+        // overwritten by the snapshot (RAM) and by the logged boot information (the ROM).
+        let stub = std::env::temp_dir().join(format!(
+            "ftvm-replay-stub-{}-{:x}.bin",
+            std::process::id(),
+            self.fingerprint
+        ));
+        std::fs::write(&stub, 0x1050_0073u32.to_le_bytes()).map_err(|source| {
+            ReplayError::Open {
+                path: stub.display().to_string(),
+                source,
+            }
+        })?;
+        let cfg = MachineConfig {
+            mem_size: lc.mem_size,
+            harts: usize::try_from(lc.harts).unwrap_or(usize::MAX),
+            bios: Firmware::File(stub.clone()),
+            kernel: None,
+            initrd: None,
+            append: String::new(),
+            drives: Vec::new(),
+        };
+        let tap = Arc::new(AtomicU64::new(0));
+        let entropy = Arc::new(Mutex::new(EntropyQueue::default()));
+        let backends = Backends {
+            serial: Box::new(out.clone()),
+            console: Box::new(out.clone()),
+            entropy: Box::new(ReplayEntropy {
+                shared: Arc::clone(&entropy),
+                tap: Arc::clone(&tap),
+            }),
+        };
+        let restored = Machine::restore(&cfg, backends, &self.snapshot);
+        let _ = std::fs::remove_file(&stub);
+        let mut m = restored?;
+        m.set_boot_info(&lc.boot);
+        m.set_clock_tap(tap);
+        Ok(Replayer {
+            m,
+            entropy,
+            power: None,
+            idle: false,
+            out,
+            config: lc,
+        })
+    }
+}
+
+/// Logged entropy waiting for the guest to take it, the first mismatch, and the live source
+/// once the replayer has gone live.
+#[derive(Default)]
+struct EntropyQueue {
+    queue: VecDeque<(u64, Vec<u8>)>,
+    error: Option<(u64, String)>,
+    live: Option<OsEntropy>,
+}
+
+/// The entropy backend of a replay: hands out the logged bytes, checking the icount and size;
+/// after going live, the host's entropy.
+struct ReplayEntropy {
+    shared: Arc<Mutex<EntropyQueue>>,
+    tap: Arc<AtomicU64>,
+}
+
+impl EntropyBackend for ReplayEntropy {
+    fn fill(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+        let now = self.tap.load(Ordering::Relaxed);
+        let mut q = self
+            .shared
+            .lock()
+            .map_err(|_| std::io::Error::other("entropy queue poisoned"))?;
+        if let Some(live) = &mut q.live {
+            return live.fill(buf);
+        }
+        let why = match q.queue.pop_front() {
+            Some((at, data)) if at == now && data.len() == buf.len() => {
+                buf.copy_from_slice(&data);
+                return Ok(());
+            }
+            Some((at, data)) => format!(
+                "the guest took {} entropy bytes; the log has {} at icount {at}",
+                buf.len(),
+                data.len()
+            ),
+            None => format!(
+                "the guest took {} entropy bytes the log does not have",
+                buf.len()
+            ),
+        };
+        q.error.get_or_insert((now, why.clone()));
+        Err(std::io::Error::other(why))
+    }
+}
+
+/// A machine being replayed from a log.
+pub struct Replayer {
+    m: Machine,
+    entropy: Arc<Mutex<EntropyQueue>>,
+    /// The power request the replayed guest made, if any (the machine is not run after it).
+    power: Option<PowerEvent>,
+    /// Whether the last run call stopped because every hart waits (the recorder then skipped).
+    idle: bool,
+    out: Outbox,
+    config: LoggedConfig,
+}
+
+impl Replayer {
+    /// The machine being replayed.
+    pub fn machine(&self) -> &Machine {
+        &self.m
+    }
+
+    /// The machine-wide icount reached.
+    pub fn icount(&self) -> u64 {
+        self.m.icount()
+    }
+
+    /// The guest's power request, once it made one.
+    pub fn power(&self) -> Option<PowerEvent> {
+        self.power
+    }
+
+    /// The logged machine shape.
+    pub fn config(&self) -> &LoggedConfig {
+        &self.config
+    }
+
+    /// Where console output goes.
+    pub fn outbox(&self) -> &Outbox {
+        &self.out
+    }
+
+    /// Runs on without an entry, as far as `horizon`: the icount the recorder has reached
+    /// with every entry before it already given (the logging channel says so). Stops early
+    /// when the guest goes idle (the recorder then logged a skip) or asks for a power change.
+    pub fn run_to(&mut self, horizon: u64) -> Result<(), ReplayError> {
+        while !self.idle && self.power.is_none() && self.m.icount() < horizon {
+            self.stop(self.m.icount().saturating_add(crate::SLICE));
+        }
+        self.check_entropy()
+    }
+
+    /// Runs the machine to exactly `to`.
+    fn advance(&mut self, to: u64) -> Result<(), ReplayError> {
+        let now = self.m.icount();
+        if to < now {
+            return Err(diverged(now, format!("the log's next event is at {to}")));
+        }
+        // The same run calls as the recorder's loop made: each from where the machine stands
+        // to one slice further, until the entry's icount, an idle stop or a power request.
+        while self.power.is_none() && self.m.icount() < to {
+            self.stop(self.m.icount().saturating_add(crate::SLICE));
+            if self.idle {
+                break;
+            }
+        }
+        self.check_entropy()?;
+        let now = self.m.icount();
+        if now != to {
+            let why = match self.power {
+                Some(p) => format!("the guest stopped ({p:?}); the log goes on to icount {to}"),
+                None => format!("the guest went idle; the log's next event is at icount {to}"),
+            };
+            return Err(diverged(now, why));
+        }
+        Ok(())
+    }
+
+    /// One run call to `limit`, noting why it stopped.
+    fn stop(&mut self, limit: u64) {
+        let stop = self.m.run(limit);
+        self.idle = matches!(stop, Stop::Idle { .. });
+        if let Stop::Power(p) = stop {
+            self.power = Some(p);
+        }
+    }
+
+    fn check_entropy(&self) -> Result<(), ReplayError> {
+        let now = self.m.icount();
+        let q = self
+            .entropy
+            .lock()
+            .map_err(|_| diverged(now, "entropy queue poisoned"))?;
+        if let Some((at, why)) = &q.error {
+            return Err(diverged(*at, why.clone()));
+        }
+        if let Some((at, _)) = q.queue.front() {
+            if *at < now {
+                return Err(diverged(*at, "the guest did not take the logged entropy"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one entry; `Ok(true)` at the end of the log.
+    pub fn apply(&mut self, e: Entry) -> Result<bool, ReplayError> {
+        match e.event {
+            Event::DeviceCompletion {
+                device: DEV_UART,
+                data,
+                ..
+            } => {
+                self.advance(e.icount)?;
+                self.m.console_input(&data);
+            }
+            Event::DeviceCompletion {
+                device: DEV_RNG,
+                data,
+                ..
+            } => {
+                // The device takes it inside a run slice: queue it for the slice that gets
+                // there (later entries' runs check that it was taken at this icount).
+                if let Ok(mut q) = self.entropy.lock() {
+                    q.queue.push_back((e.icount, data));
+                }
+            }
+            Event::IdleSkip { until, .. } => {
+                self.advance(e.icount)?;
+                self.m.skip_to(until);
+                self.idle = false;
+            }
+            Event::StateDigest(parts) => {
+                self.advance(e.icount)?;
+                let mine = digest_parts(&self.m);
+                for p in &parts {
+                    let ok = mine.iter().any(|q| q.id == p.id && q.digest == p.digest);
+                    if !ok {
+                        let name = match p.id {
+                            replay::part::CPU => "cpu".to_string(),
+                            replay::part::RAM => "ram".to_string(),
+                            replay::part::DEVICES => "devices".to_string(),
+                            n => format!("#{n}"),
+                        };
+                        return Err(diverged(e.icount, format!("part {name} differs")));
+                    }
+                }
+            }
+            Event::PowerOff => {
+                self.advance(e.icount)?;
+                if self.power != Some(PowerEvent::PowerOff) {
+                    return Err(diverged(
+                        e.icount,
+                        "the log says the guest powered off here; the replayed guest did not",
+                    ));
+                }
+            }
+            Event::EndOfLog => {
+                self.advance(e.icount)?;
+                if let Ok(q) = self.entropy.lock() {
+                    if let Some((at, _)) = q.queue.front() {
+                        return Err(diverged(*at, "the guest did not take the logged entropy"));
+                    }
+                }
+                return Ok(true);
+            }
+            other => {
+                return Err(ReplayError::Content(format!(
+                    "unexpected {} entry at icount {}",
+                    other.name(),
+                    e.icount
+                )))
+            }
+        }
+        Ok(false)
+    }
+
+    /// Stops replaying: the devices switch from the log to the host (entropy from the host's
+    /// source), and the machine is handed over to run live from the icount reached. Whether
+    /// the last run call found every hart idle is returned too (the live loop then idles
+    /// first).
+    pub fn go_live(self) -> (Machine, bool) {
+        if let Ok(mut q) = self.entropy.lock() {
+            q.queue.clear();
+            q.live = Some(OsEntropy::default());
+        }
+        (self.m, self.idle)
+    }
+}
