@@ -2,6 +2,8 @@
 //! errors to exit codes (2 for any error of input or setup).
 
 // Named apart from the `replay` crate (the log format) that it uses.
+mod ft_cmd;
+mod pair;
 #[path = "replay.rs"]
 mod replay_cmd;
 mod run;
@@ -27,6 +29,20 @@ enum Command {
     Run(run::Args),
     /// Replay a log written by `ftvm run --record`, printing the guest's console to stdout.
     Replay(replay_cmd::Args),
+    /// Run the primary of a fault-tolerant pair: the guest, protected by a backup.
+    Primary(ft_cmd::PrimaryArgs),
+    /// Run the backup of a fault-tolerant pair: replays the primary's log, goes live when the
+    /// primary is gone.
+    Backup(ft_cmd::BackupArgs),
+    /// Start a primary and its backup on this machine and attach to the guest's console
+    /// (`--demo N`: the counter demo with a SIGKILL of the primary).
+    Pair(ft_cmd::PairCmdArgs),
+    /// Show the status of the pair's processes (role, protection, log positions, lag).
+    Status(ft_cmd::EndpointArgs),
+    /// Attach to a VM's console (follows a failover to the backup).
+    Console(ft_cmd::EndpointArgs),
+    /// Pause, resume or power off a protected VM (the backup follows at the same icount).
+    Control(ft_cmd::ControlArgs),
 }
 
 fn main() {
@@ -43,6 +59,12 @@ fn main() {
         Command::RunElf(a) => run_elf::main(a),
         Command::Run(a) => run::main(a),
         Command::Replay(a) => replay_cmd::main(a),
+        Command::Primary(a) => ft_cmd::primary(a),
+        Command::Backup(a) => ft_cmd::backup(a),
+        Command::Pair(a) => ft_cmd::pair(a),
+        Command::Status(a) => ft_cmd::status(a),
+        Command::Console(a) => ft_cmd::console(a),
+        Command::Control(a) => ft_cmd::control(a),
     };
     std::process::exit(code);
 }

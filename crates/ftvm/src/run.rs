@@ -33,9 +33,9 @@ pub const DEFAULT_BIOS: &str = "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dy
 /// Console input accepted ahead of the guest; stdin is not read while this much waits.
 const MAX_BACKLOG: usize = 64 * 1024;
 
-/// Options of `ftvm run`.
-#[derive(clap::Args, Debug)]
-pub struct Args {
+/// The machine's options, shared by `ftvm run`, `ftvm primary`, `ftvm backup` and `ftvm pair`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct VmArgs {
     /// Firmware loaded at the start of RAM (e.g. OpenSBI's fw_jump.bin or fw_dynamic.bin, raw
     /// or ELF), or `none` to enter the kernel in M-mode at the start of RAM.
     #[arg(long, value_name = "FILE|none", default_value = DEFAULT_BIOS)]
@@ -58,6 +58,32 @@ pub struct Args {
     /// A virtio disk: file=PATH[,readonly=on]. Repeatable; the first is /dev/vda.
     #[arg(long, value_name = "file=PATH[,readonly=on]")]
     pub drive: Vec<DriveConfig>,
+}
+
+impl VmArgs {
+    /// The machine configuration these options describe.
+    pub fn config(&self) -> MachineConfig {
+        MachineConfig {
+            mem_size: self.mem,
+            harts: self.smp,
+            bios: match self.bios.as_str() {
+                "none" => Firmware::None,
+                f => Firmware::File(f.into()),
+            },
+            kernel: self.kernel.clone(),
+            initrd: self.initrd.clone(),
+            append: self.append.clone(),
+            drives: self.drive.clone(),
+        }
+    }
+}
+
+/// Options of `ftvm run`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The machine.
+    #[command(flatten)]
+    pub vm: VmArgs,
     /// Write the generated device tree blob to FILE and exit.
     #[arg(long, value_name = "FILE")]
     pub dtb_out: Option<PathBuf>,
@@ -98,21 +124,6 @@ fn flush(out: &Outbox) {
 
 type FileRecorder = Recorder<BufWriter<File>>;
 
-fn config(a: &Args) -> MachineConfig {
-    MachineConfig {
-        mem_size: a.mem,
-        harts: a.smp,
-        bios: match a.bios.as_str() {
-            "none" => Firmware::None,
-            f => Firmware::File(f.into()),
-        },
-        kernel: a.kernel.clone(),
-        initrd: a.initrd.clone(),
-        append: a.append.clone(),
-        drives: a.drive.clone(),
-    }
-}
-
 fn build(cfg: &MachineConfig, out: &Outbox) -> Result<Machine, machine::MachineError> {
     build_with(cfg, out, Box::new(OsEntropy::default()))
 }
@@ -134,7 +145,7 @@ fn build_with(
 
 /// Runs the command; returns the process exit code.
 pub fn main(a: Args) -> i32 {
-    let cfg = config(&a);
+    let cfg = a.vm.config();
     let out = Outbox::default();
     let (mut rec, entropy) = match &a.record {
         None => (None, None),

@@ -1,0 +1,398 @@
+//! `ftvm backup`: waits for an authenticated primary, replays its log as it arrives (never
+//! running ahead of it: only to the horizon the primary has announced), acknowledges what it
+//! has received, and — when the primary falls silent or its connection breaks — replays every
+//! entry it received, wins the arbiter and goes live: the devices switch from the log to the
+//! host, the console endpoint starts serving from the replayed output, and the guest runs on.
+
+use crate::console::{Endpoint, OutputTail};
+use crate::heartbeat::{self, Liveness};
+use crate::live::LiveVm;
+use crate::status::{Role, Status};
+use crate::wire::{self, Msg, MsgReader, MsgWriter};
+use crate::{io, FtError, PairConfig};
+use arbiter::Claim;
+use replay::{Decoder, Entry, Event};
+use rr::{Outbox, Prologue, Replayer, DEV_UART};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where the backup listens.
+#[derive(Debug, Clone)]
+pub struct BackupConfig {
+    /// The channel address: TCP for the log, UDP (same port) for heartbeats.
+    pub listen: SocketAddr,
+    /// Where this side's console endpoint listens (it serves once live).
+    pub console: SocketAddr,
+}
+
+/// What the receiver thread hands the replay loop.
+enum Item {
+    /// The log's header.
+    Header(replay::LogHeader),
+    /// Entries and the horizon they bring.
+    Log(Vec<Entry>, u64),
+    /// The connection ended: why.
+    Gone(String),
+}
+
+/// Counters the receiver shares.
+#[derive(Default)]
+struct RxState {
+    entries: AtomicU64,
+    bytes: AtomicU64,
+    replayed: AtomicU64,
+}
+
+fn receive(
+    mut r: MsgReader,
+    mut w: MsgWriter,
+    tx: std::sync::mpsc::SyncSender<Item>,
+    st: Arc<RxState>,
+    live: Arc<Liveness>,
+) {
+    let mut dec = Decoder::new();
+    let mut horizon = 0u64;
+    let mut have_header = false;
+    let why = loop {
+        let msg = match r.recv() {
+            Ok(m) => m,
+            Err(e) => break e.to_string(),
+        };
+        live.heard();
+        let Msg::Log { horizon: h, bytes } = msg else {
+            break "the primary sent an acknowledgement".into();
+        };
+        st.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        dec.push(&bytes);
+        if !have_header {
+            match dec.header() {
+                Ok(Some(h)) => {
+                    have_header = true;
+                    if tx.send(Item::Header(h.clone())).is_err() {
+                        break "the replay loop ended".into();
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => break format!("corrupt log from the primary: {e}"),
+            }
+        }
+        let mut entries = Vec::new();
+        let failed = loop {
+            match dec.next_entry() {
+                Ok(Some(e)) => entries.push(e),
+                Ok(None) => break None,
+                Err(e) => break Some(format!("corrupt log from the primary: {e}")),
+            }
+        };
+        if let Some(why) = failed {
+            // Nothing of a bad frame is applied: the decoder checks a frame whole.
+            let _ = tx.send(Item::Log(entries, horizon));
+            break why;
+        }
+        if h < horizon {
+            break format!("the primary's horizon went back from {horizon} to {h}");
+        }
+        horizon = h;
+        st.entries
+            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        if tx.send(Item::Log(entries, horizon)).is_err() {
+            break "the replay loop ended".into();
+        }
+        let ack = Msg::Ack {
+            entries: st.entries.load(Ordering::Relaxed),
+            horizon,
+            replayed: st.replayed.load(Ordering::Relaxed),
+        };
+        if let Err(e) = w.send(&ack) {
+            break format!("acknowledging: {e}");
+        }
+    };
+    w.shutdown();
+    let _ = tx.send(Item::Gone(why));
+}
+
+/// Runs the backup; returns the exit code.
+pub fn run(bc: &BackupConfig, cfg: PairConfig) -> Result<i32, FtError> {
+    let ep = Endpoint::new(false, false);
+    let cl = TcpListener::bind(bc.console).map_err(io(format!(
+        "cannot listen for console clients on {}",
+        bc.console
+    )))?;
+    ep.serve(cl)
+        .map_err(io("cannot start the console endpoint"))?;
+    let listener = TcpListener::bind(bc.listen).map_err(io(format!(
+        "cannot listen for the primary on {}",
+        bc.listen
+    )))?;
+    let udp = UdpSocket::bind(bc.listen).map_err(io(format!(
+        "cannot open the heartbeat socket on {}",
+        bc.listen
+    )))?;
+    let mut status = Status::new(&cfg.vm, Role::Backup, "(waiting)".into());
+    ep.set_status(status.render());
+    eprintln!(
+        "ftvm backup: waiting for the primary on {} (console {} once live)",
+        bc.listen, bc.console
+    );
+    let (hello, w, r, peer) = loop {
+        let (s, peer) = listener.accept().map_err(io("accepting the primary"))?;
+        match wire::accept_handshake(s, &cfg.key) {
+            Ok((h, w, r)) if h.vm == cfg.vm => break (h, w, r, peer),
+            Ok((h, ..)) => eprintln!(
+                "ftvm backup: refused {peer}: it protects VM {:?}, we back up {:?}",
+                h.vm, cfg.vm
+            ),
+            Err(e) => eprintln!("ftvm backup: refused {peer}: {e}"),
+        }
+    };
+    drop(listener);
+    status.peer = peer.to_string();
+    eprintln!(
+        "ftvm backup: primary {peer} authenticated (vm {}, generation {})",
+        hello.vm, hello.generation
+    );
+    let live = Arc::new(Liveness::default());
+    live.heard();
+    heartbeat::spawn(
+        udp,
+        None,
+        cfg.key.clone(),
+        1,
+        0,
+        cfg.heartbeat,
+        Arc::clone(&live),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .map_err(io("cannot start the heartbeat"))?;
+    let st = Arc::new(RxState::default());
+    let (tx, rx) = sync_channel(4096);
+    {
+        let (st, live) = (Arc::clone(&st), Arc::clone(&live));
+        std::thread::Builder::new()
+            .name("log-receiver".into())
+            .spawn(move || receive(r, w, tx, st, live))
+            .map_err(io("cannot start the log receiver"))?;
+    }
+    Backup {
+        rx,
+        st,
+        live,
+        ep,
+        cfg,
+        status,
+        generation: hello.generation,
+    }
+    .run()
+}
+
+struct Backup {
+    rx: Receiver<Item>,
+    st: Arc<RxState>,
+    live: Arc<Liveness>,
+    ep: Endpoint,
+    cfg: PairConfig,
+    status: Status,
+    generation: u64,
+}
+
+/// The replay side's progress.
+struct Progress {
+    prologue: Option<Prologue>,
+    rp: Option<Replayer>,
+    horizon: u64,
+    /// Console input bytes replayed (the endpoint's input offset at go-live).
+    in_taken: u64,
+    tail: OutputTail,
+    ended: bool,
+    out: Outbox,
+}
+
+impl Progress {
+    fn apply(&mut self, entries: Vec<Entry>, horizon: u64) -> Result<(), FtError> {
+        for e in entries {
+            if let Some(rp) = &mut self.rp {
+                if let Event::DeviceCompletion {
+                    device: DEV_UART,
+                    data,
+                    ..
+                } = &e.event
+                {
+                    self.in_taken += data.len() as u64;
+                }
+                let end = rp.apply(e)?;
+                self.tail.push(&self.out.take());
+                if end {
+                    self.ended = true;
+                    return Ok(());
+                }
+                continue;
+            }
+            let p = self
+                .prologue
+                .as_mut()
+                .ok_or_else(|| FtError::Setup("no log header".into()))?;
+            if p.feed(&e)? {
+                let p = self
+                    .prologue
+                    .take()
+                    .ok_or_else(|| FtError::Setup("no prologue".into()))?;
+                self.rp = Some(p.into_replayer(self.out.clone())?);
+            }
+        }
+        self.horizon = self.horizon.max(horizon);
+        Ok(())
+    }
+
+    fn catch_up(&mut self) -> Result<(), FtError> {
+        if let Some(rp) = &mut self.rp {
+            if !self.ended {
+                rp.run_to(self.horizon)?;
+                self.tail.push(&self.out.take());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Backup {
+    fn run(mut self) -> Result<i32, FtError> {
+        let mut p = Progress {
+            prologue: None,
+            rp: None,
+            horizon: 0,
+            in_taken: 0,
+            tail: OutputTail::default(),
+            ended: false,
+            out: Outbox::default(),
+        };
+        let mut last_status = Instant::now();
+        let lost_why = loop {
+            let item = match self.rx.recv_timeout(Duration::from_millis(5)) {
+                Ok(i) => Some(i),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    break "the log receiver stopped".to_string()
+                }
+            };
+            match item {
+                Some(Item::Header(h)) => p.prologue = Some(Prologue::new(&h)),
+                Some(Item::Log(entries, horizon)) => p.apply(entries, horizon)?,
+                Some(Item::Gone(why)) => break why,
+                None => {}
+            }
+            if p.ended {
+                let code = self.stop_with_primary(&p);
+                return Ok(code);
+            }
+            // Replay as far as the primary has announced, a slice at a time so that new log
+            // is taken in between.
+            if let Some(rp) = &mut p.rp {
+                let target = p.horizon.min(rp.icount().saturating_add(rr::SLICE));
+                rp.run_to(target)?;
+                p.tail.push(&p.out.take());
+                self.st.replayed.store(rp.icount(), Ordering::Relaxed);
+            }
+            if self.live.silence() > self.cfg.heartbeat.timeout {
+                break format!(
+                    "nothing heard from the primary for {:?}",
+                    self.live.silence()
+                );
+            }
+            if last_status.elapsed() >= Duration::from_millis(200) {
+                last_status = Instant::now();
+                self.update_status(&p);
+            }
+        };
+        self.failover(p, lost_why)
+    }
+
+    fn update_status(&mut self, p: &Progress) {
+        let s = &mut self.status;
+        s.icount = p.rp.as_ref().map_or(0, |r| r.icount());
+        s.replayed = s.icount;
+        s.sent_entries = self.st.entries.load(Ordering::Relaxed);
+        s.sent_bytes = self.st.bytes.load(Ordering::Relaxed);
+        s.lag = machine::clock::duration_of(p.horizon.saturating_sub(s.icount));
+        s.peer_silence = self.live.silence();
+        s.max_gap = self.live.max_gap();
+        self.ep.set_status(s.render());
+    }
+
+    fn stop_with_primary(&self, p: &Progress) -> i32 {
+        let how = match p.rp.as_ref().and_then(|r| r.power()) {
+            Some(machine::PowerEvent::PowerOff) => "the guest powered off",
+            _ => "the primary ended the log (operator power off)",
+        };
+        eprintln!("ftvm backup: {how}: stopping too");
+        self.ep.close();
+        0
+    }
+
+    fn failover(mut self, mut p: Progress, why: String) -> Result<i32, FtError> {
+        let t0 = Instant::now();
+        eprintln!("ftvm backup: primary lost: {why}");
+        // Everything received is replayed before anything else.
+        while let Ok(item) = self.rx.try_recv() {
+            match item {
+                Item::Log(entries, horizon) => p.apply(entries, horizon)?,
+                Item::Header(h) => p.prologue = Some(Prologue::new(&h)),
+                Item::Gone(_) => {}
+            }
+        }
+        if p.ended {
+            return Ok(self.stop_with_primary(&p));
+        }
+        p.catch_up()?;
+        let Some(rp) = p.rp.take() else {
+            eprintln!("ftvm backup: the primary died before its initial snapshot arrived: nothing to take over");
+            return Ok(3);
+        };
+        let generation = self.generation + 1;
+        let claim = self
+            .cfg
+            .arbiter
+            .test_and_set(&self.cfg.vm, generation, &self.cfg.me);
+        match claim {
+            Ok(Claim::Won) => {}
+            Ok(Claim::Lost { winner }) => {
+                eprintln!(
+                    "ftvm backup: the arbiter gave generation {generation} to {winner}: stopping"
+                );
+                self.ep.close();
+                return Ok(3);
+            }
+            Err(e) => {
+                eprintln!("ftvm backup: the arbiter failed ({e}): not going live");
+                self.ep.close();
+                return Ok(3);
+            }
+        }
+        let icount = rp.icount();
+        let (m, _idle) = rp.go_live();
+        let tail: Vec<u8> = p.tail.bytes.iter().copied().collect();
+        self.ep.start_serving(p.in_taken, &tail, p.tail.base);
+        let took = t0.elapsed();
+        eprintln!(
+            "ftvm backup: went live at icount {icount} (generation {generation}) {:.1} ms after the failure was detected",
+            took.as_secs_f64() * 1e3
+        );
+        self.status.role = Role::Primary;
+        self.status.protected = false;
+        self.status.last_failover = Some(format!(
+            "went live at icount {icount}, {:.1} ms after detecting: {why}",
+            took.as_secs_f64() * 1e3
+        ));
+        LiveVm {
+            m,
+            out: p.out,
+            ep: self.ep,
+            prot: None,
+            cfg: self.cfg,
+            status: self.status,
+        }
+        .run()
+    }
+}

@@ -1,0 +1,82 @@
+//! The fault-tolerant pair of VMware FT (Scales et al., 2010) on the ftvm machine: a primary
+//! records every non-deterministic input into a log that an authenticated TCP channel carries
+//! to a backup, which replays it instruction for instruction; output waits for the backup's
+//! acknowledgement (the output rule); heartbeats and the channel detect a dead peer; an atomic
+//! test-and-set on shared storage ([`arbiter`]) decides who goes on; the backup goes live from
+//! exactly where the log left it.
+//!
+//! This crate sees the machine only through [`rr`] (record, replay, go live) and
+//! [`machine::Machine`]'s run/inject API. It never lets a peer's bytes panic the process: every
+//! message is authenticated, bounded and validated before anything is applied.
+
+pub mod auth;
+pub mod backup;
+pub mod console;
+pub mod heartbeat;
+pub mod link;
+mod live;
+pub mod primary;
+pub mod status;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use auth::Key;
+pub use heartbeat::HeartbeatConfig;
+
+/// Settings both sides of a pair share.
+#[derive(Clone)]
+pub struct PairConfig {
+    /// The VM's name: the arbiter's key.
+    pub vm: String,
+    /// Who this process is, for the arbiter ("primary@host:port").
+    pub me: String,
+    /// The shared key of the channel.
+    pub key: Key,
+    /// Where split-brain is settled.
+    pub arbiter: Arc<dyn arbiter::Arbiter>,
+    /// Heartbeat interval and failure timeout.
+    pub heartbeat: HeartbeatConfig,
+    /// The lag (guest time) beyond which the primary is slowed.
+    pub max_lag: Duration,
+    /// Log bytes in flight (sent, not acknowledged) beyond which the primary stalls.
+    pub buffer: usize,
+}
+
+/// Why a pair member stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum FtError {
+    /// {0}
+    #[error("{0}")]
+    Setup(String),
+    /// the machine cannot be built
+    #[error("{0}")]
+    Machine(#[from] machine::MachineError),
+    /// recording failed
+    #[error("recording the log failed: {0}")]
+    Record(#[from] rr::RecordError),
+    /// replay failed
+    #[error("replaying the primary's log failed: {0}")]
+    Replay(#[from] rr::ReplayError),
+    /// the channel failed during setup
+    #[error("logging channel: {0}")]
+    Wire(#[from] wire::WireError),
+    /// the arbiter failed
+    #[error("the arbiter failed: {0}")]
+    Arbiter(String),
+    /// a socket could not be set up
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}
+
+/// An I/O error with what was being done.
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> FtError {
+    let what = what.into();
+    move |source| FtError::Io { what, source }
+}

@@ -1,0 +1,197 @@
+//! The primary's end of the logging channel while the pair is protected: a sender thread with
+//! a bounded queue, the acknowledgement reader, and what they tell the run loop (acknowledged
+//! horizon, bytes in flight, the backup's replay position, a failure).
+
+use crate::console::Endpoint;
+use crate::heartbeat::Liveness;
+use crate::wire::{Msg, MsgReader, MsgWriter};
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+/// The log writer's output on the primary: bytes wait here until the run loop sends them.
+#[derive(Clone, Default)]
+pub struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+
+impl SharedBuf {
+    /// Takes the bytes written so far.
+    pub fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+    }
+}
+
+impl Write for SharedBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("log buffer poisoned"))?
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What the threads of the link share with the run loop.
+#[derive(Default)]
+pub struct LinkState {
+    /// Highest horizon the backup acknowledged.
+    pub acked_horizon: AtomicU64,
+    /// Log entries the backup has received.
+    pub acked_entries: AtomicU64,
+    /// The icount the backup has replayed to.
+    pub replayed: AtomicU64,
+    /// Log bytes handed to the sender.
+    pub sent_bytes: AtomicU64,
+    /// Log bytes acknowledged.
+    pub acked_bytes: AtomicU64,
+    /// Set once the link has failed.
+    pub failed: AtomicBool,
+    /// Why it failed.
+    pub why: Mutex<Option<String>>,
+    /// (horizon, cumulative bytes) of messages sent and not yet acknowledged.
+    inflight: Mutex<VecDeque<(u64, u64)>>,
+}
+
+impl LinkState {
+    fn fail(&self, why: String) {
+        if let Ok(mut w) = self.why.lock() {
+            w.get_or_insert(why);
+        }
+        self.failed.store(true, Ordering::Relaxed);
+    }
+
+    /// Why the link failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        if !self.failed.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.why
+            .lock()
+            .ok()
+            .and_then(|w| w.clone())
+            .or(Some("link failed".into()))
+    }
+
+    /// Log bytes sent and not yet acknowledged.
+    pub fn in_flight(&self) -> u64 {
+        self.sent_bytes
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.acked_bytes.load(Ordering::Relaxed))
+    }
+}
+
+/// The primary's link to its backup.
+pub struct Link {
+    tx: SyncSender<Msg>,
+    writer_shutdown: MsgWriterHandle,
+    /// Shared with the threads.
+    pub state: Arc<LinkState>,
+}
+
+/// Lets the run loop close the connection the sender thread owns.
+struct MsgWriterHandle(std::net::TcpStream);
+
+impl Link {
+    /// Starts the sender and the acknowledgement reader. `ep` gets the released horizons.
+    pub fn start(
+        w: MsgWriter,
+        mut r: MsgReader,
+        ep: Endpoint,
+        live: Arc<Liveness>,
+    ) -> std::io::Result<Link> {
+        let state = Arc::new(LinkState::default());
+        let (tx, rx) = sync_channel::<Msg>(1024);
+        let handle = MsgWriterHandle(w.stream_clone()?);
+        {
+            let state = Arc::clone(&state);
+            let mut w = w;
+            std::thread::Builder::new()
+                .name("log-sender".into())
+                .spawn(move || {
+                    for m in rx {
+                        if let Err(e) = w.send(&m) {
+                            state.fail(format!("sending the log: {e}"));
+                            w.shutdown();
+                            return;
+                        }
+                    }
+                })?;
+        }
+        {
+            let state = Arc::clone(&state);
+            std::thread::Builder::new()
+                .name("ack-reader".into())
+                .spawn(move || loop {
+                    match r.recv() {
+                        Ok(Msg::Ack {
+                            entries,
+                            horizon,
+                            replayed,
+                        }) => {
+                            live.heard();
+                            state.acked_entries.store(entries, Ordering::Relaxed);
+                            state.replayed.store(replayed, Ordering::Relaxed);
+                            state.acked_horizon.fetch_max(horizon, Ordering::Relaxed);
+                            if let Ok(mut q) = state.inflight.lock() {
+                                while q.front().is_some_and(|(h, _)| *h <= horizon) {
+                                    if let Some((_, b)) = q.pop_front() {
+                                        state.acked_bytes.fetch_max(b, Ordering::Relaxed);
+                                    }
+                                }
+                            }
+                            ep.release(horizon);
+                        }
+                        Ok(other) => {
+                            state.fail(format!("the backup sent an unexpected {other:?}"));
+                            return;
+                        }
+                        Err(e) => {
+                            state.fail(format!("the backup's acknowledgements: {e}"));
+                            return;
+                        }
+                    }
+                })?;
+        }
+        Ok(Link {
+            tx,
+            writer_shutdown: handle,
+            state,
+        })
+    }
+
+    /// Queues log bytes with the horizon they bring the backup to. `false` if the queue is
+    /// full (the caller stalls and tries again) or the link failed.
+    pub fn send(&self, horizon: u64, bytes: Vec<u8>) -> Result<(), Vec<u8>> {
+        let n = bytes.len() as u64;
+        let total = self.state.sent_bytes.load(Ordering::Relaxed) + n;
+        if let Ok(mut q) = self.state.inflight.lock() {
+            q.push_back((horizon, total));
+        }
+        match self.tx.try_send(Msg::Log { horizon, bytes }) {
+            Ok(()) => {
+                self.state.sent_bytes.store(total, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(TrySendError::Full(Msg::Log { bytes, .. }))
+            | Err(TrySendError::Disconnected(Msg::Log { bytes, .. })) => {
+                if let Ok(mut q) = self.state.inflight.lock() {
+                    q.pop_back();
+                }
+                Err(bytes)
+            }
+            Err(_) => Err(Vec::new()),
+        }
+    }
+
+    /// Closes the connection (the backup sees the end at once).
+    pub fn close(&self) {
+        let _ = self.writer_shutdown.0.shutdown(std::net::Shutdown::Both);
+    }
+}

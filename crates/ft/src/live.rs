@@ -1,0 +1,367 @@
+//! The run loop of a live VM: the primary (protected: every input goes into the log that the
+//! link carries to the backup, and output waits for the backup's acknowledgement), or a VM
+//! running on alone (a backup that went live, a primary whose backup is gone).
+//!
+//! Per slice: control operations, client input, one [`rr::SLICE`] of guest execution, the
+//! log frame and the slice's horizon to the link, the slice's output to the endpoint (held or
+//! released). When every hart waits, host time passes until the next timer or client input
+//! (idle time never runs faster than the wall clock). While protected, a full send queue or
+//! too much unacknowledged log stalls the primary, and a backup lagging by more than
+//! `max_lag` of guest time slows it down a few percent at a time.
+
+use crate::console::{Control, Endpoint};
+use crate::heartbeat::Liveness;
+use crate::link::{Link, SharedBuf};
+use crate::status::{Role, Status};
+use crate::{FtError, PairConfig};
+use arbiter::Claim;
+use machine::{clock, Machine, PowerEvent, Stop};
+use replay::Event;
+use rr::{Outbox, Recorder};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Console input accepted ahead of the guest.
+const MAX_BACKLOG: usize = 64 * 1024;
+
+/// What protects a primary.
+pub(crate) struct Protection {
+    pub rec: Recorder<SharedBuf>,
+    pub buf: SharedBuf,
+    pub link: Link,
+    pub live: Arc<Liveness>,
+    /// The arbiter generation the pair runs under.
+    pub generation: u64,
+    /// The horizon of the last message sent.
+    pub sent_horizon: u64,
+}
+
+/// A live VM.
+pub(crate) struct LiveVm {
+    pub m: Machine,
+    pub out: Outbox,
+    pub ep: Endpoint,
+    pub prot: Option<Protection>,
+    pub cfg: PairConfig,
+    pub status: Status,
+}
+
+enum Next {
+    Go,
+    Exit(i32),
+}
+
+impl LiveVm {
+    /// Runs until the guest powers off (0), an operator powers it off (0), or this side loses
+    /// the arbiter (3).
+    pub fn run(mut self) -> Result<i32, FtError> {
+        let mut paused = false;
+        let mut slowdown = 0.0f64;
+        let mut last_adjust = Instant::now();
+        let mut last_status = Instant::now() - Duration::from_secs(1);
+        let mut bytes_window = (Instant::now(), 0u64);
+        let mut idle: Option<Option<u64>> = None;
+        loop {
+            for c in self.ep.take_controls() {
+                match c {
+                    Control::Pause if !paused => {
+                        paused = true;
+                        self.log(Event::Pause);
+                        eprintln!(
+                            "ftvm {}: paused at icount {}",
+                            self.status.role,
+                            self.m.icount()
+                        );
+                    }
+                    Control::Resume if paused => {
+                        paused = false;
+                        self.log(Event::Resume);
+                        eprintln!("ftvm {}: resumed", self.status.role);
+                    }
+                    Control::PowerOff => {
+                        eprintln!("ftvm {}: powered off by the operator", self.status.role);
+                        return Ok(self.finish());
+                    }
+                    _ => {}
+                }
+            }
+            if last_status.elapsed() >= Duration::from_millis(200) {
+                last_status = Instant::now();
+                self.update_status(&mut bytes_window);
+            }
+            if let Next::Exit(c) = self.check_peer()? {
+                return Ok(c);
+            }
+            if paused {
+                self.ship();
+                self.ep.wait(Duration::from_millis(50));
+                continue;
+            }
+            let t0 = Instant::now();
+            if let Some(wake) = idle.take() {
+                self.idle(wake);
+            } else {
+                if self.m.console_backlog() < MAX_BACKLOG {
+                    let bytes = self.ep.take_input(16 << 10);
+                    if !bytes.is_empty() {
+                        if let Some(p) = &mut self.prot {
+                            p.rec.console(&self.m, &bytes);
+                        }
+                        self.m.console_input(&bytes);
+                    }
+                }
+                let stop = self.m.run(self.m.icount().saturating_add(rr::SLICE));
+                if let Some(p) = &mut self.prot {
+                    p.rec
+                        .after_slice(&self.m, !matches!(stop, Stop::Idle { .. }));
+                }
+                match stop {
+                    Stop::Limit => {}
+                    Stop::Idle { wake } => idle = Some(wake),
+                    Stop::Power(PowerEvent::PowerOff) => {
+                        if let Some(p) = &mut self.prot {
+                            p.rec.power = Some(PowerEvent::PowerOff);
+                        }
+                        eprintln!("ftvm {}: the guest powered off", self.status.role);
+                        return Ok(self.finish());
+                    }
+                    Stop::Power(PowerEvent::Fail(code)) => {
+                        eprintln!(
+                            "ftvm {}: the guest reported failure {code:#x}",
+                            self.status.role
+                        );
+                        self.finish();
+                        return Ok(match code & 0xff {
+                            0 => 1,
+                            c => i32::from(c),
+                        });
+                    }
+                    Stop::Power(PowerEvent::Reset) => {
+                        eprintln!("ftvm {}: the guest asked for a reset, which ftvm does not replicate: powering off", self.status.role);
+                        return Ok(self.finish());
+                    }
+                }
+            }
+            self.ship();
+            self.flow_control()?;
+            // Slowing down a primary whose backup lags behind.
+            if let Some(p) = &self.prot {
+                if last_adjust.elapsed() >= Duration::from_millis(100) {
+                    last_adjust = Instant::now();
+                    let replayed = p.link.state.replayed.load(Ordering::Relaxed);
+                    let lag = clock::duration_of(self.m.icount().saturating_sub(replayed));
+                    self.status.lag = lag;
+                    if lag > self.cfg.max_lag {
+                        slowdown = (slowdown + 0.03).min(0.9);
+                    } else if lag < self.cfg.max_lag / 2 {
+                        slowdown = (slowdown - 0.03).max(0.0);
+                    }
+                    self.status.slowdown = slowdown;
+                }
+                if slowdown > 0.0 {
+                    std::thread::sleep(t0.elapsed().mul_f64(slowdown / (1.0 - slowdown)));
+                }
+            }
+        }
+    }
+
+    fn log(&mut self, e: Event) {
+        if let Some(p) = &mut self.prot {
+            p.rec.event(&self.m, e);
+        }
+    }
+
+    /// Sends the slice's log and horizon, and hands the slice's output to the endpoint.
+    fn ship(&mut self) {
+        let horizon = self.m.icount();
+        if let Some(p) = &mut self.prot {
+            if let Err(e) = p.rec.flush() {
+                p.link.state.failed.store(true, Ordering::Relaxed);
+                eprintln!("ftvm primary: writing the log failed: {e}");
+            }
+            let all = p.buf.take();
+            // Messages of at most 4 MiB (a large snapshot spans several); only the last one
+            // brings the new horizon.
+            let mut chunks: Vec<Vec<u8>> = all.chunks(4 << 20).map(<[u8]>::to_vec).collect();
+            if chunks.is_empty() {
+                chunks.push(Vec::new());
+            }
+            let n = chunks.len();
+            for (i, mut bytes) in chunks.into_iter().enumerate() {
+                let h = if i + 1 == n { horizon } else { p.sent_horizon };
+                // A full queue: wait for the sender (bounded by the failure check).
+                loop {
+                    match p.link.send(h, bytes) {
+                        Ok(()) => break,
+                        Err(back) => {
+                            if p.link.state.failed.load(Ordering::Relaxed)
+                                || p.live.silence() > self.cfg.heartbeat.timeout
+                            {
+                                break;
+                            }
+                            bytes = back;
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                }
+            }
+            p.sent_horizon = horizon;
+        }
+        self.ep.output(horizon, self.out.take());
+    }
+
+    /// Stalls while too much log is unacknowledged.
+    fn flow_control(&mut self) -> Result<(), FtError> {
+        loop {
+            let Some(p) = &self.prot else { return Ok(()) };
+            if p.link.state.in_flight() <= self.cfg.buffer as u64 {
+                return Ok(());
+            }
+            if p.link.state.failed.load(Ordering::Relaxed)
+                || p.live.silence() > self.cfg.heartbeat.timeout
+            {
+                return Ok(());
+            }
+            self.status.stalls += 1;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Every hart waits: host time passes until the next timer is due in guest time, or until
+    /// client input or a control operation arrives (then the clock moves as far as host time
+    /// did).
+    fn idle(&mut self, wake: Option<u64>) {
+        self.ship();
+        let now = self.m.icount();
+        let sleep = wake.map(|w| clock::duration_of(w.saturating_sub(now)));
+        let t0 = Instant::now();
+        let limit = sleep
+            .unwrap_or(Duration::from_millis(100))
+            .min(Duration::from_millis(100));
+        // Wake up at least every 100 ms to check on the peer.
+        loop {
+            if self.ep.has_work() {
+                break;
+            }
+            let left = sleep.map(|s| s.saturating_sub(t0.elapsed()));
+            if left.is_some_and(|l| l.is_zero()) || t0.elapsed() >= limit {
+                break;
+            }
+            self.ep.wait(
+                left.unwrap_or(limit)
+                    .min(limit.saturating_sub(t0.elapsed())),
+            );
+        }
+        let waited = clock::icount_for(t0.elapsed());
+        let target = match wake {
+            Some(w) => w.min(now.saturating_add(waited)),
+            None => now.saturating_add(waited),
+        };
+        if let Some(p) = &mut self.prot {
+            p.rec.idle_skip(now, target);
+        }
+        self.m.skip_to(target);
+    }
+
+    /// Looks at the backup's health; on a failure, asks the arbiter whether to go on alone.
+    fn check_peer(&mut self) -> Result<Next, FtError> {
+        let Some(p) = &self.prot else {
+            return Ok(Next::Go);
+        };
+        let why = match p.link.state.failure() {
+            Some(w) => w,
+            None if p.live.silence() > self.cfg.heartbeat.timeout => {
+                format!("nothing heard from the backup for {:?}", p.live.silence())
+            }
+            None => return Ok(Next::Go),
+        };
+        let generation = p.generation + 1;
+        p.link.close();
+        eprintln!(
+            "ftvm primary: backup lost ({why}); asking the arbiter {}",
+            self.cfg.arbiter.describe()
+        );
+        let t0 = Instant::now();
+        let claim = self
+            .cfg
+            .arbiter
+            .test_and_set(&self.cfg.vm, generation, &self.cfg.me)
+            .map_err(|e| FtError::Arbiter(e.to_string()));
+        match claim {
+            Ok(Claim::Won) => {
+                eprintln!(
+                    "ftvm primary: won generation {generation} in {:?}: running on alone (unprotected)",
+                    t0.elapsed()
+                );
+                self.prot = None;
+                self.ep.unhold();
+                self.status.protected = false;
+                self.status.role = Role::Primary;
+                self.status.last_failover =
+                    Some(format!("backup lost at icount {}: {why}", self.m.icount()));
+                Ok(Next::Go)
+            }
+            Ok(Claim::Lost { winner }) => {
+                eprintln!("ftvm primary: the arbiter gave generation {generation} to {winner}: stopping, emitting nothing more");
+                self.ep.discard_and_close();
+                Ok(Next::Exit(3))
+            }
+            Err(e) => {
+                // Without the arbiter nobody may go on: stop rather than risk two primaries.
+                eprintln!("ftvm primary: {e}: stopping, emitting nothing more");
+                self.ep.discard_and_close();
+                Ok(Next::Exit(3))
+            }
+        }
+    }
+
+    /// Ends the log (the backup then stops too) and lets the last output out.
+    fn finish(&mut self) -> i32 {
+        if let Some(p) = self.prot.take() {
+            // The final digest, the power-off entry if the guest asked, the end marker.
+            if let Err(e) = p.rec.finish(&self.m) {
+                eprintln!("ftvm primary: ending the log failed: {e}");
+            }
+            let horizon = self.m.icount();
+            let _ = p.link.send(horizon, p.buf.take());
+            self.ep.output(horizon, self.out.take());
+            // Give the backup a moment to acknowledge, so the last output is released.
+            let t0 = Instant::now();
+            while p.link.state.acked_horizon.load(Ordering::Relaxed) < horizon
+                && !p.link.state.failed.load(Ordering::Relaxed)
+                && t0.elapsed() < Duration::from_secs(2)
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            p.link.close();
+        }
+        self.ep.unhold();
+        self.ep.output(self.m.icount(), self.out.take());
+        // Clients get a moment to read the last bytes.
+        std::thread::sleep(Duration::from_millis(200));
+        0
+    }
+
+    fn update_status(&mut self, window: &mut (Instant, u64)) {
+        let s = &mut self.status;
+        s.icount = self.m.icount();
+        if let Some(p) = &self.prot {
+            let st = &p.link.state;
+            s.sent_entries = p.rec.entries();
+            s.sent_bytes = st.sent_bytes.load(Ordering::Relaxed);
+            s.acked_entries = st.acked_entries.load(Ordering::Relaxed);
+            s.acked_bytes = st.acked_bytes.load(Ordering::Relaxed);
+            s.replayed = st.replayed.load(Ordering::Relaxed);
+            s.peer_silence = p.live.silence();
+            s.max_gap = p.live.max_gap();
+            let dt = window.0.elapsed().as_secs_f64();
+            if dt >= 1.0 {
+                s.bandwidth_bps = (s.sent_bytes.saturating_sub(window.1)) as f64 * 8.0 / dt;
+                *window = (Instant::now(), s.sent_bytes);
+            }
+        }
+        s.held_bytes = self.ep.held_bytes();
+        self.ep.set_status(s.render());
+    }
+}

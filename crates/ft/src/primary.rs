@@ -1,0 +1,119 @@
+//! `ftvm primary`: builds the machine, connects to the backup (authenticated), sends the log's
+//! prologue (the machine's shape and its initial snapshot, so the backup starts from exactly
+//! this state), then runs the guest protected ([`crate::live`]).
+
+use crate::console::Endpoint;
+use crate::heartbeat::{self, Liveness};
+use crate::link::{Link, SharedBuf};
+use crate::live::{LiveVm, Protection};
+use crate::status::{Role, Status};
+use crate::wire::{self, Hello};
+use crate::{io, FtError, PairConfig};
+use machine::{Backends, Machine, MachineConfig};
+use rr::{Outbox, Recorder};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where the primary is reached and whom it protects itself with.
+#[derive(Debug, Clone)]
+pub struct PrimaryConfig {
+    /// The backup's channel address (TCP for the log, UDP for heartbeats).
+    pub backup: SocketAddr,
+    /// Where this side's console endpoint listens.
+    pub console: SocketAddr,
+    /// How long to keep trying to reach the backup at start.
+    pub connect_for: Duration,
+}
+
+/// Runs the primary; returns the exit code.
+pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<i32, FtError> {
+    let buf = SharedBuf::default();
+    let (mut rec, entropy) = Recorder::new(buf.clone(), mcfg)?;
+    let out = Outbox::default();
+    let mut m = Machine::new(
+        mcfg,
+        Backends {
+            serial: Box::new(out.clone()),
+            console: Box::new(out.clone()),
+            entropy,
+        },
+    )?;
+    let listener = TcpListener::bind(pc.console).map_err(io(format!(
+        "cannot listen for console clients on {}",
+        pc.console
+    )))?;
+    let ep = Endpoint::new(true, true);
+    ep.serve(listener)
+        .map_err(io("cannot start the console endpoint"))?;
+
+    let generation = cfg
+        .arbiter
+        .current(&cfg.vm)
+        .map_err(|e| FtError::Arbiter(e.to_string()))?
+        .map_or(0, |(g, _)| g);
+    let t0 = Instant::now();
+    let stream = loop {
+        match TcpStream::connect_timeout(&pc.backup, Duration::from_millis(500)) {
+            Ok(s) => break s,
+            Err(e) if t0.elapsed() < pc.connect_for => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => {
+                return Err(FtError::Setup(format!(
+                    "cannot reach the backup at {} within {:?}: {e}",
+                    pc.backup, pc.connect_for
+                )))
+            }
+        }
+    };
+    let hello = Hello {
+        vm: cfg.vm.clone(),
+        generation,
+    };
+    let (w, r) = wire::connect_handshake(stream, &cfg.key, &hello)?;
+    let live = Arc::new(Liveness::default());
+    live.heard();
+    let udp = UdpSocket::bind(SocketAddr::new(pc.console.ip(), 0))
+        .map_err(io("cannot open the heartbeat socket"))?;
+    heartbeat::spawn(
+        udp,
+        Some(pc.backup),
+        cfg.key.clone(),
+        0,
+        1,
+        cfg.heartbeat,
+        Arc::clone(&live),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .map_err(io("cannot start the heartbeat"))?;
+    let link = Link::start(w, r, ep.clone(), Arc::clone(&live))
+        .map_err(io("cannot start the logging channel"))?;
+    rec.start(&mut m)?;
+    eprintln!(
+        "ftvm primary: vm {} protected by the backup at {} (generation {generation}, arbiter {}); console on {}",
+        cfg.vm,
+        pc.backup,
+        cfg.arbiter.describe(),
+        pc.console
+    );
+    let status = Status::new(&cfg.vm, Role::Primary, pc.backup.to_string());
+    LiveVm {
+        m,
+        out,
+        ep,
+        prot: Some(Protection {
+            rec,
+            buf,
+            link,
+            live,
+            generation,
+            sent_horizon: 0,
+        }),
+        cfg,
+        status,
+    }
+    .run()
+}

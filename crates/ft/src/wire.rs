@@ -1,0 +1,392 @@
+//! The logging channel's messages on a TCP stream, after the handshake of [`crate::auth`].
+//!
+//! A message is `len: u32 BE` (of what follows, tag excluded), `type: u8`, the body, then a
+//! [`TAG_LEN`]-byte tag. Primary to backup: [`Msg::Log`] (bytes of the log stream of
+//! `docs/log-format.md`, plus the *horizon*: the icount the primary has reached, every entry
+//! before it being in this or an earlier message). Backup to primary: [`Msg::Ack`] (what it has
+//! received, and how far it has replayed).
+
+use crate::auth::{self, Key, Tagger, NONCE_LEN, TAG_LEN};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+/// Largest message body: a log frame (16 MiB) and some.
+pub const MAX_MSG: usize = (16 << 20) + 64;
+/// What the handshake's first message starts with (and the channel's version).
+pub const MAGIC: &[u8; 8] = b"FTVMCH01";
+
+const T_LOG: u8 = 1;
+const T_ACK: u8 = 2;
+
+/// A message of the channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Msg {
+    /// Log bytes and the primary's horizon.
+    Log {
+        /// Every entry before this icount has been sent.
+        horizon: u64,
+        /// The next bytes of the log stream.
+        bytes: Vec<u8>,
+    },
+    /// The backup's acknowledgement.
+    Ack {
+        /// Log entries received (decoded) so far.
+        entries: u64,
+        /// The highest horizon received.
+        horizon: u64,
+        /// The icount the backup has replayed to.
+        replayed: u64,
+    },
+}
+
+/// Why the channel failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// the connection failed or closed
+    #[error("the connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// the peer closed the connection
+    #[error("the peer closed the connection")]
+    Closed,
+    /// a message's tag is wrong: corrupted, forged or replayed
+    #[error("a message failed authentication (corrupted or forged): connection dropped")]
+    BadTag,
+    /// a message is malformed
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// the handshake failed
+    #[error("authentication failed: {0}")]
+    Auth(String),
+}
+
+impl Msg {
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Msg::Log { horizon, bytes } => {
+                let mut v = Vec::with_capacity(9 + bytes.len());
+                v.push(T_LOG);
+                v.extend_from_slice(&horizon.to_le_bytes());
+                v.extend_from_slice(bytes);
+                v
+            }
+            Msg::Ack {
+                entries,
+                horizon,
+                replayed,
+            } => {
+                let mut v = vec![T_ACK];
+                for x in [entries, horizon, replayed] {
+                    v.extend_from_slice(&x.to_le_bytes());
+                }
+                v
+            }
+        }
+    }
+
+    fn decode(b: &[u8]) -> Result<Msg, WireError> {
+        let u64_at = |i: usize| -> Result<u64, WireError> {
+            b.get(i..i + 8)
+                .and_then(|s| s.try_into().ok())
+                .map(u64::from_le_bytes)
+                .ok_or_else(|| WireError::Malformed("short message".into()))
+        };
+        match b.first() {
+            Some(&T_LOG) => Ok(Msg::Log {
+                horizon: u64_at(1)?,
+                bytes: b[9..].to_vec(),
+            }),
+            Some(&T_ACK) if b.len() == 25 => Ok(Msg::Ack {
+                entries: u64_at(1)?,
+                horizon: u64_at(9)?,
+                replayed: u64_at(17)?,
+            }),
+            Some(t) => Err(WireError::Malformed(format!("message type {t}"))),
+            None => Err(WireError::Malformed("empty message".into())),
+        }
+    }
+}
+
+/// Sends tagged messages.
+pub struct MsgWriter {
+    stream: TcpStream,
+    tagger: Tagger,
+}
+
+/// Receives tagged messages.
+pub struct MsgReader {
+    stream: TcpStream,
+    tagger: Tagger,
+}
+
+impl MsgWriter {
+    /// Sends one message.
+    pub fn send(&mut self, m: &Msg) -> Result<(), WireError> {
+        let body = m.encode();
+        let tag = self.tagger.tag(&body);
+        let len = u32::try_from(body.len()).map_err(|_| WireError::Malformed("too long".into()))?;
+        let mut buf = Vec::with_capacity(4 + body.len() + TAG_LEN);
+        buf.extend_from_slice(&len.to_be_bytes());
+        buf.extend_from_slice(&body);
+        buf.extend_from_slice(&tag);
+        self.stream.write_all(&buf)?;
+        Ok(())
+    }
+
+    /// A second handle on the stream (to shut it down from another thread).
+    pub fn stream_clone(&self) -> std::io::Result<TcpStream> {
+        self.stream.try_clone()
+    }
+
+    /// Closes both directions (the reader on the other thread sees the end).
+    pub fn shutdown(&self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+fn read_exact_or_closed(s: &mut TcpStream, buf: &mut [u8]) -> Result<(), WireError> {
+    s.read_exact(buf).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => WireError::Closed,
+        _ => WireError::Io(e),
+    })
+}
+
+impl MsgReader {
+    /// Waits for the next message.
+    pub fn recv(&mut self) -> Result<Msg, WireError> {
+        let mut len = [0u8; 4];
+        read_exact_or_closed(&mut self.stream, &mut len)?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len == 0 || len > MAX_MSG {
+            return Err(WireError::Malformed(format!("length {len}")));
+        }
+        let mut body = vec![0u8; len + TAG_LEN];
+        read_exact_or_closed(&mut self.stream, &mut body)?;
+        let tag = body.split_off(len);
+        if !auth::equal(&tag, &self.tagger.tag(&body)) {
+            return Err(WireError::BadTag);
+        }
+        Msg::decode(&body)
+    }
+}
+
+/// What the primary tells the backup in the handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// The VM's name (the arbiter's key).
+    pub vm: String,
+    /// The arbiter generation the pair runs under.
+    pub generation: u64,
+}
+
+fn read_block(s: &mut TcpStream, max: usize) -> Result<Vec<u8>, WireError> {
+    let mut len = [0u8; 2];
+    read_exact_or_closed(s, &mut len)?;
+    let len = usize::from(u16::from_be_bytes(len));
+    if len > max {
+        return Err(WireError::Auth(format!("handshake block of {len} bytes")));
+    }
+    let mut b = vec![0u8; len];
+    read_exact_or_closed(s, &mut b)?;
+    Ok(b)
+}
+
+fn write_block(s: &mut TcpStream, b: &[u8]) -> Result<(), WireError> {
+    let len = u16::try_from(b.len()).map_err(|_| WireError::Auth("block too long".into()))?;
+    let mut v = len.to_be_bytes().to_vec();
+    v.extend_from_slice(b);
+    s.write_all(&v)?;
+    Ok(())
+}
+
+fn split(
+    stream: TcpStream,
+    key: &Key,
+    np: &[u8],
+    nb: &[u8],
+    out_dir: u8,
+) -> Result<(MsgWriter, MsgReader), WireError> {
+    stream.set_nodelay(true)?;
+    let r = stream.try_clone()?;
+    Ok((
+        MsgWriter {
+            stream,
+            tagger: Tagger::new(key, np, nb, out_dir),
+        },
+        MsgReader {
+            stream: r,
+            tagger: Tagger::new(key, np, nb, 1 - out_dir),
+        },
+    ))
+}
+
+/// The primary's side of the handshake on a connected stream.
+pub fn connect_handshake(
+    mut s: TcpStream,
+    key: &Key,
+    hello: &Hello,
+) -> Result<(MsgWriter, MsgReader), WireError> {
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    let np = auth::nonce();
+    let mut first = MAGIC.to_vec();
+    first.extend_from_slice(&np);
+    first.extend_from_slice(&hello.generation.to_le_bytes());
+    first.extend_from_slice(hello.vm.as_bytes());
+    write_block(&mut s, &first)?;
+    let reply = read_block(&mut s, 8 + NONCE_LEN + 32)?;
+    if reply.len() != 8 + NONCE_LEN + 32 || &reply[..8] != MAGIC {
+        return Err(WireError::Auth("the peer is not an ftvm backup".into()));
+    }
+    let nb = &reply[8..8 + NONCE_LEN];
+    if !auth::equal(&reply[8 + NONCE_LEN..], &auth::backup_proof(key, &np, nb)) {
+        return Err(WireError::Auth(
+            "the backup does not hold our key (wrong --key-file?)".into(),
+        ));
+    }
+    write_block(&mut s, &auth::primary_proof(key, &np, nb))?;
+    let mut ok = [0u8; 1];
+    read_exact_or_closed(&mut s, &mut ok)
+        .map_err(|_| WireError::Auth("the backup refused us".into()))?;
+    s.set_read_timeout(None)?;
+    let nb = nb.to_vec();
+    split(s, key, &np, &nb, 0)
+}
+
+/// The backup's side of the handshake on an accepted stream.
+pub fn accept_handshake(
+    mut s: TcpStream,
+    key: &Key,
+) -> Result<(Hello, MsgWriter, MsgReader), WireError> {
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    let first = read_block(&mut s, 8 + NONCE_LEN + 8 + 64)?;
+    if first.len() < 8 + NONCE_LEN + 8 || &first[..8] != MAGIC {
+        return Err(WireError::Auth("the peer is not an ftvm primary".into()));
+    }
+    let np = first[8..8 + NONCE_LEN].to_vec();
+    let generation = u64::from_le_bytes(
+        first[8 + NONCE_LEN..8 + NONCE_LEN + 8]
+            .try_into()
+            .map_err(|_| WireError::Auth("short hello".into()))?,
+    );
+    let vm = String::from_utf8(first[8 + NONCE_LEN + 8..].to_vec())
+        .map_err(|_| WireError::Auth("bad VM name".into()))?;
+    let nb = auth::nonce();
+    let mut reply = MAGIC.to_vec();
+    reply.extend_from_slice(&nb);
+    reply.extend_from_slice(&auth::backup_proof(key, &np, &nb));
+    write_block(&mut s, &reply)?;
+    let proof = read_block(&mut s, 32)?;
+    if !auth::equal(&proof, &auth::primary_proof(key, &np, &nb)) {
+        return Err(WireError::Auth("the peer does not hold our key".into()));
+    }
+    s.write_all(&[1])?;
+    s.set_read_timeout(None)?;
+    let (w, r) = split(s, key, &np, &nb, 1)?;
+    Ok((Hello { vm, generation }, w, r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn pair(
+        kp: Key,
+        kb: Key,
+    ) -> (
+        Result<(MsgWriter, MsgReader), WireError>,
+        Result<(Hello, MsgWriter, MsgReader), WireError>,
+    ) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            accept_handshake(s, &kb)
+        });
+        let hello = Hello {
+            vm: "vm0".into(),
+            generation: 3,
+        };
+        let p = connect_handshake(TcpStream::connect(addr).unwrap(), &kp, &hello);
+        (p, t.join().unwrap())
+    }
+
+    #[test]
+    fn same_key_talks_both_ways() {
+        let k = Key::random();
+        let (p, b) = pair(k.clone(), k);
+        let (mut pw, mut pr) = p.unwrap();
+        let (hello, mut bw, mut br) = b.unwrap();
+        assert_eq!(hello.vm, "vm0");
+        assert_eq!(hello.generation, 3);
+        let m = Msg::Log {
+            horizon: 42,
+            bytes: vec![1, 2, 3],
+        };
+        pw.send(&m).unwrap();
+        assert_eq!(br.recv().unwrap(), m);
+        let a = Msg::Ack {
+            entries: 1,
+            horizon: 42,
+            replayed: 40,
+        };
+        bw.send(&a).unwrap();
+        assert_eq!(pr.recv().unwrap(), a);
+    }
+
+    #[test]
+    fn wrong_key_is_refused_on_both_sides() {
+        let (p, b) = pair(Key::random(), Key::random());
+        assert!(matches!(p, Err(WireError::Auth(_))));
+        assert!(b.is_err());
+    }
+
+    #[test]
+    fn a_forged_message_drops_the_connection() {
+        let k = Key::random();
+        let (p, b) = pair(k.clone(), k);
+        let (pw, _pr) = p.unwrap();
+        let (_, _bw, mut br) = b.unwrap();
+        // Forge a message with a tag made under another key, written straight on the stream.
+        let mut forger = MsgWriter {
+            stream: pw.stream.try_clone().unwrap(),
+            tagger: Tagger::new(&Key::random(), &[0; 32], &[0; 32], 0),
+        };
+        forger
+            .send(&Msg::Log {
+                horizon: 1,
+                bytes: vec![9],
+            })
+            .unwrap();
+        assert!(matches!(br.recv(), Err(WireError::BadTag)));
+    }
+
+    #[test]
+    fn a_bit_flipped_in_transit_fails_the_tag() {
+        let k = Key::random();
+        let (p, b) = pair(k.clone(), k);
+        let (mut pw, _pr) = p.unwrap();
+        let (_, _bw, mut br) = b.unwrap();
+        let body = Msg::Log {
+            horizon: 5,
+            bytes: vec![1],
+        }
+        .encode();
+        let tag = pw.tagger.tag(&body);
+        let mut raw = (body.len() as u32).to_be_bytes().to_vec();
+        raw.extend_from_slice(&body);
+        raw.extend_from_slice(&tag);
+        raw[6] ^= 1;
+        pw.stream.write_all(&raw).unwrap();
+        assert!(matches!(br.recv(), Err(WireError::BadTag)));
+    }
+
+    #[test]
+    fn garbage_lengths_are_malformed_not_allocations() {
+        let k = Key::random();
+        let (p, b) = pair(k.clone(), k);
+        let (mut pw, _pr) = p.unwrap();
+        let (_, _bw, mut br) = b.unwrap();
+        pw.stream.write_all(&u32::MAX.to_be_bytes()).unwrap();
+        assert!(matches!(br.recv(), Err(WireError::Malformed(_))));
+    }
+}

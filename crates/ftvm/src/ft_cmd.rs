@@ -1,0 +1,295 @@
+//! `ftvm primary`, `ftvm backup`, `ftvm pair`, `ftvm status`, `ftvm console`, `ftvm control`:
+//! the fault-tolerant pair from the command line (see `crates/ft`).
+//!
+//! Exit codes: 0 when the guest or an operator powered the VM off, 2 on errors of input or
+//! setup, 3 when this side stopped itself (it lost the arbiter, or the arbiter was unreachable).
+
+use crate::run::VmArgs;
+use anyhow::{bail, Context};
+use ft::backup::BackupConfig;
+use ft::console::client::ConsoleClient;
+use ft::primary::PrimaryConfig;
+use ft::{HeartbeatConfig, Key, PairConfig};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Settings of the pair, the same on both sides.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PairArgs {
+    /// The VM's name: the arbiter's key ([A-Za-z0-9._-], at most 64).
+    #[arg(long, default_value = "vm0")]
+    pub vm: String,
+    /// The shared key of the logging channel (at least 16 bytes; e.g. `head -c 32
+    /// /dev/urandom > key`). `ftvm pair` makes one if none is given.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Where split-brain is settled: `file:DIR` (a directory both hosts share) or
+    /// `etcd:URL[,URL...]`.
+    #[arg(long, value_name = "SPEC", default_value = "file:/tmp/ftvm-arbiter")]
+    pub arbiter: String,
+    /// Time between two heartbeats, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 50)]
+    pub heartbeat_ms: u64,
+    /// Silence after which the peer counts as gone, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    pub failure_timeout_ms: u64,
+    /// Backup lag (guest time, milliseconds) beyond which the primary is slowed down.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub max_lag_ms: u64,
+    /// Unacknowledged log beyond which the primary stalls (K, M, G suffixes).
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = machine::parse_size)]
+    pub log_buffer: u64,
+}
+
+/// Options of `ftvm primary`.
+#[derive(clap::Args, Debug)]
+pub struct PrimaryArgs {
+    /// The machine.
+    #[command(flatten)]
+    pub vm: VmArgs,
+    /// The pair.
+    #[command(flatten)]
+    pub pair: PairArgs,
+    /// The backup's channel address (its --listen).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub peer: String,
+    /// Where console clients and `ftvm status` reach this side.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7101")]
+    pub console: String,
+    /// How long to keep trying to reach the backup at start, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 30)]
+    pub connect_timeout: u64,
+}
+
+/// Options of `ftvm backup`.
+#[derive(clap::Args, Debug)]
+pub struct BackupArgs {
+    /// The machine (its shape and state come from the primary; disks are the host's own).
+    #[command(flatten)]
+    pub vm: VmArgs,
+    /// The pair.
+    #[command(flatten)]
+    pub pair: PairArgs,
+    /// Where the primary connects (TCP) and heartbeats arrive (UDP, same port).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7100")]
+    pub listen: String,
+    /// Where console clients and `ftvm status` reach this side (console once live).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7102")]
+    pub console: String,
+}
+
+/// Options of `ftvm pair`.
+#[derive(clap::Args, Debug)]
+pub struct PairCmdArgs {
+    /// The machine.
+    #[command(flatten)]
+    pub vm: VmArgs,
+    /// The pair.
+    #[command(flatten)]
+    pub pair: PairArgs,
+    /// The backup's channel address.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7100")]
+    pub channel: String,
+    /// The primary's console endpoint.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7101")]
+    pub primary_console: String,
+    /// The backup's console endpoint.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7102")]
+    pub backup_console: String,
+    /// Run the demo: start a counter service in the guest, drive it with a client, kill the
+    /// primary (SIGKILL) after this many increments, and check that the client sees 1, 2, 3,
+    /// ... with none repeated or skipped through the failover.
+    #[arg(long, value_name = "N")]
+    pub demo: Option<u64>,
+    /// Increments in the demo (after the kill as many again).
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub demo_total: u64,
+}
+
+/// Options of `ftvm status`, `ftvm console`.
+#[derive(clap::Args, Debug)]
+pub struct EndpointArgs {
+    /// Console endpoints (primary first), comma-separated.
+    #[arg(
+        value_name = "HOST:PORT[,HOST:PORT]",
+        default_value = "127.0.0.1:7101,127.0.0.1:7102"
+    )]
+    pub endpoints: String,
+}
+
+/// Options of `ftvm control`.
+#[derive(clap::Args, Debug)]
+pub struct ControlArgs {
+    /// pause, resume or poweroff.
+    #[arg(value_parser = ["pause", "resume", "poweroff"])]
+    pub op: String,
+    /// The primary's console endpoint.
+    #[arg(value_name = "HOST:PORT", default_value = "127.0.0.1:7101")]
+    pub endpoint: String,
+}
+
+fn addr(s: &str, what: &str) -> anyhow::Result<SocketAddr> {
+    s.to_socket_addrs()
+        .with_context(|| format!("{what} {s:?} is not HOST:PORT"))?
+        .next()
+        .with_context(|| format!("{what} {s:?} resolves to no address"))
+}
+
+fn pair_config(p: &PairArgs, me: String) -> anyhow::Result<PairConfig> {
+    let key_file = p
+        .key_file
+        .as_ref()
+        .context("--key-file is required: the pair authenticates with a shared key")?;
+    let key = Key::from_file(key_file)?;
+    let arbiter: Arc<dyn arbiter::Arbiter> = Arc::from(arbiter::from_spec(&p.arbiter)?);
+    arbiter::validate_vm_name(&p.vm)?;
+    if p.heartbeat_ms == 0 || p.failure_timeout_ms <= p.heartbeat_ms {
+        bail!("--failure-timeout-ms must be larger than --heartbeat-ms (and both above 0)");
+    }
+    Ok(PairConfig {
+        vm: p.vm.clone(),
+        me,
+        key,
+        arbiter,
+        heartbeat: HeartbeatConfig {
+            interval: Duration::from_millis(p.heartbeat_ms),
+            timeout: Duration::from_millis(p.failure_timeout_ms),
+        },
+        max_lag: Duration::from_millis(p.max_lag_ms),
+        buffer: usize::try_from(p.log_buffer).unwrap_or(usize::MAX),
+    })
+}
+
+fn exit(what: &str, r: anyhow::Result<i32>) -> i32 {
+    match r {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ftvm {what}: {e:#}");
+            2
+        }
+    }
+}
+
+/// `ftvm primary`.
+pub fn primary(a: PrimaryArgs) -> i32 {
+    exit(
+        "primary",
+        (|| {
+            let console = addr(&a.console, "--console")?;
+            let pc = PrimaryConfig {
+                backup: addr(&a.peer, "--peer")?,
+                console,
+                connect_for: Duration::from_secs(a.connect_timeout),
+            };
+            let cfg = pair_config(&a.pair, format!("primary@{console}"))?;
+            Ok(ft::primary::run(&a.vm.config(), &pc, cfg)?)
+        })(),
+    )
+}
+
+/// `ftvm backup`.
+pub fn backup(a: BackupArgs) -> i32 {
+    exit(
+        "backup",
+        (|| {
+            let bc = BackupConfig {
+                listen: addr(&a.listen, "--listen")?,
+                console: addr(&a.console, "--console")?,
+            };
+            let cfg = pair_config(&a.pair, format!("backup@{}", bc.console))?;
+            Ok(ft::backup::run(&bc, cfg)?)
+        })(),
+    )
+}
+
+fn endpoints(s: &str) -> anyhow::Result<Vec<SocketAddr>> {
+    s.split(',')
+        .filter(|x| !x.is_empty())
+        .map(|x| addr(x, "endpoint"))
+        .collect()
+}
+
+/// `ftvm status`.
+pub fn status(a: EndpointArgs) -> i32 {
+    exit(
+        "status",
+        (|| {
+            let mut any = false;
+            for e in endpoints(&a.endpoints)? {
+                match ft::console::request(&e.to_string(), "STATUS", Duration::from_secs(2)) {
+                    Ok(text) => {
+                        any = true;
+                        println!("endpoint: {e}");
+                        print!("{text}");
+                        println!();
+                    }
+                    Err(err) => println!("endpoint: {e}\nunreachable: {err}\n"),
+                }
+            }
+            if !any {
+                bail!("no endpoint answered");
+            }
+            Ok(0)
+        })(),
+    )
+}
+
+/// `ftvm control`.
+pub fn control(a: ControlArgs) -> i32 {
+    exit(
+        "control",
+        (|| {
+            let e = addr(&a.endpoint, "endpoint")?;
+            let r = ft::console::request(
+                &e.to_string(),
+                &format!("CONTROL {}", a.op),
+                Duration::from_secs(2),
+            )?;
+            if !r.starts_with("OK") {
+                bail!("{e}: {}", r.trim());
+            }
+            Ok(0)
+        })(),
+    )
+}
+
+/// `ftvm console`: stdin to the guest, the guest to stdout, following a failover.
+pub fn console(a: EndpointArgs) -> i32 {
+    exit(
+        "console",
+        (|| {
+            let mut c = ConsoleClient::new(endpoints(&a.endpoints)?);
+            c.connect()?;
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut b = [0u8; 1024];
+                let mut stdin = std::io::stdin();
+                while let Ok(n) = stdin.read(&mut b) {
+                    if n == 0 || tx.send(b[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            });
+            loop {
+                while let Ok(b) = rx.try_recv() {
+                    c.send(&b)?;
+                }
+                let out = c.read_some(Duration::from_millis(20))?;
+                if !out.is_empty() {
+                    use std::io::Write;
+                    let mut so = std::io::stdout().lock();
+                    so.write_all(&out)?;
+                    so.flush()?;
+                }
+            }
+        })(),
+    )
+}
+
+/// `ftvm pair`.
+pub fn pair(a: PairCmdArgs) -> i32 {
+    exit("pair", crate::pair::run(a))
+}

@@ -1,0 +1,255 @@
+//! `ftvm pair`: a primary and its backup as two processes on this machine (they talk only
+//! through the network and the arbiter, as on two hosts), and a console client that follows a
+//! failover. With `--demo N` it shows the point of it all: a counter service in the guest, a
+//! client that increments it, SIGKILL to the primary after N increments, and the check that
+//! the values the client receives are 1, 2, 3, ... with none repeated or skipped.
+
+use crate::ft_cmd::{PairArgs, PairCmdArgs};
+use crate::run::VmArgs;
+use anyhow::{bail, Context};
+use ft::console::client::ConsoleClient;
+use std::net::ToSocketAddrs;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+fn vm_flags(v: &VmArgs) -> Vec<String> {
+    let mut f = vec![
+        "--bios".into(),
+        v.bios.clone(),
+        "--append".into(),
+        v.append.clone(),
+        "--mem".into(),
+        v.mem.to_string(),
+        "--smp".into(),
+        v.smp.to_string(),
+    ];
+    if let Some(k) = &v.kernel {
+        f.extend(["--kernel".into(), k.display().to_string()]);
+    }
+    if let Some(i) = &v.initrd {
+        f.extend(["--initrd".into(), i.display().to_string()]);
+    }
+    for d in &v.drive {
+        let ro = if d.readonly { ",readonly=on" } else { "" };
+        f.extend(["--drive".into(), format!("file={}{ro}", d.path.display())]);
+    }
+    f
+}
+
+fn pair_flags(p: &PairArgs, key: &std::path::Path) -> Vec<String> {
+    vec![
+        "--vm".into(),
+        p.vm.clone(),
+        "--key-file".into(),
+        key.display().to_string(),
+        "--arbiter".into(),
+        p.arbiter.clone(),
+        "--heartbeat-ms".into(),
+        p.heartbeat_ms.to_string(),
+        "--failure-timeout-ms".into(),
+        p.failure_timeout_ms.to_string(),
+        "--max-lag-ms".into(),
+        p.max_lag_ms.to_string(),
+        "--log-buffer".into(),
+        p.log_buffer.to_string(),
+    ]
+}
+
+/// Kills the children when the pair ends, however it ends.
+struct Children(Vec<(String, Child)>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs the pair; returns the exit code.
+pub fn run(a: PairCmdArgs) -> anyhow::Result<i32> {
+    let dir = std::env::temp_dir().join(format!("ftvm-pair-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let key = match &a.pair.key_file {
+        Some(k) => k.clone(),
+        None => {
+            let k = dir.join("key");
+            write_key(&k)?;
+            k
+        }
+    };
+    let exe = std::env::current_exe().context("cannot find the ftvm executable")?;
+    let mut kids = Children(Vec::new());
+    let mut backup = Command::new(&exe);
+    backup
+        .arg("backup")
+        .args(vm_flags(&a.vm))
+        .args(pair_flags(&a.pair, &key))
+        .args(["--listen", &a.channel, "--console", &a.backup_console]);
+    kids.0.push((
+        "backup".into(),
+        backup.spawn().context("cannot start the backup")?,
+    ));
+    let mut primary = Command::new(&exe);
+    primary
+        .arg("primary")
+        .args(vm_flags(&a.vm))
+        .args(pair_flags(&a.pair, &key))
+        .args(["--peer", &a.channel, "--console", &a.primary_console]);
+    kids.0.push((
+        "primary".into(),
+        primary.spawn().context("cannot start the primary")?,
+    ));
+    let eps = [&a.primary_console, &a.backup_console]
+        .iter()
+        .map(|e| {
+            e.to_socket_addrs()
+                .ok()
+                .and_then(|mut x| x.next())
+                .with_context(|| format!("{e} is not HOST:PORT"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut client = ConsoleClient::new(eps);
+    client.reconnect_for = Duration::from_secs(60);
+    client.connect()?;
+    let code = match a.demo {
+        Some(kill_after) => demo(
+            &mut client,
+            &mut kids,
+            kill_after,
+            a.demo_total.max(kill_after + 1),
+        )?,
+        None => interactive(&mut client, &mut kids)?,
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(code)
+}
+
+fn write_key(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(ft::Key::random().bytes())?;
+    Ok(())
+}
+
+fn alive(kids: &mut Children) -> bool {
+    kids.0
+        .iter_mut()
+        .any(|(_, c)| matches!(c.try_wait(), Ok(None)))
+}
+
+fn interactive(c: &mut ConsoleClient, kids: &mut Children) -> anyhow::Result<i32> {
+    eprintln!("ftvm pair: console attached (the primary's, then the backup's after a failover); `poweroff` in the guest ends the pair");
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut b = [0u8; 1024];
+        let mut stdin = std::io::stdin();
+        while let Ok(n) = stdin.read(&mut b) {
+            if n == 0 || tx.send(b[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    while alive(kids) {
+        while let Ok(b) = rx.try_recv() {
+            c.send(&b)?;
+        }
+        let out = match c.read_some(Duration::from_millis(20)) {
+            Ok(o) => o,
+            Err(_) if !alive(kids) => break,
+            Err(e) => return Err(e.into()),
+        };
+        if !out.is_empty() {
+            use std::io::Write;
+            let mut so = std::io::stdout().lock();
+            so.write_all(&out)?;
+            so.flush()?;
+        }
+    }
+    Ok(0)
+}
+
+/// Waits for a shell on the console: types a command until its answer comes back.
+pub fn wait_for_shell(c: &mut ConsoleClient, within: Duration) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    while t0.elapsed() < within {
+        // The answer differs from the typed line, so an echo is not taken for it.
+        c.send(b"echo READY-$((6*7))\n")?;
+        if c.read_line_until(|l| l.ends_with("READY-42"), Duration::from_secs(3))?
+            .is_some()
+        {
+            return Ok(());
+        }
+    }
+    bail!("no shell on the console within {within:?}")
+}
+
+/// The counter service of the demo, in the guest's shell: answers each line with `n=K`.
+pub const COUNTER: &[u8] = b"stty -echo; i=0; while read l; do i=$((i+1)); echo \"n=$i\"; done\n";
+
+fn demo(
+    c: &mut ConsoleClient,
+    kids: &mut Children,
+    kill_after: u64,
+    total: u64,
+) -> anyhow::Result<i32> {
+    eprintln!("ftvm pair: demo: waiting for the guest's shell");
+    wait_for_shell(c, Duration::from_secs(180))?;
+    c.send(COUNTER)?;
+    let mut killed_at: Option<Instant> = None;
+    let mut failover: Option<Duration> = None;
+    let t0 = Instant::now();
+    for k in 1..=total {
+        c.send(b"inc\n")?;
+        let line = c
+            .read_line_until(|l| l.starts_with("n="), Duration::from_secs(60))?
+            .with_context(|| format!("no answer to increment {k}"))?;
+        let v: u64 = line[2..]
+            .trim()
+            .parse()
+            .with_context(|| format!("bad answer {line:?}"))?;
+        if v != k {
+            bail!("invariant broken: increment {k} was answered {v} (expected {k})");
+        }
+        if let (Some(at), None) = (killed_at, failover) {
+            failover = Some(at.elapsed());
+            eprintln!(
+                "ftvm pair: demo: the new primary answered {v}, {:.0} ms after the kill",
+                at.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        if k == kill_after {
+            let (_, p) = kids
+                .0
+                .iter_mut()
+                .find(|(n, _)| n == "primary")
+                .context("no primary")?;
+            p.kill().context("cannot kill the primary")?;
+            let _ = p.wait();
+            killed_at = Some(Instant::now());
+            eprintln!("ftvm pair: demo: SIGKILL to the primary after value {v}");
+        }
+    }
+    println!(
+        "demo: {total} increments answered 1..={total} in order, none repeated or skipped, through a SIGKILL of the primary after {kill_after}; first answer of the new primary {} ms after the kill; {:.1} s in all",
+        failover.map_or("?".into(), |d| format!("{:.0}", d.as_secs_f64() * 1e3)),
+        t0.elapsed().as_secs_f64()
+    );
+    // End the counter loop (EOF) and power the guest off.
+    c.send(b"\x04")?;
+    c.send(b"poweroff\n")?;
+    let t1 = Instant::now();
+    while alive(kids) && t1.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(0)
+}
