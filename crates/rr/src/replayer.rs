@@ -366,6 +366,11 @@ impl Replayer {
                     }
                 }
             }
+            Event::Pause | Event::Resume => {
+                // An operator's pause: the guest stopped between two slices on the recorder,
+                // and the clock with it, so the replay only has to get there.
+                self.advance(e.icount)?;
+            }
             Event::PowerOff => {
                 self.advance(e.icount)?;
                 if self.power != Some(PowerEvent::PowerOff) {
