@@ -56,6 +56,7 @@ impl LiveVm {
     /// Runs until the guest powers off (0), an operator powers it off (0), or this side loses
     /// the arbiter (3).
     pub fn run(mut self) -> Result<i32, FtError> {
+        self.update_status(&mut (Instant::now(), 0));
         let mut paused = false;
         let mut slowdown = 0.0f64;
         let mut last_adjust = Instant::now();
@@ -68,6 +69,7 @@ impl LiveVm {
                     Control::Pause if !paused => {
                         paused = true;
                         self.log(Event::Pause);
+                        self.update_status(&mut bytes_window);
                         eprintln!(
                             "ftvm {}: paused at icount {}",
                             self.status.role,
@@ -86,7 +88,7 @@ impl LiveVm {
                     _ => {}
                 }
             }
-            if last_status.elapsed() >= Duration::from_millis(200) {
+            if last_status.elapsed() >= Duration::from_millis(50) {
                 last_status = Instant::now();
                 self.update_status(&mut bytes_window);
             }

@@ -1,0 +1,309 @@
+//! The fault-tolerant pair end to end: real `ftvm primary` and `ftvm backup` processes on
+//! 127.0.0.1 booting the Linux guest, a client of the counter service in the guest's shell, and
+//! faults: SIGKILL of either side at random moments, a cut logging link, forged and corrupted
+//! frames. The invariant throughout: the client receives 1, 2, 3, ... with none repeated or
+//! skipped, and exactly one side ever goes on.
+//!
+//! Needs the guest (`cargo xtask test` provides it; a bare `cargo test` skips).
+
+mod ft_support;
+
+use ft_support::*;
+use std::time::{Duration, Instant};
+
+/// Runs of the random-kill test (`FTVM_FT_RUNS` overrides).
+fn runs() -> u64 {
+    std::env::var("FTVM_FT_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20)
+}
+
+/// The primary is killed at a random moment (after a random number of increments, with a
+/// request possibly in flight); the backup goes live and the client carries on. 20 runs.
+#[test]
+fn primary_killed_at_random_moments() {
+    let Some(g) = guest() else { return };
+    let mut rng = Rng::new("primary_killed_at_random_moments");
+    let total = 60;
+    for run in 0..runs() {
+        let t0 = Instant::now();
+        let mut p = Pair::start(&format!("kill-{run}"), &g, &PairOptions::default(), None);
+        let mut c = p.client();
+        start_counter(&mut c);
+        let kill_after = 1 + rng.below(total - 10);
+        let in_flight = rng.below(2) == 1;
+        let delay = Duration::from_micros(rng.below(20_000));
+        for k in 1..=total {
+            if k == kill_after + 1 && in_flight {
+                // The kill lands while this request is in flight.
+                c.send(b"inc\n").unwrap();
+                std::thread::sleep(delay);
+                p.kill("primary");
+                expect(&mut c, k, &|| p.logs());
+                continue;
+            }
+            increment(&mut c, k, &|| p.logs());
+            if k == kill_after && !in_flight {
+                std::thread::sleep(delay);
+                p.kill("primary");
+            }
+        }
+        assert!(
+            p.stderr("backup").contains("went live"),
+            "run {run}: {}",
+            p.logs()
+        );
+        assert_eq!(
+            c.endpoint(),
+            Some(p.backup_console),
+            "the client ends on the backup"
+        );
+        // The final state: the count is exactly what an uninterrupted run would have.
+        increment(&mut c, total + 1, &|| p.logs());
+        c.send(b"\x04poweroff\n").unwrap();
+        assert_eq!(
+            p.wait("backup", Duration::from_secs(30)),
+            Some(0),
+            "{}",
+            p.logs()
+        );
+        eprintln!(
+            "run {run}: killed after {kill_after}{} (+{delay:?}), {:.1} s",
+            if in_flight {
+                " with a request in flight"
+            } else {
+                ""
+            },
+            t0.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// The backup dies: the primary wins the arbiter and keeps serving, now unprotected.
+#[test]
+fn backup_killed_primary_carries_on() {
+    let Some(g) = guest() else { return };
+    let mut p = Pair::start("backup-killed", &g, &PairOptions::default(), None);
+    let mut c = p.client();
+    start_counter(&mut c);
+    for k in 1..=20 {
+        increment(&mut c, k, &|| p.logs());
+    }
+    p.kill("backup");
+    for k in 21..=40 {
+        increment(&mut c, k, &|| p.logs());
+    }
+    assert!(
+        p.stderr("primary").contains("running on alone"),
+        "{}",
+        p.logs()
+    );
+    assert_eq!(c.endpoint(), Some(p.primary_console));
+    let st = ft::console::request(
+        &p.primary_console.to_string(),
+        "STATUS",
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    assert!(
+        st.contains("role: primary") && st.contains("protected: no"),
+        "{st}"
+    );
+    c.send(b"\x04poweroff\n").unwrap();
+    assert_eq!(
+        p.wait("primary", Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        p.logs()
+    );
+}
+
+/// Which sides are still running after a fault; exactly one must be, the other exited 3.
+fn exactly_one_survives(p: &mut Pair) -> &'static str {
+    let t0 = Instant::now();
+    let (mut pc, mut bc) = (None, None);
+    while t0.elapsed() < Duration::from_secs(10) && pc.is_none() && bc.is_none() {
+        pc = p.wait("primary", Duration::from_millis(50));
+        bc = p.wait("backup", Duration::from_millis(50));
+    }
+    // Give the other side the same time to stop if it were going to.
+    std::thread::sleep(Duration::from_secs(2));
+    pc = pc.or_else(|| p.wait("primary", Duration::from_millis(10)));
+    bc = bc.or_else(|| p.wait("backup", Duration::from_millis(10)));
+    match (pc, bc) {
+        (Some(3), None) => "backup",
+        (None, Some(3)) => "primary",
+        other => panic!(
+            "expected exactly one side to stop with 3, got {other:?}\n{}",
+            p.logs()
+        ),
+    }
+}
+
+/// The logging link is cut while both sides still reach the arbiter: exactly one goes on, the
+/// other stops itself and emits nothing more; the client's invariant holds.
+#[test]
+fn link_cut_exactly_one_side_continues() {
+    let Some(g) = guest() else { return };
+    let proxy = Proxy::new();
+    let mut p = Pair::start("link-cut", &g, &PairOptions::default(), Some(&proxy));
+    let mut c = p.client();
+    start_counter(&mut c);
+    for k in 1..=20 {
+        increment(&mut c, k, &|| p.logs());
+    }
+    proxy.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+    let survivor = exactly_one_survives(&mut p);
+    for k in 21..=40 {
+        increment(&mut c, k, &|| p.logs());
+    }
+    let want = if survivor == "primary" {
+        p.primary_console
+    } else {
+        p.backup_console
+    };
+    assert_eq!(c.endpoint(), Some(want), "{}", p.logs());
+    eprintln!("link cut: the {survivor} went on");
+}
+
+/// A stranger without the key is refused by the backup (and the real primary still pairs);
+/// a bit flipped on the wire mid-stream drops the connection with a clear error before
+/// anything of it is applied, and then exactly one side goes on.
+#[test]
+fn forged_and_corrupted_frames_are_refused() {
+    let Some(g) = guest() else { return };
+    let proxy = Proxy::new();
+    let o = PairOptions {
+        stranger_first: true,
+        ..Default::default()
+    };
+    let mut p = Pair::start("forged", &g, &o, Some(&proxy));
+    let mut c = p.client();
+    start_counter(&mut c);
+    for k in 1..=10 {
+        increment(&mut c, k, &|| p.logs());
+    }
+    assert!(p.stderr("backup").contains("refused"), "{}", p.logs());
+    let t0 = Instant::now();
+    while !p.stderr("backup").contains("authenticated") && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(p.stderr("backup").contains("authenticated"), "{}", p.logs());
+    // Now corrupt one bit of the live stream, a little ahead of where it is.
+    let at = proxy.forwarded.load(std::sync::atomic::Ordering::Relaxed) + 100;
+    proxy
+        .flip_at
+        .store(at, std::sync::atomic::Ordering::Relaxed);
+    // Traffic makes the stream move past the flipped byte.
+    let mut k = 11;
+    let t0 = Instant::now();
+    while !p.stderr("backup").contains("primary lost") && t0.elapsed() < Duration::from_secs(20) {
+        increment(&mut c, k, &|| p.logs());
+        k += 1;
+    }
+    let err = p.stderr("backup");
+    assert!(
+        err.contains("failed authentication") || err.contains("corrupt log"),
+        "{}",
+        p.logs()
+    );
+    let survivor = exactly_one_survives(&mut p);
+    for k in k..k + 10 {
+        increment(&mut c, k, &|| p.logs());
+    }
+    eprintln!("flipped bit: the {survivor} went on");
+}
+
+/// Control operations travel in the log: pause stops the guest on both sides (the primary's
+/// icount stands still), resume carries on, power off ends both; `ftvm status` shows both.
+#[test]
+fn control_operations_and_status() {
+    let Some(g) = guest() else { return };
+    let mut p = Pair::start("control", &g, &PairOptions::default(), None);
+    let mut c = p.client();
+    start_counter(&mut c);
+    increment(&mut c, 1, &|| p.logs());
+    let status = |p: &Pair| {
+        let out = std::process::Command::new(FTVM)
+            .args([
+                "status",
+                &format!("{},{}", p.primary_console, p.backup_console),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let s = status(&p);
+    assert!(
+        s.contains("role: primary") && s.contains("role: backup"),
+        "{s}"
+    );
+    assert!(s.contains("protected: yes"), "{s}");
+    let control = |op: &str| {
+        let st = std::process::Command::new(FTVM)
+            .args(["control", op, &p.primary_console.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "control {op}");
+    };
+    let icount = |p: &Pair| -> u64 {
+        let s = ft::console::request(
+            &p.primary_console.to_string(),
+            "STATUS",
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("icount: "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    control("pause");
+    std::thread::sleep(Duration::from_millis(500));
+    let a = icount(&p);
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(a, icount(&p), "paused: the guest does not run");
+    control("resume");
+    increment(&mut c, 2, &|| p.logs());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(icount(&p) > a, "resumed: the guest runs again");
+    control("poweroff");
+    assert_eq!(
+        p.wait("primary", Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        p.logs()
+    );
+    assert_eq!(
+        p.wait("backup", Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        p.logs()
+    );
+    assert!(p.stderr("backup").contains("stopping too"), "{}", p.logs());
+    assert!(!p.stderr("backup").contains("went live"), "{}", p.logs());
+}
+
+/// Two harts: the backup replays the multi-hart schedule and goes live just the same.
+#[test]
+fn failover_with_two_harts() {
+    let Some(g) = guest() else { return };
+    let o = PairOptions {
+        smp: 2,
+        ..Default::default()
+    };
+    let mut p = Pair::start("smp2", &g, &o, None);
+    let mut c = p.client();
+    start_counter(&mut c);
+    for k in 1..=15 {
+        increment(&mut c, k, &|| p.logs());
+    }
+    p.kill("primary");
+    for k in 16..=30 {
+        increment(&mut c, k, &|| p.logs());
+    }
+    assert!(p.stderr("backup").contains("went live"), "{}", p.logs());
+}

@@ -1,0 +1,434 @@
+//! What the fault-tolerance end-to-end tests share: starting a primary and a backup as real
+//! processes on 127.0.0.1 (free ports, a key, an arbiter directory of their own), the counter
+//! client that checks the invariant, and a proxy on the logging channel that can cut the link
+//! or flip a bit in transit.
+
+#![allow(dead_code)]
+
+use ft::console::client::ConsoleClient;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const FTVM: &str = env!("CARGO_BIN_EXE_ftvm");
+pub const FW_JUMP: &str = guestctl::FW_JUMP;
+
+/// A free port on 127.0.0.1 for both TCP and UDP (asked of the kernel, then released).
+pub fn free_port() -> u16 {
+    loop {
+        let t = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = t.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+pub fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A cheap seeded random source (xorshift), the seed printed so a failure can be rerun.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(name: &str) -> Rng {
+        let seed = std::env::var("FTVM_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
+        eprintln!("{name}: FTVM_TEST_SEED={seed}");
+        Rng(seed)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// The guest's images, or None (skipped, or failed under `cargo xtask test`).
+pub fn guest() -> Option<PathBuf> {
+    let g = guestctl::guest_dir_from_env()?;
+    if !Path::new(FW_JUMP).exists() {
+        guestctl::skip("no OpenSBI (apt-get install opensbi)");
+        return None;
+    }
+    Some(g)
+}
+
+/// A primary and a backup.
+pub struct Pair {
+    pub dir: PathBuf,
+    pub primary: Option<Child>,
+    pub backup: Option<Child>,
+    /// The backup's channel address.
+    pub channel: SocketAddr,
+    /// Where the primary sends its log (the channel, or a proxy in front of it).
+    pub peer: SocketAddr,
+    pub primary_console: SocketAddr,
+    pub backup_console: SocketAddr,
+    pub key: PathBuf,
+    pub arbiter: String,
+}
+
+pub struct PairOptions {
+    pub smp: usize,
+    /// Put a proxy between the primary and the backup.
+    pub proxy: bool,
+    pub arbiter: Option<String>,
+    pub extra: Vec<String>,
+    /// Before the primary starts, a stranger without the key tries to pair with the backup.
+    pub stranger_first: bool,
+}
+
+impl Default for PairOptions {
+    fn default() -> Self {
+        PairOptions {
+            smp: 1,
+            proxy: false,
+            arbiter: None,
+            extra: Vec::new(),
+            stranger_first: false,
+        }
+    }
+}
+
+impl Pair {
+    /// Starts the backup, then the primary (booting the guest); `proxy` is set up by the
+    /// caller when options ask for one (its address becomes the primary's peer).
+    pub fn start(name: &str, g: &Path, o: &PairOptions, proxy: Option<&Proxy>) -> Pair {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("ft")
+            .join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("key");
+        std::fs::write(&key, ft::Key::random().bytes()).unwrap();
+        let arbiter = o
+            .arbiter
+            .clone()
+            .unwrap_or_else(|| format!("file:{}", dir.join("arbiter").display()));
+        let channel = addr(free_port());
+        let peer = proxy.map_or(channel, |p| p.addr);
+        let mut p = Pair {
+            dir,
+            primary: None,
+            backup: None,
+            channel,
+            peer,
+            primary_console: addr(free_port()),
+            backup_console: addr(free_port()),
+            key,
+            arbiter,
+        };
+        if let Some(px) = proxy {
+            px.target(channel);
+        }
+        p.backup = Some(p.spawn("backup", g, o));
+        if o.stranger_first {
+            stranger(channel);
+        }
+        p.primary = Some(p.spawn("primary", g, o));
+        p
+    }
+
+    fn spawn(&self, role: &str, g: &Path, o: &PairOptions) -> Child {
+        let mut c = Command::new(FTVM);
+        c.arg(role)
+            .args([
+                "--bios",
+                FW_JUMP,
+                "--mem",
+                "256M",
+                "--append",
+                "console=ttyS0",
+            ])
+            .args(["--smp", &o.smp.to_string()])
+            .arg("--kernel")
+            .arg(g.join("Image"))
+            .arg("--initrd")
+            .arg(g.join("initramfs.cpio.gz"))
+            .arg("--key-file")
+            .arg(&self.key)
+            .args(["--arbiter", &self.arbiter, "--vm", "testvm"])
+            .args(&o.extra);
+        if role == "primary" {
+            c.args(["--peer", &self.peer.to_string()])
+                .args(["--console", &self.primary_console.to_string()]);
+        } else {
+            c.args(["--listen", &self.channel.to_string()])
+                .args(["--console", &self.backup_console.to_string()]);
+        }
+        let err = std::fs::File::create(self.dir.join(format!("{role}.stderr"))).unwrap();
+        c.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start ftvm {role}: {e}"))
+    }
+
+    /// What a process wrote to stderr so far.
+    pub fn stderr(&self, role: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{role}.stderr"))).unwrap_or_default()
+    }
+
+    pub fn client(&self) -> ConsoleClient {
+        let mut c = ConsoleClient::new(vec![self.primary_console, self.backup_console]);
+        c.reconnect_for = Duration::from_secs(30);
+        c
+    }
+
+    /// SIGKILL to one side.
+    pub fn kill(&mut self, role: &str) {
+        let c = if role == "primary" {
+            self.primary.as_mut()
+        } else {
+            self.backup.as_mut()
+        };
+        if let Some(c) = c {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits up to `d` for a side to exit; its exit code.
+    pub fn wait(&mut self, role: &str, d: Duration) -> Option<i32> {
+        let c = if role == "primary" {
+            self.primary.as_mut()?
+        } else {
+            self.backup.as_mut()?
+        };
+        let t0 = Instant::now();
+        while t0.elapsed() < d {
+            if let Ok(Some(s)) = c.try_wait() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Both sides report a dump of their stderr (for assertion messages).
+    pub fn logs(&self) -> String {
+        format!(
+            "--- primary:\n{}--- backup:\n{}",
+            self.stderr("primary"),
+            self.stderr("backup")
+        )
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        self.kill("primary");
+        self.kill("backup");
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Waits for the guest's shell and starts the counter service (`n=K` for each line).
+pub fn start_counter(c: &mut ConsoleClient) {
+    let t0 = Instant::now();
+    loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no shell within 120 s"
+        );
+        c.send(b"echo READY-$((6*7))\n").unwrap();
+        if c.read_line_until(|l| l.ends_with("READY-42"), Duration::from_secs(3))
+            .unwrap()
+            .is_some()
+        {
+            break;
+        }
+    }
+    c.send(b"stty -echo; i=0; while read l; do i=$((i+1)); echo \"n=$i\"; done\n")
+        .unwrap();
+}
+
+/// One increment: sends a line, expects `n=want`.
+pub fn increment(c: &mut ConsoleClient, want: u64, logs: &dyn Fn() -> String) {
+    c.send(b"inc\n").unwrap();
+    expect(c, want, logs);
+}
+
+/// Expects the next counter answer to be `want`.
+pub fn expect(c: &mut ConsoleClient, want: u64, logs: &dyn Fn() -> String) {
+    let line = c
+        .read_line_until(|l| l.starts_with("n="), Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("increment {want}: {e}\n{}", logs()))
+        .unwrap_or_else(|| panic!("no answer to increment {want}\n{}", logs()));
+    let v: u64 = line[2..].trim().parse().unwrap();
+    assert_eq!(
+        v,
+        want,
+        "the counter skipped or repeated a value\n{}",
+        logs()
+    );
+}
+
+/// A TCP + UDP forwarder in front of the backup's channel port: `cut` stops all traffic in
+/// both directions (the link is gone, both sides still reach the arbiter); `flip_at` flips one
+/// bit of the primary-to-backup stream at that byte offset.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    target: Arc<std::sync::Mutex<Option<SocketAddr>>>,
+    pub cut: Arc<AtomicBool>,
+    pub flip_at: Arc<AtomicU64>,
+    /// Bytes forwarded from the primary to the backup so far.
+    pub forwarded: Arc<AtomicU64>,
+}
+
+impl Proxy {
+    pub fn new() -> Proxy {
+        let port = free_port();
+        let addr = self::addr(port);
+        let target = Arc::new(std::sync::Mutex::new(None::<SocketAddr>));
+        let cut = Arc::new(AtomicBool::new(false));
+        let flip_at = Arc::new(AtomicU64::new(u64::MAX));
+        let forwarded = Arc::new(AtomicU64::new(0));
+        let l = TcpListener::bind(addr).unwrap();
+        {
+            let (target, cut, flip_at) = (target.clone(), cut.clone(), flip_at.clone());
+            let fw = forwarded.clone();
+            std::thread::spawn(move || {
+                for s in l.incoming() {
+                    let Ok(client) = s else { continue };
+                    let Some(to) = *target.lock().unwrap() else {
+                        continue;
+                    };
+                    let Ok(server) = TcpStream::connect(to) else {
+                        continue;
+                    };
+                    pump(
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        cut.clone(),
+                        flip_at.clone(),
+                        fw.clone(),
+                    );
+                    pump(
+                        server,
+                        client,
+                        cut.clone(),
+                        Arc::new(AtomicU64::new(u64::MAX)),
+                        Arc::new(AtomicU64::new(0)),
+                    );
+                }
+            });
+        }
+        let u = UdpSocket::bind(addr).unwrap();
+        {
+            let (target, cut) = (target.clone(), cut.clone());
+            std::thread::spawn(move || {
+                let mut primary: Option<SocketAddr> = None;
+                let mut b = [0u8; 2048];
+                loop {
+                    let Ok((n, from)) = u.recv_from(&mut b) else {
+                        continue;
+                    };
+                    if cut.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    let Some(to) = *target.lock().unwrap() else {
+                        continue;
+                    };
+                    if from == to {
+                        if let Some(p) = primary {
+                            let _ = u.send_to(&b[..n], p);
+                        }
+                    } else {
+                        primary = Some(from);
+                        let _ = u.send_to(&b[..n], to);
+                    }
+                }
+            });
+        }
+        Proxy {
+            addr,
+            target,
+            cut,
+            flip_at,
+            forwarded,
+        }
+    }
+
+    fn target(&self, to: SocketAddr) {
+        *self.target.lock().unwrap() = Some(to);
+    }
+}
+
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    cut: Arc<AtomicBool>,
+    flip_at: Arc<AtomicU64>,
+    forwarded: Arc<AtomicU64>,
+) {
+    std::thread::spawn(move || {
+        let mut b = [0u8; 16384];
+        let mut off = 0u64;
+        loop {
+            let n = match from.read(&mut b) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if cut.load(Ordering::Relaxed) {
+                // The link is gone: nothing passes, nothing is closed (as when a cable is cut).
+                continue;
+            }
+            let f = flip_at.load(Ordering::Relaxed);
+            if f >= off && f < off + n as u64 {
+                b[(f - off) as usize] ^= 0x10;
+            }
+            off += n as u64;
+            forwarded.store(off, Ordering::Relaxed);
+            if to.write_all(&b[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    });
+}
+
+/// Plays a primary without the key against the backup at `to`; panics if it is accepted.
+pub fn stranger(to: SocketAddr) {
+    let t0 = Instant::now();
+    let mut s = loop {
+        match TcpStream::connect(to) {
+            Ok(s) => break s,
+            Err(e) if t0.elapsed() < Duration::from_secs(10) => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("the backup does not listen on {to}: {e}"),
+        }
+    };
+    let mut hello = vec![0u8, 48];
+    hello.extend_from_slice(ft::wire::MAGIC);
+    hello.extend_from_slice(&[7u8; 40]);
+    let _ = s.write_all(&hello);
+    let mut reply = [0u8; 74];
+    let _ = s.read_exact(&mut reply);
+    let _ = s.write_all(&[0, 32]);
+    let _ = s.write_all(&[9u8; 32]);
+    let mut one = [0u8; 1];
+    assert!(
+        !matches!(s.read(&mut one), Ok(1)),
+        "the backup accepted a stranger's proof"
+    );
+}
