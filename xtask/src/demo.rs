@@ -1,6 +1,9 @@
-//! `cargo xtask demo`: the README's first command. Builds the guest (cached) and ftvm, then boots
-//! the guest on ftvm with its console on this terminal: Linux, busybox, a virtio disk mounted on
-//! `/mnt`, the entropy device. Ctrl-A X quits; `poweroff` in the guest ends it cleanly.
+//! `cargo xtask demo`: the README's first command. Builds the guest (cached) and ftvm, then runs
+//! a fault-tolerant pair on this machine (`ftvm pair --demo`): a primary and a backup process
+//! boot Linux, a client drives a counter service in the guest, the primary is killed with
+//! SIGKILL mid-stream, the backup goes live, and the client checks that it received 1, 2, 3,
+//! ... with none repeated or skipped. `--interactive` attaches this terminal to the pair's
+//! console instead; `--single` boots one plain VM (`ftvm run`) with a disk.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -8,6 +11,9 @@ use std::process::Command;
 use anyhow::{bail, Context};
 
 use crate::guest;
+
+/// OpenSBI's fw_jump, from Debian's opensbi package.
+const FW_JUMP: &str = "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_jump.bin";
 
 /// Options of `cargo xtask demo`.
 #[derive(clap::Args)]
@@ -22,6 +28,18 @@ pub struct Args {
     /// Number of harts.
     #[arg(long, default_value_t = 1)]
     pub smp: u32,
+    /// Kill the primary after this many increments.
+    #[arg(long, default_value_t = 100)]
+    pub kill_after: u64,
+    /// Increments in all.
+    #[arg(long, default_value_t = 200)]
+    pub total: u64,
+    /// Attach this terminal to the pair's console instead of running the counter client.
+    #[arg(long)]
+    pub interactive: bool,
+    /// Boot one plain VM with a disk, console on this terminal (Ctrl-A X quits).
+    #[arg(long)]
+    pub single: bool,
 }
 
 /// Runs the task.
@@ -39,17 +57,37 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     if !st.success() {
         bail!("building ftvm failed");
     }
+    let ftvm = target_dir().join("release/ftvm");
+    if !a.single {
+        eprintln!("xtask demo: a fault-tolerant pair on this machine (ftvm pair)");
+        let mut cmd = Command::new(&ftvm);
+        cmd.arg("pair")
+            .args(["--bios", FW_JUMP])
+            .arg("--kernel")
+            .arg(&g.kernel)
+            .arg("--initrd")
+            .arg(&g.initramfs)
+            .args(["--append", "console=ttyS0", "--mem", &a.mem])
+            .args(["--smp", &a.smp.to_string()]);
+        if !a.interactive {
+            cmd.args(["--demo", &a.kill_after.to_string()])
+                .args(["--demo-total", &a.total.to_string()]);
+        }
+        let st = cmd
+            .status()
+            .with_context(|| format!("cannot run {}", ftvm.display()))?;
+        if !st.success() {
+            bail!("ftvm pair exited with {st}");
+        }
+        return Ok(());
+    }
     // The demo's disk is a copy: the cached image stays pristine.
     let disk = std::env::temp_dir().join(format!("ftvm-demo-{}.img", std::process::id()));
     std::fs::copy(&g.disk, &disk).with_context(|| format!("copying {}", g.disk.display()))?;
-    let ftvm = target_dir().join("release/ftvm");
     eprintln!("xtask demo: booting Linux on ftvm (Ctrl-A X quits, `poweroff` ends the guest)");
     let st = Command::new(&ftvm)
         .arg("run")
-        .args([
-            "--bios",
-            "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_jump.bin",
-        ])
+        .args(["--bios", FW_JUMP])
         .arg("--kernel")
         .arg(&g.kernel)
         .arg("--initrd")
