@@ -3,6 +3,13 @@
 //! [`rr::Replayer`]), and prints the guest's console output to stdout. No disk, no terminal, no
 //! wall clock: the replay is a pure function of the log.
 //!
+//! With `--snapshot-at N --snapshot-out FILE` the replay writes a snapshot of the machine at
+//! the first point at or after icount N where the replay holds nothing but the machine (no
+//! logged input waiting for its device, not idle) and the log's next entry lies beyond it; with
+//! `--restore FILE` it starts from such a snapshot instead of the log's initial one, skips the
+//! entries up to the snapshot's icount and replays the rest (the same log: the digests after
+//! it check that the run continues exactly). Disks need nothing: their reads are in the log.
+//!
 //! Exit codes: 0 when the log has been replayed to its end (and the guest powered off where
 //! the log says it did), 2 on a divergence or a bad log.
 
@@ -20,6 +27,22 @@ pub struct Args {
     /// Print each entry to stderr as it is applied.
     #[arg(long)]
     pub verbose: bool,
+    /// Write a snapshot of the replayed machine to FILE at the first safe point at or after
+    /// --snapshot-at, then carry on.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "snapshot_at",
+        conflicts_with = "restore"
+    )]
+    pub snapshot_out: Option<PathBuf>,
+    /// The machine-wide instruction count from which --snapshot-out is taken.
+    #[arg(long, value_name = "ICOUNT", requires = "snapshot_out")]
+    pub snapshot_at: Option<u64>,
+    /// Start from a snapshot written by `ftvm replay LOG --snapshot-out` for this same log, and
+    /// replay the rest of the log.
+    #[arg(long, value_name = "FILE")]
+    pub restore: Option<PathBuf>,
 }
 
 /// Runs the command; returns the process exit code.
@@ -58,6 +81,25 @@ fn print(out: &Outbox) {
     }
 }
 
+/// Writes a snapshot of the replayed machine (atomically: a temporary file renamed into place).
+fn write_snapshot(rp: &rr::Replayer, path: &std::path::Path) -> Result<(), ReplayError> {
+    let bytes = rp.machine().snapshot()?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|source| ReplayError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+    eprintln!(
+        "ftvm replay: snapshot at icount {} written to {} ({} bytes)",
+        rp.icount(),
+        path.display(),
+        bytes.len()
+    );
+    Ok(())
+}
+
 fn replay(a: &Args) -> Result<String, ReplayError> {
     let file = std::fs::File::open(&a.log).map_err(|source| ReplayError::Open {
         path: a.log.display().to_string(),
@@ -68,9 +110,29 @@ fn replay(a: &Args) -> Result<String, ReplayError> {
     while !prologue.feed(&next(&mut r)?)? {}
     let out = Outbox::default();
     let mut rp = prologue.into_replayer(out.clone())?;
+    // Entries at or before this icount are already in the restored machine.
+    let mut skip_to = None;
+    if let Some(path) = &a.restore {
+        let bytes = std::fs::read(path).map_err(|source| ReplayError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        rp.restore_snapshot(&bytes)?;
+        skip_to = Some(rp.icount());
+    }
+    let mut snapshot = a.snapshot_out.clone().zip(a.snapshot_at);
     let mut entries = 0u64;
     loop {
         let e = next(&mut r)?;
+        if skip_to.is_some_and(|s| e.icount <= s) {
+            continue;
+        }
+        if let Some((path, at)) = &snapshot {
+            if rp.icount() >= *at && e.icount > rp.icount() && rp.at_rest() {
+                write_snapshot(&rp, path)?;
+                snapshot = None;
+            }
+        }
         entries += 1;
         if a.verbose {
             eprintln!("ftvm replay: icount {} {}", e.icount, e.event.name());
@@ -83,6 +145,12 @@ fn replay(a: &Args) -> Result<String, ReplayError> {
     }
     if r.next_entry()?.is_some() {
         return Err(ReplayError::Content("entries after the end marker".into()));
+    }
+    if let Some((_, at)) = snapshot {
+        return Err(ReplayError::Content(format!(
+            "no snapshot written: the log ends before a point where one can be taken at or \
+             after icount {at}"
+        )));
     }
     Ok(format!(
         "replayed {entries} entries to icount {} ({})",

@@ -24,7 +24,10 @@ use crate::loader::{self, LoadError};
 use crate::rom;
 use crate::syscon::PowerEvent;
 use crate::uart::{SerialBackend, Uart};
-use crate::virtio::{BlockConfig, ConsoleBackend, EntropyBackend, VirtioError, VirtioMmio};
+use crate::virtio::block::SECTOR_SIZE;
+use crate::virtio::{
+    BlockBackend, ConsoleBackend, EntropyBackend, FileBackend, VirtioError, VirtioMmio,
+};
 use rv64::{Exit, Hart, Ram};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -50,6 +53,46 @@ pub enum MachineError {
     /// the host cannot provide {0} bytes of guest RAM: use a smaller --mem
     #[error("the host cannot provide {0} bytes of guest RAM: use a smaller --mem")]
     NoHostMemory(u64),
+    /// {given} disk backends given for {drives} configured drives
+    #[error("{given} disk backends given for {drives} configured drives")]
+    DiskCount {
+        /// Backends given.
+        given: usize,
+        /// Drives in the configuration.
+        drives: usize,
+    },
+    /// disk {drive} has {have} sectors; the one offered in its place has {offered}
+    #[error("disk {drive} has {have} sectors; the one offered in its place has {offered}")]
+    DiskSize {
+        /// Which drive.
+        drive: usize,
+        /// Sectors of the disk the guest sees.
+        have: u64,
+        /// Sectors of the replacement.
+        offered: u64,
+    },
+    /// there is no disk {0}
+    #[error("there is no disk {0}")]
+    NoDisk(usize),
+}
+
+/// The virtio slot of the `drive`-th disk (counting from 0, as `--drive` options are given):
+/// drives fill the slots from the highest down, as QEMU assigns them, so the first is probed
+/// first and becomes /dev/vda. `None` past the last slot.
+pub fn disk_slot(drive: usize) -> Option<usize> {
+    VIRTIO_SLOTS.checked_sub(drive + 1)
+}
+
+/// Opens the image of every drive in `cfg`, in order.
+pub fn open_disks(cfg: &MachineConfig) -> Result<Vec<Box<dyn BlockBackend>>, MachineError> {
+    cfg.drives
+        .iter()
+        .map(|d| {
+            FileBackend::open(&d.path, d.readonly)
+                .map(|b| Box::new(b) as Box<dyn BlockBackend>)
+                .map_err(MachineError::from)
+        })
+        .collect()
 }
 
 /// The outside world's ends of the devices.
@@ -122,15 +165,18 @@ impl std::fmt::Debug for Machine {
 fn virtio_slots(
     cfg: &MachineConfig,
     backends: Backends,
+    disks: Vec<Box<dyn BlockBackend>>,
 ) -> Result<(Vec<Slot>, Box<dyn SerialBackend>), MachineError> {
-    // Drives from the highest slot down, as QEMU assigns them, so the first is probed first
-    // (it is listed first in the device tree) and becomes /dev/vda.
+    if disks.len() != cfg.drives.len() {
+        return Err(MachineError::DiskCount {
+            given: disks.len(),
+            drives: cfg.drives.len(),
+        });
+    }
+    // Drives from the highest slot down (see `disk_slot`).
     let mut devices = Vec::new();
-    for d in &cfg.drives {
-        devices.push(VirtioMmio::block(BlockConfig {
-            path: d.path.clone(),
-            readonly: d.readonly,
-        })?);
+    for (d, backend) in cfg.drives.iter().zip(disks) {
+        devices.push(VirtioMmio::block_with_backend(backend, d.readonly));
     }
     devices.push(VirtioMmio::rng(backends.entropy));
     devices.push(VirtioMmio::console(backends.console));
@@ -150,6 +196,19 @@ impl Machine {
     /// Builds a machine: checks the configuration, opens the disks, loads the images, writes
     /// the device tree and the boot ROM. Nothing has run yet.
     pub fn new(cfg: &MachineConfig, backends: Backends) -> Result<Machine, MachineError> {
+        cfg.validate()?;
+        let disks = open_disks(cfg)?;
+        Machine::with_disks(cfg, backends, disks)
+    }
+
+    /// Builds a machine as [`Machine::new`] does, with the given disk backends instead of the
+    /// drives' image files: one per drive of `cfg`, in order (the drives' paths are not used;
+    /// their read-only flags are). A replayer builds its disks this way, from the log.
+    pub fn with_disks(
+        cfg: &MachineConfig,
+        backends: Backends,
+        disks: Vec<Box<dyn BlockBackend>>,
+    ) -> Result<Machine, MachineError> {
         cfg.validate()?;
         let bios = match &cfg.bios {
             Firmware::None => None,
@@ -189,7 +248,7 @@ impl Machine {
         fdt_cfg.initrd = plan.initrd;
         let fdt = fdt::build(&fdt_cfg)?;
 
-        let (slots, serial) = virtio_slots(cfg, backends)?;
+        let (slots, serial) = virtio_slots(cfg, backends, disks)?;
         let mem =
             usize::try_from(cfg.mem_size).map_err(|_| ConfigError::MemTooLarge(cfg.mem_size))?;
         // Ram::new aborts the process if the host refuses the allocation: ask first.
@@ -295,6 +354,36 @@ impl Machine {
     pub fn set_boot_info(&mut self, boot: &BootInfo) {
         self.board.rom = rom::build(boot.start, boot.fdt_addr, boot.kernel_entry);
         self.boot = boot.clone();
+    }
+
+    /// The backend of the `drive`-th disk, so that the record/replay layer can wrap it.
+    pub fn disk_backend_mut(&mut self, drive: usize) -> Option<&mut Box<dyn BlockBackend>> {
+        let slot = disk_slot(drive)?;
+        match self.board.slots.get_mut(slot)? {
+            Slot::Device(d) => d.block_backend_mut(),
+            Slot::Empty => None,
+        }
+    }
+
+    /// Puts `backend` in place of the `drive`-th disk's backend and returns the old one. The
+    /// guest already knows the disk's size: the new backend must have as many sectors.
+    pub fn replace_disk(
+        &mut self,
+        drive: usize,
+        backend: Box<dyn BlockBackend>,
+    ) -> Result<Box<dyn BlockBackend>, MachineError> {
+        let old = self
+            .disk_backend_mut(drive)
+            .ok_or(MachineError::NoDisk(drive))?;
+        let (have, offered) = (old.len() / SECTOR_SIZE, backend.len() / SECTOR_SIZE);
+        if have != offered {
+            return Err(MachineError::DiskSize {
+                drive,
+                have,
+                offered,
+            });
+        }
+        Ok(std::mem::replace(old, backend))
     }
 
     /// Stores the icount into the clock tap, if any.

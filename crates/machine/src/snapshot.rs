@@ -735,36 +735,53 @@ impl Machine {
         backends: Backends,
         bytes: &[u8],
     ) -> Result<Machine, SnapshotError> {
+        // Configuration and checksum first, so that a wrong file is refused before any disk is
+        // opened.
+        let (fp, _) = check_file(bytes)?;
+        check_config(cfg, &fp)?;
+        let disks = crate::machine::open_disks(cfg)?;
+        Machine::restore_with_disks(cfg, backends, disks, bytes)
+    }
+
+    /// [`Machine::restore`] with the given disk backends instead of the drives' image files (see
+    /// [`Machine::with_disks`]).
+    pub fn restore_with_disks(
+        cfg: &MachineConfig,
+        backends: Backends,
+        disks: Vec<Box<dyn crate::virtio::BlockBackend>>,
+        bytes: &[u8],
+    ) -> Result<Machine, SnapshotError> {
+        let (fp, _) = check_file(bytes)?;
+        check_config(cfg, &fp)?;
+        let mut m = Machine::with_disks(cfg, backends, disks)?;
+        m.load_snapshot(bytes)?;
+        Ok(m)
+    }
+
+    /// Puts the snapshot's state into this machine, which must have the configuration the
+    /// snapshot was taken with (RAM size, harts, virtio devices; checked). Backends stay as they
+    /// are. On an error the machine may be partly overwritten: drop it.
+    pub fn load_snapshot(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
         let (fp, payload) = check_file(bytes)?;
-        // RAM size and harts are checked before anything is built or decompressed.
-        let want = Fingerprint {
-            mem_size: cfg.mem_size,
-            harts: u32::try_from(cfg.harts).unwrap_or(u32::MAX),
-            slots: fp.slots,
-        };
-        if let Some(d) = fp.differences(&want) {
+        if let Some(d) = fp.differences(&Fingerprint::of(self)) {
             return Err(SnapshotError::Config(d));
         }
+        let mem_size = self.ram().size();
+        let harts = self.harts().len() as u64;
         let raw_len = u64::from_le_bytes(header_u64(bytes, HEADER_LEN - 16));
-        let pages = cfg.mem_size / PAGE_SIZE;
-        let max = cfg
-            .mem_size
+        let pages = mem_size / PAGE_SIZE;
+        let max = mem_size
             .saturating_add(pages / 8 + 64)
             .saturating_add(NON_RAM_BOUND)
-            .saturating_add((cfg.harts as u64).saturating_mul(1024));
+            .saturating_add(harts.saturating_mul(1024));
         if raw_len > max {
             return Err(SnapshotError::TooLarge { len: raw_len, max });
         }
         let raw_len =
             usize::try_from(raw_len).map_err(|_| SnapshotError::TooLarge { len: raw_len, max })?;
-
-        let mut m = Machine::new(cfg, backends)?;
-        if let Some(d) = fp.differences(&Fingerprint::of(&m)) {
-            return Err(SnapshotError::Config(d));
-        }
         let mut raw = Vec::new();
         raw.try_reserve_exact(raw_len)
-            .map_err(|_| SnapshotError::RamTooLarge(cfg.mem_size))?;
+            .map_err(|_| SnapshotError::RamTooLarge(mem_size))?;
         raw.resize(raw_len, 0);
         let n = lz4_flex::block::decompress_into(payload, &mut raw)
             .map_err(|e| SnapshotError::Decompress(e.to_string()))?;
@@ -773,8 +790,7 @@ impl Machine {
                 "{n} bytes where the header says {raw_len}"
             )));
         }
-        restore_payload(&mut m, &raw)?;
-        Ok(m)
+        restore_payload(self, &raw)
     }
 
     /// Hashes of the machine's state (XXH3-64): CPU (harts and clock), RAM, devices. Equal
@@ -792,6 +808,19 @@ impl Machine {
             ram: twox_hash::XxHash3_64::oneshot(ram.as_slice()),
             devices: twox_hash::XxHash3_64::oneshot(&dev.0),
         }
+    }
+}
+
+/// RAM size and harts of `cfg` against the snapshot's, before anything is built.
+fn check_config(cfg: &MachineConfig, fp: &Fingerprint) -> Result<(), SnapshotError> {
+    let want = Fingerprint {
+        mem_size: cfg.mem_size,
+        harts: u32::try_from(cfg.harts).unwrap_or(u32::MAX),
+        slots: fp.slots,
+    };
+    match fp.differences(&want) {
+        Some(d) => Err(SnapshotError::Config(d)),
+        None => Ok(()),
     }
 }
 

@@ -182,12 +182,19 @@ fn bad_magic_is_reported_from_the_first_byte() {
 #[test]
 fn unsupported_version_and_flags() {
     let mut b = head();
-    b[8] = 2;
+    b[8] = 3;
     let e = err(&b[..10]);
-    assert_eq!(e, DecodeError::UnsupportedVersion { version: 2 });
+    assert_eq!(e, DecodeError::UnsupportedVersion { version: 3 });
     assert_eq!(
         e.to_string(),
-        "log format version 2 is not supported: this build reads version 1 (log written by a newer ftvm?)"
+        "log format version 3 is not supported: this build reads version 2 (log written by another ftvm version: replay it with the one that recorded it)"
+    );
+    // Version 1, from before disks were logged: refused as well.
+    let mut b = head();
+    b[8] = 1;
+    assert_eq!(
+        err(&b[..10]),
+        DecodeError::UnsupportedVersion { version: 1 }
     );
     let mut b = head();
     b[11] = 0x80;

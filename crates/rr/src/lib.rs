@@ -7,11 +7,13 @@
 //! that a replayed run is the recorded one instruction for instruction. This crate does no I/O
 //! of its own except through the writer and the backends it is given; it never reads a clock.
 
+pub mod disk;
 pub mod logged;
 pub mod outbox;
 pub mod recorder;
 pub mod replayer;
 
+pub use disk::{DriveShape, RecordingDisk, ReplayDisk};
 pub use logged::{digest_parts, LoggedConfig, DEV_RNG, DEV_UART};
 pub use outbox::Outbox;
 pub use recorder::{RecordError, Recorder};

@@ -2,12 +2,14 @@
 //! initial snapshot, carried in `ConfigChange` entries), device numbers, and digests as log
 //! entries.
 
+use crate::disk::DriveShape;
 use machine::Machine;
 use replay::DigestPart;
 
 /// Device number of UART0's input in `DeviceCompletion` entries.
 pub const DEV_UART: u32 = 0x100;
-/// Device number of the virtio-rng device (its slot on a machine without disks).
+/// Device number of the virtio-rng device on a machine without disks: its slot (with disks it
+/// sits below them: [`LoggedConfig::rng_device`]).
 pub const DEV_RNG: u32 = (machine::board::VIRTIO_SLOTS - 1) as u32;
 /// Control-entry tag: the machine configuration.
 pub const TAG_CONFIG: u8 = 1;
@@ -27,6 +29,8 @@ pub struct LoggedConfig {
     pub harts: u32,
     /// Where the boot ROM sends hart 0 and what it tells the firmware.
     pub boot: machine::BootInfo,
+    /// The disks, in `--drive` order (the first is in the highest slot).
+    pub drives: Vec<DriveShape>,
 }
 
 impl LoggedConfig {
@@ -42,14 +46,38 @@ impl LoggedConfig {
         v.push(u8::from(self.boot.initrd.is_some()));
         v.extend_from_slice(&a.to_le_bytes());
         v.extend_from_slice(&b.to_le_bytes());
+        // At most VIRTIO_SLOTS - 2 drives: the count fits a byte.
+        v.push(self.drives.len() as u8);
+        for d in &self.drives {
+            v.extend_from_slice(&d.capacity.to_le_bytes());
+            v.push(u8::from(d.readonly));
+        }
         v
     }
 
     /// Parses a control entry written by [`LoggedConfig::encode`]; `None` if malformed.
     pub fn decode(b: &[u8]) -> Option<LoggedConfig> {
-        if b.len() != 1 + 8 + 4 + 8 * 3 + 1 + 16 || b[0] != TAG_CONFIG {
+        const FIXED: usize = 1 + 8 + 4 + 8 * 3 + 1 + 16;
+        let n = usize::from(*b.get(FIXED)?);
+        if n > machine::board::VIRTIO_SLOTS - 2
+            || b.len() != FIXED + 1 + 9 * n
+            || b[0] != TAG_CONFIG
+        {
             return None;
         }
+        let drives = b[FIXED + 1..]
+            .chunks_exact(9)
+            .map(|d| {
+                Some(DriveShape {
+                    capacity: u64::from_le_bytes(d[..8].try_into().ok()?),
+                    readonly: match d[8] {
+                        0 => false,
+                        1 => true,
+                        _ => return None,
+                    },
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
         let u64_at = |i: usize| b.get(i..i + 8)?.try_into().ok().map(u64::from_le_bytes);
         let harts = u32::from_le_bytes(b.get(9..13)?.try_into().ok()?);
         let initrd = match b[37] {
@@ -66,7 +94,18 @@ impl LoggedConfig {
                 kernel_entry: u64_at(29)?,
                 initrd,
             },
+            drives,
         })
+    }
+
+    /// The log's device number of the virtio-rng device: its slot, below the disks'.
+    pub fn rng_device(&self) -> u32 {
+        crate::disk::rng_device(self.drives.len())
+    }
+
+    /// The drive whose log device number is `device`, if it is a disk's.
+    pub fn drive_of(&self, device: u32) -> Option<usize> {
+        (0..self.drives.len()).find(|&d| crate::disk::disk_device(d) == device)
     }
 
     /// The header's fingerprint: FNV-1a 64 of the encoded entry.
@@ -111,6 +150,16 @@ mod tests {
                 kernel_entry: 0x8020_0000,
                 initrd: Some((0x8800_0000, 0x8900_0000)),
             },
+            drives: vec![
+                DriveShape {
+                    capacity: 16 << 20,
+                    readonly: false,
+                },
+                DriveShape {
+                    capacity: 4096,
+                    readonly: true,
+                },
+            ],
         };
         let b = lc.encode();
         assert_eq!(LoggedConfig::decode(&b), Some(lc.clone()));
@@ -120,8 +169,27 @@ mod tests {
         let mut bad = b.clone();
         bad[37] = 7;
         assert_eq!(LoggedConfig::decode(&bad), None);
+        let mut bad = b.clone();
+        *bad.last_mut().unwrap() = 2; // read-only flag
+        assert_eq!(LoggedConfig::decode(&bad), None);
+        let mut bad = b.clone();
+        bad.push(0);
+        assert_eq!(LoggedConfig::decode(&bad), None);
         let mut other = lc.clone();
         other.harts = 1;
         assert_ne!(other.fingerprint(), lc.fingerprint());
+        let mut other = lc.clone();
+        other.drives[1].readonly = false;
+        assert_ne!(other.fingerprint(), lc.fingerprint());
+        assert_eq!(lc.rng_device(), 5);
+        assert_eq!(lc.drive_of(7), Some(0));
+        assert_eq!(lc.drive_of(6), Some(1));
+        assert_eq!(lc.drive_of(5), None);
+        let none = LoggedConfig {
+            drives: Vec::new(),
+            ..lc
+        };
+        assert_eq!(LoggedConfig::decode(&none.encode()), Some(none.clone()));
+        assert_eq!(none.rng_device(), DEV_RNG);
     }
 }

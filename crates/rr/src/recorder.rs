@@ -12,23 +12,27 @@
 //!    holds at most 16 MiB).
 //! 3. One entry per input, at the machine icount where it takes effect: console bytes typed
 //!    on UART0 (device [`DEV_UART`]), idle skips, entropy handed to the virtio-rng device
-//!    (device [`DEV_RNG`]); a state digest every [`DIGEST_EVERY`] icount at a run-slice
-//!    boundary and at the end; a power-off entry when the guest powered off; the end marker.
+//!    (device: its slot, [`DEV_RNG`] without disks), the data of every disk read (device: the
+//!    disk's slot, request: the byte offset; see [`crate::disk`]); a state digest every
+//!    [`DIGEST_EVERY`] icount at a run-slice boundary and at the end; a power-off entry when
+//!    the guest powered off; the end marker.
 //!
-//! Disks are out of scope: `--record` is refused together with `--drive`.
+//! The configuration entry carries each disk's size and read-only flag, so that a replayer
+//! builds the same virtio-blk devices without the disk images. Disk writes go to the host's
+//! disk and are not logged.
 
+use crate::disk::{disk_device, rng_device, Completion, DriveShape, Pending, RecordingDisk};
 use crate::logged::{
-    digest_parts, LoggedConfig, DEV_RNG, DEV_UART, DIGEST_EVERY, SNAPSHOT_CHUNK, TAG_SNAPSHOT,
+    digest_parts, LoggedConfig, DEV_UART, DIGEST_EVERY, SNAPSHOT_CHUNK, TAG_SNAPSHOT,
 };
 use machine::virtio::{EntropyBackend, OsEntropy};
 use machine::{Machine, PowerEvent};
 use replay::{Entry, Event, LogHeader, LogWriter, WriteError};
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Why a recording failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,17 +54,17 @@ pub enum RecordError {
     /// the log was not started or is already closed
     #[error("the log was not started or is already closed")]
     Closed,
-    /// a disk cannot be recorded
-    #[error("--record cannot be used with --drive (disks are not recorded)")]
+    /// the machine does not have the disks its configuration lists, so they cannot be recorded
+    #[error(
+        "the machine does not have the disks its configuration lists, so they cannot be recorded"
+    )]
     Drive,
 }
-
-/// Entropy taken by the guest and not yet logged: (icount, bytes).
-type Pending = Arc<Mutex<VecDeque<(u64, Vec<u8>)>>>;
 
 /// The host's entropy, with every fill noted at the machine icount (from the clock tap).
 struct RecordingEntropy {
     inner: OsEntropy,
+    device: u32,
     tap: Arc<AtomicU64>,
     pending: Pending,
 }
@@ -69,7 +73,12 @@ impl EntropyBackend for RecordingEntropy {
     fn fill(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
         self.inner.fill(buf)?;
         if let Ok(mut p) = self.pending.lock() {
-            p.push_back((self.tap.load(Ordering::Relaxed), buf.to_vec()));
+            p.push_back(Completion {
+                icount: self.tap.load(Ordering::Relaxed),
+                device: self.device,
+                request: 0,
+                data: buf.to_vec(),
+            });
         }
         Ok(())
     }
@@ -82,6 +91,8 @@ pub struct Recorder<W: Write> {
     writer: Option<LogWriter<W>>,
     tap: Arc<AtomicU64>,
     pending: Pending,
+    /// The read-only flag of each drive, in order.
+    readonly: Vec<bool>,
     next_digest: u64,
     /// The guest's power request that ended the run, if any.
     pub power: Option<PowerEvent>,
@@ -96,9 +107,6 @@ impl Recorder<BufWriter<File>> {
         path: &Path,
         cfg: &machine::MachineConfig,
     ) -> Result<(Self, Box<dyn EntropyBackend>), RecordError> {
-        if !cfg.drives.is_empty() {
-            return Err(RecordError::Drive);
-        }
         let file = File::create(path).map_err(|source| RecordError::Create {
             path: path.display().to_string(),
             source,
@@ -109,19 +117,18 @@ impl Recorder<BufWriter<File>> {
 
 impl<W: Write> Recorder<W> {
     /// A recorder writing to `out`, and the entropy backend to build the machine with.
-    /// Nothing is written until [`Recorder::start`].
+    /// Nothing is written until [`Recorder::start`], which also puts a recording wrapper
+    /// around each of the machine's disks.
     pub fn new(
         out: W,
         cfg: &machine::MachineConfig,
     ) -> Result<(Self, Box<dyn EntropyBackend>), RecordError> {
-        if !cfg.drives.is_empty() {
-            return Err(RecordError::Drive);
-        }
         let file = out;
         let tap = Arc::new(AtomicU64::new(0));
         let pending = Pending::default();
         let entropy = RecordingEntropy {
             inner: OsEntropy::default(),
+            device: rng_device(cfg.drives.len()),
             tap: Arc::clone(&tap),
             pending: Arc::clone(&pending),
         };
@@ -131,6 +138,7 @@ impl<W: Write> Recorder<W> {
                 writer: None,
                 tap,
                 pending,
+                readonly: cfg.drives.iter().map(|d| d.readonly).collect(),
                 next_digest: DIGEST_EVERY,
                 power: None,
                 error: None,
@@ -140,12 +148,31 @@ impl<W: Write> Recorder<W> {
     }
 
     /// Writes the header, the configuration and the initial snapshot of `m` (which has not
-    /// run yet), and connects the clock tap.
+    /// run yet), connects the clock tap and wraps the disks so that their reads are logged.
     pub fn start(&mut self, m: &mut Machine) -> Result<(), RecordError> {
+        let mut drives = Vec::new();
+        for (drive, &readonly) in self.readonly.iter().enumerate() {
+            let Some(b) = m.disk_backend_mut(drive) else {
+                return Err(RecordError::Drive);
+            };
+            drives.push(DriveShape {
+                capacity: b.len(),
+                readonly,
+            });
+            let inner =
+                std::mem::replace(b, Box::new(machine::virtio::block::MemBackend::default()));
+            *b = Box::new(RecordingDisk::new(
+                inner,
+                disk_device(drive),
+                Arc::clone(&self.tap),
+                Arc::clone(&self.pending),
+            ));
+        }
         let lc = LoggedConfig {
             mem_size: m.ram().as_slice().len() as u64,
             harts: u32::try_from(m.harts().len()).unwrap_or(u32::MAX),
             boot: m.boot_info().clone(),
+            drives,
         };
         let header = LogHeader {
             config_fingerprint: lc.fingerprint(),
@@ -232,20 +259,20 @@ impl<W: Write> Recorder<W> {
         self.note(r);
     }
 
-    /// After a run slice: logs the entropy the guest took and, when due and `digest_ok` (the
-    /// slice ended at its limit, not idle), a digest.
+    /// After a run slice: logs the entropy and disk data the guest took and, when due and
+    /// `digest_ok` (the slice ended at its limit, not idle), a digest.
     pub fn after_slice(&mut self, m: &Machine, digest_ok: bool) {
         let taken: Vec<_> = match self.pending.lock() {
             Ok(mut p) => p.drain(..).collect(),
             Err(_) => Vec::new(),
         };
-        for (icount, data) in taken {
+        for c in taken {
             let r = self.append(
-                icount,
+                c.icount,
                 Event::DeviceCompletion {
-                    device: DEV_RNG,
-                    request: 0,
-                    data,
+                    device: c.device,
+                    request: c.request,
+                    data: c.data,
                 },
             );
             self.note(r);
@@ -257,7 +284,7 @@ impl<W: Write> Recorder<W> {
         }
     }
 
-    /// Ends the log: entropy still pending, a final digest, power off if the guest asked for
+    /// Ends the log: entropy and disk data still pending, a final digest, power off if the guest asked for
     /// it, and the end marker.
     pub fn finish(mut self, m: &Machine) -> Result<W, RecordError> {
         self.next_digest = 0;

@@ -4,15 +4,19 @@
 //! when the primary is gone, [goes live](Replayer::go_live).
 //!
 //! For each entry the machine is run exactly to the entry's icount and the entry applied:
-//! console bytes, an idle skip, entropy (queued just before, taken by the rng device at that
-//! icount), a state digest compared with the replayed machine's. The replayer makes the same
+//! console bytes, an idle skip, entropy and disk reads (queued just before, taken by the
+//! device at that icount: see [`crate::disk`]), a state digest compared with the replayed
+//! machine's. The replayer needs no disk image: the disks' shapes come from the log, their
+//! reads from its entries, and writes are discarded until it goes live with the host's disks
+//! ([`Replayer::set_live_disks`]). The replayer makes the same
 //! run calls as the recorder ([`crate::SLICE`] at a time), because finding every hart idle
 //! touches hart state. At the first mismatch it stops with [`ReplayError::Diverged`].
 
-use crate::logged::{digest_parts, LoggedConfig, DEV_RNG, DEV_UART, TAG_CONFIG, TAG_SNAPSHOT};
+use crate::disk::{DiskQueue, ReplayDisk};
+use crate::logged::{digest_parts, LoggedConfig, DEV_UART, TAG_CONFIG, TAG_SNAPSHOT};
 use crate::outbox::Outbox;
-use machine::virtio::{EntropyBackend, OsEntropy};
-use machine::{Backends, Firmware, Machine, MachineConfig, PowerEvent, Stop};
+use machine::virtio::{BlockBackend, EntropyBackend, OsEntropy};
+use machine::{Backends, DriveConfig, Firmware, Machine, MachineConfig, PowerEvent, Stop};
 use replay::{Entry, Event, LogHeader, ReadError};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +42,9 @@ pub enum ReplayError {
     /// the initial snapshot cannot be restored
     #[error("cannot restore the log's initial snapshot: {0}")]
     Restore(#[from] machine::snapshot::SnapshotError),
+    /// the host's disks given for going live do not fit the replayed machine
+    #[error("cannot go live with these disks: {0}")]
+    LiveDisks(String),
     /// the replayed machine does not do what the log says
     #[error("diverged at icount {icount}: {what}")]
     Diverged {
@@ -149,9 +156,35 @@ impl Prologue {
             kernel: None,
             initrd: None,
             append: String::new(),
-            drives: Vec::new(),
+            drives: lc
+                .drives
+                .iter()
+                .map(|d| DriveConfig {
+                    path: "(replayed from the log)".into(),
+                    readonly: d.readonly,
+                })
+                .collect(),
         };
         let tap = Arc::new(AtomicU64::new(0));
+        let disks: Vec<_> = lc
+            .drives
+            .iter()
+            .map(|_| Arc::new(Mutex::new(DiskQueue::default())))
+            .collect();
+        let backends_of_disks = lc
+            .drives
+            .iter()
+            .zip(&disks)
+            .enumerate()
+            .map(|(i, (d, q))| {
+                Box::new(ReplayDisk::new(
+                    i,
+                    d.capacity,
+                    Arc::clone(q),
+                    Arc::clone(&tap),
+                )) as Box<dyn BlockBackend>
+            })
+            .collect();
         let entropy = Arc::new(Mutex::new(EntropyQueue::default()));
         let backends = Backends {
             serial: Box::new(out.clone()),
@@ -161,7 +194,8 @@ impl Prologue {
                 tap: Arc::clone(&tap),
             }),
         };
-        let restored = Machine::restore(&cfg, backends, &self.snapshot);
+        let restored =
+            Machine::restore_with_disks(&cfg, backends, backends_of_disks, &self.snapshot);
         let _ = std::fs::remove_file(&stub);
         let mut m = restored?;
         m.set_boot_info(&lc.boot);
@@ -169,6 +203,9 @@ impl Prologue {
         Ok(Replayer {
             m,
             entropy,
+            rng: lc.rng_device(),
+            disks,
+            live_disks: Vec::new(),
             power: None,
             idle: false,
             out,
@@ -227,6 +264,12 @@ impl EntropyBackend for ReplayEntropy {
 pub struct Replayer {
     m: Machine,
     entropy: Arc<Mutex<EntropyQueue>>,
+    /// The rng device's number in the log.
+    rng: u32,
+    /// Each disk's logged reads.
+    disks: Vec<Arc<Mutex<DiskQueue>>>,
+    /// The host's disks to switch to when going live.
+    live_disks: Vec<Box<dyn BlockBackend>>,
     /// The power request the replayed guest made, if any (the machine is not run after it).
     power: Option<PowerEvent>,
     /// Whether the last run call stopped because every hart waits (the recorder then skipped).
@@ -268,7 +311,7 @@ impl Replayer {
         while !self.idle && self.power.is_none() && self.m.icount() < horizon {
             self.stop(self.m.icount().saturating_add(crate::SLICE));
         }
-        self.check_entropy()
+        self.check_inputs()
     }
 
     /// Runs the machine to exactly `to`.
@@ -285,7 +328,7 @@ impl Replayer {
                 break;
             }
         }
-        self.check_entropy()?;
+        self.check_inputs()?;
         let now = self.m.icount();
         if now != to {
             let why = match self.power {
@@ -304,6 +347,27 @@ impl Replayer {
         if let Stop::Power(p) = stop {
             self.power = Some(p);
         }
+    }
+
+    /// The first mismatch of a device input, or a logged input the guest did not take in time.
+    fn check_inputs(&self) -> Result<(), ReplayError> {
+        self.check_entropy()?;
+        let now = self.m.icount();
+        for (drive, q) in self.disks.iter().enumerate() {
+            let q = q.lock().map_err(|_| diverged(now, "disk queue poisoned"))?;
+            if let Some((at, why)) = &q.error {
+                return Err(diverged(*at, why.clone()));
+            }
+            if let Some((at, off, _)) = q.queue.front() {
+                if *at < now {
+                    return Err(diverged(
+                        *at,
+                        format!("disk read: the guest did not read disk {drive} at offset {off}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn check_entropy(&self) -> Result<(), ReplayError> {
@@ -335,10 +399,17 @@ impl Replayer {
                 self.m.console_input(&data);
             }
             Event::DeviceCompletion {
-                device: DEV_RNG,
+                device,
+                request,
                 data,
-                ..
-            } => {
+            } if self.config.drive_of(device).is_some() => {
+                // Taken inside a run slice, as entropy is.
+                let drive = self.config.drive_of(device).unwrap_or(0);
+                if let Ok(mut q) = self.disks[drive].lock() {
+                    q.queue.push_back((e.icount, request, data));
+                }
+            }
+            Event::DeviceCompletion { device, data, .. } if device == self.rng => {
                 // The device takes it inside a run slice: queue it for the slice that gets
                 // there (later entries' runs check that it was taken at this icount).
                 if let Ok(mut q) = self.entropy.lock() {
@@ -387,6 +458,17 @@ impl Replayer {
                         return Err(diverged(*at, "the guest did not take the logged entropy"));
                     }
                 }
+                for (drive, q) in self.disks.iter().enumerate() {
+                    if let Some((at, off, _)) = q.lock().ok().and_then(|q| q.queue.front().cloned())
+                    {
+                        return Err(diverged(
+                            at,
+                            format!(
+                                "disk read: the guest did not read disk {drive} at offset {off}"
+                            ),
+                        ));
+                    }
+                }
                 return Ok(true);
             }
             other => {
@@ -400,14 +482,86 @@ impl Replayer {
         Ok(false)
     }
 
+    /// Gives the host's disks that [`Replayer::go_live`] switches to, one per logged drive
+    /// in `--drive` order (e.g. `machine::machine::open_disks` on the shared disk images).
+    /// Each must have as many sectors as the logged drive. Without them, a machine with disks
+    /// goes live on disks that fail every read (the guest sees I/O errors).
+    pub fn set_live_disks(&mut self, disks: Vec<Box<dyn BlockBackend>>) -> Result<(), ReplayError> {
+        if disks.len() != self.config.drives.len() {
+            return Err(ReplayError::LiveDisks(format!(
+                "{} disks given, the log has {}",
+                disks.len(),
+                self.config.drives.len()
+            )));
+        }
+        let sectors = |n: u64| n / machine::virtio::block::SECTOR_SIZE;
+        for (i, (d, shape)) in disks.iter().zip(&self.config.drives).enumerate() {
+            if sectors(d.len()) != sectors(shape.capacity) {
+                return Err(ReplayError::LiveDisks(format!(
+                    "disk {i} has {} bytes, the logged one {}",
+                    d.len(),
+                    shape.capacity
+                )));
+            }
+        }
+        self.live_disks = disks;
+        Ok(())
+    }
+
+    /// Puts a snapshot (`Machine::snapshot` of a machine replaying this same log) into the
+    /// replayed machine, as if the replay had got there; the caller then applies the log's
+    /// entries after the snapshot's icount. The replay state is reset: nothing queued, not
+    /// idle, no power request. A snapshot is a safe point when [`Replayer::at_rest`] holds.
+    pub fn restore_snapshot(&mut self, bytes: &[u8]) -> Result<(), ReplayError> {
+        self.m.load_snapshot(bytes)?;
+        if let Ok(mut q) = self.entropy.lock() {
+            *q = EntropyQueue::default();
+        }
+        for q in &self.disks {
+            if let Ok(mut q) = q.lock() {
+                *q = DiskQueue::default();
+            }
+        }
+        self.idle = false;
+        self.power = None;
+        Ok(())
+    }
+
+    /// Whether the replay holds nothing but the machine: no logged input waiting for the
+    /// device that takes it, not idle, no power request. A snapshot taken now and restored
+    /// with [`Replayer::restore_snapshot`] continues the replay exactly, given the entries
+    /// after the machine's icount (when the next entry lies beyond it).
+    pub fn at_rest(&self) -> bool {
+        let entropy = self.entropy.lock().is_ok_and(|q| q.queue.is_empty());
+        let disks = self
+            .disks
+            .iter()
+            .all(|q| q.lock().is_ok_and(|q| q.queue.is_empty()));
+        entropy && disks && !self.idle && self.power.is_none()
+    }
+
     /// Stops replaying: the devices switch from the log to the host (entropy from the host's
-    /// source), and the machine is handed over to run live from the icount reached. Whether
-    /// the last run call found every hart idle is returned too (the live loop then idles
-    /// first).
-    pub fn go_live(self) -> (Machine, bool) {
+    /// source, disks to those given with [`Replayer::set_live_disks`]), and the machine is
+    /// handed over to run live from the icount reached. Whether the last run call found every
+    /// hart idle is returned too (the live loop then idles first).
+    pub fn go_live(mut self) -> (Machine, bool) {
         if let Ok(mut q) = self.entropy.lock() {
             q.queue.clear();
             q.live = Some(OsEntropy::default());
+        }
+        let live = std::mem::take(&mut self.live_disks);
+        let given = live.len();
+        for (drive, d) in live.into_iter().enumerate() {
+            // set_live_disks checked the sizes.
+            let _ = self.m.replace_disk(drive, d);
+        }
+        for (drive, q) in self.disks.iter().enumerate().skip(given) {
+            // No host disk: every read fails from now on (an empty queue and a note).
+            if let Ok(mut q) = q.lock() {
+                q.queue.clear();
+                let at = self.m.icount();
+                q.error = Some((at, format!("disk {drive} went live without a host disk")));
+            }
         }
         (self.m, self.idle)
     }

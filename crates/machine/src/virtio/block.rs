@@ -326,6 +326,9 @@ impl VirtioDevice for Block {
     fn config_read(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.config, offset, data);
     }
+    fn block_backend_mut(&mut self) -> Option<&mut Box<dyn BlockBackend>> {
+        Some(&mut self.backend)
+    }
     fn process(
         &mut self,
         queues: &mut [Virtq],

@@ -144,6 +144,11 @@ impl VirtioMmio {
         self.device.device_id()
     }
 
+    /// The backend of a block device (see [`VirtioDevice::block_backend_mut`]).
+    pub fn block_backend_mut(&mut self) -> Option<&mut Box<dyn super::BlockBackend>> {
+        self.device.block_backend_mut()
+    }
+
     /// The interrupt line: InterruptStatus is not zero.
     pub fn irq_level(&self) -> bool {
         self.interrupt_status != 0

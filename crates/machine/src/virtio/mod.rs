@@ -109,6 +109,11 @@ pub trait VirtioDevice: Send {
     fn config_write(&mut self, _offset: u64, _data: &[u8]) {}
     /// Returns the device to its power-on state (the driver wrote 0 to Status).
     fn reset(&mut self) {}
+    /// A block device's backend, so that the record/replay layer can wrap it or swap it (a
+    /// backup going live); `None` for every other device.
+    fn block_backend_mut(&mut self) -> Option<&mut Box<dyn BlockBackend>> {
+        None
+    }
     /// Does the device's pending work. `notified` has bit `n` set if queue `n` was notified since
     /// the last call; `features` are the negotiated features. Called only while the driver is
     /// running the device (DRIVER_OK, and not DEVICE_NEEDS_RESET). An error means the driver

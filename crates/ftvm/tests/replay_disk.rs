@@ -1,0 +1,261 @@
+//! Disks in the input log: record Linux with a virtio disk (`ftvm run --drive ... --record`),
+//! drive a workload that reads and writes the disk, reads entropy and takes console input, then
+//! replay the log three times without the disk (the copy is deleted first): identical console
+//! output each time. A log whose disk data was changed is refused (exit 2, one line). A
+//! snapshot taken by the replay at a random icount in the middle of the workload, restored and
+//! replayed to the end, finishes with the same console output and the same final digests.
+//!
+//! Needs a guest built by `cargo xtask guest`: skipped with a message unless `FTVM_GUEST_DIR` is
+//! set (`cargo xtask test` sets it, and `FTVM_REQUIRE_GUEST`, which makes a missing guest fail).
+
+use guestctl::Console;
+use replay::{Event, LogReader, LogWriter};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const FTVM: &str = env!("CARGO_BIN_EXE_ftvm");
+const OPENSBI: &str = "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin";
+/// virtio-blk of the first drive: the highest virtio slot.
+const DISK0: u32 = 7;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("replay-disk");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(format!("{name}-{}", std::process::id()))
+}
+
+/// Runs `ftvm replay LOG ARGS`: (exit code, stdout without CR, stderr, seconds taken).
+fn replay(log: &Path, args: &[&str]) -> (Option<i32>, String, String, f64) {
+    let t0 = Instant::now();
+    let out = Command::new(FTVM)
+        .arg("replay")
+        .arg(log)
+        .args(args)
+        .output()
+        .expect("start ftvm replay");
+    let stdout: Vec<u8> = out.stdout.into_iter().filter(|&b| b != b'\r').collect();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        t0.elapsed().as_secs_f64(),
+    )
+}
+
+/// A bad log must give exit code 2 and exactly one line on stderr containing `want`.
+fn refused(log: &Path, want: &str) -> String {
+    let (code, _, err, _) = replay(log, &[]);
+    assert_eq!(code, Some(2), "{}: {err}", log.display());
+    assert_eq!(err.lines().count(), 1, "{}: {err}", log.display());
+    assert!(err.contains(want), "{}: {err}", log.display());
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+/// Rewrites `log` through `f`, which may change each entry; the result is well-formed.
+fn rewrite(log: &[u8], mut f: impl FnMut(&mut replay::Entry)) -> Vec<u8> {
+    let mut r = LogReader::new(log).unwrap();
+    let header = r.header().clone();
+    let mut w = LogWriter::new(Vec::new(), &header).unwrap();
+    while let Some(mut e) = r.next_entry().unwrap() {
+        f(&mut e);
+        w.append(&e).unwrap();
+    }
+    w.flush().unwrap();
+    w.get_ref().clone()
+}
+
+#[test]
+fn record_then_replay_linux_with_a_disk() {
+    record_then_replay(1);
+}
+
+#[test]
+fn record_then_replay_linux_with_a_disk_smp2() {
+    record_then_replay(2);
+}
+
+fn record_then_replay(harts: usize) {
+    let Some(guest) = guestctl::guest_dir_from_env() else {
+        return;
+    };
+    if !Path::new(OPENSBI).exists() {
+        assert!(
+            !guestctl::prerequisites_required(),
+            "OpenSBI ({OPENSBI}) is missing"
+        );
+        eprintln!("skipped: no OpenSBI at {OPENSBI}");
+        return;
+    }
+    // Never write the cached image: the guest writes to a copy.
+    let disk = scratch(&format!("disk{harts}.img"));
+    std::fs::copy(guest.join("disk.img"), &disk).expect("copy disk image");
+    let log = scratch(&format!("disk{harts}.log"));
+    let mut cmd = Command::new(FTVM);
+    cmd.arg("run")
+        .arg("--kernel")
+        .arg(guest.join("Image"))
+        .arg("--initrd")
+        .arg(guest.join("initramfs.cpio.gz"))
+        .args(["--smp", &harts.to_string()])
+        .args(["--append", "console=ttyS0"])
+        .arg("--drive")
+        .arg(format!("file={}", disk.display()))
+        .arg("--record")
+        .arg(&log);
+    let mut c = Console::spawn(cmd).expect("start ftvm run");
+    let step = Duration::from_secs(120);
+    c.wait_for("ftvm-guest: ready", Duration::from_secs(240))
+        .unwrap();
+    c.run("true", step).unwrap();
+    // /dev/vda is mounted on /mnt by the guest's init: read a file, the raw device, write and
+    // sync a small and a larger file, read them back, then entropy.
+    let hello = c.run("cat /mnt/hello.txt", step).unwrap();
+    assert_eq!(hello.trim(), "hello from the ftvm disk", "{hello:?}");
+    let raw = c
+        .run("dd if=/dev/vda bs=64k count=64 2>/dev/null | wc -c", step)
+        .unwrap();
+    assert_eq!(raw.trim(), "4194304", "{raw:?}");
+    let small = c
+        .run(
+            "echo disk-$((2+3)) > /mnt/t.txt && sync && cat /mnt/t.txt",
+            step,
+        )
+        .unwrap();
+    assert_eq!(small.trim(), "disk-5", "{small:?}");
+    let big = c
+        .run(
+            "dd if=/dev/urandom of=/mnt/big bs=64k count=16 2>/dev/null; sync; \
+             echo 3 > /proc/sys/vm/drop_caches; wc -c < /mnt/big",
+            step,
+        )
+        .unwrap();
+    assert_eq!(big.trim(), "1048576", "{big:?}");
+    let sum = c.run("md5sum /mnt/big | wc -w", step).unwrap();
+    assert_eq!(sum.trim(), "2", "{sum:?}");
+    let rng = c
+        .run("head -c 16 /dev/hwrng | od -x | wc -l", step)
+        .unwrap();
+    assert_eq!(rng.trim(), "2", "{rng:?}");
+    let answer = c.run("echo $((6*7))", step).unwrap();
+    assert_eq!(answer.trim(), "42", "{answer:?}");
+    c.send(b"poweroff\n").unwrap();
+    c.wait_for("reboot: Power down", step).unwrap();
+    assert_eq!(c.wait_exit(Duration::from_secs(60)), Some(0));
+    let recorded = c.output();
+
+    // The replay needs no disk: prove it by deleting the copy first.
+    std::fs::remove_file(&disk).unwrap();
+    let bytes = std::fs::read(&log).unwrap();
+    let mut r = LogReader::new(bytes.as_slice()).unwrap();
+    let (mut reads, mut read_bytes, mut last, mut inputs) = (0u64, 0u64, 0u64, Vec::new());
+    while let Some(e) = r.next_entry().unwrap() {
+        last = e.icount;
+        match &e.event {
+            Event::DeviceCompletion { device, data, .. } if *device == DISK0 => {
+                reads += 1;
+                read_bytes += data.len() as u64;
+            }
+            Event::DeviceCompletion { device: 0x100, .. } => inputs.push(e.icount),
+            _ => {}
+        }
+    }
+    assert!(reads > 10 && read_bytes > 4 << 20, "{reads} reads");
+    let guest_secs = last as f64 / 100e6; // 100 M instructions per guest second (clock.rs)
+    let mut times = Vec::new();
+    for i in 0..3 {
+        let (code, out, err, secs) = replay(&log, &[]);
+        assert_eq!(code, Some(0), "replay {i}: {err}");
+        assert_eq!(out, recorded, "replay {i} printed something else");
+        times.push(secs);
+    }
+    eprintln!(
+        "disk/{harts}: log {} bytes ({reads} disk reads, {read_bytes} bytes), {:.2} s of guest \
+         time: {:.0} bytes/s; replays took {times:.2?} s",
+        bytes.len(),
+        guest_secs,
+        bytes.len() as f64 / guest_secs
+    );
+
+    // Disk data changed in a well-formed log: the replayed guest reads other bytes, and the
+    // next digest says so. The read of hello.txt's block is the one changed.
+    let needle = b"hello from the ftvm disk";
+    let mut changed = false;
+    let tampered_bytes = rewrite(&bytes, |e| {
+        if let Event::DeviceCompletion {
+            device: DISK0,
+            data,
+            ..
+        } = &mut e.event
+        {
+            if let Some(at) = data.windows(needle.len()).position(|w| w == needle) {
+                if !changed {
+                    data[at] ^= 0x20; // "Hello"
+                    changed = true;
+                }
+            }
+        }
+    });
+    assert!(changed, "hello.txt's data is in the log");
+    let tampered = scratch(&format!("tampered-disk{harts}.log"));
+    std::fs::write(&tampered, &tampered_bytes).unwrap();
+    refused(&tampered, "diverged at icount");
+    // A logged read moved to another offset: the replay names the disk read at once.
+    let mut moved = None;
+    let moved_bytes = rewrite(&bytes, |e| {
+        if let Event::DeviceCompletion {
+            device: DISK0,
+            request,
+            ..
+        } = &mut e.event
+        {
+            if moved.is_none() {
+                *request += 512;
+                moved = Some(e.icount);
+            }
+        }
+    });
+    let moved_log = scratch(&format!("moved-disk{harts}.log"));
+    std::fs::write(&moved_log, &moved_bytes).unwrap();
+    let err = refused(&moved_log, "disk read");
+    assert!(
+        err.contains(&format!("diverged at icount {}", moved.unwrap())),
+        "{err}"
+    );
+
+    // Snapshot in the middle of the workload (between the first command typed and the
+    // poweroff) at a random icount, restore, finish: the same rest of the output, and every
+    // digest after the snapshot (the final one included) matches the log.
+    let (first, end) = (inputs[0], *inputs.last().unwrap());
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let at = first + seed % (end - first).max(1);
+    eprintln!("disk/{harts}: snapshot at icount {at} or the next safe point (seed {seed})");
+    let snap = scratch(&format!("mid{harts}.snap"));
+    let (code, out, err, _) = replay(
+        &log,
+        &[
+            "--snapshot-at",
+            &at.to_string(),
+            "--snapshot-out",
+            snap.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, recorded);
+    assert!(err.contains("snapshot at icount"), "{err}");
+    let (code, rest, err, _) = replay(&log, &["--restore", snap.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "restored replay: {err}");
+    assert!(
+        !rest.is_empty() && rest.len() < recorded.len() && recorded.ends_with(&rest),
+        "restored replay printed {rest:?}"
+    );
+    assert!(rest.contains("reboot: Power down"), "{rest:?}");
+
+    for f in [&log, &tampered, &moved_log, &snap] {
+        let _ = std::fs::remove_file(f);
+    }
+}

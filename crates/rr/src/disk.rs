@@ -1,0 +1,379 @@
+//! Disks in the input log: the block backends the recorder and the replayer put under each
+//! virtio-blk device.
+//!
+//! The block device runs a request inside a device pass, where the machine's clock tap holds
+//! the icount (`Machine::set_clock_tap`), and moves its data through a bounce buffer one
+//! [`BlockBackend::read_at`] call at a time (at most 64 KiB). So each call is one input event:
+//!
+//! - [`RecordingDisk`] reads the host's disk and notes `(icount, device, byte offset, data)`,
+//!   which the recorder logs as a `DeviceCompletion { device: <slot>, request: <offset>, data }`.
+//!   Writes and flushes go to the host's disk. An operation the host's disk fails is noted with
+//!   empty data (request = the offset, or [`FLUSH_REQUEST`] for a flush), because the guest sees
+//!   the failure and the replay must too.
+//! - [`ReplayDisk`] needs no disk: a read takes the next logged read of its device, which must
+//!   be at the same icount, offset and length, else the replay has diverged ("disk read").
+//!   Writes are discarded and flushes do nothing, except that a logged failure fails them too.
+//!   When the replayer goes live, the machine's disk backends are replaced by real ones.
+
+use machine::virtio::BlockBackend;
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The `request` of a logged flush failure (a read or write failure's request is its offset,
+/// always below the disk's size).
+pub const FLUSH_REQUEST: u64 = u64::MAX;
+
+/// What the replayer needs to know of a disk: carried in the log's prologue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DriveShape {
+    /// Size in bytes (the guest sees whole sectors only).
+    pub capacity: u64,
+    /// Offered read-only.
+    pub readonly: bool,
+}
+
+/// One input taken by a device inside a run slice, to be logged after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The machine icount of the device pass that took it.
+    pub icount: u64,
+    /// The log's device number (the device's virtio slot).
+    pub device: u32,
+    /// The device's id for it: a disk's byte offset; 0 for entropy.
+    pub request: u64,
+    /// The bytes that entered guest memory (empty: the disk operation failed).
+    pub data: Vec<u8>,
+}
+
+/// Inputs taken by devices and not yet logged, in the order they were taken (non-decreasing
+/// icount), shared by every recording backend of a machine.
+pub type Pending = Arc<Mutex<VecDeque<Completion>>>;
+
+/// The log's device number of the `drive`-th disk: its virtio slot.
+pub fn disk_device(drive: usize) -> u32 {
+    machine::machine::disk_slot(drive).map_or(u32::MAX, |s| s as u32)
+}
+
+/// The log's device number of the virtio-rng device on a machine with `drives` disks: its
+/// slot, just below the disks' ([`crate::DEV_RNG`] without disks).
+pub fn rng_device(drives: usize) -> u32 {
+    disk_device(drives)
+}
+
+/// A host disk whose reads (and failures) are noted for the log.
+pub struct RecordingDisk {
+    inner: Box<dyn BlockBackend>,
+    device: u32,
+    tap: Arc<AtomicU64>,
+    pending: Pending,
+}
+
+impl RecordingDisk {
+    /// Wraps `inner`, the disk in virtio slot `device`; `tap` is the machine's clock tap.
+    pub fn new(
+        inner: Box<dyn BlockBackend>,
+        device: u32,
+        tap: Arc<AtomicU64>,
+        pending: Pending,
+    ) -> RecordingDisk {
+        RecordingDisk {
+            inner,
+            device,
+            tap,
+            pending,
+        }
+    }
+
+    fn note(&self, request: u64, data: Vec<u8>) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.push_back(Completion {
+                icount: self.tap.load(Ordering::Relaxed),
+                device: self.device,
+                request,
+                data,
+            });
+        }
+    }
+
+    /// Notes a failure of the host's disk, which the guest is about to see.
+    fn failed<T>(&self, request: u64, r: io::Result<T>) -> io::Result<T> {
+        if r.is_err() {
+            self.note(request, Vec::new());
+        }
+        r
+    }
+}
+
+impl BlockBackend for RecordingDisk {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let r = self.inner.read_at(offset, buf);
+        let r = self.failed(offset, r);
+        if r.is_ok() {
+            self.note(offset, buf.to_vec());
+        }
+        r
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let r = self.inner.write_at(offset, data);
+        self.failed(offset, r)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        let r = self.inner.flush();
+        self.failed(FLUSH_REQUEST, r)
+    }
+}
+
+/// One disk's logged reads waiting for the guest, and the first mismatch.
+#[derive(Debug, Default)]
+pub struct DiskQueue {
+    /// (icount, request, data), in log order.
+    pub queue: VecDeque<(u64, u64, Vec<u8>)>,
+    /// The first mismatch: (icount, what).
+    pub error: Option<(u64, String)>,
+}
+
+/// A disk replayed from the log: see the module documentation.
+pub struct ReplayDisk {
+    shared: Arc<Mutex<DiskQueue>>,
+    tap: Arc<AtomicU64>,
+    capacity: u64,
+    drive: usize,
+}
+
+impl ReplayDisk {
+    /// The `drive`-th disk, of `capacity` bytes, fed from `shared`; `tap` is the machine's
+    /// clock tap.
+    pub fn new(
+        drive: usize,
+        capacity: u64,
+        shared: Arc<Mutex<DiskQueue>>,
+        tap: Arc<AtomicU64>,
+    ) -> ReplayDisk {
+        ReplayDisk {
+            shared,
+            tap,
+            capacity,
+            drive,
+        }
+    }
+
+    /// Pops a logged failure of the operation at `request` if it is the next entry, at this
+    /// icount: the recorded guest saw the operation fail.
+    fn logged_failure(&self, request: u64) -> io::Result<()> {
+        let now = self.tap.load(Ordering::Relaxed);
+        let mut q = lock(&self.shared)?;
+        if q.error.is_some() {
+            // Diverged, or gone live without a host disk: nothing may look written.
+            return Err(io::Error::other("the replayed disk is out of service"));
+        }
+        match q.queue.front() {
+            Some((at, r, data)) if *at == now && *r == request && data.is_empty() => {
+                q.queue.pop_front();
+                Err(io::Error::other("the recorded disk operation failed"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn lock(shared: &Mutex<DiskQueue>) -> io::Result<std::sync::MutexGuard<'_, DiskQueue>> {
+    shared
+        .lock()
+        .map_err(|_| io::Error::other("disk queue poisoned"))
+}
+
+impl BlockBackend for ReplayDisk {
+    fn len(&self) -> u64 {
+        self.capacity
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let now = self.tap.load(Ordering::Relaxed);
+        let mut q = lock(&self.shared)?;
+        let why = match q.queue.pop_front() {
+            Some((at, req, data)) if at == now && req == offset && data.is_empty() => {
+                return Err(io::Error::other("the recorded disk read failed"));
+            }
+            Some((at, req, data)) if at == now && req == offset && data.len() == buf.len() => {
+                buf.copy_from_slice(&data);
+                return Ok(());
+            }
+            Some((at, req, data)) => format!(
+                "disk read: the guest read {} bytes of disk {} at offset {offset}; the log has \
+                 {} bytes at offset {req} at icount {at}",
+                buf.len(),
+                self.drive,
+                data.len()
+            ),
+            None => format!(
+                "disk read: the guest read {} bytes of disk {} at offset {offset}, which the \
+                 log does not have",
+                buf.len(),
+                self.drive
+            ),
+        };
+        q.error.get_or_insert((now, why.clone()));
+        Err(io::Error::other(why))
+    }
+    fn write_at(&mut self, offset: u64, _data: &[u8]) -> io::Result<()> {
+        self.logged_failure(offset)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.logged_failure(FLUSH_REQUEST)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use machine::virtio::block::MemBackend;
+
+    /// A disk that fails every operation.
+    struct Broken;
+
+    impl BlockBackend for Broken {
+        fn len(&self) -> u64 {
+            4096
+        }
+        fn read_at(&mut self, _: u64, _: &mut [u8]) -> io::Result<()> {
+            Err(io::Error::other("broken"))
+        }
+        fn write_at(&mut self, _: u64, _: &[u8]) -> io::Result<()> {
+            Err(io::Error::other("broken"))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::Error::other("broken"))
+        }
+    }
+
+    fn mem(len: usize) -> Box<dyn BlockBackend> {
+        let data = (0..len).map(|i| (i / 512) as u8).collect();
+        Box::new(MemBackend { data, flushes: 0 })
+    }
+
+    /// Records what `ops` do on `inner` at icounts 10, 20, ...; returns the completions.
+    fn record(inner: Box<dyn BlockBackend>, ops: &[(char, u64, usize)]) -> Vec<Completion> {
+        let tap = Arc::new(AtomicU64::new(0));
+        let pending = Pending::default();
+        let mut d = RecordingDisk::new(inner, 7, Arc::clone(&tap), Arc::clone(&pending));
+        for (i, &(op, off, len)) in ops.iter().enumerate() {
+            tap.store(10 * (i as u64 + 1), Ordering::Relaxed);
+            let mut buf = vec![0; len];
+            let _ = match op {
+                'r' => d.read_at(off, &mut buf),
+                'w' => d.write_at(off, &[0xee; 512]),
+                _ => d.flush(),
+            };
+        }
+        let v = pending.lock().unwrap().drain(..).collect();
+        v
+    }
+
+    fn replayer(log: &[Completion]) -> (ReplayDisk, Arc<AtomicU64>, Arc<Mutex<DiskQueue>>) {
+        let tap = Arc::new(AtomicU64::new(0));
+        let shared = Arc::new(Mutex::new(DiskQueue::default()));
+        for c in log {
+            let e = (c.icount, c.request, c.data.clone());
+            shared.lock().unwrap().queue.push_back(e);
+        }
+        (
+            ReplayDisk::new(0, 8192, Arc::clone(&shared), Arc::clone(&tap)),
+            tap,
+            shared,
+        )
+    }
+
+    #[test]
+    fn reads_are_recorded_with_icount_offset_and_data_writes_are_not() {
+        let log = record(mem(8192), &[('r', 512, 1024), ('w', 0, 512), ('f', 0, 0)]);
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].icount, 10);
+        assert_eq!(log[0].device, 7);
+        assert_eq!(log[0].request, 512);
+        assert_eq!(log[0].data, [[1u8; 512], [2u8; 512]].concat());
+    }
+
+    #[test]
+    fn replay_gives_the_logged_data_and_discards_writes() {
+        let log = record(mem(8192), &[('r', 512, 1024), ('r', 0, 512)]);
+        let (mut d, tap, shared) = replayer(&log);
+        assert_eq!(d.len(), 8192);
+        tap.store(10, Ordering::Relaxed);
+        let mut buf = vec![0; 1024];
+        d.read_at(512, &mut buf).unwrap();
+        assert_eq!(buf, log[0].data);
+        tap.store(15, Ordering::Relaxed);
+        d.write_at(0, &[1; 512]).unwrap();
+        d.flush().unwrap();
+        tap.store(20, Ordering::Relaxed);
+        let mut buf = vec![0; 512];
+        d.read_at(0, &mut buf).unwrap();
+        assert_eq!(
+            buf,
+            vec![0; 512],
+            "the logged data, not what the write said"
+        );
+        let q = shared.lock().unwrap();
+        assert!(q.queue.is_empty() && q.error.is_none());
+    }
+
+    #[test]
+    fn replay_mismatches_are_noted_as_disk_read_divergences() {
+        let log = record(mem(8192), &[('r', 512, 1024)]);
+        for (at, off, len, want) in [
+            (11, 512, 1024, "at icount 10"),
+            (
+                10,
+                0,
+                1024,
+                "at offset 0; the log has 1024 bytes at offset 512",
+            ),
+            (10, 512, 512, "read 512 bytes"),
+        ] {
+            let (mut d, tap, shared) = replayer(&log);
+            tap.store(at, Ordering::Relaxed);
+            let mut buf = vec![0; len];
+            assert!(d.read_at(off, &mut buf).is_err());
+            let (icount, why) = shared.lock().unwrap().error.clone().unwrap();
+            assert_eq!(icount, at);
+            assert!(why.starts_with("disk read:") && why.contains(want), "{why}");
+        }
+        let (mut d, _, shared) = replayer(&[]);
+        assert!(d.read_at(0, &mut [0; 512]).is_err());
+        let why = shared.lock().unwrap().error.clone().unwrap().1;
+        assert!(why.contains("the log does not have"), "{why}");
+    }
+
+    #[test]
+    fn host_failures_are_logged_and_replayed() {
+        let log = record(
+            Box::new(Broken),
+            &[('r', 512, 512), ('w', 1024, 512), ('f', 0, 0)],
+        );
+        let reqs: Vec<_> = log.iter().map(|c| (c.icount, c.request)).collect();
+        assert_eq!(reqs, [(10, 512), (20, 1024), (30, FLUSH_REQUEST)]);
+        assert!(log.iter().all(|c| c.data.is_empty()));
+        let (mut d, tap, shared) = replayer(&log);
+        tap.store(10, Ordering::Relaxed);
+        assert!(d.read_at(512, &mut [0; 512]).is_err());
+        tap.store(20, Ordering::Relaxed);
+        assert!(d.write_at(1024, &[0; 512]).is_err());
+        tap.store(30, Ordering::Relaxed);
+        assert!(d.flush().is_err());
+        assert!(d.flush().is_ok(), "only the logged failure fails");
+        let q = shared.lock().unwrap();
+        assert!(q.queue.is_empty() && q.error.is_none(), "{:?}", q.error);
+    }
+
+    #[test]
+    fn device_numbers_are_slots() {
+        assert_eq!(disk_device(0), 7);
+        assert_eq!(disk_device(1), 6);
+        assert_eq!(rng_device(0), crate::DEV_RNG);
+        assert_eq!(rng_device(2), 5);
+    }
+}
