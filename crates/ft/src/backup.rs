@@ -156,6 +156,7 @@ pub fn run(bc: &BackupConfig, cfg: PairConfig) -> Result<i32, FtError> {
     );
     let live = Arc::new(Liveness::default());
     live.heard();
+    let hb_stop = Arc::new(AtomicBool::new(false));
     heartbeat::spawn(
         udp,
         None,
@@ -164,9 +165,12 @@ pub fn run(bc: &BackupConfig, cfg: PairConfig) -> Result<i32, FtError> {
         0,
         cfg.heartbeat,
         Arc::clone(&live),
-        Arc::new(AtomicBool::new(false)),
+        Arc::clone(&hb_stop),
     )
     .map_err(io("cannot start the heartbeat"))?;
+    let channel = w
+        .stream_clone()
+        .map_err(io("cannot keep a handle on the channel"))?;
     let st = Arc::new(RxState::default());
     let (tx, rx) = sync_channel(4096);
     {
@@ -184,6 +188,8 @@ pub fn run(bc: &BackupConfig, cfg: PairConfig) -> Result<i32, FtError> {
         cfg,
         status,
         generation: hello.generation,
+        channel,
+        hb_stop,
     }
     .run()
 }
@@ -196,6 +202,11 @@ struct Backup {
     cfg: PairConfig,
     status: Status,
     generation: u64,
+    /// The channel, to close it when the primary is declared gone (a primary that was only
+    /// frozen then finds its link broken and asks the arbiter, which it then loses).
+    channel: std::net::TcpStream,
+    /// Stops the heartbeat.
+    hb_stop: Arc<AtomicBool>,
 }
 
 /// The replay side's progress.
@@ -334,6 +345,9 @@ impl Backup {
     fn failover(mut self, mut p: Progress, why: String) -> Result<i32, FtError> {
         let t0 = Instant::now();
         eprintln!("ftvm backup: primary lost: {why}");
+        // From now on nothing the old primary sends counts.
+        let _ = self.channel.shutdown(std::net::Shutdown::Both);
+        self.hb_stop.store(true, Ordering::Relaxed);
         // Everything received is replayed before anything else.
         while let Ok(item) = self.rx.try_recv() {
             match item {

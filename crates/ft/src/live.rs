@@ -35,6 +35,8 @@ pub(crate) struct Protection {
     pub generation: u64,
     /// The horizon of the last message sent.
     pub sent_horizon: u64,
+    /// Stops the heartbeat when protection ends.
+    pub hb_stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A live VM.
@@ -280,6 +282,7 @@ impl LiveVm {
         };
         let generation = p.generation + 1;
         p.link.close();
+        p.hb_stop.store(true, Ordering::Relaxed);
         eprintln!(
             "ftvm primary: backup lost ({why}); asking the arbiter {}",
             self.cfg.arbiter.describe()

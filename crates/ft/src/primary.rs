@@ -78,6 +78,7 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
     live.heard();
     let udp = UdpSocket::bind(SocketAddr::new(pc.console.ip(), 0))
         .map_err(io("cannot open the heartbeat socket"))?;
+    let hb_stop = Arc::new(AtomicBool::new(false));
     heartbeat::spawn(
         udp,
         Some(pc.backup),
@@ -86,7 +87,7 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
         1,
         cfg.heartbeat,
         Arc::clone(&live),
-        Arc::new(AtomicBool::new(false)),
+        Arc::clone(&hb_stop),
     )
     .map_err(io("cannot start the heartbeat"))?;
     let link = Link::start(w, r, ep.clone(), Arc::clone(&live))
@@ -111,6 +112,7 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
             live,
             generation,
             sent_horizon: 0,
+            hb_stop,
         }),
         cfg,
         status,

@@ -307,3 +307,114 @@ fn failover_with_two_harts() {
     }
     assert!(p.stderr("backup").contains("went live"), "{}", p.logs());
 }
+
+/// A primary that freezes (SIGSTOP: its sockets stay open, only the heartbeat notices) is
+/// replaced by the backup; when it wakes up it finds its link gone, loses the arbiter and
+/// stops without emitting anything more.
+#[test]
+fn frozen_primary_is_replaced_and_fenced() {
+    let Some(g) = guest() else { return };
+    let mut p = Pair::start("frozen", &g, &PairOptions::default(), None);
+    let mut c = p.client();
+    start_counter(&mut c);
+    for k in 1..=10 {
+        increment(&mut c, k, &|| p.logs());
+    }
+    let pid = p.primary.as_ref().unwrap().id().to_string();
+    let signal = |sig: &str| {
+        let st = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill {sig}");
+    };
+    signal("-STOP");
+    let t0 = Instant::now();
+    for k in 11..=20 {
+        increment(&mut c, k, &|| p.logs());
+    }
+    let took = t0.elapsed();
+    assert_eq!(c.endpoint(), Some(p.backup_console), "{}", p.logs());
+    assert!(p.stderr("backup").contains("nothing heard"), "{}", p.logs());
+    signal("-CONT");
+    assert_eq!(
+        p.wait("primary", Duration::from_secs(10)),
+        Some(3),
+        "the old primary must stop itself\n{}",
+        p.logs()
+    );
+    assert!(
+        p.stderr("primary")
+            .contains("stopping, emitting nothing more"),
+        "{}",
+        p.logs()
+    );
+    for k in 21..=25 {
+        increment(&mut c, k, &|| p.logs());
+    }
+    eprintln!("frozen primary: the client carried on {took:?} after SIGSTOP");
+}
+
+/// The etcd arbiter: a real etcd (Debian's etcd-server), started by the test; the backup
+/// wins the next generation in it when the primary dies.
+#[test]
+fn failover_with_etcd_arbiter() {
+    let Some(g) = guest() else { return };
+    let Some(etcd) = Etcd::start() else { return };
+    let o = PairOptions {
+        arbiter: Some(format!("etcd:{}", etcd.url)),
+        ..Default::default()
+    };
+    let mut p = Pair::start("etcd", &g, &o, None);
+    let mut c = p.client();
+    start_counter(&mut c);
+    for k in 1..=10 {
+        increment(&mut c, k, &|| p.logs());
+    }
+    p.kill("primary");
+    for k in 11..=20 {
+        increment(&mut c, k, &|| p.logs());
+    }
+    assert!(p.stderr("backup").contains("went live"), "{}", p.logs());
+    let a = arbiter::from_spec(&format!("etcd:{}", etcd.url)).unwrap();
+    let (generation, winner) = a.current("testvm").unwrap().expect("a claim in etcd");
+    assert_eq!(generation, 1);
+    assert!(winner.starts_with("backup@"), "{winner}");
+}
+
+/// A tiny log buffer: the primary stalls on it again and again, and the pair still works.
+#[test]
+fn flow_control_with_a_tiny_buffer() {
+    let Some(g) = guest() else { return };
+    let o = PairOptions {
+        extra: vec!["--log-buffer".into(), "2K".into()],
+        ..Default::default()
+    };
+    let mut p = Pair::start("flow", &g, &o, None);
+    let mut c = p.client();
+    start_counter(&mut c);
+    for k in 1..=30 {
+        increment(&mut c, k, &|| p.logs());
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let st = ft::console::request(
+        &p.primary_console.to_string(),
+        "STATUS",
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    let stalls: u64 = st
+        .lines()
+        .find_map(|l| l.strip_prefix("stalls: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        stalls > 0,
+        "the primary never stalled on a 2 KiB buffer\n{st}"
+    );
+    p.kill("primary");
+    for k in 31..=40 {
+        increment(&mut c, k, &|| p.logs());
+    }
+}

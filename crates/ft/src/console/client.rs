@@ -34,6 +34,9 @@ pub struct ConsoleClient {
     pub reconnect_for: Duration,
     /// Connections made (the first included).
     pub connections: u32,
+    /// After this long without output while waiting, ask the other endpoints whether one of
+    /// them is live (a frozen or cut-off primary keeps its connection open but says nothing).
+    pub probe_after: Duration,
 }
 
 impl ConsoleClient {
@@ -48,6 +51,7 @@ impl ConsoleClient {
             unacked: Vec::new(),
             reconnect_for: Duration::from_secs(30),
             connections: 0,
+            probe_after: Duration::from_secs(1),
         }
     }
 
@@ -127,6 +131,20 @@ impl ConsoleClient {
         }
     }
 
+    /// Switches to another endpoint if one of them is live now; `true` if it did.
+    fn probe_others(&mut self) -> bool {
+        let n = self.addrs.len();
+        for k in 1..n {
+            let i = (self.cur + k) % n;
+            let saved = self.stream.take();
+            if self.try_connect(i).is_ok() {
+                return true;
+            }
+            self.stream = saved;
+        }
+        false
+    }
+
     /// Sends input (kept until a later connection shows the VM took it).
     pub fn send(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
         self.unacked.extend_from_slice(bytes);
@@ -154,7 +172,13 @@ impl ConsoleClient {
     ) -> Result<Option<String>, ClientError> {
         let t0 = Instant::now();
         let mut line = Vec::new();
+        let mut heard = Instant::now();
         while t0.elapsed() < timeout {
+            if heard.elapsed() > self.probe_after {
+                heard = Instant::now();
+                // The output resumes at the same offset: a partial line carries on.
+                self.probe_others();
+            }
             if self.stream.is_none() {
                 self.connect()?;
             }
@@ -168,6 +192,7 @@ impl ConsoleClient {
             match r.read(&mut b) {
                 Ok(0) => self.stream = None,
                 Ok(_) => {
+                    heard = Instant::now();
                     self.out_offset += 1;
                     if b[0] == b'\n' {
                         let s = String::from_utf8_lossy(&line)
