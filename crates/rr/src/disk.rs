@@ -135,6 +135,38 @@ pub struct DiskQueue {
     pub queue: VecDeque<(u64, u64, Vec<u8>)>,
     /// The first mismatch: (icount, what).
     pub error: Option<(u64, String)>,
+    /// Writes (and flushes: `None`) the replayed guest made that the primary may not have put
+    /// on a shared disk yet: (icount, offset, data). An FT backup re-issues them at go-live;
+    /// [`DiskQueue::confirm`] drops those known to be on the disk.
+    pub writes: VecDeque<(u64, u64, Option<Vec<u8>>)>,
+    /// Bytes in `writes`.
+    pub write_bytes: usize,
+}
+
+/// Replayed writes kept for re-issue beyond which the oldest are dropped (and counted): the
+/// primary confirms its releases far sooner than this fills.
+pub const MAX_UNCONFIRMED: usize = 256 << 20;
+
+impl DiskQueue {
+    fn keep_write(&mut self, icount: u64, offset: u64, data: Option<Vec<u8>>) {
+        self.write_bytes += data.as_ref().map_or(0, Vec::len);
+        self.writes.push_back((icount, offset, data));
+        while self.write_bytes > MAX_UNCONFIRMED {
+            let Some((_, _, d)) = self.writes.pop_front() else {
+                break;
+            };
+            self.write_bytes -= d.map_or(0, |d| d.len());
+        }
+    }
+
+    /// The primary has put every write made before icount `upto` on the shared disk.
+    pub fn confirm(&mut self, upto: u64) {
+        while self.writes.front().is_some_and(|(at, _, _)| *at < upto) {
+            if let Some((_, _, d)) = self.writes.pop_front() {
+                self.write_bytes -= d.map_or(0, |d| d.len());
+            }
+        }
+    }
 }
 
 /// A disk replayed from the log: see the module documentation.
@@ -219,11 +251,17 @@ impl BlockBackend for ReplayDisk {
         q.error.get_or_insert((now, why.clone()));
         Err(io::Error::other(why))
     }
-    fn write_at(&mut self, offset: u64, _data: &[u8]) -> io::Result<()> {
-        self.logged_failure(offset)
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.logged_failure(offset)?;
+        let now = self.tap.load(Ordering::Relaxed);
+        lock(&self.shared)?.keep_write(now, offset, Some(data.to_vec()));
+        Ok(())
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.logged_failure(FLUSH_REQUEST)
+        self.logged_failure(FLUSH_REQUEST)?;
+        let now = self.tap.load(Ordering::Relaxed);
+        lock(&self.shared)?.keep_write(now, FLUSH_REQUEST, None);
+        Ok(())
     }
 }
 

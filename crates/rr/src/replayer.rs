@@ -540,6 +540,50 @@ impl Replayer {
         entropy && disks && !self.idle && self.power.is_none()
     }
 
+    /// The primary reports that every disk write made before icount `upto` is on the shared
+    /// disk: those need not be re-issued at go-live.
+    pub fn confirm_disk_writes(&mut self, upto: u64) {
+        for q in &self.disks {
+            if let Ok(mut q) = q.lock() {
+                q.confirm(upto);
+            }
+        }
+    }
+
+    /// Re-issues, on the disks given with [`Replayer::set_live_disks`], every replayed write
+    /// (and flush) not confirmed on the disk, in order: the writes the old primary may not
+    /// have made yet (in flight, held by the output rule). Disk writes are idempotent, so this
+    /// is always safe. Returns (writes, bytes) re-issued.
+    pub fn reissue_disk_writes(&mut self) -> Result<(usize, usize), ReplayError> {
+        let (mut n, mut bytes) = (0, 0);
+        for (d, q) in self.live_disks.iter_mut().zip(&self.disks) {
+            let writes = q.lock().map(|mut q| {
+                q.write_bytes = 0;
+                std::mem::take(&mut q.writes)
+            });
+            for (_, offset, data) in writes.unwrap_or_default() {
+                let r = match &data {
+                    Some(data) => d.write_at(offset, data),
+                    None => d.flush(),
+                };
+                r.map_err(|e| {
+                    ReplayError::LiveDisks(format!("re-issuing a write at offset {offset}: {e}"))
+                })?;
+                n += 1;
+                bytes += data.map_or(0, |d| d.len());
+            }
+        }
+        Ok((n, bytes))
+    }
+
+    /// Disk writes replayed and not confirmed on the disk: (count, bytes).
+    pub fn unconfirmed_disk_writes(&self) -> (usize, usize) {
+        self.disks
+            .iter()
+            .filter_map(|q| q.lock().ok().map(|q| (q.writes.len(), q.write_bytes)))
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    }
+
     /// Stops replaying: the devices switch from the log to the host (entropy from the host's
     /// source, disks to those given with [`Replayer::set_live_disks`]), and the machine is
     /// handed over to run live from the icount reached. Whether the last run call found every
