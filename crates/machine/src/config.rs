@@ -1,5 +1,6 @@
-//! What the user asks for: memory, harts, images, kernel command line, disks. Plain data, plus
-//! the parsers for the textual forms the command line uses (`256M`, `file=X,readonly=on`).
+//! What the user asks for: memory, harts, images, kernel command line, disks, a network card.
+//! Plain data, plus the parsers for the textual forms the command line uses (`256M`,
+//! `file=X,readonly=on`, `52:54:00:12:34:56`).
 
 use std::path::PathBuf;
 
@@ -35,6 +36,60 @@ pub enum ConfigError {
     /// {0} disks requested, but the board has 8 virtio slots of which 2 are always in use
     #[error("{0} disks requested, but the board has 8 virtio slots of which 2 are always in use")]
     TooManyDrives(usize),
+    /// {0} disks and a network card need {0}+3 virtio slots; the board has 8: use at most 5 disks with a network card
+    #[error("{0} disks and a network card need {slots} virtio slots; the board has 8: use at most 5 disks with a network card", slots = .0 + 3)]
+    NoSlotForNet(usize),
+    /// MAC address `{0}` is malformed: expected six hex bytes separated by colons (e.g. 52:54:00:12:34:56)
+    #[error("MAC address `{0}` is malformed: expected six hex bytes separated by colons (e.g. 52:54:00:12:34:56)")]
+    MalformedMac(String),
+    /// MAC address `{0}` is a multicast address: a network card needs a unicast one (an even first byte)
+    #[error("MAC address `{0}` is a multicast address: a network card needs a unicast one (an even first byte)")]
+    MulticastMac(String),
+}
+
+/// The virtio network card (`ftvm run --netdev`): what the guest sees of it. The backend (where
+/// frames go) is the caller's (`Machine::replace_net`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetConfig {
+    /// The card's MAC address.
+    pub mac: [u8; 6],
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            mac: crate::virtio::net::DEFAULT_MAC,
+        }
+    }
+}
+
+/// Parses a MAC address `52:54:00:12:34:56` (or with `-`); it must be unicast.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], ConfigError> {
+    let bad = || ConfigError::MalformedMac(s.to_owned());
+    let mut mac = [0u8; 6];
+    let mut parts = s.split([':', '-']);
+    for b in &mut mac {
+        let p = parts.next().ok_or_else(bad)?;
+        if p.len() != 2 || !p.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    if mac[0] & 1 != 0 {
+        return Err(ConfigError::MulticastMac(s.to_owned()));
+    }
+    Ok(mac)
+}
+
+/// Formats a MAC address as `52:54:00:12:34:56`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// A disk the user attached with `--drive`.
@@ -99,6 +154,8 @@ pub struct MachineConfig {
     pub append: String,
     /// Disks, in slot order.
     pub drives: Vec<DriveConfig>,
+    /// A virtio network card, in the slot below the console's.
+    pub net: Option<NetConfig>,
 }
 
 impl Default for MachineConfig {
@@ -111,6 +168,7 @@ impl Default for MachineConfig {
             initrd: None,
             append: String::new(),
             drives: Vec::new(),
+            net: None,
         }
     }
 }
@@ -132,6 +190,9 @@ impl MachineConfig {
         }
         if self.drives.len() > crate::board::VIRTIO_SLOTS - 2 {
             return Err(ConfigError::TooManyDrives(self.drives.len()));
+        }
+        if self.net.is_some() && self.drives.len() > crate::board::VIRTIO_SLOTS - 3 {
+            return Err(ConfigError::NoSlotForNet(self.drives.len()));
         }
         Ok(())
     }
@@ -207,6 +268,60 @@ mod tests {
         ] {
             assert!(bad.parse::<DriveConfig>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn macs_parse() {
+        assert_eq!(
+            parse_mac("52:54:00:12:34:56"),
+            Ok([0x52, 0x54, 0, 0x12, 0x34, 0x56])
+        );
+        assert_eq!(parse_mac("02-00-00-AA-bb-01"), Ok([2, 0, 0, 0xaa, 0xbb, 1]));
+        assert_eq!(
+            format_mac(&[0x52, 0x54, 0, 0x12, 0x34, 0x56]),
+            "52:54:00:12:34:56"
+        );
+        for bad in [
+            "",
+            "52:54:00:12:34",
+            "52:54:00:12:34:56:78",
+            "5:54:00:12:34:56",
+            "zz:54:00:12:34:56",
+            "+1:54:00:12:34:56",
+        ] {
+            assert!(
+                matches!(parse_mac(bad), Err(ConfigError::MalformedMac(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            parse_mac("01:00:5e:00:00:01"),
+            Err(ConfigError::MulticastMac(_))
+        ));
+    }
+
+    #[test]
+    fn a_network_card_takes_a_slot() {
+        let drive = DriveConfig {
+            path: "x".into(),
+            readonly: false,
+        };
+        let c = MachineConfig {
+            drives: vec![drive; 6],
+            net: Some(NetConfig::default()),
+            ..MachineConfig::default()
+        };
+        assert_eq!(c.validate(), Err(ConfigError::NoSlotForNet(6)));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("9 virtio slots"));
+        let c = MachineConfig {
+            drives: c.drives[..5].to_vec(),
+            ..c
+        };
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]

@@ -23,7 +23,9 @@ pub mod syscon;
 pub mod uart;
 pub mod virtio;
 
-pub use config::{parse_size, ConfigError, DriveConfig, Firmware, MachineConfig};
+pub use config::{
+    format_mac, parse_mac, parse_size, ConfigError, DriveConfig, Firmware, MachineConfig, NetConfig,
+};
 pub use machine::{Backends, BootInfo, Machine, MachineError, Stop};
 pub use syscon::PowerEvent;
 pub use uart::SerialBackend;

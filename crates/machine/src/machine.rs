@@ -15,6 +15,13 @@
 //! The only ways in from the outside are [`Machine::console_input`] and [`Machine::skip_to`],
 //! and the virtio backends; the only ways out are the backends. Deciding *when* to skip and
 //! *when* input arrives is the caller's (host-side, non-deterministic) business.
+//!
+//! A network card (`MachineConfig::net`) is built with a [`NullNet`] backend; the caller puts
+//! the real one in with [`Machine::replace_net`], so [`Backends`] stays as it was for machines
+//! without one. Frames arrive on the host's time, so a caller whose guest idles must wake when
+//! one arrives: [`Machine::net_wake_fd`] gives the descriptor to poll (an eventfd the backend
+//! signals), after which the caller skips the clock as for console input and runs; the device
+//! takes the frame at its next device pass.
 
 use crate::board::{Board, Slot, RAM_BASE, VIRTIO_SLOTS};
 use crate::clock;
@@ -26,7 +33,8 @@ use crate::syscon::PowerEvent;
 use crate::uart::{SerialBackend, Uart};
 use crate::virtio::block::SECTOR_SIZE;
 use crate::virtio::{
-    BlockBackend, ConsoleBackend, EntropyBackend, FileBackend, VirtioError, VirtioMmio,
+    BlockBackend, ConsoleBackend, EntropyBackend, FileBackend, NetBackend, NetStats, NullNet,
+    VirtioError, VirtioMmio,
 };
 use rv64::{Exit, Hart, Ram};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,6 +82,9 @@ pub enum MachineError {
     /// there is no disk {0}
     #[error("there is no disk {0}")]
     NoDisk(usize),
+    /// the machine has no network card (MachineConfig::net is None)
+    #[error("the machine has no network card (MachineConfig::net is None)")]
+    NoNet,
 }
 
 /// The virtio slot of the `drive`-th disk (counting from 0, as `--drive` options are given):
@@ -81,6 +92,12 @@ pub enum MachineError {
 /// first and becomes /dev/vda. `None` past the last slot.
 pub fn disk_slot(drive: usize) -> Option<usize> {
     VIRTIO_SLOTS.checked_sub(drive + 1)
+}
+
+/// The virtio slot of the network card on a machine with `drives` disks: the next one below the
+/// disks', the entropy device's and the console's.
+pub fn net_slot(drives: usize) -> Option<usize> {
+    VIRTIO_SLOTS.checked_sub(drives + 3)
 }
 
 /// Opens the image of every drive in `cfg`, in order.
@@ -180,6 +197,9 @@ fn virtio_slots(
     }
     devices.push(VirtioMmio::rng(backends.entropy));
     devices.push(VirtioMmio::console(backends.console));
+    if let Some(net) = &cfg.net {
+        devices.push(VirtioMmio::net(Box::new(NullNet), net.mac));
+    }
     let mut slots: Vec<Slot> = (0..VIRTIO_SLOTS).map(|_| Slot::Empty).collect();
     for (i, dev) in devices.into_iter().enumerate() {
         if let Some(s) = VIRTIO_SLOTS
@@ -384,6 +404,44 @@ impl Machine {
             });
         }
         Ok(std::mem::replace(old, backend))
+    }
+
+    /// The network card's backend, so that the record/replay layer can wrap it.
+    pub fn net_backend_mut(&mut self) -> Option<&mut Box<dyn NetBackend>> {
+        match self.board.slots.iter_mut().find_map(|s| match s {
+            Slot::Device(d) if d.device_id() == crate::virtio::VIRTIO_ID_NET => Some(d),
+            _ => None,
+        }) {
+            Some(d) => d.net_backend_mut(),
+            None => None,
+        }
+    }
+
+    fn net_device(&self) -> Option<&VirtioMmio> {
+        self.board.slots.iter().find_map(|s| match s {
+            Slot::Device(d) if d.device_id() == crate::virtio::VIRTIO_ID_NET => Some(d.as_ref()),
+            _ => None,
+        })
+    }
+
+    /// Puts `backend` in place of the network card's backend and returns the old one.
+    pub fn replace_net(
+        &mut self,
+        backend: Box<dyn NetBackend>,
+    ) -> Result<Box<dyn NetBackend>, MachineError> {
+        let old = self.net_backend_mut().ok_or(MachineError::NoNet)?;
+        Ok(std::mem::replace(old, backend))
+    }
+
+    /// The descriptor that becomes readable when a frame arrives for the network card
+    /// ([`NetBackend::wake_fd`]), for a host loop that sleeps while the guest idles.
+    pub fn net_wake_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.net_device()?.net_backend()?.wake_fd()
+    }
+
+    /// The network card's counters, if there is one.
+    pub fn net_stats(&self) -> Option<NetStats> {
+        self.net_device()?.net_stats()
     }
 
     /// Stores the icount into the clock tap, if any.

@@ -149,6 +149,21 @@ impl VirtioMmio {
         self.device.block_backend_mut()
     }
 
+    /// The backend of a network device (see [`VirtioDevice::net_backend_mut`]).
+    pub fn net_backend_mut(&mut self) -> Option<&mut Box<dyn super::NetBackend>> {
+        self.device.net_backend_mut()
+    }
+
+    /// The backend of a network device, to look at.
+    pub fn net_backend(&self) -> Option<&dyn super::NetBackend> {
+        self.device.net_backend()
+    }
+
+    /// A network device's counters.
+    pub fn net_stats(&self) -> Option<super::NetStats> {
+        self.device.net_stats()
+    }
+
     /// The interrupt line: InterruptStatus is not zero.
     pub fn irq_level(&self) -> bool {
         self.interrupt_status != 0

@@ -2,11 +2,10 @@
 //!
 //! - [`mmio`]: the transport, one [`VirtioMmio`] per 0x1000-byte slot of the `virt` board.
 //! - [`queue`]: split virtqueues and descriptor chains, parsed defensively.
-//! - [`block`], [`rng`], [`console`]: the devices (ids 2, 4, 3). Network comes next, as one more
-//!   implementation of [`VirtioDevice`].
+//! - [`block`], [`rng`], [`console`], [`net`]: the devices (ids 2, 4, 3, 1).
 //!
 //! Devices reach the outside world only through backend traits ([`BlockBackend`],
-//! [`EntropyBackend`], [`ConsoleBackend`]); the replay layer wraps them to record and replay every
+//! [`EntropyBackend`], [`ConsoleBackend`], [`NetBackend`]); the replay layer wraps them to record and replay every
 //! input. Work happens only inside [`VirtioMmio::process`]: a queue notification merely records
 //! that there is work, and data reaches guest memory through a host bounce buffer and
 //! [`rv64::Ram::write`], never asynchronously, so that every device input takes effect at an exact
@@ -36,6 +35,7 @@
 pub mod block;
 pub mod console;
 pub mod mmio;
+pub mod net;
 pub mod queue;
 pub mod rng;
 
@@ -45,6 +45,7 @@ mod testutil;
 pub use block::{BlockBackend, BlockConfig, FileBackend};
 pub use console::{ConsoleBackend, NullConsole, StdioConsole};
 pub use mmio::{VirtioMmio, VirtioMmioState};
+pub use net::{NetBackend, NetStats, NullNet};
 pub use queue::{DescChain, QueueError, Segment, Virtq, VirtqState};
 pub use rng::{EntropyBackend, OsEntropy};
 
@@ -112,6 +113,19 @@ pub trait VirtioDevice: Send {
     /// A block device's backend, so that the record/replay layer can wrap it or swap it (a
     /// backup going live); `None` for every other device.
     fn block_backend_mut(&mut self) -> Option<&mut Box<dyn BlockBackend>> {
+        None
+    }
+    /// A network device's backend, so that the record/replay layer can wrap it or swap it;
+    /// `None` for every other device.
+    fn net_backend_mut(&mut self) -> Option<&mut Box<dyn NetBackend>> {
+        None
+    }
+    /// A network device's backend, to look at (its wake-up descriptor).
+    fn net_backend(&self) -> Option<&dyn NetBackend> {
+        None
+    }
+    /// A network device's counters; `None` for every other device.
+    fn net_stats(&self) -> Option<NetStats> {
         None
     }
     /// Does the device's pending work. `notified` has bit `n` set if queue `n` was notified since
