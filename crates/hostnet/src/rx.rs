@@ -1,0 +1,197 @@
+//! What both backends share: the bounded queue of received frames a reader thread fills and
+//! the device drains, the eventfd that tells a sleeping host loop a frame has arrived, and the
+//! counters.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// What a backend has seen since it was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostNetStats {
+    /// Frames queued for the guest.
+    pub rx_frames: u64,
+    /// Frames dropped for a length above [`crate::MAX_FRAME`].
+    pub rx_oversized: u64,
+    /// Frames dropped for a length below an Ethernet header (14 bytes).
+    pub rx_runts: u64,
+    /// Frames or length prefixes cut short by the end of the stream.
+    pub rx_truncated: u64,
+    /// Frames dropped because the guest had [`crate::RX_QUEUE_FRAMES`] waiting already.
+    pub rx_queue_full: u64,
+    /// Frames sent.
+    pub tx_frames: u64,
+    /// Frames that could not be sent (the connection failed or was closed).
+    pub tx_dropped: u64,
+    /// Why the connection ended, once it has.
+    pub closed: Option<String>,
+}
+
+/// The counters, updated by the reader thread and the transmit path.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub rx_frames: AtomicU64,
+    pub rx_oversized: AtomicU64,
+    pub rx_runts: AtomicU64,
+    pub rx_truncated: AtomicU64,
+    pub rx_queue_full: AtomicU64,
+    pub tx_frames: AtomicU64,
+    pub tx_dropped: AtomicU64,
+}
+
+/// Shared between a backend, its reader thread and its monitors.
+pub(crate) struct Shared {
+    frames: Mutex<VecDeque<Vec<u8>>>,
+    wake: OwnedFd,
+    pub counters: Counters,
+    closed: Mutex<Option<String>>,
+}
+
+pub(crate) fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Shared {
+    /// A queue with its eventfd.
+    pub fn new() -> std::io::Result<Arc<Shared>> {
+        // SAFETY: eventfd takes no pointers; the result is checked before use.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Arc::new(Shared {
+            frames: Mutex::new(VecDeque::new()),
+            // SAFETY: `fd` is a descriptor just created and owned by nothing else.
+            wake: unsafe { OwnedFd::from_raw_fd(fd) },
+            counters: Counters::default(),
+            closed: Mutex::new(None),
+        }))
+    }
+
+    /// Queues a frame from the outside (dropping it if it is too short or the queue is full)
+    /// and signals the eventfd.
+    pub fn push(&self, frame: Vec<u8>) {
+        if frame.len() < 14 {
+            bump(&self.counters.rx_runts);
+            return;
+        }
+        let Ok(mut q) = self.frames.lock() else {
+            return;
+        };
+        if q.len() >= crate::RX_QUEUE_FRAMES {
+            bump(&self.counters.rx_queue_full);
+            return;
+        }
+        q.push_back(frame);
+        drop(q);
+        bump(&self.counters.rx_frames);
+        self.signal();
+    }
+
+    /// The next frame, if any.
+    pub fn pop(&self) -> Option<Vec<u8>> {
+        self.frames.lock().ok()?.pop_front()
+    }
+
+    fn signal(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live buffer to our own eventfd; a full counter only
+        // makes the write fail, which is harmless (the descriptor is readable already).
+        unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    }
+
+    /// The eventfd.
+    pub fn wake_fd(&self) -> RawFd {
+        self.wake.as_raw_fd()
+    }
+
+    /// Notes why the connection ended (the first reason is kept) and wakes the host loop.
+    pub fn close(&self, why: String) {
+        if let Ok(mut c) = self.closed.lock() {
+            c.get_or_insert(why);
+        }
+        self.signal();
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed.lock().map(|c| c.is_some()).unwrap_or(true)
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> HostNetStats {
+        let c = &self.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        HostNetStats {
+            rx_frames: l(&c.rx_frames),
+            rx_oversized: l(&c.rx_oversized),
+            rx_runts: l(&c.rx_runts),
+            rx_truncated: l(&c.rx_truncated),
+            rx_queue_full: l(&c.rx_queue_full),
+            tx_frames: l(&c.tx_frames),
+            tx_dropped: l(&c.tx_dropped),
+            closed: self.closed.lock().ok().and_then(|c| c.clone()),
+        }
+    }
+}
+
+/// A handle on a backend's counters that outlives handing the backend to the machine.
+#[derive(Clone)]
+pub struct Monitor(pub(crate) Arc<Shared>);
+
+impl Monitor {
+    /// The counters now, and why the connection ended if it has.
+    pub fn stats(&self) -> HostNetStats {
+        self.0.stats()
+    }
+}
+
+/// Reads its 8 bytes from a wake-up eventfd ([`machine::virtio::NetBackend::wake_fd`]) so that
+/// it stops being readable; harmless on an eventfd that was not signalled.
+pub fn clear_wake_fd(fd: RawFd) {
+    let mut buf = [0u8; 8];
+    // SAFETY: `buf` is writable for its 8 bytes; on a non-blocking eventfd the read either
+    // takes the counter or fails with EAGAIN, which is ignored.
+    unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readable(fd: RawFd) -> bool {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd, no wait.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    }
+
+    #[test]
+    fn queue_bounds_runts_and_wakeups() {
+        let s = Shared::new().unwrap();
+        assert!(!readable(s.wake_fd()));
+        s.push(vec![0; 10]);
+        assert!(!readable(s.wake_fd()), "a runt wakes nobody");
+        s.push(vec![1; 60]);
+        assert!(readable(s.wake_fd()));
+        clear_wake_fd(s.wake_fd());
+        assert!(!readable(s.wake_fd()));
+        for _ in 0..crate::RX_QUEUE_FRAMES + 5 {
+            s.push(vec![2; 60]);
+        }
+        let st = s.stats();
+        assert_eq!(
+            (st.rx_frames, st.rx_runts, st.rx_queue_full),
+            (crate::RX_QUEUE_FRAMES as u64, 1, 6)
+        );
+        assert_eq!(s.pop(), Some(vec![1; 60]));
+        assert!(!s.is_closed());
+        s.close("gone".into());
+        s.close("again".into());
+        assert_eq!(s.stats().closed.as_deref(), Some("gone"));
+    }
+}
