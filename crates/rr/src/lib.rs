@@ -9,12 +9,14 @@
 
 pub mod disk;
 pub mod logged;
+pub mod net;
 pub mod outbox;
 pub mod recorder;
 pub mod replayer;
 
 pub use disk::{DriveShape, RecordingDisk, ReplayDisk};
 pub use logged::{digest_parts, LoggedConfig, DEV_RNG, DEV_UART};
+pub use net::{rarp_announce, HeldNet, RecordingNet, ReplayNet};
 pub use outbox::Outbox;
 pub use recorder::{RecordError, Recorder};
 pub use replayer::{Prologue, ReplayError, Replayer};

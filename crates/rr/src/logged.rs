@@ -31,6 +31,9 @@ pub struct LoggedConfig {
     pub boot: machine::BootInfo,
     /// The disks, in `--drive` order (the first is in the highest slot).
     pub drives: Vec<DriveShape>,
+    /// The network card's MAC address, if the machine has one (in the slot below the
+    /// console's).
+    pub net: Option<[u8; 6]>,
 }
 
 impl LoggedConfig {
@@ -52,6 +55,13 @@ impl LoggedConfig {
             v.extend_from_slice(&d.capacity.to_le_bytes());
             v.push(u8::from(d.readonly));
         }
+        match self.net {
+            None => v.push(0),
+            Some(mac) => {
+                v.push(1);
+                v.extend_from_slice(&mac);
+            }
+        }
         v
     }
 
@@ -59,13 +69,18 @@ impl LoggedConfig {
     pub fn decode(b: &[u8]) -> Option<LoggedConfig> {
         const FIXED: usize = 1 + 8 + 4 + 8 * 3 + 1 + 16;
         let n = usize::from(*b.get(FIXED)?);
-        if n > machine::board::VIRTIO_SLOTS - 2
-            || b.len() != FIXED + 1 + 9 * n
-            || b[0] != TAG_CONFIG
-        {
+        let end = FIXED + 1 + 9 * n;
+        if n > machine::board::VIRTIO_SLOTS - 2 || b.len() <= end || b[0] != TAG_CONFIG {
             return None;
         }
-        let drives = b[FIXED + 1..]
+        let net = match (b[end], &b[end + 1..]) {
+            (0, []) => None,
+            (1, mac) if n <= machine::board::VIRTIO_SLOTS - 3 => {
+                Some(<[u8; 6]>::try_from(mac).ok()?)
+            }
+            _ => return None,
+        };
+        let drives = b[FIXED + 1..end]
             .chunks_exact(9)
             .map(|d| {
                 Some(DriveShape {
@@ -95,7 +110,13 @@ impl LoggedConfig {
                 initrd,
             },
             drives,
+            net,
         })
+    }
+
+    /// The log's device number of the network card: its slot, below the console's.
+    pub fn net_device(&self) -> Option<u32> {
+        self.net.map(|_| crate::net::net_device(self.drives.len()))
     }
 
     /// The log's device number of the virtio-rng device: its slot, below the disks'.
@@ -160,6 +181,7 @@ mod tests {
                     readonly: true,
                 },
             ],
+            net: Some([0x52, 0x54, 0, 0x12, 0x34, 0x56]),
         };
         let b = lc.encode();
         assert_eq!(LoggedConfig::decode(&b), Some(lc.clone()));
@@ -170,7 +192,10 @@ mod tests {
         bad[37] = 7;
         assert_eq!(LoggedConfig::decode(&bad), None);
         let mut bad = b.clone();
-        *bad.last_mut().unwrap() = 2; // read-only flag
+        bad[b.len() - 7] = 2; // network card flag
+        assert_eq!(LoggedConfig::decode(&bad), None);
+        let mut bad = b.clone();
+        bad[b.len() - 8] = 2; // read-only flag
         assert_eq!(LoggedConfig::decode(&bad), None);
         let mut bad = b.clone();
         bad.push(0);
@@ -185,11 +210,20 @@ mod tests {
         assert_eq!(lc.drive_of(7), Some(0));
         assert_eq!(lc.drive_of(6), Some(1));
         assert_eq!(lc.drive_of(5), None);
+        assert_eq!(lc.net_device(), Some(3));
+        let mut other = lc.clone();
+        other.net = Some([2, 0, 0, 0, 0, 1]);
+        assert_ne!(other.fingerprint(), lc.fingerprint());
         let none = LoggedConfig {
             drives: Vec::new(),
+            net: None,
             ..lc
         };
         assert_eq!(LoggedConfig::decode(&none.encode()), Some(none.clone()));
         assert_eq!(none.rng_device(), DEV_RNG);
+        assert_eq!(none.net_device(), None);
+        for n in 0..none.encode().len() {
+            assert_eq!(LoggedConfig::decode(&none.encode()[..n]), None);
+        }
     }
 }

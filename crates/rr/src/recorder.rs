@@ -13,18 +13,21 @@
 //! 3. One entry per input, at the machine icount where it takes effect: console bytes typed
 //!    on UART0 (device [`DEV_UART`]), idle skips, entropy handed to the virtio-rng device
 //!    (device: its slot, [`DEV_RNG`] without disks), the data of every disk read (device: the
-//!    disk's slot, request: the byte offset; see [`crate::disk`]); a state digest every
+//!    disk's slot, request: the byte offset; see [`crate::disk`]), every frame the network
+//!    card took (device: its slot, request 0; see [`crate::net`]); a state digest every
 //!    [`DIGEST_EVERY`] icount at a run-slice boundary and at the end; a power-off entry when
 //!    the guest powered off; the end marker.
 //!
-//! The configuration entry carries each disk's size and read-only flag, so that a replayer
-//! builds the same virtio-blk devices without the disk images. Disk writes go to the host's
-//! disk and are not logged.
+//! The configuration entry carries each disk's size and read-only flag and the network card's
+//! MAC, so that a replayer builds the same virtio devices without the disk images or a
+//! network. Disk writes go to the host's disk and transmitted frames to the host's network;
+//! neither is logged.
 
 use crate::disk::{disk_device, rng_device, Completion, DriveShape, Pending, RecordingDisk};
 use crate::logged::{
     digest_parts, LoggedConfig, DEV_UART, DIGEST_EVERY, SNAPSHOT_CHUNK, TAG_SNAPSHOT,
 };
+use crate::net::{net_device, RecordingNet};
 use machine::virtio::{EntropyBackend, OsEntropy};
 use machine::{Machine, PowerEvent};
 use replay::{Entry, Event, LogHeader, LogWriter, WriteError};
@@ -59,6 +62,9 @@ pub enum RecordError {
         "the machine does not have the disks its configuration lists, so they cannot be recorded"
     )]
     Drive,
+    /// the machine does not have the network card its configuration lists
+    #[error("the machine does not have the network card its configuration lists")]
+    Net,
 }
 
 /// The host's entropy, with every fill noted at the machine icount (from the clock tap).
@@ -93,6 +99,8 @@ pub struct Recorder<W: Write> {
     pending: Pending,
     /// The read-only flag of each drive, in order.
     readonly: Vec<bool>,
+    /// The network card's MAC, if there is one.
+    net: Option<[u8; 6]>,
     next_digest: u64,
     /// The guest's power request that ended the run, if any.
     pub power: Option<PowerEvent>,
@@ -139,6 +147,7 @@ impl<W: Write> Recorder<W> {
                 tap,
                 pending,
                 readonly: cfg.drives.iter().map(|d| d.readonly).collect(),
+                net: cfg.net.map(|n| n.mac),
                 next_digest: DIGEST_EVERY,
                 power: None,
                 error: None,
@@ -148,7 +157,8 @@ impl<W: Write> Recorder<W> {
     }
 
     /// Writes the header, the configuration and the initial snapshot of `m` (which has not
-    /// run yet), connects the clock tap and wraps the disks so that their reads are logged.
+    /// run yet), connects the clock tap and wraps the disks and the network card's backend
+    /// (put in with `Machine::replace_net` before this call) so that what they take is logged.
     pub fn start(&mut self, m: &mut Machine) -> Result<(), RecordError> {
         let mut drives = Vec::new();
         for (drive, &readonly) in self.readonly.iter().enumerate() {
@@ -168,11 +178,24 @@ impl<W: Write> Recorder<W> {
                 Arc::clone(&self.pending),
             ));
         }
+        if self.net.is_some() {
+            let Some(b) = m.net_backend_mut() else {
+                return Err(RecordError::Net);
+            };
+            let inner = std::mem::replace(b, Box::new(machine::virtio::NullNet));
+            *b = Box::new(RecordingNet::new(
+                inner,
+                net_device(self.readonly.len()),
+                Arc::clone(&self.tap),
+                Arc::clone(&self.pending),
+            ));
+        }
         let lc = LoggedConfig {
             mem_size: m.ram().as_slice().len() as u64,
             harts: u32::try_from(m.harts().len()).unwrap_or(u32::MAX),
             boot: m.boot_info().clone(),
             drives,
+            net: self.net,
         };
         let header = LogHeader {
             config_fingerprint: lc.fingerprint(),
@@ -259,7 +282,7 @@ impl<W: Write> Recorder<W> {
         self.note(r);
     }
 
-    /// After a run slice: logs the entropy and disk data the guest took and, when due and
+    /// After a run slice: logs the entropy, disk data and frames the guest took and, when due and
     /// `digest_ok` (the slice ended at its limit, not idle), a digest.
     pub fn after_slice(&mut self, m: &Machine, digest_ok: bool) {
         let taken: Vec<_> = match self.pending.lock() {

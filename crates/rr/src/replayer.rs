@@ -8,15 +8,20 @@
 //! device at that icount: see [`crate::disk`]), a state digest compared with the replayed
 //! machine's. The replayer needs no disk image: the disks' shapes come from the log, their
 //! reads from its entries, and writes are discarded until it goes live with the host's disks
-//! ([`Replayer::set_live_disks`]). The replayer makes the same
+//! ([`Replayer::set_live_disks`]). Received frames are handed to the network card at their
+//! logged icounts and transmitted ones discarded, until it goes live on a real network
+//! ([`Replayer::set_live_net`]; see [`crate::net`]). The replayer makes the same
 //! run calls as the recorder ([`crate::SLICE`] at a time), because finding every hart idle
 //! touches hart state. At the first mismatch it stops with [`ReplayError::Diverged`].
 
 use crate::disk::{DiskQueue, ReplayDisk};
 use crate::logged::{digest_parts, LoggedConfig, DEV_UART, TAG_CONFIG, TAG_SNAPSHOT};
+use crate::net::{NetQueue, ReplayNet};
 use crate::outbox::Outbox;
-use machine::virtio::{BlockBackend, EntropyBackend, OsEntropy};
-use machine::{Backends, DriveConfig, Firmware, Machine, MachineConfig, PowerEvent, Stop};
+use machine::virtio::{BlockBackend, EntropyBackend, NetBackend, NullNet, OsEntropy};
+use machine::{
+    Backends, DriveConfig, Firmware, Machine, MachineConfig, NetConfig, PowerEvent, Stop,
+};
 use replay::{Entry, Event, LogHeader, ReadError};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,6 +65,10 @@ fn diverged(icount: u64, what: impl Into<String>) -> ReplayError {
         icount,
         what: what.into(),
     }
+}
+
+fn not_received(len: usize) -> String {
+    format!("net receive: the guest did not take the logged frame of {len} bytes")
 }
 
 fn content(what: &str) -> ReplayError {
@@ -164,6 +173,7 @@ impl Prologue {
                     readonly: d.readonly,
                 })
                 .collect(),
+            net: lc.net.map(|mac| NetConfig { mac }),
         };
         let tap = Arc::new(AtomicU64::new(0));
         let disks: Vec<_> = lc
@@ -199,6 +209,12 @@ impl Prologue {
         let _ = std::fs::remove_file(&stub);
         let mut m = restored?;
         m.set_boot_info(&lc.boot);
+        let net = Arc::new(Mutex::new(NetQueue::default()));
+        if lc.net.is_some() {
+            let replayed = ReplayNet::new(Arc::clone(&net), Arc::clone(&tap));
+            m.replace_net(Box::new(replayed))
+                .map_err(|e| ReplayError::Content(e.to_string()))?;
+        }
         m.set_clock_tap(tap);
         Ok(Replayer {
             m,
@@ -206,6 +222,9 @@ impl Prologue {
             rng: lc.rng_device(),
             disks,
             live_disks: Vec::new(),
+            net,
+            net_device: lc.net_device(),
+            live_net: None,
             power: None,
             idle: false,
             out,
@@ -270,6 +289,12 @@ pub struct Replayer {
     disks: Vec<Arc<Mutex<DiskQueue>>>,
     /// The host's disks to switch to when going live.
     live_disks: Vec<Box<dyn BlockBackend>>,
+    /// The network card's logged frames.
+    net: Arc<Mutex<NetQueue>>,
+    /// The network card's number in the log, if there is one.
+    net_device: Option<u32>,
+    /// The host's network to switch to when going live.
+    live_net: Option<Box<dyn NetBackend>>,
     /// The power request the replayed guest made, if any (the machine is not run after it).
     power: Option<PowerEvent>,
     /// Whether the last run call stopped because every hart waits (the recorder then skipped).
@@ -352,6 +377,7 @@ impl Replayer {
     /// The first mismatch of a device input, or a logged input the guest did not take in time.
     fn check_inputs(&self) -> Result<(), ReplayError> {
         self.check_entropy()?;
+        self.check_net()?;
         let now = self.m.icount();
         for (drive, q) in self.disks.iter().enumerate() {
             let q = q.lock().map_err(|_| diverged(now, "disk queue poisoned"))?;
@@ -368,6 +394,21 @@ impl Replayer {
             }
         }
         Ok(())
+    }
+
+    fn check_net(&self) -> Result<(), ReplayError> {
+        let now = self.m.icount();
+        let q = self
+            .net
+            .lock()
+            .map_err(|_| diverged(now, "network queue poisoned"))?;
+        if let Some((at, why)) = &q.error {
+            return Err(diverged(*at, why.clone()));
+        }
+        match q.queue.front() {
+            Some((at, f)) if *at < now => Err(diverged(*at, not_received(f.len()))),
+            _ => Ok(()),
+        }
     }
 
     fn check_entropy(&self) -> Result<(), ReplayError> {
@@ -407,6 +448,12 @@ impl Replayer {
                 let drive = self.config.drive_of(device).unwrap_or(0);
                 if let Ok(mut q) = self.disks[drive].lock() {
                     q.queue.push_back((e.icount, request, data));
+                }
+            }
+            Event::DeviceCompletion { device, data, .. } if Some(device) == self.net_device => {
+                // Taken inside a run slice, when the guest has a receive buffer posted.
+                if let Ok(mut q) = self.net.lock() {
+                    q.queue.push_back((e.icount, data));
                 }
             }
             Event::DeviceCompletion { device, data, .. } if device == self.rng => {
@@ -458,6 +505,9 @@ impl Replayer {
                         return Err(diverged(*at, "the guest did not take the logged entropy"));
                     }
                 }
+                if let Some((at, f)) = self.net.lock().ok().and_then(|q| q.queue.front().cloned()) {
+                    return Err(diverged(at, not_received(f.len())));
+                }
                 for (drive, q) in self.disks.iter().enumerate() {
                     if let Some((at, off, _)) = q.lock().ok().and_then(|q| q.queue.front().cloned())
                     {
@@ -508,6 +558,20 @@ impl Replayer {
         Ok(())
     }
 
+    /// Gives the host's network that [`Replayer::go_live`] switches the network card to (e.g.
+    /// a `hostnet` stream or tap backend, possibly wrapped in a [`crate::HeldNet`] for the
+    /// output rule). Without it, a machine with a network card goes live unplugged: frames
+    /// sent are dropped, none arrive. The log must have a network card.
+    pub fn set_live_net(&mut self, net: Box<dyn NetBackend>) -> Result<(), ReplayError> {
+        if self.net_device.is_none() {
+            return Err(ReplayError::Content(
+                "the log's machine has no network card to go live with".into(),
+            ));
+        }
+        self.live_net = Some(net);
+        Ok(())
+    }
+
     /// Puts a snapshot (`Machine::snapshot` of a machine replaying this same log) into the
     /// replayed machine, as if the replay had got there; the caller then applies the log's
     /// entries after the snapshot's icount. The replay state is reset: nothing queued, not
@@ -516,6 +580,9 @@ impl Replayer {
         self.m.load_snapshot(bytes)?;
         if let Ok(mut q) = self.entropy.lock() {
             *q = EntropyQueue::default();
+        }
+        if let Ok(mut q) = self.net.lock() {
+            *q = NetQueue::default();
         }
         for q in &self.disks {
             if let Ok(mut q) = q.lock() {
@@ -537,7 +604,8 @@ impl Replayer {
             .disks
             .iter()
             .all(|q| q.lock().is_ok_and(|q| q.queue.is_empty()));
-        entropy && disks && !self.idle && self.power.is_none()
+        let net = self.net.lock().is_ok_and(|q| q.queue.is_empty());
+        entropy && disks && net && !self.idle && self.power.is_none()
     }
 
     /// The primary reports that every disk write made before icount `upto` is on the shared
@@ -585,7 +653,8 @@ impl Replayer {
     }
 
     /// Stops replaying: the devices switch from the log to the host (entropy from the host's
-    /// source, disks to those given with [`Replayer::set_live_disks`]), and the machine is
+    /// source, disks to those given with [`Replayer::set_live_disks`], the network card to
+    /// the one given with [`Replayer::set_live_net`]), and the machine is
     /// handed over to run live from the icount reached. Whether the last run call found every
     /// hart idle is returned too (the live loop then idles first).
     pub fn go_live(mut self) -> (Machine, bool) {
@@ -606,6 +675,17 @@ impl Replayer {
                 let at = self.m.icount();
                 q.error = Some((at, format!("disk {drive} went live without a host disk")));
             }
+        }
+        if self.net_device.is_some() {
+            if let Ok(mut q) = self.net.lock() {
+                q.queue.clear();
+            }
+            let live = self
+                .live_net
+                .take()
+                .unwrap_or_else(|| Box::new(NullNet) as Box<dyn NetBackend>);
+            // The card exists: the log says so and the machine was built from the log.
+            let _ = self.m.replace_net(live);
         }
         (self.m, self.idle)
     }
