@@ -90,7 +90,8 @@ pub struct Args {
     /// Print the instruction count, run time and speed to stderr at exit.
     #[arg(long)]
     pub stats: bool,
-    /// Record the run's input log to LOG, for `ftvm replay LOG` (not with --drive).
+    /// Record the run's input log to LOG, for `ftvm replay LOG` (with --drive, disk reads are
+    /// logged too: the replay needs no image).
     #[arg(long, value_name = "LOG")]
     pub record: Option<PathBuf>,
     /// Write a snapshot of the whole machine to FILE when the instruction count reaches
