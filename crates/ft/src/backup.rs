@@ -32,8 +32,8 @@ pub struct BackupConfig {
 enum Item {
     /// The log's header.
     Header(replay::LogHeader),
-    /// Entries and the horizon they bring.
-    Log(Vec<Entry>, u64),
+    /// Entries, the horizon they bring, and how far the shared disks are written.
+    Log(Vec<Entry>, u64, u64),
     /// The connection ended: why.
     Gone(String),
 }
@@ -46,12 +46,47 @@ struct RxState {
     replayed: AtomicU64,
 }
 
+/// Writes a part of a disk image the primary sent (non-shared disks) into this host's image.
+fn write_chunk(
+    drives: &[machine::DriveConfig],
+    drive: u32,
+    total: u64,
+    offset: u64,
+    data: &[u8],
+) -> Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    let d = usize::try_from(drive)
+        .ok()
+        .and_then(|i| drives.get(i))
+        .ok_or_else(|| {
+            format!("the primary syncs disk {drive}, which this host has no --drive for")
+        })?;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&d.path)
+        .map_err(|e| format!("cannot open {} to sync it: {e}", d.path.display()))?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if len != total {
+        f.set_len(total)
+            .map_err(|e| format!("cannot resize {} to {total} bytes: {e}", d.path.display()))?;
+    }
+    if offset
+        .checked_add(data.len() as u64)
+        .is_none_or(|e| e > total)
+    {
+        return Err(format!("a disk chunk past the end of disk {drive}"));
+    }
+    f.write_all_at(data, offset)
+        .map_err(|e| format!("writing {}: {e}", d.path.display()))
+}
+
 fn receive(
     mut r: MsgReader,
     mut w: MsgWriter,
     tx: std::sync::mpsc::SyncSender<Item>,
     st: Arc<RxState>,
     live: Arc<Liveness>,
+    drives: Vec<machine::DriveConfig>,
 ) {
     let mut dec = Decoder::new();
     let mut horizon = 0u64;
@@ -62,7 +97,27 @@ fn receive(
             Err(e) => break e.to_string(),
         };
         live.heard();
-        let Msg::Log { horizon: h, bytes } = msg else {
+        if let Msg::DiskChunk {
+            drive,
+            total,
+            offset,
+            data,
+        } = &msg
+        {
+            if horizon > 0 || have_header {
+                break "the primary sent a disk image after the log began".into();
+            }
+            if let Err(e) = write_chunk(&drives, *drive, *total, *offset, data) {
+                break e;
+            }
+            continue;
+        }
+        let Msg::Log {
+            horizon: h,
+            released,
+            bytes,
+        } = msg
+        else {
             break "the primary sent an acknowledgement".into();
         };
         st.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -89,7 +144,7 @@ fn receive(
         };
         if let Some(why) = failed {
             // Nothing of a bad frame is applied: the decoder checks a frame whole.
-            let _ = tx.send(Item::Log(entries, horizon));
+            let _ = tx.send(Item::Log(entries, horizon, 0));
             break why;
         }
         if h < horizon {
@@ -98,7 +153,7 @@ fn receive(
         horizon = h;
         st.entries
             .fetch_add(entries.len() as u64, Ordering::Relaxed);
-        if tx.send(Item::Log(entries, horizon)).is_err() {
+        if tx.send(Item::Log(entries, horizon, released)).is_err() {
             break "the replay loop ended".into();
         }
         let ack = Msg::Ack {
@@ -114,8 +169,14 @@ fn receive(
     let _ = tx.send(Item::Gone(why));
 }
 
-/// Runs the backup; returns the exit code.
-pub fn run(bc: &BackupConfig, cfg: PairConfig) -> Result<i32, FtError> {
+/// Runs the backup; returns the exit code. `mcfg` gives the host's own view of the machine:
+/// its `drives` are opened at go-live (the shared disk images); the rest comes from the
+/// primary.
+pub fn run(
+    mcfg: &machine::MachineConfig,
+    bc: &BackupConfig,
+    cfg: PairConfig,
+) -> Result<i32, FtError> {
     let ep = Endpoint::new(false, false);
     let cl = TcpListener::bind(bc.console).map_err(io(format!(
         "cannot listen for console clients on {}",
@@ -137,17 +198,25 @@ pub fn run(bc: &BackupConfig, cfg: PairConfig) -> Result<i32, FtError> {
         "ftvm backup: waiting for the primary on {} (console {} once live)",
         bc.listen, bc.console
     );
-    let (hello, w, r, peer) = loop {
-        let (s, peer) = listener.accept().map_err(io("accepting the primary"))?;
-        match wire::accept_handshake(s, &cfg.key) {
-            Ok((h, w, r)) if h.vm == cfg.vm => break (h, w, r, peer),
-            Ok((h, ..)) => eprintln!(
-                "ftvm backup: refused {peer}: it protects VM {:?}, we back up {:?}",
-                h.vm, cfg.vm
+    let (hello, w, r, peer) =
+        loop {
+            let (s, peer) = listener.accept().map_err(io("accepting the primary"))?;
+            match wire::accept_handshake(s, &cfg.key) {
+                Ok((h, w, r)) if h.vm == cfg.vm && h.non_shared == cfg.non_shared => {
+                    break (h, w, r, peer)
+                }
+                Ok((h, ..)) if h.vm == cfg.vm => eprintln!(
+                "ftvm backup: refused {peer}: its disks are {}, ours {} (--disk-mode must agree)",
+                if h.non_shared { "non-shared" } else { "shared" },
+                if cfg.non_shared { "non-shared" } else { "shared" },
             ),
-            Err(e) => eprintln!("ftvm backup: refused {peer}: {e}"),
-        }
-    };
+                Ok((h, ..)) => eprintln!(
+                    "ftvm backup: refused {peer}: it protects VM {:?}, we back up {:?}",
+                    h.vm, cfg.vm
+                ),
+                Err(e) => eprintln!("ftvm backup: refused {peer}: {e}"),
+            }
+        };
     drop(listener);
     status.peer = peer.to_string();
     eprintln!(
@@ -175,9 +244,10 @@ pub fn run(bc: &BackupConfig, cfg: PairConfig) -> Result<i32, FtError> {
     let (tx, rx) = sync_channel(4096);
     {
         let (st, live) = (Arc::clone(&st), Arc::clone(&live));
+        let drives = mcfg.drives.clone();
         std::thread::Builder::new()
             .name("log-receiver".into())
-            .spawn(move || receive(r, w, tx, st, live))
+            .spawn(move || receive(r, w, tx, st, live, drives))
             .map_err(io("cannot start the log receiver"))?;
     }
     Backup {
@@ -190,6 +260,7 @@ pub fn run(bc: &BackupConfig, cfg: PairConfig) -> Result<i32, FtError> {
         generation: hello.generation,
         channel,
         hb_stop,
+        mcfg: mcfg.clone(),
     }
     .run()
 }
@@ -207,6 +278,8 @@ struct Backup {
     channel: std::net::TcpStream,
     /// Stops the heartbeat.
     hb_stop: Arc<AtomicBool>,
+    /// This host's machine options (its disks).
+    mcfg: machine::MachineConfig,
 }
 
 /// The replay side's progress.
@@ -219,10 +292,20 @@ struct Progress {
     tail: OutputTail,
     ended: bool,
     out: Outbox,
+    /// Non-shared disks: this host's images, handed to the replayer once it exists.
+    local_disks: Option<Vec<Box<dyn machine::virtio::BlockBackend>>>,
 }
 
 impl Progress {
-    fn apply(&mut self, entries: Vec<Entry>, horizon: u64) -> Result<(), FtError> {
+    fn apply(&mut self, entries: Vec<Entry>, horizon: u64, released: u64) -> Result<(), FtError> {
+        self.apply_entries(entries, horizon)?;
+        if let Some(rp) = &mut self.rp {
+            rp.confirm_disk_writes(released);
+        }
+        Ok(())
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>, horizon: u64) -> Result<(), FtError> {
         for e in entries {
             if let Some(rp) = &mut self.rp {
                 if let Event::DeviceCompletion {
@@ -250,7 +333,11 @@ impl Progress {
                     .prologue
                     .take()
                     .ok_or_else(|| FtError::Setup("no prologue".into()))?;
-                self.rp = Some(p.into_replayer(self.out.clone())?);
+                let mut rp = p.into_replayer(self.out.clone())?;
+                if let Some(local) = self.local_disks.take() {
+                    rp.set_local_disks(local)?;
+                }
+                self.rp = Some(rp);
             }
         }
         self.horizon = self.horizon.max(horizon);
@@ -278,7 +365,9 @@ impl Backup {
             tail: OutputTail::default(),
             ended: false,
             out: Outbox::default(),
+            local_disks: None,
         };
+        let mut opened = false;
         let mut last_status = Instant::now();
         let lost_why = loop {
             let item = match self.rx.recv_timeout(Duration::from_millis(5)) {
@@ -289,8 +378,17 @@ impl Backup {
                 }
             };
             match item {
-                Some(Item::Header(h)) => p.prologue = Some(Prologue::new(&h)),
-                Some(Item::Log(entries, horizon)) => p.apply(entries, horizon)?,
+                Some(Item::Header(h)) => {
+                    // The disk images (non-shared) arrived before the log: open them now.
+                    if self.cfg.non_shared && !opened {
+                        opened = true;
+                        p.local_disks = Some(machine::machine::open_disks(&self.mcfg)?);
+                    }
+                    p.prologue = Some(Prologue::new(&h))
+                }
+                Some(Item::Log(entries, horizon, released)) => {
+                    p.apply(entries, horizon, released)?
+                }
                 Some(Item::Gone(why)) => break why,
                 None => {}
             }
@@ -351,7 +449,7 @@ impl Backup {
         // Everything received is replayed before anything else.
         while let Ok(item) = self.rx.try_recv() {
             match item {
-                Item::Log(entries, horizon) => p.apply(entries, horizon)?,
+                Item::Log(entries, horizon, released) => p.apply(entries, horizon, released)?,
                 Item::Header(h) => p.prologue = Some(Prologue::new(&h)),
                 Item::Gone(_) => {}
             }
@@ -383,6 +481,22 @@ impl Backup {
                 self.ep.close();
                 return Ok(3);
             }
+        }
+        let mut rp = rp;
+        let reissued = if self.mcfg.drives.is_empty() {
+            (0, 0)
+        } else {
+            let disks = machine::machine::open_disks(&self.mcfg)?;
+            rp.set_live_disks(disks)?;
+            // Shared disks: the writes the old primary held and may not have made. (With
+            // non-shared disks every replayed write is already on this host's image.)
+            rp.reissue_disk_writes()?
+        };
+        if reissued.0 > 0 {
+            eprintln!(
+                "ftvm backup: re-issued {} disk writes ({} bytes) the primary had not confirmed",
+                reissued.0, reissued.1
+            );
         }
         let icount = rp.icount();
         let (m, _idle) = rp.go_live();

@@ -168,7 +168,7 @@ impl Endpoint {
         }
     }
 
-    fn console(&self, mut off: u64, mut r: BufReader<TcpStream>, mut w: TcpStream) {
+    fn console(&self, off: u64, mut r: BufReader<TcpStream>, mut w: TcpStream) {
         let me = {
             let mut s = self.lock();
             if !s.serving {
@@ -213,7 +213,13 @@ impl Endpoint {
                     e.notify();
                 }
             });
-        // Output, on this thread.
+        // Output, on this thread; when it ends (another client took over, the endpoint
+        // closed, the client went away) the connection is shut down both ways.
+        self.pump_output(off, &mut w, me);
+        let _ = w.shutdown(std::net::Shutdown::Both);
+    }
+
+    fn pump_output(&self, mut off: u64, w: &mut TcpStream, me: u64) {
         loop {
             let chunk = {
                 let mut s = self.lock();

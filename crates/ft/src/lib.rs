@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod backup;
 pub mod console;
+pub mod disk;
 pub mod heartbeat;
 pub mod link;
 mod live;
@@ -42,6 +43,10 @@ pub struct PairConfig {
     pub max_lag: Duration,
     /// Log bytes in flight (sent, not acknowledged) beyond which the primary stalls.
     pub buffer: usize,
+    /// Each side has its own disk images (synced from the primary at start, the backup
+    /// applying the replayed writes); otherwise both reach the same images and only the live
+    /// primary writes.
+    pub non_shared: bool,
 }
 
 /// Why a pair member stopped with an error.

@@ -3,6 +3,7 @@
 //! horizon, bytes in flight, the backup's replay position, a failure).
 
 use crate::console::Endpoint;
+use crate::disk::HeldDisk;
 use crate::heartbeat::Liveness;
 use crate::wire::{Msg, MsgReader, MsgWriter};
 use std::collections::VecDeque;
@@ -104,6 +105,7 @@ impl Link {
         w: MsgWriter,
         mut r: MsgReader,
         ep: Endpoint,
+        disks: Vec<HeldDisk>,
         live: Arc<Liveness>,
     ) -> std::io::Result<Link> {
         let state = Arc::new(LinkState::default());
@@ -146,6 +148,9 @@ impl Link {
                                     }
                                 }
                             }
+                            for d in &disks {
+                                d.release(horizon);
+                            }
                             ep.release(horizon);
                         }
                         Ok(other) => {
@@ -168,13 +173,17 @@ impl Link {
 
     /// Queues log bytes with the horizon they bring the backup to. `false` if the queue is
     /// full (the caller stalls and tries again) or the link failed.
-    pub fn send(&self, horizon: u64, bytes: Vec<u8>) -> Result<(), Vec<u8>> {
+    pub fn send(&self, horizon: u64, released: u64, bytes: Vec<u8>) -> Result<(), Vec<u8>> {
         let n = bytes.len() as u64;
         let total = self.state.sent_bytes.load(Ordering::Relaxed) + n;
         if let Ok(mut q) = self.state.inflight.lock() {
             q.push_back((horizon, total));
         }
-        match self.tx.try_send(Msg::Log { horizon, bytes }) {
+        match self.tx.try_send(Msg::Log {
+            horizon,
+            released,
+            bytes,
+        }) {
             Ok(()) => {
                 self.state.sent_bytes.store(total, Ordering::Relaxed);
                 Ok(())

@@ -10,6 +10,7 @@
 //! `max_lag` of guest time slows it down a few percent at a time.
 
 use crate::console::{Control, Endpoint};
+use crate::disk::HeldDisk;
 use crate::heartbeat::Liveness;
 use crate::link::{Link, SharedBuf};
 use crate::status::{Role, Status};
@@ -37,6 +38,15 @@ pub(crate) struct Protection {
     pub sent_horizon: u64,
     /// Stops the heartbeat when protection ends.
     pub hb_stop: Arc<std::sync::atomic::AtomicBool>,
+    /// The shared disks, their writes held by the output rule.
+    pub disks: Vec<HeldDisk>,
+}
+
+impl Protection {
+    /// Horizon up to which every disk write is on the shared disks.
+    fn released(&self) -> u64 {
+        self.disks.iter().map(HeldDisk::released).min().unwrap_or(0)
+    }
 }
 
 /// A live VM.
@@ -180,6 +190,10 @@ impl LiveVm {
     fn ship(&mut self) {
         let horizon = self.m.icount();
         if let Some(p) = &mut self.prot {
+            for d in &p.disks {
+                d.seal(horizon);
+            }
+            let released = p.released();
             if let Err(e) = p.rec.flush() {
                 p.link.state.failed.store(true, Ordering::Relaxed);
                 eprintln!("ftvm primary: writing the log failed: {e}");
@@ -196,7 +210,7 @@ impl LiveVm {
                 let h = if i + 1 == n { horizon } else { p.sent_horizon };
                 // A full queue: wait for the sender (bounded by the failure check).
                 loop {
-                    match p.link.send(h, bytes) {
+                    match p.link.send(h, released, bytes) {
                         Ok(()) => break,
                         Err(back) => {
                             if p.link.state.failed.load(Ordering::Relaxed)
@@ -295,6 +309,9 @@ impl LiveVm {
             .map_err(|e| FtError::Arbiter(e.to_string()));
         match claim {
             Ok(Claim::Won) => {
+                for d in &p.disks {
+                    d.unhold();
+                }
                 eprintln!(
                     "ftvm primary: won generation {generation} in {:?}: running on alone (unprotected)",
                     t0.elapsed()
@@ -308,11 +325,17 @@ impl LiveVm {
                 Ok(Next::Go)
             }
             Ok(Claim::Lost { winner }) => {
+                for d in &p.disks {
+                    d.discard();
+                }
                 eprintln!("ftvm primary: the arbiter gave generation {generation} to {winner}: stopping, emitting nothing more");
                 self.ep.discard_and_close();
                 Ok(Next::Exit(3))
             }
             Err(e) => {
+                for d in &p.disks {
+                    d.discard();
+                }
                 // Without the arbiter nobody may go on: stop rather than risk two primaries.
                 eprintln!("ftvm primary: {e}: stopping, emitting nothing more");
                 self.ep.discard_and_close();
@@ -324,22 +347,38 @@ impl LiveVm {
     /// Ends the log (the backup then stops too) and lets the last output out.
     fn finish(&mut self) -> i32 {
         if let Some(p) = self.prot.take() {
+            let horizon = self.m.icount();
+            for d in &p.disks {
+                d.seal(horizon);
+            }
+            let released = p.released();
+            let Protection {
+                rec,
+                buf,
+                link,
+                disks,
+                ..
+            } = p;
             // The final digest, the power-off entry if the guest asked, the end marker.
-            if let Err(e) = p.rec.finish(&self.m) {
+            if let Err(e) = rec.finish(&self.m) {
                 eprintln!("ftvm primary: ending the log failed: {e}");
             }
-            let horizon = self.m.icount();
-            let _ = p.link.send(horizon, p.buf.take());
+            let _ = link.send(horizon, released, buf.take());
             self.ep.output(horizon, self.out.take());
             // Give the backup a moment to acknowledge, so the last output is released.
             let t0 = Instant::now();
-            while p.link.state.acked_horizon.load(Ordering::Relaxed) < horizon
-                && !p.link.state.failed.load(Ordering::Relaxed)
+            while link.state.acked_horizon.load(Ordering::Relaxed) < horizon
+                && !link.state.failed.load(Ordering::Relaxed)
                 && t0.elapsed() < Duration::from_secs(2)
             {
                 std::thread::sleep(Duration::from_millis(2));
             }
-            p.link.close();
+            link.close();
+            // The guest ended: what it wrote must be on the disk, acknowledged or not (the
+            // backup stops too and will not re-issue it).
+            for d in &disks {
+                d.unhold();
+            }
         }
         self.ep.unhold();
         self.ep.output(self.m.icount(), self.out.take());

@@ -3,6 +3,7 @@
 //! this state), then runs the guest protected ([`crate::live`]).
 
 use crate::console::Endpoint;
+use crate::disk::HeldDisk;
 use crate::heartbeat::{self, Liveness};
 use crate::link::{Link, SharedBuf};
 use crate::live::{LiveVm, Protection};
@@ -40,6 +41,18 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
             entropy,
         },
     )?;
+    // Shared disks: the guest's writes wait for the backup's acknowledgement (crate::disk).
+    let mut disks = Vec::new();
+    for drive in (0..mcfg.drives.len()).filter(|_| !cfg.non_shared) {
+        let Some(slot) = m.disk_backend_mut(drive) else {
+            return Err(FtError::Setup(format!("the machine has no disk {drive}")));
+        };
+        let placeholder: Box<dyn machine::virtio::BlockBackend> =
+            Box::new(machine::virtio::block::MemBackend::default());
+        let held = HeldDisk::new(std::mem::replace(slot, placeholder));
+        *slot = held.backend();
+        disks.push(held);
+    }
     let listener = TcpListener::bind(pc.console).map_err(io(format!(
         "cannot listen for console clients on {}",
         pc.console
@@ -72,8 +85,12 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
     let hello = Hello {
         vm: cfg.vm.clone(),
         generation,
+        non_shared: cfg.non_shared,
     };
-    let (w, r) = wire::connect_handshake(stream, &cfg.key, &hello)?;
+    let (mut w, r) = wire::connect_handshake(stream, &cfg.key, &hello)?;
+    if cfg.non_shared {
+        sync_disks(&mut m, &mut w, mcfg.drives.len())?;
+    }
     let live = Arc::new(Liveness::default());
     live.heard();
     let udp = UdpSocket::bind(SocketAddr::new(pc.console.ip(), 0))
@@ -90,7 +107,7 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
         Arc::clone(&hb_stop),
     )
     .map_err(io("cannot start the heartbeat"))?;
-    let link = Link::start(w, r, ep.clone(), Arc::clone(&live))
+    let link = Link::start(w, r, ep.clone(), disks.clone(), Arc::clone(&live))
         .map_err(io("cannot start the logging channel"))?;
     rec.start(&mut m)?;
     eprintln!(
@@ -113,9 +130,43 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
             generation,
             sent_horizon: 0,
             hb_stop,
+            disks,
         }),
         cfg,
         status,
     }
     .run()
+}
+
+/// Non-shared disks: sends each image whole, before the log, so that the backup's starts equal.
+fn sync_disks(m: &mut Machine, w: &mut wire::MsgWriter, drives: usize) -> Result<(), FtError> {
+    const CHUNK: usize = 1 << 20;
+    let t0 = Instant::now();
+    let mut total_bytes = 0u64;
+    for drive in 0..drives {
+        let Some(d) = m.disk_backend_mut(drive) else {
+            return Err(FtError::Setup(format!("the machine has no disk {drive}")));
+        };
+        let total = d.len();
+        let mut off = 0u64;
+        let mut buf = vec![0u8; CHUNK];
+        while off < total {
+            let n = usize::try_from((total - off).min(CHUNK as u64)).unwrap_or(CHUNK);
+            d.read_at(off, &mut buf[..n])
+                .map_err(io(format!("reading disk {drive} to sync the backup")))?;
+            w.send(&wire::Msg::DiskChunk {
+                drive: u32::try_from(drive).unwrap_or(u32::MAX),
+                total,
+                offset: off,
+                data: buf[..n].to_vec(),
+            })?;
+            off += n as u64;
+        }
+        total_bytes += total;
+    }
+    eprintln!(
+        "ftvm primary: synced {drives} disk image(s) to the backup ({total_bytes} bytes) in {:.0} ms",
+        t0.elapsed().as_secs_f64() * 1e3
+    );
+    Ok(())
 }

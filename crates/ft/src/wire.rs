@@ -3,7 +3,7 @@
 //! A message is `len: u32 BE` (of what follows, tag excluded), `type: u8`, the body, then a
 //! [`TAG_LEN`]-byte tag. Primary to backup: [`Msg::Log`] (bytes of the log stream of
 //! `docs/log-format.md`, plus the *horizon*: the icount the primary has reached, every entry
-//! before it being in this or an earlier message). Backup to primary: [`Msg::Ack`] (what it has
+//! before it being in this or an earlier message; and how far the shared disks are written). Backup to primary: [`Msg::Ack`] (what it has
 //! received, and how far it has replayed).
 
 use crate::auth::{self, Key, Tagger, NONCE_LEN, TAG_LEN};
@@ -17,6 +17,7 @@ pub const MAGIC: &[u8; 8] = b"FTVMCH01";
 
 const T_LOG: u8 = 1;
 const T_ACK: u8 = 2;
+const T_DISK: u8 = 3;
 
 /// A message of the channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,8 +26,22 @@ pub enum Msg {
     Log {
         /// Every entry before this icount has been sent.
         horizon: u64,
+        /// Every write the guest made before this icount is on the shared disks.
+        released: u64,
         /// The next bytes of the log stream.
         bytes: Vec<u8>,
+    },
+    /// Part of a disk image, sent before the log with non-shared disks so that the backup's
+    /// image starts equal to the primary's.
+    DiskChunk {
+        /// Which drive (`--drive` order).
+        drive: u32,
+        /// The image's size.
+        total: u64,
+        /// Where this part goes.
+        offset: u64,
+        /// The bytes.
+        data: Vec<u8>,
     },
     /// The backup's acknowledgement.
     Ack {
@@ -62,11 +77,30 @@ pub enum WireError {
 impl Msg {
     fn encode(&self) -> Vec<u8> {
         match self {
-            Msg::Log { horizon, bytes } => {
-                let mut v = Vec::with_capacity(9 + bytes.len());
+            Msg::Log {
+                horizon,
+                released,
+                bytes,
+            } => {
+                let mut v = Vec::with_capacity(17 + bytes.len());
                 v.push(T_LOG);
                 v.extend_from_slice(&horizon.to_le_bytes());
+                v.extend_from_slice(&released.to_le_bytes());
                 v.extend_from_slice(bytes);
+                v
+            }
+            Msg::DiskChunk {
+                drive,
+                total,
+                offset,
+                data,
+            } => {
+                let mut v = Vec::with_capacity(21 + data.len());
+                v.push(T_DISK);
+                v.extend_from_slice(&drive.to_le_bytes());
+                v.extend_from_slice(&total.to_le_bytes());
+                v.extend_from_slice(&offset.to_le_bytes());
+                v.extend_from_slice(data);
                 v
             }
             Msg::Ack {
@@ -93,7 +127,18 @@ impl Msg {
         match b.first() {
             Some(&T_LOG) => Ok(Msg::Log {
                 horizon: u64_at(1)?,
-                bytes: b[9..].to_vec(),
+                released: u64_at(9)?,
+                bytes: b[17..].to_vec(),
+            }),
+            Some(&T_DISK) if b.len() >= 21 => Ok(Msg::DiskChunk {
+                drive: u32::from_le_bytes(
+                    b[1..5]
+                        .try_into()
+                        .map_err(|_| WireError::Malformed("short message".into()))?,
+                ),
+                total: u64_at(5)?,
+                offset: u64_at(13)?,
+                data: b[21..].to_vec(),
             }),
             Some(&T_ACK) if b.len() == 25 => Ok(Msg::Ack {
                 entries: u64_at(1)?,
@@ -176,6 +221,8 @@ pub struct Hello {
     pub vm: String,
     /// The arbiter generation the pair runs under.
     pub generation: u64,
+    /// Whether each side has its own disk images (else they share them).
+    pub non_shared: bool,
 }
 
 fn read_block(s: &mut TcpStream, max: usize) -> Result<Vec<u8>, WireError> {
@@ -230,6 +277,7 @@ pub fn connect_handshake(
     let mut first = MAGIC.to_vec();
     first.extend_from_slice(&np);
     first.extend_from_slice(&hello.generation.to_le_bytes());
+    first.push(u8::from(hello.non_shared));
     first.extend_from_slice(hello.vm.as_bytes());
     write_block(&mut s, &first)?;
     let reply = read_block(&mut s, 8 + NONCE_LEN + 32)?;
@@ -257,8 +305,8 @@ pub fn accept_handshake(
     key: &Key,
 ) -> Result<(Hello, MsgWriter, MsgReader), WireError> {
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
-    let first = read_block(&mut s, 8 + NONCE_LEN + 8 + 64)?;
-    if first.len() < 8 + NONCE_LEN + 8 || &first[..8] != MAGIC {
+    let first = read_block(&mut s, 8 + NONCE_LEN + 8 + 1 + 64)?;
+    if first.len() < 8 + NONCE_LEN + 8 + 1 || &first[..8] != MAGIC {
         return Err(WireError::Auth("the peer is not an ftvm primary".into()));
     }
     let np = first[8..8 + NONCE_LEN].to_vec();
@@ -267,7 +315,12 @@ pub fn accept_handshake(
             .try_into()
             .map_err(|_| WireError::Auth("short hello".into()))?,
     );
-    let vm = String::from_utf8(first[8 + NONCE_LEN + 8..].to_vec())
+    let non_shared = match first[8 + NONCE_LEN + 8] {
+        0 => false,
+        1 => true,
+        _ => return Err(WireError::Auth("bad disk mode".into())),
+    };
+    let vm = String::from_utf8(first[8 + NONCE_LEN + 9..].to_vec())
         .map_err(|_| WireError::Auth("bad VM name".into()))?;
     let nb = auth::nonce();
     let mut reply = MAGIC.to_vec();
@@ -281,7 +334,15 @@ pub fn accept_handshake(
     s.write_all(&[1])?;
     s.set_read_timeout(None)?;
     let (w, r) = split(s, key, &np, &nb, 1)?;
-    Ok((Hello { vm, generation }, w, r))
+    Ok((
+        Hello {
+            vm,
+            generation,
+            non_shared,
+        },
+        w,
+        r,
+    ))
 }
 
 #[cfg(test)]
@@ -305,6 +366,7 @@ mod tests {
         let hello = Hello {
             vm: "vm0".into(),
             generation: 3,
+            non_shared: true,
         };
         let p = connect_handshake(TcpStream::connect(addr).unwrap(), &kp, &hello);
         (p, t.join().unwrap())
@@ -318,8 +380,10 @@ mod tests {
         let (hello, mut bw, mut br) = b.unwrap();
         assert_eq!(hello.vm, "vm0");
         assert_eq!(hello.generation, 3);
+        assert!(hello.non_shared);
         let m = Msg::Log {
             horizon: 42,
+            released: 0,
             bytes: vec![1, 2, 3],
         };
         pw.send(&m).unwrap();
@@ -354,6 +418,7 @@ mod tests {
         forger
             .send(&Msg::Log {
                 horizon: 1,
+                released: 0,
                 bytes: vec![9],
             })
             .unwrap();
@@ -368,6 +433,7 @@ mod tests {
         let (_, _bw, mut br) = b.unwrap();
         let body = Msg::Log {
             horizon: 5,
+            released: 0,
             bytes: vec![1],
         }
         .encode();

@@ -128,9 +128,21 @@ impl BlockBackend for RecordingDisk {
     }
 }
 
+/// The replaying host's own image of a non-shared disk, where replayed writes are applied.
+pub struct LocalDisk(pub Box<dyn BlockBackend>);
+
+impl std::fmt::Debug for LocalDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LocalDisk({} bytes)", self.0.len())
+    }
+}
+
 /// One disk's logged reads waiting for the guest, and the first mismatch.
 #[derive(Debug, Default)]
 pub struct DiskQueue {
+    /// With a non-shared disk: the replaying host's own image, which the replayed writes go
+    /// to (instead of being kept for re-issue).
+    pub local: Option<LocalDisk>,
     /// (icount, request, data), in log order.
     pub queue: VecDeque<(u64, u64, Vec<u8>)>,
     /// The first mismatch: (icount, what).
@@ -254,15 +266,42 @@ impl BlockBackend for ReplayDisk {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         self.logged_failure(offset)?;
         let now = self.tap.load(Ordering::Relaxed);
-        lock(&self.shared)?.keep_write(now, offset, Some(data.to_vec()));
+        let mut q = lock(&self.shared)?;
+        if q.local.is_some() {
+            return local_op(now, &mut q, offset, |d| d.write_at(offset, data));
+        }
+        q.keep_write(now, offset, Some(data.to_vec()));
         Ok(())
     }
     fn flush(&mut self) -> io::Result<()> {
         self.logged_failure(FLUSH_REQUEST)?;
         let now = self.tap.load(Ordering::Relaxed);
-        lock(&self.shared)?.keep_write(now, FLUSH_REQUEST, None);
+        let mut q = lock(&self.shared)?;
+        if q.local.is_some() {
+            return local_op(now, &mut q, FLUSH_REQUEST, |d| d.flush());
+        }
+        q.keep_write(now, FLUSH_REQUEST, None);
         Ok(())
     }
+}
+
+/// A write or flush on the host's own image of a non-shared disk. The recorded guest saw it
+/// succeed, so a failure here is a divergence of the replica (noted like a bad read).
+fn local_op(
+    now: u64,
+    q: &mut DiskQueue,
+    offset: u64,
+    op: impl FnOnce(&mut Box<dyn BlockBackend>) -> io::Result<()>,
+) -> io::Result<()> {
+    let Some(LocalDisk(d)) = &mut q.local else {
+        return Ok(());
+    };
+    if let Err(e) = op(d) {
+        let why = format!("disk write: this host's own disk image failed at offset {offset}: {e}");
+        q.error.get_or_insert((now, why.clone()));
+        return Err(io::Error::other(why));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -323,6 +362,33 @@ mod tests {
             tap,
             shared,
         )
+    }
+
+    #[test]
+    fn replayed_writes_are_kept_until_confirmed_or_go_to_the_local_image() {
+        let (mut d, tap, shared) = replayer(&[]);
+        for (i, at) in [10u64, 20, 30].into_iter().enumerate() {
+            tap.store(at, Ordering::Relaxed);
+            d.write_at(512 * i as u64, &[i as u8 + 1; 512]).unwrap();
+        }
+        d.flush().unwrap();
+        {
+            let mut q = shared.lock().unwrap();
+            assert_eq!(q.writes.len(), 4);
+            assert_eq!(q.write_bytes, 1536);
+            q.confirm(20);
+            assert_eq!(q.writes.len(), 3, "the write at 10 is on the disk");
+            assert_eq!(q.writes.front().map(|w| w.0), Some(20));
+            assert_eq!(q.write_bytes, 1024);
+            q.local = Some(LocalDisk(mem(8192)));
+        }
+        tap.store(40, Ordering::Relaxed);
+        d.write_at(0, &[9; 512]).unwrap();
+        let mut q = shared.lock().unwrap();
+        assert_eq!(q.writes.len(), 3, "a local image takes the write instead");
+        let mut buf = [0u8; 512];
+        q.local.as_mut().unwrap().0.read_at(0, &mut buf).unwrap();
+        assert_eq!(buf, [9; 512]);
     }
 
     #[test]

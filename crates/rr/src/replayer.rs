@@ -537,6 +537,13 @@ impl Replayer {
     /// Each must have as many sectors as the logged drive. Without them, a machine with disks
     /// goes live on disks that fail every read (the guest sees I/O errors).
     pub fn set_live_disks(&mut self, disks: Vec<Box<dyn BlockBackend>>) -> Result<(), ReplayError> {
+        self.check_disks(&disks)?;
+        self.live_disks = disks;
+        Ok(())
+    }
+
+    /// Checks that `disks` match the logged drives in number and size.
+    fn check_disks(&self, disks: &[Box<dyn BlockBackend>]) -> Result<(), ReplayError> {
         if disks.len() != self.config.drives.len() {
             return Err(ReplayError::LiveDisks(format!(
                 "{} disks given, the log has {}",
@@ -554,7 +561,6 @@ impl Replayer {
                 )));
             }
         }
-        self.live_disks = disks;
         Ok(())
     }
 
@@ -642,6 +648,24 @@ impl Replayer {
             }
         }
         Ok((n, bytes))
+    }
+
+    /// Non-shared disks: this host's own images (equal to the recorder's when the replay
+    /// started), one per logged drive, to which every replayed write is applied as it is
+    /// replayed. Reads still come from the log (and a write the image fails is a divergence).
+    pub fn set_local_disks(
+        &mut self,
+        disks: Vec<Box<dyn BlockBackend>>,
+    ) -> Result<(), ReplayError> {
+        self.check_disks(&disks)?;
+        for (q, d) in self.disks.iter().zip(disks) {
+            if let Ok(mut q) = q.lock() {
+                q.local = Some(crate::disk::LocalDisk(d));
+                q.writes.clear();
+                q.write_bytes = 0;
+            }
+        }
+        Ok(())
     }
 
     /// Disk writes replayed and not confirmed on the disk: (count, bytes).
