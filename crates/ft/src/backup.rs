@@ -226,16 +226,16 @@ pub fn run(
     let live = Arc::new(Liveness::default());
     live.heard();
     let hb_stop = Arc::new(AtomicBool::new(false));
-    heartbeat::spawn(
-        udp,
-        None,
-        cfg.key.clone(),
-        1,
-        0,
-        cfg.heartbeat,
-        Arc::clone(&live),
-        Arc::clone(&hb_stop),
-    )
+    heartbeat::spawn(heartbeat::Heartbeat {
+        socket: udp,
+        peer: None,
+        key: cfg.key.clone(),
+        role: 1,
+        peer_role: 0,
+        cfg: cfg.heartbeat,
+        live: Arc::clone(&live),
+        stop: Arc::clone(&hb_stop),
+    })
     .map_err(io("cannot start the heartbeat"))?;
     let channel = w
         .stream_clone()

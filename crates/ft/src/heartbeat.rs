@@ -112,18 +112,38 @@ fn parse(key: &Key, d: &[u8]) -> Option<(u64, u64, u8)> {
     Some((session, seq, d[24]))
 }
 
-/// Runs the heartbeat on `socket` until `stop`: sends to `peer` (or, if `None`, to whoever
-/// sent the first valid datagram of role `peer_role`), notes what arrives in `live`.
-pub fn spawn(
-    socket: UdpSocket,
-    peer: Option<SocketAddr>,
-    key: Key,
-    role: u8,
-    peer_role: u8,
-    cfg: HeartbeatConfig,
-    live: Arc<Liveness>,
-    stop: Arc<AtomicBool>,
-) -> std::io::Result<()> {
+/// One side's heartbeat.
+pub struct Heartbeat {
+    /// The UDP socket to send and receive on.
+    pub socket: UdpSocket,
+    /// Where to send; `None`: to whoever sent the first valid datagram of `peer_role`.
+    pub peer: Option<SocketAddr>,
+    /// The pair's key.
+    pub key: Key,
+    /// This side's role byte (0 primary, 1 backup).
+    pub role: u8,
+    /// The peer's role byte.
+    pub peer_role: u8,
+    /// Interval and timeout.
+    pub cfg: HeartbeatConfig,
+    /// Where signs of life are noted.
+    pub live: Arc<Liveness>,
+    /// Ends both threads.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Runs the heartbeat until `stop` (two threads: sender and receiver).
+pub fn spawn(h: Heartbeat) -> std::io::Result<()> {
+    let Heartbeat {
+        socket,
+        peer,
+        key,
+        role,
+        peer_role,
+        cfg,
+        live,
+        stop,
+    } = h;
     let peer = Arc::new(Mutex::new(peer));
     let session = u64::from_le_bytes(auth::nonce()[..8].try_into().unwrap_or([0; 8]));
     socket.set_read_timeout(Some(cfg.interval))?;
@@ -205,18 +225,28 @@ mod tests {
         let (la, lb) = (Arc::new(Liveness::default()), Arc::new(Liveness::default()));
         let stop_a = Arc::new(AtomicBool::new(false));
         let stop_b = Arc::new(AtomicBool::new(false));
-        spawn(
-            a,
-            Some(b_addr),
-            k.clone(),
-            0,
-            1,
+        spawn(Heartbeat {
+            socket: a,
+            peer: Some(b_addr),
+            key: k.clone(),
+            role: 0,
+            peer_role: 1,
             cfg,
-            Arc::clone(&la),
-            Arc::clone(&stop_a),
-        )
+            live: Arc::clone(&la),
+            stop: Arc::clone(&stop_a),
+        })
         .unwrap();
-        spawn(b, None, k, 1, 0, cfg, Arc::clone(&lb), Arc::clone(&stop_b)).unwrap();
+        spawn(Heartbeat {
+            socket: b,
+            peer: None,
+            key: k,
+            role: 1,
+            peer_role: 0,
+            cfg,
+            live: Arc::clone(&lb),
+            stop: Arc::clone(&stop_b),
+        })
+        .unwrap();
         let t0 = Instant::now();
         while (la.received.load(Ordering::Relaxed) < 5 || lb.received.load(Ordering::Relaxed) < 5)
             && t0.elapsed() < Duration::from_secs(5)

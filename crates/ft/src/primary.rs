@@ -96,16 +96,16 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
     let udp = UdpSocket::bind(SocketAddr::new(pc.console.ip(), 0))
         .map_err(io("cannot open the heartbeat socket"))?;
     let hb_stop = Arc::new(AtomicBool::new(false));
-    heartbeat::spawn(
-        udp,
-        Some(pc.backup),
-        cfg.key.clone(),
-        0,
-        1,
-        cfg.heartbeat,
-        Arc::clone(&live),
-        Arc::clone(&hb_stop),
-    )
+    heartbeat::spawn(heartbeat::Heartbeat {
+        socket: udp,
+        peer: Some(pc.backup),
+        key: cfg.key.clone(),
+        role: 0,
+        peer_role: 1,
+        cfg: cfg.heartbeat,
+        live: Arc::clone(&live),
+        stop: Arc::clone(&hb_stop),
+    })
     .map_err(io("cannot start the heartbeat"))?;
     let link = Link::start(w, r, ep.clone(), disks.clone(), Arc::clone(&live))
         .map_err(io("cannot start the logging channel"))?;

@@ -350,13 +350,12 @@ mod tests {
     use super::*;
     use std::net::TcpListener;
 
-    fn pair(
-        kp: Key,
-        kb: Key,
-    ) -> (
+    type Sides = (
         Result<(MsgWriter, MsgReader), WireError>,
         Result<(Hello, MsgWriter, MsgReader), WireError>,
-    ) {
+    );
+
+    fn pair(kp: Key, kb: Key) -> Sides {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let t = std::thread::spawn(move || {
