@@ -13,6 +13,7 @@
 
 mod doc;
 mod elf;
+mod ft;
 mod linux;
 mod measure;
 mod profile;
@@ -49,6 +50,11 @@ pub struct Args {
     /// else callgrind on the --quick ELF) and write the top functions to docs/benchmarks.md.
     #[arg(long)]
     profile: bool,
+    /// Instead of the bare-metal kernels: the fault-tolerant pair on the Linux guest (FT overhead
+    /// on `cpubench`, log bandwidth, output-rule latency, failover time, heartbeat gaps under
+    /// load), written to docs/ft-benchmarks.md.
+    #[arg(long)]
+    ft: bool,
     /// Instead of the bare-metal kernels: boot the Linux guest on ftvm and on QEMU, time the
     /// boot to the shell and `cpubench` inside Linux, and write the `linux` section of the docs.
     #[arg(long)]
@@ -139,6 +145,21 @@ pub fn main(a: Args) -> Result<()> {
         a.kernels.clone()
     };
     let qemu = !a.no_qemu && !a.profile;
+
+    if a.ft {
+        let ftvm = match &a.ftvm {
+            Some(p) => p.clone(),
+            None => build_ftvm(&paths)?,
+        };
+        let o = ft::Options::new(
+            reps,
+            a.quick,
+            a.quick || a.no_doc,
+            a.timeout,
+            command_line(),
+        );
+        return ft::main(&paths.root, &ftvm, &o);
+    }
 
     elf::check_cross_compiler()?;
     if qemu {
