@@ -41,6 +41,12 @@ pub struct PairArgs {
     /// Unacknowledged log beyond which the primary stalls (K, M, G suffixes).
     #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = machine::parse_size)]
     pub log_buffer: u64,
+    /// `shared`: both sides reach the same disk images (a file both hosts see, NFS, ...), only
+    /// the live primary writes, its writes wait for the backup's acknowledgement. `non-shared`:
+    /// each side has its own images (the backup's are overwritten from the primary's at
+    /// start), the backup applies the writes it replays.
+    #[arg(long, value_name = "MODE", default_value = "shared", value_parser = ["shared", "non-shared"])]
+    pub disk_mode: String,
 }
 
 /// Options of `ftvm primary`.
@@ -159,6 +165,7 @@ fn pair_config(p: &PairArgs, me: String) -> anyhow::Result<PairConfig> {
         },
         max_lag: Duration::from_millis(p.max_lag_ms),
         buffer: usize::try_from(p.log_buffer).unwrap_or(usize::MAX),
+        non_shared: p.disk_mode == "non-shared",
     })
 }
 
@@ -199,7 +206,7 @@ pub fn backup(a: BackupArgs) -> i32 {
                 console: addr(&a.console, "--console")?,
             };
             let cfg = pair_config(&a.pair, format!("backup@{}", bc.console))?;
-            Ok(ft::backup::run(&bc, cfg)?)
+            Ok(ft::backup::run(&a.vm.config(), &bc, cfg)?)
         })(),
     )
 }

@@ -52,6 +52,8 @@ fn pair_flags(p: &PairArgs, key: &std::path::Path) -> Vec<String> {
         p.max_lag_ms.to_string(),
         "--log-buffer".into(),
         p.log_buffer.to_string(),
+        "--disk-mode".into(),
+        p.disk_mode.clone(),
     ]
 }
 
@@ -81,10 +83,20 @@ pub fn run(a: PairCmdArgs) -> anyhow::Result<i32> {
     };
     let exe = std::env::current_exe().context("cannot find the ftvm executable")?;
     let mut kids = Children(Vec::new());
+    // Non-shared disks: the backup gets images of its own (filled from the primary's at start).
+    let mut backup_vm = a.vm.clone();
+    if a.pair.disk_mode == "non-shared" {
+        for (i, d) in backup_vm.drive.iter_mut().enumerate() {
+            let own = dir.join(format!("backup-disk-{i}.img"));
+            std::fs::File::create(&own)
+                .with_context(|| format!("cannot create {}", own.display()))?;
+            d.path = own;
+        }
+    }
     let mut backup = Command::new(&exe);
     backup
         .arg("backup")
-        .args(vm_flags(&a.vm))
+        .args(vm_flags(&backup_vm))
         .args(pair_flags(&a.pair, &key))
         .args(["--listen", &a.channel, "--console", &a.backup_console]);
     kids.0.push((

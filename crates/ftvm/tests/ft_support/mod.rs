@@ -91,6 +91,9 @@ pub struct PairOptions {
     pub extra: Vec<String>,
     /// Before the primary starts, a stranger without the key tries to pair with the backup.
     pub stranger_first: bool,
+    /// Options for one side only.
+    pub primary_extra: Vec<String>,
+    pub backup_extra: Vec<String>,
 }
 
 impl Default for PairOptions {
@@ -101,6 +104,8 @@ impl Default for PairOptions {
             arbiter: None,
             extra: Vec::new(),
             stranger_first: false,
+            primary_extra: Vec::new(),
+            backup_extra: Vec::new(),
         }
     }
 }
@@ -164,6 +169,11 @@ impl Pair {
             .arg(&self.key)
             .args(["--arbiter", &self.arbiter, "--vm", "testvm"])
             .args(&o.extra);
+        if role == "primary" {
+            c.args(&o.primary_extra);
+        } else {
+            c.args(&o.backup_extra);
+        }
         if role == "primary" {
             c.args(["--peer", &self.peer.to_string()])
                 .args(["--console", &self.primary_console.to_string()]);
@@ -242,6 +252,13 @@ impl Drop for Pair {
 
 /// Waits for the guest's shell and starts the counter service (`n=K` for each line).
 pub fn start_counter(c: &mut ConsoleClient) {
+    wait_for_shell(c);
+    c.send(b"stty -echo; i=0; while read l; do i=$((i+1)); echo \"n=$i\"; done\n")
+        .unwrap();
+}
+
+/// Waits until the guest's shell answers a command.
+pub fn wait_for_shell(c: &mut ConsoleClient) {
     let t0 = Instant::now();
     loop {
         assert!(
@@ -256,8 +273,6 @@ pub fn start_counter(c: &mut ConsoleClient) {
             break;
         }
     }
-    c.send(b"stty -echo; i=0; while read l; do i=$((i+1)); echo \"n=$i\"; done\n")
-        .unwrap();
 }
 
 /// One increment: sends a line, expects `n=want`.
@@ -418,9 +433,12 @@ pub fn stranger(to: SocketAddr) {
             Err(e) => panic!("the backup does not listen on {to}: {e}"),
         }
     };
-    let mut hello = vec![0u8, 48];
+    // magic, nonce, generation, disk mode, VM name: a well-formed hello from a stranger.
+    let mut hello = vec![0u8, 55];
     hello.extend_from_slice(ft::wire::MAGIC);
-    hello.extend_from_slice(&[7u8; 40]);
+    hello.extend_from_slice(&[7u8; 32]);
+    hello.extend_from_slice(&[0u8; 9]);
+    hello.extend_from_slice(b"testvm");
     let _ = s.write_all(&hello);
     let mut reply = [0u8; 74];
     let _ = s.read_exact(&mut reply);
