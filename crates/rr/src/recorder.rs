@@ -239,6 +239,13 @@ impl<W: Write> Recorder<W> {
         Ok(())
     }
 
+    /// The machine's clock tap (connected by [`Recorder::start`]): the icount of the device
+    /// pass under way, for other backends that must know when the guest did something (e.g.
+    /// the FT output rule's hold on transmitted frames).
+    pub fn clock_tap(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.tap)
+    }
+
     /// Entries handed to the output so far, in whole frames (after [`Recorder::flush`]: every
     /// entry appended).
     pub fn entries(&self) -> u64 {
