@@ -26,6 +26,8 @@ pub struct BackupConfig {
     pub listen: SocketAddr,
     /// Where this side's console endpoint listens (it serves once live).
     pub console: SocketAddr,
+    /// The host network the guest's card joins at go-live, if it has one.
+    pub netdev: Option<hostnet::NetdevConfig>,
 }
 
 /// What the receiver thread hands the replay loop.
@@ -261,6 +263,7 @@ pub fn run(
         channel,
         hb_stop,
         mcfg: mcfg.clone(),
+        netdev: bc.netdev.clone(),
     }
     .run()
 }
@@ -280,6 +283,8 @@ struct Backup {
     hb_stop: Arc<AtomicBool>,
     /// This host's machine options (its disks).
     mcfg: machine::MachineConfig,
+    /// This host's network for the guest's card.
+    netdev: Option<hostnet::NetdevConfig>,
 }
 
 /// The replay side's progress.
@@ -498,6 +503,12 @@ impl Backup {
                 reissued.0, reissued.1
             );
         }
+        if let (Some(nd), Some(mac)) = (&self.netdev, rp.config().net) {
+            let mut net = connect_net(nd)?;
+            // Switches (and passt) learn at once where the guest's MAC lives now.
+            net.transmit(&rr::rarp_announce(mac));
+            rp.set_live_net(net)?;
+        }
         let icount = rp.icount();
         let (m, _idle) = rp.go_live();
         let tail: Vec<u8> = p.tail.bytes.iter().copied().collect();
@@ -522,5 +533,23 @@ impl Backup {
             status: self.status,
         }
         .run()
+    }
+}
+
+/// Joins the host network at go-live. A network process that serves one VM at a time (passt)
+/// takes the new primary once it has noticed that the old one's connection is gone, so this
+/// tries for a while.
+fn connect_net(
+    nd: &hostnet::NetdevConfig,
+) -> Result<Box<dyn machine::virtio::NetBackend>, FtError> {
+    let t0 = Instant::now();
+    loop {
+        match hostnet::HostNet::open(nd) {
+            Ok(n) => return Ok(n.into_backend()),
+            Err(e) if t0.elapsed() > Duration::from_secs(5) => {
+                return Err(FtError::Setup(format!("going live on the network: {e}")))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
     }
 }

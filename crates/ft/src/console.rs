@@ -58,6 +58,8 @@ struct State {
     /// Which client connection is the current one.
     client: u64,
     closed: bool,
+    /// A device has something for the guest (a frame arrived): the idle loop must run.
+    kicked: bool,
 }
 
 impl State {
@@ -264,18 +266,29 @@ impl Endpoint {
         v
     }
 
-    /// Waits up to `timeout` for client input or a control operation.
+    /// Waits up to `timeout` for client input, a control operation or a device's wake-up.
     pub fn wait(&self, timeout: Duration) {
         let s = self.lock();
-        if s.input.is_empty() && s.controls.is_empty() {
+        if s.input.is_empty() && s.controls.is_empty() && !s.kicked {
             let _ = self.inner.1.wait_timeout(s, timeout);
         }
     }
 
-    /// Whether input or a control operation waits.
+    /// Whether input, a control operation or a device's wake-up waits.
     pub fn has_work(&self) -> bool {
         let s = self.lock();
-        !s.input.is_empty() || !s.controls.is_empty()
+        !s.input.is_empty() || !s.controls.is_empty() || s.kicked
+    }
+
+    /// A device has something for the guest: wakes the run loop.
+    pub fn kick(&self) {
+        self.lock().kicked = true;
+        self.notify();
+    }
+
+    /// Clears a wake-up (the run loop is about to run the devices).
+    pub fn take_kick(&self) -> bool {
+        std::mem::take(&mut self.lock().kicked)
     }
 
     /// The control operations asked for since the last call.

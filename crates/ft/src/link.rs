@@ -3,7 +3,6 @@
 //! horizon, bytes in flight, the backup's replay position, a failure).
 
 use crate::console::Endpoint;
-use crate::disk::HeldDisk;
 use crate::heartbeat::Liveness;
 use crate::wire::{Msg, MsgReader, MsgWriter};
 use std::collections::VecDeque;
@@ -38,6 +37,10 @@ impl Write for SharedBuf {
         Ok(())
     }
 }
+
+/// What else the backup's acknowledgement of a horizon releases (held disk writes, held
+/// transmitted frames), called on the acknowledgement reader's thread.
+pub type Release = Box<dyn Fn(u64) + Send>;
 
 /// What the threads of the link share with the run loop.
 #[derive(Default)]
@@ -105,7 +108,7 @@ impl Link {
         w: MsgWriter,
         mut r: MsgReader,
         ep: Endpoint,
-        disks: Vec<HeldDisk>,
+        release: Vec<Release>,
         live: Arc<Liveness>,
     ) -> std::io::Result<Link> {
         let state = Arc::new(LinkState::default());
@@ -148,8 +151,8 @@ impl Link {
                                     }
                                 }
                             }
-                            for d in &disks {
-                                d.release(horizon);
+                            for r in &release {
+                                r(horizon);
                             }
                             ep.release(horizon);
                         }

@@ -11,6 +11,7 @@
 
 use crate::console::{Control, Endpoint};
 use crate::disk::HeldDisk;
+use rr::net::HeldNet;
 use crate::heartbeat::Liveness;
 use crate::link::{Link, SharedBuf};
 use crate::status::{Role, Status};
@@ -40,6 +41,41 @@ pub(crate) struct Protection {
     pub hb_stop: Arc<std::sync::atomic::AtomicBool>,
     /// The shared disks, their writes held by the output rule.
     pub disks: Vec<HeldDisk>,
+    /// The network card's transmitted frames, held by the output rule.
+    pub net: Option<HeldNet>,
+}
+
+/// A network backend that is not there (a placeholder while backends are swapped).
+pub(crate) struct NoNet;
+
+impl machine::virtio::NetBackend for NoNet {
+    fn transmit(&mut self, _: &[u8]) {}
+    fn receive(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// Wakes the run loop (through the endpoint) whenever the network backend signals `fd` (an
+/// eventfd: a frame arrived), so that an idle guest gets its frames at once.
+fn watch_net(fd: std::os::fd::RawFd, ep: Endpoint) {
+    let _ = std::thread::Builder::new()
+        .name("net-wake".into())
+        .spawn(move || loop {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: `p` is one valid pollfd for the duration of the call.
+            let n = unsafe { libc::poll(&mut p, 1, 200) };
+            if n < 0 || p.revents & (libc::POLLNVAL | libc::POLLERR) != 0 {
+                return;
+            }
+            if n > 0 {
+                hostnet::rx::clear_wake_fd(fd);
+                ep.kick();
+            }
+        });
 }
 
 impl Protection {
@@ -69,6 +105,9 @@ impl LiveVm {
     /// the arbiter (3).
     pub fn run(mut self) -> Result<i32, FtError> {
         self.update_status(&mut (Instant::now(), 0));
+        if let Some(fd) = self.m.net_wake_fd() {
+            watch_net(fd, self.ep.clone());
+        }
         let mut paused = false;
         let mut slowdown = 0.0f64;
         let mut last_adjust = Instant::now();
@@ -271,6 +310,8 @@ impl LiveVm {
                     .min(limit.saturating_sub(t0.elapsed())),
             );
         }
+        // The devices run next: a frame that woke us is taken then.
+        self.ep.take_kick();
         let waited = clock::icount_for(t0.elapsed());
         let target = match wake {
             Some(w) => w.min(now.saturating_add(waited)),
@@ -312,6 +353,9 @@ impl LiveVm {
                 for d in &p.disks {
                     d.unhold();
                 }
+                if let Some(n) = &p.net {
+                    n.set_holding(false);
+                }
                 eprintln!(
                     "ftvm primary: won generation {generation} in {:?}: running on alone (unprotected)",
                     t0.elapsed()
@@ -328,6 +372,9 @@ impl LiveVm {
                 for d in &p.disks {
                     d.discard();
                 }
+                if let Some(n) = &p.net {
+                    n.discard();
+                }
                 eprintln!("ftvm primary: the arbiter gave generation {generation} to {winner}: stopping, emitting nothing more");
                 self.ep.discard_and_close();
                 Ok(Next::Exit(3))
@@ -335,6 +382,9 @@ impl LiveVm {
             Err(e) => {
                 for d in &p.disks {
                     d.discard();
+                }
+                if let Some(n) = &p.net {
+                    n.discard();
                 }
                 // Without the arbiter nobody may go on: stop rather than risk two primaries.
                 eprintln!("ftvm primary: {e}: stopping, emitting nothing more");
@@ -357,6 +407,7 @@ impl LiveVm {
                 buf,
                 link,
                 disks,
+                net,
                 ..
             } = p;
             // The final digest, the power-off entry if the guest asked, the end marker.
@@ -378,6 +429,9 @@ impl LiveVm {
             // backup stops too and will not re-issue it).
             for d in &disks {
                 d.unhold();
+            }
+            if let Some(n) = &net {
+                n.set_holding(false);
             }
         }
         self.ep.unhold();

@@ -4,6 +4,8 @@
 
 use crate::console::Endpoint;
 use crate::disk::HeldDisk;
+use crate::live::NoNet;
+use rr::net::HeldNet;
 use crate::heartbeat::{self, Liveness};
 use crate::link::{Link, SharedBuf};
 use crate::live::{LiveVm, Protection};
@@ -26,6 +28,8 @@ pub struct PrimaryConfig {
     pub console: SocketAddr,
     /// How long to keep trying to reach the backup at start.
     pub connect_for: Duration,
+    /// The host network the guest's network card is on, if it has one.
+    pub netdev: Option<hostnet::NetdevConfig>,
 }
 
 /// Runs the primary; returns the exit code.
@@ -41,6 +45,10 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
             entropy,
         },
     )?;
+    if let Some(nd) = &pc.netdev {
+        let net = hostnet::HostNet::open(nd).map_err(|e| FtError::Setup(e.to_string()))?;
+        m.replace_net(net.into_backend())?;
+    }
     // Shared disks: the guest's writes wait for the backup's acknowledgement (crate::disk).
     let mut disks = Vec::new();
     for drive in (0..mcfg.drives.len()).filter(|_| !cfg.non_shared) {
@@ -107,9 +115,29 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
         stop: Arc::clone(&hb_stop),
     })
     .map_err(io("cannot start the heartbeat"))?;
-    let link = Link::start(w, r, ep.clone(), disks.clone(), Arc::clone(&live))
-        .map_err(io("cannot start the logging channel"))?;
     rec.start(&mut m)?;
+    // Transmitted frames are outputs: they wait for the backup like console output.
+    let net = match m.net_backend_mut() {
+        Some(slot) => {
+            let held = HeldNet::new(std::mem::replace(slot, Box::new(NoNet)), rec.clock_tap());
+            *slot = Box::new(held.clone());
+            Some(held)
+        }
+        None => None,
+    };
+    let mut release: Vec<crate::link::Release> = Vec::new();
+    for d in &disks {
+        let d = d.clone();
+        release.push(Box::new(move |h| d.release(h)));
+    }
+    if let Some(n) = &net {
+        let n = n.clone();
+        release.push(Box::new(move |h| {
+            n.release_upto(h);
+        }));
+    }
+    let link = Link::start(w, r, ep.clone(), release, Arc::clone(&live))
+        .map_err(io("cannot start the logging channel"))?;
     eprintln!(
         "ftvm primary: vm {} protected by the backup at {} (generation {generation}, arbiter {}); console on {}",
         cfg.vm,
@@ -131,6 +159,7 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
             sent_horizon: 0,
             hb_stop,
             disks,
+            net,
         }),
         cfg,
         status,
