@@ -101,6 +101,8 @@ pub struct Board {
     pub(crate) slots: Vec<Slot>,
     /// (machine-wide icount, running hart's icount) when the current slice started.
     slice: (u64, u64),
+    /// The time-sync offset in ticks (see [`clock::raw_time`]); only grows.
+    pub(crate) time_offset: u64,
 }
 
 impl Board {
@@ -117,6 +119,7 @@ impl Board {
             uart,
             slots,
             slice: (0, 0),
+            time_offset: 0,
         }
     }
 
@@ -146,12 +149,13 @@ impl Board {
         self.slice = (icount, hart_icount);
     }
 
-    /// The raw clock (see [`clock::mtime_at`]) when the running hart is at `hart_icount`.
+    /// The raw clock (see [`clock::raw_time`]) when the running hart is at `hart_icount`.
     fn raw_time(&self, hart_icount: u64) -> u64 {
-        clock::mtime_at(
+        clock::raw_time(
             self.slice
                 .0
                 .wrapping_add(hart_icount.wrapping_sub(self.slice.1)),
+            self.time_offset,
         )
     }
 

@@ -1,8 +1,11 @@
 //! Guest time as a pure function of the machine-wide instruction count.
 //!
 //! This is the determinism contract for time (DESIGN §2): nothing inside the VM ever reads a
-//! host clock. The CLINT's `mtime` and the idle skip both go through the two functions here, so
-//! the replay work can replace the mapping (e.g. with logged time-sync adjustments) in one place.
+//! host clock. The raw clock that the CLINT's `mtime` is built on is `icount / ICOUNT_PER_TICK`
+//! plus the machine's **time-sync offset** ([`raw_time`]): a count of ticks that only grows, moved
+//! by `Machine::adjust_time` when the host decides guest time has fallen behind wall-clock time
+//! (the recorder logs each adjustment as a time-sync entry, the replayer applies it at the same
+//! icount). Timer deadlines go back from raw clock to icount through [`icount_at_raw`].
 
 /// Frequency of `mtime` (the device tree's `timebase-frequency`), in Hz.
 pub const TIMEBASE_HZ: u64 = 10_000_000;
@@ -20,6 +23,31 @@ pub fn mtime_at(icount: u64) -> u64 {
 #[inline]
 pub fn icount_at(mtime: u64) -> u64 {
     mtime.saturating_mul(ICOUNT_PER_TICK)
+}
+
+/// The raw clock at machine-wide `icount` with time-sync offset `offset` (saturating).
+#[inline]
+pub fn raw_time(icount: u64, offset: u64) -> u64 {
+    mtime_at(icount).saturating_add(offset)
+}
+
+/// The first machine-wide icount at which [`raw_time`] with `offset` reaches `raw`: 0 when the
+/// offset alone already gets there (saturating).
+#[inline]
+pub fn icount_at_raw(raw: u64, offset: u64) -> u64 {
+    icount_at(raw.saturating_sub(offset))
+}
+
+/// Timebase ticks in `d` (saturating).
+pub fn ticks_for(d: std::time::Duration) -> u64 {
+    let ticks = d.as_nanos().saturating_mul(u128::from(TIMEBASE_HZ)) / 1_000_000_000;
+    u64::try_from(ticks).unwrap_or(u64::MAX)
+}
+
+/// The duration of `ticks` timebase ticks.
+pub fn duration_of_ticks(ticks: u64) -> std::time::Duration {
+    let nanos = u128::from(ticks) * 1_000_000_000 / u128::from(TIMEBASE_HZ);
+    std::time::Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
 }
 
 /// Machine-wide steps that correspond to `d` of guest time (saturating).
@@ -47,5 +75,10 @@ mod tests {
         assert_eq!(duration_of(100_000_000), Duration::from_secs(1));
         assert_eq!(icount_at(u64::MAX), u64::MAX);
         assert_eq!(icount_for(Duration::MAX), u64::MAX);
+        assert_eq!(raw_time(100, 7), 17);
+        assert_eq!(icount_at_raw(17, 7), 100);
+        assert_eq!(icount_at_raw(5, 7), 0);
+        assert_eq!(ticks_for(Duration::from_millis(50)), 500_000);
+        assert_eq!(duration_of_ticks(500_000), Duration::from_millis(50));
     }
 }

@@ -10,7 +10,8 @@
 //! ends exactly when the running hart's timer is due, so a timer interrupt is taken at the same
 //! instruction on every run. The machine-wide
 //! instruction count is the sum of the steps every hart has taken plus idle skips; it is the
-//! clock (`mtime`, see [`crate::clock`]) and the position of every input event.
+//! clock (`mtime`, see [`crate::clock`], plus the time-sync offset that
+//! [`Machine::adjust_time`] moves) and the position of every input event.
 //!
 //! The only ways in from the outside are [`Machine::console_input`] and [`Machine::skip_to`],
 //! and the virtio backends; the only ways out are the backends. Deciding *when* to skip and
@@ -453,12 +454,34 @@ impl Machine {
 
     /// The machine-wide icount at which the earliest armed timer fires, if later than now.
     fn next_timer(&self) -> Option<u64> {
-        let raw = clock::mtime_at(self.icount);
+        let offset = self.board.time_offset;
+        let raw = clock::raw_time(self.icount, offset);
         (0..self.harts.len())
             .filter_map(|h| self.board.clint.deadline(h, raw))
-            .map(clock::icount_at)
+            .map(|due| clock::icount_at_raw(due, offset))
             .filter(|&at| at != u64::MAX)
             .min()
+    }
+
+    /// The raw clock (`mtime` before any guest write to it): `icount / ICOUNT_PER_TICK` plus
+    /// the time-sync offset (see [`crate::clock`]).
+    pub fn raw_time(&self) -> u64 {
+        clock::raw_time(self.icount, self.board.time_offset)
+    }
+
+    /// The time-sync offset: ticks added to guest time by [`Machine::adjust_time`] so far.
+    pub fn time_offset(&self) -> u64 {
+        self.board.time_offset
+    }
+
+    /// Moves guest time forward by `ticks` timebase ticks without executing anything (a
+    /// time-sync adjustment: the host found guest time behind wall-clock time). Time never
+    /// goes back: the offset only grows (saturating). Timers whose deadline this passes fire
+    /// at the next run; [`Stop::Idle`]'s `wake` and idle skips follow the new clock. Deterministic
+    /// like every input: a recorder logs the adjustment and a replayer makes it at the same
+    /// icount.
+    pub fn adjust_time(&mut self, ticks: u64) {
+        self.board.time_offset = self.board.time_offset.saturating_add(ticks);
     }
 
     /// Runs the harts until the machine-wide icount reaches `limit`, every hart is idle, or the
@@ -492,12 +515,14 @@ impl Machine {
             let start = self.icount;
             let mut waiting = false;
             while self.icount < turn_end {
-                let raw = clock::mtime_at(self.icount);
+                let offset = self.board.time_offset;
+                let raw = clock::raw_time(self.icount, offset);
                 self.board.update_plic();
                 let lines = self.board.irq_lines(h, raw);
                 let mut budget = turn_end - self.icount;
                 if let Some(due) = self.board.clint.deadline(h, raw) {
-                    budget = budget.min(clock::icount_at(due).saturating_sub(self.icount).max(1));
+                    let at = clock::icount_at_raw(due, offset);
+                    budget = budget.min(at.saturating_sub(self.icount).max(1));
                 }
                 let hart = &mut self.harts[h];
                 hart.set_irq_lines(lines);

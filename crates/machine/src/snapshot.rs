@@ -2,7 +2,7 @@
 //! devices, virtio transports, the machine-wide icount) and fast hashes of its parts that replay
 //! compares to find the first divergence.
 //!
-//! # File format (version 1)
+//! # File format (version 2)
 //!
 //! | field | size |
 //! |---|---|
@@ -17,8 +17,11 @@
 //! | payload, LZ4 block format | … |
 //! | CRC-32C of everything above, u32 | 4 |
 //!
+//! Version 2 added the time-sync offset to the machine section; a version 1 file is refused.
+//!
 //! All integers are little-endian. The payload is a fixed sequence of sections, each a tag byte,
-//! a u64 length and the body: machine (icount and the multi-hart schedule), harts, CLINT, PLIC, UART, test device, virtio, RAM. The
+//! a u64 length and the body: machine (icount, the multi-hart schedule and the time-sync
+//! offset), harts, CLINT, PLIC, UART, test device, virtio, RAM. The
 //! RAM section is a bitmap of non-zero pages followed by those pages only, so untouched memory
 //! costs one bit per page. The configuration is stored in clear so that a snapshot from another
 //! configuration is refused with an error that names what differs.
@@ -46,7 +49,7 @@ use rv64::Hart;
 /// The first eight bytes of every snapshot.
 pub const MAGIC: &[u8; 8] = b"FTVMSNAP";
 /// The format version this build writes and reads; bumped on any change to the format.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 
 /// Bytes before the payload.
 const HEADER_LEN: usize = 8 + 2 + 8 + 4 + 4 * VIRTIO_SLOTS + 8 + 8 + 8;
@@ -171,7 +174,8 @@ pub enum SnapshotError {
 /// Hashes of a machine's state, in three parts so that a mismatch says where to look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct StateDigest {
-    /// Every hart's architectural state, the machine-wide icount and the hart schedule.
+    /// Every hart's architectural state, the machine-wide icount, the hart schedule and the
+    /// time-sync offset.
     pub cpu: u64,
     /// All of guest RAM.
     pub ram: u64,
@@ -647,6 +651,7 @@ fn encode_cpu(e: &mut Enc, m: &Machine) {
         e.u64(cur as u64);
         e.u64(window_end);
         e.u64(last_ran as u64);
+        e.u64(m.time_offset());
     });
     e.section(tag::HARTS, |e| {
         e.len(harts.len());
@@ -893,6 +898,7 @@ fn restore_payload(m: &mut Machine, raw: &[u8]) -> Result<(), SnapshotError> {
     let mut d = top.section(tag::MACHINE, "machine")?;
     let saved_icount = d.u64()?;
     let (cur, window_end, last_ran) = (d.u64()?, d.u64()?, d.u64()?);
+    let time_offset = d.u64()?;
     if cur >= nharts || last_ran >= nharts {
         return Err(d.bad(format!(
             "schedule names hart {cur} and {last_ran} of {nharts}"
@@ -992,6 +998,7 @@ fn restore_payload(m: &mut Machine, raw: &[u8]) -> Result<(), SnapshotError> {
 
     *harts = new_harts;
     *icount = saved_icount;
+    board.time_offset = time_offset;
     Ok(())
 }
 

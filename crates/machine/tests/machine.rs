@@ -230,3 +230,111 @@ fn the_schedule_does_not_depend_on_how_the_run_is_split() {
     let successes = a.3 + a.4 - 1;
     assert!(a.7 >= successes && a.7 <= successes + 2, "{a:?}");
 }
+
+fn auipc(rd: u32, imm20: u32) -> u32 {
+    (imm20 << 12) | (rd << 7) | 0x17
+}
+
+/// A guest that reads `mtime` in a loop and stores every value it read, from 0x8010_0004 up.
+const MTIME_LOGGER: [u32; 6] = [
+    0x0200_c2b7, // lui t0, 0x200c
+    0x0010_0517, // auipc a0, 0x100
+    0xff82_b303, // ld t1, -8(t0): mtime
+    0x0065_3023, // sd t1, 0(a0)
+    0x0085_0513, // addi a0, a0, 8
+    0xff5f_f06f, // jal x0, -12
+];
+
+/// The mtime values the logger stored after `icount` machine-wide steps (4 per value).
+fn logged_times(m: &Machine) -> Vec<u64> {
+    let ram = m.ram().as_slice();
+    let start = 0x10_0004;
+    let n = (m.icount() as usize - 8) / 4;
+    ram[start..]
+        .chunks_exact(8)
+        .take(n)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn time_sync_moves_time_forward_only_and_is_saved() {
+    assert_eq!(MTIME_LOGGER[0], lui(T0, 0x200c));
+    assert_eq!(MTIME_LOGGER[1], auipc(A0, 0x100));
+    assert_eq!(MTIME_LOGGER[2], ld(T1, T0, -8));
+    assert_eq!(MTIME_LOGGER[3], sd(T1, A0, 0));
+    assert_eq!(MTIME_LOGGER[4], addi(A0, A0, 8));
+    let (mut m, _) = machine("timesync", &MTIME_LOGGER, 1);
+    let (mut plain, _) = machine("timesync-plain", &MTIME_LOGGER, 1);
+    let mut offset = 0;
+    for (i, ticks) in [0u64, 1_000_000, 7, 0, 123_456, u64::MAX / 4]
+        .into_iter()
+        .enumerate()
+    {
+        let limit = (i as u64 + 1) * 100_000;
+        m.run(limit);
+        plain.run(limit);
+        let before = m.raw_time();
+        m.adjust_time(ticks);
+        offset += ticks;
+        assert_eq!(m.time_offset(), offset);
+        assert_eq!(m.raw_time(), before + ticks);
+        assert_eq!(m.icount(), plain.icount(), "an adjustment executes nothing");
+    }
+    m.run(700_000);
+    let times = logged_times(&m);
+    assert!(times.len() > 100_000, "{}", times.len());
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "guest time went backwards"
+    );
+    let jump = times.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(jump >= u64::MAX / 4, "the last adjustment shows: {jump}");
+    // The offset is part of the CPU digest and of snapshots.
+    plain.run(700_000);
+    assert_eq!(m.digest().differences(&plain.digest()), vec!["cpu", "ram"]);
+    let snap = m.snapshot().unwrap();
+    let (mut r, _) = machine("timesync-restored", &MTIME_LOGGER, 1);
+    r.load_snapshot(&snap).unwrap();
+    assert_eq!(r.time_offset(), m.time_offset());
+    assert_eq!(r.digest(), m.digest());
+    r.run(800_000);
+    m.run(800_000);
+    assert_eq!(r.digest(), m.digest());
+}
+
+#[test]
+fn time_sync_brings_timer_deadlines_forward() {
+    // The program of `timer_wait_is_an_idle_stop_and_a_skip_wakes_it`.
+    let prog = [
+        lui(T0, 0x200c),
+        ld(T1, T0, -8),
+        addi(T1, T1, 1000),
+        lui(T0, 0x2004),
+        sd(T1, T0, 0),
+        addi(T2, 0, 0x80),
+        csrw(MIE, T2),
+        WFI,
+        lui(T0, 0x100),
+        lui(T3, 0x5),
+        addi(T3, T3, 0x555),
+        sw(T3, T0, 0),
+        J_SELF,
+    ];
+    let (mut m, _) = machine("timer-sync", &prog, 1);
+    let Stop::Idle { wake: Some(wake) } = m.run(1_000_000) else {
+        panic!("expected an idle stop")
+    };
+    m.adjust_time(400);
+    let now = m.icount();
+    assert_eq!(
+        m.run(1_000_000),
+        Stop::Idle {
+            wake: Some(wake - 4000)
+        }
+    );
+    assert_eq!(m.icount(), now);
+    // Past the deadline: the timer is due at once and wakes the hart without a skip.
+    m.adjust_time(600);
+    assert_eq!(m.run(2_000_000), Stop::Power(PowerEvent::PowerOff));
+}

@@ -5,7 +5,8 @@
 //!
 //! Both sides make the same [`machine::Machine::run`] calls, slice by slice ([`SLICE`]), so
 //! that a replayed run is the recorded one instruction for instruction. This crate does no I/O
-//! of its own except through the writer and the backends it is given; it never reads a clock.
+//! of its own except through the writer and the backends it is given; it never reads a clock
+//! (the time-sync policy, [`timesync`], is handed the host's time by its caller).
 
 pub mod disk;
 pub mod logged;
@@ -13,6 +14,7 @@ pub mod net;
 pub mod outbox;
 pub mod recorder;
 pub mod replayer;
+pub mod timesync;
 
 pub use disk::{DriveShape, RecordingDisk, ReplayDisk};
 pub use logged::{digest_parts, LoggedConfig, DEV_RNG, DEV_UART};
@@ -20,6 +22,7 @@ pub use net::{rarp_announce, HeldNet, RecordingNet, ReplayNet};
 pub use outbox::Outbox;
 pub use recorder::{RecordError, Recorder};
 pub use replayer::{Prologue, ReplayError, Replayer};
+pub use timesync::TimeSync;
 
 /// Machine-wide steps per run slice: the recorder's loop and every replayer make run calls of
 /// this length (about 20 ms at 100 MIPS), so the host looks at its inputs this often.

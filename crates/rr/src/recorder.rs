@@ -15,8 +15,10 @@
 //!    (device: its slot, [`DEV_RNG`] without disks), the data of every disk read (device: the
 //!    disk's slot, request: the byte offset; see [`crate::disk`]), every frame the network
 //!    card took (device: its slot, request 0; see [`crate::net`]); a state digest every
-//!    [`DIGEST_EVERY`] icount at a run-slice boundary and at the end; a power-off entry when
-//!    the guest powered off; the end marker.
+//!    [`DIGEST_EVERY`] icount at a run-slice boundary and at the end; a time-sync entry
+//!    whenever guest time lags wall-clock time by more than [`crate::timesync::BOUND`] at a
+//!    slice boundary ([`Recorder::sync_time`]); a power-off entry when the guest powered off;
+//!    the end marker.
 //!
 //! The configuration entry carries each disk's size and read-only flag and the network card's
 //! MAC, so that a replayer builds the same virtio devices without the disk images or a
@@ -28,6 +30,7 @@ use crate::logged::{
     digest_parts, LoggedConfig, DEV_UART, DIGEST_EVERY, SNAPSHOT_CHUNK, TAG_SNAPSHOT,
 };
 use crate::net::{net_device, RecordingNet};
+use crate::timesync::TimeSync;
 use machine::virtio::{EntropyBackend, OsEntropy};
 use machine::{Machine, PowerEvent};
 use replay::{Entry, Event, LogHeader, LogWriter, WriteError};
@@ -102,6 +105,8 @@ pub struct Recorder<W: Write> {
     /// The network card's MAC, if there is one.
     net: Option<[u8; 6]>,
     next_digest: u64,
+    /// The time-sync policy, from the first [`Recorder::sync_time`] on.
+    timesync: Option<TimeSync>,
     /// The guest's power request that ended the run, if any.
     pub power: Option<PowerEvent>,
     /// The first error; the run stops at it.
@@ -149,6 +154,7 @@ impl<W: Write> Recorder<W> {
                 readonly: cfg.drives.iter().map(|d| d.readonly).collect(),
                 net: cfg.net.map(|n| n.mac),
                 next_digest: DIGEST_EVERY,
+                timesync: None,
                 power: None,
                 error: None,
             },
@@ -275,6 +281,33 @@ impl<W: Write> Recorder<W> {
             },
         );
         self.note(r);
+    }
+
+    /// At a run-slice boundary (before the next run call): when guest time lags the host's
+    /// wall clock (`now`; the reference is taken at the first call) by more than
+    /// [`crate::timesync::BOUND`], logs a time-sync entry at the machine's icount and moves
+    /// the machine's clock forward by the lag. Returns the ticks added, if any.
+    pub fn sync_time(&mut self, m: &mut Machine, now: std::time::Instant) -> Option<u64> {
+        let ts = self.timesync.get_or_insert_with(|| TimeSync::new(m, now));
+        let d = ts.check(m, now)?;
+        let delta = i64::try_from(d).unwrap_or(i64::MAX);
+        let r = self.append(m.icount(), Event::TimeSync { delta });
+        self.note(r);
+        m.adjust_time(u64::try_from(delta).unwrap_or(0));
+        Some(d)
+    }
+
+    /// Takes a new time-sync reference at `now` (after a pause: the time the guest was stopped
+    /// is not made up).
+    pub fn rebase_time(&mut self, m: &Machine, now: std::time::Instant) {
+        if let Some(ts) = &mut self.timesync {
+            ts.rebase(m, now);
+        }
+    }
+
+    /// The time-sync policy's counters (adjustments, ticks added), once it has started.
+    pub fn time_sync(&self) -> Option<&TimeSync> {
+        self.timesync.as_ref()
     }
 
     /// Every hart idled at `from` and the clock skips to `until`.

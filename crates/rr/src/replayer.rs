@@ -4,11 +4,11 @@
 //! when the primary is gone, [goes live](Replayer::go_live).
 //!
 //! For each entry the machine is run exactly to the entry's icount and the entry applied:
-//! console bytes, an idle skip, entropy and disk reads (queued just before, taken by the
-//! device at that icount: see [`crate::disk`]), a state digest compared with the replayed
-//! machine's. The replayer needs no disk image: the disks' shapes come from the log, their
-//! reads from its entries, and writes are discarded until it goes live with the host's disks
-//! ([`Replayer::set_live_disks`]). Received frames are handed to the network card at their
+//! console bytes, an idle skip, a time-sync adjustment (`Machine::adjust_time`), entropy and
+//! disk reads (queued just before, taken by the device at that icount: see [`crate::disk`]), a
+//! state digest compared with the replayed machine's. The replayer needs no disk image: the
+//! disks' shapes come from the log, their reads from its entries, and writes are discarded
+//! until it goes live with the host's disks ([`Replayer::set_live_disks`]). Received frames are handed to the network card at their
 //! logged icounts and transmitted ones discarded, until it goes live on a real network
 //! ([`Replayer::set_live_net`]; see [`crate::net`]). The replayer makes the same
 //! run calls as the recorder ([`crate::SLICE`] at a time), because finding every hart idle
@@ -483,6 +483,18 @@ impl Replayer {
                         return Err(diverged(e.icount, format!("part {name} differs")));
                     }
                 }
+            }
+            Event::TimeSync { delta } => {
+                // Taken between two run calls on the recorder, as the idle skip is.
+                self.advance(e.icount)?;
+                let Ok(ticks) = u64::try_from(delta) else {
+                    return Err(ReplayError::Content(format!(
+                        "time-sync entry at icount {} moves guest time back ({delta} ticks); \
+                         time only moves forward",
+                        e.icount
+                    )));
+                };
+                self.m.adjust_time(ticks);
             }
             Event::Pause | Event::Resume => {
                 // An operator's pause: the guest stopped between two slices on the recorder,

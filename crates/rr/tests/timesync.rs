@@ -1,0 +1,161 @@
+//! Time-sync under record and replay: a guest that reads `mtime`, arms its timer a little
+//! later and waits for it, recorded with a host clock that runs ahead of the guest's (so the
+//! recorder logs time-sync entries) and replayed from the log: the replay reproduces every
+//! digest, and the guest never saw time go backwards.
+
+use machine::virtio::NullConsole;
+use machine::{Backends, Firmware, Machine, MachineConfig, Stop};
+use replay::{Event, LogReader};
+use rr::{Outbox, Prologue, Recorder, SLICE};
+use std::time::{Duration, Instant};
+
+fn jal_x0(off: i32) -> u32 {
+    let i = off as u32;
+    (((i >> 20) & 1) << 31)
+        | (((i >> 1) & 0x3ff) << 21)
+        | (((i >> 11) & 1) << 20)
+        | (((i >> 12) & 0xff) << 12)
+        | 0x6f
+}
+
+/// Reads mtime, stores it (from 0x8010_0004 up), sets mtimecmp = mtime + 200, WFI, repeat.
+fn program() -> Vec<u32> {
+    vec![
+        0x0200_c2b7, // lui t0, 0x200c
+        0x0010_0517, // auipc a0, 0x100
+        0x0200_43b7, // lui t2, 0x2004
+        0x0800_0e13, // addi t3, x0, 0x80
+        0x304e_1073, // csrw mie, t3
+        0xff82_b303, // loop: ld t1, -8(t0)
+        0x0065_3023, // sd t1, 0(a0)
+        0x0085_0513, // addi a0, a0, 8
+        0x0c83_0313, // addi t1, t1, 200
+        0x0063_b023, // sd t1, 0(t2)
+        0x1050_0073, // wfi
+        jal_x0(-24),
+    ]
+}
+
+fn config() -> MachineConfig {
+    let dir = std::env::temp_dir().join(format!("ftvm-rr-timesync-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kernel = dir.join("kernel.bin");
+    let bytes: Vec<u8> = program().iter().flat_map(|i| i.to_le_bytes()).collect();
+    std::fs::write(&kernel, bytes).unwrap();
+    MachineConfig {
+        mem_size: 16 << 20,
+        harts: 1,
+        bios: Firmware::None,
+        kernel: Some(kernel),
+        ..MachineConfig::default()
+    }
+}
+
+/// The mtime values the guest stored, up to the first zero after the first (which may be 0).
+fn stored_times(m: &Machine) -> Vec<u64> {
+    let ram = &m.ram().as_slice()[0x10_0004..];
+    let mut v: Vec<u64> = ram
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .enumerate()
+        .take_while(|&(i, t)| i == 0 || t != 0)
+        .map(|(_, t)| t)
+        .collect();
+    v.shrink_to_fit();
+    v
+}
+
+#[test]
+fn recorded_time_syncs_replay_exactly_and_time_only_grows() {
+    let cfg = config();
+    let (mut rec, entropy) = Recorder::new(Vec::new(), &cfg).unwrap();
+    let out = Outbox::default();
+    let mut m = Machine::new(
+        &cfg,
+        Backends {
+            serial: Box::new(out.clone()),
+            console: Box::new(NullConsole),
+            entropy,
+        },
+    )
+    .unwrap();
+    rec.start(&mut m).unwrap();
+    // A host clock of our own: 1 ms per loop turn, far more than the guest's idle waits of
+    // 20 µs and its busy slices are worth, so guest time falls behind and is synced.
+    let mut host = Instant::now();
+    let mut syncs = 0;
+    for _ in 0..3000 {
+        host += Duration::from_millis(1);
+        if rec.sync_time(&mut m, host).is_some() {
+            syncs += 1;
+        }
+        let stop = m.run(m.icount().saturating_add(SLICE));
+        rec.after_slice(&m, !matches!(stop, Stop::Idle { .. }));
+        match stop {
+            Stop::Limit => {}
+            Stop::Idle { wake } => {
+                let from = m.icount();
+                let to = wake.expect("the guest armed its timer");
+                rec.idle_skip(from, to);
+                m.skip_to(to);
+            }
+            Stop::Power(p) => panic!("the guest stopped: {p:?}"),
+        }
+    }
+    assert!(syncs > 10, "{syncs} time syncs");
+    let ts = rec.time_sync().unwrap();
+    assert_eq!(ts.adjustments, syncs);
+    assert!(m.time_offset() > 0 && m.time_offset() == ts.added_ticks);
+    let times = stored_times(&m);
+    assert!(times.len() > 2000, "{} timer rounds", times.len());
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "time went backwards"
+    );
+    let want = m.digest();
+    let log = rec.finish(&m).unwrap();
+
+    let mut r = LogReader::new(log.as_slice()).unwrap();
+    let mut prologue = Prologue::new(r.header());
+    while !prologue.feed(&r.next_entry().unwrap().unwrap()).unwrap() {}
+    let mut rp = prologue.into_replayer(Outbox::default()).unwrap();
+    let mut logged = 0;
+    loop {
+        let e = r.next_entry().unwrap().expect("the log has an end marker");
+        if matches!(e.event, Event::TimeSync { .. }) {
+            logged += 1;
+        }
+        if rp.apply(e).unwrap() {
+            break;
+        }
+    }
+    assert_eq!(logged, syncs);
+    assert_eq!(rp.machine().digest(), want);
+    assert_eq!(rp.machine().time_offset(), m.time_offset());
+    assert_eq!(stored_times(rp.machine()), times);
+}
+
+#[test]
+fn a_time_sync_back_is_refused() {
+    let cfg = config();
+    let (mut rec, entropy) = Recorder::new(Vec::new(), &cfg).unwrap();
+    let mut m = Machine::new(
+        &cfg,
+        Backends {
+            serial: Box::new(Outbox::default()),
+            console: Box::new(NullConsole),
+            entropy,
+        },
+    )
+    .unwrap();
+    rec.start(&mut m).unwrap();
+    rec.event(&m, Event::TimeSync { delta: -5 });
+    let log = rec.finish(&m).unwrap();
+    let mut r = LogReader::new(log.as_slice()).unwrap();
+    let mut prologue = Prologue::new(r.header());
+    while !prologue.feed(&r.next_entry().unwrap().unwrap()).unwrap() {}
+    let mut rp = prologue.into_replayer(Outbox::default()).unwrap();
+    let e = r.next_entry().unwrap().unwrap();
+    let err = rp.apply(e).unwrap_err().to_string();
+    assert!(err.contains("moves guest time back"), "{err}");
+}
