@@ -130,6 +130,10 @@ impl LiveVm {
                     Control::Resume if paused => {
                         paused = false;
                         self.log(Event::Resume);
+                        // The paused time is not made up by a time-sync jump.
+                        if let Some(p) = &mut self.prot {
+                            p.rec.rebase_time(&self.m, Instant::now());
+                        }
                         eprintln!("ftvm {}: resumed", self.status.role);
                     }
                     Control::PowerOff => {
@@ -163,6 +167,10 @@ impl LiveVm {
                         }
                         self.m.console_input(&bytes);
                     }
+                }
+                // Guest time catches up with wall-clock time (a logged time-sync entry).
+                if let Some(p) = &mut self.prot {
+                    p.rec.sync_time(&mut self.m, Instant::now());
                 }
                 let stop = self.m.run(self.m.icount().saturating_add(rr::SLICE));
                 if let Some(p) = &mut self.prot {
