@@ -8,7 +8,9 @@
 //!   idle period never passes faster than wall-clock time: a skip of d guest seconds takes at
 //!   least d host seconds, and ends early (at the guest time that corresponds to the host time
 //!   waited) when input arrives. Busy periods run as fast as the interpreter goes, so guest
-//!   time may lag the host's; it never runs ahead of it because of idling.
+//!   time may fall behind the host's: at every slice boundary where it lags by more than
+//!   [`rr::timesync::BOUND`] (50 ms) the clock is moved forward by the lag (a time-sync
+//!   adjustment, logged under `--record`); it never runs ahead of it because of idling.
 //!
 //! Exit codes: 0 after the guest powers off (or Ctrl-A X), the guest's code after a failure
 //! report (0x3333 | code << 16; a code of 0 becomes 1), 2 on errors of input or setup, 128 + n
@@ -16,7 +18,7 @@
 
 mod term;
 
-use rr::{Outbox, Recorder, SLICE};
+use rr::{Outbox, Recorder, TimeSync, SLICE};
 use std::fs::File;
 use std::io::BufWriter;
 
@@ -190,6 +192,9 @@ pub fn main(a: Args) -> i32 {
     let raw = term::RawMode::enable();
     let mut input = term::Input::new(raw.is_some());
     let started = Instant::now();
+    let mut sync = TimeSync::new(&m, started);
+    // The recorder's time-sync counters, kept when it is finished.
+    let mut rec_sync = None;
     let mut executed = 0u64;
     let code = loop {
         let before = m.icount();
@@ -203,7 +208,7 @@ pub fn main(a: Args) -> i32 {
             }
         }
         let slice_end = snapshot.as_ref().map(|(_, at)| *at);
-        let stop = run_once(&mut m, &mut input, &out, &mut rec, slice_end);
+        let stop = run_once(&mut m, &mut input, &out, &mut rec, &mut sync, slice_end);
         executed += m.icount().saturating_sub(before);
         flush(&out);
         if let Some(e) = rec.as_mut().and_then(|r| r.error.take()) {
@@ -212,6 +217,7 @@ pub fn main(a: Args) -> i32 {
         }
         if !matches!(stop, Outcome::Continue) {
             if let Some(r) = rec.take() {
+                rec_sync = r.time_sync().map(|t| (t.adjustments, t.added_ticks));
                 if let Err(e) = r.finish(&m) {
                     eprint!("\r\nftvm run: recording to the log failed: {e}\r\n");
                     break 2;
@@ -225,7 +231,10 @@ pub fn main(a: Args) -> i32 {
             Outcome::Continue => {}
             Outcome::Exit(code) => break code,
             Outcome::Reset => match build(&cfg, &out) {
-                Ok(new) => m = new,
+                Ok(new) => {
+                    m = new;
+                    sync = TimeSync::new(&m, Instant::now());
+                }
                 Err(e) => {
                     eprintln!("\r\nftvm run: reset failed: {e}");
                     break 2;
@@ -242,6 +251,11 @@ pub fn main(a: Args) -> i32 {
             clock::duration_of(m.icount()).as_secs_f64(),
             secs,
             executed as f64 / secs.max(1e-9) / 1e6
+        );
+        let (n, ticks) = rec_sync.unwrap_or((sync.adjustments, sync.added_ticks));
+        eprintln!(
+            "ftvm run: {n} time-sync adjustments, {:.3} s added to guest time",
+            clock::duration_of_ticks(ticks).as_secs_f64()
         );
     }
     code
@@ -322,6 +336,7 @@ fn run_once(
     input: &mut term::Input,
     out: &Outbox,
     rec: &mut Option<FileRecorder>,
+    sync: &mut TimeSync,
     stop_at: Option<u64>,
 ) -> Outcome {
     if m.console_backlog() < MAX_BACKLOG {
@@ -332,6 +347,12 @@ fn run_once(
     } else if let Some(s) = term::signal() {
         return Outcome::Exit(128 + s);
     }
+    // Guest time catches up with wall-clock time here, between two run calls (the replayer
+    // makes the logged adjustment at the same point).
+    match rec {
+        Some(r) => r.sync_time(m, Instant::now()),
+        None => sync.apply(m, Instant::now()),
+    };
     let mut limit = m.icount().saturating_add(SLICE);
     if let Some(at) = stop_at.filter(|&at| at > m.icount()) {
         limit = limit.min(at);
