@@ -63,9 +63,15 @@ fn guest_time_tracks_wall_clock_under_record() {
     // /proc/uptime has 10 ms resolution; each reading reaches the host through the console
     // (a few ms to tens of ms on a loaded host).
     let slack = 0.05 + 0.02 + 0.25;
-    assert!(guest >= host - slack, "guest time lags: {guest:.2} s for {host:.2} s");
+    assert!(
+        guest >= host - slack,
+        "guest time lags: {guest:.2} s for {host:.2} s"
+    );
     // It may run ahead only as far as the interpreter runs faster than 100 MIPS (no sync).
-    assert!(guest <= host * 1.6 + slack, "guest time ran ahead: {guest:.2} s for {host:.2} s");
+    assert!(
+        guest <= host * 1.6 + slack,
+        "guest time ran ahead: {guest:.2} s for {host:.2} s"
+    );
     c.send(b"poweroff\n").unwrap();
     c.wait_for("reboot: Power down", Duration::from_secs(120))
         .unwrap();
