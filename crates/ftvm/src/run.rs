@@ -16,6 +16,7 @@
 //! report (0x3333 | code << 16; a code of 0 becomes 1), 2 on errors of input or setup, 128 + n
 //! after signal n.
 
+mod snapsig;
 mod term;
 
 use rr::{Outbox, Recorder, TimeSync, SLICE};
@@ -97,13 +98,9 @@ pub struct Args {
     #[arg(long, value_name = "LOG")]
     pub record: Option<PathBuf>,
     /// Write a snapshot of the whole machine to FILE when the instruction count reaches
-    /// --snapshot-at, then carry on.
-    #[arg(
-        long,
-        value_name = "FILE",
-        requires = "snapshot_at",
-        conflicts_with = "record"
-    )]
+    /// --snapshot-at, or without --snapshot-at each time the process gets SIGUSR1 (at the next
+    /// slice boundary; the file is replaced), then carry on.
+    #[arg(long, value_name = "FILE", conflicts_with = "record")]
     pub snapshot_out: Option<PathBuf>,
     /// The machine-wide instruction count at which --snapshot-out is taken.
     #[arg(long, value_name = "ICOUNT", requires = "snapshot_out")]
@@ -173,6 +170,8 @@ pub fn main(a: Args) -> i32 {
         }
     };
     let mut snapshot = a.snapshot_out.clone().zip(a.snapshot_at);
+    // Without --snapshot-at, a snapshot on every SIGUSR1.
+    let on_signal = a.snapshot_out.clone().filter(|_| a.snapshot_at.is_none());
     if let Some(path) = &a.dtb_out {
         return match std::fs::write(path, m.fdt()) {
             Ok(()) => 0,
@@ -189,6 +188,9 @@ pub fn main(a: Args) -> i32 {
         }
     }
     term::catch_signals();
+    if on_signal.is_some() {
+        snapsig::catch();
+    }
     let raw = term::RawMode::enable();
     let mut input = term::Input::new(raw.is_some());
     let started = Instant::now();
@@ -205,6 +207,12 @@ pub fn main(a: Args) -> i32 {
                     break 2;
                 }
                 snapshot = None;
+            }
+        }
+        if let Some(path) = on_signal.as_ref().filter(|_| snapsig::take()) {
+            // A failed snapshot on request is reported; the guest carries on.
+            if let Err(e) = write_snapshot(&m, path) {
+                eprint!("\r\nftvm run: {e}\r\n");
             }
         }
         let slice_end = snapshot.as_ref().map(|(_, at)| *at);
@@ -398,7 +406,11 @@ fn idle(
             term::Typed::default()
         };
         let woken = !typed.bytes.is_empty() || typed.quit || typed.status;
-        if woken || term::signal().is_some() || left.is_some_and(|l| l.is_zero()) {
+        if woken
+            || term::signal().is_some()
+            || snapsig::pending()
+            || left.is_some_and(|l| l.is_zero())
+        {
             break typed;
         }
         if sleep.is_some_and(|s| t0.elapsed() >= s) {

@@ -27,12 +27,16 @@ _start:
 "#;
 
 fn program() -> Option<PathBuf> {
+    build("letters", PROGRAM)
+}
+
+fn build(name: &str, text: &str) -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("snapshot-cli");
     std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join("letters.S");
-    let elf = dir.join("letters.elf");
+    let src = dir.join(format!("{name}.S"));
+    let elf = dir.join(format!("{name}.elf"));
     // Loaded raw at 0x8000_0000 (`--bios none`), as QEMU loads a bare kernel.
-    std::fs::write(&src, PROGRAM).unwrap();
+    std::fs::write(&src, text).unwrap();
     let st = Command::new("riscv64-unknown-elf-gcc")
         .args([
             "-march=rv64gc",
@@ -45,7 +49,7 @@ fn program() -> Option<PathBuf> {
         .arg(&elf)
         .arg(&src)
         .status();
-    let bin = dir.join("letters.bin");
+    let bin = dir.join(format!("{name}.bin"));
     let st = st.and_then(|s| {
         if !s.success() {
             return Ok(s);
@@ -118,4 +122,66 @@ fn a_restored_snapshot_finishes_the_run_exactly() {
     assert_eq!(code, 2, "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// `--snapshot-out` without `--snapshot-at`: a snapshot each time the process gets SIGUSR1, at
+/// the next slice boundary, and the run carries on; the last one restored finishes the run as
+/// the uninterrupted one did.
+#[test]
+fn sigusr1_writes_a_snapshot_and_the_run_goes_on() {
+    // The same letters, 50 times slower: a few seconds.
+    let Some(elf) = build(
+        "slow-letters",
+        &PROGRAM.replace("li t2, 20000", "li t2, 1000000"),
+    ) else {
+        return;
+    };
+    let snap = elf.with_file_name("signal.snap");
+    let _ = std::fs::remove_file(&snap);
+    let child = Command::new(env!("CARGO_BIN_EXE_ftvm"))
+        .args(["run", "--bios", "none", "--mem", "16M", "--kernel"])
+        .arg(&elf)
+        .arg("--snapshot-out")
+        .arg(&snap)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    for _ in 0..2 {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        // Written atomically (renamed into place): once it exists it is complete.
+        let _ = std::fs::remove_file(&snap);
+        // SAFETY: kill(2) with a valid signal number on our own child.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR1) }, 0);
+        let t0 = std::time::Instant::now();
+        while !snap.exists() {
+            assert!(t0.elapsed().as_secs() < 10, "no snapshot after SIGUSR1");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    let whole = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(whole.len(), 200, "the run went on to its end: {whole:?}");
+    let icounts: Vec<u64> = err
+        .lines()
+        .filter_map(|l| l.split("snapshot at icount ").nth(1))
+        .map(|r| r.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(icounts.len(), 2, "{err}");
+    assert!(icounts[0] < icounts[1], "{icounts:?}");
+    let (code, rest, err) = ftvm(&elf, &["--restore", snap.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!rest.is_empty() && rest.len() < whole.len(), "{rest:?}");
+    assert!(
+        whole.ends_with(&rest),
+        "restored: {rest:?}\nwhole: {whole:?}"
+    );
+    // With --record it is refused, with a one-line reason.
+    let (code, _, err) = ftvm(&elf, &["--snapshot-out", "x.snap", "--record", "x.log"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--record"), "{err}");
 }
