@@ -14,9 +14,11 @@
 mod doc;
 mod elf;
 mod ft;
+mod ftvmlog;
 mod linux;
 mod measure;
 mod profile;
+mod rr;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -59,7 +61,20 @@ pub struct Args {
     /// boot to the shell and `cpubench` inside Linux, and write the `linux` section of the docs.
     #[arg(long)]
     linux: bool,
-    /// Seconds after which a single run is killed and the benchmark fails.
+    /// Instead of the bare-metal kernels: the cost of record/replay on the Linux guest, ftvm
+    /// against QEMU's `-icount shift=auto,rr=record` (recording overhead on `cpubench`, replay
+    /// time, log bytes per guest second idle, CPU-bound and disk-bound), the `replay` section.
+    #[arg(long)]
+    replay: bool,
+    /// With --replay: guest seconds of idling at the shell prompt (default 20, 5 with --quick).
+    #[arg(long)]
+    idle_secs: Option<u64>,
+    /// With --replay: the guest directory printed by `cargo xtask guest` (default: find or build
+    /// it as `cargo xtask guest` does).
+    #[arg(long)]
+    guest_dir: Option<PathBuf>,
+    /// Seconds after which a single run (or, with --linux/--replay, one console wait) is killed
+    /// and the benchmark fails.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
 }
@@ -161,6 +176,30 @@ pub fn main(a: Args) -> Result<()> {
         return ft::main(&paths.root, &ftvm, &o);
     }
 
+    if a.replay {
+        if qemu {
+            elf::check_qemu()?;
+        }
+        let ftvm = match &a.ftvm {
+            Some(p) => p.clone(),
+            None => build_ftvm(&paths)?,
+        };
+        let o = rr::Options {
+            reps,
+            timeout: std::time::Duration::from_secs(a.timeout),
+            idle: std::time::Duration::from_secs(a.idle_secs.unwrap_or(if a.quick {
+                5
+            } else {
+                20
+            })),
+            rounds: if a.quick { 10 } else { 60 },
+            qemu,
+            no_doc: a.quick || a.no_doc,
+            guest_dir: a.guest_dir.clone(),
+            command: command_line(),
+        };
+        return rr::main(&paths.root, &ftvm, &o);
+    }
     elf::check_cross_compiler()?;
     if qemu {
         elf::check_qemu()?;
