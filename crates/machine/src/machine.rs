@@ -168,6 +168,8 @@ pub struct Machine {
     last_ran: usize,
     /// Where the icount is published before each device pass (see [`Machine::set_clock_tap`]).
     clock_tap: Option<Arc<AtomicU64>>,
+    /// The delta-snapshot chain this machine stands on: (base id, generation).
+    chain: Option<(u64, u32)>,
 }
 
 impl std::fmt::Debug for Machine {
@@ -311,6 +313,7 @@ impl Machine {
             window_end: QUANTUM,
             last_ran: 0,
             clock_tap: None,
+            chain: None,
         })
     }
 
@@ -611,8 +614,20 @@ impl Machine {
         self.last_ran = last_ran;
     }
 
+    /// The delta-snapshot chain position (see `snapshot::delta`).
+    pub(crate) fn chain(&self) -> Option<(u64, u32)> {
+        self.chain
+    }
+
+    /// Sets the delta-snapshot chain position.
+    pub(crate) fn set_chain(&mut self, chain: Option<(u64, u32)>) {
+        self.chain = chain;
+    }
+
     /// The RAM pages (index from the start of RAM) written since the last call — every page on
     /// the first call — and clears the record: what an incremental snapshot must carry.
+    /// [`Machine::snapshot_delta`] relies on this record: a caller that takes it in between
+    /// makes the next delta miss those pages.
     pub fn take_dirty_pages(&mut self) -> Vec<usize> {
         self.ram.take_dirty()
     }

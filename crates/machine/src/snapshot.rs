@@ -46,6 +46,9 @@ use rv64::persist::{HartState, HartStateError};
 use rv64::ram::PAGE_SIZE;
 use rv64::Hart;
 
+mod delta;
+pub use delta::{DELTA_MAGIC, DELTA_VERSION};
+
 /// The first eight bytes of every snapshot.
 pub const MAGIC: &[u8; 8] = b"FTVMSNAP";
 /// The format version this build writes and reads; bumped on any change to the format.
@@ -53,14 +56,16 @@ pub const VERSION: u16 = 2;
 
 /// Bytes before the payload.
 const HEADER_LEN: usize = 8 + 2 + 8 + 4 + 4 * VIRTIO_SLOTS + 8 + 8 + 8;
+/// The configuration in a header: RAM size, harts, slot ids, their hash.
+const FINGERPRINT_LEN: usize = 8 + 4 + 4 * VIRTIO_SLOTS + 8;
 /// The trailing checksum.
 const CRC_LEN: usize = 4;
 /// Room for everything but RAM pages in a payload: harts, devices and the UART's pending input.
-const NON_RAM_BOUND: u64 = 64 << 20;
-const PAGE: usize = PAGE_SIZE as usize;
+pub(crate) const NON_RAM_BOUND: u64 = 64 << 20;
+pub(crate) const PAGE: usize = PAGE_SIZE as usize;
 
 /// Section tags, in payload order.
-mod tag {
+pub(crate) mod tag {
     pub const MACHINE: u8 = 1;
     pub const HARTS: u8 = 2;
     pub const CLINT: u8 = 3;
@@ -166,6 +171,28 @@ pub enum SnapshotError {
     /// building the machine to restore into failed: {0}
     #[error("building the machine to restore into failed: {0}")]
     Machine(#[from] MachineError),
+    /// no delta chain to take a delta against: take a base with `Machine::snapshot_base`, or restore one, first
+    #[error(
+        "no delta chain to take a delta against: take a base with `Machine::snapshot_base`, or \
+         restore one, first"
+    )]
+    NoBase,
+    /// the delta applies to {delta}, but this machine stands at {machine}: apply deltas in order, on a machine restored from their base
+    #[error(
+        "the delta applies to {delta}, but this machine stands at {machine}: apply deltas in \
+         order, on a machine restored from their base"
+    )]
+    WrongBase {
+        /// The chain position the delta applies to.
+        delta: String,
+        /// Where this machine stands.
+        machine: String,
+    },
+    /// not an ftvm delta snapshot (bad magic): pass a file written by `Machine::snapshot_delta`
+    #[error(
+        "not an ftvm delta snapshot (bad magic): pass a file written by `Machine::snapshot_delta`"
+    )]
+    NotDelta,
     /// RAM of {0} bytes is too large to snapshot on this host
     #[error("RAM of {0} bytes is too large to snapshot on this host: use a smaller --mem")]
     RamTooLarge(u64),
@@ -212,14 +239,14 @@ impl std::fmt::Display for StateDigest {
 
 /// The configuration a snapshot belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Fingerprint {
+pub(crate) struct Fingerprint {
     mem_size: u64,
     harts: u32,
     slots: [u32; VIRTIO_SLOTS],
 }
 
 impl Fingerprint {
-    fn of(m: &Machine) -> Fingerprint {
+    pub(crate) fn of(m: &Machine) -> Fingerprint {
         let (ram, harts, board, _) = m.parts();
         let mut slots = [0; VIRTIO_SLOTS];
         for (id, s) in slots.iter_mut().zip(board.slots()) {
@@ -234,7 +261,7 @@ impl Fingerprint {
         }
     }
 
-    fn encode(&self, e: &mut Enc) {
+    pub(crate) fn encode(&self, e: &mut Enc) {
         e.u64(self.mem_size);
         e.u32(self.harts);
         for &s in &self.slots {
@@ -242,14 +269,14 @@ impl Fingerprint {
         }
     }
 
-    fn hash(&self) -> u64 {
+    pub(crate) fn hash(&self) -> u64 {
         let mut e = Enc::default();
         self.encode(&mut e);
         twox_hash::XxHash3_64::oneshot(&e.0)
     }
 
     /// What differs between the snapshot's configuration (`self`) and the machine's.
-    fn differences(&self, actual: &Fingerprint) -> Option<String> {
+    pub(crate) fn differences(&self, actual: &Fingerprint) -> Option<String> {
         let mut d = Vec::new();
         if self.mem_size != actual.mem_size {
             d.push(format!(
@@ -276,7 +303,7 @@ impl Fingerprint {
 
 /// Little-endian encoder.
 #[derive(Default)]
-struct Enc(Vec<u8>);
+pub(crate) struct Enc(pub(crate) Vec<u8>);
 
 impl Enc {
     fn u8(&mut self, v: u8) {
@@ -317,9 +344,9 @@ impl Enc {
 }
 
 /// Bounds-checked little-endian decoder over one section.
-struct Dec<'a> {
-    buf: &'a [u8],
-    section: &'static str,
+pub(crate) struct Dec<'a> {
+    pub(crate) buf: &'a [u8],
+    pub(crate) section: &'static str,
 }
 
 impl<'a> Dec<'a> {
@@ -643,7 +670,7 @@ fn decode_virtio(d: &mut Dec) -> Result<VirtioMmioState, SnapshotError> {
 }
 
 /// The CPU sections: machine icount and harts.
-fn encode_cpu(e: &mut Enc, m: &Machine) {
+pub(crate) fn encode_cpu(e: &mut Enc, m: &Machine) {
     let (_, harts, _, icount) = m.parts();
     let (cur, window_end, last_ran) = m.schedule();
     e.section(tag::MACHINE, |e| {
@@ -660,7 +687,7 @@ fn encode_cpu(e: &mut Enc, m: &Machine) {
 }
 
 /// The device sections: CLINT, PLIC, UART, test device, virtio slots.
-fn encode_devices(e: &mut Enc, m: &Machine) {
+pub(crate) fn encode_devices(e: &mut Enc, m: &Machine) {
     let (_, _, board, _) = m.parts();
     e.section(tag::CLINT, |e| encode_clint(e, &board.clint.save()));
     e.section(tag::PLIC, |e| encode_plic(e, &board.plic.save()));
@@ -768,9 +795,7 @@ impl Machine {
     /// are. On an error the machine may be partly overwritten: drop it.
     pub fn load_snapshot(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
         let (fp, payload) = check_file(bytes)?;
-        if let Some(d) = fp.differences(&Fingerprint::of(self)) {
-            return Err(SnapshotError::Config(d));
-        }
+        check_config_of(self, &fp)?;
         let mem_size = self.ram().size();
         let harts = self.harts().len() as u64;
         let raw_len = u64::from_le_bytes(header_u64(bytes, HEADER_LEN - 16));
@@ -779,23 +804,12 @@ impl Machine {
             .saturating_add(pages / 8 + 64)
             .saturating_add(NON_RAM_BOUND)
             .saturating_add(harts.saturating_mul(1024));
-        if raw_len > max {
-            return Err(SnapshotError::TooLarge { len: raw_len, max });
-        }
-        let raw_len =
-            usize::try_from(raw_len).map_err(|_| SnapshotError::TooLarge { len: raw_len, max })?;
-        let mut raw = Vec::new();
-        raw.try_reserve_exact(raw_len)
-            .map_err(|_| SnapshotError::RamTooLarge(mem_size))?;
-        raw.resize(raw_len, 0);
-        let n = lz4_flex::block::decompress_into(payload, &mut raw)
-            .map_err(|e| SnapshotError::Decompress(e.to_string()))?;
-        if n != raw_len {
-            return Err(SnapshotError::Decompress(format!(
-                "{n} bytes where the header says {raw_len}"
-            )));
-        }
-        restore_payload(self, &raw)
+        let raw = decompress(payload, raw_len, max, mem_size)?;
+        restore_payload(self, &raw)?;
+        // The restored machine stands at the start of a delta chain (see `delta`).
+        self.take_dirty_pages();
+        self.set_chain(Some((delta::base_id(bytes), 0)));
+        Ok(())
     }
 
     /// Hashes of the machine's state (XXH3-64): CPU (harts and clock), RAM, devices. Equal
@@ -814,6 +828,56 @@ impl Machine {
             devices: twox_hash::XxHash3_64::oneshot(&dev.0),
         }
     }
+}
+
+/// The stored configuration against `m`'s.
+fn check_config_of(m: &Machine, fp: &Fingerprint) -> Result<(), SnapshotError> {
+    match fp.differences(&Fingerprint::of(m)) {
+        Some(d) => Err(SnapshotError::Config(d)),
+        None => Ok(()),
+    }
+}
+
+/// Decompresses a payload whose header claims `raw_len` bytes, refused above `max`.
+fn decompress(
+    payload: &[u8],
+    raw_len: u64,
+    max: u64,
+    mem_size: u64,
+) -> Result<Vec<u8>, SnapshotError> {
+    if raw_len > max {
+        return Err(SnapshotError::TooLarge { len: raw_len, max });
+    }
+    let raw_len =
+        usize::try_from(raw_len).map_err(|_| SnapshotError::TooLarge { len: raw_len, max })?;
+    let mut raw = Vec::new();
+    raw.try_reserve_exact(raw_len)
+        .map_err(|_| SnapshotError::RamTooLarge(mem_size))?;
+    raw.resize(raw_len, 0);
+    let n = lz4_flex::block::decompress_into(payload, &mut raw)
+        .map_err(|e| SnapshotError::Decompress(e.to_string()))?;
+    if n != raw_len {
+        return Err(SnapshotError::Decompress(format!(
+            "{n} bytes where the header says {raw_len}"
+        )));
+    }
+    Ok(raw)
+}
+
+/// Reads a stored configuration and checks its hash.
+fn decode_fingerprint(d: &mut Dec) -> Result<Fingerprint, SnapshotError> {
+    let mut fp = Fingerprint {
+        mem_size: d.u64()?,
+        harts: d.u32()?,
+        slots: [0; VIRTIO_SLOTS],
+    };
+    for s in &mut fp.slots {
+        *s = d.u32()?;
+    }
+    if d.u64()? != fp.hash() {
+        return Err(d.bad("configuration fingerprint does not match the configuration"));
+    }
+    Ok(fp)
 }
 
 /// RAM size and harts of `cfg` against the snapshot's, before anything is built.
@@ -874,22 +938,21 @@ fn check_file(bytes: &[u8]) -> Result<(Fingerprint, &[u8]), SnapshotError> {
         buf: &body[10..HEADER_LEN],
         section: "header",
     };
-    let mut fp = Fingerprint {
-        mem_size: d.u64()?,
-        harts: d.u32()?,
-        slots: [0; VIRTIO_SLOTS],
-    };
-    for s in &mut fp.slots {
-        *s = d.u32()?;
-    }
-    if d.u64()? != fp.hash() {
-        return Err(d.bad("configuration fingerprint does not match the configuration"));
-    }
+    let fp = decode_fingerprint(&mut d)?;
     Ok((fp, &body[HEADER_LEN..]))
 }
 
 /// Decodes every section and restores each part of `m`.
 fn restore_payload(m: &mut Machine, raw: &[u8]) -> Result<(), SnapshotError> {
+    restore_payload_with(m, raw, restore_full_ram)
+}
+
+/// Decodes every section, the RAM section with `ram_section`, and restores each part of `m`.
+pub(crate) fn restore_payload_with(
+    m: &mut Machine,
+    raw: &[u8],
+    ram_section: fn(&mut rv64::Ram, &mut Dec) -> Result<(), SnapshotError>,
+) -> Result<(), SnapshotError> {
     let mut top = Dec {
         buf: raw,
         section: "payload",
@@ -956,6 +1019,18 @@ fn restore_payload(m: &mut Machine, raw: &[u8]) -> Result<(), SnapshotError> {
     }
     d.end()?;
 
+    ram_section(ram, &mut top)?;
+    top.section = "payload";
+    top.end()?;
+
+    *harts = new_harts;
+    *icount = saved_icount;
+    board.time_offset = time_offset;
+    Ok(())
+}
+
+/// The full RAM section: a bitmap of non-zero pages, then those pages.
+fn restore_full_ram(ram: &mut rv64::Ram, top: &mut Dec) -> Result<(), SnapshotError> {
     let mut d = top.section(tag::RAM, "RAM")?;
     let pages = d.u64()?;
     if pages != ram.pages() as u64 {
@@ -992,14 +1067,7 @@ fn restore_payload(m: &mut Machine, raw: &[u8]) -> Result<(), SnapshotError> {
             return Err(d.bad(format!("page {i} lies outside RAM")));
         }
     }
-    d.end()?;
-    top.section = "payload";
-    top.end()?;
-
-    *harts = new_harts;
-    *icount = saved_icount;
-    board.time_offset = time_offset;
-    Ok(())
+    d.end()
 }
 
 #[cfg(test)]
