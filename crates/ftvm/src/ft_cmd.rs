@@ -49,12 +49,44 @@ pub struct PairArgs {
     pub disk_mode: String,
 }
 
+/// The guest's network card, on each side's own host network (the backup joins it at
+/// go-live).
+#[derive(clap::Args, Debug, Clone)]
+pub struct NetArgs {
+    /// A virtio network card on a host network: stream,path=SOCKET (QEMU's -netdev stream
+    /// framing on a unix socket, e.g. passt's), stream,addr=HOST:PORT, or tap,ifname=NAME.
+    #[arg(
+        long,
+        value_name = "stream,path=SOCK|stream,addr=HOST:PORT|tap,ifname=NAME"
+    )]
+    pub netdev: Option<hostnet::NetdevConfig>,
+    /// The network card's MAC address (both sides must agree; the primary's counts).
+    #[arg(long, value_name = "MAC", requires = "netdev", value_parser = machine::parse_mac)]
+    pub mac: Option<[u8; 6]>,
+}
+
+impl NetArgs {
+    /// Puts the card into `cfg` (with the default MAC unless one is given).
+    fn apply(&self, cfg: &mut machine::MachineConfig) {
+        if self.netdev.is_some() {
+            let mut net = machine::NetConfig::default();
+            if let Some(mac) = self.mac {
+                net.mac = mac;
+            }
+            cfg.net = Some(net);
+        }
+    }
+}
+
 /// Options of `ftvm primary`.
 #[derive(clap::Args, Debug)]
 pub struct PrimaryArgs {
     /// The machine.
     #[command(flatten)]
     pub vm: VmArgs,
+    /// The network card.
+    #[command(flatten)]
+    pub net: NetArgs,
     /// The pair.
     #[command(flatten)]
     pub pair: PairArgs,
@@ -75,6 +107,9 @@ pub struct BackupArgs {
     /// The machine (its shape and state come from the primary; disks are the host's own).
     #[command(flatten)]
     pub vm: VmArgs,
+    /// The network card.
+    #[command(flatten)]
+    pub net: NetArgs,
     /// The pair.
     #[command(flatten)]
     pub pair: PairArgs,
@@ -92,6 +127,9 @@ pub struct PairCmdArgs {
     /// The machine.
     #[command(flatten)]
     pub vm: VmArgs,
+    /// The network card.
+    #[command(flatten)]
+    pub net: NetArgs,
     /// The pair.
     #[command(flatten)]
     pub pair: PairArgs,
@@ -189,9 +227,12 @@ pub fn primary(a: PrimaryArgs) -> i32 {
                 backup: addr(&a.peer, "--peer")?,
                 console,
                 connect_for: Duration::from_secs(a.connect_timeout),
+                netdev: a.net.netdev.clone(),
             };
             let cfg = pair_config(&a.pair, format!("primary@{console}"))?;
-            Ok(ft::primary::run(&a.vm.config(), &pc, cfg)?)
+            let mut mcfg = a.vm.config();
+            a.net.apply(&mut mcfg);
+            Ok(ft::primary::run(&mcfg, &pc, cfg)?)
         })(),
     )
 }
@@ -204,6 +245,7 @@ pub fn backup(a: BackupArgs) -> i32 {
             let bc = BackupConfig {
                 listen: addr(&a.listen, "--listen")?,
                 console: addr(&a.console, "--console")?,
+                netdev: a.net.netdev.clone(),
             };
             let cfg = pair_config(&a.pair, format!("backup@{}", bc.console))?;
             Ok(ft::backup::run(&a.vm.config(), &bc, cfg)?)

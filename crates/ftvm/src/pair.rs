@@ -36,6 +36,24 @@ fn vm_flags(v: &VmArgs) -> Vec<String> {
     f
 }
 
+fn net_flags(n: &crate::ft_cmd::NetArgs) -> Vec<String> {
+    let mut f = Vec::new();
+    use hostnet::{NetdevConfig, StreamAddr};
+    if let Some(nd) = &n.netdev {
+        let spec = match nd {
+            NetdevConfig::Stream(StreamAddr::Unix(p)) => format!("stream,path={}", p.display()),
+            NetdevConfig::Stream(StreamAddr::Tcp(a)) => format!("stream,addr={a}"),
+            NetdevConfig::Tap(name) => format!("tap,ifname={name}"),
+        };
+        f.extend(["--netdev".into(), spec]);
+    }
+    if let Some(m) = n.mac {
+        let hex: Vec<String> = m.iter().map(|b| format!("{b:02x}")).collect();
+        f.extend(["--mac".into(), hex.join(":")]);
+    }
+    f
+}
+
 fn pair_flags(p: &PairArgs, key: &std::path::Path) -> Vec<String> {
     vec![
         "--vm".into(),
@@ -93,10 +111,12 @@ pub fn run(a: PairCmdArgs) -> anyhow::Result<i32> {
             d.path = own;
         }
     }
+    let net = net_flags(&a.net);
     let mut backup = Command::new(&exe);
     backup
         .arg("backup")
         .args(vm_flags(&backup_vm))
+        .args(&net)
         .args(pair_flags(&a.pair, &key))
         .args(["--listen", &a.channel, "--console", &a.backup_console]);
     kids.0.push((
@@ -107,6 +127,7 @@ pub fn run(a: PairCmdArgs) -> anyhow::Result<i32> {
     primary
         .arg("primary")
         .args(vm_flags(&a.vm))
+        .args(&net)
         .args(pair_flags(&a.pair, &key))
         .args(["--peer", &a.channel, "--console", &a.primary_console]);
     kids.0.push((

@@ -499,3 +499,47 @@ impl Drop for Etcd {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Debian's passt on a socket of its own, forwarding a free host TCP port to the guest's port
+/// 7000 (the counter service); killed on drop. None (skipped, or a failure under `cargo xtask test`) without passt.
+pub struct Passt {
+    child: Child,
+    pub sock: PathBuf,
+    pub port: u16,
+}
+
+impl Passt {
+    pub fn start(name: &str) -> Option<Passt> {
+        if !Path::new("/usr/bin/passt").exists() {
+            guestctl::skip("passt is not installed (Debian package `passt`)");
+            return None;
+        }
+        let sock = std::env::temp_dir().join(format!("ftvm-{name}-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&sock);
+        let port = free_port();
+        let child = Command::new("/usr/bin/passt")
+            .args(["-f", "-q", "-s"])
+            .arg(&sock)
+            .args(["-t", &format!("{port}:7000")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start passt");
+        let p = Passt { child, sock, port };
+        let t = Instant::now();
+        while !p.sock.exists() {
+            assert!(t.elapsed() < Duration::from_secs(10), "passt did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(p)
+    }
+}
+
+impl Drop for Passt {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.sock);
+    }
+}
