@@ -4,6 +4,10 @@
 //! when input enters and how idle time passes:
 //!
 //! - Console bytes from stdin go to UART0 (and nowhere else), taken between run slices.
+//! - With `--netdev`, the virtio network card's frames go to and come from a host backend
+//!   (`hostnet`); the card takes a received frame at its next device pass. An idle guest is
+//!   woken when one arrives (the backend's eventfd is polled with stdin), exactly as for
+//!   console input.
 //! - When every hart waits for an interrupt, the clock skips ahead to the next timer, but an
 //!   idle period never passes faster than wall-clock time: a skip of d guest seconds takes at
 //!   least d host seconds, and ends early (at the guest time that corresponds to the host time
@@ -77,6 +81,7 @@ impl VmArgs {
             initrd: self.initrd.clone(),
             append: self.append.clone(),
             drives: self.drive.clone(),
+            net: None,
         }
     }
 }
@@ -102,6 +107,17 @@ pub struct Args {
     /// slice boundary; the file is replaced), then carry on.
     #[arg(long, value_name = "FILE", conflicts_with = "record")]
     pub snapshot_out: Option<PathBuf>,
+    /// A virtio network card on a host network: stream,path=SOCKET (QEMU's -netdev stream
+    /// framing on a unix socket, e.g. passt's), stream,addr=HOST:PORT (the same over TCP) or
+    /// tap,ifname=NAME (a Linux tap device).
+    #[arg(
+        long,
+        value_name = "stream,path=SOCK|stream,addr=HOST:PORT|tap,ifname=NAME"
+    )]
+    pub netdev: Option<hostnet::NetdevConfig>,
+    /// The network card's MAC address.
+    #[arg(long, value_name = "MAC", requires = "netdev", value_parser = machine::parse_mac)]
+    pub mac: Option<[u8; 6]>,
     /// The machine-wide instruction count at which --snapshot-out is taken.
     #[arg(long, value_name = "ICOUNT", requires = "snapshot_out")]
     pub snapshot_at: Option<u64>,
@@ -143,9 +159,46 @@ fn build_with(
     )
 }
 
+/// The host end of the network card and what `ftvm run` says about it.
+struct HostLink {
+    monitor: hostnet::rx::Monitor,
+    /// The connection's end was reported.
+    reported: bool,
+}
+
+impl HostLink {
+    /// Opens the backend `--netdev` names and puts it into `m`.
+    fn attach(cfg: &hostnet::NetdevConfig, m: &mut Machine) -> Result<HostLink, String> {
+        let net = hostnet::HostNet::open(cfg).map_err(|e| e.to_string())?;
+        let monitor = net.monitor();
+        m.replace_net(net.into_backend())
+            .map_err(|e| e.to_string())?;
+        Ok(HostLink {
+            monitor,
+            reported: false,
+        })
+    }
+
+    /// Says once that the connection ended (the guest carries on unplugged).
+    fn check(&mut self) {
+        if self.reported {
+            return;
+        }
+        if let Some(why) = self.monitor.stats().closed {
+            eprint!("\r\nftvm run: network: {why}; frames the guest sends are dropped\r\n");
+            self.reported = true;
+        }
+    }
+}
+
 /// Runs the command; returns the process exit code.
 pub fn main(a: Args) -> i32 {
-    let cfg = a.vm.config();
+    let mut cfg = a.vm.config();
+    if a.netdev.is_some() {
+        cfg.net = Some(machine::NetConfig {
+            mac: a.mac.unwrap_or(machine::virtio::net::DEFAULT_MAC),
+        });
+    }
     let out = Outbox::default();
     let (mut rec, entropy) = match &a.record {
         None => (None, None),
@@ -168,6 +221,16 @@ pub fn main(a: Args) -> i32 {
             eprintln!("ftvm run: {e}");
             return 2;
         }
+    };
+    let mut link = match &a.netdev {
+        Some(nd) if a.dtb_out.is_none() => match HostLink::attach(nd, &mut m) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("ftvm run: {e}");
+                return 2;
+            }
+        },
+        _ => None,
     };
     let mut snapshot = a.snapshot_out.clone().zip(a.snapshot_at);
     // Without --snapshot-at, a snapshot on every SIGUSR1.
@@ -219,6 +282,9 @@ pub fn main(a: Args) -> i32 {
         let stop = run_once(&mut m, &mut input, &out, &mut rec, &mut sync, slice_end);
         executed += m.icount().saturating_sub(before);
         flush(&out);
+        if let Some(l) = &mut link {
+            l.check();
+        }
         if let Some(e) = rec.as_mut().and_then(|r| r.error.take()) {
             eprint!("\r\nftvm run: recording to the log failed: {e}\r\n");
             break 2;
@@ -239,7 +305,11 @@ pub fn main(a: Args) -> i32 {
             Outcome::Continue => {}
             Outcome::Exit(code) => break code,
             Outcome::Reset => match build(&cfg, &out) {
-                Ok(new) => {
+                Ok(mut new) => {
+                    // The same host network, for the new machine's card.
+                    if let Ok(net) = m.replace_net(Box::new(machine::virtio::NullNet)) {
+                        let _ = new.replace_net(net);
+                    }
                     m = new;
                     sync = TimeSync::new(&m, Instant::now());
                 }
@@ -265,6 +335,24 @@ pub fn main(a: Args) -> i32 {
             "ftvm run: {n} time-sync adjustments, {:.3} s added to guest time",
             clock::duration_of_ticks(ticks).as_secs_f64()
         );
+        if let (Some(dev), Some(l)) = (m.net_stats(), &link) {
+            let host = l.monitor.stats();
+            eprintln!(
+                "ftvm run: network: {} frames received ({} dropped too large for the buffer), \
+                 {} sent ({} malformed); host side: {} queued, {} oversized, {} runts, {} \
+                 truncated, {} dropped on a full queue, {} not sent",
+                dev.rx_frames,
+                dev.rx_oversized,
+                dev.tx_frames,
+                dev.tx_malformed,
+                host.rx_frames,
+                host.rx_oversized,
+                host.rx_runts,
+                host.rx_truncated,
+                host.rx_queue_full,
+                host.tx_dropped
+            );
+        }
     }
     code
 }
@@ -348,7 +436,7 @@ fn run_once(
     stop_at: Option<u64>,
 ) -> Outcome {
     if m.console_backlog() < MAX_BACKLOG {
-        let typed = input.wait(Some(Duration::ZERO));
+        let typed = input.wait(Some(Duration::ZERO), None);
         if let Some(code) = take_input(m, typed, rec) {
             return Outcome::Exit(code);
         }
@@ -397,15 +485,25 @@ fn idle(
     let now = m.icount();
     let sleep = wake.map(|w| clock::duration_of(w.saturating_sub(now)));
     let t0 = Instant::now();
+    let net = m.net_wake_fd();
     let typed = loop {
         let left = sleep.map(|s| s.saturating_sub(t0.elapsed()));
         let typed = if m.console_backlog() < MAX_BACKLOG {
-            input.wait(left)
+            input.wait(left, net)
         } else {
-            std::thread::sleep(left.unwrap_or(Duration::from_millis(100)));
-            term::Typed::default()
+            // Stdin is not read while the guest has this much waiting; frames still wake us.
+            let t = left.unwrap_or(Duration::from_millis(100));
+            term::Typed {
+                other: net.is_some_and(|fd| term::wait_readable(fd, t)),
+                ..term::Typed::default()
+            }
         };
-        let woken = !typed.bytes.is_empty() || typed.quit || typed.status;
+        if typed.other {
+            if let Some(fd) = net {
+                hostnet::rx::clear_wake_fd(fd);
+            }
+        }
+        let woken = !typed.bytes.is_empty() || typed.quit || typed.status || typed.other;
         if woken
             || term::signal().is_some()
             || snapsig::pending()
@@ -419,7 +517,7 @@ fn idle(
     };
     let waited = clock::icount_for(t0.elapsed());
     let target = match wake {
-        Some(w) if typed.bytes.is_empty() => w,
+        Some(w) if typed.bytes.is_empty() && !typed.other => w,
         Some(w) => w.min(now.saturating_add(waited)),
         None => now.saturating_add(waited),
     };

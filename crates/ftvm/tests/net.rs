@@ -1,0 +1,216 @@
+//! The network card end to end: Debian's passt on a unix socket (`passt -f -s SOCK -t PORT`,
+//! QEMU's `-netdev stream` framing), the Linux guest booted with `ftvm run --netdev
+//! stream,path=SOCK`, a DHCP lease from passt (`udhcpc -i eth0`), the guest's TCP counter
+//! service on port 7000, and a host client on 127.0.0.1:PORT that passt forwards to it and that
+//! must read 1, 2, 3. Then the same with `--record`, and `ftvm replay` of the log: the replayed
+//! console output must be the recorded one, byte for byte, without any network.
+//!
+//! Needs the guest (`cargo xtask guest`, `FTVM_GUEST_DIR`) and passt (Debian package `passt`);
+//! either missing is a skip (a failure under `cargo xtask test`).
+
+use guestctl::Console;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const FTVM: &str = env!("CARGO_BIN_EXE_ftvm");
+const PASST: &str = "/usr/bin/passt";
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("net");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(format!("{name}-{}", std::process::id()))
+}
+
+/// A passt process forwarding host TCP port `port` to the guest's port 7000; killed on drop.
+struct Passt {
+    child: Child,
+    sock: PathBuf,
+    port: u16,
+}
+
+impl Passt {
+    fn start(name: &str) -> Passt {
+        let sock = std::env::temp_dir().join(format!("ftvm-{name}-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&sock);
+        let port = free_port();
+        let child = Command::new(PASST)
+            .args(["-f", "-q", "-s"])
+            .arg(&sock)
+            .args(["-t", &format!("{port}:7000")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start passt");
+        let p = Passt { child, sock, port };
+        let t = Instant::now();
+        while !p.sock.exists() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "passt did not create {}",
+                p.sock.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        p
+    }
+}
+
+impl Drop for Passt {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.sock);
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn prerequisites() -> Option<PathBuf> {
+    let guest = guestctl::guest_dir_from_env()?;
+    if !Path::new(PASST).exists() {
+        guestctl::skip("passt is not installed (Debian package `passt`)");
+        return None;
+    }
+    if !Path::new(guestctl::FW_JUMP).exists() {
+        guestctl::skip("OpenSBI is not installed (Debian package `opensbi`)");
+        return None;
+    }
+    Some(guest)
+}
+
+fn ftvm_run(guest: &Path, sock: &Path, record: Option<&Path>) -> Command {
+    let mut cmd = Command::new(FTVM);
+    cmd.arg("run")
+        .args(["--bios", guestctl::FW_JUMP])
+        .arg("--kernel")
+        .arg(guest.join("Image"))
+        .arg("--initrd")
+        .arg(guest.join("initramfs.cpio.gz"))
+        .args(["--append", "console=ttyS0", "--stats"])
+        .arg("--netdev")
+        .arg(format!("stream,path={}", sock.display()));
+    if let Some(log) = record {
+        cmd.arg("--record").arg(log);
+    }
+    cmd
+}
+
+/// Boots, takes a lease, starts the counter and checks that a host client counts 1, 2, 3
+/// through passt. Returns the round-trip times of the requests.
+fn boot_and_count(c: &mut Console, port: u16) -> Vec<Duration> {
+    let step = Duration::from_secs(120);
+    c.wait_for("ftvm-guest: ready", Duration::from_secs(300))
+        .expect("the guest boots");
+    let lease = c
+        .run("udhcpc -i eth0 -n -q -t 10 2>&1", step)
+        .expect("udhcpc");
+    assert!(
+        lease.contains("lease of"),
+        "no DHCP lease from passt:\n{lease}"
+    );
+    let addr = c.run("ip -4 addr show dev eth0", step).unwrap();
+    assert!(addr.contains("inet "), "{addr}");
+    c.send(b"counter 7000 >/dev/null 2>&1 &\n").unwrap();
+    c.run("true", step).unwrap();
+    // Until the counter listens, passt answers a connection with a reset or a close.
+    let t = Instant::now();
+    loop {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the counter never answered through passt"
+        );
+        if let Some(rtts) = count(port) {
+            return rtts;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// One client: three requests, answers 1, 2, 3. `None` if the service is not there yet.
+fn count(port: u16) -> Option<Vec<Duration>> {
+    let s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    let mut r = BufReader::new(s.try_clone().ok()?);
+    let mut w = s;
+    let mut rtts = Vec::new();
+    for want in 1..=3u32 {
+        let t = Instant::now();
+        w.write_all(b"next\n").ok()?;
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        rtts.push(t.elapsed());
+        assert_eq!(line.trim(), want.to_string(), "the counter's answer");
+    }
+    Some(rtts)
+}
+
+#[test]
+fn counter_through_passt() {
+    let Some(guest) = prerequisites() else {
+        return;
+    };
+    let passt = Passt::start("net");
+    let mut c = Console::spawn(ftvm_run(&guest, &passt.sock, None)).expect("start ftvm run");
+    let rtts = boot_and_count(&mut c, passt.port);
+    eprintln!("TCP round trips through passt: {rtts:?}");
+    // A second client: the count goes on.
+    let s = TcpStream::connect(("127.0.0.1", passt.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    (&s).write_all(b"x\n").unwrap();
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "4");
+    let ping = c.run(
+        "ping -c 3 -W 5 192.0.2.1 2>&1 | tail -2",
+        Duration::from_secs(60),
+    );
+    eprintln!("ping from the guest to passt's gateway address: {ping:?}");
+    c.send(b"poweroff -f\n").unwrap();
+    assert_eq!(c.wait_exit(Duration::from_secs(60)), Some(0));
+    let out = c.output();
+    assert!(out.contains("eth0"), "{out}");
+}
+
+#[test]
+fn record_and_replay_with_the_network() {
+    let Some(guest) = prerequisites() else {
+        return;
+    };
+    let passt = Passt::start("net-rr");
+    let log = scratch("net.log");
+    let mut c = Console::spawn(ftvm_run(&guest, &passt.sock, Some(&log))).expect("start ftvm run");
+    boot_and_count(&mut c, passt.port);
+    c.send(b"poweroff -f\n").unwrap();
+    assert_eq!(c.wait_exit(Duration::from_secs(60)), Some(0));
+    let recorded = c.output();
+    drop(c);
+    drop(passt);
+
+    let out = Command::new(FTVM)
+        .arg("replay")
+        .arg(&log)
+        .output()
+        .expect("start ftvm replay");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "ftvm replay: {err}");
+    let replayed = String::from_utf8_lossy(&out.stdout);
+    // The console's recorded output is what the guest wrote, echoes of typed input included.
+    assert!(
+        recorded.ends_with(replayed.as_ref()) || *replayed == *recorded,
+        "the replay's console output differs:\nrecorded {} bytes, replayed {} bytes\n{err}",
+        recorded.len(),
+        replayed.len()
+    );
+    assert_eq!(replayed.len(), recorded.len(), "{err}");
+    let _ = std::fs::remove_file(&log);
+}
