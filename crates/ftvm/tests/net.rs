@@ -170,11 +170,6 @@ fn counter_through_passt() {
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "4");
-    let ping = c.run(
-        "ping -c 3 -W 5 192.0.2.1 2>&1 | tail -2",
-        Duration::from_secs(60),
-    );
-    eprintln!("ping from the guest to passt's gateway address: {ping:?}");
     c.send(b"poweroff -f\n").unwrap();
     assert_eq!(c.wait_exit(Duration::from_secs(60)), Some(0));
     let out = c.output();
@@ -203,14 +198,13 @@ fn record_and_replay_with_the_network() {
         .expect("start ftvm replay");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "ftvm replay: {err}");
-    let replayed = String::from_utf8_lossy(&out.stdout);
-    // The console's recorded output is what the guest wrote, echoes of typed input included.
+    // The recorder's console strips CR; compare the same way.
+    let replayed: Vec<u8> = out.stdout.into_iter().filter(|&b| b != b'\r').collect();
+    let replayed = String::from_utf8_lossy(&replayed);
     assert!(
-        recorded.ends_with(replayed.as_ref()) || *replayed == *recorded,
-        "the replay's console output differs:\nrecorded {} bytes, replayed {} bytes\n{err}",
-        recorded.len(),
-        replayed.len()
+        replayed == recorded,
+        "the replay printed something else:\n--- recorded\n{recorded}\n--- replayed\n{replayed}\n{err}"
     );
-    assert_eq!(replayed.len(), recorded.len(), "{err}");
+    assert!(replayed.contains("lease of"), "{replayed}");
     let _ = std::fs::remove_file(&log);
 }
