@@ -1,8 +1,10 @@
 //! `cargo xtask demo`: the README's first command. Builds the guest (cached) and ftvm, then runs
-//! a fault-tolerant pair on this machine (`ftvm pair --demo`): a primary and a backup process
-//! boot Linux, a client drives a counter service in the guest, the primary is killed with
-//! SIGKILL mid-stream, the backup goes live, and the client checks that it received 1, 2, 3,
-//! ... with none repeated or skipped. `--interactive` attaches this terminal to the pair's
+//! a fault-tolerant pair on this machine (`ftvm pair --demo --passt PORT`): a primary and a
+//! backup process boot Linux; passt (unprivileged networking, a process that outlives either
+//! VM) forwards a host port to the guest's TCP counter service; a client holds one TCP
+//! connection and increments the counter; the primary is killed with SIGKILL mid-stream, the
+//! backup goes live, and the client checks that it received 1, 2, 3, ... with none repeated or
+//! skipped, over the same connection. `--interactive` attaches this terminal to the pair's
 //! console instead; `--single` boots one plain VM (`ftvm run`) with a disk.
 
 use std::path::PathBuf;
@@ -40,6 +42,14 @@ pub struct Args {
     /// Boot one plain VM with a disk, console on this terminal (Ctrl-A X quits).
     #[arg(long)]
     pub single: bool,
+    /// The host port passt forwards to the guest's counter service (the demo's client holds
+    /// one TCP connection to it through the failover). Without passt installed, or with
+    /// `--console-only`, the counter runs in the guest's shell and is driven over the console.
+    #[arg(long, default_value_t = 7070)]
+    pub port: u16,
+    /// Drive the counter over the console even when passt is installed.
+    #[arg(long)]
+    pub console_only: bool,
 }
 
 /// Runs the task.
@@ -72,6 +82,9 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         if !a.interactive {
             cmd.args(["--demo", &a.kill_after.to_string()])
                 .args(["--demo-total", &a.total.to_string()]);
+        }
+        if !a.console_only && std::path::Path::new("/usr/bin/passt").exists() {
+            cmd.args(["--passt", &a.port.to_string()]);
         }
         let st = cmd
             .status()

@@ -147,6 +147,11 @@ pub struct PairCmdArgs {
     /// ... with none repeated or skipped through the failover.
     #[arg(long, value_name = "N")]
     pub demo: Option<u64>,
+    /// Start passt (unprivileged user-mode networking) for the guest's card, forwarding this
+    /// host's 127.0.0.1:PORT to the guest's port 7000; with --demo, the counter is then
+    /// driven over one TCP connection through passt instead of the console.
+    #[arg(long, value_name = "PORT")]
+    pub passt: Option<u16>,
     /// Increments in the demo (after the kill as many again).
     #[arg(long, value_name = "N", default_value_t = 200)]
     pub demo_total: u64,

@@ -101,6 +101,35 @@ pub fn run(a: PairCmdArgs) -> anyhow::Result<i32> {
     };
     let exe = std::env::current_exe().context("cannot find the ftvm executable")?;
     let mut kids = Children(Vec::new());
+    let mut a = a;
+    if let Some(port) = a.passt {
+        // The network process outlives either VM: the clients' TCP flows live in it.
+        // Directly in the temporary directory: passt does not create its socket in a
+        // subdirectory made by root (it drops to an unprivileged user first).
+        let sock =
+            std::env::temp_dir().join(format!("ftvm-pair-{}-passt.sock", std::process::id()));
+        let _ = std::fs::remove_file(&sock);
+        let child = Command::new("passt")
+            .args(["-f", "-q", "-s"])
+            .arg(&sock)
+            .args(["-t", &format!("{port}:7000")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("cannot start passt (apt-get install passt)")?;
+        kids.0.push(("passt".into(), child));
+        let t0 = Instant::now();
+        while !sock.exists() {
+            if t0.elapsed() > Duration::from_secs(10) {
+                bail!("passt did not create {}", sock.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        a.net.netdev = Some(hostnet::NetdevConfig::Stream(hostnet::StreamAddr::Unix(
+            sock,
+        )));
+        eprintln!("ftvm pair: passt forwards 127.0.0.1:{port} to the guest's port 7000");
+    }
     // Non-shared disks: the backup gets images of its own (filled from the primary's at start).
     let mut backup_vm = a.vm.clone();
     if a.pair.disk_mode == "non-shared" {
@@ -147,15 +176,29 @@ pub fn run(a: PairCmdArgs) -> anyhow::Result<i32> {
     client.reconnect_for = Duration::from_secs(60);
     client.connect()?;
     let code = match a.demo {
-        Some(kill_after) => demo(
-            &mut client,
-            &mut kids,
-            kill_after,
-            a.demo_total.max(kill_after + 1),
-        )?,
+        Some(kill_after) => match a.passt {
+            Some(port) => demo_tcp(
+                &mut client,
+                &mut kids,
+                port,
+                kill_after,
+                a.demo_total.max(kill_after + 1),
+            )?,
+            None => demo(
+                &mut client,
+                &mut kids,
+                kill_after,
+                a.demo_total.max(kill_after + 1),
+            )?,
+        },
         None => interactive(&mut client, &mut kids)?,
     };
     let _ = std::fs::remove_dir_all(&dir);
+    if let Some(hostnet::NetdevConfig::Stream(hostnet::StreamAddr::Unix(sock))) = &a.net.netdev {
+        if a.passt.is_some() {
+            let _ = std::fs::remove_file(sock);
+        }
+    }
     Ok(code)
 }
 
@@ -173,9 +216,11 @@ fn write_key(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether a VM process of the pair still runs.
 fn alive(kids: &mut Children) -> bool {
     kids.0
         .iter_mut()
+        .filter(|(n, _)| n != "passt")
         .any(|(_, c)| matches!(c.try_wait(), Ok(None)))
 }
 
@@ -229,27 +274,21 @@ pub fn wait_for_shell(c: &mut ConsoleClient, within: Duration) -> anyhow::Result
 /// The counter service of the demo, in the guest's shell: answers each line with `n=K`.
 pub const COUNTER: &[u8] = b"stty -echo; i=0; while read l; do i=$((i+1)); echo \"n=$i\"; done\n";
 
-fn demo(
-    c: &mut ConsoleClient,
+/// Increments the counter `total` times through `ask` (which sends one increment and returns
+/// the answer), SIGKILLs the primary after `kill_after`, and checks that the answers are 1, 2,
+/// 3, ... with none repeated or skipped.
+fn count(
     kids: &mut Children,
     kill_after: u64,
     total: u64,
-) -> anyhow::Result<i32> {
-    eprintln!("ftvm pair: demo: waiting for the guest's shell");
-    wait_for_shell(c, Duration::from_secs(180))?;
-    c.send(COUNTER)?;
+    over: &str,
+    mut ask: impl FnMut(u64) -> anyhow::Result<u64>,
+) -> anyhow::Result<()> {
     let mut killed_at: Option<Instant> = None;
     let mut failover: Option<Duration> = None;
     let t0 = Instant::now();
     for k in 1..=total {
-        c.send(b"inc\n")?;
-        let line = c
-            .read_line_until(|l| l.starts_with("n="), Duration::from_secs(60))?
-            .with_context(|| format!("no answer to increment {k}"))?;
-        let v: u64 = line[2..]
-            .trim()
-            .parse()
-            .with_context(|| format!("bad answer {line:?}"))?;
+        let v = ask(k)?;
         if v != k {
             bail!("invariant broken: increment {k} was answered {v} (expected {k})");
         }
@@ -273,12 +312,91 @@ fn demo(
         }
     }
     println!(
-        "demo: {total} increments answered 1..={total} in order, none repeated or skipped, through a SIGKILL of the primary after {kill_after}; first answer of the new primary {} ms after the kill; {:.1} s in all",
+        "demo: {total} increments over {over} answered 1..={total} in order, none repeated or skipped, through a SIGKILL of the primary after {kill_after}; first answer of the new primary {} ms after the kill; {:.1} s in all",
         failover.map_or("?".into(), |d| format!("{:.0}", d.as_secs_f64() * 1e3)),
         t0.elapsed().as_secs_f64()
     );
-    // End the counter loop (EOF) and power the guest off.
+    Ok(())
+}
+
+/// The demo over the console: the counter is a loop in the guest's shell.
+fn demo(
+    c: &mut ConsoleClient,
+    kids: &mut Children,
+    kill_after: u64,
+    total: u64,
+) -> anyhow::Result<i32> {
+    eprintln!("ftvm pair: demo: waiting for the guest's shell");
+    wait_for_shell(c, Duration::from_secs(180))?;
+    c.send(COUNTER)?;
+    count(kids, kill_after, total, "the console", |k| {
+        c.send(b"inc\n")?;
+        let line = c
+            .read_line_until(|l| l.starts_with("n="), Duration::from_secs(60))?
+            .with_context(|| format!("no answer to increment {k}"))?;
+        line[2..]
+            .trim()
+            .parse()
+            .with_context(|| format!("bad answer {line:?}"))
+    })?;
     c.send(b"\x04")?;
+    power_off(c, kids)
+}
+
+/// The demo over TCP: the guest's counter service (`counter 7000`) behind passt, one TCP
+/// connection from this host through the failover.
+fn demo_tcp(
+    c: &mut ConsoleClient,
+    kids: &mut Children,
+    port: u16,
+    kill_after: u64,
+    total: u64,
+) -> anyhow::Result<i32> {
+    use std::io::{BufRead, BufReader, Write};
+    eprintln!("ftvm pair: demo: waiting for the guest's shell");
+    wait_for_shell(c, Duration::from_secs(180))?;
+    c.send(b"udhcpc -i eth0 -n -q -t 10 >/dev/null 2>&1; counter 7000 >/dev/null 2>&1 &\n")?;
+    let t0 = Instant::now();
+    let (mut r, mut w) = loop {
+        if t0.elapsed() > Duration::from_secs(60) {
+            bail!("the guest's counter service did not answer on 127.0.0.1:{port}");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            continue;
+        };
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let r = BufReader::new(s.try_clone()?);
+        // The first increment doubles as the probe: passt accepts before the guest does.
+        let mut probe = (r, s);
+        let mut line = String::new();
+        if probe.1.write_all(b"inc\n").is_ok() && probe.0.read_line(&mut line).is_ok_and(|n| n > 0)
+        {
+            if line.trim() != "1" {
+                bail!("the counter's first answer was {line:?}");
+            }
+            break probe;
+        }
+    };
+    eprintln!("ftvm pair: demo: one TCP connection to the guest's counter through passt (127.0.0.1:{port})");
+    count(kids, kill_after, total, "one TCP connection", |k| {
+        if k == 1 {
+            return Ok(1);
+        }
+        w.write_all(b"inc\n")?;
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            bail!("the TCP connection was closed at increment {k}");
+        }
+        line.trim()
+            .parse()
+            .with_context(|| format!("bad answer {line:?}"))
+    })?;
+    power_off(c, kids)
+}
+
+/// Powers the guest off from its shell and waits for the pair to end.
+fn power_off(c: &mut ConsoleClient, kids: &mut Children) -> anyhow::Result<i32> {
     c.send(b"poweroff\n")?;
     let t1 = Instant::now();
     while alive(kids) && t1.elapsed() < Duration::from_secs(30) {
