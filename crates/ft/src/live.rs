@@ -11,7 +11,6 @@
 
 use crate::console::{Control, Endpoint};
 use crate::disk::HeldDisk;
-use rr::net::HeldNet;
 use crate::heartbeat::Liveness;
 use crate::link::{Link, SharedBuf};
 use crate::status::{Role, Status};
@@ -19,6 +18,7 @@ use crate::{FtError, PairConfig};
 use arbiter::Claim;
 use machine::{clock, Machine, PowerEvent, Stop};
 use replay::Event;
+use rr::net::HeldNet;
 use rr::{Outbox, Recorder};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -114,6 +114,8 @@ impl LiveVm {
         let mut last_status = Instant::now() - Duration::from_secs(1);
         let mut bytes_window = (Instant::now(), 0u64);
         let mut idle: Option<Option<u64>> = None;
+        // Time-sync while running alone (a recorder does it while protected).
+        let mut alone_sync: Option<rr::TimeSync> = None;
         loop {
             for c in self.ep.take_controls() {
                 match c {
@@ -133,6 +135,9 @@ impl LiveVm {
                         // The paused time is not made up by a time-sync jump.
                         if let Some(p) = &mut self.prot {
                             p.rec.rebase_time(&self.m, Instant::now());
+                        }
+                        if let Some(ts) = &mut alone_sync {
+                            ts.rebase(&self.m, Instant::now());
                         }
                         eprintln!("ftvm {}: resumed", self.status.role);
                     }
@@ -168,9 +173,16 @@ impl LiveVm {
                         self.m.console_input(&bytes);
                     }
                 }
-                // Guest time catches up with wall-clock time (a logged time-sync entry).
+                // Guest time catches up with wall-clock time (a logged time-sync entry while
+                // protected; the same policy, unlogged, when running alone).
                 if let Some(p) = &mut self.prot {
                     p.rec.sync_time(&mut self.m, Instant::now());
+                } else {
+                    let now = Instant::now();
+                    let ts = alone_sync.get_or_insert_with(|| rr::TimeSync::new(&self.m, now));
+                    if let Some(d) = ts.check(&self.m, now) {
+                        self.m.adjust_time(d);
+                    }
                 }
                 let stop = self.m.run(self.m.icount().saturating_add(rr::SLICE));
                 if let Some(p) = &mut self.prot {
