@@ -22,7 +22,7 @@ pub enum DecodeError {
         /// The first bytes found (up to 8).
         found: Vec<u8>,
     },
-    /// log format version {version} is not supported: this build reads version 2 (log written by another ftvm version: replay it with the one that recorded it)
+    /// log format version {version} is not supported: this build reads version 3 (log written by another ftvm version: replay it with the one that recorded it)
     #[error("log format version {version} is not supported: this build reads version {FORMAT_VERSION} (log written by another ftvm version: replay it with the one that recorded it)")]
     UnsupportedVersion {
         /// The version in the header.

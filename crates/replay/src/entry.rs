@@ -6,8 +6,9 @@ pub const MAGIC: [u8; 8] = *b"FTVMLOG\0";
 
 /// The format version this build writes and reads. Bumped on any change to the bytes, including
 /// those of the entries the recorder writes (version 2: the configuration entry carries the
-/// disks, and disk reads are logged).
-pub const FORMAT_VERSION: u16 = 2;
+/// disks, and disk reads are logged; version 3: it carries the network card too, and received
+/// frames are logged).
+pub const FORMAT_VERSION: u16 = 3;
 
 /// Largest frame body (the batched entries between a frame's length and its checksum). A length
 /// above it is rejected before anything is allocated, so a hostile length costs nothing.

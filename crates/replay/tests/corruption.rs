@@ -182,20 +182,24 @@ fn bad_magic_is_reported_from_the_first_byte() {
 #[test]
 fn unsupported_version_and_flags() {
     let mut b = head();
-    b[8] = 3;
+    b[8] = 4;
     let e = err(&b[..10]);
-    assert_eq!(e, DecodeError::UnsupportedVersion { version: 3 });
+    assert_eq!(e, DecodeError::UnsupportedVersion { version: 4 });
     assert_eq!(
         e.to_string(),
-        "log format version 3 is not supported: this build reads version 2 (log written by another ftvm version: replay it with the one that recorded it)"
+        "log format version 4 is not supported: this build reads version 3 (log written by another ftvm version: replay it with the one that recorded it)"
     );
-    // Version 1, from before disks were logged: refused as well.
-    let mut b = head();
-    b[8] = 1;
-    assert_eq!(
-        err(&b[..10]),
-        DecodeError::UnsupportedVersion { version: 1 }
-    );
+    // Versions 1 and 2, from before disks and the network card were logged: refused as well.
+    for old in [1, 2] {
+        let mut b = head();
+        b[8] = old;
+        assert_eq!(
+            err(&b[..10]),
+            DecodeError::UnsupportedVersion {
+                version: u16::from(old)
+            }
+        );
+    }
     let mut b = head();
     b[11] = 0x80;
     assert_eq!(err(&b), DecodeError::UnsupportedFlags { flags: 0x8000 });
