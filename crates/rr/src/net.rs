@@ -261,8 +261,10 @@ mod tests {
     use super::*;
 
     /// Frames to receive and frames sent.
+    type Frames = (VecDeque<Vec<u8>>, Vec<Vec<u8>>);
+
     #[derive(Clone, Default)]
-    struct Wire(Arc<Mutex<(VecDeque<Vec<u8>>, Vec<Vec<u8>>)>>);
+    struct Wire(Arc<Mutex<Frames>>);
 
     impl NetBackend for Wire {
         fn transmit(&mut self, frame: &[u8]) {

@@ -243,8 +243,11 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     /// Frames to hand to the guest and frames the guest sent, shared with the test.
+    /// Frames to receive, frames sent, calls of `receive`.
+    type Frames = (VecDeque<Vec<u8>>, Vec<Vec<u8>>, usize);
+
     #[derive(Clone, Default)]
-    struct Wire(Arc<Mutex<(VecDeque<Vec<u8>>, Vec<Vec<u8>>, usize)>>);
+    struct Wire(Arc<Mutex<Frames>>);
 
     impl Wire {
         fn push(&self, f: Vec<u8>) {
