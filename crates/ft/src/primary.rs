@@ -4,15 +4,15 @@
 
 use crate::console::Endpoint;
 use crate::disk::HeldDisk;
-use crate::live::NoNet;
-use rr::net::HeldNet;
 use crate::heartbeat::{self, Liveness};
 use crate::link::{Link, SharedBuf};
+use crate::live::NoNet;
 use crate::live::{LiveVm, Protection};
 use crate::status::{Role, Status};
 use crate::wire::{self, Hello};
 use crate::{io, FtError, PairConfig};
 use machine::{Backends, Machine, MachineConfig};
+use rr::net::HeldNet;
 use rr::{Outbox, Recorder};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::AtomicBool;
