@@ -18,6 +18,7 @@ pub mod link;
 mod live;
 pub mod primary;
 pub mod status;
+pub mod throttle;
 pub mod wire;
 
 use std::sync::Arc;

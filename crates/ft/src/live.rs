@@ -109,7 +109,7 @@ impl LiveVm {
             watch_net(fd, self.ep.clone());
         }
         let mut paused = false;
-        let mut slowdown = 0.0f64;
+        let mut throttle = crate::throttle::Throttle::default();
         let mut last_adjust = Instant::now();
         let mut last_status = Instant::now() - Duration::from_secs(1);
         let mut bytes_window = (Instant::now(), 0u64);
@@ -225,15 +225,12 @@ impl LiveVm {
                     let replayed = p.link.state.replayed.load(Ordering::Relaxed);
                     let lag = clock::duration_of(self.m.icount().saturating_sub(replayed));
                     self.status.lag = lag;
-                    if lag > self.cfg.max_lag {
-                        slowdown = (slowdown + 0.03).min(0.9);
-                    } else if lag < self.cfg.max_lag / 2 {
-                        slowdown = (slowdown - 0.03).max(0.0);
-                    }
-                    self.status.slowdown = slowdown;
+                    throttle.adjust(lag, self.cfg.max_lag);
+                    self.status.slowdown = throttle.slowdown;
                 }
-                if slowdown > 0.0 {
-                    std::thread::sleep(t0.elapsed().mul_f64(slowdown / (1.0 - slowdown)));
+                let pause = throttle.pause_after(t0.elapsed());
+                if !pause.is_zero() {
+                    std::thread::sleep(pause);
                 }
             }
         }
