@@ -49,8 +49,8 @@ pub struct PairArgs {
     pub disk_mode: String,
 }
 
-/// The guest's network card, on each side's own host network (the backup joins it at
-/// go-live).
+/// The guest's network card (`ftvm run`; for a pair, each side's own host network: the backup
+/// joins it at go-live).
 #[derive(clap::Args, Debug, Clone)]
 pub struct NetArgs {
     /// A virtio network card on a host network: stream,path=SOCKET (QEMU's -netdev stream
@@ -67,7 +67,7 @@ pub struct NetArgs {
 
 impl NetArgs {
     /// Puts the card into `cfg` (with the default MAC unless one is given).
-    fn apply(&self, cfg: &mut machine::MachineConfig) {
+    pub fn apply(&self, cfg: &mut machine::MachineConfig) {
         if self.netdev.is_some() {
             let mut net = machine::NetConfig::default();
             if let Some(mac) = self.mac {
@@ -316,17 +316,7 @@ pub fn console(a: EndpointArgs) -> i32 {
         (|| {
             let mut c = ConsoleClient::new(endpoints(&a.endpoints)?);
             c.connect()?;
-            let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-            std::thread::spawn(move || {
-                use std::io::Read;
-                let mut b = [0u8; 1024];
-                let mut stdin = std::io::stdin();
-                while let Ok(n) = stdin.read(&mut b) {
-                    if n == 0 || tx.send(b[..n].to_vec()).is_err() {
-                        break;
-                    }
-                }
-            });
+            let rx = stdin_pump();
             loop {
                 while let Ok(b) = rx.try_recv() {
                     c.send(&b)?;
@@ -341,6 +331,22 @@ pub fn console(a: EndpointArgs) -> i32 {
             }
         })(),
     )
+}
+
+/// What is typed on stdin, chunk by chunk, from a thread of its own.
+pub fn stdin_pump() -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut b = [0u8; 1024];
+        let mut stdin = std::io::stdin();
+        while let Ok(n) = stdin.read(&mut b) {
+            if n == 0 || tx.send(b[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// `ftvm pair`.

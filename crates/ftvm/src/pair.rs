@@ -226,17 +226,7 @@ fn alive(kids: &mut Children) -> bool {
 
 fn interactive(c: &mut ConsoleClient, kids: &mut Children) -> anyhow::Result<i32> {
     eprintln!("ftvm pair: console attached (the primary's, then the backup's after a failover); `poweroff` in the guest ends the pair");
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    std::thread::spawn(move || {
-        use std::io::Read;
-        let mut b = [0u8; 1024];
-        let mut stdin = std::io::stdin();
-        while let Ok(n) = stdin.read(&mut b) {
-            if n == 0 || tx.send(b[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = crate::ft_cmd::stdin_pump();
     while alive(kids) {
         while let Ok(b) = rx.try_recv() {
             c.send(&b)?;

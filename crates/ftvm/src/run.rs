@@ -107,17 +107,9 @@ pub struct Args {
     /// slice boundary; the file is replaced), then carry on.
     #[arg(long, value_name = "FILE", conflicts_with = "record")]
     pub snapshot_out: Option<PathBuf>,
-    /// A virtio network card on a host network: stream,path=SOCKET (QEMU's -netdev stream
-    /// framing on a unix socket, e.g. passt's), stream,addr=HOST:PORT (the same over TCP) or
-    /// tap,ifname=NAME (a Linux tap device).
-    #[arg(
-        long,
-        value_name = "stream,path=SOCK|stream,addr=HOST:PORT|tap,ifname=NAME"
-    )]
-    pub netdev: Option<hostnet::NetdevConfig>,
-    /// The network card's MAC address.
-    #[arg(long, value_name = "MAC", requires = "netdev", value_parser = machine::parse_mac)]
-    pub mac: Option<[u8; 6]>,
+    /// The network card.
+    #[command(flatten)]
+    pub net: crate::ft_cmd::NetArgs,
     /// The machine-wide instruction count at which --snapshot-out is taken.
     #[arg(long, value_name = "ICOUNT", requires = "snapshot_out")]
     pub snapshot_at: Option<u64>,
@@ -194,11 +186,7 @@ impl HostLink {
 /// Runs the command; returns the process exit code.
 pub fn main(a: Args) -> i32 {
     let mut cfg = a.vm.config();
-    if a.netdev.is_some() {
-        cfg.net = Some(machine::NetConfig {
-            mac: a.mac.unwrap_or(machine::virtio::net::DEFAULT_MAC),
-        });
-    }
+    a.net.apply(&mut cfg);
     let out = Outbox::default();
     let (mut rec, entropy) = match &a.record {
         None => (None, None),
@@ -222,7 +210,7 @@ pub fn main(a: Args) -> i32 {
             return 2;
         }
     };
-    let mut link = match &a.netdev {
+    let mut link = match &a.net.netdev {
         Some(nd) if a.dtb_out.is_none() => match HostLink::attach(nd, &mut m) {
             Ok(l) => Some(l),
             Err(e) => {

@@ -8,68 +8,22 @@
 //! Needs the guest (`cargo xtask guest`, `FTVM_GUEST_DIR`) and passt (Debian package `passt`);
 //! either missing is a skip (a failure under `cargo xtask test`).
 
+mod ft_support;
+
+use ft_support::{Passt, FTVM};
 use guestctl::Console;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const FTVM: &str = env!("CARGO_BIN_EXE_ftvm");
 const PASST: &str = "/usr/bin/passt";
 
 fn scratch(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("net");
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(format!("{name}-{}", std::process::id()))
-}
-
-/// A passt process forwarding host TCP port `port` to the guest's port 7000; killed on drop.
-struct Passt {
-    child: Child,
-    sock: PathBuf,
-    port: u16,
-}
-
-impl Passt {
-    fn start(name: &str) -> Passt {
-        let sock = std::env::temp_dir().join(format!("ftvm-{name}-{}.sock", std::process::id()));
-        let _ = std::fs::remove_file(&sock);
-        let port = free_port();
-        let child = Command::new(PASST)
-            .args(["-f", "-q", "-s"])
-            .arg(&sock)
-            .args(["-t", &format!("{port}:7000")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start passt");
-        let p = Passt { child, sock, port };
-        let t = Instant::now();
-        while !p.sock.exists() {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "passt did not create {}",
-                p.sock.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        p
-    }
-}
-
-impl Drop for Passt {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.sock);
-    }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 fn prerequisites() -> Option<PathBuf> {
@@ -158,7 +112,9 @@ fn counter_through_passt() {
     let Some(guest) = prerequisites() else {
         return;
     };
-    let passt = Passt::start("net");
+    let Some(passt) = Passt::start("net") else {
+        return;
+    };
     let mut c = Console::spawn(ftvm_run(&guest, &passt.sock, None)).expect("start ftvm run");
     let rtts = boot_and_count(&mut c, passt.port);
     eprintln!("TCP round trips through passt: {rtts:?}");
@@ -181,7 +137,9 @@ fn record_and_replay_with_the_network() {
     let Some(guest) = prerequisites() else {
         return;
     };
-    let passt = Passt::start("net-rr");
+    let Some(passt) = Passt::start("net-rr") else {
+        return;
+    };
     let log = scratch("net.log");
     let mut c = Console::spawn(ftvm_run(&guest, &passt.sock, Some(&log))).expect("start ftvm run");
     boot_and_count(&mut c, passt.port);
