@@ -30,8 +30,8 @@ pub enum ConfigError {
     /// hart count {0} is out of range: expected 1 to 64
     #[error("hart count {0} is out of range: expected 1 to 64")]
     BadSmp(usize),
-    /// drive option `{0}` is malformed: expected file=PATH[,readonly=on|off]
-    #[error("drive option `{0}` is malformed: expected file=PATH[,readonly=on|off]")]
+    /// drive option `{0}` is malformed: expected file=PATH[,readonly=on|off] or nbd=HOST:PORT|unix:PATH[,export=NAME][,readonly=on|off][,fua=on|off][,timeout=SECONDS]
+    #[error("drive option `{0}` is malformed: expected file=PATH[,readonly=on|off] or nbd=HOST:PORT|unix:PATH[,export=NAME][,readonly=on|off][,fua=on|off][,timeout=SECONDS]")]
     MalformedDrive(String),
     /// {0} disks requested, but the board has 8 virtio slots of which 2 are always in use
     #[error("{0} disks requested, but the board has 8 virtio slots of which 2 are always in use")]
@@ -95,35 +95,114 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
 /// A disk the user attached with `--drive`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DriveConfig {
-    /// Image file.
+    /// Image file. For an NBD drive, `nbd=ADDR` (for messages only: it is never opened).
     pub path: PathBuf,
     /// The guest may not write (the file is opened read-only).
     pub readonly: bool,
+    /// The disk is an export on an NBD server instead of a file.
+    pub nbd: Option<NbdDriveConfig>,
+}
+
+/// A disk on an NBD server: `--drive nbd=...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NbdDriveConfig {
+    /// Where the server listens.
+    pub addr: nbd::NbdAddr,
+    /// The export's name (empty: the server's default export).
+    pub export: String,
+    /// Every write carries NBD's FUA flag (durable when acknowledged), if the server offers it.
+    pub fua: bool,
+    /// Bound on connecting and on every socket read or write; a server that does not answer
+    /// within it fails the request (the guest sees an I/O error).
+    pub timeout: std::time::Duration,
 }
 
 impl std::str::FromStr for DriveConfig {
     type Err = ConfigError;
 
     /// Parses QEMU's form `file=PATH[,readonly=on|off]` (`format=raw` and `if=virtio` are
-    /// accepted and ignored, since they are the only choices).
+    /// accepted and ignored, since they are the only choices), or an NBD export:
+    /// `nbd=HOST:PORT[,export=NAME][,readonly=on|off][,fua=on|off][,timeout=SECONDS]`, with
+    /// `nbd=unix:PATH` for a unix socket.
     fn from_str(s: &str) -> Result<Self, ConfigError> {
         let bad = || ConfigError::MalformedDrive(s.to_owned());
+        let on_off = |v: &str| match v {
+            "on" | "true" | "yes" => Ok(true),
+            "off" | "false" | "no" => Ok(false),
+            _ => Err(bad()),
+        };
         let mut path = None;
         let mut readonly = false;
+        let mut addr: Option<nbd::NbdAddr> = None;
+        let mut export = None;
+        let mut fua = None;
+        let mut timeout = None;
         for part in s.split(',') {
             let (key, value) = part.split_once('=').ok_or_else(bad)?;
             match (key, value) {
-                ("file", v) if !v.is_empty() && path.is_none() => path = Some(PathBuf::from(v)),
-                ("readonly", "on" | "true" | "yes") => readonly = true,
-                ("readonly", "off" | "false" | "no") => readonly = false,
+                ("file", v) if !v.is_empty() && path.is_none() && addr.is_none() => {
+                    path = Some(PathBuf::from(v))
+                }
+                ("nbd", v) if path.is_none() && addr.is_none() => {
+                    addr = Some(v.parse().map_err(|_| bad())?)
+                }
+                ("export", v) if export.is_none() => export = Some(v.to_owned()),
+                ("fua", v) if fua.is_none() => fua = Some(on_off(v)?),
+                ("timeout", v) if timeout.is_none() => {
+                    let secs: u64 = v.parse().map_err(|_| bad())?;
+                    if secs == 0 {
+                        return Err(bad());
+                    }
+                    timeout = Some(std::time::Duration::from_secs(secs));
+                }
+                ("readonly", v) => readonly = on_off(v)?,
                 ("format", "raw") | ("if", "virtio") => {}
                 _ => return Err(bad()),
             }
         }
-        Ok(DriveConfig {
-            path: path.ok_or_else(bad)?,
-            readonly,
-        })
+        match addr {
+            Some(addr) => Ok(DriveConfig {
+                path: PathBuf::from(format!("nbd={addr}")),
+                readonly,
+                nbd: Some(NbdDriveConfig {
+                    addr,
+                    export: export.unwrap_or_default(),
+                    fua: fua.unwrap_or(false),
+                    timeout: timeout.unwrap_or(nbd::DEFAULT_TIMEOUT),
+                }),
+            }),
+            None if export.is_some() || fua.is_some() || timeout.is_some() => Err(bad()),
+            None => Ok(DriveConfig {
+                path: path.ok_or_else(bad)?,
+                readonly,
+                nbd: None,
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for DriveConfig {
+    /// The `--drive` spelling that parses back to this drive.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.nbd {
+            None => write!(f, "file={}", self.path.display())?,
+            Some(n) => {
+                write!(f, "nbd={}", n.addr)?;
+                if !n.export.is_empty() {
+                    write!(f, ",export={}", n.export)?;
+                }
+                if n.fua {
+                    f.write_str(",fua=on")?;
+                }
+                if n.timeout != nbd::DEFAULT_TIMEOUT {
+                    write!(f, ",timeout={}", n.timeout.as_secs())?;
+                }
+            }
+        }
+        if self.readonly {
+            f.write_str(",readonly=on")?;
+        }
+        Ok(())
     }
 }
 
@@ -253,9 +332,11 @@ mod tests {
             d,
             DriveConfig {
                 path: "/tmp/x.img".into(),
-                readonly: true
+                readonly: true,
+                nbd: None,
             }
         );
+        assert_eq!(d.to_string(), "file=/tmp/x.img,readonly=on");
         let d: DriveConfig = "file=a,format=raw,if=virtio".parse().unwrap();
         assert!(!d.readonly);
         for bad in [
@@ -265,9 +346,39 @@ mod tests {
             "readonly=on",
             "file=a,readonly=maybe",
             "file=a,cache=none",
+            "file=a,export=x",
+            "file=a,nbd=h:1",
+            "nbd=h:1,file=a",
+            "nbd=host",
+            "nbd=h:70000",
+            "nbd=unix:",
+            "nbd=h:1,timeout=0",
+            "nbd=h:1,timeout=x",
+            "nbd=h:1,fua=maybe",
+            "nbd=h:1,export=a,export=b",
         ] {
             assert!(bad.parse::<DriveConfig>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn nbd_drives_parse() {
+        let d: DriveConfig = "nbd=127.0.0.1:10809,export=disk,readonly=on,fua=on,timeout=5"
+            .parse()
+            .unwrap();
+        assert!(d.readonly);
+        let n = d.nbd.clone().unwrap();
+        assert_eq!(n.addr, nbd::NbdAddr::Tcp("127.0.0.1:10809".into()));
+        assert_eq!(n.export, "disk");
+        assert!(n.fua);
+        assert_eq!(n.timeout, std::time::Duration::from_secs(5));
+        assert_eq!(d.to_string().parse::<DriveConfig>().unwrap(), d);
+        let d: DriveConfig = "nbd=unix:/run/nbd.sock".parse().unwrap();
+        let n = d.nbd.clone().unwrap();
+        assert_eq!(n.addr, nbd::NbdAddr::Unix("/run/nbd.sock".into()));
+        assert_eq!(n.export, "");
+        assert_eq!(n.timeout, nbd::DEFAULT_TIMEOUT);
+        assert_eq!(d.to_string(), "nbd=unix:/run/nbd.sock");
     }
 
     #[test]
@@ -305,6 +416,7 @@ mod tests {
         let drive = DriveConfig {
             path: "x".into(),
             readonly: false,
+            nbd: None,
         };
         let c = MachineConfig {
             drives: vec![drive; 6],

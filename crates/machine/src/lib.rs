@@ -24,7 +24,8 @@ pub mod uart;
 pub mod virtio;
 
 pub use config::{
-    format_mac, parse_mac, parse_size, ConfigError, DriveConfig, Firmware, MachineConfig, NetConfig,
+    format_mac, parse_mac, parse_size, ConfigError, DriveConfig, Firmware, MachineConfig,
+    NbdDriveConfig, NetConfig,
 };
 pub use machine::{Backends, BootInfo, Machine, MachineError, Stop};
 pub use syscon::PowerEvent;

@@ -86,6 +86,17 @@ pub enum MachineError {
     /// the machine has no network card (MachineConfig::net is None)
     #[error("the machine has no network card (MachineConfig::net is None)")]
     NoNet,
+    /// {0}
+    #[error(transparent)]
+    Nbd(#[from] nbd::NbdError),
+    /// the NBD export `{export}` at {addr} is read-only: add readonly=on to its --drive
+    #[error("the NBD export `{export}` at {addr} is read-only: add readonly=on to its --drive")]
+    NbdReadOnly {
+        /// The server.
+        addr: String,
+        /// The export.
+        export: String,
+    },
 }
 
 /// The virtio slot of the `drive`-th disk (counting from 0, as `--drive` options are given):
@@ -101,16 +112,52 @@ pub fn net_slot(drives: usize) -> Option<usize> {
     VIRTIO_SLOTS.checked_sub(drives + 3)
 }
 
-/// Opens the image of every drive in `cfg`, in order.
+/// Opens the image of every drive in `cfg`, in order: a file, or a connection to an NBD export.
 pub fn open_disks(cfg: &MachineConfig) -> Result<Vec<Box<dyn BlockBackend>>, MachineError> {
     cfg.drives
         .iter()
-        .map(|d| {
-            FileBackend::open(&d.path, d.readonly)
+        .map(|d| match &d.nbd {
+            None => FileBackend::open(&d.path, d.readonly)
                 .map(|b| Box::new(b) as Box<dyn BlockBackend>)
-                .map_err(MachineError::from)
+                .map_err(MachineError::from),
+            Some(n) => open_nbd(n, d.readonly),
         })
         .collect()
+}
+
+/// Connects to an NBD drive. A read-only export must be configured read-only, so that the
+/// guest is told (VIRTIO_BLK_F_RO) instead of seeing its writes fail.
+fn open_nbd(
+    n: &crate::config::NbdDriveConfig,
+    readonly: bool,
+) -> Result<Box<dyn BlockBackend>, MachineError> {
+    let mut c = nbd::NbdClient::connect(&n.addr, &n.export, n.timeout)?;
+    if c.read_only() && !readonly {
+        return Err(MachineError::NbdReadOnly {
+            addr: n.addr.to_string(),
+            export: n.export.clone(),
+        });
+    }
+    c.set_fua(n.fua);
+    Ok(Box::new(c))
+}
+
+/// An NBD export as a disk. Every request is one synchronous round trip bounded by the
+/// client's timeout; a failure (server error, timeout, closed connection) is an `io::Error`,
+/// which the device turns into VIRTIO_BLK_S_IOERR.
+impl BlockBackend for nbd::NbdClient {
+    fn len(&self) -> u64 {
+        self.size()
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        nbd::NbdClient::read_at(self, offset, buf)
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        nbd::NbdClient::write_at(self, offset, data)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        nbd::NbdClient::flush(self)
+    }
 }
 
 /// The outside world's ends of the devices.

@@ -25,6 +25,7 @@ fn config() -> MachineConfig {
     let drive = |readonly| DriveConfig {
         path: "/nonexistent/never-opened.img".into(),
         readonly,
+        nbd: None,
     };
     MachineConfig {
         mem_size: 8 << 20,

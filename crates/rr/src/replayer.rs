@@ -171,6 +171,7 @@ impl Prologue {
                 .map(|d| DriveConfig {
                     path: "(replayed from the log)".into(),
                     readonly: d.readonly,
+                    nbd: None,
                 })
                 .collect(),
             net: lc.net.map(|mac| NetConfig { mac }),
