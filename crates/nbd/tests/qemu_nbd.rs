@@ -310,3 +310,114 @@ fn server_killed_mid_request() {
         Err(NbdError::Connect { .. })
     ));
 }
+
+/// The `ftvm` binary `cargo test --workspace` built beside this test (`$FTVM_BIN` overrides).
+fn ftvm_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("FTVM_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.parent()?.join("ftvm");
+    if p.exists() {
+        Some(p)
+    } else {
+        guestctl::skip(&format!(
+            "no ftvm binary at {} (build it, or set FTVM_BIN)",
+            p.display()
+        ));
+        None
+    }
+}
+
+/// Boots the Linux guest in `guest` on `ftvm run` with `--drive drive`, up to its shell.
+fn boot(ftvm: &Path, guest: &Path, drive: &str) -> guestctl::Console {
+    let mut cmd = Command::new(ftvm);
+    cmd.arg("run")
+        .args(["--bios", guestctl::FW_JUMP, "--mem", "256M", "--smp", "1"])
+        .arg("--kernel")
+        .arg(guest.join("Image"))
+        .arg("--initrd")
+        .arg(guest.join("initramfs.cpio.gz"))
+        .args(["--append", "console=ttyS0"])
+        .args(["--drive", drive]);
+    let mut c = guestctl::Console::spawn(cmd).expect("start ftvm run");
+    let boot = Duration::from_secs(300);
+    c.wait_for("ftvm-guest: ready", boot)
+        .unwrap_or_else(|e| panic!("{e}\n{}", c.output()));
+    c.run("true", boot).unwrap();
+    c
+}
+
+/// Reads the whole of /dev/vda in the guest from a cold cache; dd's summary line.
+fn sequential_read(c: &mut guestctl::Console) -> String {
+    let dd = c
+        .run(
+            "echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda of=/dev/null bs=64k 2>&1 | tail -1",
+            Duration::from_secs(120),
+        )
+        .unwrap();
+    dd.lines().last().unwrap_or("").trim().to_owned()
+}
+
+/// `ftvm run` booting Linux with its disk on qemu-nbd: the guest mounts it, reads a file,
+/// writes one, reads the whole disk (the rate is printed, next to the same on a file), then
+/// sees an I/O error, not a hang, once the server is gone.
+#[test]
+fn linux_boots_from_qemu_nbd() {
+    if !have_qemu_nbd() {
+        return;
+    }
+    let Some(guest) = guestctl::guest_dir_from_env() else {
+        return;
+    };
+    let Some(ftvm) = ftvm_bin() else {
+        return;
+    };
+    let dir = TempDir::new("boot");
+    let img = dir.0.join("disk.img");
+    std::fs::copy(guest.join("disk.img"), &img).expect("copy the guest disk");
+    let step = Duration::from_secs(120);
+
+    // The same guest on a file, for comparison.
+    let file_img = dir.0.join("file.img");
+    std::fs::copy(guest.join("disk.img"), &file_img).expect("copy the guest disk");
+    let mut c = boot(&ftvm, &guest, &format!("file={}", file_img.display()));
+    let on_file = sequential_read(&mut c);
+    c.send(b"poweroff\n").unwrap();
+    assert!(c.wait_exit(step).is_some(), "{}", c.output());
+
+    let srv = Server::start(&dir.0, &img, "raw", false, &[]);
+    let mut c = boot(
+        &ftvm,
+        &guest,
+        &format!("nbd={},export=ftvm,timeout=5", srv.addr),
+    );
+    let hello = c.run("cat /mnt/hello.txt", step).unwrap();
+    assert!(hello.contains("hello"), "{hello}");
+    let w = c
+        .run(
+            "echo over-nbd > /mnt/nbd.txt && sync && cat /mnt/nbd.txt",
+            step,
+        )
+        .unwrap();
+    assert!(w.contains("over-nbd"), "{w}");
+    let on_nbd = sequential_read(&mut c);
+    eprintln!("guest sequential read of /dev/vda (16 MiB, bs=64k, guest time):");
+    eprintln!("  file:     {on_file}");
+    eprintln!("  qemu-nbd: {on_nbd}");
+    // The server goes away: the guest's next disk read fails, and the shell answers.
+    drop(srv);
+    let e = c
+        .run(
+            "echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda of=/dev/null bs=4k count=1 skip=1000 2>&1; echo rc=$?",
+            step,
+        )
+        .unwrap();
+    eprintln!("after the server died: {}", e.trim());
+    assert!(
+        e.contains("Input/output error") && e.contains("rc=1"),
+        "{e}"
+    );
+    c.send(b"poweroff\n").unwrap();
+    assert!(c.wait_exit(step).is_some(), "{}", c.output());
+}
