@@ -572,3 +572,170 @@ fn be64(b: &[u8]) -> u64 {
     a.copy_from_slice(&b[..8]);
     u64::from_be_bytes(a)
 }
+
+#[cfg(test)]
+mod tests {
+    //! Against a scripted server on a unix socket: greetings and replies qemu-nbd never sends.
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    /// Removes the socket's directory on drop.
+    struct Dir(std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Serves one connection with `script`, returns the address.
+    fn server(tag: &str, script: impl FnOnce(UnixStream) + Send + 'static) -> (NbdAddr, Dir) {
+        let dir = std::env::temp_dir().join(format!("ftvm-nbd-unit-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("s");
+        let l = UnixListener::bind(&sock).unwrap();
+        std::thread::spawn(move || {
+            if let Ok((s, _)) = l.accept() {
+                script(s);
+            }
+        });
+        (NbdAddr::Unix(sock), Dir(dir))
+    }
+
+    fn greet(s: &mut UnixStream, second: u64, hflags: u16) {
+        s.write_all(&NBDMAGIC.to_be_bytes()).unwrap();
+        s.write_all(&second.to_be_bytes()).unwrap();
+        s.write_all(&hflags.to_be_bytes()).unwrap();
+    }
+
+    /// Reads the client flags and the OPT_GO option.
+    fn read_go(s: &mut UnixStream) {
+        let mut h = [0u8; 20];
+        s.read_exact(&mut h).unwrap();
+        assert_eq!(be64(&h[4..12]), IHAVEOPT);
+        assert_eq!(be32(&h[12..16]), NBD_OPT_GO);
+        let mut d = vec![0u8; be32(&h[16..20]) as usize];
+        s.read_exact(&mut d).unwrap();
+    }
+
+    fn opt_reply(s: &mut UnixStream, rtype: u32, data: &[u8]) {
+        s.write_all(&OPT_REPLY_MAGIC.to_be_bytes()).unwrap();
+        s.write_all(&NBD_OPT_GO.to_be_bytes()).unwrap();
+        s.write_all(&rtype.to_be_bytes()).unwrap();
+        s.write_all(&len32(data.len()).to_be_bytes()).unwrap();
+        s.write_all(data).unwrap();
+    }
+
+    fn go_ok(s: &mut UnixStream, size: u64, flags: u16) {
+        greet(s, IHAVEOPT, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+        read_go(s);
+        let mut info = NBD_INFO_EXPORT.to_be_bytes().to_vec();
+        info.extend_from_slice(&size.to_be_bytes());
+        info.extend_from_slice(&flags.to_be_bytes());
+        opt_reply(s, NBD_REP_INFO, &info);
+        opt_reply(s, NBD_REP_ACK, &[]);
+    }
+
+    const T: Duration = Duration::from_secs(2);
+
+    #[test]
+    fn not_nbd_and_oldstyle_are_named() {
+        let (a, _d) = server("http", |mut s| {
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        });
+        assert!(matches!(
+            NbdClient::connect(&a, "", T),
+            Err(NbdError::NotNbd { .. })
+        ));
+        let (a, _d) = server("old", |mut s| greet(&mut s, CLISERV_MAGIC, 0));
+        let e = NbdClient::connect(&a, "", T).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                NbdError::Unsupported {
+                    style: "oldstyle",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let (a, _d) = server("nonfixed", |mut s| greet(&mut s, IHAVEOPT, 0));
+        assert!(matches!(
+            NbdClient::connect(&a, "", T),
+            Err(NbdError::Unsupported { .. })
+        ));
+    }
+
+    #[test]
+    fn option_errors_carry_the_servers_words() {
+        let (a, _d) = server("tls", |mut s| {
+            greet(&mut s, IHAVEOPT, NBD_FLAG_FIXED_NEWSTYLE);
+            read_go(&mut s);
+            opt_reply(&mut s, NBD_REP_FLAG_ERROR | 5, b"TLS first, please");
+        });
+        let e = NbdClient::connect(&a, "x", T).unwrap_err().to_string();
+        assert!(
+            e.contains("TLS_REQD") && e.contains("TLS first, please"),
+            "{e}"
+        );
+        let (a, _d) = server("noinfo", |mut s| {
+            greet(&mut s, IHAVEOPT, NBD_FLAG_FIXED_NEWSTYLE);
+            read_go(&mut s);
+            opt_reply(&mut s, NBD_REP_ACK, &[]);
+        });
+        assert!(matches!(
+            NbdClient::connect(&a, "", T),
+            Err(NbdError::Protocol { .. })
+        ));
+    }
+
+    #[test]
+    fn a_reply_for_another_handle_breaks_the_connection() {
+        let (a, _d) = server("handle", |mut s| {
+            go_ok(&mut s, 4096, NBD_FLAG_HAS_FLAGS);
+            let mut req = [0u8; 28];
+            s.read_exact(&mut req).unwrap();
+            let handle = be64(&req[8..16]);
+            s.write_all(&SIMPLE_REPLY_MAGIC.to_be_bytes()).unwrap();
+            s.write_all(&0u32.to_be_bytes()).unwrap();
+            s.write_all(&(handle + 1).to_be_bytes()).unwrap();
+            s.write_all(&[0u8; 512]).unwrap();
+            std::thread::sleep(Duration::from_secs(1));
+        });
+        let mut c = NbdClient::connect(&a, "", T).unwrap();
+        assert_eq!(c.size(), 4096);
+        assert!(!c.can_trim() && !c.can_fua() && !c.can_flush());
+        c.flush().unwrap(); // no NBD_FLAG_SEND_FLUSH: nothing to send
+        assert_eq!(
+            c.trim(0, 512).unwrap_err().kind(),
+            io::ErrorKind::Unsupported
+        );
+        assert_eq!(
+            c.write_fua(0, &[0; 512]).unwrap_err().kind(),
+            io::ErrorKind::Unsupported
+        );
+        let mut buf = [0u8; 512];
+        let e = c.read_at(0, &mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        assert!(e.to_string().contains("handle"), "{e}");
+        assert_eq!(
+            c.read_at(0, &mut buf).unwrap_err().kind(),
+            io::ErrorKind::NotConnected
+        );
+    }
+
+    #[test]
+    fn a_structured_reply_is_a_protocol_error() {
+        let (a, _d) = server("structured", |mut s| {
+            go_ok(&mut s, 4096, NBD_FLAG_HAS_FLAGS);
+            let mut req = [0u8; 28];
+            s.read_exact(&mut req).unwrap();
+            s.write_all(&STRUCTURED_REPLY_MAGIC.to_be_bytes()).unwrap();
+            s.write_all(&[0u8; 16]).unwrap();
+            std::thread::sleep(Duration::from_secs(1));
+        });
+        let mut c = NbdClient::connect(&a, "", T).unwrap();
+        let e = c.read_at(0, &mut [0u8; 16]).unwrap_err();
+        assert!(e.to_string().contains("structured"), "{e}");
+    }
+}
