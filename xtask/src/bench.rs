@@ -14,6 +14,7 @@
 mod doc;
 mod elf;
 mod ft;
+mod ftio;
 mod ftvmlog;
 mod linux;
 mod measure;
@@ -57,6 +58,11 @@ pub struct Args {
     /// load), written to docs/ft-benchmarks.md.
     #[arg(long)]
     ft: bool,
+    /// Instead of the bare-metal kernels: disk and network throughput in the Linux guest, `ftvm
+    /// run` alone against a pair (shared and non-shared disks; passt), with the log bandwidth,
+    /// the `bench --ft-io` section of docs/ft-benchmarks.md.
+    #[arg(long)]
+    ft_io: bool,
     /// Instead of the bare-metal kernels: boot the Linux guest on ftvm and on QEMU, time the
     /// boot to the shell and `cpubench` inside Linux, and write the `linux` section of the docs.
     #[arg(long)]
@@ -161,6 +167,20 @@ pub fn main(a: Args) -> Result<()> {
     };
     let qemu = !a.no_qemu && !a.profile;
 
+    if a.ft_io {
+        let ftvm = match &a.ftvm {
+            Some(p) => p.clone(),
+            None => build_ftvm(&paths)?,
+        };
+        let o = ftio::Options::new(
+            reps,
+            a.quick,
+            a.quick || a.no_doc,
+            a.timeout,
+            command_line(),
+        );
+        return ftio::main(&paths.root, &ftvm, &o);
+    }
     if a.ft {
         let ftvm = match &a.ftvm {
             Some(p) => p.clone(),

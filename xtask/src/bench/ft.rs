@@ -91,13 +91,13 @@ impl Options {
 // Processes, files, ports.
 
 /// The guest files.
-struct Images {
-    kernel: PathBuf,
-    initrd: PathBuf,
-    disk: PathBuf,
+pub(super) struct Images {
+    pub(super) kernel: PathBuf,
+    pub(super) initrd: PathBuf,
+    pub(super) disk: PathBuf,
 }
 
-fn images() -> Result<Images> {
+pub(super) fn images() -> Result<Images> {
     let dir = match std::env::var_os("FTVM_GUEST_DIR") {
         Some(d) => PathBuf::from(d),
         None => {
@@ -126,10 +126,10 @@ fn images() -> Result<Images> {
 }
 
 /// The scratch directory, removed when dropped.
-struct Scratch(PathBuf);
+pub(super) struct Scratch(pub(super) PathBuf);
 
 impl Scratch {
-    fn new() -> Result<Scratch> {
+    pub(super) fn new() -> Result<Scratch> {
         let d = std::env::temp_dir().join(format!("ftvm-bench-ft-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
@@ -144,7 +144,7 @@ impl Drop for Scratch {
 }
 
 /// A free port on 127.0.0.1 for both TCP and UDP (asked of the kernel, then released).
-fn free_port() -> Result<u16> {
+pub(super) fn free_port() -> Result<u16> {
     for _ in 0..100 {
         let t = TcpListener::bind("127.0.0.1:0")?;
         let p = t.local_addr()?.port();
@@ -155,7 +155,7 @@ fn free_port() -> Result<u16> {
     bail!("no free port on 127.0.0.1")
 }
 
-fn local(port: u16) -> SocketAddr {
+pub(super) fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
@@ -200,9 +200,19 @@ fn cpu_delta(a: Option<(f64, f64)>, b: Option<(f64, f64)>) -> (f64, f64) {
     }
 }
 
+/// The disks of a pair: none, a copy of the guest's disk for each side (shared mode, the
+/// default), one image named by both sides (shared mode), or a copy each in non-shared mode.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Drives {
+    None,
+    PerSide,
+    Shared,
+    NonShared,
+}
+
 /// A primary and a backup; both killed when dropped.
-struct Pair {
-    dir: PathBuf,
+pub(super) struct Pair {
+    pub(super) dir: PathBuf,
     primary: Option<Child>,
     backup: Option<Child>,
     primary_console: SocketAddr,
@@ -213,6 +223,19 @@ impl Pair {
     /// Starts the backup, then the primary (which boots the guest). `drive`: a disk for each side
     /// (copies of the guest's disk).
     fn start(ftvm: &Path, im: &Images, scratch: &Scratch, name: &str, drive: bool) -> Result<Pair> {
+        let d = if drive { Drives::PerSide } else { Drives::None };
+        Pair::start_with(ftvm, im, scratch, name, d, &[])
+    }
+
+    /// [`Pair::start`] with a choice of disks and more options for both sides.
+    pub(super) fn start_with(
+        ftvm: &Path,
+        im: &Images,
+        scratch: &Scratch,
+        name: &str,
+        drive: Drives,
+        extra: &[String],
+    ) -> Result<Pair> {
         let dir = scratch.0.join(name);
         std::fs::create_dir_all(&dir)?;
         let key = dir.join("key");
@@ -242,12 +265,23 @@ impl Pair {
                 .arg("--key-file")
                 .arg(&key)
                 .args(["--arbiter", &arbiter, "--vm", "bench"]);
-            if drive {
-                let d = p.dir.join(format!("{role}.img"));
-                std::fs::copy(&im.disk, &d)
-                    .with_context(|| format!("copying {}", im.disk.display()))?;
+            if drive != Drives::None {
+                let file = if drive == Drives::Shared {
+                    "shared"
+                } else {
+                    role
+                };
+                let d = p.dir.join(format!("{file}.img"));
+                if !d.exists() {
+                    std::fs::copy(&im.disk, &d)
+                        .with_context(|| format!("copying {}", im.disk.display()))?;
+                }
                 c.arg("--drive").arg(format!("file={}", d.display()));
+                if drive == Drives::NonShared {
+                    c.args(["--disk-mode", "non-shared"]);
+                }
             }
+            c.args(extra);
             if role == "primary" {
                 c.args(["--peer", &channel.to_string()])
                     .args(["--console", &p.primary_console.to_string()]);
@@ -281,7 +315,7 @@ impl Pair {
         std::fs::read_to_string(self.dir.join(format!("{role}.stderr"))).unwrap_or_default()
     }
 
-    fn logs(&self) -> String {
+    pub(super) fn logs(&self) -> String {
         format!(
             "--- primary stderr:\n{}--- backup stderr:\n{}",
             self.stderr("primary"),
@@ -303,7 +337,7 @@ impl Pair {
     }
 
     /// Whether a side has exited.
-    fn exited(&mut self, role: &str) -> bool {
+    pub(super) fn exited(&mut self, role: &str) -> bool {
         let c = if role == "primary" {
             self.primary.as_mut()
         } else {
@@ -312,12 +346,12 @@ impl Pair {
         c.is_none_or(|c| !matches!(c.try_wait(), Ok(None)))
     }
 
-    fn client(&self) -> Client {
+    pub(super) fn client(&self) -> Client {
         Client::new(vec![self.primary_console, self.backup_console])
     }
 
     /// The status of one side, parsed.
-    fn status(&self, role: &str) -> Result<Status> {
+    pub(super) fn status(&self, role: &str) -> Result<Status> {
         let a = if role == "primary" {
             self.primary_console
         } else {
@@ -340,12 +374,12 @@ impl Drop for Pair {
 
 /// `STATUS` of an endpoint, the fields used here.
 #[derive(Debug, Clone, Default)]
-struct Status {
+pub(super) struct Status {
     at: Option<Instant>,
     role: String,
-    protected: bool,
+    pub(super) protected: bool,
     icount: u64,
-    sent_bytes: u64,
+    pub(super) sent_bytes: u64,
     bandwidth_mbps: f64,
     lag_s: f64,
     slowdown: String,
@@ -407,14 +441,14 @@ impl Status {
 
 /// Log rate between two statuses of the primary.
 #[derive(Debug, Clone, Copy)]
-struct Rate {
-    bytes: u64,
-    host_s: f64,
+pub(super) struct Rate {
+    pub(super) bytes: u64,
+    pub(super) host_s: f64,
     guest_s: f64,
 }
 
 impl Rate {
-    fn between(a: &Status, b: &Status) -> Rate {
+    pub(super) fn between(a: &Status, b: &Status) -> Rate {
         let host_s = match (a.at, b.at) {
             (Some(x), Some(y)) => y.duration_since(x).as_secs_f64(),
             _ => f64::NAN,
@@ -426,7 +460,7 @@ impl Rate {
         }
     }
     /// Mbit per host second.
-    fn host_mbps(&self) -> f64 {
+    pub(super) fn host_mbps(&self) -> f64 {
         self.bytes as f64 * 8.0 / self.host_s / 1e6
     }
     /// Mbit per guest second.
@@ -440,7 +474,7 @@ impl Rate {
 /// way and output the other, resumed at the offsets on the next endpoint). Beyond what the
 /// crate's own client does, it also tries the other endpoints when the current one has been
 /// silent for a while (a frozen primary keeps its connections open).
-struct Client {
+pub(super) struct Client {
     addrs: Vec<SocketAddr>,
     cur: usize,
     conn: Option<(TcpStream, BufReader<TcpStream>)>,
@@ -496,7 +530,7 @@ impl Client {
     }
 
     /// Connects to the first live endpoint, starting with the current one.
-    fn connect(&mut self, deadline: Instant) -> Result<()> {
+    pub(super) fn connect(&mut self, deadline: Instant) -> Result<()> {
         self.conn = None;
         loop {
             for k in 0..self.addrs.len() {
@@ -512,7 +546,7 @@ impl Client {
         }
     }
 
-    fn send(&mut self, b: &[u8]) {
+    pub(super) fn send(&mut self, b: &[u8]) {
         self.unacked.extend_from_slice(b);
         if let Some((w, _)) = self.conn.as_mut() {
             if w.write_all(b).is_err() {
@@ -524,7 +558,7 @@ impl Client {
     /// Reads lines until `done` says true of one or `timeout` passes: all the lines, the last
     /// one matching, and when it arrived. With `probe`, after that much silence of the current
     /// endpoint the others are tried every 10 ms (the first that is live takes over).
-    fn read_until(
+    pub(super) fn read_until(
         &mut self,
         done: impl Fn(&str) -> bool,
         timeout: Duration,
@@ -606,7 +640,7 @@ impl Client {
     }
 
     /// Waits for the shell.
-    fn wait_shell(&mut self, timeout: Duration) -> Result<()> {
+    pub(super) fn wait_shell(&mut self, timeout: Duration) -> Result<()> {
         let t0 = Instant::now();
         loop {
             if t0.elapsed() > timeout {
@@ -623,7 +657,7 @@ impl Client {
     }
 
     /// Runs a shell command; its output lines and the host seconds from typing it to its end.
-    fn run(&mut self, cmd: &str, timeout: Duration) -> Result<(Vec<String>, f64)> {
+    pub(super) fn run(&mut self, cmd: &str, timeout: Duration) -> Result<(Vec<String>, f64)> {
         let t0 = Instant::now();
         self.send(format!("{cmd}; echo END-$((40+2))\n").as_bytes());
         let (lines, at) = self.read_until(|l| l == "END-42", timeout, None)?;
@@ -1037,7 +1071,7 @@ fn soak(ftvm: &Path, im: &Images, s: &Scratch, o: &Options) -> Result<Soak> {
 // ---------------------------------------------------------------------------------------------
 // Statistics and the report.
 
-fn best(v: &[f64]) -> f64 {
+pub(super) fn best(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
@@ -1056,7 +1090,7 @@ fn quantile(v: &[f64], q: f64) -> f64 {
     s[i]
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(super) fn median(v: &[f64]) -> f64 {
     quantile(v, 0.5)
 }
 
@@ -1134,6 +1168,12 @@ pub fn main(root: &Path, ftvm: &Path, o: &Options) -> Result<()> {
         eprintln!("bench ft: docs/ft-benchmarks.md left alone (--quick / --no-doc)");
     } else {
         let f = root.join("docs/ft-benchmarks.md");
+        // Keep the section `bench --ft-io` wrote.
+        let old = std::fs::read_to_string(&f).unwrap_or_default();
+        let md = match super::ftio::section_of(&old) {
+            Some(io) => format!("{}\n\n{io}\n", md.trim_end()),
+            None => md,
+        };
         std::fs::write(&f, md).with_context(|| format!("writing {}", f.display()))?;
         eprintln!("bench ft: wrote {}", f.display());
     }
