@@ -331,6 +331,16 @@ fn ftvm_bin() -> Option<PathBuf> {
 
 /// Boots the Linux guest in `guest` on `ftvm run` with `--drive drive`, up to its shell.
 fn boot(ftvm: &Path, guest: &Path, drive: &str) -> guestctl::Console {
+    boot_with(ftvm, guest, drive, &[])
+}
+
+/// [`boot`] with more options for `ftvm run`.
+fn boot_with(
+    ftvm: &Path,
+    guest: &Path,
+    drive: &str,
+    extra: &[&std::ffi::OsStr],
+) -> guestctl::Console {
     let mut cmd = Command::new(ftvm);
     cmd.arg("run")
         .args(["--bios", guestctl::FW_JUMP, "--mem", "256M", "--smp", "1"])
@@ -339,7 +349,8 @@ fn boot(ftvm: &Path, guest: &Path, drive: &str) -> guestctl::Console {
         .arg("--initrd")
         .arg(guest.join("initramfs.cpio.gz"))
         .args(["--append", "console=ttyS0"])
-        .args(["--drive", drive]);
+        .args(["--drive", drive])
+        .args(extra);
     let mut c = guestctl::Console::spawn(cmd).expect("start ftvm run");
     let boot = Duration::from_secs(300);
     c.wait_for("ftvm-guest: ready", boot)
@@ -476,4 +487,50 @@ fn linux_boots_from_qcow2_over_nbd() {
     let mut disk = vec![0u8; usize::try_from(cl.size()).unwrap()];
     cl.read_at(0, &mut disk).unwrap();
     assert!(disk.windows(6).any(|w| w == b"qcow2\n"));
+}
+
+/// `ftvm run --record` on an NBD disk, then `ftvm replay` with the server gone: disk reads
+/// come from the log, so the replay needs no server.
+#[test]
+fn record_on_nbd_replays_without_the_server() {
+    if !have_qemu_nbd() {
+        return;
+    }
+    let Some(guest) = guestctl::guest_dir_from_env() else {
+        return;
+    };
+    let Some(ftvm) = ftvm_bin() else {
+        return;
+    };
+    let dir = TempDir::new("record");
+    let img = dir.0.join("disk.img");
+    std::fs::copy(guest.join("disk.img"), &img).expect("copy the guest disk");
+    let log = dir.0.join("run.log");
+    let srv = Server::start(&dir.0, &img, "raw", false, &[]);
+    let step = Duration::from_secs(120);
+    let mut c = boot_with(
+        &ftvm,
+        &guest,
+        &format!("nbd={},export=ftvm", srv.addr),
+        &["--record".as_ref(), log.as_os_str()],
+    );
+    let hello = c.run("cat /mnt/hello.txt", step).unwrap();
+    assert!(hello.contains("hello"), "{hello}");
+    let w = c
+        .run("echo rec > /mnt/r.txt && sync && cat /mnt/r.txt", step)
+        .unwrap();
+    assert!(w.contains("rec"), "{w}");
+    c.send(b"poweroff\n").unwrap();
+    assert_eq!(c.wait_exit(step), Some(0), "{}", c.output());
+    let recorded = c.output();
+    drop(srv);
+    let out = Command::new(&ftvm)
+        .arg("replay")
+        .arg(&log)
+        .output()
+        .expect("start ftvm replay");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let stdout: Vec<u8> = out.stdout.into_iter().filter(|&b| b != b'\r').collect();
+    assert_eq!(String::from_utf8_lossy(&stdout), recorded);
 }
