@@ -738,4 +738,84 @@ mod tests {
         let e = c.read_at(0, &mut [0u8; 16]).unwrap_err();
         assert!(e.to_string().contains("structured"), "{e}");
     }
+
+    /// What a well-behaved server sends for a connect and one 512-byte read.
+    fn good_stream() -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&NBDMAGIC.to_be_bytes());
+        b.extend_from_slice(&IHAVEOPT.to_be_bytes());
+        b.extend_from_slice(&(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES).to_be_bytes());
+        let mut reply = |rtype: u32, data: &[u8]| {
+            b.extend_from_slice(&OPT_REPLY_MAGIC.to_be_bytes());
+            b.extend_from_slice(&NBD_OPT_GO.to_be_bytes());
+            b.extend_from_slice(&rtype.to_be_bytes());
+            b.extend_from_slice(&len32(data.len()).to_be_bytes());
+            b.extend_from_slice(data);
+        };
+        let mut info = NBD_INFO_EXPORT.to_be_bytes().to_vec();
+        info.extend_from_slice(&4096u64.to_be_bytes());
+        info.extend_from_slice(&(NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH).to_be_bytes());
+        reply(NBD_REP_INFO, &info);
+        reply(NBD_REP_ACK, &[]);
+        b.extend_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
+        b.extend_from_slice(&0u32.to_be_bytes());
+        b.extend_from_slice(&1u64.to_be_bytes());
+        b.extend_from_slice(&[0x5a; 512]);
+        b
+    }
+
+    /// Every truncation and every single-byte corruption of a good server's bytes: the client
+    /// never panics or hangs, and a truncated stream always fails.
+    #[test]
+    fn truncated_or_corrupted_servers() {
+        let good = good_stream();
+        let mut streams = Vec::new();
+        for i in 0..good.len() {
+            streams.push((good[..i].to_vec(), true));
+            let mut bad = good.clone();
+            bad[i] ^= 0xff;
+            streams.push((bad, false));
+        }
+        streams.push((good.clone(), false));
+        let n = streams.len();
+        let script: Vec<Vec<u8>> = streams.iter().map(|(b, _)| b.clone()).collect();
+        let dir =
+            std::env::temp_dir().join(format!("ftvm-nbd-unit-garbage-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let _guard = Dir(dir.clone());
+        let sock = dir.join("s");
+        let l = UnixListener::bind(&sock).unwrap();
+        std::thread::spawn(move || {
+            for bytes in script {
+                let Ok((mut s, _)) = l.accept() else { return };
+                let _ = s.write_all(&bytes);
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                let mut sink = Vec::new();
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let _ = s.read_to_end(&mut sink);
+            }
+        });
+        let addr = NbdAddr::Unix(sock);
+        let t0 = std::time::Instant::now();
+        let mut ok = 0;
+        for (i, (_, must_fail)) in streams.iter().enumerate() {
+            let r = NbdClient::connect(&addr, "e", T)
+                .map_err(|e| e.to_string())
+                .and_then(|mut c| {
+                    let mut buf = [0u8; 512];
+                    c.read_at(0, &mut buf).map_err(|e| e.to_string())?;
+                    Ok(buf)
+                });
+            if *must_fail {
+                assert!(r.is_err(), "stream {i} of {n}: truncated, yet {r:?}");
+            }
+            if i == n - 1 {
+                assert_eq!(r.as_ref().ok(), Some(&[0x5a; 512]), "{r:?}");
+            }
+            ok += usize::from(r.is_ok());
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+        assert!(ok < n / 2, "{ok} of {n} damaged streams accepted");
+    }
 }
