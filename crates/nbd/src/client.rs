@@ -602,10 +602,13 @@ mod tests {
         (NbdAddr::Unix(sock), Dir(dir))
     }
 
+    /// The greeting; the client may hang up half-way (it refuses a bad one), so errors are
+    /// ignored.
     fn greet(s: &mut UnixStream, second: u64, hflags: u16) {
-        s.write_all(&NBDMAGIC.to_be_bytes()).unwrap();
-        s.write_all(&second.to_be_bytes()).unwrap();
-        s.write_all(&hflags.to_be_bytes()).unwrap();
+        let mut b = NBDMAGIC.to_be_bytes().to_vec();
+        b.extend_from_slice(&second.to_be_bytes());
+        b.extend_from_slice(&hflags.to_be_bytes());
+        let _ = s.write_all(&b);
     }
 
     /// Reads the client flags and the OPT_GO option.
