@@ -30,8 +30,7 @@ fn vm_flags(v: &VmArgs) -> Vec<String> {
         f.extend(["--initrd".into(), i.display().to_string()]);
     }
     for d in &v.drive {
-        let ro = if d.readonly { ",readonly=on" } else { "" };
-        f.extend(["--drive".into(), format!("file={}{ro}", d.path.display())]);
+        f.extend(["--drive".into(), d.to_string()]);
     }
     f
 }

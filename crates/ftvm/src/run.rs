@@ -62,8 +62,10 @@ pub struct VmArgs {
     /// Number of harts.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub smp: usize,
-    /// A virtio disk: file=PATH[,readonly=on]. Repeatable; the first is /dev/vda.
-    #[arg(long, value_name = "file=PATH[,readonly=on]")]
+    /// A virtio disk: file=PATH[,readonly=on], or an NBD export:
+    /// nbd=HOST:PORT|unix:PATH[,export=NAME][,readonly=on][,fua=on][,timeout=SECS].
+    /// Repeatable; the first is /dev/vda.
+    #[arg(long, value_name = "file=PATH[,readonly=on]|nbd=ADDR[,...]")]
     pub drive: Vec<DriveConfig>,
 }
 

@@ -197,3 +197,67 @@ fn shared_disk_records_survive_failover() {
         let _ = std::fs::remove_file(&img);
     }
 }
+
+/// The shared disk on another "machine": an NBD export served by qemu-nbd (Debian qemu-utils);
+/// both sides connect to it, only the live primary writes. Killed at a random record, as above.
+#[test]
+fn shared_disk_on_qemu_nbd_survives_failover() {
+    let Some(g) = guest() else { return };
+    if !Path::new("/usr/bin/qemu-nbd").exists() {
+        guestctl::skip("no /usr/bin/qemu-nbd (apt-get install qemu-utils)");
+        return;
+    }
+    let mut rng = Rng::new("shared_disk_on_qemu_nbd_survives_failover");
+    let img = scratch_image(&g, "nbd");
+    let sock = std::env::temp_dir().join(format!("ftvm-ft-nbd-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&sock);
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let server = Server(
+        std::process::Command::new("/usr/bin/qemu-nbd")
+            .args(["--persistent", "--shared=4", "-f", "raw", "-k"])
+            .arg(&sock)
+            .arg(&img)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start qemu-nbd"),
+    );
+    let t0 = Instant::now();
+    while !sock.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "qemu-nbd did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = PairOptions {
+        extra: vec!["--drive".into(), format!("nbd=unix:{}", sock.display())],
+        ..Default::default()
+    };
+    let mut p = Pair::start("disk-nbd", &g, &o, None);
+    let mut c = p.client();
+    wait_for_shell(&mut c);
+    let kill_after = 3 + rng.below(20);
+    let durable = append_until(&mut c, &mut p, kill_after + 15, Some(kill_after));
+    assert_eq!(
+        p.wait("backup", Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        p.logs()
+    );
+    drop(p);
+    drop(server);
+    let on_disk = check_records(&read_file(&img, "records"));
+    assert!(
+        on_disk >= durable,
+        "{durable} records reported durable, {on_disk} on the NBD export's image"
+    );
+    let _ = std::fs::remove_file(&img);
+    let _ = std::fs::remove_file(&sock);
+}
