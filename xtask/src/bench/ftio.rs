@@ -635,6 +635,11 @@ pub fn section_of(old: &str) -> Option<&str> {
     Some(&old[a..b + END.len()])
 }
 
+/// How to read the ratios.
+const NOISE: &str = "Read the rounds before the ratios: on this shared 2-core host one round \
+     can run twice as fast as another (the lists above), so a ratio is only as good as the \
+     spread of its rounds, and a ratio above 1 means the noise exceeded what FT costs.";
+
 /// The comparison with the paper (no figures of its own: see the text).
 const PAPER: &str = "**Against the paper.** Its Table 1 gives the log bandwidth of each of its \
      workloads under FT, its Table 2 the network throughput of a VM with FT against the same VM \
@@ -689,7 +694,7 @@ fn report(
     let best_step =
         |v: &[Step]| -> Option<Step> { v.iter().copied().min_by(|a, b| a.secs.total_cmp(&b.secs)) };
     let fmt_log = |s: &Option<Step>| match s.and_then(|s| s.log) {
-        Some(r) => format!("{:.1} | {:.2}", r.bytes as f64 / 1e6, r.host_mbps()),
+        Some(r) => format!("{:.3} | {:.2}", r.bytes as f64 / 1e6, r.host_mbps()),
         None => "– | –".to_string(),
     };
 
@@ -766,6 +771,26 @@ fn report(
             }
         }
     }
+    let each = |v: Vec<f64>| {
+        v.iter()
+            .map(|x| format!("{x:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(
+        w,
+        "\nEach round (write MB/s; read MB/s; synced writes/s):\n"
+    );
+    for (i, runs) in disks.iter().enumerate() {
+        let _ = writeln!(
+            w,
+            "- {}: {}; {}; {}",
+            names[i],
+            each(runs.iter().map(|r| bytes / r.write.secs / 1e6).collect()),
+            each(runs.iter().map(|r| bytes / r.read.secs / 1e6).collect()),
+            each(runs.iter().map(|r| o.iops as f64 / r.iops.secs).collect())
+        );
+    }
     let _ = writeln!(w);
 
     // Network.
@@ -828,7 +853,18 @@ fn report(
             b.1 / a.1
         );
     }
+    let _ = writeln!(w, "\nEach round (host → guest MB/s; guest → host MB/s):\n");
+    for (i, runs) in nets.iter().enumerate() {
+        let _ = writeln!(
+            w,
+            "- {}: {}; {}",
+            if i == 0 { "alone" } else { "pair" },
+            each(runs.iter().map(|r| mbs(nb, r.to_guest.secs)).collect()),
+            each(runs.iter().map(|r| mbs(nb, r.from_guest.secs)).collect())
+        );
+    }
     let _ = writeln!(w);
+    let _ = writeln!(w, "{NOISE}\n");
     let _ = writeln!(w, "{PAPER}\n");
     if !failures.is_empty() {
         let _ = writeln!(w, "Runs that failed (left out of the tables):\n");
