@@ -37,9 +37,13 @@ fn program() -> Vec<u32> {
 }
 
 fn config() -> MachineConfig {
+    // A file of its own per call: the tests run in parallel threads of one process, and one
+    // writing the file while another loads it would hand the loader an empty kernel.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("ftvm-rr-timesync-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let kernel = dir.join("kernel.bin");
+    let kernel = dir.join(format!("kernel-{n}.bin"));
     let bytes: Vec<u8> = program().iter().flat_map(|i| i.to_le_bytes()).collect();
     std::fs::write(&kernel, bytes).unwrap();
     MachineConfig {
