@@ -901,27 +901,34 @@ fn header_u64(bytes: &[u8], at: usize) -> [u8; 8] {
     a
 }
 
-/// Checks magic, version, length, checksum and fingerprint; returns the stored configuration
-/// and the compressed payload.
-fn check_file(bytes: &[u8]) -> Result<(Fingerprint, &[u8]), SnapshotError> {
-    if bytes.len() < MAGIC.len() + 2 {
+/// The frame both snapshot files share (full and delta): `magic`, a u16 `version`, a header of
+/// `header_len` bytes whose last 8 are the payload's length, the payload, a CRC-32C of all
+/// before it. Checks them and returns everything but the checksum.
+pub(crate) fn check_frame<'a>(
+    bytes: &'a [u8],
+    magic: &[u8; 8],
+    bad_magic: SnapshotError,
+    version: u16,
+    header_len: usize,
+) -> Result<&'a [u8], SnapshotError> {
+    if bytes.len() < magic.len() + 2 {
         return Err(SnapshotError::TooShort(bytes.len()));
     }
-    if &bytes[..MAGIC.len()] != MAGIC {
-        return Err(SnapshotError::BadMagic);
+    if &bytes[..magic.len()] != magic {
+        return Err(bad_magic);
     }
-    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if version != VERSION {
+    let found = u16::from_le_bytes([bytes[8], bytes[9]]);
+    if found != version {
         return Err(SnapshotError::Version {
-            found: version,
-            supported: VERSION,
+            found,
+            supported: version,
         });
     }
-    if bytes.len() < HEADER_LEN + CRC_LEN {
+    if bytes.len() < header_len + CRC_LEN {
         return Err(SnapshotError::TooShort(bytes.len()));
     }
-    let comp_len = u64::from_le_bytes(header_u64(bytes, HEADER_LEN - 8));
-    let expected = (HEADER_LEN as u64 + CRC_LEN as u64).saturating_add(comp_len);
+    let comp_len = u64::from_le_bytes(header_u64(bytes, header_len - 8));
+    let expected = (header_len as u64 + CRC_LEN as u64).saturating_add(comp_len);
     if expected != bytes.len() as u64 {
         return Err(SnapshotError::Length {
             expected,
@@ -934,6 +941,13 @@ fn check_file(bytes: &[u8]) -> Result<(Fingerprint, &[u8]), SnapshotError> {
     if stored != computed {
         return Err(SnapshotError::Checksum { stored, computed });
     }
+    Ok(body)
+}
+
+/// Checks magic, version, length, checksum and fingerprint; returns the stored configuration
+/// and the compressed payload.
+fn check_file(bytes: &[u8]) -> Result<(Fingerprint, &[u8]), SnapshotError> {
+    let body = check_frame(bytes, MAGIC, SnapshotError::BadMagic, VERSION, HEADER_LEN)?;
     let mut d = Dec {
         buf: &body[10..HEADER_LEN],
         section: "header",

@@ -163,36 +163,13 @@ fn restore_pages(ram: &mut rv64::Ram, top: &mut Dec) -> Result<(), SnapshotError
 /// Checks magic, version, length, checksum and fingerprint of a delta; returns its
 /// configuration, its chain (base, parent generation, generation) and the compressed payload.
 fn check_delta(bytes: &[u8]) -> Result<(Fingerprint, Chain, &[u8]), SnapshotError> {
-    if bytes.len() < DELTA_MAGIC.len() + 2 {
-        return Err(SnapshotError::TooShort(bytes.len()));
-    }
-    if &bytes[..DELTA_MAGIC.len()] != DELTA_MAGIC {
-        return Err(SnapshotError::NotDelta);
-    }
-    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if version != DELTA_VERSION {
-        return Err(SnapshotError::Version {
-            found: version,
-            supported: DELTA_VERSION,
-        });
-    }
-    if bytes.len() < DELTA_HEADER_LEN + CRC_LEN {
-        return Err(SnapshotError::TooShort(bytes.len()));
-    }
-    let comp_len = u64::from_le_bytes(header_u64(bytes, DELTA_HEADER_LEN - 8));
-    let expected = (DELTA_HEADER_LEN as u64 + CRC_LEN as u64).saturating_add(comp_len);
-    if expected != bytes.len() as u64 {
-        return Err(SnapshotError::Length {
-            expected,
-            actual: bytes.len(),
-        });
-    }
-    let (body, tail) = bytes.split_at(bytes.len() - CRC_LEN);
-    let stored = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
-    let computed = crc32c::crc32c(body);
-    if stored != computed {
-        return Err(SnapshotError::Checksum { stored, computed });
-    }
+    let body = super::check_frame(
+        bytes,
+        DELTA_MAGIC,
+        SnapshotError::NotDelta,
+        DELTA_VERSION,
+        DELTA_HEADER_LEN,
+    )?;
     let mut d = Dec {
         buf: &body[10..DELTA_HEADER_LEN],
         section: "delta header",
