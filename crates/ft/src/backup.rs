@@ -339,8 +339,11 @@ impl Progress {
                     .take()
                     .ok_or_else(|| FtError::Setup("no prologue".into()))?;
                 let mut rp = p.into_replayer(self.out.clone())?;
-                if let Some(local) = self.local_disks.take() {
-                    rp.set_local_disks(local)?;
+                match self.local_disks.take() {
+                    Some(local) => rp.set_local_disks(local)?,
+                    // Shared disks: the writes the primary has not confirmed are re-issued at
+                    // go-live.
+                    None => rp.keep_disk_writes(),
                 }
                 self.rp = Some(rp);
             }

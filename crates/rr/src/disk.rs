@@ -153,6 +153,9 @@ pub struct DiskQueue {
     pub writes: VecDeque<(u64, u64, Option<Vec<u8>>)>,
     /// Bytes in `writes`.
     pub write_bytes: usize,
+    /// Whether replayed writes are kept for a re-issue at all (an FT backup on a shared disk);
+    /// a plain replay never goes live on a disk, so it keeps nothing.
+    pub keep: bool,
 }
 
 /// Replayed writes kept for re-issue beyond which the oldest are dropped (and counted): the
@@ -161,6 +164,9 @@ pub const MAX_UNCONFIRMED: usize = 256 << 20;
 
 impl DiskQueue {
     fn keep_write(&mut self, icount: u64, offset: u64, data: Option<Vec<u8>>) {
+        if !self.keep {
+            return;
+        }
         self.write_bytes += data.as_ref().map_or(0, Vec::len);
         self.writes.push_back((icount, offset, data));
         while self.write_bytes > MAX_UNCONFIRMED {
@@ -367,6 +373,7 @@ mod tests {
     #[test]
     fn replayed_writes_are_kept_until_confirmed_or_go_to_the_local_image() {
         let (mut d, tap, shared) = replayer(&[]);
+        shared.lock().unwrap().keep = true;
         for (i, at) in [10u64, 20, 30].into_iter().enumerate() {
             tap.store(at, Ordering::Relaxed);
             d.write_at(512 * i as u64, &[i as u8 + 1; 512]).unwrap();

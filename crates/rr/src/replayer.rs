@@ -627,6 +627,17 @@ impl Replayer {
         entropy && disks && net && !self.idle && self.power.is_none()
     }
 
+    /// Keeps every replayed disk write (and flush) until [`Replayer::confirm_disk_writes`]
+    /// drops it, for [`Replayer::reissue_disk_writes`] at go-live: what an FT backup on a
+    /// shared disk needs. Off by default (a plain replay keeps nothing).
+    pub fn keep_disk_writes(&mut self) {
+        for q in &self.disks {
+            if let Ok(mut q) = q.lock() {
+                q.keep = true;
+            }
+        }
+    }
+
     /// The primary reports that every disk write made before icount `upto` is on the shared
     /// disk: those need not be re-issued at go-live.
     pub fn confirm_disk_writes(&mut self, upto: u64) {
