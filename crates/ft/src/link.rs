@@ -10,6 +10,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The log writer's output on the primary: bytes wait here until the run loop sends them.
 #[derive(Clone, Default)]
@@ -95,6 +96,7 @@ impl LinkState {
 pub struct Link {
     tx: SyncSender<Msg>,
     writer_shutdown: MsgWriterHandle,
+    sender: std::thread::JoinHandle<()>,
     /// Shared with the threads.
     pub state: Arc<LinkState>,
 }
@@ -114,7 +116,7 @@ impl Link {
         let state = Arc::new(LinkState::default());
         let (tx, rx) = sync_channel::<Msg>(1024);
         let handle = MsgWriterHandle(w.stream_clone()?);
-        {
+        let sender = {
             let state = Arc::clone(&state);
             let mut w = w;
             std::thread::Builder::new()
@@ -127,8 +129,8 @@ impl Link {
                             return;
                         }
                     }
-                })?;
-        }
+                })?
+        };
         {
             let state = Arc::clone(&state);
             std::thread::Builder::new()
@@ -170,6 +172,7 @@ impl Link {
         Ok(Link {
             tx,
             writer_shutdown: handle,
+            sender,
             state,
         })
     }
@@ -202,8 +205,60 @@ impl Link {
         }
     }
 
-    /// Closes the connection (the backup sees the end at once).
+    /// [`Link::send`], waiting while the queue is full until the bytes are queued (`true`) or
+    /// `give_up` says to stop trying (`false`: the bytes are dropped, the link is failing).
+    pub fn send_until(
+        &self,
+        horizon: u64,
+        released: u64,
+        mut bytes: Vec<u8>,
+        give_up: impl Fn() -> bool,
+    ) -> bool {
+        loop {
+            match self.send(horizon, released, bytes) {
+                Ok(()) => return true,
+                Err(back) => {
+                    if self.state.failed.load(Ordering::Relaxed) || give_up() {
+                        return false;
+                    }
+                    bytes = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+
+    /// Closes the connection (the backup sees the end at once; what is still queued is lost).
     pub fn close(&self) {
         let _ = self.writer_shutdown.0.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Ends the log in order: queues its last bytes, lets the sender write everything queued,
+    /// half-closes (the backup reads all of it, then the end of the stream) and waits, within
+    /// `timeout`, for the backup to acknowledge `horizon` after that and hang up. Closing at
+    /// once instead could cut the end marker off while it is still queued, and the backup
+    /// would then take the end of the primary for its failure and go live.
+    pub fn end(self, horizon: u64, released: u64, bytes: Vec<u8>, timeout: Duration) {
+        let t0 = Instant::now();
+        let queued = self.send_until(horizon, released, bytes, || t0.elapsed() >= timeout);
+        let Link {
+            tx,
+            writer_shutdown,
+            sender,
+            state,
+        } = self;
+        // The sender writes what is queued, then sees the queue closed.
+        drop(tx);
+        while !sender.is_finished() && t0.elapsed() < timeout {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if queued && sender.is_finished() && !state.failed.load(Ordering::Relaxed) {
+            let _ = writer_shutdown.0.shutdown(std::net::Shutdown::Write);
+            // The backup acknowledges the last message, then stops and closes its end.
+            while !state.failed.load(Ordering::Relaxed) && t0.elapsed() < timeout {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        let _ = writer_shutdown.0.shutdown(std::net::Shutdown::Both);
     }
 }

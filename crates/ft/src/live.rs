@@ -262,23 +262,12 @@ impl LiveVm {
                 chunks.push(Vec::new());
             }
             let n = chunks.len();
-            for (i, mut bytes) in chunks.into_iter().enumerate() {
+            for (i, bytes) in chunks.into_iter().enumerate() {
                 let h = if i + 1 == n { horizon } else { p.sent_horizon };
                 // A full queue: wait for the sender (bounded by the failure check).
-                loop {
-                    match p.link.send(h, released, bytes) {
-                        Ok(()) => break,
-                        Err(back) => {
-                            if p.link.state.failed.load(Ordering::Relaxed)
-                                || p.live.silence() > self.cfg.heartbeat.timeout
-                            {
-                                break;
-                            }
-                            bytes = back;
-                            std::thread::sleep(Duration::from_millis(1));
-                        }
-                    }
-                }
+                let timeout = self.cfg.heartbeat.timeout;
+                p.link
+                    .send_until(h, released, bytes, || p.live.silence() > timeout);
             }
             p.sent_horizon = horizon;
         }
@@ -431,17 +420,10 @@ impl LiveVm {
             if let Err(e) = rec.finish(&self.m) {
                 eprintln!("ftvm primary: ending the log failed: {e}");
             }
-            let _ = link.send(horizon, released, buf.take());
             self.ep.output(horizon, self.out.take());
-            // Give the backup a moment to acknowledge, so the last output is released.
-            let t0 = Instant::now();
-            while link.state.acked_horizon.load(Ordering::Relaxed) < horizon
-                && !link.state.failed.load(Ordering::Relaxed)
-                && t0.elapsed() < Duration::from_secs(2)
-            {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            link.close();
+            // The backup reads to the end marker, acknowledges (the last output is released)
+            // and stops.
+            link.end(horizon, released, buf.take(), Duration::from_secs(5));
             // The guest ended: what it wrote must be on the disk, acknowledged or not (the
             // backup stops too and will not re-issue it).
             for d in &disks {
