@@ -148,8 +148,10 @@ pub struct PairCmdArgs {
     #[arg(long, value_name = "N")]
     pub demo: Option<u64>,
     /// Start passt (unprivileged user-mode networking) for the guest's card, forwarding this
-    /// host's 127.0.0.1:PORT to the guest's port 7000; with --demo, the counter is then
-    /// driven over one TCP connection through passt instead of the console.
+    /// host's 127.0.0.1:PORT to the guest's port 7000 and PORT+1 to its port 80; with --demo,
+    /// the counter is then driven over one TCP connection through passt instead of the
+    /// console, and the guest's web server (busybox httpd) is asked before and after the
+    /// failover.
     #[arg(long, value_name = "PORT")]
     pub passt: Option<u16>,
     /// Increments in the demo (after the kill as many again).

@@ -102,6 +102,9 @@ pub fn run(a: PairCmdArgs) -> anyhow::Result<i32> {
     let mut kids = Children(Vec::new());
     let mut a = a;
     if let Some(port) = a.passt {
+        let Some(http) = port.checked_add(1) else {
+            bail!("--passt {port}: PORT+1 is forwarded to the guest's web server, so PORT must be below 65535");
+        };
         // The network process outlives either VM: the clients' TCP flows live in it.
         // Directly in the temporary directory: passt does not create its socket in a
         // subdirectory made by root (it drops to an unprivileged user first).
@@ -111,7 +114,7 @@ pub fn run(a: PairCmdArgs) -> anyhow::Result<i32> {
         let child = Command::new("passt")
             .args(["-f", "-q", "-s"])
             .arg(&sock)
-            .args(["-t", &format!("{port}:7000")])
+            .args(["-t", &format!("{port}:7000"), "-t", &format!("{http}:80")])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -127,7 +130,7 @@ pub fn run(a: PairCmdArgs) -> anyhow::Result<i32> {
         a.net.netdev = Some(hostnet::NetdevConfig::Stream(hostnet::StreamAddr::Unix(
             sock,
         )));
-        eprintln!("ftvm pair: passt forwards 127.0.0.1:{port} to the guest's port 7000");
+        eprintln!("ftvm pair: passt forwards 127.0.0.1:{port} to the guest's port 7000 (counter) and 127.0.0.1:{http} to its port 80 (web server)");
     }
     // Non-shared disks: the backup gets images of its own (filled from the primary's at start).
     let mut backup_vm = a.vm.clone();
@@ -345,6 +348,7 @@ fn demo_tcp(
     eprintln!("ftvm pair: demo: waiting for the guest's shell");
     wait_for_shell(c, Duration::from_secs(180))?;
     c.send(b"udhcpc -i eth0 -n -q -t 10 >/dev/null 2>&1; counter 7000 >/dev/null 2>&1 &\n")?;
+    c.send(WEB_SERVER)?;
     let t0 = Instant::now();
     let (mut r, mut w) = loop {
         if t0.elapsed() > Duration::from_secs(60) {
@@ -368,6 +372,9 @@ fn demo_tcp(
         }
     };
     eprintln!("ftvm pair: demo: one TCP connection to the guest's counter through passt (127.0.0.1:{port})");
+    let web = port + 1;
+    let before = http_get(web, "/cgi-bin/hello")?;
+    eprintln!("ftvm pair: demo: GET http://127.0.0.1:{web}/cgi-bin/hello (busybox httpd in the guest): {before}");
     count(kids, kill_after, total, "one TCP connection", |k| {
         if k == 1 {
             return Ok(1);
@@ -381,7 +388,43 @@ fn demo_tcp(
             .parse()
             .with_context(|| format!("bad answer {line:?}"))
     })?;
+    let after = http_get(web, "/cgi-bin/hello")?;
+    println!("demo: the guest's web server answered GET /cgi-bin/hello before the failover ({before}) and after it, from the new primary ({after})");
     power_off(c, kids)
+}
+
+/// busybox httpd on the guest's port 80: a page with the guest's uptime (a CGI script), which
+/// goes on growing through a failover since the guest does not restart.
+const WEB_SERVER: &[u8] = b"mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho hello from the ftvm guest, up $(cut -d. -f1 /proc/uptime) s\\n' > /www/cgi-bin/hello && chmod +x /www/cgi-bin/hello && httpd -p 80 -h /www\n";
+
+/// One HTTP/1.0 GET through passt; the body's first line (the status must be 200).
+fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let t0 = Instant::now();
+    loop {
+        let attempt = || -> anyhow::Result<String> {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+            s.set_read_timeout(Some(Duration::from_secs(30)))?;
+            s.write_all(format!("GET {path} HTTP/1.0\r\nHost: guest\r\n\r\n").as_bytes())?;
+            let mut reply = String::new();
+            s.read_to_string(&mut reply)?;
+            let status = reply.lines().next().unwrap_or_default().to_string();
+            if !status.contains(" 200") {
+                bail!("the guest's web server answered {status:?}");
+            }
+            // The body's first line follows the first empty line.
+            let mut lines = reply.lines().skip_while(|l| !l.trim().is_empty()).skip(1);
+            Ok(lines.next().unwrap_or_default().trim().to_string())
+        };
+        match attempt() {
+            Ok(b) => return Ok(b),
+            // The server may still be starting (passt accepts before the guest does).
+            Err(_) if t0.elapsed() < Duration::from_secs(30) => {
+                std::thread::sleep(Duration::from_millis(300))
+            }
+            Err(e) => return Err(e.context(format!("GET http://127.0.0.1:{port}{path}"))),
+        }
+    }
 }
 
 /// Powers the guest off from its shell and waits for the pair to end.

@@ -89,3 +89,78 @@ fn tcp_connection_survives_failover_through_passt() {
     }
     assert!(p.stderr("backup").contains("went live"), "{}", p.logs());
 }
+
+/// The README's demo, `ftvm pair --demo N --passt PORT`, as a user runs it: passt started by
+/// the pair, the guest's counter service over one TCP connection through a SIGKILL of the
+/// primary (1..=total, none repeated or skipped), and the guest's web server (busybox httpd,
+/// a CGI page) answering before the failover and, from the new primary, after it.
+#[test]
+fn pair_demo_counter_and_web_server_survive_failover() {
+    let Some(g) = guest() else { return };
+    if !std::path::Path::new("/usr/bin/passt").exists() {
+        guestctl::skip("passt is not installed (Debian package `passt`)");
+        return;
+    }
+    // Two adjacent free ports: PORT (counter) and PORT+1 (web server).
+    let port = loop {
+        let p = free_port();
+        if std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            break p;
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("ftvm-pair-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let arbiter = format!("file:{}", dir.join("arbiter").display());
+    let (channel, pc, bc) = (free_port(), free_port(), free_port());
+    let mut child = std::process::Command::new(FTVM)
+        .args(["pair", "--bios", FW_JUMP, "--mem", "256M"])
+        .args(["--append", "console=ttyS0", "--kernel"])
+        .arg(g.join("Image"))
+        .arg("--initrd")
+        .arg(g.join("initramfs.cpio.gz"))
+        .args(["--demo", "20", "--demo-total", "40"])
+        .args(["--passt", &port.to_string(), "--arbiter", &arbiter])
+        .args(["--channel", &format!("127.0.0.1:{channel}")])
+        .args(["--primary-console", &format!("127.0.0.1:{pc}")])
+        .args(["--backup-console", &format!("127.0.0.1:{bc}")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if t0.elapsed() > Duration::from_secs(300) {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    let logs = format!("--- stdout:\n{stdout}\n--- stderr:\n{stderr}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "ftvm pair --demo: {status:?}\n{logs}"
+    );
+    assert!(
+        stdout.contains("40 increments over one TCP connection answered 1..=40 in order"),
+        "{logs}"
+    );
+    let web = stdout
+        .lines()
+        .find(|l| l.contains("web server answered"))
+        .unwrap_or_else(|| panic!("no web server line\n{logs}"));
+    assert_eq!(
+        web.matches("hello from the ftvm guest, up ").count(),
+        2,
+        "{logs}"
+    );
+    eprintln!("{web}");
+}
