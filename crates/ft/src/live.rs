@@ -372,6 +372,8 @@ impl LiveVm {
                 self.status.role = Role::Primary;
                 self.status.last_failover =
                     Some(format!("backup lost at icount {}: {why}", self.m.icount()));
+                // At once: a client that asks right after this must not read "protected".
+                self.publish_status();
                 Ok(Next::Go)
             }
             Ok(Claim::Lost { winner }) => {
@@ -458,7 +460,12 @@ impl LiveVm {
                 *window = (Instant::now(), s.sent_bytes);
             }
         }
-        s.held_bytes = self.ep.held_bytes();
-        self.ep.set_status(s.render());
+        self.publish_status();
+    }
+
+    /// Hands the status text to the endpoint (`STATUS` answers with it).
+    fn publish_status(&mut self) {
+        self.status.held_bytes = self.ep.held_bytes();
+        self.ep.set_status(self.status.render());
     }
 }
