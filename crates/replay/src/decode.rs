@@ -22,7 +22,7 @@ pub enum DecodeError {
         /// The first bytes found (up to 8).
         found: Vec<u8>,
     },
-    /// log format version {version} is not supported: this build reads version 3 (log written by another ftvm version: replay it with the one that recorded it)
+    /// log format version {version} is not supported: this build reads version 4 (log written by another ftvm version: replay it with the one that recorded it)
     #[error("log format version {version} is not supported: this build reads version {FORMAT_VERSION} (log written by another ftvm version: replay it with the one that recorded it)")]
     UnsupportedVersion {
         /// The version in the header.
@@ -477,6 +477,12 @@ impl Decoder {
                 seq: r.varint().map_err(bad)?,
                 len: r.varint().map_err(bad)?,
             },
+            kind::DISK_READ => Event::DiskRead {
+                device: r.u32().map_err(bad)?,
+                offset: r.varint().map_err(bad)?,
+                len: r.varint().map_err(bad)?,
+                digest: r.u64_le().map_err(bad)?,
+            },
             _ => Event::EndOfLog,
         };
         if !r.b.is_empty() {
@@ -519,6 +525,15 @@ impl Fields<'_> {
             .ok_or("a digest runs past the end of the entry")?;
         self.b = rest;
         Ok(*d)
+    }
+
+    fn u64_le(&mut self) -> Result<u64, &'static str> {
+        let (d, rest) = self
+            .b
+            .split_first_chunk::<8>()
+            .ok_or("a digest runs past the end of the entry")?;
+        self.b = rest;
+        Ok(u64::from_le_bytes(*d))
     }
 
     fn rest(&mut self) -> Vec<u8> {

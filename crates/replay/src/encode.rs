@@ -189,6 +189,18 @@ impl EntryEncoder {
                 varint::put(s, *len);
                 &[]
             }
+            Event::DiskRead {
+                device,
+                offset,
+                len,
+                digest,
+            } => {
+                varint::put(s, u64::from(*device));
+                varint::put(s, *offset);
+                varint::put(s, *len);
+                s.extend_from_slice(&digest.to_le_bytes());
+                &[]
+            }
         };
         let body_len = s.len() + tail.len();
         let total = 1 + varint::len(body_len as u64) + body_len;

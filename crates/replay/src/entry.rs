@@ -7,8 +7,8 @@ pub const MAGIC: [u8; 8] = *b"FTVMLOG\0";
 /// The format version this build writes and reads. Bumped on any change to the bytes, including
 /// those of the entries the recorder writes (version 2: the configuration entry carries the
 /// disks, and disk reads are logged; version 3: it carries the network card too, and received
-/// frames are logged).
-pub const FORMAT_VERSION: u16 = 3;
+/// frames are logged; version 4: the disk-read digest entry, kind 12).
+pub const FORMAT_VERSION: u16 = 4;
 
 /// Largest frame body (the batched entries between a frame's length and its checksum). A length
 /// above it is rejected before anything is allocated, so a hostile length costs nothing.
@@ -129,6 +129,20 @@ pub enum Event {
     /// The log ends here on purpose (the VM stopped, or the recorder closed the log). Nothing
     /// may follow it. Kind 11.
     EndOfLog,
+    /// The guest read `len` bytes of a disk at byte `offset` and got bytes whose digest is
+    /// `digest` (XXH3-64): the data itself is not in the log, the replayer reads the same disk
+    /// itself (an FT backup on a shared disk with `--disk-reads own`) and checks the digest.
+    /// Kind 12.
+    DiskRead {
+        /// The board's number for the disk device (its slot).
+        device: u32,
+        /// Byte offset of the read.
+        offset: u64,
+        /// Bytes read.
+        len: u64,
+        /// XXH3-64 of the bytes the guest got.
+        digest: u64,
+    },
 }
 
 /// The kind bytes (see [`Event`]).
@@ -144,6 +158,7 @@ pub(crate) mod kind {
     pub const DISK_WRITE: u8 = 9;
     pub const OUTPUT_MARKER: u8 = 10;
     pub const END_OF_LOG: u8 = 11;
+    pub const DISK_READ: u8 = 12;
 }
 
 impl Event {
@@ -161,6 +176,7 @@ impl Event {
             Event::DiskWrite { .. } => kind::DISK_WRITE,
             Event::OutputMarker { .. } => kind::OUTPUT_MARKER,
             Event::EndOfLog => kind::END_OF_LOG,
+            Event::DiskRead { .. } => kind::DISK_READ,
         }
     }
 
@@ -184,6 +200,7 @@ pub(crate) fn kind_name(k: u8) -> Option<&'static str> {
         kind::DISK_WRITE => "disk-write",
         kind::OUTPUT_MARKER => "output-marker",
         kind::END_OF_LOG => "end-of-log",
+        kind::DISK_READ => "disk-read",
         _ => return None,
     })
 }

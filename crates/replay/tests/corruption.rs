@@ -182,15 +182,16 @@ fn bad_magic_is_reported_from_the_first_byte() {
 #[test]
 fn unsupported_version_and_flags() {
     let mut b = head();
-    b[8] = 4;
+    b[8] = 5;
     let e = err(&b[..10]);
-    assert_eq!(e, DecodeError::UnsupportedVersion { version: 4 });
+    assert_eq!(e, DecodeError::UnsupportedVersion { version: 5 });
     assert_eq!(
         e.to_string(),
-        "log format version 4 is not supported: this build reads version 3 (log written by another ftvm version: replay it with the one that recorded it)"
+        "log format version 5 is not supported: this build reads version 4 (log written by another ftvm version: replay it with the one that recorded it)"
     );
-    // Versions 1 and 2, from before disks and the network card were logged: refused as well.
-    for old in [1, 2] {
+    // Versions 1 to 3, from before disks, the network card and disk-read digests were logged:
+    // refused as well.
+    for old in [1, 2, 3] {
         let mut b = head();
         b[8] = old;
         assert_eq!(
@@ -283,7 +284,7 @@ fn empty_frame() {
 
 #[test]
 fn unknown_kinds_are_rejected_not_misparsed() {
-    for kind in [0u8, 12, 200, 255] {
+    for kind in [0u8, 13, 200, 255] {
         let b = with_frames(&[&[4, 1, 0], &[kind, 1, 0]]);
         let e = err(&b);
         let offset = head().len() as u64 + 8 + 1;

@@ -84,6 +84,12 @@ pub fn every_kind() -> Vec<Entry> {
             seq: 9,
             len: 12,
         },
+        Event::DiskRead {
+            device: 7,
+            offset: 65_536,
+            len: 4096,
+            digest: 0x0123_4567_89ab_cdef,
+        },
         Event::PowerOff,
         Event::EndOfLog,
     ];
@@ -100,7 +106,7 @@ pub fn every_kind() -> Vec<Entry> {
 
 /// A random event at `icount` (never an end-of-log).
 pub fn random_event(rng: &mut Rng, icount: u64) -> Event {
-    match rng.below(10) {
+    match rng.below(11) {
         0 => Event::DeviceCompletion {
             data: {
                 let max = if rng.below(20) == 0 { 5000 } else { 40 };
@@ -135,6 +141,12 @@ pub fn random_event(rng: &mut Rng, icount: u64) -> Event {
             device: rng.below(8) as u32,
             sector: rng.wide(),
             data: rng.bytes(1100),
+        },
+        7 => Event::DiskRead {
+            device: rng.below(8) as u32,
+            offset: rng.wide(),
+            len: rng.wide(),
+            digest: rng.wide(),
         },
         _ => Event::OutputMarker {
             device: rng.wide() as u32,
