@@ -14,6 +14,15 @@
 //!   be at the same icount, offset and length, else the replay has diverged ("disk read").
 //!   Writes are discarded and flushes do nothing, except that a logged failure fails them too.
 //!   When the replayer goes live, the machine's disk backends are replaced by real ones.
+//!
+//! With `--disk-reads own` (an FT pair on a shared disk) the recorder logs a read by its
+//! length and digest ([`read_digest`], XXH3-64) instead of its data (`Event::DiskRead`), and
+//! the replaying side reads the disk itself at the replayed icount: an FT backup reads the
+//! shared image overlaid with the writes it replayed that the primary has not confirmed on the
+//! image ([`DiskQueue::writes`]), which is exactly what the primary's guest saw, since the
+//! primary releases a write to the image only once the backup has replayed past it; `ftvm
+//! replay` reads a private copy-on-write view ([`CowDisk`]) of the image as it was when the
+//! recording began. A digest that differs is a divergence ("disk read: ... differ").
 
 use machine::virtio::BlockBackend;
 use std::collections::VecDeque;
@@ -24,6 +33,46 @@ use std::sync::{Arc, Mutex};
 /// The `request` of a logged flush failure (a read or write failure's request is its offset,
 /// always below the disk's size).
 pub const FLUSH_REQUEST: u64 = u64::MAX;
+
+/// The digest a disk read is logged with under `--disk-reads own`: XXH3-64 (seed 0) of the
+/// bytes the guest got.
+pub fn read_digest(data: &[u8]) -> u64 {
+    twox_hash::XxHash3_64::oneshot(data)
+}
+
+/// What the log says a disk read gave the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoggedRead {
+    /// The bytes themselves (empty: the operation failed on the recording host).
+    Data(Vec<u8>),
+    /// Only their length and [`read_digest`]: the replaying side reads the disk itself.
+    Digest {
+        /// Bytes read.
+        len: u64,
+        /// Their digest.
+        digest: u64,
+    },
+}
+
+impl LoggedRead {
+    /// Bytes the logged read moved.
+    pub fn len(&self) -> u64 {
+        match self {
+            LoggedRead::Data(d) => d.len() as u64,
+            LoggedRead::Digest { len, .. } => *len,
+        }
+    }
+
+    /// Whether this is a logged failure (no data, no digest).
+    pub fn is_failure(&self) -> bool {
+        matches!(self, LoggedRead::Data(d) if d.is_empty())
+    }
+
+    /// Whether nothing was moved (a failure).
+    pub fn is_empty(&self) -> bool {
+        self.is_failure()
+    }
+}
 
 /// What the replayer needs to know of a disk: carried in the log's prologue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,10 +190,13 @@ impl std::fmt::Debug for LocalDisk {
 #[derive(Debug, Default)]
 pub struct DiskQueue {
     /// With a non-shared disk: the replaying host's own image, which the replayed writes go
-    /// to (instead of being kept for re-issue).
+    /// to (instead of being kept for re-issue). Reads logged by digest are read from it.
     pub local: Option<LocalDisk>,
-    /// (icount, request, data), in log order.
-    pub queue: VecDeque<(u64, u64, Vec<u8>)>,
+    /// A shared disk's image that reads logged by digest are read from (an FT backup with
+    /// `--disk-reads own`), overlaid with [`DiskQueue::writes`]; never written.
+    pub image: Option<LocalDisk>,
+    /// (icount, request, what the read gave), in log order.
+    pub queue: VecDeque<(u64, u64, LoggedRead)>,
     /// The first mismatch: (icount, what).
     pub error: Option<(u64, String)>,
     /// Writes (and flushes: `None`) the replayed guest made that the primary may not have put
@@ -177,6 +229,26 @@ impl DiskQueue {
         }
     }
 
+    /// Reads `buf` at `offset` from this host's view of the disk, for a read logged by its
+    /// digest: the local image (non-shared disk, or `ftvm replay`'s copy-on-write view), else
+    /// the shared image overlaid, oldest first, with the replayed writes the primary has not
+    /// confirmed on it.
+    pub fn read_own(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        if let Some(LocalDisk(d)) = &mut self.local {
+            return d.read_at(offset, buf);
+        }
+        let Some(LocalDisk(d)) = &mut self.image else {
+            return Err(io::Error::other("this host has no image of the disk"));
+        };
+        d.read_at(offset, buf)?;
+        for (_, o, data) in &self.writes {
+            if let Some(data) = data {
+                overlay(buf, offset, *o, data);
+            }
+        }
+        Ok(())
+    }
+
     /// The primary has put every write made before icount `upto` on the shared disk.
     pub fn confirm(&mut self, upto: u64) {
         while self.writes.front().is_some_and(|(at, _, _)| *at < upto) {
@@ -184,6 +256,85 @@ impl DiskQueue {
                 self.write_bytes -= d.map_or(0, |d| d.len());
             }
         }
+    }
+}
+
+/// Copies into `buf` (which holds the disk's bytes from `offset`) the part of a write of
+/// `data` at `at` that overlaps it.
+pub fn overlay(buf: &mut [u8], offset: u64, at: u64, data: &[u8]) {
+    let end = offset.saturating_add(buf.len() as u64);
+    let (ws, we) = (at, at.saturating_add(data.len() as u64));
+    let (a, b) = (ws.max(offset), we.min(end));
+    if a < b {
+        // All three fit in usize: they are within `buf` or `data`.
+        let dst = (a - offset) as usize;
+        let src = (a - ws) as usize;
+        let n = (b - a) as usize;
+        buf[dst..dst + n].copy_from_slice(&data[src..src + n]);
+    }
+}
+
+/// A private, copy-on-write view of a disk image: reads come from the image except for the
+/// sectors written through the view, which are kept in memory; the image is never written.
+/// What `ftvm replay` gives a log whose reads are logged by digest, so that replaying a run
+/// does not touch the image it is given.
+pub struct CowDisk {
+    base: Box<dyn BlockBackend>,
+    sectors: std::collections::HashMap<u64, Box<[u8; 512]>>,
+}
+
+impl CowDisk {
+    /// A view of `base`.
+    pub fn new(base: Box<dyn BlockBackend>) -> CowDisk {
+        CowDisk {
+            base,
+            sectors: std::collections::HashMap::new(),
+        }
+    }
+}
+
+impl BlockBackend for CowDisk {
+    fn len(&self) -> u64 {
+        self.base.len()
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.base.read_at(offset, buf)?;
+        if self.sectors.is_empty() {
+            return Ok(());
+        }
+        let end = offset.saturating_add(buf.len() as u64);
+        for s in offset / 512..end.div_ceil(512) {
+            if let Some(d) = self.sectors.get(&s) {
+                overlay(buf, offset, s * 512, &d[..]);
+            }
+        }
+        Ok(())
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let end = offset.saturating_add(data.len() as u64);
+        if end > self.base.len() {
+            return Err(io::Error::other("write past the end of the disk"));
+        }
+        for s in offset / 512..end.div_ceil(512) {
+            if !self.sectors.contains_key(&s) {
+                let mut b = Box::new([0u8; 512]);
+                let n = (self.base.len() - s * 512).min(512) as usize;
+                self.base.read_at(s * 512, &mut b[..n])?;
+                self.sectors.insert(s, b);
+            }
+            if let Some(b) = self.sectors.get_mut(&s) {
+                // The write's bytes over this sector: the sector is `b` at `s * 512`.
+                let (ws, we) = (offset.max(s * 512), end.min(s * 512 + 512));
+                let dst = (ws - s * 512) as usize;
+                let src = (ws - offset) as usize;
+                let n = (we - ws) as usize;
+                b[dst..dst + n].copy_from_slice(&data[src..src + n]);
+            }
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -222,7 +373,7 @@ impl ReplayDisk {
             return Err(io::Error::other("the replayed disk is out of service"));
         }
         match q.queue.front() {
-            Some((at, r, data)) if *at == now && *r == request && data.is_empty() => {
+            Some((at, r, data)) if *at == now && *r == request && data.is_failure() => {
                 q.queue.pop_front();
                 Err(io::Error::other("the recorded disk operation failed"))
             }
@@ -245,12 +396,36 @@ impl BlockBackend for ReplayDisk {
         let now = self.tap.load(Ordering::Relaxed);
         let mut q = lock(&self.shared)?;
         let why = match q.queue.pop_front() {
-            Some((at, req, data)) if at == now && req == offset && data.is_empty() => {
+            Some((at, req, data)) if at == now && req == offset && data.is_failure() => {
                 return Err(io::Error::other("the recorded disk read failed"));
             }
-            Some((at, req, data)) if at == now && req == offset && data.len() == buf.len() => {
+            Some((at, req, LoggedRead::Data(data)))
+                if at == now && req == offset && data.len() == buf.len() =>
+            {
                 buf.copy_from_slice(&data);
                 return Ok(());
+            }
+            Some((at, req, LoggedRead::Digest { len, digest }))
+                if at == now && req == offset && len == buf.len() as u64 =>
+            {
+                match q.read_own(offset, buf) {
+                    Ok(()) if read_digest(buf) == digest => return Ok(()),
+                    Ok(()) => format!(
+                        "disk read: the {} bytes this host read of disk {} at offset {offset} \
+                         differ from what the recorded guest read (digest {:016x}, the log \
+                         has {digest:016x}): this host's view of the disk is not the \
+                         recorder's",
+                        buf.len(),
+                        self.drive,
+                        read_digest(buf)
+                    ),
+                    Err(e) => format!(
+                        "disk read: this host's image of disk {} failed at offset {offset} \
+                         ({} bytes), where the recorded guest's read succeeded: {e}",
+                        self.drive,
+                        buf.len()
+                    ),
+                }
             }
             Some((at, req, data)) => format!(
                 "disk read: the guest read {} bytes of disk {} at offset {offset}; the log has \
@@ -360,7 +535,7 @@ mod tests {
         let tap = Arc::new(AtomicU64::new(0));
         let shared = Arc::new(Mutex::new(DiskQueue::default()));
         for c in log {
-            let e = (c.icount, c.request, c.data.clone());
+            let e = (c.icount, c.request, LoggedRead::Data(c.data.clone()));
             shared.lock().unwrap().queue.push_back(e);
         }
         (
@@ -478,6 +653,108 @@ mod tests {
         assert!(d.flush().is_ok(), "only the logged failure fails");
         let q = shared.lock().unwrap();
         assert!(q.queue.is_empty() && q.error.is_none(), "{:?}", q.error);
+    }
+
+    /// A replayer whose reads are logged by digest, reading `image` (the shared disk).
+    fn own_replayer(
+        log: &[Completion],
+        image: Box<dyn BlockBackend>,
+    ) -> (ReplayDisk, Arc<AtomicU64>, Arc<Mutex<DiskQueue>>) {
+        let (d, tap, shared) = replayer(&[]);
+        {
+            let mut q = shared.lock().unwrap();
+            q.keep = true;
+            q.image = Some(LocalDisk(image));
+            for c in log {
+                let e = LoggedRead::Digest {
+                    len: c.data.len() as u64,
+                    digest: read_digest(&c.data),
+                };
+                q.queue.push_back((c.icount, c.request, e));
+            }
+        }
+        (d, tap, shared)
+    }
+
+    #[test]
+    fn reads_logged_by_digest_are_read_from_the_image_and_its_unconfirmed_writes() {
+        // The recorded guest: reads sector 1, writes it, reads it again.
+        let log = [
+            Completion {
+                icount: 10,
+                device: 7,
+                request: 512,
+                data: vec![1; 512],
+            },
+            Completion {
+                icount: 30,
+                device: 7,
+                request: 0,
+                data: [vec![0; 512], vec![0xee; 512]].concat(),
+            },
+        ];
+        let (mut d, tap, shared) = own_replayer(&log, mem(8192));
+        tap.store(10, Ordering::Relaxed);
+        let mut buf = vec![0; 512];
+        d.read_at(512, &mut buf).unwrap();
+        assert_eq!(buf, [1; 512], "read from the image");
+        tap.store(20, Ordering::Relaxed);
+        d.write_at(512, &[0xee; 512]).unwrap();
+        tap.store(30, Ordering::Relaxed);
+        let mut buf = vec![0; 1024];
+        d.read_at(0, &mut buf).unwrap();
+        assert_eq!(&buf[512..], [0xee; 512], "the unconfirmed write shows");
+        let q = shared.lock().unwrap();
+        assert!(q.queue.is_empty() && q.error.is_none(), "{:?}", q.error);
+    }
+
+    #[test]
+    fn a_digest_that_differs_is_a_disk_read_divergence() {
+        let log = record(mem(8192), &[('r', 512, 1024)]);
+        let mut other = mem(8192);
+        other.write_at(1024, &[0x55; 512]).unwrap();
+        let (mut d, tap, shared) = own_replayer(&log, other);
+        tap.store(10, Ordering::Relaxed);
+        assert!(d.read_at(512, &mut [0; 1024]).is_err());
+        let (at, why) = shared.lock().unwrap().error.clone().unwrap();
+        assert_eq!(at, 10);
+        assert!(
+            why.starts_with("disk read:") && why.contains("differ from what the recorded guest"),
+            "{why}"
+        );
+        // An image that fails is a divergence too, not a panic.
+        let (mut d, tap, shared) = own_replayer(&log, Box::new(Broken));
+        tap.store(10, Ordering::Relaxed);
+        assert!(d.read_at(512, &mut [0; 1024]).is_err());
+        let why = shared.lock().unwrap().error.clone().unwrap().1;
+        assert!(why.contains("this host's image of disk 0 failed"), "{why}");
+        // A read of another length than the logged one.
+        let (mut d, tap, shared) = own_replayer(&log, mem(8192));
+        tap.store(10, Ordering::Relaxed);
+        assert!(d.read_at(512, &mut [0; 512]).is_err());
+        let why = shared.lock().unwrap().error.clone().unwrap().1;
+        assert!(
+            why.contains("the log has 1024 bytes at offset 512"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_cow_view_never_writes_its_image() {
+        let mut c = CowDisk::new(mem(4096));
+        c.write_at(500, &[9; 30]).unwrap();
+        c.write_at(1024, &[7; 512]).unwrap();
+        let mut buf = vec![0; 2048];
+        c.read_at(0, &mut buf).unwrap();
+        let mut want: Vec<u8> = (0..2048).map(|i| (i / 512) as u8).collect();
+        want[500..530].fill(9);
+        want[1024..1536].fill(7);
+        assert_eq!(buf, want);
+        assert!(c.write_at(4090, &[0; 10]).is_err(), "past the end");
+        let mut base = vec![0; 2048];
+        c.base.read_at(0, &mut base).unwrap();
+        assert_eq!(base[500], 0, "the image is untouched");
+        assert_eq!(base[1024], 2);
     }
 
     #[test]

@@ -105,6 +105,8 @@ pub struct Recorder<W: Write> {
     /// The network card's MAC, if there is one.
     net: Option<[u8; 6]>,
     next_digest: u64,
+    /// Disk reads are logged by their digest, not their data (`--disk-reads own`).
+    read_digests: bool,
     /// The time-sync policy, from the first [`Recorder::sync_time`] on.
     timesync: Option<TimeSync>,
     /// The guest's power request that ended the run, if any.
@@ -154,6 +156,7 @@ impl<W: Write> Recorder<W> {
                 readonly: cfg.drives.iter().map(|d| d.readonly).collect(),
                 net: cfg.net.map(|n| n.mac),
                 next_digest: DIGEST_EVERY,
+                read_digests: false,
                 timesync: None,
                 power: None,
                 error: None,
@@ -245,6 +248,14 @@ impl<W: Write> Recorder<W> {
         Ok(())
     }
 
+    /// Logs every successful disk read by its length and digest ([`crate::disk::read_digest`])
+    /// instead of its data (an `Event::DiskRead`): for a replayer that reads the same disk
+    /// itself (an FT backup on a shared disk with `--disk-reads own`). Failures are logged as
+    /// before.
+    pub fn log_disk_reads_by_digest(&mut self) {
+        self.read_digests = true;
+    }
+
     /// The machine's clock tap (connected by [`Recorder::start`]): the icount of the device
     /// pass under way, for other backends that must know when the guest did something (e.g.
     /// the FT output rule's hold on transmitted frames).
@@ -329,15 +340,24 @@ impl<W: Write> Recorder<W> {
             Ok(mut p) => p.drain(..).collect(),
             Err(_) => Vec::new(),
         };
+        let drives = self.readonly.len();
+        let is_disk = |d: u32| (0..drives).any(|i| disk_device(i) == d);
         for c in taken {
-            let r = self.append(
-                c.icount,
+            let event = if self.read_digests && !c.data.is_empty() && is_disk(c.device) {
+                Event::DiskRead {
+                    device: c.device,
+                    offset: c.request,
+                    len: c.data.len() as u64,
+                    digest: crate::disk::read_digest(&c.data),
+                }
+            } else {
                 Event::DeviceCompletion {
                     device: c.device,
                     request: c.request,
                     data: c.data,
-                },
-            );
+                }
+            };
+            let r = self.append(c.icount, event);
             self.note(r);
         }
         if digest_ok && m.icount() >= self.next_digest {

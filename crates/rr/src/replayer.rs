@@ -14,7 +14,7 @@
 //! run calls as the recorder ([`crate::SLICE`] at a time), because finding every hart idle
 //! touches hart state. At the first mismatch it stops with [`ReplayError::Diverged`].
 
-use crate::disk::{DiskQueue, ReplayDisk};
+use crate::disk::{DiskQueue, LocalDisk, LoggedRead, ReplayDisk};
 use crate::logged::{digest_parts, LoggedConfig, DEV_UART, TAG_CONFIG, TAG_SNAPSHOT};
 use crate::net::{NetQueue, ReplayNet};
 use crate::outbox::Outbox;
@@ -50,6 +50,16 @@ pub enum ReplayError {
     /// the host's disks given for going live do not fit the replayed machine
     #[error("cannot go live with these disks: {0}")]
     LiveDisks(String),
+    /// the log's disk reads are logged by digest and the disk's image was not given
+    #[error(
+        "the log reads disk {drive} itself (recorded with --disk-reads own: its disk reads \
+         are logged by digest, without their data): replaying it needs that disk's image as \
+         it was when the recording began (ftvm replay --drive file=IMAGE)"
+    )]
+    NeedsDiskImage {
+        /// Which disk.
+        drive: usize,
+    },
     /// the replayed machine does not do what the log says
     #[error("diverged at icount {icount}: {what}")]
     Diverged {
@@ -448,8 +458,27 @@ impl Replayer {
                 // Taken inside a run slice, as entropy is.
                 let drive = self.config.drive_of(device).unwrap_or(0);
                 if let Ok(mut q) = self.disks[drive].lock() {
-                    q.queue.push_back((e.icount, request, data));
+                    q.queue
+                        .push_back((e.icount, request, LoggedRead::Data(data)));
                 }
+            }
+            Event::DiskRead {
+                device,
+                offset,
+                len,
+                digest,
+            } if self.config.drive_of(device).is_some() => {
+                // Read from this host's view of the disk inside a run slice, where the
+                // logged one was.
+                let drive = self.config.drive_of(device).unwrap_or(0);
+                let mut q = self.disks[drive]
+                    .lock()
+                    .map_err(|_| diverged(e.icount, "disk queue poisoned"))?;
+                if q.local.is_none() && q.image.is_none() {
+                    return Err(ReplayError::NeedsDiskImage { drive });
+                }
+                q.queue
+                    .push_back((e.icount, offset, LoggedRead::Digest { len, digest }));
             }
             Event::DeviceCompletion { device, data, .. } if Some(device) == self.net_device => {
                 // Taken inside a run slice, when the guest has a receive buffer posted.
@@ -577,6 +606,20 @@ impl Replayer {
         Ok(())
     }
 
+    /// A shared disk's images (one per logged drive, in `--drive` order) to read from where
+    /// the log has a read's digest instead of its data (recorded with `--disk-reads own`):
+    /// each read sees the image overlaid with the kept replayed writes
+    /// ([`Replayer::keep_disk_writes`]) not confirmed on it. The images are never written.
+    pub fn set_read_disks(&mut self, disks: Vec<Box<dyn BlockBackend>>) -> Result<(), ReplayError> {
+        self.check_disks(&disks)?;
+        for (q, d) in self.disks.iter().zip(disks) {
+            if let Ok(mut q) = q.lock() {
+                q.image = Some(LocalDisk(d));
+            }
+        }
+        Ok(())
+    }
+
     /// Gives the host's network that [`Replayer::go_live`] switches the network card to (e.g.
     /// a `hostnet` stream or tap backend, possibly wrapped in a [`crate::HeldNet`] for the
     /// output rule). Without it, a machine with a network card goes live unplugged: frames
@@ -605,7 +648,11 @@ impl Replayer {
         }
         for q in &self.disks {
             if let Ok(mut q) = q.lock() {
-                *q = DiskQueue::default();
+                // The disks this host gave (images, kept-writes mode) stay.
+                q.queue.clear();
+                q.error = None;
+                q.writes.clear();
+                q.write_bytes = 0;
             }
         }
         self.idle = false;
@@ -684,7 +731,7 @@ impl Replayer {
         self.check_disks(&disks)?;
         for (q, d) in self.disks.iter().zip(disks) {
             if let Ok(mut q) = q.lock() {
-                q.local = Some(crate::disk::LocalDisk(d));
+                q.local = Some(LocalDisk(d));
                 q.writes.clear();
                 q.write_bytes = 0;
             }
@@ -736,5 +783,107 @@ impl Replayer {
             let _ = self.m.replace_net(live);
         }
         (self.m, self.idle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::{disk_device, read_digest, CowDisk};
+    use crate::Recorder;
+
+    /// A log of a machine with one 64 KiB disk whose one read (at its first run slice's end)
+    /// is logged by digest; the disk image's path.
+    fn digest_log(name: &str) -> (Vec<u8>, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("rr-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fw = dir.join("fw.bin");
+        std::fs::write(&fw, 0x0000_006fu32.to_le_bytes()).unwrap(); // j .
+        let img = dir.join("disk.img");
+        std::fs::write(&img, vec![7u8; 65536]).unwrap();
+        let cfg = MachineConfig {
+            mem_size: 64 << 20,
+            harts: 1,
+            bios: Firmware::File(fw),
+            kernel: None,
+            initrd: None,
+            append: String::new(),
+            drives: vec![DriveConfig {
+                path: img.clone(),
+                readonly: false,
+                nbd: None,
+            }],
+            net: None,
+        };
+        let (mut rec, entropy) = Recorder::new(Vec::new(), &cfg).unwrap();
+        rec.log_disk_reads_by_digest();
+        let out = Outbox::default();
+        let backends = Backends {
+            serial: Box::new(out.clone()),
+            console: Box::new(out),
+            entropy,
+        };
+        let mut m = Machine::new(&cfg, backends).unwrap();
+        rec.start(&mut m).unwrap();
+        m.run(crate::SLICE);
+        rec.after_slice(&m, false);
+        let digest = read_digest(&[7; 512]);
+        rec.event(
+            &m,
+            Event::DiskRead {
+                device: disk_device(0),
+                offset: 0,
+                len: 512,
+                digest,
+            },
+        );
+        (rec.finish(&m).unwrap(), img)
+    }
+
+    fn replayer_of(log: &[u8]) -> (Replayer, replay::LogReader<&[u8]>) {
+        let mut r = replay::LogReader::new(log).unwrap();
+        let mut p = Prologue::new(r.header());
+        while !p.feed(&r.next_entry().unwrap().unwrap()).unwrap() {}
+        (p.into_replayer(Outbox::default()).unwrap(), r)
+    }
+
+    #[test]
+    fn a_log_of_read_digests_needs_the_disk_image_and_says_so() {
+        let (log, img) = digest_log("needs-image");
+        let (mut rp, mut r) = replayer_of(&log);
+        let e = loop {
+            let e = r.next_entry().unwrap().unwrap();
+            match rp.apply(e) {
+                Ok(false) => {}
+                Ok(true) => panic!("replayed without the image"),
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(e, ReplayError::NeedsDiskImage { drive: 0 }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("--disk-reads own") && msg.contains("needs that disk's image"),
+            "{msg}"
+        );
+        // With the image the read is taken from it; this guest never reads, which the end of
+        // the log then shows as a divergence (not a missing image).
+        let (mut rp, mut r) = replayer_of(&log);
+        let disk = machine::virtio::block::FileBackend::open(&img, true).unwrap();
+        rp.set_local_disks(vec![Box::new(CowDisk::new(Box::new(disk)))])
+            .unwrap();
+        let e = loop {
+            let e = r.next_entry().unwrap().unwrap();
+            match rp.apply(e) {
+                Ok(false) => {}
+                Ok(true) => panic!("the guest did not take the read"),
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            e.to_string()
+                .contains("disk read: the guest did not read disk 0 at offset 0"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(img.parent().unwrap());
     }
 }
