@@ -28,6 +28,9 @@ pub struct BackupConfig {
     pub console: SocketAddr,
     /// The host network the guest's card joins at go-live, if it has one.
     pub netdev: Option<hostnet::NetdevConfig>,
+    /// Shared disks: this side reads the disk itself where the log has a read's digest
+    /// (`--disk-reads own`). The primary must say the same.
+    pub disk_reads_own: bool,
 }
 
 /// What the receiver thread hands the replay loop.
@@ -46,6 +49,26 @@ struct RxState {
     entries: AtomicU64,
     bytes: AtomicU64,
     replayed: AtomicU64,
+    /// The highest horizon received.
+    horizon: AtomicU64,
+}
+
+/// The channel's writer, shared by the receiver (which acknowledges what it received) and,
+/// with `--disk-reads own`, the replay loop (which says how far it has replayed: the
+/// primary's held disk writes wait for that).
+type AckWriter = Arc<std::sync::Mutex<MsgWriter>>;
+
+/// Sends an acknowledgement of what has been received and replayed.
+fn send_ack(w: &AckWriter, st: &RxState) -> Result<(), wire::WireError> {
+    let ack = Msg::Ack {
+        entries: st.entries.load(Ordering::Relaxed),
+        horizon: st.horizon.load(Ordering::Relaxed),
+        replayed: st.replayed.load(Ordering::Relaxed),
+    };
+    match w.lock() {
+        Ok(mut w) => w.send(&ack),
+        Err(_) => Err(wire::WireError::Closed),
+    }
 }
 
 /// Writes a part of a disk image the primary sent (non-shared disks) into this host's image.
@@ -82,13 +105,18 @@ fn write_chunk(
         .map_err(|e| format!("writing {}: {e}", d.path.display()))
 }
 
+/// The log receiver. With `own_reads` (`--disk-reads own`) it leaves the channel open when
+/// the primary ends the log: the replay loop closes it once it has replayed to the end, so that
+/// the primary, which waits for that, writes its last held writes only after the backup's last
+/// reads of the disk.
 fn receive(
     mut r: MsgReader,
-    mut w: MsgWriter,
+    w: AckWriter,
     tx: std::sync::mpsc::SyncSender<Item>,
     st: Arc<RxState>,
     live: Arc<Liveness>,
     drives: Vec<machine::DriveConfig>,
+    own_reads: bool,
 ) {
     let mut dec = Decoder::new();
     let mut horizon = 0u64;
@@ -153,21 +181,21 @@ fn receive(
             break format!("the primary's horizon went back from {horizon} to {h}");
         }
         horizon = h;
+        st.horizon.store(horizon, Ordering::Relaxed);
         st.entries
             .fetch_add(entries.len() as u64, Ordering::Relaxed);
         if tx.send(Item::Log(entries, horizon, released)).is_err() {
             break "the replay loop ended".into();
         }
-        let ack = Msg::Ack {
-            entries: st.entries.load(Ordering::Relaxed),
-            horizon,
-            replayed: st.replayed.load(Ordering::Relaxed),
-        };
-        if let Err(e) = w.send(&ack) {
+        if let Err(e) = send_ack(&w, &st) {
             break format!("acknowledging: {e}");
         }
     };
-    w.shutdown();
+    if !own_reads {
+        if let Ok(w) = w.lock() {
+            w.shutdown();
+        }
+    }
     let _ = tx.send(Item::Gone(why));
 }
 
@@ -194,31 +222,50 @@ pub fn run(
         "cannot open the heartbeat socket on {}",
         bc.listen
     )))?;
+    if bc.disk_reads_own && cfg.non_shared {
+        return Err(FtError::Setup(
+            "--disk-reads own needs shared disks (--disk-mode shared): with non-shared disks \
+             the backup's images are its own"
+                .into(),
+        ));
+    }
     let mut status = Status::new(&cfg.vm, Role::Backup, "(waiting)".into());
     ep.set_status(status.render());
     eprintln!(
         "ftvm backup: waiting for the primary on {} (console {} once live)",
         bc.listen, bc.console
     );
-    let (hello, w, r, peer) =
-        loop {
-            let (s, peer) = listener.accept().map_err(io("accepting the primary"))?;
-            match wire::accept_handshake(s, &cfg.key) {
-                Ok((h, w, r)) if h.vm == cfg.vm && h.non_shared == cfg.non_shared => {
-                    break (h, w, r, peer)
-                }
-                Ok((h, ..)) if h.vm == cfg.vm => eprintln!(
-                "ftvm backup: refused {peer}: its disks are {}, ours {} (--disk-mode must agree)",
-                if h.non_shared { "non-shared" } else { "shared" },
-                if cfg.non_shared { "non-shared" } else { "shared" },
-            ),
-                Ok((h, ..)) => eprintln!(
-                    "ftvm backup: refused {peer}: it protects VM {:?}, we back up {:?}",
-                    h.vm, cfg.vm
-                ),
-                Err(e) => eprintln!("ftvm backup: refused {peer}: {e}"),
-            }
+    let (hello, w, r, peer) = loop {
+        let (s, peer) = listener.accept().map_err(io("accepting the primary"))?;
+        let ours = wire::Hello {
+            vm: cfg.vm.clone(),
+            generation: 0,
+            non_shared: cfg.non_shared,
+            disk_reads_own: bc.disk_reads_own,
         };
+        // Disk settings that differ are refused with the reason (the primary says it too).
+        let check = |h: &wire::Hello| {
+            (h.vm == cfg.vm && h.describe_disks() != ours.describe_disks()).then(|| {
+                format!(
+                    "the primary's disks are set up with {}, the backup's with {} (both \
+                         sides must agree)",
+                    h.describe_disks(),
+                    ours.describe_disks()
+                )
+            })
+        };
+        match wire::accept_handshake_checked(s, &cfg.key, check) {
+            Ok((h, w, r)) if h.vm == cfg.vm => break (h, w, r, peer),
+            Ok((h, ..)) => eprintln!(
+                "ftvm backup: refused {peer}: it protects VM {:?}, we back up {:?}",
+                h.vm, cfg.vm
+            ),
+            Err(wire::WireError::Refused(why)) => {
+                eprintln!("ftvm backup: refused {peer}: {why}")
+            }
+            Err(e) => eprintln!("ftvm backup: refused {peer}: {e}"),
+        }
+    };
     drop(listener);
     status.peer = peer.to_string();
     eprintln!(
@@ -244,12 +291,14 @@ pub fn run(
         .map_err(io("cannot keep a handle on the channel"))?;
     let st = Arc::new(RxState::default());
     let (tx, rx) = sync_channel(4096);
+    let acks: AckWriter = Arc::new(std::sync::Mutex::new(w));
     {
         let (st, live) = (Arc::clone(&st), Arc::clone(&live));
         let drives = mcfg.drives.clone();
+        let (w, own) = (Arc::clone(&acks), bc.disk_reads_own);
         std::thread::Builder::new()
             .name("log-receiver".into())
-            .spawn(move || receive(r, w, tx, st, live, drives))
+            .spawn(move || receive(r, w, tx, st, live, drives, own))
             .map_err(io("cannot start the log receiver"))?;
     }
     Backup {
@@ -264,6 +313,7 @@ pub fn run(
         hb_stop,
         mcfg: mcfg.clone(),
         netdev: bc.netdev.clone(),
+        own_reads: bc.disk_reads_own.then_some(acks),
     }
     .run()
 }
@@ -285,6 +335,8 @@ struct Backup {
     mcfg: machine::MachineConfig,
     /// This host's network for the guest's card.
     netdev: Option<hostnet::NetdevConfig>,
+    /// With `--disk-reads own`: the channel's writer, to say how far the replay has got.
+    own_reads: Option<AckWriter>,
 }
 
 /// The replay side's progress.
@@ -299,6 +351,8 @@ struct Progress {
     out: Outbox,
     /// Non-shared disks: this host's images, handed to the replayer once it exists.
     local_disks: Option<Vec<Box<dyn machine::virtio::BlockBackend>>>,
+    /// Shared disks with `--disk-reads own`: the images the replayer reads from.
+    read_disks: Option<Vec<Box<dyn machine::virtio::BlockBackend>>>,
 }
 
 impl Progress {
@@ -345,6 +399,9 @@ impl Progress {
                     // go-live.
                     None => rp.keep_disk_writes(),
                 }
+                if let Some(images) = self.read_disks.take() {
+                    rp.set_read_disks(images)?;
+                }
                 self.rp = Some(rp);
             }
         }
@@ -374,6 +431,7 @@ impl Backup {
             ended: false,
             out: Outbox::default(),
             local_disks: None,
+            read_disks: None,
         };
         let mut opened = false;
         let mut last_status = Instant::now();
@@ -391,6 +449,14 @@ impl Backup {
                     if self.cfg.non_shared && !opened {
                         opened = true;
                         p.local_disks = Some(machine::machine::open_disks(&self.mcfg)?);
+                    }
+                    // --disk-reads own: the shared images, read where the log has digests.
+                    if self.own_reads.is_some() && !opened {
+                        opened = true;
+                        // Opened read-only: this side never writes through them.
+                        let mut ro = self.mcfg.clone();
+                        ro.drives.iter_mut().for_each(|d| d.readonly = true);
+                        p.read_disks = Some(machine::machine::open_disks(&ro)?);
                     }
                     p.prologue = Some(Prologue::new(&h))
                 }
@@ -410,7 +476,11 @@ impl Backup {
                 let target = p.horizon.min(rp.icount().saturating_add(rr::SLICE));
                 rp.run_to(target)?;
                 p.tail.push(&p.out.take());
-                self.st.replayed.store(rp.icount(), Ordering::Relaxed);
+                let before = self.st.replayed.swap(rp.icount(), Ordering::Relaxed);
+                // --disk-reads own: the primary's held writes wait for this.
+                if let (Some(w), true) = (&self.own_reads, rp.icount() > before) {
+                    let _ = send_ack(w, &self.st);
+                }
             }
             if self.live.silence() > self.cfg.heartbeat.timeout {
                 break format!(
@@ -444,6 +514,9 @@ impl Backup {
             _ => "the primary ended the log (operator power off)",
         };
         eprintln!("ftvm backup: {how}: stopping too");
+        // --disk-reads own: the primary waits for this (everything replayed) to write its last
+        // held writes.
+        let _ = self.channel.shutdown(std::net::Shutdown::Both);
         self.ep.close();
         0
     }

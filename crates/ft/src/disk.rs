@@ -5,6 +5,12 @@
 //! `rr::Replayer::reissue_disk_writes`), so a write is either on the disk or re-issued, and no
 //! write of an execution the backup never saw ever reaches the disk.
 //!
+//! With `--disk-reads own` the backup reads the shared disk itself, so a write must not reach
+//! the disk before the backup has executed the reads that came before it (the paper's
+//! read/write race: a block the guest reads and then writes): the primary then releases the
+//! writes of a slice once the backup has *replayed* past the slice's end, not merely received
+//! it (`crate::link`, [`HeldDisk::release`] with the replayed icount).
+//!
 //! Flushes are held in order with the writes: a flush reaches the disk after the writes before
 //! it. (The guest's fsync therefore returns before the data is durable; the promise it made
 //! to a client is an output, and that output waits for the same acknowledgement, after which
@@ -15,19 +21,21 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// A held write (`None`: a flush).
-type Held = (u64, u64, Option<Vec<u8>>);
+/// A held write (`None`: a flush): (start of its slice, the slice's horizon, offset, data).
+type Held = (u64, u64, u64, Option<Vec<u8>>);
 
 struct Inner {
     disk: Box<dyn BlockBackend>,
     len: u64,
     /// Writes of the slice being run (horizon not known yet).
     open: Vec<(u64, Option<Vec<u8>>)>,
-    /// (horizon, offset, data) waiting for the acknowledgement of `horizon`.
+    /// Writes waiting for the acknowledgement of their slice's horizon.
     held: VecDeque<Held>,
     holding: bool,
-    /// Horizon up to which every write is on the disk.
+    /// Icount before which every write is on the disk.
     released: u64,
+    /// The last sealed horizon: where the open slice started.
+    sealed: u64,
     /// Writes the disk refused after the guest saw them succeed.
     failures: u64,
 }
@@ -47,6 +55,7 @@ impl HeldDisk {
             held: VecDeque::new(),
             holding: true,
             released: 0,
+            sealed: 0,
             failures: 0,
         })))
     }
@@ -62,15 +71,18 @@ impl HeldDisk {
     pub fn seal(&self, horizon: u64) {
         let mut s = self.lock();
         let open = std::mem::take(&mut s.open);
+        let start = s.sealed;
         s.held
-            .extend(open.into_iter().map(|(off, d)| (horizon, off, d)));
+            .extend(open.into_iter().map(|(off, d)| (start, horizon, off, d)));
+        s.sealed = s.sealed.max(horizon);
     }
 
-    /// The backup acknowledged `horizon`: the writes before it go to the disk.
+    /// The backup acknowledged `horizon` (or, with `--disk-reads own`, replayed to it): the
+    /// writes of the slices that ended by then go to the disk.
     pub fn release(&self, horizon: u64) {
         let mut s = self.lock();
-        while s.held.front().is_some_and(|(h, _, _)| *h <= horizon) {
-            let Some((_, off, data)) = s.held.pop_front() else {
+        while s.held.front().is_some_and(|(_, h, _, _)| *h <= horizon) {
+            let Some((_, _, off, data)) = s.held.pop_front() else {
                 break;
             };
             let r = match &data {
@@ -81,10 +93,13 @@ impl HeldDisk {
                 s.failures += 1;
             }
         }
-        s.released = s.released.max(horizon);
+        // Every write still held was made in a slice that started at or after `start` (a
+        // replayed icount need not be a slice's end, so `horizon` alone would claim too much).
+        let start = s.held.front().map_or(s.sealed, |w| w.0);
+        s.released = s.released.max(horizon.min(start));
     }
 
-    /// Horizon up to which every write is on the disk.
+    /// Icount before which every write is on the disk.
     pub fn released(&self) -> u64 {
         self.lock().released
     }
@@ -129,7 +144,7 @@ impl BlockBackend for HeldDisk {
         let Inner { held, open, .. } = &*s;
         let pending = held
             .iter()
-            .map(|(_, o, d)| (*o, d))
+            .map(|(_, _, o, d)| (*o, d))
             .chain(open.iter().map(|(o, d)| (*o, d)));
         for (o, d) in pending {
             let Some(d) = d else { continue };
@@ -199,9 +214,20 @@ mod tests {
         h.release(150);
         assert_eq!(on_disk(&h, 10, 4), b"abXY");
         assert_eq!(on_disk(&h, 0, 2), b"\0\0", "the later slice still waits");
-        assert_eq!(h.released(), 150);
+        assert_eq!(
+            h.released(),
+            100,
+            "the held slice [100, 200) may hold writes made before 150"
+        );
         h.release(200);
         assert_eq!(on_disk(&h, 0, 2), b"zz");
+        assert_eq!(h.released(), 200);
+        b.write_at(0, b"yy").unwrap();
+        h.release(250);
+        assert_eq!(h.released(), 200, "an open slice started at 200");
+        h.seal(300);
+        h.release(300);
+        assert_eq!((h.released(), on_disk(&h, 0, 2)), (300, b"yy".to_vec()));
     }
 
     #[test]

@@ -105,12 +105,16 @@ pub struct Link {
 struct MsgWriterHandle(std::net::TcpStream);
 
 impl Link {
-    /// Starts the sender and the acknowledgement reader. `ep` gets the released horizons.
+    /// Starts the sender and the acknowledgement reader. `ep` and `release` get the
+    /// acknowledged horizons; `on_replayed` the icounts the backup reports it has replayed to
+    /// (held shared-disk writes with `--disk-reads own`, which must not reach the disk before
+    /// the backup has made the reads before them).
     pub fn start(
         w: MsgWriter,
         mut r: MsgReader,
         ep: Endpoint,
         release: Vec<Release>,
+        on_replayed: Vec<Release>,
         live: Arc<Liveness>,
     ) -> std::io::Result<Link> {
         let state = Arc::new(LinkState::default());
@@ -155,6 +159,11 @@ impl Link {
                             }
                             for r in &release {
                                 r(horizon);
+                            }
+                            for r in &on_replayed {
+                                // Never past what the backup has: it cannot have replayed
+                                // further (a lying backup releases nothing early).
+                                r(replayed.min(horizon));
                             }
                             ep.release(horizon);
                         }

@@ -30,12 +30,26 @@ pub struct PrimaryConfig {
     pub connect_for: Duration,
     /// The host network the guest's network card is on, if it has one.
     pub netdev: Option<hostnet::NetdevConfig>,
+    /// Shared disks: the backup reads the disk itself (`--disk-reads own`): the log carries
+    /// each read's digest instead of its data, and held writes wait until the backup has
+    /// replayed past them. Both sides must agree.
+    pub disk_reads_own: bool,
 }
 
 /// Runs the primary; returns the exit code.
 pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<i32, FtError> {
+    if pc.disk_reads_own && cfg.non_shared {
+        return Err(FtError::Setup(
+            "--disk-reads own needs shared disks (--disk-mode shared): with non-shared disks \
+             the backup's images are its own"
+                .into(),
+        ));
+    }
     let buf = SharedBuf::default();
     let (mut rec, entropy) = Recorder::new(buf.clone(), mcfg)?;
+    if pc.disk_reads_own {
+        rec.log_disk_reads_by_digest();
+    }
     let out = Outbox::default();
     let mut m = Machine::new(
         mcfg,
@@ -94,6 +108,7 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
         vm: cfg.vm.clone(),
         generation,
         non_shared: cfg.non_shared,
+        disk_reads_own: pc.disk_reads_own,
     };
     let (mut w, r) = wire::connect_handshake(stream, &cfg.key, &hello)?;
     if cfg.non_shared {
@@ -126,9 +141,17 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
         None => None,
     };
     let mut release: Vec<crate::link::Release> = Vec::new();
+    // With --disk-reads own a write waits for the backup to replay past it (the backup reads
+    // the disk itself), else for the backup to have the log.
+    let mut on_replayed: Vec<crate::link::Release> = Vec::new();
     for d in &disks {
         let d = d.clone();
-        release.push(Box::new(move |h| d.release(h)));
+        let f: crate::link::Release = Box::new(move |h| d.release(h));
+        if pc.disk_reads_own {
+            on_replayed.push(f);
+        } else {
+            release.push(f);
+        }
     }
     if let Some(n) = &net {
         let n = n.clone();
@@ -136,7 +159,7 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
             n.release_upto(h);
         }));
     }
-    let link = Link::start(w, r, ep.clone(), release, Arc::clone(&live))
+    let link = Link::start(w, r, ep.clone(), release, on_replayed, Arc::clone(&live))
         .map_err(io("cannot start the logging channel"))?;
     eprintln!(
         "ftvm primary: vm {} protected by the backup at {} (generation {generation}, arbiter {}); console on {}",

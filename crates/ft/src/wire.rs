@@ -72,6 +72,9 @@ pub enum WireError {
     /// the handshake failed
     #[error("authentication failed: {0}")]
     Auth(String),
+    /// the backup authenticated us and refused to pair (the two sides' settings disagree)
+    #[error("the backup refused to pair: {0}")]
+    Refused(String),
 }
 
 impl Msg {
@@ -223,7 +226,36 @@ pub struct Hello {
     pub generation: u64,
     /// Whether each side has its own disk images (else they share them).
     pub non_shared: bool,
+    /// Shared disks only: the backup reads the disk itself (`--disk-reads own`), the log
+    /// carries each read's digest instead of its data.
+    pub disk_reads_own: bool,
 }
+
+impl Hello {
+    /// The disk-mode byte of the first handshake message: 0 shared disks with reads in the
+    /// log, 1 non-shared disks, 2 shared disks that the backup reads itself.
+    fn disk_mode(&self) -> u8 {
+        match (self.non_shared, self.disk_reads_own) {
+            (true, _) => 1,
+            (false, false) => 0,
+            (false, true) => 2,
+        }
+    }
+
+    /// How this side's disks are set up, for messages: `--disk-mode ... --disk-reads ...`.
+    pub fn describe_disks(&self) -> &'static str {
+        match self.disk_mode() {
+            1 => "--disk-mode non-shared",
+            2 => "--disk-mode shared --disk-reads own",
+            _ => "--disk-mode shared --disk-reads log",
+        }
+    }
+}
+
+/// The backup's answer after the proofs: paired.
+const ACCEPTED: u8 = 1;
+/// The backup's answer after the proofs: refused, a block with the reason follows.
+const REFUSED: u8 = 2;
 
 fn read_block(s: &mut TcpStream, max: usize) -> Result<Vec<u8>, WireError> {
     let mut len = [0u8; 2];
@@ -277,7 +309,7 @@ pub fn connect_handshake(
     let mut first = MAGIC.to_vec();
     first.extend_from_slice(&np);
     first.extend_from_slice(&hello.generation.to_le_bytes());
-    first.push(u8::from(hello.non_shared));
+    first.push(hello.disk_mode());
     first.extend_from_slice(hello.vm.as_bytes());
     write_block(&mut s, &first)?;
     let reply = read_block(&mut s, 8 + NONCE_LEN + 32)?;
@@ -294,6 +326,16 @@ pub fn connect_handshake(
     let mut ok = [0u8; 1];
     read_exact_or_closed(&mut s, &mut ok)
         .map_err(|_| WireError::Auth("the backup refused us".into()))?;
+    if ok[0] == REFUSED {
+        let why =
+            read_block(&mut s, 1024).map_err(|_| WireError::Refused("(no reason given)".into()))?;
+        return Err(WireError::Refused(
+            String::from_utf8_lossy(&why).into_owned(),
+        ));
+    }
+    if ok[0] != ACCEPTED {
+        return Err(WireError::Auth("the backup answered nonsense".into()));
+    }
     s.set_read_timeout(None)?;
     let nb = nb.to_vec();
     split(s, key, &np, &nb, 0)
@@ -301,8 +343,19 @@ pub fn connect_handshake(
 
 /// The backup's side of the handshake on an accepted stream.
 pub fn accept_handshake(
+    s: TcpStream,
+    key: &Key,
+) -> Result<(Hello, MsgWriter, MsgReader), WireError> {
+    accept_handshake_checked(s, key, |_| None)
+}
+
+/// [`accept_handshake`], refusing an authenticated primary whose [`Hello`] `check` finds
+/// wrong: the primary is told why (its handshake fails with [`WireError::Refused`] and that
+/// text), and so is the caller (the same error).
+pub fn accept_handshake_checked(
     mut s: TcpStream,
     key: &Key,
+    check: impl Fn(&Hello) -> Option<String>,
 ) -> Result<(Hello, MsgWriter, MsgReader), WireError> {
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
     let first = read_block(&mut s, 8 + NONCE_LEN + 8 + 1 + 64)?;
@@ -315,9 +368,10 @@ pub fn accept_handshake(
             .try_into()
             .map_err(|_| WireError::Auth("short hello".into()))?,
     );
-    let non_shared = match first[8 + NONCE_LEN + 8] {
-        0 => false,
-        1 => true,
+    let (non_shared, disk_reads_own) = match first[8 + NONCE_LEN + 8] {
+        0 => (false, false),
+        1 => (true, false),
+        2 => (false, true),
         _ => return Err(WireError::Auth("bad disk mode".into())),
     };
     let vm = String::from_utf8(first[8 + NONCE_LEN + 9..].to_vec())
@@ -331,18 +385,23 @@ pub fn accept_handshake(
     if !auth::equal(&proof, &auth::primary_proof(key, &np, &nb)) {
         return Err(WireError::Auth("the peer does not hold our key".into()));
     }
-    s.write_all(&[1])?;
+    let hello = Hello {
+        vm,
+        generation,
+        non_shared,
+        disk_reads_own,
+    };
+    if let Some(why) = check(&hello) {
+        // Only an authenticated primary is told.
+        s.write_all(&[REFUSED])?;
+        let why: String = why.chars().take(300).collect();
+        let _ = write_block(&mut s, why.as_bytes());
+        return Err(WireError::Refused(why));
+    }
+    s.write_all(&[ACCEPTED])?;
     s.set_read_timeout(None)?;
     let (w, r) = split(s, key, &np, &nb, 1)?;
-    Ok((
-        Hello {
-            vm,
-            generation,
-            non_shared,
-        },
-        w,
-        r,
-    ))
+    Ok((hello, w, r))
 }
 
 #[cfg(test)]
@@ -366,6 +425,7 @@ mod tests {
             vm: "vm0".into(),
             generation: 3,
             non_shared: true,
+            disk_reads_own: false,
         };
         let p = connect_handshake(TcpStream::connect(addr).unwrap(), &kp, &hello);
         (p, t.join().unwrap())
@@ -394,6 +454,58 @@ mod tests {
         };
         bw.send(&a).unwrap();
         assert_eq!(pr.recv().unwrap(), a);
+    }
+
+    #[test]
+    fn disk_modes_travel_and_a_mismatch_is_refused_with_the_reason_on_both_sides() {
+        for (non_shared, own) in [(false, false), (true, false), (false, true)] {
+            let k = Key::random();
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            let kb = k.clone();
+            let t = std::thread::spawn(move || {
+                let (s, _) = l.accept().unwrap();
+                accept_handshake_checked(s, &kb, |h| {
+                    (h.disk_reads_own != own || h.non_shared != non_shared)
+                        .then(|| format!("it runs {}", h.describe_disks()))
+                })
+            });
+            let hello = Hello {
+                vm: "vm0".into(),
+                generation: 1,
+                non_shared,
+                disk_reads_own: own,
+            };
+            let p = connect_handshake(TcpStream::connect(addr).unwrap(), &k, &hello);
+            let (h, ..) = t.join().unwrap().unwrap();
+            assert!(p.is_ok());
+            assert_eq!((h.non_shared, h.disk_reads_own), (non_shared, own));
+        }
+        let k = Key::random();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let kb = k.clone();
+        let t = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            accept_handshake_checked(s, &kb, |h| {
+                h.disk_reads_own
+                    .then(|| "the backup logs disk reads, the primary reads its own".into())
+            })
+        });
+        let hello = Hello {
+            vm: "vm0".into(),
+            generation: 1,
+            non_shared: false,
+            disk_reads_own: true,
+        };
+        let p = connect_handshake(TcpStream::connect(addr).unwrap(), &k, &hello);
+        let b = t.join().unwrap();
+        for e in [p.err().unwrap(), b.err().unwrap()] {
+            assert!(
+                matches!(&e, WireError::Refused(w) if w.contains("reads its own")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -47,6 +47,26 @@ pub struct PairArgs {
     /// start), the backup applies the writes it replays.
     #[arg(long, value_name = "MODE", default_value = "shared", value_parser = ["shared", "non-shared"])]
     pub disk_mode: String,
+    /// Shared disks: `log`: the data of every disk read travels in the log. `own`: the log
+    /// carries only each read's digest and the backup reads the shared disk itself (the
+    /// primary's writes then also wait until the backup has replayed past them). Both sides
+    /// must agree.
+    #[arg(long, value_name = "MODE", default_value = "log", value_parser = ["log", "own"])]
+    pub disk_reads: String,
+}
+
+impl PairArgs {
+    /// `--disk-reads own`, checked against the disk mode.
+    pub fn disk_reads_own(&self) -> anyhow::Result<bool> {
+        let own = self.disk_reads == "own";
+        if own && self.disk_mode == "non-shared" {
+            bail!(
+                "--disk-reads own needs shared disks (--disk-mode shared): with non-shared disks \
+                 each side has its own images"
+            );
+        }
+        Ok(own)
+    }
 }
 
 /// The guest's network card (`ftvm run`; for a pair, each side's own host network: the backup
@@ -218,7 +238,17 @@ fn exit(what: &str, r: anyhow::Result<i32>) -> i32 {
     match r {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ftvm {what}: {e:#}");
+            // The chain of causes, without repeating one that a message already quotes (the
+            // pair's errors often say their cause themselves).
+            let mut msg = e.to_string();
+            for cause in e.chain().skip(1) {
+                let c = cause.to_string();
+                if !msg.contains(&c) {
+                    msg.push_str(": ");
+                    msg.push_str(&c);
+                }
+            }
+            eprintln!("ftvm {what}: {msg}");
             2
         }
     }
@@ -235,6 +265,7 @@ pub fn primary(a: PrimaryArgs) -> i32 {
                 console,
                 connect_for: Duration::from_secs(a.connect_timeout),
                 netdev: a.net.netdev.clone(),
+                disk_reads_own: a.pair.disk_reads_own()?,
             };
             let cfg = pair_config(&a.pair, format!("primary@{console}"))?;
             let mut mcfg = a.vm.config();
@@ -253,6 +284,7 @@ pub fn backup(a: BackupArgs) -> i32 {
                 listen: addr(&a.listen, "--listen")?,
                 console: addr(&a.console, "--console")?,
                 netdev: a.net.netdev.clone(),
+                disk_reads_own: a.pair.disk_reads_own()?,
             };
             let cfg = pair_config(&a.pair, format!("backup@{}", bc.console))?;
             Ok(ft::backup::run(&a.vm.config(), &bc, cfg)?)

@@ -71,6 +71,8 @@ fn pair_flags(p: &PairArgs, key: &std::path::Path) -> Vec<String> {
         p.log_buffer.to_string(),
         "--disk-mode".into(),
         p.disk_mode.clone(),
+        "--disk-reads".into(),
+        p.disk_reads.clone(),
     ]
 }
 

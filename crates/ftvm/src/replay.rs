@@ -8,7 +8,10 @@
 //! logged input waiting for its device, not idle) and the log's next entry lies beyond it; with
 //! `--restore FILE` it starts from such a snapshot instead of the log's initial one, skips the
 //! entries up to the snapshot's icount and replays the rest (the same log: the digests after
-//! it check that the run continues exactly). Disks need nothing: their reads are in the log.
+//! it check that the run continues exactly). Disks need nothing: their reads are in the log,
+//! except in a log recorded with `--disk-reads own` (an FT pair's), which holds only each
+//! read's digest: `--drive file=IMAGE` then gives the image as it was when the recording began
+//! (read through a private copy-on-write view: the replayed writes never reach the file).
 //!
 //! Exit codes: 0 when the log has been replayed to its end (and the guest powered off where
 //! the log says it did), 2 on a divergence or a bad log.
@@ -43,6 +46,11 @@ pub struct Args {
     /// replay the rest of the log.
     #[arg(long, value_name = "FILE")]
     pub restore: Option<PathBuf>,
+    /// The disk images, in the recording's --drive order, for a log whose disk reads are
+    /// logged by digest (recorded with --disk-reads own): the images as they were when the
+    /// recording began. They are only read; the replayed writes stay in memory.
+    #[arg(long, value_name = "file=PATH|nbd=ADDR[,...]")]
+    pub drive: Vec<machine::DriveConfig>,
 }
 
 /// Runs the command; returns the process exit code.
@@ -110,6 +118,29 @@ fn replay(a: &Args) -> Result<String, ReplayError> {
     while !prologue.feed(&next(&mut r)?)? {}
     let out = Outbox::default();
     let mut rp = prologue.into_replayer(out.clone())?;
+    if !a.drive.is_empty() {
+        let cfg = machine::MachineConfig {
+            drives: a
+                .drive
+                .iter()
+                .cloned()
+                .map(|mut d| {
+                    d.readonly = true;
+                    d
+                })
+                .collect(),
+            ..machine::MachineConfig::default()
+        };
+        let disks = machine::machine::open_disks(&cfg).map_err(|e| ReplayError::Open {
+            path: "the --drive images".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let views = disks
+            .into_iter()
+            .map(|d| Box::new(rr::disk::CowDisk::new(d)) as Box<dyn machine::virtio::BlockBackend>)
+            .collect();
+        rp.set_local_disks(views)?;
+    }
     // Entries at or before this icount are already in the restored machine.
     let mut skip_to = None;
     if let Some(path) = &a.restore {

@@ -56,6 +56,13 @@ fn read_file(img: &Path, name: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The tests of this file one at a time: each runs a pair of VMs (two interpreters busy), and
+/// several pairs at once on a small host starve the heartbeats into false failovers.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn runs() -> u64 {
     std::env::var("FTVM_FT_DISK_RUNS")
         .ok()
@@ -116,6 +123,7 @@ fn append_until(
 #[test]
 fn non_shared_disks_stay_identical_and_survive_failover() {
     let Some(g) = guest() else { return };
+    let _one_at_a_time = serial();
     for kill in [false, true] {
         let a = scratch_image(&g, &format!("ns-a-{kill}"));
         let b = scratch_image(&g, &format!("ns-b-{kill}"));
@@ -164,6 +172,7 @@ fn non_shared_disks_stay_identical_and_survive_failover() {
 #[test]
 fn shared_disk_records_survive_failover() {
     let Some(g) = guest() else { return };
+    let _one_at_a_time = serial();
     let mut rng = Rng::new("shared_disk_records_survive_failover");
     for run in 0..runs() {
         let t0 = Instant::now();
@@ -203,6 +212,7 @@ fn shared_disk_records_survive_failover() {
 #[test]
 fn shared_disk_on_qemu_nbd_survives_failover() {
     let Some(g) = guest() else { return };
+    let _one_at_a_time = serial();
     if !Path::new("/usr/bin/qemu-nbd").exists() {
         guestctl::skip("no /usr/bin/qemu-nbd (apt-get install qemu-utils)");
         return;
@@ -260,4 +270,216 @@ fn shared_disk_on_qemu_nbd_survives_failover() {
     );
     let _ = std::fs::remove_file(&img);
     let _ = std::fs::remove_file(&sock);
+}
+
+/// `--disk-reads own` for both sides (the backup reads the shared disk itself).
+fn own_reads() -> Vec<String> {
+    vec!["--disk-reads".into(), "own".into()]
+}
+
+/// The log bytes the primary has sent (`log_sent` in its status).
+fn log_sent(p: &Pair) -> u64 {
+    let s = ft::console::request(
+        &p.primary_console.to_string(),
+        "STATUS",
+        Duration::from_secs(2),
+    )
+    .expect("the primary's status");
+    s.lines()
+        .find_map(|l| l.strip_prefix("log_sent: "))
+        .and_then(|v| v.split(", ").nth(1))
+        .and_then(|b| b.trim_end_matches(" bytes").parse().ok())
+        .unwrap_or_else(|| panic!("no log_sent in {s:?}"))
+}
+
+/// Has the guest read its whole disk (16 MiB, page cache dropped first), and waits for it.
+fn read_whole_disk(c: &mut ft::console::client::ConsoleClient, p: &Pair) {
+    c.send(b"echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda of=/dev/null bs=64k 2>/dev/null; echo READ-DONE-$((40+2))\n")
+        .unwrap();
+    c.read_line_until(|l| l.ends_with("READ-DONE-42"), Duration::from_secs(120))
+        .unwrap()
+        .unwrap_or_else(|| panic!("the disk read did not finish\n{}", p.logs()));
+}
+
+/// The log a read of the whole disk costs in each mode: (bytes, pair log on failure).
+fn read_phase_log(g: &Path, own: bool) -> u64 {
+    let img = scratch_image(g, &format!("readlog-{own}"));
+    let mut extra = drive(&img);
+    if own {
+        extra.extend(own_reads());
+    }
+    let o = PairOptions {
+        extra,
+        ..Default::default()
+    };
+    let mut p = Pair::start(&format!("readlog-{own}"), g, &o, None);
+    let mut c = p.client();
+    wait_for_shell(&mut c);
+    // The status is refreshed every few hundred ms.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = log_sent(&p);
+    read_whole_disk(&mut c, &p);
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = log_sent(&p) - before;
+    c.send(b"poweroff\n").unwrap();
+    assert_eq!(
+        p.wait("backup", Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        p.logs()
+    );
+    assert_eq!(
+        p.wait("primary", Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        p.logs()
+    );
+    drop(p);
+    let _ = std::fs::remove_file(&img);
+    sent
+}
+
+/// `--disk-reads own`: the same records-under-SIGKILL check as above, the backup reading the
+/// shared disk itself (the primary's writes wait until the backup has replayed past them).
+#[test]
+fn shared_disk_with_own_reads_survives_failover() {
+    let Some(g) = guest() else { return };
+    let _one_at_a_time = serial();
+    let mut rng = Rng::new("shared_disk_with_own_reads_survives_failover");
+    for run in 0..runs().div_ceil(2) {
+        let t0 = Instant::now();
+        let img = scratch_image(&g, &format!("own-{run}"));
+        let mut extra = drive(&img);
+        extra.extend(own_reads());
+        let o = PairOptions {
+            extra,
+            ..Default::default()
+        };
+        let mut p = Pair::start(&format!("disk-own-{run}"), &g, &o, None);
+        let mut c = p.client();
+        wait_for_shell(&mut c);
+        let kill_after = 3 + rng.below(30);
+        let durable = append_until(&mut c, &mut p, kill_after + 20, Some(kill_after));
+        assert_eq!(
+            p.wait("backup", Duration::from_secs(60)),
+            Some(0),
+            "run {run}\n{}",
+            p.logs()
+        );
+        let on_disk = check_records(&read_file(&img, "records"));
+        assert!(
+            on_disk >= durable,
+            "run {run}: {durable} records reported durable, {on_disk} on the disk\n{}",
+            p.logs()
+        );
+        eprintln!(
+            "own reads, run {run}: killed after record {kill_after}; {durable} reported, {on_disk} on disk; {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
+        drop(p);
+        let _ = std::fs::remove_file(&img);
+    }
+}
+
+/// A read-heavy phase (the guest reads its whole 16 MiB disk) sends its data in the log with
+/// `--disk-reads log`, only digests with `own`.
+#[test]
+fn own_disk_reads_send_much_less_log() {
+    let Some(g) = guest() else { return };
+    let _one_at_a_time = serial();
+    let logged = read_phase_log(&g, false);
+    let own = read_phase_log(&g, true);
+    eprintln!(
+        "reading the whole 16 MiB disk: {logged} log bytes with --disk-reads log, {own} with own"
+    );
+    assert!(logged > 15 << 20, "log mode sent only {logged} bytes");
+    assert!(
+        own * 20 < logged,
+        "own mode sent {own} bytes, log mode {logged}"
+    );
+}
+
+/// The backup's image differs from what the primary reads (here: its own copy, altered under
+/// it): its first read of the altered data is a divergence, named as such, and the primary
+/// carries on alone.
+#[test]
+fn own_disk_reads_of_an_altered_image_diverge_and_the_primary_carries_on() {
+    let Some(g) = guest() else { return };
+    let _one_at_a_time = serial();
+    let a = scratch_image(&g, "alter-a");
+    let b = scratch_image(&g, "alter-b");
+    let o = PairOptions {
+        extra: own_reads(),
+        primary_extra: drive(&a),
+        backup_extra: drive(&b),
+        ..Default::default()
+    };
+    let mut p = Pair::start("disk-alter", &g, &o, None);
+    let mut c = p.client();
+    wait_for_shell(&mut c);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&b).unwrap();
+        f.write_all_at(&[0xa5; 4096], 12 << 20).unwrap();
+    }
+    read_whole_disk(&mut c, &p);
+    assert_eq!(
+        p.wait("backup", Duration::from_secs(30)),
+        Some(2),
+        "{}",
+        p.logs()
+    );
+    let err = p.stderr("backup");
+    let line = err
+        .lines()
+        .find(|l| l.contains("diverged at icount"))
+        .unwrap_or_else(|| panic!("no divergence reported\n{}", p.logs()));
+    assert!(line.contains("disk read"), "{line}");
+    eprintln!("{line}");
+    // The primary notices, wins the arbiter and runs on.
+    let t0 = Instant::now();
+    while !p.stderr("primary").contains("running on alone") {
+        assert!(t0.elapsed() < Duration::from_secs(20), "{}", p.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_for_shell(&mut c);
+    c.send(b"poweroff\n").unwrap();
+    assert_eq!(
+        p.wait("primary", Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        p.logs()
+    );
+    drop(p);
+    let _ = std::fs::remove_file(&a);
+    let _ = std::fs::remove_file(&b);
+}
+
+/// The two sides must agree on --disk-reads: the backup refuses the primary, and both say why.
+#[test]
+fn disk_reads_modes_must_agree() {
+    let Some(g) = guest() else { return };
+    let _one_at_a_time = serial();
+    let img = scratch_image(&g, "agree");
+    let o = PairOptions {
+        extra: drive(&img),
+        primary_extra: own_reads(),
+        ..Default::default()
+    };
+    let mut p = Pair::start("disk-agree", &g, &o, None);
+    assert_eq!(
+        p.wait("primary", Duration::from_secs(30)),
+        Some(2),
+        "{}",
+        p.logs()
+    );
+    let want = "--disk-reads own, the backup's with --disk-mode shared --disk-reads log";
+    assert!(p.stderr("primary").contains(want), "{}", p.logs());
+    let t0 = Instant::now();
+    while !p.stderr("backup").contains(want) {
+        assert!(t0.elapsed() < Duration::from_secs(5), "{}", p.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(p);
+    let _ = std::fs::remove_file(&img);
 }
