@@ -554,7 +554,8 @@ fn tcp_connections_survive_failover_over_tap_devices() {
     let mb: u64 = std::env::var("FTVM_NETNS_MB")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(50);
+        .unwrap_or(50)
+        .max(1);
     let bytes = mb << 20;
     // Somewhere between 30 % and 60 % of the stream.
     let kill_at = bytes * 3 / 10 + rng.below(bytes * 3 / 10);
