@@ -208,6 +208,7 @@ pub fn run(
     cfg: PairConfig,
 ) -> Result<i32, FtError> {
     let ep = Endpoint::new(false, false);
+    crate::metrics::attach(&ep, cfg.metrics)?;
     let cl = TcpListener::bind(bc.console).map_err(io(format!(
         "cannot listen for console clients on {}",
         bc.console
@@ -230,7 +231,7 @@ pub fn run(
         ));
     }
     let mut status = Status::new(&cfg.vm, Role::Backup, "(waiting)".into());
-    ep.set_status(status.render());
+    ep.set_status(&status);
     eprintln!(
         "ftvm backup: waiting for the primary on {} (console {} once live)",
         bc.listen, bc.console
@@ -505,7 +506,7 @@ impl Backup {
         s.lag = machine::clock::duration_of(p.horizon.saturating_sub(s.icount));
         s.peer_silence = self.live.silence();
         s.max_gap = self.live.max_gap();
-        self.ep.set_status(s.render());
+        self.ep.set_status(s);
     }
 
     fn stop_with_primary(&self, p: &Progress) -> i32 {

@@ -55,6 +55,8 @@ struct State {
     hold: bool,
     controls: VecDeque<Control>,
     status: String,
+    /// The Prometheus gauges, when `--metrics` serves them.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Which client connection is the current one.
     client: u64,
     closed: bool,
@@ -365,9 +367,18 @@ impl Endpoint {
         self.lock().held.iter().map(|(_, b)| b.len()).sum()
     }
 
-    /// Replaces the status text `STATUS` answers with.
-    pub fn set_status(&self, text: String) {
-        self.lock().status = text;
+    /// Replaces the status `STATUS` answers with (and the metrics, if they are served).
+    pub fn set_status(&self, s: &crate::status::Status) {
+        let mut st = self.lock();
+        st.status = s.render();
+        if let Some(m) = &st.metrics {
+            m.update(s);
+        }
+    }
+
+    /// Keeps `m` up to date with every status from now on.
+    pub fn attach_metrics(&self, m: Arc<crate::metrics::Metrics>) {
+        self.lock().metrics = Some(m);
     }
 
     /// Stops serving: clients are disconnected.

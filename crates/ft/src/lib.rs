@@ -16,6 +16,7 @@ pub mod disk;
 pub mod heartbeat;
 pub mod link;
 mod live;
+pub mod metrics;
 pub mod primary;
 pub mod status;
 pub mod throttle;
@@ -48,6 +49,8 @@ pub struct PairConfig {
     /// applying the replayed writes); otherwise both reach the same images and only the live
     /// primary writes.
     pub non_shared: bool,
+    /// Where Prometheus metrics are served (`GET /metrics`), if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Why a pair member stopped with an error.

@@ -466,6 +466,6 @@ impl LiveVm {
     /// Hands the status text to the endpoint (`STATUS` answers with it).
     fn publish_status(&mut self) {
         self.status.held_bytes = self.ep.held_bytes();
-        self.ep.set_status(self.status.render());
+        self.ep.set_status(&self.status);
     }
 }

@@ -80,6 +80,7 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
         pc.console
     )))?;
     let ep = Endpoint::new(true, true);
+    crate::metrics::attach(&ep, cfg.metrics)?;
     ep.serve(listener)
         .map_err(io("cannot start the console endpoint"))?;
 

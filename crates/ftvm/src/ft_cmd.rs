@@ -119,6 +119,9 @@ pub struct PrimaryArgs {
     /// How long to keep trying to reach the backup at start, in seconds.
     #[arg(long, value_name = "S", default_value_t = 30)]
     pub connect_timeout: u64,
+    /// Serve Prometheus metrics (the figures of `ftvm status`) at http://HOST:PORT/metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics: Option<String>,
 }
 
 /// Options of `ftvm backup`.
@@ -139,6 +142,9 @@ pub struct BackupArgs {
     /// Where console clients and `ftvm status` reach this side (console once live).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7102")]
     pub console: String,
+    /// Serve Prometheus metrics (the figures of `ftvm status`) at http://HOST:PORT/metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics: Option<String>,
 }
 
 /// Options of `ftvm pair`.
@@ -231,7 +237,12 @@ fn pair_config(p: &PairArgs, me: String) -> anyhow::Result<PairConfig> {
         max_lag: Duration::from_millis(p.max_lag_ms),
         buffer: usize::try_from(p.log_buffer).unwrap_or(usize::MAX),
         non_shared: p.disk_mode == "non-shared",
+        metrics: None,
     })
+}
+
+fn metrics_addr(m: &Option<String>) -> anyhow::Result<Option<SocketAddr>> {
+    m.as_deref().map(|m| addr(m, "--metrics")).transpose()
 }
 
 fn exit(what: &str, r: anyhow::Result<i32>) -> i32 {
@@ -267,7 +278,8 @@ pub fn primary(a: PrimaryArgs) -> i32 {
                 netdev: a.net.netdev.clone(),
                 disk_reads_own: a.pair.disk_reads_own()?,
             };
-            let cfg = pair_config(&a.pair, format!("primary@{console}"))?;
+            let mut cfg = pair_config(&a.pair, format!("primary@{console}"))?;
+            cfg.metrics = metrics_addr(&a.metrics)?;
             let mut mcfg = a.vm.config();
             a.net.apply(&mut mcfg);
             Ok(ft::primary::run(&mcfg, &pc, cfg)?)
@@ -286,7 +298,8 @@ pub fn backup(a: BackupArgs) -> i32 {
                 netdev: a.net.netdev.clone(),
                 disk_reads_own: a.pair.disk_reads_own()?,
             };
-            let cfg = pair_config(&a.pair, format!("backup@{}", bc.console))?;
+            let mut cfg = pair_config(&a.pair, format!("backup@{}", bc.console))?;
+            cfg.metrics = metrics_addr(&a.metrics)?;
             Ok(ft::backup::run(&a.vm.config(), &bc, cfg)?)
         })(),
     )

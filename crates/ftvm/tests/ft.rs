@@ -418,3 +418,71 @@ fn flow_control_with_a_tiny_buffer() {
         increment(&mut c, k, &|| p.logs());
     }
 }
+
+/// `--metrics`: each side serves the figures of `ftvm status` to Prometheus; after the
+/// backup is killed the primary's gauges say it runs unprotected.
+#[test]
+fn metrics_endpoints_follow_the_status() {
+    let Some(g) = guest() else { return };
+    let (pm, bm) = (addr(free_port()), addr(free_port()));
+    let o = PairOptions {
+        primary_extra: vec!["--metrics".into(), pm.to_string()],
+        backup_extra: vec!["--metrics".into(), bm.to_string()],
+        ..Default::default()
+    };
+    let mut p = Pair::start("metrics", &g, &o, None);
+    let mut c = p.client();
+    start_counter(&mut c);
+    increment(&mut c, 1, &|| p.logs());
+    let get = |a: std::net::SocketAddr| -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(a).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.0 200"), "{out}");
+        out
+    };
+    let value = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    // The status is published every 50 ms (the backup's every 200 ms).
+    std::thread::sleep(Duration::from_millis(400));
+    let prim = get(pm);
+    assert!(prim.contains(r#"role="primary""#), "{prim}");
+    assert_eq!(value(&prim, "ftvm_protected"), 1.0, "{prim}");
+    assert!(value(&prim, "ftvm_icount") > 0.0, "{prim}");
+    assert!(value(&prim, "ftvm_log_sent_bytes") > 0.0, "{prim}");
+    let back = get(bm);
+    assert!(back.contains(r#"role="backup""#), "{back}");
+    assert!(value(&back, "ftvm_log_replayed_icount") > 0.0, "{back}");
+    p.kill("backup");
+    increment(&mut c, 2, &|| p.logs());
+    let t0 = Instant::now();
+    let alone = loop {
+        let m = get(pm);
+        if value(&m, "ftvm_protected") == 0.0 {
+            break m;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "still protected after the backup was killed\n{m}\n{}",
+            p.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(value(&alone, "ftvm_failovers"), 1.0, "{alone}");
+    c.send(b"\x04poweroff\n").unwrap();
+    assert_eq!(
+        p.wait("primary", Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        p.logs()
+    );
+}

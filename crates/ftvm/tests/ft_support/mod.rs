@@ -260,7 +260,11 @@ impl Drop for Pair {
         self.kill("backup");
         if std::thread::panicking() {
             // Whatever failed, both sides' account of it is in the test's output.
-            eprintln!("the pair's logs (kept in {}):\n{}", self.dir.display(), self.logs());
+            eprintln!(
+                "the pair's logs (kept in {}):\n{}",
+                self.dir.display(),
+                self.logs()
+            );
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
