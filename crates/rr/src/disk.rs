@@ -97,8 +97,54 @@ pub struct Completion {
 }
 
 /// Inputs taken by devices and not yet logged, in the order they were taken (non-decreasing
-/// icount), shared by every recording backend of a machine.
-pub type Pending = Arc<Mutex<VecDeque<Completion>>>;
+/// icount), shared by every recording backend of a machine (clones share the queue). Once
+/// the recorder is gone ([`Pending::close`]: an FT primary that runs on alone keeps its
+/// machine and so the recording wrappers) nothing is kept: the queue would grow without end.
+#[derive(Clone, Default)]
+pub struct Pending(Arc<Mutex<PendingQueue>>);
+
+#[derive(Default)]
+struct PendingQueue {
+    queue: VecDeque<Completion>,
+    closed: bool,
+}
+
+impl Pending {
+    /// Notes an input (dropped once closed).
+    pub fn push(&self, c: Completion) {
+        if let Ok(mut p) = self.0.lock() {
+            if !p.closed {
+                p.queue.push_back(c);
+            }
+        }
+    }
+
+    /// Takes every input noted so far, oldest first.
+    pub fn take(&self) -> Vec<Completion> {
+        self.0
+            .lock()
+            .map(|mut p| p.queue.drain(..).collect())
+            .unwrap_or_default()
+    }
+
+    /// Drops what is queued and keeps nothing from now on.
+    pub fn close(&self) {
+        if let Ok(mut p) = self.0.lock() {
+            p.closed = true;
+            p.queue.clear();
+        }
+    }
+
+    /// Inputs queued now.
+    pub fn len(&self) -> usize {
+        self.0.lock().map_or(0, |p| p.queue.len())
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// The log's device number of the `drive`-th disk: its virtio slot.
 pub fn disk_device(drive: usize) -> u32 {
@@ -136,14 +182,12 @@ impl RecordingDisk {
     }
 
     fn note(&self, request: u64, data: Vec<u8>) {
-        if let Ok(mut p) = self.pending.lock() {
-            p.push_back(Completion {
-                icount: self.tap.load(Ordering::Relaxed),
-                device: self.device,
-                request,
-                data,
-            });
-        }
+        self.pending.push(Completion {
+            icount: self.tap.load(Ordering::Relaxed),
+            device: self.device,
+            request,
+            data,
+        });
     }
 
     /// Notes a failure of the host's disk, which the guest is about to see.
@@ -488,6 +532,32 @@ fn local_op(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_closed_queue_keeps_nothing() {
+        let p = Pending::default();
+        let c = |icount| Completion {
+            icount,
+            device: 1,
+            request: 0,
+            data: vec![1; 4096],
+        };
+        let wrapper = p.clone();
+        wrapper.push(c(1));
+        wrapper.push(c(2));
+        assert_eq!(p.len(), 2);
+        assert_eq!(
+            p.take().iter().map(|c| c.icount).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        wrapper.push(c(3));
+        p.close();
+        assert!(p.is_empty(), "closing drops what was queued");
+        for i in 0..1000 {
+            wrapper.push(c(i));
+        }
+        assert!(p.is_empty() && p.take().is_empty());
+    }
     use machine::virtio::block::MemBackend;
 
     /// A disk that fails every operation.
@@ -517,7 +587,7 @@ mod tests {
     fn record(inner: Box<dyn BlockBackend>, ops: &[(char, u64, usize)]) -> Vec<Completion> {
         let tap = Arc::new(AtomicU64::new(0));
         let pending = Pending::default();
-        let mut d = RecordingDisk::new(inner, 7, Arc::clone(&tap), Arc::clone(&pending));
+        let mut d = RecordingDisk::new(inner, 7, Arc::clone(&tap), pending.clone());
         for (i, &(op, off, len)) in ops.iter().enumerate() {
             tap.store(10 * (i as u64 + 1), Ordering::Relaxed);
             let mut buf = vec![0; len];
@@ -527,8 +597,7 @@ mod tests {
                 _ => d.flush(),
             };
         }
-        let v = pending.lock().unwrap().drain(..).collect();
-        v
+        pending.take()
     }
 
     fn replayer(log: &[Completion]) -> (ReplayDisk, Arc<AtomicU64>, Arc<Mutex<DiskQueue>>) {

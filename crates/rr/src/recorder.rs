@@ -81,14 +81,12 @@ struct RecordingEntropy {
 impl EntropyBackend for RecordingEntropy {
     fn fill(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
         self.inner.fill(buf)?;
-        if let Ok(mut p) = self.pending.lock() {
-            p.push_back(Completion {
-                icount: self.tap.load(Ordering::Relaxed),
-                device: self.device,
-                request: 0,
-                data: buf.to_vec(),
-            });
-        }
+        self.pending.push(Completion {
+            icount: self.tap.load(Ordering::Relaxed),
+            device: self.device,
+            request: 0,
+            data: buf.to_vec(),
+        });
         Ok(())
     }
 }
@@ -113,6 +111,14 @@ pub struct Recorder<W: Write> {
     pub power: Option<PowerEvent>,
     /// The first error; the run stops at it.
     pub error: Option<RecordError>,
+}
+
+/// The recording wrappers stay in the machine after the recorder (an FT primary that runs on
+/// alone): from then on they keep nothing.
+impl<W: Write> Drop for Recorder<W> {
+    fn drop(&mut self) {
+        self.pending.close();
+    }
 }
 
 impl Recorder<BufWriter<File>> {
@@ -145,7 +151,7 @@ impl<W: Write> Recorder<W> {
             inner: OsEntropy::default(),
             device: rng_device(cfg.drives.len()),
             tap: Arc::clone(&tap),
-            pending: Arc::clone(&pending),
+            pending: pending.clone(),
         };
         Ok((
             Recorder {
@@ -184,7 +190,7 @@ impl<W: Write> Recorder<W> {
                 inner,
                 disk_device(drive),
                 Arc::clone(&self.tap),
-                Arc::clone(&self.pending),
+                self.pending.clone(),
             ));
         }
         if self.net.is_some() {
@@ -196,7 +202,7 @@ impl<W: Write> Recorder<W> {
                 inner,
                 net_device(self.readonly.len()),
                 Arc::clone(&self.tap),
-                Arc::clone(&self.pending),
+                self.pending.clone(),
             ));
         }
         let lc = LoggedConfig {
@@ -336,10 +342,7 @@ impl<W: Write> Recorder<W> {
     /// After a run slice: logs the entropy, disk data and frames the guest took and, when due and
     /// `digest_ok` (the slice ended at its limit, not idle), a digest.
     pub fn after_slice(&mut self, m: &Machine, digest_ok: bool) {
-        let taken: Vec<_> = match self.pending.lock() {
-            Ok(mut p) => p.drain(..).collect(),
-            Err(_) => Vec::new(),
-        };
+        let taken = self.pending.take();
         let drives = self.readonly.len();
         let is_disk = |d: u32| (0..drives).any(|i| disk_device(i) == d);
         for c in taken {
