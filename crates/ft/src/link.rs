@@ -271,3 +271,68 @@ impl Link {
         let _ = writer_shutdown.0.shutdown(std::net::Shutdown::Both);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Key;
+    use crate::wire::{accept_handshake, connect_handshake, Hello};
+    use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn acknowledgements_release_by_horizon_and_by_replayed_icount() {
+        let k = Key::random();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let kb = k.clone();
+        let t = std::thread::spawn(move || accept_handshake(l.accept().unwrap().0, &kb));
+        let hello = Hello {
+            vm: "vm0".into(),
+            generation: 0,
+            non_shared: false,
+            disk_reads_own: true,
+        };
+        let (w, r) = connect_handshake(TcpStream::connect(addr).unwrap(), &k, &hello).unwrap();
+        let (_, mut bw, _br) = t.join().unwrap().unwrap();
+        let seen: Arc<Mutex<Vec<(char, u64)>>> = Arc::default();
+        let (s1, s2) = (Arc::clone(&seen), Arc::clone(&seen));
+        let on_ack: Release = Box::new(move |h| s1.lock().unwrap().push(('h', h)));
+        let on_replayed: Release = Box::new(move |h| s2.lock().unwrap().push(('r', h)));
+        let link = Link::start(
+            w,
+            r,
+            Endpoint::new(true, true),
+            vec![on_ack],
+            vec![on_replayed],
+            Arc::new(Liveness::default()),
+        )
+        .unwrap();
+        for (horizon, replayed) in [(100, 40), (200, 150), (200, 500)] {
+            bw.send(&Msg::Ack {
+                entries: 1,
+                horizon,
+                replayed,
+            })
+            .unwrap();
+        }
+        let t0 = Instant::now();
+        while seen.lock().unwrap().len() < 6 {
+            assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", seen.lock());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                ('h', 100),
+                ('r', 40),
+                ('h', 200),
+                ('r', 150),
+                ('h', 200),
+                ('r', 200)
+            ],
+            "a replayed icount past the horizon acknowledged is not believed"
+        );
+        assert_eq!(link.state.replayed.load(Ordering::Relaxed), 500);
+        link.close();
+    }
+}
