@@ -6,7 +6,9 @@
 //! Each round, in this order, a fresh VM each:
 //!
 //! 1. Disk: `ftvm run --drive`, a pair with one shared image (`--disk-mode shared`, the
-//!    default), a pair with an image each (`--disk-mode non-shared`). In the guest (ext2 on
+//!    default), a pair with an image each (`--disk-mode non-shared`), a pair with one shared
+//!    image that the backup reads itself (`--disk-reads own`: the log carries only digests of
+//!    the reads). In the guest (ext2 on
 //!    `/dev/vda`, mounted on `/mnt`): `dd` of `disk_mib` MiB from `/dev/zero` with
 //!    `conv=fsync` (write MB/s), caches dropped, `dd` of the file back to `/dev/null` (read
 //!    MB/s), then `iops` 4 KiB writes at scattered offsets of a file, each a `dd ... conv=fsync`
@@ -510,13 +512,16 @@ pub fn main(root: &Path, ftvm: &Path, o: &Options) -> Result<()> {
     }
     let s = Scratch::new()?;
     let load_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let mut disks: [Vec<DiskRun>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let mut disks: [Vec<DiskRun>; 4] = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     let mut nets: [Vec<NetRun>; 2] = [Vec::new(), Vec::new()];
     let mut failures: Vec<String> = Vec::new();
     for rep in 0..o.reps {
         let r = rep + 1;
         // Disk.
-        for (i, mode) in ["alone", "shared", "non-shared"].into_iter().enumerate() {
+        for (i, mode) in ["alone", "shared", "non-shared", "shared-own-reads"]
+            .into_iter()
+            .enumerate()
+        {
             eprintln!("bench ft-io: round {r}/{}: disk, {mode}", o.reps);
             let res = (|| -> Result<DiskRun> {
                 let mut vm = if i == 0 {
@@ -529,12 +534,17 @@ pub fn main(root: &Path, ftvm: &Path, o: &Options) -> Result<()> {
                         o,
                     )?
                 } else {
-                    let d = if i == 1 {
-                        Drives::Shared
-                    } else {
+                    let d = if i == 2 {
                         Drives::NonShared
+                    } else {
+                        Drives::Shared
                     };
-                    Vm::pair(ftvm, &im, &s, &format!("disk-{mode}-{rep}"), d, &[], o)?
+                    let extra: Vec<String> = if i == 3 {
+                        vec!["--disk-reads".into(), "own".into()]
+                    } else {
+                        Vec::new()
+                    };
+                    Vm::pair(ftvm, &im, &s, &format!("disk-{mode}-{rep}"), d, &extra, o)?
                 };
                 let r = disk_run(&mut vm, o);
                 with_logs(&mut vm, r)
@@ -649,7 +659,11 @@ const PAPER: &str = "**Against the paper.** Its Table 1 gives the log bandwidth 
      travels in the log (the read columns: about as many log bytes as bytes read), and disk \
      writes do not (the primary writes the shared image; in non-shared mode the backup's replay \
      issues the same writes to its own image instead of receiving them, see \
-     [ft.md](ft.md)). Received frames are logged whole (host → guest: log bytes about the \
+     [ft.md](ft.md)). The paper's alternative, the backup executing the disk reads itself \
+     (`--disk-reads own`), takes the read data off the log (a digest of about 25 bytes per \
+     read of up to 64 KiB instead), at the price of holding each write, and the fsync that \
+     waits for it, until the backup has replayed past it rather than merely received it. \
+     Received frames are logged whole (host → guest: log bytes about the \
      bytes received), transmitted ones are not (guest → host: only what the guest receives \
      back, its TCP acknowledgements), so the log bandwidth follows what the VM takes in. What \
      FT costs the throughput here is mostly the output rule (every transmitted frame, TCP \
@@ -663,7 +677,7 @@ fn mbs(bytes: u64, secs: f64) -> f64 {
 
 fn report(
     o: &Options,
-    disks: &[Vec<DiskRun>; 3],
+    disks: &[Vec<DiskRun>; 4],
     nets: &[Vec<NetRun>; 2],
     failures: &[String],
     load_start: &str,
@@ -709,7 +723,9 @@ fn report(
          scattered over a {n}-block file; a shell loop forking `dd`, the same on both sides). \
          Shared: one image named by both sides, the primary's writes held until the backup \
          acknowledges; non-shared: an image each, the primary's sent whole first, the backup \
-         writing its own as it replays.\n",
+         writing its own as it replays; `--disk-reads own`: one image, the log carrying each \
+         read's digest instead of its data (the backup reads the image itself), the primary's \
+         writes held until the backup has replayed past them.\n",
         c = o.disk_mib * 16,
         mib = o.disk_mib,
         n = o.iops
@@ -723,6 +739,7 @@ fn report(
         "`ftvm run --drive` alone",
         "pair, `--disk-mode shared`",
         "pair, `--disk-mode non-shared`",
+        "pair, shared, `--disk-reads own`",
     ];
     let bytes = (o.disk_mib << 20) as f64;
     let mut bests: Vec<Option<(f64, f64, f64)>> = Vec::new();
@@ -763,7 +780,7 @@ fn report(
                 let _ = writeln!(
                     w,
                     "| **ratio {} / alone** | **{:.3}** | **{:.3}** | **{:.3}** | | | | | | |",
-                    if i == 1 { "shared" } else { "non-shared" },
+                    ["", "shared", "non-shared", "shared own-reads"][i],
                     b.0 / a.0,
                     b.1 / a.1,
                     b.2 / a.2
