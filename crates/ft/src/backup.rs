@@ -39,6 +39,8 @@ enum Item {
     Header(replay::LogHeader),
     /// Entries, the horizon they bring, and how far the shared disks are written.
     Log(Vec<Entry>, u64, u64),
+    /// Where the console's input and output streams stand (a primary protected anew).
+    Console(u64, u64),
     /// The connection ended: why.
     Gone(String),
 }
@@ -139,6 +141,15 @@ fn receive(
             }
             if let Err(e) = write_chunk(&drives, *drive, *total, *offset, data) {
                 break e;
+            }
+            continue;
+        }
+        if let Msg::Console { in_taken, out_base } = msg {
+            if horizon > 0 || have_header {
+                break "the primary sent console offsets after the log began".into();
+            }
+            if tx.send(Item::Console(in_taken, out_base)).is_err() {
+                break "the replay loop ended".into();
             }
             continue;
         }
@@ -315,6 +326,7 @@ pub fn run(
         mcfg: mcfg.clone(),
         netdev: bc.netdev.clone(),
         own_reads: bc.disk_reads_own.then_some(acks),
+        console_ip: bc.console.ip(),
     }
     .run()
 }
@@ -338,6 +350,8 @@ struct Backup {
     netdev: Option<hostnet::NetdevConfig>,
     /// With `--disk-reads own`: the channel's writer, to say how far the replay has got.
     own_reads: Option<AckWriter>,
+    /// This host's address (heartbeats bind it once live and protected again).
+    console_ip: std::net::IpAddr,
 }
 
 /// The replay side's progress.
@@ -410,6 +424,14 @@ impl Progress {
         Ok(())
     }
 
+    /// The console's streams start at these offsets (the guest ran before this log began).
+    fn console_at(&mut self, in_taken: u64, out_base: u64) {
+        self.in_taken = in_taken;
+        if self.tail.bytes.is_empty() {
+            self.tail.base = out_base;
+        }
+    }
+
     fn catch_up(&mut self) -> Result<(), FtError> {
         if let Some(rp) = &mut self.rp {
             if !self.ended {
@@ -464,6 +486,7 @@ impl Backup {
                 Some(Item::Log(entries, horizon, released)) => {
                     p.apply(entries, horizon, released)?
                 }
+                Some(Item::Console(in_taken, out_base)) => p.console_at(in_taken, out_base),
                 Some(Item::Gone(why)) => break why,
                 None => {}
             }
@@ -533,6 +556,7 @@ impl Backup {
             match item {
                 Item::Log(entries, horizon, released) => p.apply(entries, horizon, released)?,
                 Item::Header(h) => p.prologue = Some(Prologue::new(&h)),
+                Item::Console(in_taken, out_base) => p.console_at(in_taken, out_base),
                 Item::Gone(_) => {}
             }
         }
@@ -586,6 +610,12 @@ impl Backup {
             net.transmit(&rr::rarp_announce(mac));
             rp.set_live_net(net)?;
         }
+        let with = crate::primary::ProtectWith {
+            readonly: rp.config().drives.iter().map(|d| d.readonly).collect(),
+            mac: rp.config().net,
+            local_ip: self.console_ip,
+            disk_reads_own: self.own_reads.is_some(),
+        };
         let icount = rp.icount();
         let (m, _idle) = rp.go_live();
         let tail: Vec<u8> = p.tail.bytes.iter().copied().collect();
@@ -608,6 +638,7 @@ impl Backup {
             prot: None,
             cfg: self.cfg,
             status: self.status,
+            with,
         }
         .run()
     }

@@ -37,6 +37,9 @@ pub enum Control {
     Resume,
     /// Power the VM off (both sides).
     PowerOff,
+    /// A primary running alone: be protected again by the backup waiting at this address
+    /// (a snapshot of the running machine starts the new backup, then the log).
+    Protect(std::net::SocketAddr),
 }
 
 #[derive(Default)]
@@ -145,11 +148,18 @@ impl Endpoint {
                 let text = self.lock().status.clone();
                 let _ = w.write_all(text.as_bytes());
             }
-            ["CONTROL", op] => {
-                let c = match *op {
-                    "pause" => Control::Pause,
-                    "resume" => Control::Resume,
-                    "poweroff" => Control::PowerOff,
+            ["CONTROL", op] | ["CONTROL", op, _] => {
+                let c = match (*op, words.get(2)) {
+                    ("pause", None) => Control::Pause,
+                    ("resume", None) => Control::Resume,
+                    ("poweroff", None) => Control::PowerOff,
+                    ("protect", Some(a)) => match a.parse() {
+                        Ok(a) => Control::Protect(a),
+                        Err(_) => {
+                            let _ = w.write_all(b"ERR protect needs the backup's HOST:PORT\n");
+                            return;
+                        }
+                    },
                     _ => {
                         let _ = w.write_all(b"ERR unknown control operation\n");
                         return;
@@ -338,6 +348,18 @@ impl Endpoint {
         }
         drop(s);
         self.notify();
+    }
+
+    /// Holds output again (a primary protected anew).
+    pub fn hold_again(&self) {
+        self.lock().hold = true;
+    }
+
+    /// (input bytes the VM has taken, output bytes released): where a new backup's console
+    /// streams start.
+    pub fn offsets(&self) -> (u64, u64) {
+        let s = self.lock();
+        (s.in_taken, s.out_end())
     }
 
     /// Drops held output for good (this side lost the arbiter) and stops serving.

@@ -17,6 +17,16 @@ use std::time::{Duration, Instant};
 pub struct SharedBuf(Arc<Mutex<Vec<u8>>>);
 
 impl SharedBuf {
+    /// Bytes written and not yet taken.
+    pub fn len(&self) -> usize {
+        self.0.lock().map_or(0, |v| v.len())
+    }
+
+    /// Whether nothing waits to be taken.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Takes the bytes written so far.
     pub fn take(&self) -> Vec<u8> {
         self.0

@@ -93,6 +93,8 @@ pub(crate) struct LiveVm {
     pub prot: Option<Protection>,
     pub cfg: PairConfig,
     pub status: Status,
+    /// What protecting it again takes (`ftvm control protect`).
+    pub with: crate::primary::ProtectWith,
 }
 
 enum Next {
@@ -144,6 +146,13 @@ impl LiveVm {
                     Control::PowerOff => {
                         eprintln!("ftvm {}: powered off by the operator", self.status.role);
                         return Ok(self.finish());
+                    }
+                    Control::Protect(to) => {
+                        let protected = self.protect_again(to);
+                        if protected {
+                            // The recorder keeps guest time in step from here on.
+                            alone_sync = None;
+                        }
                     }
                     _ => {}
                 }
@@ -327,6 +336,63 @@ impl LiveVm {
             p.rec.idle_skip(now, target);
         }
         self.m.skip_to(target);
+    }
+
+    /// A VM running alone is protected again by the backup waiting at `to`: the new backup
+    /// starts from a snapshot of the machine as it stands now (the guest waits while it is
+    /// taken), then follows the log. `true` once protected; on a failure the VM runs on alone.
+    fn protect_again(&mut self, to: std::net::SocketAddr) -> bool {
+        if self.prot.is_some() {
+            eprintln!(
+                "ftvm primary: asked to be protected by {to}, but a backup protects it already"
+            );
+            return false;
+        }
+        let t0 = Instant::now();
+        let generation = match self.cfg.arbiter.current(&self.cfg.vm) {
+            Ok(g) => g.map_or(0, |(g, _)| g),
+            Err(e) => {
+                eprintln!("ftvm primary: protecting with {to}: the arbiter failed ({e}); running on alone");
+                return false;
+            }
+        };
+        let console = Some(self.ep.offsets());
+        match crate::primary::protect(
+            &mut self.m,
+            &self.ep,
+            &self.cfg,
+            &self.with,
+            to,
+            Duration::from_secs(5),
+            generation,
+            console,
+        ) {
+            Ok(p) => {
+                let snapshot = p.buf.len();
+                self.prot = Some(p);
+                self.status.protected = true;
+                self.status.role = Role::Primary;
+                self.status.peer = to.to_string();
+                self.status.last_protected = Some(format!(
+                    "protected again by {to} at icount {} in {:.1} ms (snapshot {snapshot} bytes)",
+                    self.m.icount(),
+                    t0.elapsed().as_secs_f64() * 1e3
+                ));
+                self.publish_status();
+                eprintln!(
+                    "ftvm primary: protected again by the backup at {to} (generation {generation}) at icount {}: the guest paused {:.1} ms for a {snapshot}-byte snapshot",
+                    self.m.icount(),
+                    t0.elapsed().as_secs_f64() * 1e3
+                );
+                true
+            }
+            Err(e) => {
+                eprintln!("ftvm primary: protecting with the backup at {to} failed: {e}; running on alone");
+                self.status.last_protected = Some(format!("failed: by {to}: {e}"));
+                self.publish_status();
+                false
+            }
+        }
     }
 
     /// Looks at the backup's health; on a failure, asks the arbiter whether to go on alone.

@@ -14,7 +14,7 @@ use crate::{io, FtError, PairConfig};
 use machine::{Backends, Machine, MachineConfig};
 use rr::net::HeldNet;
 use rr::{Outbox, Recorder};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,35 +45,19 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
                 .into(),
         ));
     }
-    let buf = SharedBuf::default();
-    let (mut rec, entropy) = Recorder::new(buf.clone(), mcfg)?;
-    if pc.disk_reads_own {
-        rec.log_disk_reads_by_digest();
-    }
     let out = Outbox::default();
+    // The entropy source is the recorder's once protection starts (see `protect`).
     let mut m = Machine::new(
         mcfg,
         Backends {
             serial: Box::new(out.clone()),
             console: Box::new(out.clone()),
-            entropy,
+            entropy: Box::new(machine::virtio::OsEntropy::default()),
         },
     )?;
     if let Some(nd) = &pc.netdev {
         let net = hostnet::HostNet::open(nd).map_err(|e| FtError::Setup(e.to_string()))?;
         m.replace_net(net.into_backend())?;
-    }
-    // Shared disks: the guest's writes wait for the backup's acknowledgement (crate::disk).
-    let mut disks = Vec::new();
-    for drive in (0..mcfg.drives.len()).filter(|_| !cfg.non_shared) {
-        let Some(slot) = m.disk_backend_mut(drive) else {
-            return Err(FtError::Setup(format!("the machine has no disk {drive}")));
-        };
-        let placeholder: Box<dyn machine::virtio::BlockBackend> =
-            Box::new(machine::virtio::block::MemBackend::default());
-        let held = HeldDisk::new(std::mem::replace(slot, placeholder));
-        *slot = held.backend();
-        disks.push(held);
     }
     let listener = TcpListener::bind(pc.console).map_err(io(format!(
         "cannot listen for console clients on {}",
@@ -89,18 +73,83 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
         .current(&cfg.vm)
         .map_err(|e| FtError::Arbiter(e.to_string()))?
         .map_or(0, |(g, _)| g);
+    let with = ProtectWith {
+        readonly: mcfg.drives.iter().map(|d| d.readonly).collect(),
+        mac: mcfg.net.map(|n| n.mac),
+        local_ip: pc.console.ip(),
+        disk_reads_own: pc.disk_reads_own,
+    };
+    let prot = protect(
+        &mut m,
+        &ep,
+        &cfg,
+        &with,
+        pc.backup,
+        pc.connect_for,
+        generation,
+        None,
+    )?;
+    eprintln!(
+        "ftvm primary: vm {} protected by the backup at {} (generation {generation}, arbiter {}); console on {}",
+        cfg.vm,
+        pc.backup,
+        cfg.arbiter.describe(),
+        pc.console
+    );
+    let status = Status::new(&cfg.vm, Role::Primary, pc.backup.to_string());
+    LiveVm {
+        m,
+        out,
+        ep,
+        prot: Some(prot),
+        cfg,
+        status,
+        with,
+    }
+    .run()
+}
+
+/// What a live VM needs to be protected (again): its shape, for the recorder, and its host.
+#[derive(Debug, Clone)]
+pub(crate) struct ProtectWith {
+    /// The read-only flag of each drive.
+    pub readonly: Vec<bool>,
+    /// The network card's MAC, if it has one.
+    pub mac: Option<[u8; 6]>,
+    /// The address this host's heartbeat socket binds.
+    pub local_ip: IpAddr,
+    /// `--disk-reads own`.
+    pub disk_reads_own: bool,
+}
+
+/// Protects the machine `m` by the backup waiting at `to`: connects and authenticates, sends
+/// the console's offsets (`console`, for a guest that has already run) and, with non-shared
+/// disks, the images; then starts the log — its prologue is a snapshot of `m` as it stands, so
+/// the backup starts from exactly this state — and the output rule. A failure before the log
+/// starts leaves the machine as it was; after that, nothing is held back (the caller runs on
+/// alone).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn protect(
+    m: &mut Machine,
+    ep: &Endpoint,
+    cfg: &PairConfig,
+    with: &ProtectWith,
+    to: SocketAddr,
+    connect_for: Duration,
+    generation: u64,
+    console: Option<(u64, u64)>,
+) -> Result<Protection, FtError> {
     let t0 = Instant::now();
     let stream = loop {
-        match TcpStream::connect_timeout(&pc.backup, Duration::from_millis(500)) {
+        match TcpStream::connect_timeout(&to, Duration::from_millis(500)) {
             Ok(s) => break s,
-            Err(e) if t0.elapsed() < pc.connect_for => {
+            Err(e) if t0.elapsed() < connect_for => {
                 let _ = e;
                 std::thread::sleep(Duration::from_millis(50));
             }
             Err(e) => {
                 return Err(FtError::Setup(format!(
-                    "cannot reach the backup at {} within {:?}: {e}",
-                    pc.backup, pc.connect_for
+                    "cannot reach the backup at {to} within {connect_for:?}: {e}"
                 )))
             }
         }
@@ -109,29 +158,48 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
         vm: cfg.vm.clone(),
         generation,
         non_shared: cfg.non_shared,
-        disk_reads_own: pc.disk_reads_own,
+        disk_reads_own: with.disk_reads_own,
     };
     let (mut w, r) = wire::connect_handshake(stream, &cfg.key, &hello)?;
-    if cfg.non_shared {
-        sync_disks(&mut m, &mut w, mcfg.drives.len())?;
+    if let Some((in_taken, out_base)) = console {
+        w.send(&wire::Msg::Console { in_taken, out_base })?;
     }
-    let live = Arc::new(Liveness::default());
-    live.heard();
-    let udp = UdpSocket::bind(SocketAddr::new(pc.console.ip(), 0))
+    if cfg.non_shared {
+        sync_disks(m, &mut w, with.readonly.len())?;
+    }
+    let udp = UdpSocket::bind(SocketAddr::new(with.local_ip, 0))
         .map_err(io("cannot open the heartbeat socket"))?;
-    let hb_stop = Arc::new(AtomicBool::new(false));
-    heartbeat::spawn(heartbeat::Heartbeat {
-        socket: udp,
-        peer: Some(pc.backup),
-        key: cfg.key.clone(),
-        role: 0,
-        peer_role: 1,
-        cfg: cfg.heartbeat,
-        live: Arc::clone(&live),
-        stop: Arc::clone(&hb_stop),
-    })
-    .map_err(io("cannot start the heartbeat"))?;
-    rec.start(&mut m)?;
+    // From here on the machine's backends change.
+    let buf = SharedBuf::default();
+    let (mut rec, entropy) = Recorder::with_shape(buf.clone(), with.readonly.clone(), with.mac);
+    if with.disk_reads_own {
+        rec.log_disk_reads_by_digest();
+    }
+    m.replace_entropy(entropy)?;
+    // Shared disks: the guest's writes wait for the backup's acknowledgement (crate::disk).
+    let mut disks = Vec::new();
+    for drive in (0..with.readonly.len()).filter(|_| !cfg.non_shared) {
+        let Some(slot) = m.disk_backend_mut(drive) else {
+            return Err(FtError::Setup(format!("the machine has no disk {drive}")));
+        };
+        let placeholder: Box<dyn machine::virtio::BlockBackend> =
+            Box::new(machine::virtio::block::MemBackend::default());
+        let held = HeldDisk::new(std::mem::replace(slot, placeholder));
+        *slot = held.backend();
+        disks.push(held);
+    }
+    let unhold = |disks: &[HeldDisk], net: &Option<HeldNet>| {
+        for d in disks {
+            d.unhold();
+        }
+        if let Some(n) = net {
+            n.set_holding(false);
+        }
+    };
+    if let Err(e) = rec.start(m) {
+        unhold(&disks, &None);
+        return Err(e.into());
+    }
     // Transmitted frames are outputs: they wait for the backup like console output.
     let net = match m.net_backend_mut() {
         Some(slot) => {
@@ -148,7 +216,7 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
     for d in &disks {
         let d = d.clone();
         let f: crate::link::Release = Box::new(move |h| d.release(h));
-        if pc.disk_reads_own {
+        if with.disk_reads_own {
             on_replayed.push(f);
         } else {
             release.push(f);
@@ -160,35 +228,42 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
             n.release_upto(h);
         }));
     }
-    let link = Link::start(w, r, ep.clone(), release, on_replayed, Arc::clone(&live))
-        .map_err(io("cannot start the logging channel"))?;
-    eprintln!(
-        "ftvm primary: vm {} protected by the backup at {} (generation {generation}, arbiter {}); console on {}",
-        cfg.vm,
-        pc.backup,
-        cfg.arbiter.describe(),
-        pc.console
-    );
-    let status = Status::new(&cfg.vm, Role::Primary, pc.backup.to_string());
-    LiveVm {
-        m,
-        out,
-        ep,
-        prot: Some(Protection {
-            rec,
-            buf,
-            link,
-            live,
-            generation,
-            sent_horizon: 0,
-            hb_stop,
-            disks,
-            net,
-        }),
-        cfg,
-        status,
+    let live = Arc::new(Liveness::default());
+    live.heard();
+    let link = match Link::start(w, r, ep.clone(), release, on_replayed, Arc::clone(&live)) {
+        Ok(l) => l,
+        Err(e) => {
+            unhold(&disks, &net);
+            return Err(io("cannot start the logging channel")(e));
+        }
+    };
+    let hb_stop = Arc::new(AtomicBool::new(false));
+    if let Err(e) = heartbeat::spawn(heartbeat::Heartbeat {
+        socket: udp,
+        peer: Some(to),
+        key: cfg.key.clone(),
+        role: 0,
+        peer_role: 1,
+        cfg: cfg.heartbeat,
+        live: Arc::clone(&live),
+        stop: Arc::clone(&hb_stop),
+    }) {
+        link.close();
+        unhold(&disks, &net);
+        return Err(io("cannot start the heartbeat")(e));
     }
-    .run()
+    ep.hold_again();
+    Ok(Protection {
+        rec,
+        buf,
+        link,
+        live,
+        generation,
+        sent_horizon: 0,
+        hb_stop,
+        disks,
+        net,
+    })
 }
 
 /// Non-shared disks: sends each image whole, before the log, so that the backup's starts equal.

@@ -60,6 +60,8 @@ pub struct Status {
     pub max_gap: Duration,
     /// The last failover seen by this process.
     pub last_failover: Option<String>,
+    /// The last time this process, running alone, was protected again.
+    pub last_protected: Option<String>,
 }
 
 impl Status {
@@ -84,6 +86,7 @@ impl Status {
             peer_silence: Duration::ZERO,
             max_gap: Duration::ZERO,
             last_failover: None,
+            last_protected: None,
         }
     }
 
@@ -136,6 +139,10 @@ impl Status {
         kv(
             "last_failover",
             self.last_failover.clone().unwrap_or_else(|| "none".into()),
+        );
+        kv(
+            "last_protected",
+            self.last_protected.clone().unwrap_or_else(|| "none".into()),
         );
         s
     }

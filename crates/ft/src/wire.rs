@@ -18,6 +18,7 @@ pub const MAGIC: &[u8; 8] = b"FTVMCH01";
 const T_LOG: u8 = 1;
 const T_ACK: u8 = 2;
 const T_DISK: u8 = 3;
+const T_CONSOLE: u8 = 4;
 
 /// A message of the channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +43,15 @@ pub enum Msg {
         offset: u64,
         /// The bytes.
         data: Vec<u8>,
+    },
+    /// Sent before the log by a primary protected anew, whose guest has run: where the
+    /// console's streams stand, so that the backup's endpoint continues them (client offsets
+    /// stay valid across the next failover).
+    Console {
+        /// Input bytes the guest has taken.
+        in_taken: u64,
+        /// Output bytes released to clients.
+        out_base: u64,
     },
     /// The backup's acknowledgement.
     Ack {
@@ -106,6 +116,12 @@ impl Msg {
                 v.extend_from_slice(data);
                 v
             }
+            Msg::Console { in_taken, out_base } => {
+                let mut v = vec![T_CONSOLE];
+                v.extend_from_slice(&in_taken.to_le_bytes());
+                v.extend_from_slice(&out_base.to_le_bytes());
+                v
+            }
             Msg::Ack {
                 entries,
                 horizon,
@@ -142,6 +158,10 @@ impl Msg {
                 total: u64_at(5)?,
                 offset: u64_at(13)?,
                 data: b[21..].to_vec(),
+            }),
+            Some(&T_CONSOLE) if b.len() == 17 => Ok(Msg::Console {
+                in_taken: u64_at(1)?,
+                out_base: u64_at(9)?,
             }),
             Some(&T_ACK) if b.len() == 25 => Ok(Msg::Ack {
                 entries: u64_at(1)?,
@@ -506,6 +526,38 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn every_message_decodes_to_itself_and_short_ones_are_malformed() {
+        let all = [
+            Msg::Log {
+                horizon: 7,
+                released: 3,
+                bytes: vec![1, 2, 3],
+            },
+            Msg::DiskChunk {
+                drive: 1,
+                total: 4096,
+                offset: 512,
+                data: vec![9; 10],
+            },
+            Msg::Console {
+                in_taken: 12,
+                out_base: 345,
+            },
+            Msg::Ack {
+                entries: 1,
+                horizon: 2,
+                replayed: 3,
+            },
+        ];
+        for m in all {
+            let b = m.encode();
+            assert_eq!(Msg::decode(&b).unwrap(), m);
+            assert!(Msg::decode(&b[..16]).is_err(), "{m:?} cut short");
+        }
+        assert!(Msg::decode(&[T_CONSOLE, 1, 2]).is_err());
     }
 
     #[test]

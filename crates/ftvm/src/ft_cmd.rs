@@ -199,12 +199,17 @@ pub struct EndpointArgs {
 /// Options of `ftvm control`.
 #[derive(clap::Args, Debug)]
 pub struct ControlArgs {
-    /// pause, resume or poweroff.
-    #[arg(value_parser = ["pause", "resume", "poweroff"])]
+    /// pause, resume, poweroff, or protect (a VM running alone: be protected again by the
+    /// backup waiting at --backup; waits until it is).
+    #[arg(value_parser = ["pause", "resume", "poweroff", "protect"])]
     pub op: String,
     /// The primary's console endpoint.
     #[arg(value_name = "HOST:PORT", default_value = "127.0.0.1:7101")]
     pub endpoint: String,
+    /// protect: the new backup's channel address (its --listen; started with the same
+    /// --key-file, --vm and disk options as the primary).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub backup: Option<String>,
 }
 
 fn addr(s: &str, what: &str) -> anyhow::Result<SocketAddr> {
@@ -343,17 +348,51 @@ pub fn control(a: ControlArgs) -> i32 {
         "control",
         (|| {
             let e = addr(&a.endpoint, "endpoint")?;
-            let r = ft::console::request(
-                &e.to_string(),
-                &format!("CONTROL {}", a.op),
-                Duration::from_secs(2),
-            )?;
+            let line = match (a.op.as_str(), &a.backup) {
+                ("protect", Some(b)) => format!("CONTROL protect {}", addr(b, "--backup")?),
+                ("protect", None) => {
+                    bail!("protect needs --backup HOST:PORT (the new backup's --listen)")
+                }
+                (op, Some(_)) => bail!("--backup goes with protect, not {op}"),
+                (op, None) => format!("CONTROL {op}"),
+            };
+            let r = ft::console::request(&e.to_string(), &line, Duration::from_secs(2))?;
             if !r.starts_with("OK") {
                 bail!("{e}: {}", r.trim());
+            }
+            if a.op == "protect" {
+                let peer = addr(a.backup.as_deref().unwrap_or_default(), "--backup")?;
+                let line = wait_protected(e, peer, Duration::from_secs(60))?;
+                println!("{line}");
             }
             Ok(0)
         })(),
     )
+}
+
+/// Waits until the VM at `e` says it is protected by `peer`; its `last_protected` line.
+fn wait_protected(e: SocketAddr, peer: SocketAddr, within: Duration) -> anyhow::Result<String> {
+    let t0 = std::time::Instant::now();
+    loop {
+        let st = ft::console::request(&e.to_string(), "STATUS", Duration::from_secs(2))?;
+        let field = |k: &str| {
+            st.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .unwrap_or_default()
+                .to_string()
+        };
+        if field("protected: ") == "yes" && field("peer: ") == peer.to_string() {
+            return Ok(format!("{e}: {}", field("last_protected: ")));
+        }
+        let last = field("last_protected: ");
+        if last.starts_with(&format!("failed: by {peer}:")) {
+            bail!("{e}: protecting it {last}");
+        }
+        if t0.elapsed() > within {
+            bail!("{e} is not protected by {peer} after {within:?} (see its log)\n{st}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// `ftvm console`: stdin to the guest, the guest to stdout, following a failover.

@@ -486,3 +486,66 @@ fn metrics_endpoints_follow_the_status() {
         p.logs()
     );
 }
+
+/// Re-protection (issue 7): after a failover the new primary, running alone, is protected
+/// again by a fresh backup (`ftvm control protect`), which starts from a snapshot of the
+/// running guest and then follows the log; that backup takes over at the next kill. Three
+/// rounds of kill, go live, re-protect: the counter goes on 1, 2, 3, ... throughout, and the
+/// VM ends protected.
+#[test]
+fn reprotected_after_each_failover() {
+    let Some(g) = guest() else { return };
+    let o = PairOptions::default();
+    let mut p = Pair::start("reprotect", &g, &o, None);
+    let mut c = p.client();
+    start_counter(&mut c);
+    let mut k = 0;
+    for round in 1..=3 {
+        for _ in 0..8 {
+            k += 1;
+            increment(&mut c, k, &|| p.logs());
+        }
+        p.kill("primary");
+        for _ in 0..4 {
+            k += 1;
+            increment(&mut c, k, &|| p.logs());
+        }
+        let said = p.reprotect(&g, &o);
+        eprintln!("round {round}: {said}");
+        assert!(
+            p.stderr("primary")
+                .contains("protected again by the backup"),
+            "{}",
+            p.logs()
+        );
+        for _ in 0..4 {
+            k += 1;
+            increment(&mut c, k, &|| p.logs());
+        }
+        let st = ft::console::request(
+            &p.primary_console.to_string(),
+            "STATUS",
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        assert!(
+            st.contains("protected: yes") && st.contains(&format!("peer: {}", p.channel)),
+            "round {round}: {st}"
+        );
+    }
+    // The last backup is live and current: power off ends both.
+    c.send(b"\x04poweroff\n").unwrap();
+    assert_eq!(
+        p.wait("primary", Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        p.logs()
+    );
+    assert_eq!(
+        p.wait("backup", Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        p.logs()
+    );
+    assert!(p.stderr("backup").contains("stopping too"), "{}", p.logs());
+}

@@ -86,6 +86,9 @@ pub enum MachineError {
     /// the machine has no network card (MachineConfig::net is None)
     #[error("the machine has no network card (MachineConfig::net is None)")]
     NoNet,
+    /// the machine has no entropy device
+    #[error("the machine has no entropy device")]
+    NoEntropy,
     /// {0}
     #[error(transparent)]
     Nbd(#[from] nbd::NbdError),
@@ -455,6 +458,24 @@ impl Machine {
             });
         }
         Ok(std::mem::replace(old, backend))
+    }
+
+    /// Puts `src` in place of the entropy device's source and returns the old one (a recorder
+    /// started on a machine that has already run brings its own).
+    pub fn replace_entropy(
+        &mut self,
+        src: Box<dyn EntropyBackend>,
+    ) -> Result<Box<dyn EntropyBackend>, MachineError> {
+        let slot = self
+            .board
+            .slots
+            .iter_mut()
+            .find_map(|s| match s {
+                Slot::Device(d) => d.entropy_backend_mut(),
+                Slot::Empty => None,
+            })
+            .ok_or(MachineError::NoEntropy)?;
+        Ok(std::mem::replace(slot, src))
     }
 
     /// The network card's backend, so that the record/replay layer can wrap it.

@@ -144,23 +144,37 @@ impl<W: Write> Recorder<W> {
         out: W,
         cfg: &machine::MachineConfig,
     ) -> Result<(Self, Box<dyn EntropyBackend>), RecordError> {
-        let file = out;
+        Ok(Self::with_shape(
+            out,
+            cfg.drives.iter().map(|d| d.readonly).collect(),
+            cfg.net.map(|n| n.mac),
+        ))
+    }
+
+    /// [`Recorder::new`] for a machine described by its drives' read-only flags and its
+    /// network card's MAC: what a machine that has already run (an FT primary protected anew)
+    /// tells of itself. Put the entropy backend into it with `Machine::replace_entropy`.
+    pub fn with_shape(
+        out: W,
+        readonly: Vec<bool>,
+        mac: Option<[u8; 6]>,
+    ) -> (Self, Box<dyn EntropyBackend>) {
         let tap = Arc::new(AtomicU64::new(0));
         let pending = Pending::default();
         let entropy = RecordingEntropy {
             inner: OsEntropy::default(),
-            device: rng_device(cfg.drives.len()),
+            device: rng_device(readonly.len()),
             tap: Arc::clone(&tap),
             pending: pending.clone(),
         };
-        Ok((
+        (
             Recorder {
-                file: Some(file),
+                file: Some(out),
                 writer: None,
                 tap,
                 pending,
-                readonly: cfg.drives.iter().map(|d| d.readonly).collect(),
-                net: cfg.net.map(|n| n.mac),
+                readonly,
+                net: mac,
                 next_digest: DIGEST_EVERY,
                 read_digests: false,
                 timesync: None,
@@ -168,7 +182,7 @@ impl<W: Write> Recorder<W> {
                 error: None,
             },
             Box::new(entropy),
-        ))
+        )
     }
 
     /// Writes the header, the configuration and the initial snapshot of `m` (which has not

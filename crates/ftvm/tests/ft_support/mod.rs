@@ -95,6 +95,10 @@ pub struct Pair {
     pub backup_console: SocketAddr,
     pub key: PathBuf,
     pub arbiter: String,
+    /// The stderr file (in `dir`, without `.stderr`) of the process in each role now.
+    pub logs_of: [String; 2],
+    /// Backups started by [`Pair::reprotect`].
+    pub reprotections: usize,
 }
 
 pub struct PairOptions {
@@ -151,19 +155,53 @@ impl Pair {
             backup_console: addr(free_port()),
             key,
             arbiter,
+            logs_of: ["primary".into(), "backup".into()],
+            reprotections: 0,
         };
         if let Some(px) = proxy {
             px.target(channel);
         }
-        p.backup = Some(p.spawn("backup", g, o));
+        p.backup = Some(p.spawn("backup", g, o, "backup"));
         if o.stranger_first {
             stranger(channel);
         }
-        p.primary = Some(p.spawn("primary", g, o));
+        p.primary = Some(p.spawn("primary", g, o, "primary"));
         p
     }
 
-    fn spawn(&self, role: &str, g: &Path, o: &PairOptions) -> Child {
+    /// After a failover (the primary killed, the backup live): starts a new backup, on a new
+    /// channel port and the dead primary's console address, and has the live VM protected
+    /// by it (`ftvm control protect`); the roles then move on (the live VM is the primary).
+    /// Returns what `ftvm control protect` printed.
+    pub fn reprotect(&mut self, g: &Path, o: &PairOptions) -> String {
+        // The old primary is gone (killed by the test; made sure of here).
+        self.kill("primary");
+        self.reprotections += 1;
+        let live_console = self.backup_console;
+        let log = format!("backup-{}", self.reprotections);
+        self.primary = self.backup.take();
+        self.logs_of[0] = std::mem::take(&mut self.logs_of[1]);
+        self.backup_console = self.primary_console;
+        self.primary_console = live_console;
+        self.channel = addr(free_port());
+        self.peer = self.channel;
+        self.backup = Some(self.spawn("backup", g, o, &log));
+        self.logs_of[1] = log;
+        let out = Command::new(FTVM)
+            .args(["control", "protect", "--backup", &self.channel.to_string()])
+            .arg(live_console.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ftvm control protect: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn spawn(&self, role: &str, g: &Path, o: &PairOptions, log: &str) -> Child {
         let mut c = Command::new(FTVM);
         c.arg(role)
             .args([
@@ -195,7 +233,7 @@ impl Pair {
             c.args(["--listen", &self.channel.to_string()])
                 .args(["--console", &self.backup_console.to_string()]);
         }
-        let err = std::fs::File::create(self.dir.join(format!("{role}.stderr"))).unwrap();
+        let err = std::fs::File::create(self.dir.join(format!("{log}.stderr"))).unwrap();
         c.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err)
@@ -203,9 +241,10 @@ impl Pair {
             .unwrap_or_else(|e| panic!("start ftvm {role}: {e}"))
     }
 
-    /// What a process wrote to stderr so far.
+    /// What the process in `role` now wrote to stderr so far.
     pub fn stderr(&self, role: &str) -> String {
-        std::fs::read_to_string(self.dir.join(format!("{role}.stderr"))).unwrap_or_default()
+        let log = &self.logs_of[usize::from(role != "primary")];
+        std::fs::read_to_string(self.dir.join(format!("{log}.stderr"))).unwrap_or_default()
     }
 
     pub fn client(&self) -> ConsoleClient {

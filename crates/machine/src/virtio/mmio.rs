@@ -154,6 +154,11 @@ impl VirtioMmio {
         self.device.net_backend_mut()
     }
 
+    /// The source of an entropy device (see [`VirtioDevice::entropy_backend_mut`]).
+    pub fn entropy_backend_mut(&mut self) -> Option<&mut Box<dyn super::EntropyBackend>> {
+        self.device.entropy_backend_mut()
+    }
+
     /// The backend of a network device, to look at.
     pub fn net_backend(&self) -> Option<&dyn super::NetBackend> {
         self.device.net_backend()

@@ -120,6 +120,11 @@ pub trait VirtioDevice: Send {
     fn net_backend_mut(&mut self) -> Option<&mut Box<dyn NetBackend>> {
         None
     }
+    /// An entropy device's source, so that a recorder started on a running machine (an FT
+    /// primary protected anew) can put its own in; `None` for every other device.
+    fn entropy_backend_mut(&mut self) -> Option<&mut Box<dyn EntropyBackend>> {
+        None
+    }
     /// A network device's backend, to look at (its wake-up descriptor).
     fn net_backend(&self) -> Option<&dyn NetBackend> {
         None

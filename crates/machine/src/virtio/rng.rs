@@ -70,6 +70,9 @@ impl VirtioDevice for Rng {
     fn config_read(&self, _offset: u64, data: &mut [u8]) {
         data.fill(0); // no configuration space
     }
+    fn entropy_backend_mut(&mut self) -> Option<&mut Box<dyn EntropyBackend>> {
+        Some(&mut self.src)
+    }
     fn process(
         &mut self,
         queues: &mut [Virtq],
