@@ -254,6 +254,223 @@ fn host_d(kind: HostOp, a: u64, b: u64) -> Option<(u64, u8)> {
     Some((bits, if exact { 0 } else { NX }))
 }
 
+/// TwoSum (Knuth): `s + e == a + b` exactly, `s` = RN(a + b), barring overflow.
+#[inline(always)]
+fn two_sum(a: f64, b: f64) -> (f64, f64) {
+    let s = a + b;
+    let bb = s - a;
+    (s, (a - (s - bb)) + (b - bb))
+}
+
+/// Operand exponent field bounds (biased) for the host fused multiply-add: 2^-380..2^381, so that
+/// the exact product lies between 2^-760 and 2^764 and every error term computed in [`host_fma_d`]
+/// (a multiple of 2^-866 or more) is a normal binary64 number.
+const FMA_EXP_MIN: u64 = 0x3ff - 380;
+const FMA_EXP_MAX: u64 = 0x3ff + 380;
+
+/// Binary64 `a * b + c` with one rounding on the host FPU under round-to-nearest-even, when that
+/// is provably bit-identical to SoftFloat's `f64_mulAdd`: the host's `fma` is correctly rounded,
+/// and with operands and result well inside the normal range the only flag is inexact. Whether
+/// `a * b + c - r` is zero is decided exactly: the product is split into `u1 + u2` (FMA
+/// residual), and TwoSums rewrite `u1 + u2 + c - r` as `g1 + a2` (Boldo and Muller's ErrFma);
+/// the two steps that their theorem proves exact are checked at run time (a non-zero residual
+/// falls back to SoftFloat), so correctness does not rest on the theorem.
+#[inline(always)]
+fn host_fma_d(a: u64, b: u64, c: u64) -> Option<(u64, u8)> {
+    let in_op = |v: u64| (FMA_EXP_MIN..=FMA_EXP_MAX).contains(&((v >> 52) & 0x7ff));
+    if !in_op(a) || !in_op(b) || !in_op(c) {
+        return None;
+    }
+    let (x, y, z) = (f64::from_bits(a), f64::from_bits(b), f64::from_bits(c));
+    let r = x.mul_add(y, z);
+    let bits = r.to_bits();
+    if !(HOST_EXP_MIN..=HOST_EXP_MAX).contains(&((bits >> 52) & 0x7ff)) {
+        return None;
+    }
+    let u1 = x * y;
+    let u2 = x.mul_add(y, -u1); // x * y == u1 + u2 exactly
+    let (a1, a2) = two_sum(z, u2); // z + u2 == a1 + a2
+    let (b1, b2) = two_sum(u1, a1); // x * y + z == b1 + b2 + a2
+    let (d1, d2) = two_sum(b1, -r); // b1 - r == d1 + d2
+    let (g1, g2) = two_sum(d1, b2);
+    if d2 != 0.0 || g2 != 0.0 {
+        return None;
+    }
+    // x * y + z - r == g1 + a2 exactly; a sum of multiples of 2^-866 is zero iff it rounds to 0.
+    Some((bits, if g1 + a2 == 0.0 { 0 } else { NX }))
+}
+
+/// Biased binary32 exponent bounds for host results: normal, and one binade away from both
+/// ends, so that neither tininess (detected after rounding) nor overflow can be in question.
+const S_RES_MIN: u32 = 2;
+const S_RES_MAX: u32 = 253;
+
+#[inline(always)]
+fn s_normal(v: u32) -> bool {
+    let e = (v >> 23) & 0xff;
+    e != 0 && e != 0xff
+}
+
+#[inline(always)]
+fn s_result(r: f32) -> Option<u32> {
+    let bits = r.to_bits();
+    let e = (bits >> 23) & 0xff;
+    (S_RES_MIN..=S_RES_MAX).contains(&e).then_some(bits)
+}
+
+/// Binary32 add/sub/mul/div under round-to-nearest-even on the host, computed in binary64 and
+/// rounded to binary32: for these operations on binary32 operands double rounding through
+/// binary64 (53 >= 2 * 24 + 2 bits) gives the correctly rounded binary32 result (Figueroa, "When
+/// is double rounding innocuous?", 1995). Products of two binary32 significands are exact in
+/// binary64, so inexact is decided exactly: for add/sub by TwoSum, for mul by comparing, for div
+/// by multiplying back (`r * b` is exact). Operands normal, result normal and away from the ends.
+#[inline(always)]
+fn host_s(kind: HostOp, a: u32, b: u32) -> Option<(u32, u8)> {
+    if !s_normal(a) || !s_normal(b) {
+        return None;
+    }
+    let (x, y) = (f32::from_bits(a) as f64, f32::from_bits(b) as f64);
+    let (r, exact) = match kind {
+        HostOp::Add | HostOp::Sub => {
+            let y = if matches!(kind, HostOp::Sub) { -y } else { y };
+            let (s, e) = two_sum(x, y);
+            let r = s as f32;
+            (r, e == 0.0 && r as f64 == s)
+        }
+        HostOp::Mul => {
+            let p = x * y;
+            let r = p as f32;
+            (r, r as f64 == p)
+        }
+        HostOp::Div => {
+            let r = (x / y) as f32;
+            (r, r as f64 * y == x)
+        }
+    };
+    Some((s_result(r)?, if exact { 0 } else { NX }))
+}
+
+/// Binary32 `a * b + c` under round-to-nearest-even on the host. The product is exact in
+/// binary64, TwoSum gives `p + c == s + e` exactly, and `s` rounded to binary32 is the correctly
+/// rounded result unless `e != 0` and `s` is a binary32 midpoint (then SoftFloat decides): a
+/// midpoint strictly between `s` and `s + e` would be a binary64 number nearer to `s + e` than
+/// `s = RN64(s + e)`.
+#[inline(always)]
+fn host_fma_s(a: u32, b: u32, c: u32) -> Option<(u32, u8)> {
+    if !s_normal(a) || !s_normal(b) || !s_normal(c) {
+        return None;
+    }
+    let p = f32::from_bits(a) as f64 * f32::from_bits(b) as f64;
+    let (s, e) = two_sum(p, f32::from_bits(c) as f64);
+    if e != 0.0 && s.to_bits() & 0x1fff_ffff == 0x1000_0000 {
+        return None;
+    }
+    let r = s as f32;
+    let exact = e == 0.0 && r as f64 == s;
+    Some((s_result(r)?, if exact { 0 } else { NX }))
+}
+
+/// FSQRT.D under round-to-nearest-even on the host (IEEE square root is correctly rounded):
+/// positive normal operands; inexact iff `r * r != a`, decided exactly by an FMA residual.
+#[inline(always)]
+fn host_sqrt_d(a: u64) -> Option<(u64, u8)> {
+    let e = a >> 52; // sign bit included: negative operands fail the test
+    if !(HOST_EXP_MIN..=HOST_EXP_MAX).contains(&e) {
+        return None;
+    }
+    let x = f64::from_bits(a);
+    let r = x.sqrt();
+    Some((r.to_bits(), if r.mul_add(r, -x) == 0.0 { 0 } else { NX }))
+}
+
+/// FSQRT.S under round-to-nearest-even on the host, through binary64 (innocuous double rounding,
+/// as in [`host_s`]); `r * r` is exact in binary64.
+#[inline(always)]
+fn host_sqrt_s(a: u32) -> Option<(u32, u8)> {
+    if !s_normal(a) || a >> 31 != 0 {
+        return None;
+    }
+    let x = f32::from_bits(a) as f64;
+    let r = x.sqrt() as f32;
+    let exact = r as f64 * r as f64 == x;
+    Some((s_result(r)?, if exact { 0 } else { NX }))
+}
+
+/// FCVT.{W,WU,L,LU}.{S,D} of `v` (exactly widened to binary64) under RTZ (`rm` 1) or RNE (`rm`
+/// 0) on the host, when the rounded value is certainly representable: NaNs, infinities and
+/// anything at or beyond 2^31 (W, WU) or 2^62 (L, LU) in magnitude before or after rounding, and
+/// negative values for the unsigned forms, go to SoftFloat. `kind` is the `rs2` field (0 W, 1 WU, 2 L, 3 LU).
+#[inline(always)]
+fn host_f2i(v: f64, rm: u8, kind: usize) -> Option<(u64, u8)> {
+    let bits = v.to_bits();
+    let e = (bits >> 52) & 0x7ff;
+    let limit = if kind < 2 { 0x3ff + 31 } else { 0x3ff + 62 };
+    if e >= limit || (kind & 1 == 1 && bits >> 63 != 0) || rm > 1 {
+        return None;
+    }
+    let i = if rm == 1 {
+        v.trunc()
+    } else {
+        v.round_ties_even()
+    };
+    if kind < 2 && i >= 2_147_483_648.0 {
+        return None; // 2^31 - 0.5 and above round up to 2^31 under RNE
+    }
+    let flags = if i == v { 0 } else { NX };
+    let n = i as i64;
+    let r = match kind {
+        0 | 1 => n as i32 as u64,
+        _ => n as u64,
+    };
+    Some((r, flags))
+}
+
+/// FCVT.S.{W,WU,L,LU} of `x` under round-to-nearest-even on the host (Rust's integer-to-float
+/// `as` rounds to nearest, ties to even): the result bits and whether it is exact. The values in
+/// question are integers below 2^64, which binary32 never overflows on, and whose distance to the
+/// result is decided exactly in 128-bit integers.
+#[inline(always)]
+fn host_i2f_s(x: u64, kind: usize) -> (u32, bool) {
+    let (r, back) = match kind {
+        0 => {
+            let r = x as i32 as f32;
+            (r, r as i128 == x as i32 as i128)
+        }
+        1 => {
+            let r = x as u32 as f32;
+            (r, r as i128 == x as u32 as i128)
+        }
+        2 => {
+            let r = x as i64 as f32;
+            (r, r as i128 == x as i64 as i128)
+        }
+        _ => {
+            let r = x as f32;
+            (r, r as i128 == x as i128)
+        }
+    };
+    (r.to_bits(), back)
+}
+
+/// FCVT.D.{W,WU,L,LU} of `x` on the host: the 32-bit forms are always exact (any rounding
+/// mode), the 64-bit ones are rounded to nearest, ties to even, by `as`.
+#[inline(always)]
+fn host_i2f_d(x: u64, kind: usize) -> (u64, bool) {
+    let (r, back) = match kind {
+        0 => (x as i32 as f64, true),
+        1 => (x as u32 as f64, true),
+        2 => {
+            let r = x as i64 as f64;
+            (r, r as i128 == x as i64 as i128)
+        }
+        _ => {
+            let r = x as f64;
+            (r, r as i128 == x as i128)
+        }
+    };
+    (r.to_bits(), back)
+}
+
 /// Runs SoftFloat code under rounding mode `rm` and returns its result with the exception flags
 /// it raised.
 #[inline(always)]
@@ -454,6 +671,28 @@ impl Hart {
         Ok(())
     }
 
+    /// A binary32 add/sub/mul/div: on the host FPU when [`host_s`] can prove the result and
+    /// flags equal SoftFloat's, else through SoftFloat.
+    #[inline(always)]
+    fn op2_s_host(
+        &mut self,
+        raw: u32,
+        rd: usize,
+        rs1: usize,
+        rs2: usize,
+        kind: HostOp,
+        op: Op2S,
+    ) -> Result<(), Trap> {
+        let rm = self.fp_rm(raw)?;
+        if rm == 0 {
+            if let Some((r, flags)) = host_s(kind, self.fs(rs1), self.fs(rs2)) {
+                self.set_fs(rd, r, flags);
+                return Ok(());
+            }
+        }
+        self.op2_s(raw, rd, rs1, rs2, op)
+    }
+
     /// A binary64 add/sub/mul/div: on the host FPU when [`host_d`] can prove the result and
     /// flags equal SoftFloat's, else through SoftFloat.
     #[inline(always)]
@@ -489,6 +728,12 @@ impl Hart {
                 let a = f32v(self.fs(rs1) ^ ((neg_product as u32) << 31));
                 let b = f32v(self.fs(rs2));
                 let c = f32v(self.fs(rs3) ^ ((neg_addend as u32) << 31));
+                if rm == 0 {
+                    if let Some((r, flags)) = host_fma_s(a.v, b.v, c.v) {
+                        self.set_fs(rd, r, flags);
+                        return Ok(());
+                    }
+                }
                 // SAFETY: SoftFloat arithmetic is a pure function of its arguments.
                 let (r, flags) = soft(rm, || unsafe { sf::f32_mulAdd(a, b, c) });
                 self.set_fs(rd, r.v, flags);
@@ -498,6 +743,12 @@ impl Hart {
                 let a = f64v(self.f[rs1] ^ ((neg_product as u64) << 63));
                 let b = f64v(self.f[rs2]);
                 let c = f64v(self.f[rs3] ^ ((neg_addend as u64) << 63));
+                if rm == 0 {
+                    if let Some((r, flags)) = host_fma_d(a.v, b.v, c.v) {
+                        self.set_fd(rd, r, flags);
+                        return Ok(());
+                    }
+                }
                 // SAFETY: SoftFloat arithmetic is a pure function of its arguments.
                 let (r, flags) = soft(rm, || unsafe { sf::f64_mulAdd(a, b, c) });
                 self.set_fd(rd, r.v, flags);
@@ -510,18 +761,24 @@ impl Hart {
     /// The OP-FP major opcode.
     fn fp_op(&mut self, raw: u32, rd: usize, rs1: usize, rs2: usize, f3: u32) -> Result<(), Trap> {
         match raw >> 25 {
-            0x00 => self.op2_s(raw, rd, rs1, rs2, sf::f32_add),
+            0x00 => self.op2_s_host(raw, rd, rs1, rs2, HostOp::Add, sf::f32_add),
             0x01 => self.op2_d_host(raw, rd, rs1, rs2, HostOp::Add, sf::f64_add),
-            0x04 => self.op2_s(raw, rd, rs1, rs2, sf::f32_sub),
+            0x04 => self.op2_s_host(raw, rd, rs1, rs2, HostOp::Sub, sf::f32_sub),
             0x05 => self.op2_d_host(raw, rd, rs1, rs2, HostOp::Sub, sf::f64_sub),
-            0x08 => self.op2_s(raw, rd, rs1, rs2, sf::f32_mul),
+            0x08 => self.op2_s_host(raw, rd, rs1, rs2, HostOp::Mul, sf::f32_mul),
             0x09 => self.op2_d_host(raw, rd, rs1, rs2, HostOp::Mul, sf::f64_mul),
-            0x0c => self.op2_s(raw, rd, rs1, rs2, sf::f32_div),
+            0x0c => self.op2_s_host(raw, rd, rs1, rs2, HostOp::Div, sf::f32_div),
             0x0d => self.op2_d_host(raw, rd, rs1, rs2, HostOp::Div, sf::f64_div),
             // FSQRT.S
             0x2c if rs2 == 0 => {
                 let rm = self.fp_rm(raw)?;
                 let a = f32v(self.fs(rs1));
+                if rm == 0 {
+                    if let Some((r, flags)) = host_sqrt_s(a.v) {
+                        self.set_fs(rd, r, flags);
+                        return Ok(());
+                    }
+                }
                 // SAFETY: SoftFloat arithmetic is a pure function of its arguments.
                 let (r, flags) = soft(rm, || unsafe { sf::f32_sqrt(a) });
                 self.set_fs(rd, r.v, flags);
@@ -531,6 +788,12 @@ impl Hart {
             0x2d if rs2 == 0 => {
                 let rm = self.fp_rm(raw)?;
                 let a = f64v(self.f[rs1]);
+                if rm == 0 {
+                    if let Some((r, flags)) = host_sqrt_d(a.v) {
+                        self.set_fd(rd, r, flags);
+                        return Ok(());
+                    }
+                }
                 // SAFETY: SoftFloat arithmetic is a pure function of its arguments.
                 let (r, flags) = soft(rm, || unsafe { sf::f64_sqrt(a) });
                 self.set_fd(rd, r.v, flags);
@@ -602,6 +865,10 @@ impl Hart {
             0x60 if rs2 < 4 => {
                 let rm = self.fp_rm(raw)?;
                 let a = f32v(self.fs(rs1));
+                if let Some((r, flags)) = host_f2i(f32::from_bits(a.v) as f64, rm, rs2) {
+                    self.set_x_flags(rd, r, flags);
+                    return Ok(());
+                }
                 // SAFETY: SoftFloat conversions are pure functions of their arguments.
                 let (r, flags) = soft(rm, || unsafe {
                     match rs2 {
@@ -618,6 +885,10 @@ impl Hart {
             0x61 if rs2 < 4 => {
                 let rm = self.fp_rm(raw)?;
                 let a = f64v(self.f[rs1]);
+                if let Some((r, flags)) = host_f2i(f64::from_bits(a.v), rm, rs2) {
+                    self.set_x_flags(rd, r, flags);
+                    return Ok(());
+                }
                 // SAFETY: SoftFloat conversions are pure functions of their arguments.
                 let (r, flags) = soft(rm, || unsafe {
                     match rs2 {
@@ -634,6 +905,11 @@ impl Hart {
             0x68 if rs2 < 4 => {
                 let rm = self.fp_rm(raw)?;
                 let x = self.x[rs1];
+                if rm == 0 {
+                    let (r, exact) = host_i2f_s(x, rs2);
+                    self.set_fs(rd, r, if exact { 0 } else { NX });
+                    return Ok(());
+                }
                 // SAFETY: SoftFloat conversions are pure functions of their arguments.
                 let (r, flags) = soft(rm, || unsafe {
                     match rs2 {
@@ -650,6 +926,11 @@ impl Hart {
             0x69 if rs2 < 4 => {
                 let rm = self.fp_rm(raw)?;
                 let x = self.x[rs1];
+                if rm == 0 || rs2 < 2 {
+                    let (r, exact) = host_i2f_d(x, rs2);
+                    self.set_fd(rd, r, if exact { 0 } else { NX });
+                    return Ok(());
+                }
                 // SAFETY: SoftFloat conversions are pure functions of their arguments.
                 let (r, flags) = soft(rm, || unsafe {
                     match rs2 {
@@ -1018,6 +1299,220 @@ mod tests {
             trap_for_len(Trap::IllegalInstruction(0x0081_3507), 0x0081_3507, 4),
             Trap::IllegalInstruction(0x0081_3507)
         );
+    }
+
+    /// A deterministic xorshift generator of test operands.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        /// A binary64 with a random sign, an exponent near `bias + e0` (spread `spread`) and a
+        /// significand of random width (so that exact results are common too).
+        fn d(&mut self, e0: i64, spread: u64) -> u64 {
+            let r = self.next();
+            let e = (0x3ff + e0 + (r % (2 * spread + 1)) as i64 - spread as i64) as u64 & 0x7ff;
+            let width = self.next() % 53;
+            let frac = (self.next() & ((1 << 52) - 1)) >> (52 - width) << (52 - width);
+            (r >> 63) << 63 | e << 52 | frac
+        }
+
+        /// Like `d`, for binary32.
+        fn s(&mut self, e0: i64, spread: u64) -> u32 {
+            let r = self.next();
+            let e = (127 + e0 + (r % (2 * spread + 1)) as i64 - spread as i64) as u32 & 0xff;
+            let width = self.next() % 24;
+            let frac = (self.next() as u32 & ((1 << 23) - 1)) >> (23 - width) << (23 - width);
+            ((r >> 63) as u32) << 31 | e << 23 | frac
+        }
+    }
+
+    fn soft_d2(op: Op2D, a: u64, b: u64) -> (u64, u8) {
+        // SAFETY: SoftFloat arithmetic is a pure function of its arguments and thread state.
+        let (r, f) = soft(0, || unsafe { op(f64v(a), f64v(b)) });
+        (r.v, f)
+    }
+
+    fn soft_s2(op: Op2S, a: u32, b: u32) -> (u32, u8) {
+        // SAFETY: as above.
+        let (r, f) = soft(0, || unsafe { op(f32v(a), f32v(b)) });
+        (r.v, f)
+    }
+
+    /// Every host fast path agrees with SoftFloat, bit for bit and flag for flag, on operands
+    /// chosen to hit its boundaries: exponents across the accepted ranges and beyond, exact and
+    /// inexact results, cancellation (the addend near minus the product), ties.
+    #[test]
+    fn host_fast_paths_equal_softfloat() {
+        let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+        let mut hits = [0u32; 8];
+        for i in 0..400_000 {
+            // binary64 FMA: spread over the whole accepted operand range and past it.
+            let spread = if i % 2 == 0 { 8 } else { 400 };
+            let (a, b) = (g.d(0, spread), g.d(0, spread));
+            let c = match i % 4 {
+                0 => g.d(0, spread),
+                // Near minus the product: heavy cancellation, often exact.
+                1 | 2 => {
+                    let p = -(f64::from_bits(a) * f64::from_bits(b));
+                    (p.to_bits() as i64 + (g.next() % 9) as i64 - 4) as u64
+                }
+                _ => (f64::from_bits(a) * f64::from_bits(b)).to_bits() ^ (g.next() & 0xff),
+            };
+            if let Some(h) = host_fma_d(a, b, c) {
+                hits[0] += 1;
+                // SAFETY: SoftFloat arithmetic is a pure function of its arguments.
+                let (r, f) = soft(0, || unsafe { sf::f64_mulAdd(f64v(a), f64v(b), f64v(c)) });
+                assert_eq!(h, (r.v, f), "fma.d {a:#x} {b:#x} {c:#x}");
+            }
+            // binary32 FMA.
+            let spread = if i % 2 == 0 { 6 } else { 70 };
+            let (a, b) = (g.s(0, spread), g.s(0, spread));
+            let c = match i % 3 {
+                0 => g.s(0, spread),
+                _ => {
+                    let p = -(f32::from_bits(a) * f32::from_bits(b));
+                    (p.to_bits() as i32 + (g.next() % 5) as i32 - 2) as u32
+                }
+            };
+            if let Some(h) = host_fma_s(a, b, c) {
+                hits[1] += 1;
+                // SAFETY: as above.
+                let (r, f) = soft(0, || unsafe { sf::f32_mulAdd(f32v(a), f32v(b), f32v(c)) });
+                assert_eq!(h, (r.v, f), "fma.s {a:#x} {b:#x} {c:#x}");
+            }
+            // binary32 add/sub/mul/div, near and far operands.
+            let (a, b) = (g.s(0, spread), g.s(0, if i % 3 == 0 { 2 } else { 70 }));
+            let b = if i % 5 == 0 {
+                a ^ (g.next() as u32 & 0x8000_000f)
+            } else {
+                b
+            };
+            for (kind, op) in [
+                (HostOp::Add, sf::f32_add as Op2S),
+                (HostOp::Sub, sf::f32_sub),
+                (HostOp::Mul, sf::f32_mul),
+                (HostOp::Div, sf::f32_div),
+            ] {
+                if let Some(h) = host_s(kind, a, b) {
+                    hits[2] += 1;
+                    assert_eq!(h, soft_s2(op, a, b), "{a:#x} {b:#x}");
+                }
+            }
+            // The binary64 basic operations (the older fast path) on the same kind of operands.
+            let (a, b) = (g.d(0, 500), g.d(0, if i % 3 == 0 { 2 } else { 500 }));
+            for (kind, op) in [
+                (HostOp::Add, sf::f64_add as Op2D),
+                (HostOp::Sub, sf::f64_sub),
+                (HostOp::Mul, sf::f64_mul),
+                (HostOp::Div, sf::f64_div),
+            ] {
+                if let Some(h) = host_d(kind, a, b) {
+                    hits[3] += 1;
+                    assert_eq!(h, soft_d2(op, a, b), "{a:#x} {b:#x}");
+                }
+            }
+            // Square roots, including perfect squares.
+            let a = if i % 2 == 0 {
+                g.d(0, 1000) & !(1 << 63)
+            } else {
+                let r = f64::from_bits(g.d(0, 300) & !(1 << 63) & !0xffff_ffff);
+                (r * r).to_bits()
+            };
+            if let Some(h) = host_sqrt_d(a) {
+                hits[4] += 1;
+                // SAFETY: as above.
+                let (r, f) = soft(0, || unsafe { sf::f64_sqrt(f64v(a)) });
+                assert_eq!(h, (r.v, f), "sqrt.d {a:#x}");
+            }
+            let a = if i % 2 == 0 {
+                g.s(0, 130) & !(1 << 31)
+            } else {
+                let r = f32::from_bits(g.s(0, 30) & !(1 << 31) & !0xfff);
+                (r * r).to_bits()
+            };
+            if let Some(h) = host_sqrt_s(a) {
+                hits[5] += 1;
+                // SAFETY: as above.
+                let (r, f) = soft(0, || unsafe { sf::f32_sqrt(f32v(a)) });
+                assert_eq!(h, (r.v, f), "sqrt.s {a:#x}");
+            }
+            // Float to integer, RNE and RTZ, all four widths, around every limit.
+            let e0 = (g.next() % 66) as i64 - 2;
+            let v = g.d(e0, 2);
+            let v = if i % 7 == 0 { v & !0xf_ffff_ffff } else { v };
+            let v = match i % 11 {
+                // Halfway cases and the values just below the 32-bit limits.
+                0 => (f64::from_bits(v).trunc() + 0.5).to_bits(),
+                1 => [
+                    0x41df_ffff_ffe0_0000,
+                    0x41df_ffff_ffc0_0000,
+                    0x41ef_ffff_fff0_0000,
+                ][i % 3],
+                _ => v,
+            };
+            let x = f64v(v);
+            for rm in [0u8, 1] {
+                for kind in 0..4 {
+                    if let Some(h) = host_f2i(f64::from_bits(v), rm, kind) {
+                        hits[6] += 1;
+                        // SAFETY: SoftFloat conversions are pure functions of their arguments.
+                        let want = soft(rm, || unsafe {
+                            match kind {
+                                0 => sf::f64_to_i32(x, rm, true) as i32 as u64,
+                                1 => sf::f64_to_ui32(x, rm, true) as u32 as i32 as u64,
+                                2 => sf::f64_to_i64(x, rm, true) as u64,
+                                _ => sf::f64_to_ui64(x, rm, true) as u64,
+                            }
+                        });
+                        assert_eq!(h, want, "f2i {v:#x} rm {rm} kind {kind}");
+                    }
+                }
+            }
+            // Integer to float.
+            let x = g.next() >> (g.next() % 64);
+            let x = if i % 2 == 0 { x.wrapping_neg() } else { x };
+            for kind in 0..4 {
+                hits[7] += 1;
+                let (r, exact) = host_i2f_s(x, kind);
+                // SAFETY: as above.
+                let want = soft(0, || unsafe {
+                    match kind {
+                        0 => sf::i32_to_f32(x as i32),
+                        1 => sf::ui32_to_f32(x as u32),
+                        2 => sf::i64_to_f32(x as i64),
+                        _ => sf::ui64_to_f32(x),
+                    }
+                });
+                assert_eq!(
+                    (r, if exact { 0 } else { NX }),
+                    (want.0.v, want.1),
+                    "i2f.s {x:#x}"
+                );
+                let (r, exact) = host_i2f_d(x, kind);
+                // SAFETY: as above.
+                let want = soft(0, || unsafe {
+                    match kind {
+                        0 => sf::i32_to_f64(x as i32),
+                        1 => sf::ui32_to_f64(x as u32),
+                        2 => sf::i64_to_f64(x as i64),
+                        _ => sf::ui64_to_f64(x),
+                    }
+                });
+                assert_eq!(
+                    (r, if exact { 0 } else { NX }),
+                    (want.0.v, want.1),
+                    "i2f.d {x:#x}"
+                );
+            }
+        }
+        // Each fast path was actually taken (most of the time, for in-range operands).
+        assert!(hits.iter().all(|&h| h > 50_000), "{hits:?}");
     }
 
     #[test]
