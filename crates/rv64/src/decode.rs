@@ -111,6 +111,20 @@ pub enum Op {
     AmomaxuD,
     /// Any F or D instruction; `raw` holds its 32-bit encoding.
     Fp,
+    /// FLD: `rd` is an FP register, `rs1` and `imm` the address. `raw` as for [`Op::Fp`].
+    Fld,
+    /// FLW, like [`Op::Fld`].
+    Flw,
+    /// FSD: `rs2` is an FP register, `rs1` and `imm` the address.
+    Fsd,
+    /// FSW, like [`Op::Fsd`].
+    Fsw,
+    /// FMADD.D, FMSUB.D, FNMSUB.D, FNMADD.D: `rd`, `rs1`, `rs2` are FP registers, rs3, the rounding
+    /// mode and the negations are read from `raw`.
+    FmaD,
+    /// FADD.D, FSUB.D, FMUL.D, FDIV.D: `rd`, `rs1`, `rs2` are FP registers, the operation (`raw`
+    /// bits 27..29) and the rounding mode are read from `raw`.
+    FopD,
 }
 
 /// The next instruction is the next one in this cache page.
@@ -244,10 +258,49 @@ fn sext(x: u32, width: u32) -> i32 {
 
 /// Decodes an instruction: `raw` holds 4 bytes, or 2 for a compressed one.
 pub fn decode(raw: u32) -> Insn {
-    if raw & 3 == 3 {
+    let d = if raw & 3 == 3 {
         decode32(raw)
     } else {
         decode16(raw as u16)
+    };
+    if d.op == Op::Fp {
+        specialize_fp(d)
+    } else {
+        d
+    }
+}
+
+/// The most frequent F/D instructions get their own [`Op`], executed inline by the interpreter
+/// (with [`crate::fp`]'s general path as their fallback); the rest stay [`Op::Fp`]. Register
+/// fields hold FP register numbers here as they are (f0 is a real register), and `imm` the
+/// load/store offset: a compressed form's own bits, needed for `mtval` on an illegal-instruction
+/// trap, are recovered from `raw` by [`crate::fp::compressed_bits`].
+fn specialize_fp(d: Insn) -> Insn {
+    let r = d.raw;
+    let rd = ((r >> 7) & 31) as u8;
+    let rs1 = ((r >> 15) & 31) as u8;
+    let rs2 = ((r >> 20) & 31) as u8;
+    let f3 = (r >> 12) & 7;
+    let (op, imm) = match r & 0x7f {
+        0x07 if f3 == 3 => (Op::Fld, (r as i32) >> 20),
+        0x07 if f3 == 2 => (Op::Flw, (r as i32) >> 20),
+        0x27 if f3 == 3 || f3 == 2 => {
+            let imm = (((r as i32) >> 25) << 5) | ((r >> 7) & 31) as i32;
+            (if f3 == 3 { Op::Fsd } else { Op::Fsw }, imm)
+        }
+        0x43 | 0x47 | 0x4b | 0x4f if (r >> 25) & 3 == 1 => (Op::FmaD, 0),
+        0x53 if matches!(r >> 25, 0x01 | 0x05 | 0x09 | 0x0d) => (Op::FopD, 0),
+        _ => return d,
+    };
+    Insn {
+        op,
+        rd,
+        rs1,
+        rs2,
+        len: d.len,
+        flow: FLOW_NEXT,
+        imm,
+        raw: r,
     }
 }
 
@@ -629,7 +682,22 @@ mod tests {
     fn compressed_fld_expands_to_fld() {
         // c.fldsp fa0, 8(sp) = 0x2522 ; fld fa0, 8(sp) = 0x00813507
         let c = decode(0x2522);
-        assert_eq!((c.op, c.raw), (Op::Fp, 0x0081_3507));
+        assert_eq!((c.op, c.raw), (Op::Fld, 0x0081_3507));
+        assert_eq!((c.rd, c.rs1, c.imm, c.len), (10, 2, 8, 2));
+    }
+
+    #[test]
+    fn hot_fp_instructions_are_specialized() {
+        // fsd fa0, -8(sp)
+        let d = decode(0xfea1_3c27);
+        assert_eq!((d.op, d.rs1, d.rs2, d.imm), (Op::Fsd, 2, 10, -8));
+        // fmadd.d fa0, fa1, fa2, fa3 (dyn); fmadd.s stays generic
+        assert_eq!(decode(0x6ac5_f543).op, Op::FmaD);
+        assert_eq!(decode(0x68c5_f543).op, Op::Fp);
+        // fdiv.d fa0, fa1, fa2 (rne); fsqrt.d stays generic
+        let d = decode(0x1ac5_8553);
+        assert_eq!((d.op, d.rd, d.rs1, d.rs2), (Op::FopD, 10, 11, 12));
+        assert_eq!(decode(0x5a05_8553).op, Op::Fp);
     }
 
     #[test]

@@ -20,7 +20,6 @@ struct Fields {
     rs2: u8,
     len: u8,
     imm: i32,
-    raw: u32,
 }
 
 impl Hart {
@@ -44,7 +43,6 @@ impl Hart {
                 rs2: (*p).rs2,
                 len: (*p).len,
                 imm: (*p).imm,
-                raw: (*p).raw,
             }
         };
         // Decoding maps rd = x0 to the sink register 32, so results are stored unconditionally.
@@ -60,6 +58,9 @@ impl Hart {
         let imm = d.imm as i64 as u64;
         let pc = self.pc;
         let next = pc.wrapping_add(d.len as u64);
+        // The raw bits are only needed by FP instructions: read on demand (fewer live values).
+        // SAFETY: as above.
+        let raw = || unsafe { (*p).raw };
         let v = match d.op {
             Addi => a.wrapping_add(imm),
             Add => a.wrapping_add(b),
@@ -193,7 +194,7 @@ impl Hart {
                 }
             }
             Fp => {
-                self.exec_fp(ram, bus, d.raw).map_err(|t| match t {
+                self.exec_fp(ram, bus, raw()).map_err(|t| match t {
                     Trap::IllegalInstruction(_) if d.len == 2 => {
                         Trap::IllegalInstruction(d.imm as u64)
                     }
@@ -201,6 +202,69 @@ impl Hart {
                 })?;
                 self.pc = next;
                 return Ok(());
+            }
+            Fld | Flw => {
+                if !self.fp_enabled() {
+                    return self.exec_fp_fallback(ram, bus, raw(), d.len);
+                }
+                let addr = a.wrapping_add(imm);
+                let v = if d.op == Fld {
+                    self.load::<B, 8>(ram, bus, addr)?
+                } else {
+                    0xffff_ffff_0000_0000 | self.load::<B, 4>(ram, bus, addr)?
+                };
+                self.f[rd & 31] = v;
+                self.set_fs_dirty();
+                self.pc = next;
+                return Ok(());
+            }
+            Fsd | Fsw => {
+                if !self.fp_enabled() {
+                    return self.exec_fp_fallback(ram, bus, raw(), d.len);
+                }
+                let addr = a.wrapping_add(imm);
+                let v = self.f[d.rs2 as usize & 31];
+                if d.op == Fsd {
+                    self.store::<B, 8>(ram, bus, addr, v)?;
+                } else {
+                    self.store::<B, 4>(ram, bus, addr, v)?;
+                }
+                self.pc = next;
+                return Ok(());
+            }
+            FmaD => {
+                let raw = raw();
+                if self.fp_rne_on(raw) {
+                    // Opcodes 0x4b, 0x4f negate the product, 0x47, 0x4f the addend.
+                    let neg_product = (raw as u64 >> 3 & 1) << 63;
+                    let neg_addend = (raw as u64 >> 2 & 1) << 63;
+                    let x = self.f[d.rs1 as usize & 31] ^ neg_product;
+                    let y = self.f[d.rs2 as usize & 31];
+                    let z = self.f[(raw >> 27) as usize] ^ neg_addend;
+                    if let Some((r, flags)) = crate::fp::host_fma_d(x, y, z) {
+                        self.f[rd & 31] = r;
+                        self.fflags |= flags;
+                        self.set_fs_dirty();
+                        self.pc = next;
+                        return Ok(());
+                    }
+                }
+                return self.exec_fp_fallback(ram, bus, raw, d.len);
+            }
+            FopD => {
+                let raw = raw();
+                if self.fp_rne_on(raw) {
+                    let x = self.f[d.rs1 as usize & 31];
+                    let y = self.f[d.rs2 as usize & 31];
+                    if let Some((r, flags)) = crate::fp::host_d(crate::fp::fop_d_kind(raw), x, y) {
+                        self.f[rd & 31] = r;
+                        self.fflags |= flags;
+                        self.set_fs_dirty();
+                        self.pc = next;
+                        return Ok(());
+                    }
+                }
+                return self.exec_fp_fallback(ram, bus, raw, d.len);
             }
             Undecoded => return self.execute_undecoded(ram, bus),
             Illegal | Fence | FenceI | Ecall | Ebreak | Mret | Sret | Wfi | SfenceVma | Csrrw

@@ -203,7 +203,7 @@ thread_local! {
 
 /// The binary64 operations with a host fast path.
 #[derive(Clone, Copy)]
-enum HostOp {
+pub(crate) enum HostOp {
     Add,
     Sub,
     Mul,
@@ -224,7 +224,7 @@ const HOST_EXP_MAX: u64 = 0x700;
 /// FMA residual for mul/div). NaNs, infinities, zeros, subnormals and anything near the ends of
 /// the range go to SoftFloat. Measured: most of the FP kernel's add/mul/div take this path.
 #[inline(always)]
-fn host_d(kind: HostOp, a: u64, b: u64) -> Option<(u64, u8)> {
+pub(crate) fn host_d(kind: HostOp, a: u64, b: u64) -> Option<(u64, u8)> {
     let in_range = |v: u64| (HOST_EXP_MIN..=HOST_EXP_MAX).contains(&((v >> 52) & 0x7ff));
     if !in_range(a) || !in_range(b) {
         return None;
@@ -276,7 +276,7 @@ const FMA_EXP_MAX: u64 = 0x3ff + 380;
 /// the two steps that their theorem proves exact are checked at run time (a non-zero residual
 /// falls back to SoftFloat), so correctness does not rest on the theorem.
 #[inline(always)]
-fn host_fma_d(a: u64, b: u64, c: u64) -> Option<(u64, u8)> {
+pub(crate) fn host_fma_d(a: u64, b: u64, c: u64) -> Option<(u64, u8)> {
     let in_op = |v: u64| (FMA_EXP_MIN..=FMA_EXP_MAX).contains(&((v >> 52) & 0x7ff));
     if !in_op(a) || !in_op(b) || !in_op(c) {
         return None;
@@ -555,7 +555,44 @@ pub fn trap_for_len(trap: Trap, raw: u32, len: u8) -> Trap {
     }
 }
 
+/// The [`HostOp`] of FADD.D, FSUB.D, FMUL.D, FDIV.D (funct7 0x01, 0x05, 0x09, 0x0d).
+#[inline(always)]
+pub(crate) fn fop_d_kind(raw: u32) -> HostOp {
+    match (raw >> 27) & 3 {
+        0 => HostOp::Add,
+        1 => HostOp::Sub,
+        2 => HostOp::Mul,
+        _ => HostOp::Div,
+    }
+}
+
 impl Hart {
+    /// The general path of a specialized F/D instruction (see `decode::specialize_fp`), when its
+    /// inline fast path does not apply: [`Hart::exec_fp`], the trap fixed up for compressed
+    /// forms, and the pc advanced.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn exec_fp_fallback<B: Bus>(
+        &mut self,
+        ram: &mut Ram,
+        bus: &mut B,
+        raw: u32,
+        len: u8,
+    ) -> Result<(), Trap> {
+        self.exec_fp(ram, bus, raw)
+            .map_err(|t| trap_for_len(t, raw, len))?;
+        self.pc = self.pc.wrapping_add(len as u64);
+        Ok(())
+    }
+
+    /// Whether the dynamic or static rounding mode of `raw` is round-to-nearest-even, with the FPU
+    /// on: the condition of every inline fast path.
+    #[inline(always)]
+    pub(crate) fn fp_rne_on(&self, raw: u32) -> bool {
+        let rm = (raw >> 12) & 7;
+        self.fp_enabled() && (rm == 0 || (rm == 7 && self.frm == 0))
+    }
+
     /// Executes the F or D instruction `raw` (a 32-bit encoding; compressed forms arrive
     /// expanded). The caller advances pc on `Ok`.
     ///
@@ -1283,7 +1320,7 @@ mod tests {
             for fields in 0..1u32 << 11 {
                 let c = (funct3 << 13) | (fields << 2) | quadrant;
                 let d = decode(c);
-                assert_eq!(d.op, Op::Fp, "{c:#06x}");
+                assert!(matches!(d.op, Op::Fld | Op::Fsd), "{c:#06x}");
                 assert_eq!(compressed_bits(d.raw), c, "{c:#06x} -> {:#010x}", d.raw);
             }
         }
