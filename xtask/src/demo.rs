@@ -30,9 +30,13 @@ pub struct Args {
     /// Number of harts.
     #[arg(long, default_value_t = 1)]
     pub smp: u32,
-    /// Kill the primary after this many increments.
-    #[arg(long, default_value_t = 100)]
+    /// Kill the primary after every this many increments.
+    #[arg(long, default_value_t = 50)]
     pub kill_after: u64,
+    /// How many times to kill the primary (the pair protects the new primary again by
+    /// itself after each failover).
+    #[arg(long, default_value_t = 3)]
+    pub kills: u32,
     /// Increments in all.
     #[arg(long, default_value_t = 200)]
     pub total: u64,
@@ -81,7 +85,8 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             .args(["--smp", &a.smp.to_string()]);
         if !a.interactive {
             cmd.args(["--demo", &a.kill_after.to_string()])
-                .args(["--demo-total", &a.total.to_string()]);
+                .args(["--demo-total", &a.total.to_string()])
+                .args(["--demo-kills", &a.kills.to_string()]);
         }
         if !a.console_only && std::path::Path::new("/usr/bin/passt").exists() {
             cmd.args(["--passt", &a.port.to_string()]);

@@ -183,6 +183,11 @@ pub struct PairCmdArgs {
     /// Increments in the demo (after the kill as many again).
     #[arg(long, value_name = "N", default_value_t = 200)]
     pub demo_total: u64,
+    /// Kills in the demo: the primary is SIGKILLed after every --demo N increments, this many
+    /// times; after each failover the pair protects the new primary again by itself (a new
+    /// backup from a snapshot of the running guest).
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub demo_kills: u32,
 }
 
 /// Options of `ftvm status`, `ftvm console`.
@@ -371,7 +376,11 @@ pub fn control(a: ControlArgs) -> i32 {
 }
 
 /// Waits until the VM at `e` says it is protected by `peer`; its `last_protected` line.
-fn wait_protected(e: SocketAddr, peer: SocketAddr, within: Duration) -> anyhow::Result<String> {
+pub(crate) fn wait_protected(
+    e: SocketAddr,
+    peer: SocketAddr,
+    within: Duration,
+) -> anyhow::Result<String> {
     let t0 = std::time::Instant::now();
     loop {
         let st = ft::console::request(&e.to_string(), "STATUS", Duration::from_secs(2))?;

@@ -90,10 +90,11 @@ fn tcp_connection_survives_failover_through_passt() {
     assert!(p.stderr("backup").contains("went live"), "{}", p.logs());
 }
 
-/// The README's demo, `ftvm pair --demo N --passt PORT`, as a user runs it: passt started by
-/// the pair, the guest's counter service over one TCP connection through a SIGKILL of the
-/// primary (1..=total, none repeated or skipped), and the guest's web server (busybox httpd,
-/// a CGI page) answering before the failover and, from the new primary, after it.
+/// The README's demo, `ftvm pair --demo N --demo-kills K --passt PORT`, as a user runs it:
+/// passt started by the pair, the guest's counter service over one TCP connection through two
+/// SIGKILLs of the primary (1..=total, none repeated or skipped) — the pair protecting the new
+/// primary again by itself after the first, so that the second fails over too — and the
+/// guest's web server (busybox httpd, a CGI page) answering before and after.
 #[test]
 fn pair_demo_counter_and_web_server_survive_failover() {
     let Some(g) = guest() else { return };
@@ -118,7 +119,7 @@ fn pair_demo_counter_and_web_server_survive_failover() {
         .arg(g.join("Image"))
         .arg("--initrd")
         .arg(g.join("initramfs.cpio.gz"))
-        .args(["--demo", "20", "--demo-total", "40"])
+        .args(["--demo", "15", "--demo-total", "45", "--demo-kills", "2"])
         .args(["--passt", &port.to_string(), "--arbiter", &arbiter])
         .args(["--channel", &format!("127.0.0.1:{channel}")])
         .args(["--primary-console", &format!("127.0.0.1:{pc}")])
@@ -150,7 +151,14 @@ fn pair_demo_counter_and_web_server_survive_failover() {
         "ftvm pair --demo: {status:?}\n{logs}"
     );
     assert!(
-        stdout.contains("40 increments over one TCP connection answered 1..=40 in order"),
+        stdout.contains("45 increments over one TCP connection answered 1..=45 in order"),
+        "{logs}"
+    );
+    // Both failovers were followed by re-protection, by the pair itself.
+    assert!(stdout.contains("through 2 SIGKILL(s)"), "{logs}");
+    assert_eq!(
+        stderr.matches("ftvm pair: protected again in").count(),
+        2,
         "{logs}"
     );
     let web = stdout
