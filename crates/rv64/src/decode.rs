@@ -125,6 +125,10 @@ pub enum Op {
     /// FADD.D, FSUB.D, FMUL.D, FDIV.D: `rd`, `rs1`, `rs2` are FP registers, the operation (`raw`
     /// bits 27..29) and the rounding mode are read from `raw`.
     FopD,
+    /// FMADD.S, FMSUB.S, FNMSUB.S, FNMADD.S, like [`Op::FmaD`].
+    FmaS,
+    /// FADD.S, FSUB.S, FMUL.S, FDIV.S, like [`Op::FopD`].
+    FopS,
 }
 
 /// The next instruction is the next one in this cache page.
@@ -289,7 +293,9 @@ fn specialize_fp(d: Insn) -> Insn {
             (if f3 == 3 { Op::Fsd } else { Op::Fsw }, imm)
         }
         0x43 | 0x47 | 0x4b | 0x4f if (r >> 25) & 3 == 1 => (Op::FmaD, 0),
+        0x43 | 0x47 | 0x4b | 0x4f if (r >> 25) & 3 == 0 => (Op::FmaS, 0),
         0x53 if matches!(r >> 25, 0x01 | 0x05 | 0x09 | 0x0d) => (Op::FopD, 0),
+        0x53 if matches!(r >> 25, 0x00 | 0x04 | 0x08 | 0x0c) => (Op::FopS, 0),
         _ => return d,
     };
     Insn {
@@ -693,8 +699,9 @@ mod tests {
         assert_eq!((d.op, d.rs1, d.rs2, d.imm), (Op::Fsd, 2, 10, -8));
         // fmadd.d fa0, fa1, fa2, fa3 (dyn); fmadd.s stays generic
         assert_eq!(decode(0x6ac5_f543).op, Op::FmaD);
-        assert_eq!(decode(0x68c5_f543).op, Op::Fp);
-        // fdiv.d fa0, fa1, fa2 (rne); fsqrt.d stays generic
+        assert_eq!(decode(0x68c5_f543).op, Op::FmaS);
+        assert_eq!(decode(0x6cc5_f543).op, Op::Fp); // fmadd.h: not ours
+                                                    // fdiv.d fa0, fa1, fa2 (rne); fsqrt.d stays generic
         let d = decode(0x1ac5_8553);
         assert_eq!((d.op, d.rd, d.rs1, d.rs2), (Op::FopD, 10, 11, 12));
         assert_eq!(decode(0x5a05_8553).op, Op::Fp);

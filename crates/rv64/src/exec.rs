@@ -232,16 +232,30 @@ impl Hart {
                 self.pc = next;
                 return Ok(());
             }
-            FmaD => {
+            FmaD | FmaS => {
                 let raw = raw();
                 if self.fp_rne_on(raw) {
                     // Opcodes 0x4b, 0x4f negate the product, 0x47, 0x4f the addend.
-                    let neg_product = (raw as u64 >> 3 & 1) << 63;
-                    let neg_addend = (raw as u64 >> 2 & 1) << 63;
-                    let x = self.f[d.rs1 as usize & 31] ^ neg_product;
+                    let neg_product = raw as u64 >> 3 & 1;
+                    let neg_addend = raw as u64 >> 2 & 1;
+                    let x = self.f[d.rs1 as usize & 31];
                     let y = self.f[d.rs2 as usize & 31];
-                    let z = self.f[(raw >> 27) as usize] ^ neg_addend;
-                    if let Some((r, flags)) = crate::fp::host_fma_d(x, y, z) {
+                    let z = self.f[(raw >> 27) as usize];
+                    let r = if d.op == FmaD {
+                        crate::fp::host_fma_d(x ^ neg_product << 63, y, z ^ neg_addend << 63)
+                    } else if (x & y & z) >> 32 == 0xffff_ffff {
+                        // All three NaN-boxed (else an operand reads as the canonical NaN).
+                        let (x, y, z) = (x as u32, y as u32, z as u32);
+                        let (x, z) = (
+                            x ^ (neg_product as u32) << 31,
+                            z ^ (neg_addend as u32) << 31,
+                        );
+                        crate::fp::host_fma_s(x, y, z)
+                            .map(|(r, f)| (0xffff_ffff_0000_0000 | r as u64, f))
+                    } else {
+                        None
+                    };
+                    if let Some((r, flags)) = r {
                         self.f[rd & 31] = r;
                         self.fflags |= flags;
                         self.set_fs_dirty();
@@ -251,12 +265,21 @@ impl Hart {
                 }
                 return self.exec_fp_fallback(ram, bus, raw, d.len);
             }
-            FopD => {
+            FopD | FopS => {
                 let raw = raw();
                 if self.fp_rne_on(raw) {
                     let x = self.f[d.rs1 as usize & 31];
                     let y = self.f[d.rs2 as usize & 31];
-                    if let Some((r, flags)) = crate::fp::host_d(crate::fp::fop_d_kind(raw), x, y) {
+                    let kind = crate::fp::fop_d_kind(raw);
+                    let r = if d.op == FopD {
+                        crate::fp::host_d(kind, x, y)
+                    } else if (x & y) >> 32 == 0xffff_ffff {
+                        crate::fp::host_s(kind, x as u32, y as u32)
+                            .map(|(r, f)| (0xffff_ffff_0000_0000 | r as u64, f))
+                    } else {
+                        None
+                    };
+                    if let Some((r, flags)) = r {
                         self.f[rd & 31] = r;
                         self.fflags |= flags;
                         self.set_fs_dirty();

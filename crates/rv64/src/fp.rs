@@ -325,7 +325,7 @@ fn s_result(r: f32) -> Option<u32> {
 /// binary64, so inexact is decided exactly: for add/sub by TwoSum, for mul by comparing, for div
 /// by multiplying back (`r * b` is exact). Operands normal, result normal and away from the ends.
 #[inline(always)]
-fn host_s(kind: HostOp, a: u32, b: u32) -> Option<(u32, u8)> {
+pub(crate) fn host_s(kind: HostOp, a: u32, b: u32) -> Option<(u32, u8)> {
     if !s_normal(a) || !s_normal(b) {
         return None;
     }
@@ -356,7 +356,7 @@ fn host_s(kind: HostOp, a: u32, b: u32) -> Option<(u32, u8)> {
 /// midpoint strictly between `s` and `s + e` would be a binary64 number nearer to `s + e` than
 /// `s = RN64(s + e)`.
 #[inline(always)]
-fn host_fma_s(a: u32, b: u32, c: u32) -> Option<(u32, u8)> {
+pub(crate) fn host_fma_s(a: u32, b: u32, c: u32) -> Option<(u32, u8)> {
     if !s_normal(a) || !s_normal(b) || !s_normal(c) {
         return None;
     }
@@ -555,7 +555,8 @@ pub fn trap_for_len(trap: Trap, raw: u32, len: u8) -> Trap {
     }
 }
 
-/// The [`HostOp`] of FADD.D, FSUB.D, FMUL.D, FDIV.D (funct7 0x01, 0x05, 0x09, 0x0d).
+/// The [`HostOp`] of FADD, FSUB, FMUL, FDIV (.S: funct7 0x00, 0x04, 0x08, 0x0c; .D: 0x01, 0x05,
+/// 0x09, 0x0d).
 #[inline(always)]
 pub(crate) fn fop_d_kind(raw: u32) -> HostOp {
     match (raw >> 27) & 3 {
