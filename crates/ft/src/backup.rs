@@ -243,9 +243,10 @@ pub fn run(
     }
     let mut status = Status::new(&cfg.vm, Role::Backup, "(waiting)".into());
     ep.set_status(&status);
-    eprintln!(
+    tracing::info!(
         "ftvm backup: waiting for the primary on {} (console {} once live)",
-        bc.listen, bc.console
+        bc.listen,
+        bc.console
     );
     let (hello, w, r, peer) = loop {
         let (s, peer) = listener.accept().map_err(io("accepting the primary"))?;
@@ -268,21 +269,23 @@ pub fn run(
         };
         match wire::accept_handshake_checked(s, &cfg.key, check) {
             Ok((h, w, r)) if h.vm == cfg.vm => break (h, w, r, peer),
-            Ok((h, ..)) => eprintln!(
+            Ok((h, ..)) => tracing::warn!(
                 "ftvm backup: refused {peer}: it protects VM {:?}, we back up {:?}",
-                h.vm, cfg.vm
+                h.vm,
+                cfg.vm
             ),
             Err(wire::WireError::Refused(why)) => {
-                eprintln!("ftvm backup: refused {peer}: {why}")
+                tracing::warn!("ftvm backup: refused {peer}: {why}")
             }
-            Err(e) => eprintln!("ftvm backup: refused {peer}: {e}"),
+            Err(e) => tracing::warn!("ftvm backup: refused {peer}: {e}"),
         }
     };
     drop(listener);
     status.peer = peer.to_string();
-    eprintln!(
+    tracing::info!(
         "ftvm backup: primary {peer} authenticated (vm {}, generation {})",
-        hello.vm, hello.generation
+        hello.vm,
+        hello.generation
     );
     let live = Arc::new(Liveness::default());
     live.heard();
@@ -537,7 +540,7 @@ impl Backup {
             Some(machine::PowerEvent::PowerOff) => "the guest powered off",
             _ => "the primary ended the log (operator power off)",
         };
-        eprintln!("ftvm backup: {how}: stopping too");
+        tracing::info!("ftvm backup: {how}: stopping too");
         // --disk-reads own: the primary waits for this (everything replayed) to write its last
         // held writes.
         let _ = self.channel.shutdown(std::net::Shutdown::Both);
@@ -547,7 +550,7 @@ impl Backup {
 
     fn failover(mut self, mut p: Progress, why: String) -> Result<i32, FtError> {
         let t0 = Instant::now();
-        eprintln!("ftvm backup: primary lost: {why}");
+        tracing::warn!(event = "primary_lost", reason = %why, "ftvm backup: primary lost: {why}");
         // From now on nothing the old primary sends counts.
         let _ = self.channel.shutdown(std::net::Shutdown::Both);
         self.hb_stop.store(true, Ordering::Relaxed);
@@ -565,7 +568,7 @@ impl Backup {
         }
         p.catch_up()?;
         let Some(rp) = p.rp.take() else {
-            eprintln!("ftvm backup: the primary died before its initial snapshot arrived: nothing to take over");
+            tracing::warn!("ftvm backup: the primary died before its initial snapshot arrived: nothing to take over");
             return Ok(3);
         };
         let generation = self.generation + 1;
@@ -576,14 +579,14 @@ impl Backup {
         match claim {
             Ok(Claim::Won) => {}
             Ok(Claim::Lost { winner }) => {
-                eprintln!(
+                tracing::warn!(
                     "ftvm backup: the arbiter gave generation {generation} to {winner}: stopping"
                 );
                 self.ep.close();
                 return Ok(3);
             }
             Err(e) => {
-                eprintln!("ftvm backup: the arbiter failed ({e}): not going live");
+                tracing::warn!("ftvm backup: the arbiter failed ({e}): not going live");
                 self.ep.close();
                 return Ok(3);
             }
@@ -599,9 +602,10 @@ impl Backup {
             rp.reissue_disk_writes()?
         };
         if reissued.0 > 0 {
-            eprintln!(
+            tracing::info!(
                 "ftvm backup: re-issued {} disk writes ({} bytes) the primary had not confirmed",
-                reissued.0, reissued.1
+                reissued.0,
+                reissued.1
             );
         }
         if let (Some(nd), Some(mac)) = (&self.netdev, rp.config().net) {
@@ -621,7 +625,11 @@ impl Backup {
         let tail: Vec<u8> = p.tail.bytes.iter().copied().collect();
         self.ep.start_serving(p.in_taken, &tail, p.tail.base);
         let took = t0.elapsed();
-        eprintln!(
+        tracing::info!(
+            event = "went_live",
+            icount,
+            generation,
+            ms = took.as_secs_f64() * 1e3,
             "ftvm backup: went live at icount {icount} (generation {generation}) {:.1} ms after the failure was detected",
             took.as_secs_f64() * 1e3
         );

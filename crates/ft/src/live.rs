@@ -125,7 +125,7 @@ impl LiveVm {
                         paused = true;
                         self.log(Event::Pause);
                         self.update_status(&mut bytes_window);
-                        eprintln!(
+                        tracing::info!(
                             "ftvm {}: paused at icount {}",
                             self.status.role,
                             self.m.icount()
@@ -141,10 +141,10 @@ impl LiveVm {
                         if let Some(ts) = &mut alone_sync {
                             ts.rebase(&self.m, Instant::now());
                         }
-                        eprintln!("ftvm {}: resumed", self.status.role);
+                        tracing::info!("ftvm {}: resumed", self.status.role);
                     }
                     Control::PowerOff => {
-                        eprintln!("ftvm {}: powered off by the operator", self.status.role);
+                        tracing::info!("ftvm {}: powered off by the operator", self.status.role);
                         return Ok(self.finish());
                     }
                     Control::Protect(to) => {
@@ -205,11 +205,11 @@ impl LiveVm {
                         if let Some(p) = &mut self.prot {
                             p.rec.power = Some(PowerEvent::PowerOff);
                         }
-                        eprintln!("ftvm {}: the guest powered off", self.status.role);
+                        tracing::info!("ftvm {}: the guest powered off", self.status.role);
                         return Ok(self.finish());
                     }
                     Stop::Power(PowerEvent::Fail(code)) => {
-                        eprintln!(
+                        tracing::info!(
                             "ftvm {}: the guest reported failure {code:#x}",
                             self.status.role
                         );
@@ -220,7 +220,7 @@ impl LiveVm {
                         });
                     }
                     Stop::Power(PowerEvent::Reset) => {
-                        eprintln!("ftvm {}: the guest asked for a reset, which ftvm does not replicate: powering off", self.status.role);
+                        tracing::info!("ftvm {}: the guest asked for a reset, which ftvm does not replicate: powering off", self.status.role);
                         return Ok(self.finish());
                     }
                 }
@@ -261,7 +261,7 @@ impl LiveVm {
             let released = p.released();
             if let Err(e) = p.rec.flush() {
                 p.link.state.failed.store(true, Ordering::Relaxed);
-                eprintln!("ftvm primary: writing the log failed: {e}");
+                tracing::warn!("ftvm primary: writing the log failed: {e}");
             }
             let all = p.buf.take();
             // Messages of at most 4 MiB (a large snapshot spans several); only the last one
@@ -343,7 +343,7 @@ impl LiveVm {
     /// taken), then follows the log. `true` once protected; on a failure the VM runs on alone.
     fn protect_again(&mut self, to: std::net::SocketAddr) -> bool {
         if self.prot.is_some() {
-            eprintln!(
+            tracing::warn!(
                 "ftvm primary: asked to be protected by {to}, but a backup protects it already"
             );
             return false;
@@ -352,7 +352,7 @@ impl LiveVm {
         let generation = match self.cfg.arbiter.current(&self.cfg.vm) {
             Ok(g) => g.map_or(0, |(g, _)| g),
             Err(e) => {
-                eprintln!("ftvm primary: protecting with {to}: the arbiter failed ({e}); running on alone");
+                tracing::warn!("ftvm primary: protecting with {to}: the arbiter failed ({e}); running on alone");
                 return false;
             }
         };
@@ -379,7 +379,12 @@ impl LiveVm {
                     t0.elapsed().as_secs_f64() * 1e3
                 ));
                 self.publish_status();
-                eprintln!(
+                tracing::info!(
+                    event = "protected_again",
+                    backup = %to,
+                    generation,
+                    snapshot_bytes = snapshot,
+                    pause_ms = t0.elapsed().as_secs_f64() * 1e3,
                     "ftvm primary: protected again by the backup at {to} (generation {generation}) at icount {}: the guest paused {:.1} ms for a {snapshot}-byte snapshot",
                     self.m.icount(),
                     t0.elapsed().as_secs_f64() * 1e3
@@ -387,7 +392,7 @@ impl LiveVm {
                 true
             }
             Err(e) => {
-                eprintln!("ftvm primary: protecting with the backup at {to} failed: {e}; running on alone");
+                tracing::warn!("ftvm primary: protecting with the backup at {to} failed: {e}; running on alone");
                 self.status.last_protected = Some(format!("failed: by {to}: {e}"));
                 self.publish_status();
                 false
@@ -410,7 +415,9 @@ impl LiveVm {
         let generation = p.generation + 1;
         p.link.close();
         p.hb_stop.store(true, Ordering::Relaxed);
-        eprintln!(
+        tracing::warn!(
+            event = "backup_lost",
+            reason = %why,
             "ftvm primary: backup lost ({why}); asking the arbiter {}",
             self.cfg.arbiter.describe()
         );
@@ -428,7 +435,9 @@ impl LiveVm {
                 if let Some(n) = &p.net {
                     n.set_holding(false);
                 }
-                eprintln!(
+                tracing::info!(
+                    event = "running_alone",
+                    generation,
                     "ftvm primary: won generation {generation} in {:?}: running on alone (unprotected)",
                     t0.elapsed()
                 );
@@ -449,7 +458,7 @@ impl LiveVm {
                 if let Some(n) = &p.net {
                     n.discard();
                 }
-                eprintln!("ftvm primary: the arbiter gave generation {generation} to {winner}: stopping, emitting nothing more");
+                tracing::warn!("ftvm primary: the arbiter gave generation {generation} to {winner}: stopping, emitting nothing more");
                 self.ep.discard_and_close();
                 Ok(Next::Exit(3))
             }
@@ -461,7 +470,7 @@ impl LiveVm {
                     n.discard();
                 }
                 // Without the arbiter nobody may go on: stop rather than risk two primaries.
-                eprintln!("ftvm primary: {e}: stopping, emitting nothing more");
+                tracing::warn!("ftvm primary: {e}: stopping, emitting nothing more");
                 self.ep.discard_and_close();
                 Ok(Next::Exit(3))
             }
@@ -486,7 +495,7 @@ impl LiveVm {
             } = p;
             // The final digest, the power-off entry if the guest asked, the end marker.
             if let Err(e) = rec.finish(&self.m) {
-                eprintln!("ftvm primary: ending the log failed: {e}");
+                tracing::warn!("ftvm primary: ending the log failed: {e}");
             }
             self.ep.output(horizon, self.out.take());
             // The backup reads to the end marker, acknowledges (the last output is released)

@@ -89,7 +89,7 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
         generation,
         None,
     )?;
-    eprintln!(
+    tracing::info!(
         "ftvm primary: vm {} protected by the backup at {} (generation {generation}, arbiter {}); console on {}",
         cfg.vm,
         pc.backup,
@@ -292,7 +292,7 @@ fn sync_disks(m: &mut Machine, w: &mut wire::MsgWriter, drives: usize) -> Result
         }
         total_bytes += total;
     }
-    eprintln!(
+    tracing::info!(
         "ftvm primary: synced {drives} disk image(s) to the backup ({total_bytes} bytes) in {:.0} ms",
         t0.elapsed().as_secs_f64() * 1e3
     );

@@ -53,6 +53,34 @@ pub struct PairArgs {
     /// must agree.
     #[arg(long, value_name = "MODE", default_value = "log", value_parser = ["log", "own"])]
     pub disk_reads: String,
+    /// The least important events logged to stderr.
+    #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
+    pub log_level: String,
+    /// How events are logged: `text` (a line each) or `json` (one object per line, with the
+    /// events' fields, for log collectors).
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+impl PairArgs {
+    /// Sends this process's events (the `tracing` ones of the pair) to stderr.
+    pub fn init_logging(&self) {
+        let level: tracing_subscriber::filter::LevelFilter = self
+            .log_level
+            .parse()
+            .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
+        let b = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_max_level(level)
+            .with_target(false)
+            .with_ansi(false);
+        // A second subscriber (a test calling this twice) is refused: the first stays.
+        let _ = if self.log_format == "json" {
+            b.json().try_init()
+        } else {
+            b.try_init()
+        };
+    }
 }
 
 impl PairArgs {
@@ -280,6 +308,7 @@ pub fn primary(a: PrimaryArgs) -> i32 {
     exit(
         "primary",
         (|| {
+            a.pair.init_logging();
             let console = addr(&a.console, "--console")?;
             let pc = PrimaryConfig {
                 backup: addr(&a.peer, "--peer")?,
@@ -302,6 +331,7 @@ pub fn backup(a: BackupArgs) -> i32 {
     exit(
         "backup",
         (|| {
+            a.pair.init_logging();
             let bc = BackupConfig {
                 listen: addr(&a.listen, "--listen")?,
                 console: addr(&a.console, "--console")?,

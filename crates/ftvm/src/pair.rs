@@ -73,6 +73,10 @@ fn pair_flags(p: &PairArgs, key: &std::path::Path) -> Vec<String> {
         p.disk_mode.clone(),
         "--disk-reads".into(),
         p.disk_reads.clone(),
+        "--log-level".into(),
+        p.log_level.clone(),
+        "--log-format".into(),
+        p.log_format.clone(),
     ]
 }
 

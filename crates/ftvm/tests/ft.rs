@@ -420,14 +420,20 @@ fn flow_control_with_a_tiny_buffer() {
 }
 
 /// `--metrics`: each side serves the figures of `ftvm status` to Prometheus; after the
-/// backup is killed the primary's gauges say it runs unprotected.
+/// backup is killed the primary's gauges say it runs unprotected. `--log-format json`: the
+/// backup's events are JSON lines.
 #[test]
 fn metrics_endpoints_follow_the_status() {
     let Some(g) = guest() else { return };
     let (pm, bm) = (addr(free_port()), addr(free_port()));
     let o = PairOptions {
         primary_extra: vec!["--metrics".into(), pm.to_string()],
-        backup_extra: vec!["--metrics".into(), bm.to_string()],
+        backup_extra: vec![
+            "--metrics".into(),
+            bm.to_string(),
+            "--log-format".into(),
+            "json".into(),
+        ],
         ..Default::default()
     };
     let mut p = Pair::start("metrics", &g, &o, None);
@@ -478,6 +484,15 @@ fn metrics_endpoints_follow_the_status() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(value(&alone, "ftvm_failovers"), 1.0, "{alone}");
+    // --log-format json: the backup's events are one JSON object a line.
+    let events = p.stderr("backup");
+    assert!(events.contains("authenticated"), "{events}");
+    for l in events.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            l.starts_with('{') && l.ends_with('}') && l.contains(r#""level":"INFO""#),
+            "not a JSON event: {l}"
+        );
+    }
     c.send(b"\x04poweroff\n").unwrap();
     assert_eq!(
         p.wait("primary", Duration::from_secs(30)),
