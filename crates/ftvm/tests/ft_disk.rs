@@ -169,19 +169,21 @@ fn non_shared_disks_stay_identical_and_survive_failover() {
     }
 }
 
-#[test]
-fn shared_disk_records_survive_failover() {
-    let Some(g) = guest() else { return };
-    let _one_at_a_time = serial();
-    let mut rng = Rng::new("shared_disk_records_survive_failover");
-    for run in 0..runs() {
+/// Appendlog records on a shared disk, the primary SIGKILLed at a random record, `runs` times
+/// (with `options` added to both sides): every record the guest reported durable is on the
+/// image afterwards, in order, none torn.
+fn records_survive_kills(g: &Path, name: &str, runs: u64, options: &[String]) {
+    let mut rng = Rng::new(name);
+    for run in 0..runs {
         let t0 = Instant::now();
-        let img = scratch_image(&g, &format!("shared-{run}"));
+        let img = scratch_image(g, &format!("{name}-{run}"));
+        let mut extra = drive(&img);
+        extra.extend_from_slice(options);
         let o = PairOptions {
-            extra: drive(&img),
+            extra,
             ..Default::default()
         };
-        let mut p = Pair::start(&format!("disk-{run}"), &g, &o, None);
+        let mut p = Pair::start(&format!("{name}-{run}"), g, &o, None);
         let mut c = p.client();
         wait_for_shell(&mut c);
         let kill_after = 3 + rng.below(30);
@@ -199,12 +201,19 @@ fn shared_disk_records_survive_failover() {
             p.logs()
         );
         eprintln!(
-            "run {run}: killed after record {kill_after}; {durable} reported, {on_disk} on disk; {:.1} s",
+            "{name}, run {run}: killed after record {kill_after}; {durable} reported, {on_disk} on disk; {:.1} s",
             t0.elapsed().as_secs_f64()
         );
         drop(p);
         let _ = std::fs::remove_file(&img);
     }
+}
+
+#[test]
+fn shared_disk_records_survive_failover() {
+    let Some(g) = guest() else { return };
+    let _one_at_a_time = serial();
+    records_survive_kills(&g, "shared_disk_records_survive_failover", runs(), &[]);
 }
 
 /// The shared disk on another "machine": an NBD export served by qemu-nbd (Debian qemu-utils);
@@ -345,40 +354,12 @@ fn read_phase_log(g: &Path, own: bool) -> u64 {
 fn shared_disk_with_own_reads_survives_failover() {
     let Some(g) = guest() else { return };
     let _one_at_a_time = serial();
-    let mut rng = Rng::new("shared_disk_with_own_reads_survives_failover");
-    for run in 0..runs().div_ceil(2) {
-        let t0 = Instant::now();
-        let img = scratch_image(&g, &format!("own-{run}"));
-        let mut extra = drive(&img);
-        extra.extend(own_reads());
-        let o = PairOptions {
-            extra,
-            ..Default::default()
-        };
-        let mut p = Pair::start(&format!("disk-own-{run}"), &g, &o, None);
-        let mut c = p.client();
-        wait_for_shell(&mut c);
-        let kill_after = 3 + rng.below(30);
-        let durable = append_until(&mut c, &mut p, kill_after + 20, Some(kill_after));
-        assert_eq!(
-            p.wait("backup", Duration::from_secs(60)),
-            Some(0),
-            "run {run}\n{}",
-            p.logs()
-        );
-        let on_disk = check_records(&read_file(&img, "records"));
-        assert!(
-            on_disk >= durable,
-            "run {run}: {durable} records reported durable, {on_disk} on the disk\n{}",
-            p.logs()
-        );
-        eprintln!(
-            "own reads, run {run}: killed after record {kill_after}; {durable} reported, {on_disk} on disk; {:.1} s",
-            t0.elapsed().as_secs_f64()
-        );
-        drop(p);
-        let _ = std::fs::remove_file(&img);
-    }
+    records_survive_kills(
+        &g,
+        "shared_disk_with_own_reads_survives_failover",
+        runs().div_ceil(2),
+        &own_reads(),
+    );
 }
 
 /// A read-heavy phase (the guest reads its whole 16 MiB disk) sends its data in the log with

@@ -39,13 +39,12 @@ fn connect_counter(port: u16, p: &Pair) -> (BufReader<TcpStream>, TcpStream) {
     }
 }
 
-#[test]
-fn tcp_connection_survives_failover_through_passt() {
-    let Some(g) = guest() else { return };
-    let Some(passt) = Passt::start("ft-net") else {
-        return;
-    };
-    let mut rng = Rng::new("tcp_connection_survives_failover_through_passt");
+/// A pair on passt (host port `passt.port` to the guest's 7000) whose guest, once its shell
+/// answers, takes a DHCP lease and starts `service` in the background; `None` (skipped) without
+/// a guest or passt.
+fn pair_on_passt(name: &str, service: &str) -> Option<(Passt, Pair)> {
+    let g = guest()?;
+    let passt = Passt::start(name)?;
     let o = PairOptions {
         extra: vec![
             "--netdev".into(),
@@ -53,11 +52,23 @@ fn tcp_connection_survives_failover_through_passt() {
         ],
         ..Default::default()
     };
-    let mut p = Pair::start("ft-net", &g, &o, None);
+    let p = Pair::start(name, &g, &o, None);
     let mut c = p.client();
     wait_for_shell(&mut c);
-    c.send(b"udhcpc -i eth0 -n -q -t 10 >/dev/null 2>&1; counter 7000 >/dev/null 2>&1 &\n")
-        .unwrap();
+    c.send(
+        format!("udhcpc -i eth0 -n -q -t 10 >/dev/null 2>&1; {service} >/dev/null 2>&1 &\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    Some((passt, p))
+}
+
+#[test]
+fn tcp_connection_survives_failover_through_passt() {
+    let Some((passt, mut p)) = pair_on_passt("ft-net", "counter 7000") else {
+        return;
+    };
+    let mut rng = Rng::new("tcp_connection_survives_failover_through_passt");
     let (mut r, mut w) = connect_counter(passt.port, &p);
     let total = 60;
     let kill_at = 5 + rng.below(40);
@@ -181,23 +192,10 @@ fn pair_demo_counter_and_web_server_survive_failover() {
 fn tcp_stream_through_passt_survives_failover_byte_exact() {
     use sha2::{Digest, Sha256};
     use std::io::Read;
-    let Some(g) = guest() else { return };
-    let Some(passt) = Passt::start("ft-net-stream") else {
+    let Some((passt, mut p)) = pair_on_passt("ft-net-stream", "nc -l -p 7000 -e sha256sum") else {
         return;
     };
     let mut rng = Rng::new("tcp_stream_through_passt_survives_failover_byte_exact");
-    let o = PairOptions {
-        extra: vec![
-            "--netdev".into(),
-            format!("stream,path={}", passt.sock.display()),
-        ],
-        ..Default::default()
-    };
-    let mut p = Pair::start("ft-net-stream", &g, &o, None);
-    let mut c = p.client();
-    wait_for_shell(&mut c);
-    c.send(b"udhcpc -i eth0 -n -q -t 10 >/dev/null 2>&1; nc -l -p 7000 -e sha256sum >/dev/null 2>&1 &\n")
-        .unwrap();
     const BYTES: usize = 16 << 20;
     let kill_at = BYTES / 4 + (rng.below(BYTES as u64 / 2) as usize);
     // passt accepts before the guest listens: retry until a connection takes data and stays.
