@@ -129,6 +129,9 @@ pub enum Op {
     FmaS,
     /// FADD.S, FSUB.S, FMUL.S, FDIV.S, like [`Op::FopD`].
     FopS,
+    /// FCVT.{W,WU,L,LU}.{S,D} and FCVT.{S,D}.{W,WU,L,LU}: `rd`, `rs1` as in the encoding (an x
+    /// or an f register, by direction), `rs2` the integer kind (0..4).
+    FcvtInt,
 }
 
 /// The next instruction is the next one in this cache page.
@@ -296,6 +299,7 @@ fn specialize_fp(d: Insn) -> Insn {
         0x43 | 0x47 | 0x4b | 0x4f if (r >> 25) & 3 == 0 => (Op::FmaS, 0),
         0x53 if matches!(r >> 25, 0x01 | 0x05 | 0x09 | 0x0d) => (Op::FopD, 0),
         0x53 if matches!(r >> 25, 0x00 | 0x04 | 0x08 | 0x0c) => (Op::FopS, 0),
+        0x53 if matches!(r >> 25, 0x60 | 0x61 | 0x68 | 0x69) && rs2 < 4 => (Op::FcvtInt, 0),
         _ => return d,
     };
     Insn {
@@ -705,6 +709,11 @@ mod tests {
         let d = decode(0x1ac5_8553);
         assert_eq!((d.op, d.rd, d.rs1, d.rs2), (Op::FopD, 10, 11, 12));
         assert_eq!(decode(0x5a05_8553).op, Op::Fp);
+        // fcvt.l.d a0, fa1, rtz; fcvt.d.w fa0, a1; fcvt.w.d with rs2 = 4 is reserved
+        let d = decode(0xc225_9553);
+        assert_eq!((d.op, d.rd, d.rs1, d.rs2), (Op::FcvtInt, 10, 11, 2));
+        assert_eq!(decode(0xd205_8553).op, Op::FcvtInt);
+        assert_eq!(decode(0xc245_8553).op, Op::Fp);
     }
 
     #[test]

@@ -289,6 +289,61 @@ impl Hart {
                 }
                 return self.exec_fp_fallback(ram, bus, raw, d.len);
             }
+            FcvtInt => {
+                let raw = raw();
+                let rm = (raw >> 12) & 7;
+                let rm = if rm == 7 { self.frm as u32 } else { rm };
+                let kind = d.rs2 as usize & 3;
+                let src = d.rs1 as usize & 31;
+                if self.fp_enabled() && rm < 2 {
+                    match raw >> 25 {
+                        // FCVT.int.S, FCVT.int.D (RNE, RTZ); rd is an x register.
+                        f7 @ (0x60 | 0x61) => {
+                            let f = self.f[src];
+                            let v = if f7 == 0x61 {
+                                Some(f64::from_bits(f))
+                            } else if f >> 32 == 0xffff_ffff {
+                                Some(f32::from_bits(f as u32) as f64)
+                            } else {
+                                None // not NaN-boxed: the canonical NaN, SoftFloat's case
+                            };
+                            if let Some((r, flags)) =
+                                v.and_then(|v| crate::fp::host_f2i(v, rm as u8, kind))
+                            {
+                                if d.rd != 0 {
+                                    self.x[d.rd as usize & 31] = r;
+                                }
+                                if flags != 0 {
+                                    self.fflags |= flags;
+                                    self.set_fs_dirty();
+                                }
+                                self.pc = next;
+                                return Ok(());
+                            }
+                        }
+                        // FCVT.S.int (RNE), FCVT.D.int (RNE; the 32-bit kinds in any mode).
+                        f7 => {
+                            let x = self.x[src];
+                            let r = if f7 == 0x69 && (rm == 0 || kind < 2) {
+                                Some(crate::fp::host_i2f_d(x, kind))
+                            } else if f7 == 0x68 && rm == 0 {
+                                let (r, exact) = crate::fp::host_i2f_s(x, kind);
+                                Some((0xffff_ffff_0000_0000 | r as u64, exact))
+                            } else {
+                                None
+                            };
+                            if let Some((r, exact)) = r {
+                                self.f[rd & 31] = r;
+                                self.fflags |= if exact { 0 } else { crate::fp::NX };
+                                self.set_fs_dirty();
+                                self.pc = next;
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+                return self.exec_fp_fallback(ram, bus, raw, d.len);
+            }
             Undecoded => return self.execute_undecoded(ram, bus),
             Illegal | Fence | FenceI | Ecall | Ebreak | Mret | Sret | Wfi | SfenceVma | Csrrw
             | Csrrs | Csrrc | Csrrwi | Csrrsi | Csrrci | LrW | ScW | AmoswapW | AmoaddW

@@ -401,7 +401,7 @@ fn host_sqrt_s(a: u32) -> Option<(u32, u8)> {
 /// anything at or beyond 2^31 (W, WU) or 2^62 (L, LU) in magnitude before or after rounding, and
 /// negative values for the unsigned forms, go to SoftFloat. `kind` is the `rs2` field (0 W, 1 WU, 2 L, 3 LU).
 #[inline(always)]
-fn host_f2i(v: f64, rm: u8, kind: usize) -> Option<(u64, u8)> {
+pub(crate) fn host_f2i(v: f64, rm: u8, kind: usize) -> Option<(u64, u8)> {
     let bits = v.to_bits();
     let e = (bits >> 52) & 0x7ff;
     let limit = if kind < 2 { 0x3ff + 31 } else { 0x3ff + 62 };
@@ -430,7 +430,7 @@ fn host_f2i(v: f64, rm: u8, kind: usize) -> Option<(u64, u8)> {
 /// question are integers below 2^64, which binary32 never overflows on, and whose distance to the
 /// result is decided exactly in 128-bit integers.
 #[inline(always)]
-fn host_i2f_s(x: u64, kind: usize) -> (u32, bool) {
+pub(crate) fn host_i2f_s(x: u64, kind: usize) -> (u32, bool) {
     let (r, back) = match kind {
         0 => {
             let r = x as i32 as f32;
@@ -455,7 +455,7 @@ fn host_i2f_s(x: u64, kind: usize) -> (u32, bool) {
 /// FCVT.D.{W,WU,L,LU} of `x` on the host: the 32-bit forms are always exact (any rounding
 /// mode), the 64-bit ones are rounded to nearest, ties to even, by `as`.
 #[inline(always)]
-fn host_i2f_d(x: u64, kind: usize) -> (u64, bool) {
+pub(crate) fn host_i2f_d(x: u64, kind: usize) -> (u64, bool) {
     let (r, back) = match kind {
         0 => (x as i32 as f64, true),
         1 => (x as u32 as f64, true),
