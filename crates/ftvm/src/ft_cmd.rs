@@ -216,6 +216,10 @@ pub struct PairCmdArgs {
     /// backup from a snapshot of the running guest).
     #[arg(long, value_name = "K", default_value_t = 1)]
     pub demo_kills: u32,
+    /// A shell command the demo starts in the guest's background first (a load for the
+    /// guest to carry through the failovers and re-protections, e.g. `cpubench 1000`).
+    #[arg(long, value_name = "CMD")]
+    pub demo_load: Option<String>,
 }
 
 /// Options of `ftvm status`, `ftvm console`.

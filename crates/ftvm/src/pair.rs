@@ -303,6 +303,7 @@ pub fn run(a: PairCmdArgs) -> anyhow::Result<i32> {
                 total: a
                     .demo_total
                     .max(kill_after * u64::from(a.demo_kills.max(1)) + 1),
+                load: a.demo_load.clone(),
             };
             match a.passt {
                 Some(port) => demo_tcp(&mut client, &mut kids, &mut healer, port, &plan)?,
@@ -395,6 +396,19 @@ struct Plan {
     kill_after: u64,
     kills: u32,
     total: u64,
+    /// Started in the guest's background before the counter.
+    load: Option<String>,
+}
+
+impl Plan {
+    /// Starts the load, if any, in the guest's background.
+    fn start_load(&self, c: &mut ConsoleClient) -> anyhow::Result<()> {
+        if let Some(l) = &self.load {
+            eprintln!("ftvm pair: demo: load in the guest: {l}");
+            c.send(format!("{l} >/dev/null 2>&1 &\n").as_bytes())?;
+        }
+        Ok(())
+    }
 }
 
 /// Increments the counter `plan.total` times through `ask` (which sends one increment and
@@ -472,6 +486,7 @@ fn demo(
 ) -> anyhow::Result<i32> {
     eprintln!("ftvm pair: demo: waiting for the guest's shell");
     wait_for_shell(c, Duration::from_secs(180))?;
+    plan.start_load(c)?;
     c.send(COUNTER)?;
     count(kids, healer, plan, "the console", |k| {
         c.send(b"inc\n")?;
@@ -499,6 +514,7 @@ fn demo_tcp(
     use std::io::{BufRead, BufReader, Write};
     eprintln!("ftvm pair: demo: waiting for the guest's shell");
     wait_for_shell(c, Duration::from_secs(180))?;
+    plan.start_load(c)?;
     c.send(b"udhcpc -i eth0 -n -q -t 10 >/dev/null 2>&1; counter 7000 >/dev/null 2>&1 &\n")?;
     c.send(WEB_SERVER)?;
     let t0 = Instant::now();
