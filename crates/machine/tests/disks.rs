@@ -20,7 +20,11 @@ fn backends() -> Backends {
 
 /// Two drives whose image paths do not exist: only backends can make them.
 fn config() -> MachineConfig {
-    let stub = std::env::temp_dir().join(format!("ftvm-disks-test-{}.bin", std::process::id()));
+    // A file of its own per call: the tests run in parallel, and one rewriting a shared file
+    // while another loads it gave that one an empty firmware now and then.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let stub = std::env::temp_dir().join(format!("ftvm-disks-test-{}-{n}.bin", std::process::id()));
     std::fs::write(&stub, 0x1050_0073u32.to_le_bytes()).unwrap(); // wfi
     let drive = |readonly| DriveConfig {
         path: "/nonexistent/never-opened.img".into(),
