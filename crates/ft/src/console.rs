@@ -40,6 +40,9 @@ pub enum Control {
     /// A primary running alone: be protected again by the backup waiting at this address
     /// (a snapshot of the running machine starts the new backup, then the log).
     Protect(std::net::SocketAddr),
+    /// A protected primary: stop, once the backup has everything, and let it go live (a
+    /// planned move of the VM to the backup's host: `ftvm migrate`).
+    Handover,
 }
 
 #[derive(Default)]
@@ -153,6 +156,7 @@ impl Endpoint {
                     ("pause", None) => Control::Pause,
                     ("resume", None) => Control::Resume,
                     ("poweroff", None) => Control::PowerOff,
+                    ("handover", None) => Control::Handover,
                     ("protect", Some(a)) => match a.parse() {
                         Ok(a) => Control::Protect(a),
                         Err(_) => {

@@ -147,6 +147,11 @@ impl LiveVm {
                         tracing::info!("ftvm {}: powered off by the operator", self.status.role);
                         return Ok(self.finish());
                     }
+                    Control::Handover => {
+                        if let Some(code) = self.hand_over() {
+                            return Ok(code);
+                        }
+                    }
                     Control::Protect(to) => {
                         let protected = self.protect_again(to);
                         if protected {
@@ -475,6 +480,72 @@ impl LiveVm {
                 Ok(Next::Exit(3))
             }
         }
+    }
+
+    /// A planned move to the backup's host: the guest stops here; once the backup has
+    /// acknowledged and replayed everything (so every held write and output is out) the channel
+    /// closes without an end marker, and the backup — seeing its primary gone — wins the next
+    /// generation and goes live where this one stopped. This side then exits 0, emitting
+    /// nothing more. `None`: not protected, or the backup did not catch up within 30 s (the VM
+    /// runs on here, still protected).
+    fn hand_over(&mut self) -> Option<i32> {
+        let Some(p) = &mut self.prot else {
+            tracing::warn!("ftvm primary: asked to hand over, but no backup protects it: running on");
+            return None;
+        };
+        let t0 = Instant::now();
+        let horizon = self.m.icount();
+        for d in &p.disks {
+            d.seal(horizon);
+        }
+        let released = p.released();
+        if let Err(e) = p.rec.flush() {
+            tracing::warn!("ftvm primary: writing the log failed: {e}");
+        }
+        let bytes = p.buf.take();
+        let timeout = self.cfg.heartbeat.timeout;
+        p.link
+            .send_until(horizon, released, bytes, || p.live.silence() > timeout);
+        self.ep.output(horizon, self.out.take());
+        let caught_up = |p: &Protection| {
+            p.link.state.acked_horizon.load(Ordering::Relaxed) >= horizon
+                && p.link.state.replayed.load(Ordering::Relaxed) >= horizon
+        };
+        let mut last_poke = Instant::now();
+        while !caught_up(p) {
+            if p.link.state.failed.load(Ordering::Relaxed) || t0.elapsed() > Duration::from_secs(30)
+            {
+                tracing::warn!(
+                    "ftvm primary: the backup did not catch up to icount {horizon} for the handover: running on"
+                );
+                return None;
+            }
+            // The backup acknowledges each message with how far it has replayed: an empty one
+            // at the same horizon now and then keeps that coming.
+            if last_poke.elapsed() >= Duration::from_millis(20) {
+                last_poke = Instant::now();
+                let _ = p.link.send(horizon, released, Vec::new());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Everything held is released by now (the backup acknowledged the horizon).
+        let p = self.prot.take()?;
+        p.hb_stop.store(true, Ordering::Relaxed);
+        p.link.close();
+        for d in &p.disks {
+            // Acknowledged writes are on the disk already; nothing later was made.
+            d.unhold();
+        }
+        self.ep.unhold();
+        self.ep.discard_and_close();
+        tracing::info!(
+            event = "handed_over",
+            icount = horizon,
+            ms = t0.elapsed().as_secs_f64() * 1e3,
+            "ftvm primary: handed over to the backup at icount {horizon} after {:.1} ms: stopping here",
+            t0.elapsed().as_secs_f64() * 1e3
+        );
+        Some(0)
     }
 
     /// Ends the log (the backup then stops too) and lets the last output out.

@@ -249,6 +249,19 @@ pub struct ControlArgs {
     pub backup: Option<String>,
 }
 
+/// Options of `ftvm migrate`.
+#[derive(clap::Args, Debug)]
+pub struct MigrateArgs {
+    /// The VM's console endpoint (where it runs now).
+    #[arg(value_name = "HOST:PORT", default_value = "127.0.0.1:7101")]
+    pub endpoint: String,
+    /// Move it to a new host: the channel address (`--listen`) of an `ftvm backup` waiting
+    /// there, which first becomes its backup (a VM running alone only; a protected VM moves to
+    /// the backup it has).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub to: Option<String>,
+}
+
 fn addr(s: &str, what: &str) -> anyhow::Result<SocketAddr> {
     s.to_socket_addrs()
         .with_context(|| format!("{what} {s:?} is not HOST:PORT"))?
@@ -404,6 +417,73 @@ pub fn control(a: ControlArgs) -> i32 {
                 let line = wait_protected(e, peer, Duration::from_secs(60))?;
                 println!("{line}");
             }
+            Ok(0)
+        })(),
+    )
+}
+
+/// `ftvm migrate`: live migration as an FT handover. The VM gets the target as its backup if
+/// it has none, then stops once that backup has replayed everything; the backup goes live
+/// exactly there (clients following a failover follow this too).
+pub fn migrate(a: MigrateArgs) -> i32 {
+    exit(
+        "migrate",
+        (|| {
+            let e = addr(&a.endpoint, "endpoint")?;
+            let status = |what: &str| -> anyhow::Result<String> {
+                let st = ft::console::request(&e.to_string(), "STATUS", Duration::from_secs(2))
+                    .with_context(|| format!("{e}: {what}"))?;
+                Ok(st)
+            };
+            let field = |st: &str, k: &str| {
+                st.lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let st = status("asking where the VM stands")?;
+            if field(&st, "role: ") != "primary" {
+                bail!("{e} is a backup: migrate the primary (its console endpoint)");
+            }
+            let protected = field(&st, "protected: ") == "yes";
+            let t0 = std::time::Instant::now();
+            let peer = match (&a.to, protected) {
+                (Some(to), false) => {
+                    let to = addr(to, "--to")?;
+                    let r = ft::console::request(
+                        &e.to_string(),
+                        &format!("CONTROL protect {to}"),
+                        Duration::from_secs(2),
+                    )?;
+                    if !r.starts_with("OK") {
+                        bail!("{e}: {}", r.trim());
+                    }
+                    eprintln!("ftvm migrate: {}", wait_protected(e, to, Duration::from_secs(60))?);
+                    to.to_string()
+                }
+                (Some(_), true) => bail!(
+                    "{e} is protected by {} already: leave out --to to move it there (or stop that backup first)",
+                    field(&st, "peer: ")
+                ),
+                (None, true) => field(&st, "peer: "),
+                (None, false) => bail!("{e} runs alone: say where it goes with --to HOST:PORT (an ftvm backup waiting there)"),
+            };
+            let r =
+                ft::console::request(&e.to_string(), "CONTROL handover", Duration::from_secs(2))?;
+            if !r.starts_with("OK") {
+                bail!("{e}: {}", r.trim());
+            }
+            // The old side stops (its endpoint closes) once the backup has everything.
+            while status("waiting for the handover").is_ok() {
+                if t0.elapsed() > Duration::from_secs(90) {
+                    bail!("{e} still runs after 90 s: the handover did not happen (see its log)");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            println!(
+                "ftvm migrate: the VM at {e} handed over to {peer} ({:.0} ms in all); it runs there now",
+                t0.elapsed().as_secs_f64() * 1e3
+            );
             Ok(0)
         })(),
     )

@@ -41,8 +41,12 @@ enum Command {
     Status(ft_cmd::EndpointArgs),
     /// Attach to a VM's console (follows a failover to the backup).
     Console(ft_cmd::EndpointArgs),
-    /// Pause, resume or power off a protected VM (the backup follows at the same icount).
+    /// Pause, resume or power off a protected VM (the backup follows at the same icount), or
+    /// protect a VM that runs alone again.
     Control(ft_cmd::ControlArgs),
+    /// Move a running VM to another host: to its backup, or (`--to`) to a new backup that is
+    /// first brought in sync; the old side stops and the other goes live where it stopped.
+    Migrate(ft_cmd::MigrateArgs),
 }
 
 fn main() {
@@ -65,6 +69,7 @@ fn main() {
         Command::Status(a) => ft_cmd::status(a),
         Command::Console(a) => ft_cmd::console(a),
         Command::Control(a) => ft_cmd::control(a),
+        Command::Migrate(a) => ft_cmd::migrate(a),
     };
     std::process::exit(code);
 }

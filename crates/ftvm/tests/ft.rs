@@ -564,3 +564,75 @@ fn reprotected_after_each_failover() {
     );
     assert!(p.stderr("backup").contains("stopping too"), "{}", p.logs());
 }
+
+/// `ftvm migrate` (issue 7): a protected VM moves to its backup's host (the primary stops once
+/// the backup has replayed everything, the backup goes live exactly there, the old side exits
+/// 0); then, running alone, it moves with `--to` to a new host whose backup is first brought in
+/// sync. The counter goes on 1, 2, 3, ... through both moves.
+#[test]
+fn migrate_to_the_backup_and_to_a_new_host() {
+    let Some(g) = guest() else { return };
+    let o = PairOptions::default();
+    let mut p = Pair::start("migrate", &g, &o, None);
+    let mut c = p.client();
+    start_counter(&mut c);
+    let migrate = |args: &[String]| {
+        let out = std::process::Command::new(FTVM)
+            .arg("migrate")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    for k in 1..=5 {
+        increment(&mut c, k, &|| p.logs());
+    }
+    let (ok, said) = migrate(&[p.primary_console.to_string()]);
+    assert!(ok && said.contains("handed over"), "{said}\n{}", p.logs());
+    eprintln!("{}", said.trim());
+    assert_eq!(
+        p.wait("primary", Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        p.logs()
+    );
+    assert!(
+        p.stderr("primary").contains("handed over to the backup"),
+        "{}",
+        p.logs()
+    );
+    for k in 6..=10 {
+        increment(&mut c, k, &|| p.logs());
+    }
+    assert!(p.stderr("backup").contains("went live"), "{}", p.logs());
+    // Alone now: a plain live migration to a host that has no role yet.
+    let (ok, said) = migrate(&[p.backup_console.to_string()]);
+    assert!(!ok && said.contains("runs alone"), "{said}");
+    let live = p.new_backup(&g, &o);
+    let (ok, said) = migrate(&[live.to_string(), "--to".into(), p.channel.to_string()]);
+    assert!(ok && said.contains("handed over"), "{said}\n{}", p.logs());
+    eprintln!("{}", said.trim());
+    assert_eq!(
+        p.wait("primary", Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        p.logs()
+    );
+    for k in 11..=15 {
+        increment(&mut c, k, &|| p.logs());
+    }
+    c.send(b"\x04poweroff\n").unwrap();
+    assert_eq!(
+        p.wait("backup", Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        p.logs()
+    );
+}

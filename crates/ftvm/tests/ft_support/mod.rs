@@ -174,19 +174,7 @@ impl Pair {
     /// by it (`ftvm control protect`); the roles then move on (the live VM is the primary).
     /// Returns what `ftvm control protect` printed.
     pub fn reprotect(&mut self, g: &Path, o: &PairOptions) -> String {
-        // The old primary is gone (killed by the test; made sure of here).
-        self.kill("primary");
-        self.reprotections += 1;
-        let live_console = self.backup_console;
-        let log = format!("backup-{}", self.reprotections);
-        self.primary = self.backup.take();
-        self.logs_of[0] = std::mem::take(&mut self.logs_of[1]);
-        self.backup_console = self.primary_console;
-        self.primary_console = live_console;
-        self.channel = addr(free_port());
-        self.peer = self.channel;
-        self.backup = Some(self.spawn("backup", g, o, &log));
-        self.logs_of[1] = log;
+        let live_console = self.new_backup(g, o);
         let out = Command::new(FTVM)
             .args(["control", "protect", "--backup", &self.channel.to_string()])
             .arg(live_console.to_string())
@@ -199,6 +187,26 @@ impl Pair {
             self.logs()
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The primary gone (killed, or handed over) and the backup live: the live VM takes the
+    /// primary's role and a new backup is started, waiting on a new channel port
+    /// (`self.channel`) with the old primary's console address. Returns the live VM's console.
+    pub fn new_backup(&mut self, g: &Path, o: &PairOptions) -> SocketAddr {
+        // The old primary is gone (made sure of here).
+        self.kill("primary");
+        self.reprotections += 1;
+        let live_console = self.backup_console;
+        let log = format!("backup-{}", self.reprotections);
+        self.primary = self.backup.take();
+        self.logs_of[0] = std::mem::take(&mut self.logs_of[1]);
+        self.backup_console = self.primary_console;
+        self.primary_console = live_console;
+        self.channel = addr(free_port());
+        self.peer = self.channel;
+        self.backup = Some(self.spawn("backup", g, o, &log));
+        self.logs_of[1] = log;
+        live_console
     }
 
     fn spawn(&self, role: &str, g: &Path, o: &PairOptions, log: &str) -> Child {
