@@ -39,8 +39,9 @@ enum Item {
     Header(replay::LogHeader),
     /// Entries, the horizon they bring, and how far the shared disks are written.
     Log(Vec<Entry>, u64, u64),
-    /// Where the console's input and output streams stand (a primary protected anew).
-    Console(u64, u64),
+    /// Where the console's input and output streams stand, and the recent output (a primary
+    /// protected anew).
+    Console(u64, u64, Vec<u8>),
     /// The connection ended: why.
     Gone(String),
 }
@@ -144,11 +145,16 @@ fn receive(
             }
             continue;
         }
-        if let Msg::Console { in_taken, out_base } = msg {
+        if let Msg::Console {
+            in_taken,
+            out_base,
+            tail,
+        } = msg
+        {
             if horizon > 0 || have_header {
                 break "the primary sent console offsets after the log began".into();
             }
-            if tx.send(Item::Console(in_taken, out_base)).is_err() {
+            if tx.send(Item::Console(in_taken, out_base, tail)).is_err() {
                 break "the replay loop ended".into();
             }
             continue;
@@ -427,11 +433,13 @@ impl Progress {
         Ok(())
     }
 
-    /// The console's streams start at these offsets (the guest ran before this log began).
-    fn console_at(&mut self, in_taken: u64, out_base: u64) {
+    /// The console's streams stand here (the guest ran before this log began): input taken,
+    /// and the recent output from offset `out_base` on, which the replayed output follows.
+    fn console_at(&mut self, in_taken: u64, out_base: u64, tail: &[u8]) {
         self.in_taken = in_taken;
         if self.tail.bytes.is_empty() {
             self.tail.base = out_base;
+            self.tail.push(tail);
         }
     }
 
@@ -489,7 +497,9 @@ impl Backup {
                 Some(Item::Log(entries, horizon, released)) => {
                     p.apply(entries, horizon, released)?
                 }
-                Some(Item::Console(in_taken, out_base)) => p.console_at(in_taken, out_base),
+                Some(Item::Console(in_taken, out_base, tail)) => {
+                    p.console_at(in_taken, out_base, &tail)
+                }
                 Some(Item::Gone(why)) => break why,
                 None => {}
             }
@@ -559,7 +569,7 @@ impl Backup {
             match item {
                 Item::Log(entries, horizon, released) => p.apply(entries, horizon, released)?,
                 Item::Header(h) => p.prologue = Some(Prologue::new(&h)),
-                Item::Console(in_taken, out_base) => p.console_at(in_taken, out_base),
+                Item::Console(in_taken, out_base, tail) => p.console_at(in_taken, out_base, &tail),
                 Item::Gone(_) => {}
             }
         }

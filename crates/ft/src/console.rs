@@ -359,11 +359,14 @@ impl Endpoint {
         self.lock().hold = true;
     }
 
-    /// (input bytes the VM has taken, output bytes released): where a new backup's console
-    /// streams start.
-    pub fn offsets(&self) -> (u64, u64) {
+    /// (input bytes the VM has taken, offset of the tail, the last `max` bytes of output
+    /// released): where a new backup's console streams start, and the output it can still
+    /// serve to a client that is behind.
+    pub fn offsets(&self, max: usize) -> (u64, u64, Vec<u8>) {
         let s = self.lock();
-        (s.in_taken, s.out_end())
+        let skip = s.released.len().saturating_sub(max);
+        let tail: Vec<u8> = s.released.iter().skip(skip).copied().collect();
+        (s.in_taken, s.released_base + skip as u64, tail)
     }
 
     /// Drops held output for good (this side lost the arbiter) and stops serving.

@@ -361,7 +361,8 @@ impl LiveVm {
                 return false;
             }
         };
-        let console = Some(self.ep.offsets());
+        // Up to 1 MiB of recent output goes along, for clients that are behind.
+        let console = Some(self.ep.offsets(1 << 20));
         match crate::primary::protect(
             &mut self.m,
             &self.ep,
@@ -490,7 +491,9 @@ impl LiveVm {
     /// runs on here, still protected).
     fn hand_over(&mut self) -> Option<i32> {
         let Some(p) = &mut self.prot else {
-            tracing::warn!("ftvm primary: asked to hand over, but no backup protects it: running on");
+            tracing::warn!(
+                "ftvm primary: asked to hand over, but no backup protects it: running on"
+            );
             return None;
         };
         let t0 = Instant::now();

@@ -137,7 +137,7 @@ pub(crate) fn protect(
     to: SocketAddr,
     connect_for: Duration,
     generation: u64,
-    console: Option<(u64, u64)>,
+    console: Option<(u64, u64, Vec<u8>)>,
 ) -> Result<Protection, FtError> {
     let t0 = Instant::now();
     let stream = loop {
@@ -161,8 +161,12 @@ pub(crate) fn protect(
         disk_reads_own: with.disk_reads_own,
     };
     let (mut w, r) = wire::connect_handshake(stream, &cfg.key, &hello)?;
-    if let Some((in_taken, out_base)) = console {
-        w.send(&wire::Msg::Console { in_taken, out_base })?;
+    if let Some((in_taken, out_base, tail)) = console {
+        w.send(&wire::Msg::Console {
+            in_taken,
+            out_base,
+            tail,
+        })?;
     }
     if cfg.non_shared {
         sync_disks(m, &mut w, with.readonly.len())?;

@@ -50,8 +50,11 @@ pub enum Msg {
     Console {
         /// Input bytes the guest has taken.
         in_taken: u64,
-        /// Output bytes released to clients.
+        /// The output stream's offset of `tail[0]`.
         out_base: u64,
+        /// The last output released to clients (so that a client behind by that much can
+        /// still resume on the new backup once it is live).
+        tail: Vec<u8>,
     },
     /// The backup's acknowledgement.
     Ack {
@@ -116,10 +119,16 @@ impl Msg {
                 v.extend_from_slice(data);
                 v
             }
-            Msg::Console { in_taken, out_base } => {
-                let mut v = vec![T_CONSOLE];
+            Msg::Console {
+                in_taken,
+                out_base,
+                tail,
+            } => {
+                let mut v = Vec::with_capacity(17 + tail.len());
+                v.push(T_CONSOLE);
                 v.extend_from_slice(&in_taken.to_le_bytes());
                 v.extend_from_slice(&out_base.to_le_bytes());
+                v.extend_from_slice(tail);
                 v
             }
             Msg::Ack {
@@ -159,9 +168,10 @@ impl Msg {
                 offset: u64_at(13)?,
                 data: b[21..].to_vec(),
             }),
-            Some(&T_CONSOLE) if b.len() == 17 => Ok(Msg::Console {
+            Some(&T_CONSOLE) if b.len() >= 17 => Ok(Msg::Console {
                 in_taken: u64_at(1)?,
                 out_base: u64_at(9)?,
+                tail: b[17..].to_vec(),
             }),
             Some(&T_ACK) if b.len() == 25 => Ok(Msg::Ack {
                 entries: u64_at(1)?,
@@ -545,6 +555,7 @@ mod tests {
             Msg::Console {
                 in_taken: 12,
                 out_base: 345,
+                tail: b"login: ".to_vec(),
             },
             Msg::Ack {
                 entries: 1,

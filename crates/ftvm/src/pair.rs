@@ -597,6 +597,9 @@ fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
 
 /// Powers the guest off from its shell and waits for the pair to end.
 fn power_off(c: &mut ConsoleClient, kids: &mut Children) -> anyhow::Result<i32> {
+    // A fresh connection to the live VM: the one kept since the start may lead to a process
+    // killed since, where a write still seems to succeed.
+    c.connect()?;
     c.send(b"poweroff\n")?;
     let t1 = Instant::now();
     while alive(kids) && t1.elapsed() < Duration::from_secs(30) {

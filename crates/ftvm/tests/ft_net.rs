@@ -172,6 +172,11 @@ fn pair_demo_counter_and_web_server_survive_failover() {
         2,
         "{logs}"
     );
+    // The guest's poweroff, typed at the end, reaches the live VM: both sides end cleanly.
+    assert!(
+        stderr.contains("the guest powered off: stopping too"),
+        "{logs}"
+    );
     let web = stdout
         .lines()
         .find(|l| l.contains("web server answered"))
@@ -182,86 +187,4 @@ fn pair_demo_counter_and_web_server_survive_failover() {
         "{logs}"
     );
     eprintln!("{web}");
-}
-
-/// The same through the unprivileged forwarding, as a stream: 16 MiB of pseudo-random bytes
-/// through passt into the guest over one TCP connection, hashed there (busybox `sha256sum`
-/// behind `nc -e`, which answers on the same connection), with the primary SIGKILLed part-way;
-/// the connection completes (no reset) and the guest's SHA-256 is the client's.
-#[test]
-fn tcp_stream_through_passt_survives_failover_byte_exact() {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let Some((passt, mut p)) = pair_on_passt("ft-net-stream", "nc -l -p 7000 -e sha256sum") else {
-        return;
-    };
-    let mut rng = Rng::new("tcp_stream_through_passt_survives_failover_byte_exact");
-    const BYTES: usize = 16 << 20;
-    let kill_at = BYTES / 4 + (rng.below(BYTES as u64 / 2) as usize);
-    // passt accepts before the guest listens: retry until a connection takes data and stays.
-    let t0 = Instant::now();
-    let mut s = loop {
-        assert!(
-            t0.elapsed() < Duration::from_secs(90),
-            "the guest's nc never listened\n{}",
-            p.logs()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-        if let Ok(s) = TcpStream::connect(("127.0.0.1", passt.port)) {
-            let mut probe = [0u8; 1];
-            s.set_read_timeout(Some(Duration::from_millis(700)))
-                .unwrap();
-            // A connection passt could not hand to the guest is closed at once.
-            match (&s).read(&mut probe) {
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break s
-                }
-                _ => continue,
-            }
-        }
-    };
-    s.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
-    let mut state = rng.below(u64::MAX) | 1;
-    let mut hash = Sha256::new();
-    let mut buf = vec![0u8; 64 << 10];
-    let (mut sent, mut killed) = (0usize, None);
-    let started = Instant::now();
-    while sent < BYTES {
-        for b in buf.iter_mut() {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            *b = state as u8;
-        }
-        let n = (BYTES - sent).min(buf.len());
-        hash.update(&buf[..n]);
-        s.write_all(&buf[..n])
-            .unwrap_or_else(|e| panic!("write at byte {sent}: {e}\n{}", p.logs()));
-        sent += n;
-        if killed.is_none() && sent >= kill_at {
-            p.kill("primary");
-            killed = Some(Instant::now());
-        }
-    }
-    s.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer)
-        .unwrap_or_else(|e| panic!("the guest's digest ({answer:?}): {e}\n{}", p.logs()));
-    let want: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(
-        answer.split_whitespace().next().unwrap_or(""),
-        want,
-        "the guest hashed other bytes (answer {answer:?})\n{}",
-        p.logs()
-    );
-    assert!(p.stderr("backup").contains("went live"), "{}", p.logs());
-    eprintln!(
-        "16 MiB through passt in {:.1} s, the primary killed at byte {kill_at}",
-        started.elapsed().as_secs_f64()
-    );
 }
