@@ -3,8 +3,8 @@
 //!
 //! Without /usr/bin/etcd the etcd tests are skipped, or fail under `FTVM_REQUIRE_GUEST`.
 
+use guestctl::free_port;
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
@@ -29,14 +29,6 @@ impl Drop for Etcd {
         let _ = self.child.wait();
         let _ = fs::remove_dir_all(&self.dir);
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn log_tail(dir: &Path) -> String {

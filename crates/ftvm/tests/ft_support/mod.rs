@@ -17,30 +17,7 @@ use std::time::{Duration, Instant};
 pub const FTVM: &str = env!("CARGO_BIN_EXE_ftvm");
 pub const FW_JUMP: &str = guestctl::FW_JUMP;
 
-/// A free port on 127.0.0.1 for both TCP and UDP, never handed out twice in this process and
-/// below the kernel's ephemeral range (32768-60999): a port the kernel picks for `bind(0)` is
-/// released when asked this way, and parallel tests, or any outgoing connection, could then be
-/// given the same one before its server binds it.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    const FIRST: u32 = 20000;
-    const SPAN: u32 = 12000;
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    // Each test binary starts somewhere of its own (a neighbour may run at the same time).
-    let _ = NEXT.compare_exchange(
-        u32::MAX,
-        std::process::id().wrapping_mul(7919) % SPAN,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
-    loop {
-        let p = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
-        if TcpListener::bind(("127.0.0.1", p)).is_ok() && UdpSocket::bind(("127.0.0.1", p)).is_ok()
-        {
-            return p;
-        }
-    }
-}
+pub use guestctl::free_port;
 
 pub fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
