@@ -51,11 +51,7 @@ impl Server {
         cmd.args(["--persistent", "--shared=4", "-x", "ftvm", "-f", fmt])
             .args(extra);
         let addr = if tcp {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = guestctl::free_port();
             cmd.args(["-b", "127.0.0.1", "-p", &port.to_string()]);
             NbdAddr::Tcp(format!("127.0.0.1:{port}"))
         } else {
