@@ -64,6 +64,15 @@ pub struct Status {
     pub last_protected: Option<String>,
 }
 
+/// The value of `key` in a rendered status (`key: value` lines, see [`Status::render`]).
+pub fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(key)
+            .and_then(|r| r.strip_prefix(": "))
+            .map(str::trim)
+    })
+}
+
 impl Status {
     /// A fresh status.
     pub fn new(vm: &str, role: Role, peer: String) -> Status {
@@ -145,5 +154,22 @@ impl Status {
             self.last_protected.clone().unwrap_or_else(|| "none".into()),
         );
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rendered_status_reads_back() {
+        let mut st = Status::new("vm1", Role::Primary, "10.0.0.2:7100".into());
+        st.protected = false;
+        let text = st.render();
+        assert_eq!(field(&text, "role"), Some("primary"));
+        assert_eq!(field(&text, "protected"), Some("no"));
+        assert_eq!(field(&text, "peer"), Some("10.0.0.2:7100"));
+        assert_eq!(field(&text, "last_protected"), Some("none"));
+        assert_eq!(field(&text, "prot"), None, "a key is matched whole");
     }
 }

@@ -400,22 +400,13 @@ pub fn control(a: ControlArgs) -> i32 {
         "control",
         (|| {
             let e = addr(&a.endpoint, "endpoint")?;
-            let line = match (a.op.as_str(), &a.backup) {
-                ("protect", Some(b)) => format!("CONTROL protect {}", addr(b, "--backup")?),
+            match (a.op.as_str(), &a.backup) {
+                ("protect", Some(b)) => println!("{}", protect_by(e, addr(b, "--backup")?)?),
                 ("protect", None) => {
                     bail!("protect needs --backup HOST:PORT (the new backup's --listen)")
                 }
                 (op, Some(_)) => bail!("--backup goes with protect, not {op}"),
-                (op, None) => format!("CONTROL {op}"),
-            };
-            let r = ft::console::request(&e.to_string(), &line, Duration::from_secs(2))?;
-            if !r.starts_with("OK") {
-                bail!("{e}: {}", r.trim());
-            }
-            if a.op == "protect" {
-                let peer = addr(a.backup.as_deref().unwrap_or_default(), "--backup")?;
-                let line = wait_protected(e, peer, Duration::from_secs(60))?;
-                println!("{line}");
+                (op, None) => send_control(e, op)?,
             }
             Ok(0)
         })(),
@@ -435,44 +426,27 @@ pub fn migrate(a: MigrateArgs) -> i32 {
                     .with_context(|| format!("{e}: {what}"))?;
                 Ok(st)
             };
-            let field = |st: &str, k: &str| {
-                st.lines()
-                    .find_map(|l| l.strip_prefix(k))
-                    .unwrap_or_default()
-                    .to_string()
-            };
             let st = status("asking where the VM stands")?;
-            if field(&st, "role: ") != "primary" {
+            let field = |k: &str| ft::status::field(&st, k).unwrap_or_default().to_string();
+            if field("role") != "primary" {
                 bail!("{e} is a backup: migrate the primary (its console endpoint)");
             }
-            let protected = field(&st, "protected: ") == "yes";
+            let protected = field("protected") == "yes";
             let t0 = std::time::Instant::now();
             let peer = match (&a.to, protected) {
                 (Some(to), false) => {
                     let to = addr(to, "--to")?;
-                    let r = ft::console::request(
-                        &e.to_string(),
-                        &format!("CONTROL protect {to}"),
-                        Duration::from_secs(2),
-                    )?;
-                    if !r.starts_with("OK") {
-                        bail!("{e}: {}", r.trim());
-                    }
-                    eprintln!("ftvm migrate: {}", wait_protected(e, to, Duration::from_secs(60))?);
+                    eprintln!("ftvm migrate: {}", protect_by(e, to)?);
                     to.to_string()
                 }
                 (Some(_), true) => bail!(
                     "{e} is protected by {} already: leave out --to to move it there (or stop that backup first)",
-                    field(&st, "peer: ")
+                    field("peer")
                 ),
-                (None, true) => field(&st, "peer: "),
+                (None, true) => field("peer"),
                 (None, false) => bail!("{e} runs alone: say where it goes with --to HOST:PORT (an ftvm backup waiting there)"),
             };
-            let r =
-                ft::console::request(&e.to_string(), "CONTROL handover", Duration::from_secs(2))?;
-            if !r.starts_with("OK") {
-                bail!("{e}: {}", r.trim());
-            }
+            send_control(e, "handover")?;
             // The old side stops (its endpoint closes) once the backup has everything.
             while status("waiting for the handover").is_ok() {
                 if t0.elapsed() > Duration::from_secs(90) {
@@ -489,25 +463,37 @@ pub fn migrate(a: MigrateArgs) -> i32 {
     )
 }
 
+/// Sends the control operation `op` (with its arguments) to the VM at `e`; an error unless
+/// it is taken.
+fn send_control(e: SocketAddr, op: &str) -> anyhow::Result<()> {
+    let r = ft::console::request(
+        &e.to_string(),
+        &format!("CONTROL {op}"),
+        Duration::from_secs(2),
+    )?;
+    if !r.starts_with("OK") {
+        bail!("{e}: {}", r.trim());
+    }
+    Ok(())
+}
+
+/// Has the VM at `e` (running alone) protected by the backup waiting at `backup`, and waits
+/// (at most 60 s) until it says so; its `last_protected` line.
+pub(crate) fn protect_by(e: SocketAddr, backup: SocketAddr) -> anyhow::Result<String> {
+    send_control(e, &format!("protect {backup}"))?;
+    wait_protected(e, backup, Duration::from_secs(60))
+}
+
 /// Waits until the VM at `e` says it is protected by `peer`; its `last_protected` line.
-pub(crate) fn wait_protected(
-    e: SocketAddr,
-    peer: SocketAddr,
-    within: Duration,
-) -> anyhow::Result<String> {
+fn wait_protected(e: SocketAddr, peer: SocketAddr, within: Duration) -> anyhow::Result<String> {
     let t0 = std::time::Instant::now();
     loop {
         let st = ft::console::request(&e.to_string(), "STATUS", Duration::from_secs(2))?;
-        let field = |k: &str| {
-            st.lines()
-                .find_map(|l| l.strip_prefix(k))
-                .unwrap_or_default()
-                .to_string()
-        };
-        if field("protected: ") == "yes" && field("peer: ") == peer.to_string() {
-            return Ok(format!("{e}: {}", field("last_protected: ")));
+        let field = |k: &str| ft::status::field(&st, k).unwrap_or_default();
+        if field("protected") == "yes" && field("peer") == peer.to_string() {
+            return Ok(format!("{e}: {}", field("last_protected")));
         }
-        let last = field("last_protected: ");
+        let last = field("last_protected");
         if last.starts_with(&format!("failed: by {peer}:")) {
             bail!("{e}: protecting it {last}");
         }

@@ -139,7 +139,7 @@ impl Healer {
             "STATUS",
             Duration::from_secs(2),
         )
-        .is_ok_and(|st| st.contains("role: primary"));
+        .is_ok_and(|st| ft::status::field(&st, "role") == Some("primary"));
         if !live {
             return Ok(None);
         }
@@ -173,16 +173,7 @@ impl Healer {
             .spawn()
             .context("cannot start a new backup")?;
         kids.0.push(("backup".into(), child));
-        let r = ft::console::request(
-            &self.consoles[0].to_string(),
-            &format!("CONTROL protect {listen}"),
-            Duration::from_secs(2),
-        )?;
-        if !r.starts_with("OK") {
-            bail!("{}: {}", self.consoles[0], r.trim());
-        }
-        let said =
-            crate::ft_cmd::wait_protected(self.consoles[0], listen, Duration::from_secs(60))?;
+        let said = crate::ft_cmd::protect_by(self.consoles[0], listen)?;
         eprintln!(
             "ftvm pair: protected again in {:.0} ms ({said})",
             t0.elapsed().as_secs_f64() * 1e3
