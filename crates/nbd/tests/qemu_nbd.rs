@@ -308,6 +308,16 @@ fn server_killed_mid_request() {
 }
 
 /// The `ftvm` binary `cargo test --workspace` built beside this test (`$FTVM_BIN` overrides).
+/// What the Linux-on-NBD tests need: qemu-nbd, the guest images and the ftvm binary (each
+/// missing one is a skip, or a failure under `cargo xtask test`).
+fn linux_prerequisites() -> Option<(PathBuf, PathBuf)> {
+    if !have_qemu_nbd() {
+        return None;
+    }
+    let guest = guestctl::guest_dir_from_env()?;
+    Some((guest, ftvm_bin()?))
+}
+
 fn ftvm_bin() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("FTVM_BIN") {
         return Some(PathBuf::from(p));
@@ -378,13 +388,7 @@ fn sequential_read(c: &mut guestctl::Console) -> String {
 /// sees an I/O error, not a hang, once the server is gone.
 #[test]
 fn linux_boots_from_qemu_nbd() {
-    if !have_qemu_nbd() {
-        return;
-    }
-    let Some(guest) = guestctl::guest_dir_from_env() else {
-        return;
-    };
-    let Some(ftvm) = ftvm_bin() else {
+    let Some((guest, ftvm)) = linux_prerequisites() else {
         return;
     };
     let dir = TempDir::new("boot");
@@ -439,13 +443,7 @@ fn linux_boots_from_qemu_nbd() {
 /// The same guest disk converted to qcow2 and served by `qemu-nbd -f qcow2`.
 #[test]
 fn linux_boots_from_qcow2_over_nbd() {
-    if !have_qemu_nbd() {
-        return;
-    }
-    let Some(guest) = guestctl::guest_dir_from_env() else {
-        return;
-    };
-    let Some(ftvm) = ftvm_bin() else {
+    let Some((guest, ftvm)) = linux_prerequisites() else {
         return;
     };
     let dir = TempDir::new("boot-qcow2");
@@ -489,13 +487,7 @@ fn linux_boots_from_qcow2_over_nbd() {
 /// come from the log, so the replay needs no server.
 #[test]
 fn record_on_nbd_replays_without_the_server() {
-    if !have_qemu_nbd() {
-        return;
-    }
-    let Some(guest) = guestctl::guest_dir_from_env() else {
-        return;
-    };
-    let Some(ftvm) = ftvm_bin() else {
+    let Some((guest, ftvm)) = linux_prerequisites() else {
         return;
     };
     let dir = TempDir::new("record");
