@@ -286,3 +286,64 @@ fn mutated_deltas_never_panic() {
     eprintln!("{tried} mutated deltas, {applied} applied, the rest refused");
     assert!(applied < tried);
 }
+
+/// The live clone's copy: all pages while the guest runs, a round of the pages it wrote
+/// meanwhile, then the delta with the rest; the target built from those equals the source.
+#[test]
+fn live_copy_in_rounds_then_delta_equals_the_source() {
+    if kernel().is_none() {
+        return;
+    }
+    let mut m = new(MEM);
+    m.run(A);
+    m.begin_live_copy(0x1234);
+    let page = 4096usize;
+    // Round 0 copies page by page while the guest runs between pages (as the clone does).
+    let mut copy = vec![0u8; MEM as usize];
+    let pages = MEM as usize / page;
+    for i in 0..pages {
+        copy[i * page..(i + 1) * page]
+            .copy_from_slice(&m.ram().as_slice()[i * page..(i + 1) * page]);
+        if i % 4096 == 0 {
+            let at = m.icount() + 50_000;
+            m.run(at);
+        }
+    }
+    assert!(
+        m.dirty_page_count() > 0,
+        "the guest wrote while round 0 ran"
+    );
+    let round1 = m.take_dirty_pages();
+    for &i in &round1 {
+        copy[i * page..(i + 1) * page]
+            .copy_from_slice(&m.ram().as_slice()[i * page..(i + 1) * page]);
+    }
+    m.run(B);
+    let left = m.dirty_page_count();
+    let delta = m.snapshot_delta().unwrap();
+    let want = m.digest();
+    eprintln!(
+        "round 1: {} pages; delta {} bytes for {left} pages",
+        round1.len(),
+        delta.len()
+    );
+
+    let mut t = new(MEM);
+    assert!(matches!(
+        t.adopt_live_copy(0x1234, &copy[..page]),
+        Err(SnapshotError::Config(_))
+    ));
+    t.adopt_live_copy(0x1234, &copy).unwrap();
+    t.apply_delta(&delta).unwrap();
+    assert_eq!(t.digest(), want, "{:?}", t.digest().differences(&want));
+    m.run(C);
+    t.run(C);
+    assert_eq!(t.digest(), m.digest());
+    // A delta of another chain is refused.
+    let mut u = new(MEM);
+    u.adopt_live_copy(0x9999, &copy).unwrap();
+    assert!(matches!(
+        u.apply_delta(&delta),
+        Err(SnapshotError::WrongBase { .. })
+    ));
+}

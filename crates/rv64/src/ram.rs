@@ -181,6 +181,25 @@ impl Ram {
         bit(&self.dirty, page)
     }
 
+    /// How many pages were written since the last [`Ram::take_dirty`] (what the next one would
+    /// return), without starting a new interval: a live clone decides from it whether to stop.
+    pub fn dirty_count(&self) -> usize {
+        let full = self.decoded.len();
+        self.dirty
+            .iter()
+            .enumerate()
+            .map(|(w, word)| {
+                let valid = full.saturating_sub(w * 64).min(64);
+                let mask = if valid == 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << valid) - 1
+                };
+                (word & mask).count_ones() as usize
+            })
+            .sum()
+    }
+
     /// Returns the pages written since the last call (all pages, the first time) and starts a
     /// new tracking interval. Harts drop their cached write permissions, so that the first store
     /// to each page is seen again.
@@ -213,6 +232,11 @@ mod tests {
         assert!(ram.take_dirty().is_empty());
         ram.write(0x8000_1ffe, &[1, 2, 3, 4]).unwrap();
         assert_eq!(ram.take_dirty(), vec![1, 2]);
+        assert_eq!(ram.dirty_count(), 0);
+        ram.write(0x8000_3000, &[1]).unwrap();
+        ram.write(0x8000_f000, &[1]).unwrap();
+        assert_eq!(ram.dirty_count(), 2);
+        assert_eq!(ram.take_dirty(), vec![3, 15]);
     }
 
     #[test]

@@ -60,6 +60,42 @@ impl Machine {
         Ok(bytes)
     }
 
+    /// Starts a live copy (the live clone): dirty tracking starts afresh and chain `id` begins
+    /// here without a base file. While the guest runs on, the copier sends every page, then in
+    /// rounds the pages [`Machine::take_dirty_pages`] reports; once few are left, the guest
+    /// stops and [`Machine::snapshot_delta`] carries the rest with the CPU and devices. The
+    /// target puts the copied pages in with [`Machine::adopt_live_copy`] and applies that delta.
+    pub fn begin_live_copy(&mut self, id: u64) {
+        self.take_dirty_pages();
+        self.set_chain(Some((id, 0)));
+    }
+
+    /// How many pages were written since the last [`Machine::take_dirty_pages`]: what the
+    /// next round of a live copy, or the next delta, would carry.
+    pub fn dirty_page_count(&self) -> usize {
+        self.ram().dirty_count()
+    }
+
+    /// The target's side of a live copy: `ram` (the whole RAM as the rounds left it) becomes
+    /// this machine's RAM, which then stands at the start of chain `id`, ready for the
+    /// [`Machine::apply_delta`] that completes the copy.
+    pub fn adopt_live_copy(&mut self, id: u64, ram: &[u8]) -> Result<(), SnapshotError> {
+        let size = self.ram().size();
+        if ram.len() as u64 != size {
+            return Err(SnapshotError::Config(format!(
+                "the copied RAM is {} bytes, this machine has {size}",
+                ram.len()
+            )));
+        }
+        let (r, ..) = self.parts_mut();
+        let base = r.base();
+        // The length was checked against the RAM's size just above.
+        r.write(base, ram).ok_or(SnapshotError::RamTooLarge(size))?;
+        self.take_dirty_pages();
+        self.set_chain(Some((id, 0)));
+        Ok(())
+    }
+
     /// The RAM pages written since the last full ([`Machine::snapshot_base`]) or delta snapshot,
     /// with the whole CPU and device state: applied with [`Machine::apply_delta`] to a machine
     /// standing where this one stood at that snapshot, it gives this machine's state.
