@@ -42,6 +42,9 @@ enum Item {
     /// Where the console's input and output streams stand, and the recent output (a primary
     /// protected anew).
     Console(u64, u64, Vec<u8>),
+    /// A live clone's RAM, complete but for the log's closing delta: the clone's id and the
+    /// image.
+    LiveCopy(u64, Vec<u8>),
     /// The connection ended: why.
     Gone(String),
 }
@@ -124,6 +127,7 @@ fn receive(
     let mut dec = Decoder::new();
     let mut horizon = 0u64;
     let mut have_header = false;
+    let mut pages = Some(crate::clone::Incoming::default());
     let why = loop {
         let msg = match r.recv() {
             Ok(m) => m,
@@ -159,6 +163,22 @@ fn receive(
             }
             continue;
         }
+        if let Msg::Pages {
+            clone,
+            mem_size,
+            data,
+            ..
+        } = &msg
+        {
+            let Some(inc) = &mut pages else {
+                break "the primary sent RAM pages after the log began".into();
+            };
+            st.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            if let Err(e) = inc.take(*clone, *mem_size, data) {
+                break format!("a bad live clone from the primary: {e}");
+            }
+            continue;
+        }
         let Msg::Log {
             horizon: h,
             released,
@@ -167,6 +187,12 @@ fn receive(
         else {
             break "the primary sent an acknowledgement".into();
         };
+        // The log begins: a live clone's RAM is complete but for the log's first delta.
+        if let Some(copy) = pages.take().and_then(crate::clone::Incoming::into_copy) {
+            if tx.send(Item::LiveCopy(copy.0, copy.1)).is_err() {
+                break "the replay loop ended".into();
+            }
+        }
         st.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         dec.push(&bytes);
         if !have_header {
@@ -377,6 +403,8 @@ struct Progress {
     local_disks: Option<Vec<Box<dyn machine::virtio::BlockBackend>>>,
     /// Shared disks with `--disk-reads own`: the images the replayer reads from.
     read_disks: Option<Vec<Box<dyn machine::virtio::BlockBackend>>>,
+    /// A live clone's RAM (its id and image), which the log's first state completes.
+    live_copy: Option<(u64, Vec<u8>)>,
 }
 
 impl Progress {
@@ -416,7 +444,10 @@ impl Progress {
                     .prologue
                     .take()
                     .ok_or_else(|| FtError::Setup("no prologue".into()))?;
-                let mut rp = p.into_replayer(self.out.clone())?;
+                let mut rp = match self.live_copy.take() {
+                    Some((id, ram)) => p.into_replayer_onto(self.out.clone(), id, &ram)?,
+                    None => p.into_replayer(self.out.clone())?,
+                };
                 match self.local_disks.take() {
                     Some(local) => rp.set_local_disks(local)?,
                     // Shared disks: the writes the primary has not confirmed are re-issued at
@@ -466,6 +497,7 @@ impl Backup {
             out: Outbox::default(),
             local_disks: None,
             read_disks: None,
+            live_copy: None,
         };
         let mut opened = false;
         let mut last_status = Instant::now();
@@ -500,6 +532,7 @@ impl Backup {
                 Some(Item::Console(in_taken, out_base, tail)) => {
                     p.console_at(in_taken, out_base, &tail)
                 }
+                Some(Item::LiveCopy(id, ram)) => p.live_copy = Some((id, ram)),
                 Some(Item::Gone(why)) => break why,
                 None => {}
             }
@@ -570,6 +603,7 @@ impl Backup {
                 Item::Log(entries, horizon, released) => p.apply(entries, horizon, released)?,
                 Item::Header(h) => p.prologue = Some(Prologue::new(&h)),
                 Item::Console(in_taken, out_base, tail) => p.console_at(in_taken, out_base, &tail),
+                Item::LiveCopy(id, ram) => p.live_copy = Some((id, ram)),
                 Item::Gone(_) => {}
             }
         }
@@ -657,6 +691,7 @@ impl Backup {
             cfg: self.cfg,
             status: self.status,
             with,
+            cloning: None,
         }
         .run()
     }

@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod backup;
+pub mod clone;
 pub mod console;
 pub mod disk;
 pub mod heartbeat;

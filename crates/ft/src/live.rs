@@ -9,6 +9,7 @@
 //! too much unacknowledged log stalls the primary, and a backup lagging by more than
 //! `max_lag` of guest time slows it down a few percent at a time.
 
+use crate::clone::{LiveClone, Step};
 use crate::console::{Control, Endpoint};
 use crate::disk::HeldDisk;
 use crate::heartbeat::Liveness;
@@ -95,6 +96,8 @@ pub(crate) struct LiveVm {
     pub status: Status,
     /// What protecting it again takes (`ftvm control protect`).
     pub with: crate::primary::ProtectWith,
+    /// A live clone to a new backup, in progress.
+    pub cloning: Option<LiveClone>,
 }
 
 enum Next {
@@ -152,15 +155,13 @@ impl LiveVm {
                             return Ok(code);
                         }
                     }
-                    Control::Protect(to) => {
-                        let protected = self.protect_again(to);
-                        if protected {
-                            // The recorder keeps guest time in step from here on.
-                            alone_sync = None;
-                        }
-                    }
+                    Control::Protect(to) => self.begin_clone(to),
                     _ => {}
                 }
+            }
+            if self.advance_clone() {
+                // The recorder keeps guest time in step from here on.
+                alone_sync = None;
             }
             if last_status.elapsed() >= Duration::from_millis(50) {
                 last_status = Instant::now();
@@ -171,7 +172,7 @@ impl LiveVm {
             }
             if paused {
                 self.ship();
-                self.ep.wait(Duration::from_millis(50));
+                self.ep.wait(self.idle_limit(Duration::from_millis(50)));
                 continue;
             }
             let t0 = Instant::now();
@@ -313,9 +314,11 @@ impl LiveVm {
         let now = self.m.icount();
         let sleep = wake.map(|w| clock::duration_of(w.saturating_sub(now)));
         let t0 = Instant::now();
-        let limit = sleep
-            .unwrap_or(Duration::from_millis(100))
-            .min(Duration::from_millis(100));
+        let limit = self.idle_limit(
+            sleep
+                .unwrap_or(Duration::from_millis(100))
+                .min(Duration::from_millis(100)),
+        );
         // Wake up at least every 100 ms to check on the peer.
         loop {
             if self.ep.has_work() {
@@ -343,67 +346,150 @@ impl LiveVm {
         self.m.skip_to(target);
     }
 
-    /// A VM running alone is protected again by the backup waiting at `to`: the new backup
-    /// starts from a snapshot of the machine as it stands now (the guest waits while it is
-    /// taken), then follows the log. `true` once protected; on a failure the VM runs on alone.
-    fn protect_again(&mut self, to: std::net::SocketAddr) -> bool {
-        if self.prot.is_some() {
-            tracing::warn!(
-                "ftvm primary: asked to be protected by {to}, but a backup protects it already"
-            );
-            return false;
+    /// How long the loop may wait for work: not long while a clone copies pages.
+    fn idle_limit(&self, limit: Duration) -> Duration {
+        if self.cloning.is_some() {
+            limit.min(Duration::from_millis(1))
+        } else {
+            limit
         }
-        let t0 = Instant::now();
+    }
+
+    /// A VM running alone is protected again by the backup waiting at `to`: a live clone
+    /// ([`crate::clone`]) starts, which the run loop carries on between slices. On a failure
+    /// the VM runs on alone.
+    fn begin_clone(&mut self, to: std::net::SocketAddr) {
+        if self.prot.is_some() || self.cloning.is_some() {
+            tracing::warn!(
+                "ftvm primary: asked to be protected by {to}, but a backup protects it already or a clone is under way"
+            );
+            return;
+        }
         let generation = match self.cfg.arbiter.current(&self.cfg.vm) {
             Ok(g) => g.map_or(0, |(g, _)| g),
             Err(e) => {
-                tracing::warn!("ftvm primary: protecting with {to}: the arbiter failed ({e}); running on alone");
-                return false;
+                self.clone_failed(&to.to_string(), &format!("the arbiter failed ({e})"));
+                return;
             }
         };
         // Up to 1 MiB of recent output goes along, for clients that are behind.
         let console = Some(self.ep.offsets(1 << 20));
-        match crate::primary::protect(
+        let started = crate::primary::connect(
             &mut self.m,
-            &self.ep,
             &self.cfg,
             &self.with,
             to,
             Duration::from_secs(5),
             generation,
             console,
-        ) {
-            Ok(p) => {
-                let snapshot = p.buf.len();
-                self.prot = Some(p);
-                self.status.protected = true;
-                self.status.role = Role::Primary;
-                self.status.peer = to.to_string();
-                self.status.last_protected = Some(format!(
-                    "protected again by {to} at icount {} in {:.1} ms (snapshot {snapshot} bytes)",
-                    self.m.icount(),
-                    t0.elapsed().as_secs_f64() * 1e3
-                ));
-                self.publish_status();
+        )
+        .and_then(|(w, peer)| LiveClone::start(&mut self.m, w, peer));
+        match started {
+            Ok(c) => {
                 tracing::info!(
-                    event = "protected_again",
+                    event = "clone_started",
                     backup = %to,
                     generation,
-                    snapshot_bytes = snapshot,
-                    pause_ms = t0.elapsed().as_secs_f64() * 1e3,
-                    "ftvm primary: protected again by the backup at {to} (generation {generation}) at icount {}: the guest paused {:.1} ms for a {snapshot}-byte snapshot",
-                    self.m.icount(),
-                    t0.elapsed().as_secs_f64() * 1e3
+                    "ftvm primary: cloning to the backup at {to} (generation {generation}) while the guest runs"
                 );
-                true
-            }
-            Err(e) => {
-                tracing::warn!("ftvm primary: protecting with the backup at {to} failed: {e}; running on alone");
-                self.status.last_protected = Some(format!("failed: by {to}: {e}"));
+                self.status.clone = Some(format!("to {to}: starting"));
+                self.cloning = Some(c);
                 self.publish_status();
+            }
+            Err(e) => self.clone_failed(&to.to_string(), &e.to_string()),
+        }
+    }
+
+    /// One step of the live clone; `true` once it completed and the VM is protected.
+    fn advance_clone(&mut self) -> bool {
+        let Some(c) = &mut self.cloning else {
+            return false;
+        };
+        let to = c.to().map_or_else(|| "?".into(), |a| a.to_string());
+        match c.step(&mut self.m, self.cfg.heartbeat.timeout) {
+            Ok(Step::Copying) => {
+                self.status.clone = Some(format!("to {to}: {}", c.progress().render()));
+                false
+            }
+            Ok(Step::Ready) => self.complete_clone(),
+            Err(e) => {
+                self.cloning = None;
+                self.clone_failed(&to, &e.to_string());
                 false
             }
         }
+    }
+
+    /// The clone's rounds are over: the guest stops here (between two slices) while the log
+    /// starts with the closing delta.
+    fn complete_clone(&mut self) -> bool {
+        let Some(c) = self.cloning.take() else {
+            return false;
+        };
+        let t0 = Instant::now();
+        let progress = c.progress();
+        let total = c.started().elapsed();
+        let to = c.to().map_or_else(|| "?".into(), |a| a.to_string());
+        let started = c.finish().and_then(|(w, peer)| {
+            let generation = peer.generation;
+            crate::primary::start(&mut self.m, &self.ep, &self.cfg, &self.with, w, peer, true)
+                .map(|p| (p, generation))
+        });
+        let (p, generation) = match started {
+            Ok(x) => x,
+            Err(e) => {
+                self.clone_failed(&to, &e.to_string());
+                return false;
+            }
+        };
+        let pause = t0.elapsed();
+        let delta = p.buf.len();
+        self.prot = Some(p);
+        self.status.protected = true;
+        self.status.role = Role::Primary;
+        self.status.peer = to.clone();
+        self.status.clone = None;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        self.status.last_protected = Some(format!(
+            "protected again by {to} at icount {} by a live clone: {:.1} ms in all, {} rounds, {:.1} MB of pages ({:.1} MB on the wire), guest paused {:.1} ms for a {delta}-byte closing delta",
+            self.m.icount(),
+            ms(total + pause),
+            progress.round + 1,
+            progress.sent_raw as f64 / 1e6,
+            progress.sent_wire as f64 / 1e6,
+            ms(pause),
+        ));
+        self.publish_status();
+        tracing::info!(
+            event = "protected_again",
+            backup = %to,
+            generation,
+            rounds = progress.round + 1,
+            sent_bytes = progress.sent_raw,
+            wire_bytes = progress.sent_wire,
+            delta_bytes = delta,
+            total_ms = ms(total + pause),
+            pause_ms = ms(pause),
+            "ftvm primary: protected again by the backup at {to} (generation {generation}) at icount {}: live clone in {:.1} ms, {} rounds, guest paused {:.1} ms",
+            self.m.icount(),
+            ms(total + pause),
+            progress.round + 1,
+            ms(pause)
+        );
+        true
+    }
+
+    /// Protecting the VM by `to` failed: it runs on alone, and says so.
+    fn clone_failed(&mut self, to: &str, why: &str) {
+        tracing::warn!(
+            event = "protect_failed",
+            backup = %to,
+            reason = %why,
+            "ftvm primary: protecting with the backup at {to} failed: {why}; running on alone"
+        );
+        self.status.clone = None;
+        self.status.last_protected = Some(format!("failed: by {to}: {why}"));
+        self.publish_status();
     }
 
     /// Looks at the backup's health; on a failure, asks the arbiter whether to go on alone.

@@ -105,6 +105,7 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
         cfg,
         status,
         with,
+        cloning: None,
     }
     .run()
 }
@@ -122,12 +123,10 @@ pub(crate) struct ProtectWith {
     pub disk_reads_own: bool,
 }
 
-/// Protects the machine `m` by the backup waiting at `to`: connects and authenticates, sends
-/// the console's offsets (`console`, for a guest that has already run) and, with non-shared
-/// disks, the images; then starts the log — its prologue is a snapshot of `m` as it stands, so
-/// the backup starts from exactly this state — and the output rule. A failure before the log
-/// starts leaves the machine as it was; after that, nothing is held back (the caller runs on
-/// alone).
+/// Protects the machine `m` by the backup waiting at `to`: [`connect`], then [`start`] with
+/// a full snapshot of `m` as it stands (the guest waits while it is taken). A failure before
+/// the log starts leaves the machine as it was; after that, nothing is held back (the caller
+/// runs on alone).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn protect(
     m: &mut Machine,
@@ -139,6 +138,48 @@ pub(crate) fn protect(
     generation: u64,
     console: Option<(u64, u64, Vec<u8>)>,
 ) -> Result<Protection, FtError> {
+    let (w, peer) = connect(m, cfg, with, to, connect_for, generation, console)?;
+    start(m, ep, cfg, with, w, peer, false)
+}
+
+/// A new backup, authenticated and told where the console stands, before the log starts.
+pub(crate) struct Peer {
+    /// Its channel address.
+    pub to: SocketAddr,
+    /// The channel's receiving half (acknowledgements).
+    pub r: wire::MsgReader,
+    /// The arbiter generation the pair will run under.
+    pub generation: u64,
+    /// Its heartbeats.
+    pub live: Arc<Liveness>,
+    /// Stops our heartbeat.
+    pub hb_stop: Arc<AtomicBool>,
+    /// A handle on the channel, to break it off.
+    pub stream: TcpStream,
+}
+
+impl Peer {
+    /// Gives the peer up: the heartbeat stops and the channel closes.
+    pub fn abandon(&self) {
+        self.hb_stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Connects to the backup waiting at `to` and authenticates, sends the console's offsets
+/// (`console`, for a guest that has already run) and, with non-shared disks, the images (the
+/// guest waits for those); starts the heartbeat. Nothing of the machine changes.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn connect(
+    m: &mut Machine,
+    cfg: &PairConfig,
+    with: &ProtectWith,
+    to: SocketAddr,
+    connect_for: Duration,
+    generation: u64,
+    console: Option<(u64, u64, Vec<u8>)>,
+) -> Result<(wire::MsgWriter, Peer), FtError> {
     let t0 = Instant::now();
     let stream = loop {
         match TcpStream::connect_timeout(&to, Duration::from_millis(500)) {
@@ -161,6 +202,9 @@ pub(crate) fn protect(
         disk_reads_own: with.disk_reads_own,
     };
     let (mut w, r) = wire::connect_handshake(stream, &cfg.key, &hello)?;
+    let stream = w
+        .stream_clone()
+        .map_err(io("cannot keep a handle on the channel"))?;
     if let Some((in_taken, out_base, tail)) = console {
         w.send(&wire::Msg::Console {
             in_taken,
@@ -173,18 +217,65 @@ pub(crate) fn protect(
     }
     let udp = UdpSocket::bind(SocketAddr::new(with.local_ip, 0))
         .map_err(io("cannot open the heartbeat socket"))?;
+    let live = Arc::new(Liveness::default());
+    live.heard();
+    let hb_stop = Arc::new(AtomicBool::new(false));
+    heartbeat::spawn(heartbeat::Heartbeat {
+        socket: udp,
+        peer: Some(to),
+        key: cfg.key.clone(),
+        role: 0,
+        peer_role: 1,
+        cfg: cfg.heartbeat,
+        live: Arc::clone(&live),
+        stop: Arc::clone(&hb_stop),
+    })
+    .map_err(io("cannot start the heartbeat"))?;
+    Ok((
+        w,
+        Peer {
+            to,
+            r,
+            generation,
+            live,
+            hb_stop,
+            stream,
+        },
+    ))
+}
+
+/// Starts protection by a connected backup: a new recorder on `m`, whose log begins with the
+/// machine's state — a full snapshot, or after a live copy (`after_copy`, see
+/// [`crate::clone`]) the copy's closing delta — so the backup starts from exactly this state;
+/// then the output rule holds disk writes, frames and console output until the backup has the
+/// log. On a failure nothing is held back (the caller runs on alone).
+pub(crate) fn start(
+    m: &mut Machine,
+    ep: &Endpoint,
+    cfg: &PairConfig,
+    with: &ProtectWith,
+    w: wire::MsgWriter,
+    peer: Peer,
+    after_copy: bool,
+) -> Result<Protection, FtError> {
     // From here on the machine's backends change.
     let buf = SharedBuf::default();
     let (mut rec, entropy) = Recorder::with_shape(buf.clone(), with.readonly.clone(), with.mac);
     if with.disk_reads_own {
         rec.log_disk_reads_by_digest();
     }
-    m.replace_entropy(entropy)?;
+    let fail = |e: FtError| {
+        peer.abandon();
+        e
+    };
+    m.replace_entropy(entropy).map_err(|e| fail(e.into()))?;
     // Shared disks: the guest's writes wait for the backup's acknowledgement (crate::disk).
     let mut disks = Vec::new();
     for drive in (0..with.readonly.len()).filter(|_| !cfg.non_shared) {
         let Some(slot) = m.disk_backend_mut(drive) else {
-            return Err(FtError::Setup(format!("the machine has no disk {drive}")));
+            return Err(fail(FtError::Setup(format!(
+                "the machine has no disk {drive}"
+            ))));
         };
         let placeholder: Box<dyn machine::virtio::BlockBackend> =
             Box::new(machine::virtio::block::MemBackend::default());
@@ -200,9 +291,14 @@ pub(crate) fn protect(
             n.set_holding(false);
         }
     };
-    if let Err(e) = rec.start(m) {
+    let started = if after_copy {
+        rec.start_after_live_copy(m)
+    } else {
+        rec.start(m)
+    };
+    if let Err(e) = started {
         unhold(&disks, &None);
-        return Err(e.into());
+        return Err(fail(e.into()));
     }
     // Transmitted frames are outputs: they wait for the backup like console output.
     let net = match m.net_backend_mut() {
@@ -232,30 +328,23 @@ pub(crate) fn protect(
             n.release_upto(h);
         }));
     }
-    let live = Arc::new(Liveness::default());
-    live.heard();
+    let Peer {
+        r,
+        generation,
+        live,
+        hb_stop,
+        stream,
+        ..
+    } = peer;
     let link = match Link::start(w, r, ep.clone(), release, on_replayed, Arc::clone(&live)) {
         Ok(l) => l,
         Err(e) => {
+            hb_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = stream.shutdown(std::net::Shutdown::Both);
             unhold(&disks, &net);
             return Err(io("cannot start the logging channel")(e));
         }
     };
-    let hb_stop = Arc::new(AtomicBool::new(false));
-    if let Err(e) = heartbeat::spawn(heartbeat::Heartbeat {
-        socket: udp,
-        peer: Some(to),
-        key: cfg.key.clone(),
-        role: 0,
-        peer_role: 1,
-        cfg: cfg.heartbeat,
-        live: Arc::clone(&live),
-        stop: Arc::clone(&hb_stop),
-    }) {
-        link.close();
-        unhold(&disks, &net);
-        return Err(io("cannot start the heartbeat")(e));
-    }
     ep.hold_again();
     Ok(Protection {
         rec,

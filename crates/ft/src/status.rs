@@ -62,6 +62,8 @@ pub struct Status {
     pub last_failover: Option<String>,
     /// The last time this process, running alone, was protected again.
     pub last_protected: Option<String>,
+    /// A live clone to a new backup in progress: round, bytes sent, dirty rate, expected pause.
+    pub clone: Option<String>,
 }
 
 /// The value of `key` in a rendered status (`key: value` lines, see [`Status::render`]).
@@ -96,6 +98,7 @@ impl Status {
             max_gap: Duration::ZERO,
             last_failover: None,
             last_protected: None,
+            clone: None,
         }
     }
 
@@ -153,6 +156,7 @@ impl Status {
             "last_protected",
             self.last_protected.clone().unwrap_or_else(|| "none".into()),
         );
+        kv("clone", self.clone.clone().unwrap_or_else(|| "none".into()));
         s
     }
 }

@@ -19,6 +19,7 @@ const T_LOG: u8 = 1;
 const T_ACK: u8 = 2;
 const T_DISK: u8 = 3;
 const T_CONSOLE: u8 = 4;
+const T_PAGES: u8 = 5;
 
 /// A message of the channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +56,18 @@ pub enum Msg {
         /// The last output released to clients (so that a client behind by that much can
         /// still resume on the new backup once it is live).
         tail: Vec<u8>,
+    },
+    /// A batch of RAM pages of a live clone (see [`crate::clone`]), sent before the log while
+    /// the guest runs on.
+    Pages {
+        /// The clone's id: the delta that completes the copy names it.
+        clone: u64,
+        /// The guest's RAM size.
+        mem_size: u64,
+        /// The copy round (0: every non-zero page; then the pages written meanwhile).
+        round: u32,
+        /// The pages, LZ4-compressed (see [`crate::clone::decode_batch`]).
+        data: Vec<u8>,
     },
     /// The backup's acknowledgement.
     Ack {
@@ -131,6 +144,20 @@ impl Msg {
                 v.extend_from_slice(tail);
                 v
             }
+            Msg::Pages {
+                clone,
+                mem_size,
+                round,
+                data,
+            } => {
+                let mut v = Vec::with_capacity(21 + data.len());
+                v.push(T_PAGES);
+                v.extend_from_slice(&clone.to_le_bytes());
+                v.extend_from_slice(&mem_size.to_le_bytes());
+                v.extend_from_slice(&round.to_le_bytes());
+                v.extend_from_slice(data);
+                v
+            }
             Msg::Ack {
                 entries,
                 horizon,
@@ -172,6 +199,16 @@ impl Msg {
                 in_taken: u64_at(1)?,
                 out_base: u64_at(9)?,
                 tail: b[17..].to_vec(),
+            }),
+            Some(&T_PAGES) if b.len() >= 21 => Ok(Msg::Pages {
+                clone: u64_at(1)?,
+                mem_size: u64_at(9)?,
+                round: u32::from_le_bytes(
+                    b[17..21]
+                        .try_into()
+                        .map_err(|_| WireError::Malformed("short message".into()))?,
+                ),
+                data: b[21..].to_vec(),
             }),
             Some(&T_ACK) if b.len() == 25 => Ok(Msg::Ack {
                 entries: u64_at(1)?,
@@ -556,6 +593,12 @@ mod tests {
                 in_taken: 12,
                 out_base: 345,
                 tail: b"login: ".to_vec(),
+            },
+            Msg::Pages {
+                clone: 0xfeed,
+                mem_size: 1 << 28,
+                round: 2,
+                data: vec![5; 40],
             },
             Msg::Ack {
                 entries: 1,

@@ -487,9 +487,16 @@ pub(crate) fn protect_by(e: SocketAddr, backup: SocketAddr) -> anyhow::Result<St
 /// Waits until the VM at `e` says it is protected by `peer`; its `last_protected` line.
 fn wait_protected(e: SocketAddr, peer: SocketAddr, within: Duration) -> anyhow::Result<String> {
     let t0 = std::time::Instant::now();
+    let mut shown = String::new();
     loop {
         let st = ft::console::request(&e.to_string(), "STATUS", Duration::from_secs(2))?;
         let field = |k: &str| ft::status::field(&st, k).unwrap_or_default();
+        // The live clone's progress, as it changes.
+        let clone = field("clone");
+        if clone != "none" && !clone.is_empty() && clone != shown {
+            eprintln!("{e}: cloning {clone}");
+            shown = clone.to_string();
+        }
         if field("protected") == "yes" && field("peer") == peer.to_string() {
             return Ok(format!("{e}: {}", field("last_protected")));
         }

@@ -189,6 +189,19 @@ impl<W: Write> Recorder<W> {
     /// run yet), connects the clock tap and wraps the disks and the network card's backend
     /// (put in with `Machine::replace_net` before this call) so that what they take is logged.
     pub fn start(&mut self, m: &mut Machine) -> Result<(), RecordError> {
+        self.start_with(m, false)
+    }
+
+    /// [`Recorder::start`] at the end of a live copy ([`Machine::begin_live_copy`]): the log's
+    /// initial state is the copy's closing delta ([`Machine::snapshot_delta`]: the pages still
+    /// dirty, the CPU and the devices) instead of a full snapshot, so the guest stops only for
+    /// that. Only a replayer holding the copied RAM can start from such a log
+    /// ([`crate::Prologue::into_replayer_onto`]).
+    pub fn start_after_live_copy(&mut self, m: &mut Machine) -> Result<(), RecordError> {
+        self.start_with(m, true)
+    }
+
+    fn start_with(&mut self, m: &mut Machine, delta: bool) -> Result<(), RecordError> {
         let mut drives = Vec::new();
         for (drive, &readonly) in self.readonly.iter().enumerate() {
             let Some(b) = m.disk_backend_mut(drive) else {
@@ -240,7 +253,11 @@ impl<W: Write> Recorder<W> {
         m.set_clock_tap(Arc::clone(&self.tap));
         let at = m.icount();
         self.append(at, Event::ConfigChange(lc.encode()))?;
-        let snap = m.snapshot()?;
+        let snap = if delta {
+            m.snapshot_delta()?
+        } else {
+            m.snapshot()?
+        };
         let total = (snap.len() as u64).to_le_bytes();
         for chunk in snap.chunks(SNAPSHOT_CHUNK) {
             let mut v = vec![TAG_SNAPSHOT];

@@ -152,9 +152,32 @@ impl Prologue {
 
     /// Builds the machine from the complete prologue; console output goes to `out`.
     pub fn into_replayer(self, out: Outbox) -> Result<Replayer, ReplayError> {
+        self.build(out, None)
+    }
+
+    /// [`Prologue::into_replayer`] for a log that starts at the end of a live copy
+    /// ([`crate::Recorder::start_after_live_copy`]): `ram` is the RAM the copy's rounds
+    /// delivered for chain `id`, the log's initial state the delta that completes it.
+    pub fn into_replayer_onto(
+        self,
+        out: Outbox,
+        id: u64,
+        ram: &[u8],
+    ) -> Result<Replayer, ReplayError> {
+        self.build(out, Some((id, ram)))
+    }
+
+    fn build(self, out: Outbox, onto: Option<(u64, &[u8])>) -> Result<Replayer, ReplayError> {
         let (Some(lc), true) = (self.config, self.done) else {
             return Err(content("the log ends inside its initial snapshot"));
         };
+        let is_delta = self.snapshot.starts_with(machine::snapshot::DELTA_MAGIC);
+        if is_delta && onto.is_none() {
+            return Err(content(
+                "the log starts from the closing delta of a live copy, not a full snapshot: only \
+                 the backup that received the copied RAM can replay it",
+            ));
+        }
         // Building the machine to restore into needs something to boot; everything it loads is
         // overwritten by the snapshot (RAM) and by the logged boot information (the ROM).
         let stub = std::env::temp_dir().join(format!(
@@ -215,8 +238,16 @@ impl Prologue {
                 tap: Arc::clone(&tap),
             }),
         };
-        let restored =
-            Machine::restore_with_disks(&cfg, backends, backends_of_disks, &self.snapshot);
+        let restored = match onto {
+            Some((id, ram)) if is_delta => Machine::with_disks(&cfg, backends, backends_of_disks)
+                .map_err(machine::snapshot::SnapshotError::from)
+                .and_then(|mut m| {
+                    m.adopt_live_copy(id, ram)?;
+                    m.apply_delta(&self.snapshot)?;
+                    Ok(m)
+                }),
+            _ => Machine::restore_with_disks(&cfg, backends, backends_of_disks, &self.snapshot),
+        };
         let _ = std::fs::remove_file(&stub);
         let mut m = restored?;
         m.set_boot_info(&lc.boot);

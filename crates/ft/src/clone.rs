@@ -1,0 +1,478 @@
+//! The live clone (the paper's FT VMotion): a VM running alone gets a new backup while its
+//! guest keeps running.
+//!
+//! After the handshake ([`crate::primary::connect`]) the run loop copies RAM a few batches at a
+//! time between slices ([`LiveClone::step`]): round 0 every non-zero page, then each round the
+//! pages the guest wrote meanwhile (the machine's dirty tracking,
+//! [`machine::Machine::begin_live_copy`]). A sender thread compresses each batch (LZ4) and puts
+//! it on the channel as a [`Msg::Pages`], so the guest only pays for copying pages out of its
+//! RAM. Once what is left would go over the link within [`TARGET_PAUSE`] — or after
+//! [`MAX_ROUNDS`], or when rounds stop shrinking (a guest writing faster than the link copies) —
+//! the clone is ready: the guest stops between two slices, and the log starts with the copy's
+//! closing delta (the pages still dirty, the CPU and the devices;
+//! [`rr::Recorder::start_after_live_copy`]). The backup gathers the pages into an image of RAM
+//! ([`Incoming`]) and builds its machine from that image and the delta.
+//!
+//! Our own code rather than a crate: the copy is interleaved with our vCPU loop and our dirty
+//! tracking, which no migration crate knows about.
+
+use crate::primary::Peer;
+use crate::wire::{Msg, MsgWriter, WireError};
+use crate::FtError;
+use machine::Machine;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// At most this many copy rounds after round 0, then the guest stops whatever is left.
+pub const MAX_ROUNDS: u32 = 8;
+/// The clone stops the guest once what is left would cross the link within this.
+pub const TARGET_PAUSE: Duration = Duration::from_millis(20);
+/// Pages per batch (one [`Msg::Pages`]).
+const BATCH_PAGES: usize = 256;
+/// Batches queued for the sender at most: the copy never runs far ahead of the link.
+const QUEUE: u64 = 8;
+/// Pages looked at per step at most (round 0 skips zero pages, which costs little each).
+const SCAN_PER_STEP: usize = 16 * 1024;
+const PAGE: usize = 4096;
+/// Kinds of page in a batch.
+const ZERO: u8 = 0;
+const DATA: u8 = 1;
+/// The largest decompressed batch.
+const MAX_RAW: usize = BATCH_PAGES * (5 + PAGE);
+/// The largest guest RAM a backup accepts a copy of (1 TiB).
+const MAX_MEM: u64 = 1 << 40;
+
+/// Appends the pages `pages` of `mem` to `out` (per page a u32 index, a kind byte, and the
+/// 4096 bytes unless zero), leaving zero pages out if `skip_zero`. Returns how many went in.
+fn encode_batch(mem: &[u8], pages: &[usize], skip_zero: bool, out: &mut Vec<u8>) -> usize {
+    let mut n = 0;
+    for &i in pages {
+        let Some(p) = mem.get(i * PAGE..(i + 1) * PAGE) else {
+            continue;
+        };
+        let zero = p.iter().fold(0u8, |a, &b| a | b) == 0;
+        if zero && skip_zero {
+            continue;
+        }
+        out.extend_from_slice(&u32::try_from(i).unwrap_or(u32::MAX).to_le_bytes());
+        if zero {
+            out.push(ZERO);
+        } else {
+            out.push(DATA);
+            out.extend_from_slice(p);
+        }
+        n += 1;
+    }
+    n
+}
+
+/// Writes a batch (as [`Msg::Pages`] carries it: LZ4 with its size in front) into `mem`.
+/// Refuses anything malformed (a hostile or broken peer) without panicking.
+pub fn decode_batch(data: &[u8], mem: &mut [u8]) -> Result<usize, String> {
+    // The size in front is checked before anything is allocated for it.
+    let (size, body) = match data {
+        [a, b, c, d, body @ ..] => (u32::from_le_bytes([*a, *b, *c, *d]) as usize, body),
+        _ => return Err("a page batch is too short".into()),
+    };
+    if size > MAX_RAW {
+        return Err("a page batch claims more than a batch holds".into());
+    }
+    let raw = lz4_flex::block::decompress(body, size)
+        .map_err(|e| format!("a page batch does not decompress: {e}"))?;
+    let mut at = 0;
+    let mut n = 0;
+    while at < raw.len() {
+        let head = raw
+            .get(at..at + 5)
+            .ok_or("a page batch ends inside a page header")?;
+        let i = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let dst = mem
+            .get_mut(i * PAGE..(i + 1) * PAGE)
+            .ok_or_else(|| format!("page {i} lies outside the guest's RAM"))?;
+        at += 5;
+        match head[4] {
+            ZERO => dst.fill(0),
+            DATA => {
+                let src = raw
+                    .get(at..at + PAGE)
+                    .ok_or("a page batch ends inside a page")?;
+                dst.copy_from_slice(src);
+                at += PAGE;
+            }
+            k => return Err(format!("page {i} of unknown kind {k}")),
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// What the sender thread and the copier share.
+#[derive(Default)]
+struct Shared {
+    /// Batches handed to the sender and not yet written.
+    queued: AtomicU64,
+    /// Page bytes written (before compression).
+    raw: AtomicU64,
+    /// Bytes written on the channel.
+    wire: AtomicU64,
+    /// Why sending failed.
+    failed: Mutex<Option<String>>,
+}
+
+/// Where a clone stands, for `ftvm status` and the command line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    /// The current round.
+    pub round: u32,
+    /// Page bytes sent, before compression.
+    pub sent_raw: u64,
+    /// Bytes on the wire.
+    pub sent_wire: u64,
+    /// How fast the guest dirtied pages during the last round, bytes per second.
+    pub dirty_rate: f64,
+    /// Dirty bytes left, that the guest's pause would carry now.
+    pub left: u64,
+    /// The pause this predicts.
+    pub expected_pause: Duration,
+}
+
+impl Progress {
+    /// One line for humans.
+    pub fn render(&self) -> String {
+        format!(
+            "round {}, {:.1} MB sent ({:.1} MB on the wire), dirty rate {:.1} MB/s, {:.1} MB left, expected pause {:.0} ms",
+            self.round,
+            self.sent_raw as f64 / 1e6,
+            self.sent_wire as f64 / 1e6,
+            self.dirty_rate / 1e6,
+            self.left as f64 / 1e6,
+            self.expected_pause.as_secs_f64() * 1e3
+        )
+    }
+}
+
+/// What a step did.
+pub(crate) enum Step {
+    /// Copying goes on.
+    Copying,
+    /// Everything but the closing delta is on the channel: stop the guest and start the log.
+    Ready,
+}
+
+/// A live clone in progress, driven by the VM's run loop.
+pub(crate) struct LiveClone {
+    round: u32,
+    list: Vec<usize>,
+    pos: usize,
+    tx: Option<SyncSender<(u32, Vec<u8>)>>,
+    sender: Option<JoinHandle<Result<MsgWriter, WireError>>>,
+    shared: Arc<Shared>,
+    peer: Option<Peer>,
+    started: Instant,
+    round_started: Instant,
+    prev_round: usize,
+    progress: Progress,
+}
+
+impl LiveClone {
+    /// Starts copying `m`'s RAM to the connected backup (`w`, `peer`).
+    pub fn start(m: &mut Machine, w: MsgWriter, peer: Peer) -> Result<LiveClone, FtError> {
+        let mut idb = [0u8; 8];
+        getrandom::getrandom(&mut idb)
+            .map_err(|e| FtError::Setup(format!("no randomness for the clone's id: {e}")))?;
+        let id = u64::from_le_bytes(idb);
+        let mem_size = m.ram().size();
+        m.begin_live_copy(id);
+        let shared = Arc::new(Shared::default());
+        let (tx, rx) = sync_channel::<(u32, Vec<u8>)>(QUEUE as usize);
+        let sh = Arc::clone(&shared);
+        let mut w = w;
+        let sender = std::thread::Builder::new()
+            .name("clone-sender".into())
+            .spawn(move || {
+                for (round, raw) in rx {
+                    let data = lz4_flex::block::compress_prepend_size(&raw);
+                    let wire = data.len() as u64;
+                    let sent = w.send(&Msg::Pages {
+                        clone: id,
+                        mem_size,
+                        round,
+                        data,
+                    });
+                    if let Err(e) = sent {
+                        if let Ok(mut f) = sh.failed.lock() {
+                            *f = Some(e.to_string());
+                        }
+                        return Err(e);
+                    }
+                    sh.raw.fetch_add(raw.len() as u64, Ordering::Relaxed);
+                    sh.wire.fetch_add(wire, Ordering::Relaxed);
+                    sh.queued.fetch_sub(1, Ordering::Relaxed);
+                }
+                Ok(w)
+            })
+            .map_err(|e| FtError::Setup(format!("cannot start the clone's sender: {e}")))?;
+        let pages = usize::try_from(mem_size).unwrap_or(usize::MAX) / PAGE;
+        Ok(LiveClone {
+            round: 0,
+            list: (0..pages).collect(),
+            pos: 0,
+            tx: Some(tx),
+            sender: Some(sender),
+            shared,
+            peer: Some(peer),
+            started: Instant::now(),
+            round_started: Instant::now(),
+            prev_round: pages,
+            progress: Progress::default(),
+        })
+    }
+
+    /// The backup being cloned to.
+    pub fn to(&self) -> Option<std::net::SocketAddr> {
+        self.peer.as_ref().map(|p| p.to)
+    }
+
+    /// Where the clone stands.
+    pub fn progress(&self) -> Progress {
+        self.progress
+    }
+
+    /// When it started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Copies the next batches (as many as the sender has room for) and decides when to stop.
+    /// An error: the backup is gone or the channel failed; the VM runs on alone.
+    pub fn step(&mut self, m: &mut Machine, timeout: Duration) -> Result<Step, FtError> {
+        if let Some(why) = self.shared.failed.lock().ok().and_then(|f| f.clone()) {
+            return Err(FtError::Setup(format!(
+                "sending pages to the new backup failed: {why}"
+            )));
+        }
+        if let Some(p) = &self.peer {
+            if p.live.silence() > timeout {
+                return Err(FtError::Setup(format!(
+                    "nothing heard from the new backup for {:?}",
+                    p.live.silence()
+                )));
+            }
+        }
+        self.progress.sent_raw = self.shared.raw.load(Ordering::Relaxed);
+        self.progress.sent_wire = self.shared.wire.load(Ordering::Relaxed);
+        let queued = self.shared.queued.load(Ordering::Relaxed);
+        if self.pos >= self.list.len() {
+            return Ok(self.end_of_round(m, queued));
+        }
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| FtError::Setup("the clone's sender is gone".into()))?;
+        let mut scanned = 0;
+        let mut queued = queued;
+        while queued < QUEUE && self.pos < self.list.len() && scanned < SCAN_PER_STEP {
+            let mut raw = Vec::with_capacity(BATCH_PAGES * (PAGE + 5));
+            let mut n = 0;
+            while n < BATCH_PAGES && self.pos < self.list.len() && scanned < SCAN_PER_STEP {
+                let end = (self.pos + BATCH_PAGES - n).min(self.list.len());
+                let chunk = &self.list[self.pos..end];
+                n += encode_batch(m.ram().as_slice(), chunk, self.round == 0, &mut raw);
+                scanned += chunk.len();
+                self.pos = end;
+            }
+            if n == 0 {
+                continue;
+            }
+            self.shared.queued.fetch_add(1, Ordering::Relaxed);
+            queued += 1;
+            if tx.send((self.round, raw)).is_err() {
+                return Err(FtError::Setup(
+                    "the clone's sender stopped (the channel to the new backup failed)".into(),
+                ));
+            }
+        }
+        Ok(Step::Copying)
+    }
+
+    /// A round's pages are all handed over: another round, or ready once the sender is done.
+    fn end_of_round(&mut self, m: &mut Machine, queued: u64) -> Step {
+        let left = m.dirty_page_count();
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        let rate = (self.progress.sent_raw as f64 / secs).max(1.0);
+        self.progress.left = (left * PAGE) as u64;
+        self.progress.expected_pause = Duration::from_secs_f64(self.progress.left as f64 / rate);
+        self.progress.dirty_rate =
+            self.progress.left as f64 / self.round_started.elapsed().as_secs_f64().max(1e-3);
+        let not_shrinking = self.round >= 2 && left * 10 >= self.prev_round * 9;
+        let converged = left <= 64
+            || self.progress.expected_pause <= TARGET_PAUSE
+            || self.round >= MAX_ROUNDS
+            || not_shrinking;
+        if converged {
+            return if queued == 0 {
+                Step::Ready
+            } else {
+                Step::Copying
+            };
+        }
+        self.list = m.take_dirty_pages();
+        self.prev_round = self.list.len();
+        self.pos = 0;
+        self.round += 1;
+        self.progress.round = self.round;
+        self.round_started = Instant::now();
+        Step::Copying
+    }
+
+    /// The copy's pages are all written: the channel's writer and the backup, for
+    /// [`crate::primary::start`] with `after_copy`.
+    pub fn finish(mut self) -> Result<(MsgWriter, Peer), FtError> {
+        drop(self.tx.take());
+        let sender = self
+            .sender
+            .take()
+            .ok_or_else(|| FtError::Setup("the clone's sender is gone".into()))?;
+        let w = match sender.join() {
+            Ok(Ok(w)) => w,
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err(FtError::Setup("the clone's sender panicked".into())),
+        };
+        let peer = self
+            .peer
+            .take()
+            .ok_or_else(|| FtError::Setup("the clone has no backup".into()))?;
+        Ok((w, peer))
+    }
+}
+
+impl Drop for LiveClone {
+    /// A clone given up: the backup is let go (its channel closes, our heartbeat stops).
+    fn drop(&mut self) {
+        if let Some(p) = self.peer.take() {
+            p.abandon();
+        }
+        drop(self.tx.take());
+    }
+}
+
+/// The backup's side: RAM as the clone's batches arrive.
+#[derive(Default)]
+pub struct Incoming {
+    /// The clone's id and the RAM image, from the first batch on.
+    copy: Option<(u64, Vec<u8>)>,
+    /// Pages received.
+    pub pages: u64,
+}
+
+impl Incoming {
+    /// Takes one [`Msg::Pages`]. Everything is checked: a wrong size, another clone's id, a
+    /// malformed batch end the clone with the reason.
+    pub fn take(&mut self, clone: u64, mem_size: u64, data: &[u8]) -> Result<(), String> {
+        if self.copy.is_none() {
+            if mem_size == 0 || mem_size % PAGE as u64 != 0 || mem_size > MAX_MEM {
+                return Err(format!("a clone of {mem_size} bytes of RAM"));
+            }
+            let n = usize::try_from(mem_size).map_err(|_| "RAM too large for this host")?;
+            self.copy = Some((clone, vec![0u8; n]));
+        }
+        let Some((id, mem)) = &mut self.copy else {
+            return Err("no clone".into());
+        };
+        if *id != clone || mem.len() as u64 != mem_size {
+            return Err("pages of two different clones".into());
+        }
+        self.pages += decode_batch(data, mem)? as u64;
+        Ok(())
+    }
+
+    /// The clone's id and RAM, once batches came.
+    pub fn into_copy(self) -> Option<(u64, Vec<u8>)> {
+        self.copy
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mem(pages: usize) -> Vec<u8> {
+        let mut m = vec![0u8; pages * PAGE];
+        for (i, b) in m.iter_mut().enumerate() {
+            if (i / PAGE) % 3 == 1 {
+                *b = (i % 251) as u8 + 1;
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn batches_carry_pages_and_skip_zero_ones_in_round_zero() {
+        let src = mem(12);
+        let mut raw = Vec::new();
+        let all: Vec<usize> = (0..12).collect();
+        assert_eq!(encode_batch(&src, &all, true, &mut raw), 4);
+        let mut dst = vec![0u8; src.len()];
+        let n = decode_batch(&lz4_flex::block::compress_prepend_size(&raw), &mut dst).unwrap();
+        assert_eq!(n, 4);
+        assert_eq!(dst, src);
+        // A later round carries zero pages too: a page the guest cleared is cleared.
+        let mut dirty = vec![0xffu8; src.len()];
+        let mut raw = Vec::new();
+        assert_eq!(encode_batch(&src, &all, false, &mut raw), 12);
+        decode_batch(&lz4_flex::block::compress_prepend_size(&raw), &mut dirty).unwrap();
+        assert_eq!(dirty, src);
+    }
+
+    #[test]
+    fn malformed_batches_are_refused_without_panicking() {
+        let src = mem(4);
+        let mut raw = Vec::new();
+        encode_batch(&src, &[0, 1, 2, 3], false, &mut raw);
+        let good = lz4_flex::block::compress_prepend_size(&raw);
+        let mut dst = vec![0u8; 2 * PAGE];
+        assert!(decode_batch(&good, &mut dst)
+            .unwrap_err()
+            .contains("outside"));
+        let mut dst = vec![0u8; 4 * PAGE];
+        for cut in [0, 3, 5, good.len() / 2] {
+            assert!(
+                decode_batch(&good[..cut], &mut dst).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut bad_kind = raw.clone();
+        bad_kind[4] = 7;
+        let e = decode_batch(&lz4_flex::block::compress_prepend_size(&bad_kind), &mut dst);
+        assert!(e.unwrap_err().contains("unknown kind"));
+        let mut huge = good.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_batch(&huge, &mut dst).is_err());
+        // Bit flips anywhere: an error or some pages, never a panic.
+        for i in 0..good.len() {
+            let mut f = good.clone();
+            f[i] ^= 0x40;
+            let _ = decode_batch(&f, &mut dst);
+        }
+    }
+
+    #[test]
+    fn incoming_checks_size_and_clone_id() {
+        let src = mem(4);
+        let mut raw = Vec::new();
+        encode_batch(&src, &[1], true, &mut raw);
+        let b = lz4_flex::block::compress_prepend_size(&raw);
+        let mut inc = Incoming::default();
+        assert!(inc.take(1, 12345, &b).is_err(), "not whole pages");
+        let mut inc = Incoming::default();
+        inc.take(1, (4 * PAGE) as u64, &b).unwrap();
+        assert!(inc.take(2, (4 * PAGE) as u64, &b).is_err());
+        assert!(inc.take(1, (8 * PAGE) as u64, &b).is_err());
+        let (id, ram) = inc.into_copy().unwrap();
+        assert_eq!(id, 1);
+        assert_eq!(&ram[PAGE..2 * PAGE], &src[PAGE..2 * PAGE]);
+    }
+}
