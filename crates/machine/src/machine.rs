@@ -220,6 +220,8 @@ pub struct Machine {
     clock_tap: Option<Arc<AtomicU64>>,
     /// The delta-snapshot chain this machine stands on: (base id, generation).
     chain: Option<(u64, u32)>,
+    /// Page hashes kept between state digests (a cache: not part of the machine's state).
+    ram_digest: crate::snapshot::RamDigest,
 }
 
 impl std::fmt::Debug for Machine {
@@ -364,6 +366,7 @@ impl Machine {
             last_ran: 0,
             clock_tap: None,
             chain: None,
+            ram_digest: Default::default(),
         })
     }
 
@@ -654,6 +657,11 @@ impl Machine {
 /// Access to the parts for [`crate::snapshot`] (snapshots, restore, digests), and dirty-page
 /// tracking for incremental snapshots.
 impl Machine {
+    /// The page hashes kept for [`Machine::digest`].
+    pub(crate) fn ram_digest(&self) -> &crate::snapshot::RamDigest {
+        &self.ram_digest
+    }
+
     /// RAM, harts, board and the machine-wide icount, for saving.
     pub(crate) fn parts(&self) -> (&Ram, &[Hart], &Board, u64) {
         (&self.ram, &self.harts, &self.board, self.icount)

@@ -48,6 +48,8 @@ use rv64::Hart;
 
 mod delta;
 pub use delta::{DELTA_MAGIC, DELTA_VERSION};
+mod digest;
+pub use digest::{ram_digest_full, RamDigest};
 
 /// The first eight bytes of every snapshot.
 pub const MAGIC: &[u8; 8] = b"FTVMSNAP";
@@ -813,9 +815,10 @@ impl Machine {
     }
 
     /// Hashes of the machine's state (XXH3-64): CPU (harts and clock), RAM, devices. Equal
-    /// machines have equal digests; replay compares them to detect divergence. The cost is
-    /// dominated by hashing RAM: one read of all of it (about 20 ms for 256 MiB, see
-    /// `tests/snapshot.rs`).
+    /// machines have equal digests; replay compares them to detect divergence. RAM is hashed
+    /// incrementally (see [`RamDigest`]): only the pages written since the last digest are read
+    /// again, so the cost after the first call is that of the guest's writes, not of RAM's
+    /// size (docs/benchmarks.md, "State digests").
     pub fn digest(&self) -> StateDigest {
         let (ram, ..) = self.parts();
         let mut cpu = Enc::default();
@@ -824,7 +827,7 @@ impl Machine {
         encode_devices(&mut dev, self);
         StateDigest {
             cpu: twox_hash::XxHash3_64::oneshot(&cpu.0),
-            ram: twox_hash::XxHash3_64::oneshot(ram.as_slice()),
+            ram: self.ram_digest().of(ram),
             devices: twox_hash::XxHash3_64::oneshot(&dev.0),
         }
     }

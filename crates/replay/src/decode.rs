@@ -22,8 +22,8 @@ pub enum DecodeError {
         /// The first bytes found (up to 8).
         found: Vec<u8>,
     },
-    /// log format version {version} is not supported: this build reads version 4 (log written by another ftvm version: replay it with the one that recorded it)
-    #[error("log format version {version} is not supported: this build reads version {FORMAT_VERSION} (log written by another ftvm version: replay it with the one that recorded it)")]
+    /// log format version {version} is not supported: this build reads version 5 (...)
+    #[error("log format version {version} is not supported: this build reads version {FORMAT_VERSION} ({})", unsupported_why(*version))]
     UnsupportedVersion {
         /// The version in the header.
         version: u16,
@@ -551,6 +551,16 @@ fn le8(b: &[u8]) -> [u8; 8] {
     let mut a = [0; 8];
     a.copy_from_slice(b);
     a
+}
+
+/// Why a log of `version` cannot be read, for [`DecodeError::UnsupportedVersion`].
+fn unsupported_why(version: u16) -> &'static str {
+    if version == 4 {
+        "a version 4 log's state digests hash RAM in one piece, this build's hash it page by \
+         page: replay it with the ftvm that recorded it"
+    } else {
+        "log written by another ftvm version: replay it with the one that recorded it"
+    }
 }
 
 #[cfg(test)]

@@ -7,8 +7,10 @@ pub const MAGIC: [u8; 8] = *b"FTVMLOG\0";
 /// The format version this build writes and reads. Bumped on any change to the bytes, including
 /// those of the entries the recorder writes (version 2: the configuration entry carries the
 /// disks, and disk reads are logged; version 3: it carries the network card too, and received
-/// frames are logged; version 4: the disk-read digest entry, kind 12).
-pub const FORMAT_VERSION: u16 = 4;
+/// frames are logged; version 4: the disk-read digest entry, kind 12; version 5: the RAM part
+/// of the recorder's state digests hashes page hashes, not RAM in one piece, so a version 4
+/// log's digests would all differ).
+pub const FORMAT_VERSION: u16 = 5;
 
 /// Largest frame body (the batched entries between a frame's length and its checksum). A length
 /// above it is rejected before anything is allocated, so a hostile length costs nothing.

@@ -182,16 +182,24 @@ fn bad_magic_is_reported_from_the_first_byte() {
 #[test]
 fn unsupported_version_and_flags() {
     let mut b = head();
-    b[8] = 5;
+    b[8] = 6;
     let e = err(&b[..10]);
-    assert_eq!(e, DecodeError::UnsupportedVersion { version: 5 });
+    assert_eq!(e, DecodeError::UnsupportedVersion { version: 6 });
     assert_eq!(
         e.to_string(),
-        "log format version 5 is not supported: this build reads version 4 (log written by another ftvm version: replay it with the one that recorded it)"
+        "log format version 6 is not supported: this build reads version 5 (log written by another ftvm version: replay it with the one that recorded it)"
     );
-    // Versions 1 to 3, from before disks, the network card and disk-read digests were logged:
-    // refused as well.
-    for old in [1, 2, 3] {
+    // Version 4, whose digests hash RAM in one piece, says so.
+    b[8] = 4;
+    assert_eq!(
+        err(&b[..10]).to_string(),
+        "log format version 4 is not supported: this build reads version 5 (a version 4 log's \
+         state digests hash RAM in one piece, this build's hash it page by page: replay it with \
+         the ftvm that recorded it)"
+    );
+    // Versions 1 to 4, from before disks, the network card, disk-read digests and page-wise
+    // RAM digests: refused as well.
+    for old in [1, 2, 3, 4] {
         let mut b = head();
         b[8] = old;
         assert_eq!(

@@ -1,8 +1,11 @@
-//! Guest RAM, shared by every hart and every device, with the two per-page bitmaps the rest of
-//! the system relies on: *dirty* pages (for incremental snapshots and the live clone) and *code*
-//! pages (pages whose pre-decoded instructions are cached and must be dropped when written).
+//! Guest RAM, shared by every hart and every device, with the per-page bitmaps the rest of the
+//! system relies on: *dirty* pages (for incremental snapshots and the live clone), *digest-dirty*
+//! pages (the same writes, but consumed only by the incremental state digest, so that taking a
+//! digest never hides a page from a delta snapshot or the live clone) and *code* pages (pages
+//! whose pre-decoded instructions are cached and must be dropped when written).
 
 use crate::decode::DecodedPage;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Size of a page, in bytes.
 pub const PAGE_SIZE: u64 = 4096;
@@ -12,11 +15,16 @@ pub struct Ram {
     base: u64,
     mem: Vec<u8>,
     dirty: Vec<u64>,
+    /// Pages written since the last [`Ram::take_digest_dirty`]. Atomic so that a digest can be
+    /// taken through `&Ram` (`Machine::digest(&self)`); writers go through `&mut` (no atomics
+    /// on the store path).
+    digest_dirty: Vec<AtomicU64>,
     code: Vec<u64>,
     decoded: Vec<Option<Box<DecodedPage>>>,
     /// Bumped whenever a write permission cached by a hart may have become stale (a page became
-    /// a code page, or the dirty bitmap was cleared). Harts compare it at the start of a slice.
-    write_epoch: u64,
+    /// a code page, or a dirty bitmap was cleared). Harts compare it at the start of a slice.
+    /// Atomic for the same reason as `digest_dirty`.
+    write_epoch: AtomicU64,
 }
 
 impl std::fmt::Debug for Ram {
@@ -51,9 +59,10 @@ impl Ram {
             base,
             mem: vec![0; size],
             dirty: vec![u64::MAX; words],
+            digest_dirty: (0..words).map(|_| AtomicU64::new(u64::MAX)).collect(),
             code: vec![0; words],
             decoded,
-            write_epoch: 0,
+            write_epoch: AtomicU64::new(0),
         }
     }
 
@@ -146,6 +155,7 @@ impl Ram {
     /// Records a guest or device write to `page`: dirty, and no longer valid as cached code.
     pub(crate) fn note_write(&mut self, page: usize) {
         self.dirty[page / 64] |= 1 << (page % 64);
+        *self.digest_dirty[page / 64].get_mut() |= 1 << (page % 64);
         if bit(&self.code, page) {
             self.code[page / 64] &= !(1 << (page % 64));
             if let Some(d) = self.decoded[page].as_mut() {
@@ -164,7 +174,7 @@ impl Ram {
     pub(crate) fn decoded_page(&mut self, page: usize) -> *mut DecodedPage {
         if !bit(&self.code, page) {
             self.code[page / 64] |= 1 << (page % 64);
-            self.write_epoch += 1;
+            *self.write_epoch.get_mut() += 1;
         }
         let d = self.decoded[page].get_or_insert_with(DecodedPage::new_boxed);
         &mut **d as *mut DecodedPage
@@ -173,7 +183,7 @@ impl Ram {
     /// See the field of the same name.
     #[inline(always)]
     pub(crate) fn write_epoch(&self) -> u64 {
-        self.write_epoch
+        self.write_epoch.load(Ordering::Relaxed)
     }
 
     /// Whether `page` was written since the last [`Ram::take_dirty`].
@@ -216,7 +226,29 @@ impl Ram {
                 bits &= bits - 1;
             }
         }
-        self.write_epoch += 1;
+        *self.write_epoch.get_mut() += 1;
+        out
+    }
+
+    /// Returns the pages written since the last call (all pages, the first time) and starts a
+    /// new interval of the digest's own bitmap; [`Ram::take_dirty`]'s is left alone. Harts drop
+    /// their cached write permissions, so that the first store to each page is seen again.
+    /// Takes `&self`: nothing can store while the caller holds a shared reference, and the
+    /// harts see the new epoch at the start of their next slice.
+    pub fn take_digest_dirty(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        for (w, word) in self.digest_dirty.iter().enumerate() {
+            let mut bits = word.swap(0, Ordering::Relaxed);
+            while bits != 0 {
+                let b = bits.trailing_zeros() as usize;
+                let page = w * 64 + b;
+                if page < self.decoded.len() {
+                    out.push(page);
+                }
+                bits &= bits - 1;
+            }
+        }
+        self.write_epoch.fetch_add(1, Ordering::Relaxed);
         out
     }
 }
@@ -237,6 +269,20 @@ mod tests {
         ram.write(0x8000_f000, &[1]).unwrap();
         assert_eq!(ram.dirty_count(), 2);
         assert_eq!(ram.take_dirty(), vec![3, 15]);
+    }
+
+    #[test]
+    fn digest_bitmap_is_independent_of_the_dirty_bitmap() {
+        let mut ram = Ram::new(0x8000_0000, 16 * 4096);
+        assert_eq!(ram.take_digest_dirty().len(), 16);
+        ram.write(0x8000_3000, &[1]).unwrap();
+        assert_eq!(ram.take_digest_dirty(), vec![3]);
+        assert!(ram.take_digest_dirty().is_empty());
+        // Taking the digest's pages left every page dirty for a snapshot.
+        assert_eq!(ram.take_dirty().len(), 16);
+        ram.mark_written(0x8000_5000, 1).unwrap();
+        assert_eq!(ram.take_dirty(), vec![5]);
+        assert_eq!(ram.take_digest_dirty(), vec![5]);
     }
 
     #[test]
