@@ -8,7 +8,10 @@
 //! logged input waiting for its device, not idle) and the log's next entry lies beyond it; with
 //! `--restore FILE` it starts from such a snapshot instead of the log's initial one, skips the
 //! entries up to the snapshot's icount and replays the rest (the same log: the digests after
-//! it check that the run continues exactly). Disks need nothing: their reads are in the log,
+//! it check that the run continues exactly). `--restore` also takes a snapshot written on
+//! SIGUSR1 by `ftvm run --record LOG --snapshot-out FILE`, which carries its log position
+//! ([`rr::SnapshotPosition`]): the entries before that position are skipped by index, since
+//! entries at the snapshot's own icount may have been logged on either side of it. Disks need nothing: their reads are in the log,
 //! except in a log recorded with `--disk-reads own` (an FT pair's), which holds only each
 //! read's digest: `--drive file=IMAGE` then gives the image as it was when the recording began
 //! (read through a private copy-on-write view: the replayed writes never reach the file).
@@ -115,7 +118,15 @@ fn replay(a: &Args) -> Result<String, ReplayError> {
     })?;
     let mut r = LogReader::new(BufReader::new(file))?;
     let mut prologue = Prologue::new(r.header());
-    while !prologue.feed(&next(&mut r)?)? {}
+    // Entries read so far: the index of the next one.
+    let mut read = 0u64;
+    loop {
+        let e = next(&mut r)?;
+        read += 1;
+        if prologue.feed(&e)? {
+            break;
+        }
+    }
     let out = Outbox::default();
     let mut rp = prologue.into_replayer(out.clone())?;
     if !a.drive.is_empty() {
@@ -141,21 +152,49 @@ fn replay(a: &Args) -> Result<String, ReplayError> {
             .collect();
         rp.set_local_disks(views)?;
     }
-    // Entries at or before this icount are already in the restored machine.
+    // Entries at or before this icount are already in the restored machine (a snapshot of a
+    // replay, taken where the next entry lies beyond it).
     let mut skip_to = None;
+    // Entries before this index are (a snapshot taken while recording, with its log position).
+    let mut skip_entries = None;
     if let Some(path) = &a.restore {
         let bytes = std::fs::read(path).map_err(|source| ReplayError::Open {
             path: path.display().to_string(),
             source,
         })?;
-        rp.restore_snapshot(&bytes)?;
-        skip_to = Some(rp.icount());
+        let bad = |e: String| ReplayError::Content(format!("{}: {e}", path.display()));
+        match rr::SnapshotPosition::unwrap(&bytes).map_err(|e| bad(e.to_string()))? {
+            Some((pos, snap)) => {
+                pos.check_log(r.header()).map_err(|e| bad(e.to_string()))?;
+                if pos.entries < read {
+                    return Err(bad(format!(
+                        "its log position (entry {}) lies inside the log's prologue ({read} \
+                         entries)",
+                        pos.entries
+                    )));
+                }
+                rp.restore_snapshot(snap)?;
+                if rp.icount() != pos.icount {
+                    return Err(bad(format!(
+                        "its machine stands at icount {}, its log position at {}",
+                        rp.icount(),
+                        pos.icount
+                    )));
+                }
+                skip_entries = Some(pos.entries);
+            }
+            None => {
+                rp.restore_snapshot(&bytes)?;
+                skip_to = Some(rp.icount());
+            }
+        }
     }
     let mut snapshot = a.snapshot_out.clone().zip(a.snapshot_at);
     let mut entries = 0u64;
     loop {
         let e = next(&mut r)?;
-        if skip_to.is_some_and(|s| e.icount <= s) {
+        read += 1;
+        if skip_to.is_some_and(|s| e.icount <= s) || skip_entries.is_some_and(|n| read <= n) {
             continue;
         }
         if let Some((path, at)) = &snapshot {

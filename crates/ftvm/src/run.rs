@@ -106,14 +106,22 @@ pub struct Args {
     pub record: Option<PathBuf>,
     /// Write a snapshot of the whole machine to FILE when the instruction count reaches
     /// --snapshot-at, or without --snapshot-at each time the process gets SIGUSR1 (at the next
-    /// slice boundary; the file is replaced), then carry on.
-    #[arg(long, value_name = "FILE", conflicts_with = "record")]
+    /// slice boundary; the file is replaced), then carry on. With --record, each SIGUSR1
+    /// writes FILE.1, FILE.2, ... holding the log position too, for `ftvm replay LOG --restore`.
+    #[arg(long, value_name = "FILE")]
     pub snapshot_out: Option<PathBuf>,
     /// The network card.
     #[command(flatten)]
     pub net: crate::ft_cmd::NetArgs,
-    /// The machine-wide instruction count at which --snapshot-out is taken.
-    #[arg(long, value_name = "ICOUNT", requires = "snapshot_out")]
+    /// The machine-wide instruction count at which --snapshot-out is taken. Not with --record:
+    /// stopping a run slice there would move the recorder's slice boundaries away from the
+    /// replayer's.
+    #[arg(
+        long,
+        value_name = "ICOUNT",
+        requires = "snapshot_out",
+        conflicts_with = "record"
+    )]
     pub snapshot_at: Option<u64>,
     /// Start from a snapshot written by --snapshot-out (with the same machine options) instead
     /// of booting.
@@ -240,6 +248,19 @@ pub fn main(a: Args) -> i32 {
             return 2;
         }
     }
+    // The log's header, read back, for the log position of snapshots taken while recording.
+    let rec_header = match (&a.record, &on_signal) {
+        (Some(log), Some(_)) => match log_header(log) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                eprintln!("ftvm run: {e}");
+                return 2;
+            }
+        },
+        _ => None,
+    };
+    // Snapshots taken on SIGUSR1 while recording, numbered from 1.
+    let mut signal_snapshots = 0u32;
     term::catch_signals();
     if on_signal.is_some() {
         snapsig::catch();
@@ -264,7 +285,14 @@ pub fn main(a: Args) -> i32 {
         }
         if let Some(path) = on_signal.as_ref().filter(|_| snapsig::take()) {
             // A failed snapshot on request is reported; the guest carries on.
-            if let Err(e) = write_snapshot(&m, path) {
+            let done = match (&mut rec, &rec_header) {
+                (Some(r), Some(h)) => {
+                    signal_snapshots += 1;
+                    write_recorded_snapshot(&m, r, h, &numbered(path, signal_snapshots))
+                }
+                _ => write_snapshot(&m, path),
+            };
+            if let Err(e) = done {
                 eprint!("\r\nftvm run: {e}\r\n");
             }
         }
@@ -350,14 +378,66 @@ pub fn main(a: Args) -> i32 {
 /// Builds the machine from a snapshot file (the images are loaded as for a boot, then RAM, harts
 /// and devices are overwritten by the snapshot's).
 fn restore(cfg: &MachineConfig, out: &Outbox, path: &std::path::Path) -> Result<Machine, String> {
-    let bytes =
+    let file =
         std::fs::read(path).map_err(|e| format!("cannot read snapshot {}: {e}", path.display()))?;
+    // A snapshot taken while recording carries its log position in front: not needed here.
+    let bytes = match rr::SnapshotPosition::unwrap(&file) {
+        Ok(Some((_, snap))) => snap,
+        Ok(None) => &file[..],
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
     let backends = Backends {
         serial: Box::new(out.clone()),
         console: Box::new(out.clone()),
         entropy: Box::new(OsEntropy::default()),
     };
-    Machine::restore(cfg, backends, &bytes).map_err(|e| format!("{}: {e}", path.display()))
+    Machine::restore(cfg, backends, bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The header of the log being recorded to `log` (written by `Recorder::start`).
+fn log_header(log: &std::path::Path) -> Result<replay::LogHeader, String> {
+    let f = File::open(log).map_err(|e| format!("cannot read back {}: {e}", log.display()))?;
+    replay::LogReader::new(std::io::BufReader::new(f))
+        .map(|r| r.header().clone())
+        .map_err(|e| format!("cannot read back {}: {e}", log.display()))
+}
+
+/// `path` with `.n` appended (`snap` → `snap.3`).
+fn numbered(path: &std::path::Path, n: u32) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(format!(".{n}"));
+    PathBuf::from(p)
+}
+
+/// Writes a snapshot of `m` taken while recording, with the log position it stands at
+/// ([`rr::SnapshotPosition`]), to `path` (atomically). Called between two run slices, where
+/// every entry logged so far is in the machine and none to come is.
+fn write_recorded_snapshot(
+    m: &Machine,
+    rec: &mut FileRecorder,
+    header: &replay::LogHeader,
+    path: &std::path::Path,
+) -> Result<(), String> {
+    let at = rec
+        .position_now()
+        .map_err(|e| format!("cannot take a snapshot: {e}"))?;
+    let snap = m
+        .snapshot()
+        .map_err(|e| format!("cannot take a snapshot: {e}"))?;
+    let bytes = rr::SnapshotPosition::new(header, m.icount(), at).wrap(&snap);
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, &bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("cannot write snapshot {}: {e}", path.display()))?;
+    eprint!(
+        "\r\nftvm run: snapshot at icount {} (log entry {}) written to {} ({} bytes)\r\n",
+        m.icount(),
+        at.entries,
+        path.display(),
+        bytes.len()
+    );
+    Ok(())
 }
 
 /// Writes a snapshot of `m` to `path` (atomically: a temporary file renamed into place).

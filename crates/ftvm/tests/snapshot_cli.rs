@@ -180,8 +180,141 @@ fn sigusr1_writes_a_snapshot_and_the_run_goes_on() {
         whole.ends_with(&rest),
         "restored: {rest:?}\nwhole: {whole:?}"
     );
-    // With --record it is refused, with a one-line reason.
-    let (code, _, err) = ftvm(&elf, &["--snapshot-out", "x.snap", "--record", "x.log"]);
+    // --snapshot-at with --record is refused, with a one-line reason (it would cut a run slice
+    // short where the replayer does not).
+    let (code, _, err) = ftvm(
+        &elf,
+        &[
+            "--snapshot-out",
+            "x.snap",
+            "--snapshot-at",
+            "5",
+            "--record",
+            "x.log",
+        ],
+    );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--record"), "{err}");
+}
+
+fn replay(log: &std::path::Path, extra: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ftvm"))
+        .arg("replay")
+        .arg(log)
+        .arg("--verbose")
+        .args(extra)
+        .output()
+        .expect("run ftvm replay");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The summary line of `ftvm replay --verbose`: "replayed N entries to icount X (...)".
+fn final_icount(err: &str) -> String {
+    err.lines()
+        .filter_map(|l| l.split(" to icount ").nth(1))
+        .last()
+        .unwrap_or_else(|| panic!("no summary in {err}"))
+        .to_string()
+}
+
+/// `--record LOG --snapshot-out FILE`: each SIGUSR1 writes FILE.1, FILE.2, ... with the log
+/// position, while console input (logged at slice boundaries, where the snapshots are taken
+/// too) keeps coming; `ftvm replay LOG --restore FILE.n` replays the rest of the log from
+/// there, through the digests, to the same end and with the same console output as the whole
+/// replay. Another log refuses the snapshot.
+#[test]
+fn sigusr1_while_recording_gives_snapshots_a_replay_resumes_from() {
+    use std::io::Write;
+    let Some(elf) = build(
+        "slow-letters-rec",
+        &PROGRAM.replace("li t2, 20000", "li t2, 1000000"),
+    ) else {
+        return;
+    };
+    let snap = elf.with_file_name("rec.snap");
+    let log = elf.with_file_name("rec-signal.log");
+    let numbered = |n: u32| elf.with_file_name(format!("rec.snap.{n}"));
+    for n in 1..=3 {
+        let _ = std::fs::remove_file(numbered(n));
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ftvm"))
+        .args(["run", "--bios", "none", "--mem", "16M", "--kernel"])
+        .arg(&elf)
+        .arg("--record")
+        .arg(&log)
+        .arg("--snapshot-out")
+        .arg(&snap)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let mut stdin = child.stdin.take().unwrap();
+    for n in 1..=2 {
+        for _ in 0..7 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let _ = stdin.write_all(b"typed");
+        }
+        // SAFETY: kill(2) with a valid signal number on our own child.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR1) }, 0);
+        let t0 = std::time::Instant::now();
+        // Written atomically (renamed into place): once it exists it is complete.
+        while !numbered(n).exists() {
+            assert!(t0.elapsed().as_secs() < 10, "no snapshot {n} after SIGUSR1");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = stdin.write_all(b"more");
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let whole = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(whole.len(), 200, "the run went on to its end: {whole:?}");
+    assert!(err.contains("(log entry "), "{err}");
+    assert!(!numbered(3).exists());
+
+    let (code, full, ferr) = replay(&log, &[]);
+    assert_eq!(code, 0, "{ferr}");
+    assert_eq!(full, whole);
+    for n in 1..=2 {
+        let s = numbered(n);
+        let (code, rest, rerr) = replay(&log, &["--restore", s.to_str().unwrap()]);
+        assert_eq!(code, 0, "snapshot {n}: {rerr}");
+        assert!(!rest.is_empty() && rest.len() < whole.len(), "{rest:?}");
+        assert!(
+            whole.ends_with(&rest),
+            "snapshot {n}: {rest:?}\nwhole: {whole:?}"
+        );
+        assert_eq!(final_icount(&rerr), final_icount(&ferr));
+        // The plain run restores from it too (the position is not needed there).
+        let (code, rest_run, rerr) = ftvm(&elf, &["--restore", s.to_str().unwrap()]);
+        assert_eq!(code, 0, "{rerr}");
+        assert!(whole.ends_with(&rest_run), "{rest_run:?}");
+    }
+
+    // Another recording of the same program: the snapshot is not its.
+    let other = elf.with_file_name("rec-other.log");
+    let (code, _, err) = ftvm(&elf, &["--record", other.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let s1 = numbered(1);
+    let (code, _, err) = replay(&other, &["--restore", s1.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("another log"), "{err}");
+    // A damaged position: an error, not a panic.
+    let mut bytes = std::fs::read(&s1).unwrap();
+    bytes[20] ^= 4;
+    let bad = elf.with_file_name("rec-bad.snap");
+    std::fs::write(&bad, &bytes).unwrap();
+    let (code, _, err) = replay(&log, &["--restore", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("damaged") && !err.contains("panicked"),
+        "{err}"
+    );
 }

@@ -285,6 +285,15 @@ impl<W: Write> Recorder<W> {
         Ok(())
     }
 
+    /// Flushes the log and returns where it stands: for a snapshot taken now, between two run
+    /// slices ([`crate::SnapshotPosition`]). A replay restored from that snapshot applies the
+    /// entries from this position on.
+    pub fn position_now(&mut self) -> Result<replay::LogPosition, RecordError> {
+        let w = self.writer.as_mut().ok_or(RecordError::Closed)?;
+        w.flush()?;
+        Ok(w.position())
+    }
+
     /// Logs every successful disk read by its length and digest ([`crate::disk::read_digest`])
     /// instead of its data (an `Event::DiskRead`): for a replayer that reads the same disk
     /// itself (an FT backup on a shared disk with `--disk-reads own`). Failures are logged as
