@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 
 /// At most this many copy rounds after round 0, then the guest stops whatever is left.
 pub const MAX_ROUNDS: u32 = 8;
-/// The clone stops the guest once what is left would cross the link within this.
+/// The clone stops the guest once what is left would cross the link within this (output is
+/// held until the backup has it; the guest itself stops only to encode it).
 pub const TARGET_PAUSE: Duration = Duration::from_millis(20);
 /// Pages per batch (one [`Msg::Pages`]).
 const BATCH_PAGES: usize = 256;
@@ -118,6 +119,8 @@ struct Shared {
     raw: AtomicU64,
     /// Bytes written on the channel.
     wire: AtomicU64,
+    /// Time spent compressing, in nanoseconds: what encoding the closing delta will cost.
+    encode_ns: AtomicU64,
     /// Why sending failed.
     failed: Mutex<Option<String>>,
 }
@@ -135,23 +138,35 @@ pub struct Progress {
     pub dirty_rate: f64,
     /// Dirty bytes left, that the guest's pause would carry now.
     pub left: u64,
-    /// The pause this predicts.
-    pub expected_pause: Duration,
+    /// How long stopping now would stop the guest (encoding what is dirty), once measured.
+    pub expected_pause: Option<Duration>,
+    /// How long output would then be held, until the backup has the closing delta (at the
+    /// link's rate so far), once measured.
+    pub expected_hold: Option<Duration>,
 }
 
 impl Progress {
     /// One line for humans.
     pub fn render(&self) -> String {
         format!(
-            "round {}, {:.1} MB sent ({:.1} MB on the wire), dirty rate {:.1} MB/s, {:.1} MB left, expected pause {:.0} ms",
+            "round {}, {:.1} MB sent ({:.1} MB on the wire), dirty rate {:.1} MB/s, {:.1} MB left, expected pause {} (output held {})",
             self.round,
             self.sent_raw as f64 / 1e6,
             self.sent_wire as f64 / 1e6,
             self.dirty_rate / 1e6,
             self.left as f64 / 1e6,
-            self.expected_pause.as_secs_f64() * 1e3
+            ms(self.expected_pause),
+            ms(self.expected_hold),
         )
     }
+}
+
+/// Milliseconds, or `?` before anything was measured.
+fn ms(d: Option<Duration>) -> String {
+    d.map_or_else(
+        || "?".into(),
+        |d| format!("{:.0} ms", d.as_secs_f64() * 1e3),
+    )
 }
 
 /// What a step did.
@@ -179,7 +194,12 @@ pub(crate) struct LiveClone {
 
 impl LiveClone {
     /// Starts copying `m`'s RAM to the connected backup (`w`, `peer`).
-    pub fn start(m: &mut Machine, w: MsgWriter, peer: Peer) -> Result<LiveClone, FtError> {
+    pub fn start(
+        m: &mut Machine,
+        w: MsgWriter,
+        peer: Peer,
+        bandwidth: u64,
+    ) -> Result<LiveClone, FtError> {
         let mut idb = [0u8; 8];
         getrandom::getrandom(&mut idb)
             .map_err(|e| FtError::Setup(format!("no randomness for the clone's id: {e}")))?;
@@ -193,8 +213,13 @@ impl LiveClone {
         let sender = std::thread::Builder::new()
             .name("clone-sender".into())
             .spawn(move || {
+                let t0 = Instant::now();
+                let mut total = 0u64;
                 for (round, raw) in rx {
+                    let c0 = Instant::now();
                     let data = lz4_flex::block::compress_prepend_size(&raw);
+                    let ns = u64::try_from(c0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    sh.encode_ns.fetch_add(ns, Ordering::Relaxed);
                     let wire = data.len() as u64;
                     let sent = w.send(&Msg::Pages {
                         clone: id,
@@ -207,6 +232,14 @@ impl LiveClone {
                             *f = Some(e.to_string());
                         }
                         return Err(e);
+                    }
+                    // At most `bandwidth` bytes a second, on average since the start.
+                    total += wire;
+                    if bandwidth > 0 {
+                        let due = Duration::from_secs_f64(total as f64 / bandwidth as f64);
+                        if let Some(wait) = due.checked_sub(t0.elapsed()) {
+                            std::thread::sleep(wait);
+                        }
                     }
                     sh.raw.fetch_add(raw.len() as u64, Ordering::Relaxed);
                     sh.wire.fetch_add(wire, Ordering::Relaxed);
@@ -295,21 +328,40 @@ impl LiveClone {
                 ));
             }
         }
+        self.measure(m);
         Ok(Step::Copying)
+    }
+
+    /// Brings the progress up to date: what is left (the round's pages not yet copied and the
+    /// pages dirtied since it began), how fast the guest dirties, the pause stopping now would
+    /// cost at the link's rate so far.
+    fn measure(&mut self, m: &Machine) {
+        let dirty = m.dirty_page_count();
+        let dirty_bytes = (dirty * PAGE) as f64;
+        let sent = self.progress.sent_raw as f64;
+        let round_left = self.list.len().saturating_sub(self.pos);
+        self.progress.left = ((dirty + round_left) * PAGE) as u64;
+        if sent > 0.0 {
+            let link = sent / self.started.elapsed().as_secs_f64().max(1e-3);
+            let encode_s = self.shared.encode_ns.load(Ordering::Relaxed) as f64 / 1e9;
+            self.progress.expected_hold = Some(Duration::from_secs_f64(dirty_bytes / link));
+            self.progress.expected_pause =
+                Some(Duration::from_secs_f64(dirty_bytes * encode_s / sent));
+        }
+        self.progress.dirty_rate =
+            (dirty * PAGE) as f64 / self.round_started.elapsed().as_secs_f64().max(1e-3);
     }
 
     /// A round's pages are all handed over: another round, or ready once the sender is done.
     fn end_of_round(&mut self, m: &mut Machine, queued: u64) -> Step {
+        self.measure(m);
         let left = m.dirty_page_count();
-        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-        let rate = (self.progress.sent_raw as f64 / secs).max(1.0);
-        self.progress.left = (left * PAGE) as u64;
-        self.progress.expected_pause = Duration::from_secs_f64(self.progress.left as f64 / rate);
-        self.progress.dirty_rate =
-            self.progress.left as f64 / self.round_started.elapsed().as_secs_f64().max(1e-3);
         let not_shrinking = self.round >= 2 && left * 10 >= self.prev_round * 9;
         let converged = left <= 64
-            || self.progress.expected_pause <= TARGET_PAUSE
+            || self
+                .progress
+                .expected_hold
+                .is_some_and(|h| h <= TARGET_PAUSE)
             || self.round >= MAX_ROUNDS
             || not_shrinking;
         if converged {

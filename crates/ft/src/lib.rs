@@ -52,6 +52,8 @@ pub struct PairConfig {
     pub non_shared: bool,
     /// Where Prometheus metrics are served (`GET /metrics`), if anywhere.
     pub metrics: Option<std::net::SocketAddr>,
+    /// A live clone's most bytes per second on the link (0: no limit).
+    pub clone_bandwidth: u64,
 }
 
 /// Why a pair member stopped with an error.

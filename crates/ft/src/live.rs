@@ -383,7 +383,7 @@ impl LiveVm {
             generation,
             console,
         )
-        .and_then(|(w, peer)| LiveClone::start(&mut self.m, w, peer));
+        .and_then(|(w, peer)| LiveClone::start(&mut self.m, w, peer, self.cfg.clone_bandwidth));
         match started {
             Ok(c) => {
                 tracing::info!(
@@ -451,7 +451,7 @@ impl LiveVm {
         self.status.clone = None;
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         self.status.last_protected = Some(format!(
-            "protected again by {to} at icount {} by a live clone: {:.1} ms in all, {} rounds, {:.1} MB of pages ({:.1} MB on the wire), guest paused {:.1} ms for a {delta}-byte closing delta",
+            "protected again by {to} at icount {} by a live clone: {:.1} ms in all, {} rounds, {:.1} MB of pages ({:.1} MB on the wire), guest paused {:.1} ms for a closing delta of {delta} bytes",
             self.m.icount(),
             ms(total + pause),
             progress.round + 1,

@@ -60,6 +60,11 @@ pub struct PairArgs {
     /// events' fields, for log collectors).
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    /// The most a live clone (re-protection by a new backup) puts on the link, in bytes per
+    /// second after compression (K, M, G suffixes; 0: as fast as the link goes), so that
+    /// cloning leaves room for other traffic.
+    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = machine::parse_size)]
+    pub clone_bandwidth: u64,
 }
 
 impl PairArgs {
@@ -293,6 +298,7 @@ fn pair_config(p: &PairArgs, me: String) -> anyhow::Result<PairConfig> {
         buffer: usize::try_from(p.log_buffer).unwrap_or(usize::MAX),
         non_shared: p.disk_mode == "non-shared",
         metrics: None,
+        clone_bandwidth: p.clone_bandwidth,
     })
 }
 
@@ -487,15 +493,19 @@ pub(crate) fn protect_by(e: SocketAddr, backup: SocketAddr) -> anyhow::Result<St
 /// Waits until the VM at `e` says it is protected by `peer`; its `last_protected` line.
 fn wait_protected(e: SocketAddr, peer: SocketAddr, within: Duration) -> anyhow::Result<String> {
     let t0 = std::time::Instant::now();
-    let mut shown = String::new();
+    let mut shown = (String::new(), t0);
     loop {
         let st = ft::console::request(&e.to_string(), "STATUS", Duration::from_secs(2))?;
         let field = |k: &str| ft::status::field(&st, k).unwrap_or_default();
-        // The live clone's progress, as it changes.
+        // The live clone's progress, as it changes (twice a second at most).
         let clone = field("clone");
-        if clone != "none" && !clone.is_empty() && clone != shown {
+        if clone != "none"
+            && !clone.is_empty()
+            && clone != shown.0
+            && (shown.0.is_empty() || shown.1.elapsed() >= Duration::from_millis(500))
+        {
             eprintln!("{e}: cloning {clone}");
-            shown = clone.to_string();
+            shown = (clone.to_string(), std::time::Instant::now());
         }
         if field("protected") == "yes" && field("peer") == peer.to_string() {
             return Ok(format!("{e}: {}", field("last_protected")));

@@ -77,6 +77,8 @@ fn pair_flags(p: &PairArgs, key: &std::path::Path) -> Vec<String> {
         p.log_level.clone(),
         "--log-format".into(),
         p.log_format.clone(),
+        "--clone-bandwidth".into(),
+        p.clone_bandwidth.to_string(),
     ]
 }
 

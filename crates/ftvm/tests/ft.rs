@@ -565,6 +565,83 @@ fn reprotected_after_each_failover() {
     assert!(p.stderr("backup").contains("stopping too"), "{}", p.logs());
 }
 
+/// The live clone under a guest that dirties memory faster than the link copies it (`dd`
+/// reading 16 MiB of random bytes into its buffer, over and over): the rounds stop shrinking, the clone
+/// still ends within its bound and reports the guest's pause; the backup it made is right
+/// (it takes over with the counter intact).
+#[test]
+fn clone_converges_under_a_write_heavy_guest() {
+    let Some(g) = guest() else { return };
+    // A slow link (10 MB/s): the guest dirties its 16 MiB faster than that.
+    let o = PairOptions {
+        extra: vec!["--clone-bandwidth".into(), "10M".into()],
+        ..PairOptions::default()
+    };
+    let mut p = Pair::start("clone-dirty", &g, &o, None);
+    let mut c = p.client();
+    wait_for_shell(&mut c);
+    c.send(
+        b"dd if=/dev/urandom of=/tmp/r bs=1M count=16 2>/dev/null; \
+          while :; do dd if=/tmp/r of=/dev/null bs=16M 2>/dev/null; done &\n",
+    )
+    .unwrap();
+    start_counter(&mut c);
+    let mut k = 0;
+    for _ in 0..4 {
+        k += 1;
+        increment(&mut c, k, &|| p.logs());
+    }
+    p.kill("primary");
+    k += 1;
+    increment(&mut c, k, &|| p.logs());
+    let said = p.reprotect(&g, &o);
+    eprintln!("{said}");
+    assert!(said.contains("cloning"), "no progress shown: {said}");
+    let num = |after: &str| -> f64 {
+        let rest = &said[said
+            .find(after)
+            .unwrap_or_else(|| panic!("{after:?} in {said}"))..];
+        rest[after.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let rounds = said
+        .split(" rounds")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or_else(|| panic!("no round count in {said}"));
+    let pause = num("guest paused ");
+    let delta = num("closing delta of ");
+    eprintln!("write-heavy clone: {rounds} rounds, pause {pause} ms, closing delta {delta} bytes");
+    assert!(
+        (2..=ft::clone::MAX_ROUNDS + 1).contains(&rounds),
+        "{rounds} rounds: {said}"
+    );
+    // It did not converge by itself: the pause carried much of the guest's hot memory.
+    assert!(delta > 1e6, "closing delta of {delta} bytes: {said}");
+    for _ in 0..3 {
+        k += 1;
+        increment(&mut c, k, &|| p.logs());
+    }
+    // The clone's backup takes over: its state is the primary's.
+    p.kill("primary");
+    for _ in 0..3 {
+        k += 1;
+        increment(&mut c, k, &|| p.logs());
+    }
+    c.send(b"\x04poweroff\n").unwrap();
+    assert_eq!(
+        p.wait("backup", Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        p.logs()
+    );
+}
+
 /// `ftvm migrate` (issue 7): a protected VM moves to its backup's host (the primary stops once
 /// the backup has replayed everything, the backup goes live exactly there, the old side exits
 /// 0); then, running alone, it moves with `--to` to a new host whose backup is first brought in

@@ -149,7 +149,7 @@ impl Pair {
     /// After a failover (the primary killed, the backup live): starts a new backup, on a new
     /// channel port and the dead primary's console address, and has the live VM protected
     /// by it (`ftvm control protect`); the roles then move on (the live VM is the primary).
-    /// Returns what `ftvm control protect` printed.
+    /// Returns what `ftvm control protect` printed (stdout, then its progress on stderr).
     pub fn reprotect(&mut self, g: &Path, o: &PairOptions) -> String {
         let live_console = self.new_backup(g, o);
         let out = Command::new(FTVM)
@@ -163,7 +163,11 @@ impl Pair {
             String::from_utf8_lossy(&out.stderr),
             self.logs()
         );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
     }
 
     /// The primary gone (killed, or handed over) and the backup live: the live VM takes the
