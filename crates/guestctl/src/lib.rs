@@ -100,6 +100,11 @@ impl Console {
         })
     }
 
+    /// The VM process's id (to send it signals, e.g. SIGUSR1 for a snapshot).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the console printed so far (lossily decoded; CR removed).
     pub fn output(&self) -> String {
         let g = self.shared.0.lock().unwrap_or_else(|e| e.into_inner());
