@@ -227,6 +227,8 @@ mod tests {
         assert!(e.to_string().contains("corrupt record vms/bad"), "{e}");
         // etcd frozen: calls fail within the bound, as unreachable; they work again after.
         etcd.signal(libc::SIGSTOP);
+        // The stop of every thread of etcd is not instantaneous.
+        std::thread::sleep(Duration::from_millis(300));
         let t0 = std::time::Instant::now();
         let e = s.get("vms/x").unwrap_err();
         assert!(e.is_unreachable(), "{e}");
