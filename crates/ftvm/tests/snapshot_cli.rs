@@ -215,8 +215,8 @@ fn replay(log: &std::path::Path, extra: &[&str]) -> (i32, String, String) {
 /// The summary line of `ftvm replay --verbose`: "replayed N entries to icount X (...)".
 fn final_icount(err: &str) -> String {
     err.lines()
-        .filter_map(|l| l.split(" to icount ").nth(1))
-        .last()
+        .rev()
+        .find_map(|l| l.split(" to icount ").nth(1))
         .unwrap_or_else(|| panic!("no summary in {err}"))
         .to_string()
 }
