@@ -249,9 +249,10 @@ pub struct ControlArgs {
     #[arg(value_name = "HOST:PORT", default_value = "127.0.0.1:7101")]
     pub endpoint: String,
     /// protect: the new backup's channel address (its --listen; started with the same
-    /// --key-file, --vm and disk options as the primary).
+    /// --key-file, --vm and disk options as the primary). Give it more than once: should a
+    /// backup fail (its host dies during the clone), the next is tried.
     #[arg(long, value_name = "HOST:PORT")]
-    pub backup: Option<String>,
+    pub backup: Vec<String>,
 }
 
 /// Options of `ftvm migrate`.
@@ -406,13 +407,18 @@ pub fn control(a: ControlArgs) -> i32 {
         "control",
         (|| {
             let e = addr(&a.endpoint, "endpoint")?;
-            match (a.op.as_str(), &a.backup) {
-                ("protect", Some(b)) => println!("{}", protect_by(e, addr(b, "--backup")?)?),
-                ("protect", None) => {
+            let backups = a
+                .backup
+                .iter()
+                .map(|b| addr(b, "--backup"))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            match (a.op.as_str(), backups.is_empty()) {
+                ("protect", true) => {
                     bail!("protect needs --backup HOST:PORT (the new backup's --listen)")
                 }
-                (op, Some(_)) => bail!("--backup goes with protect, not {op}"),
-                (op, None) => send_control(e, op)?,
+                ("protect", false) => println!("{}", protect_by_any(e, &backups)?),
+                (op, false) => bail!("--backup goes with protect, not {op}"),
+                (op, true) => send_control(e, op)?,
             }
             Ok(0)
         })(),
@@ -488,6 +494,24 @@ fn send_control(e: SocketAddr, op: &str) -> anyhow::Result<()> {
 pub(crate) fn protect_by(e: SocketAddr, backup: SocketAddr) -> anyhow::Result<String> {
     send_control(e, &format!("protect {backup}"))?;
     wait_protected(e, backup, Duration::from_secs(60))
+}
+
+/// [`protect_by`] the first of `backups` that succeeds, trying the next when one fails (the
+/// VM runs on alone meanwhile); the last one's error if none does.
+pub(crate) fn protect_by_any(e: SocketAddr, backups: &[SocketAddr]) -> anyhow::Result<String> {
+    let mut last = None;
+    for (i, &b) in backups.iter().enumerate() {
+        match protect_by(e, b) {
+            Ok(said) => return Ok(said),
+            Err(err) => {
+                if i + 1 < backups.len() {
+                    eprintln!("{err:#}; trying the next backup");
+                }
+                last = Some(err);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no backup to protect {e} with")))
 }
 
 /// Waits until the VM at `e` says it is protected by `peer`; its `last_protected` line.

@@ -642,6 +642,77 @@ fn clone_converges_under_a_write_heavy_guest() {
     );
 }
 
+/// The new backup's host dies during the live clone: the VM runs on unharmed (the counter
+/// goes on), and `ftvm control protect` with a second `--backup` protects it with that one,
+/// whose state is right (it takes over).
+#[test]
+fn clone_target_dies_and_the_next_backup_protects() {
+    let Some(g) = guest() else { return };
+    // A slow link, so that the clone is still copying when its target is killed.
+    let o = PairOptions {
+        extra: vec!["--clone-bandwidth".into(), "2M".into()],
+        ..PairOptions::default()
+    };
+    let mut p = Pair::start("clone-dies", &g, &o, None);
+    let mut c = p.client();
+    start_counter(&mut c);
+    let mut k = 0;
+    let mut more = |c: &mut ft::console::client::ConsoleClient, n: u64, p: &Pair| {
+        for _ in 0..n {
+            k += 1;
+            increment(c, k, &|| p.logs());
+        }
+    };
+    more(&mut c, 3, &p);
+    p.kill("primary");
+    more(&mut c, 2, &p);
+    let live = p.new_backup(&g, &o);
+    let (mut victim, first) = p.spare_backup(&g, &o);
+    let ctl = std::process::Command::new(FTVM)
+        .args(["control", "protect", "--backup", &first.to_string()])
+        .args(["--backup", &p.channel.to_string()])
+        .arg(live.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    loop {
+        let st = ft::console::request(&live.to_string(), "STATUS", Duration::from_secs(2)).unwrap();
+        if ft::status::field(&st, "clone")
+            .is_some_and(|v| v.starts_with(&format!("to {first}: round")))
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no clone to {first}: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = victim.kill();
+    let _ = victim.wait();
+    more(&mut c, 2, &p);
+    let out = ctl.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{said}");
+    assert!(out.status.success(), "{said}\n{}", p.logs());
+    assert!(said.contains("trying the next backup"), "{said}");
+    let st = ft::console::request(&live.to_string(), "STATUS", Duration::from_secs(2)).unwrap();
+    assert!(
+        st.contains("protected: yes") && st.contains(&format!("peer: {}", p.channel)),
+        "{st}"
+    );
+    more(&mut c, 2, &p);
+    // The second backup's copy is right: it takes over.
+    p.kill("primary");
+    more(&mut c, 3, &p);
+}
+
 /// `ftvm migrate` (issue 7): a protected VM moves to its backup's host (the primary stops once
 /// the backup has replayed everything, the backup goes live exactly there, the old side exits
 /// 0); then, running alone, it moves with `--to` to a new host whose backup is first brought in

@@ -190,6 +190,18 @@ impl Pair {
         live_console
     }
 
+    /// Another backup beside the pair's, on its own channel port and console (log
+    /// `spare`); returns it and its channel address.
+    pub fn spare_backup(&mut self, g: &Path, o: &PairOptions) -> (Child, SocketAddr) {
+        let (channel, console) = (self.channel, self.backup_console);
+        let spare = addr(free_port());
+        self.channel = spare;
+        self.backup_console = addr(free_port());
+        let c = self.spawn("backup", g, o, "spare");
+        (self.channel, self.backup_console) = (channel, console);
+        (c, spare)
+    }
+
     fn spawn(&self, role: &str, g: &Path, o: &PairOptions, log: &str) -> Child {
         let mut c = Command::new(FTVM);
         c.arg(role)
