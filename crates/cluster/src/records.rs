@@ -26,6 +26,10 @@ pub struct Slot {
     pub channel: Option<String>,
     /// The process's console endpoint.
     pub console: Option<String>,
+    /// Which launch (the record's `launches` count at its start) the process is: its agent
+    /// keeps the same number, so a process the record no longer names is recognised.
+    #[serde(default)]
+    pub launch: u64,
     /// Whether the process was started (set before it is, so it is never started twice).
     pub started: bool,
     /// A backup that must be attached by `CONTROL protect` (re-protection) rather than by

@@ -2,6 +2,7 @@
 //! errors to exit codes (2 for any error of input or setup).
 
 // Named apart from the `replay` crate (the log format) that it uses.
+mod agent;
 mod ft_cmd;
 mod pair;
 #[path = "replay.rs"]
@@ -38,7 +39,8 @@ enum Command {
     /// (`--demo N`: the counter demo with a SIGKILL of the primary).
     Pair(ft_cmd::PairCmdArgs),
     /// Show the status of the pair's processes (role, protection, log positions, lag).
-    Status(ft_cmd::EndpointArgs),
+    /// (`--store SPEC`: of the whole cluster, VM by VM).
+    Status(agent::StatusArgs),
     /// Attach to a VM's console (follows a failover to the backup).
     Console(ft_cmd::EndpointArgs),
     /// Pause, resume or power off a protected VM (the backup follows at the same icount), or
@@ -47,6 +49,11 @@ enum Command {
     /// Move a running VM to another host: to its backup, or (`--to`) to a new backup that is
     /// first brought in sync; the old side stops and the other goes live where it stopped.
     Migrate(ft_cmd::MigrateArgs),
+    /// The cluster agent of this host: registers it, starts and supervises the primaries and
+    /// backups placed on it, and re-protects VMs after a failover (docs/agent.md).
+    Agent(agent::AgentArgs),
+    /// Define a VM in the cluster (`ftvm vm create`); the agents start it.
+    Vm(agent::VmCmdArgs),
 }
 
 fn main() {
@@ -66,7 +73,9 @@ fn main() {
         Command::Primary(a) => ft_cmd::primary(a),
         Command::Backup(a) => ft_cmd::backup(a),
         Command::Pair(a) => ft_cmd::pair(a),
-        Command::Status(a) => ft_cmd::status(a),
+        Command::Status(a) => agent::status(a),
+        Command::Agent(a) => agent::agent(a),
+        Command::Vm(a) => agent::vm(a),
         Command::Console(a) => ft_cmd::console(a),
         Command::Control(a) => ft_cmd::control(a),
         Command::Migrate(a) => ft_cmd::migrate(a),

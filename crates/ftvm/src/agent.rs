@@ -1,0 +1,854 @@
+//! `ftvm agent` (one per host), `ftvm vm create` and `ftvm status --store`: the cluster layer
+//! above the fault-tolerant pair (docs/agent.md).
+//!
+//! The agent does not take part in the pair's protocol (the pair fails over by itself, with
+//! the arbiter deciding who goes live); it places processes, starts them, and after a failover
+//! restores redundancy by putting a new backup on another host. Its decisions live in the
+//! cluster store (crate `cluster`); every write is a compare-and-swap, so an agent acting on
+//! an old view (a stale agent, a race) is refused, and a process the record no longer names is
+//! killed by its own agent (fencing).
+
+use anyhow::{bail, Context};
+use cluster::{HostRecord, Slot, Store, Versioned, VmRecord};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Console ports per host range: VM slot `s` has its console at the range's first port + s.
+const CONSOLE_SLOTS: u16 = 16;
+
+fn parse_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s.split_once('-').ok_or("expected A-B")?;
+    let a: u16 = a.parse().map_err(|_| format!("bad port {a:?}"))?;
+    let b: u16 = b.parse().map_err(|_| format!("bad port {b:?}"))?;
+    if b < a.saturating_add(CONSOLE_SLOTS + 2) {
+        return Err(format!(
+            "the range needs at least {} ports ({CONSOLE_SLOTS} consoles, then channels)",
+            CONSOLE_SLOTS + 3
+        ));
+    }
+    Ok((a, b))
+}
+
+/// Options of `ftvm agent`.
+#[derive(clap::Args, Debug)]
+pub struct AgentArgs {
+    /// This host's name in the cluster ([A-Za-z0-9._-]).
+    #[arg(long)]
+    pub name: String,
+    /// The cluster state: `local:DIR` (one machine, no etcd) or `etcd:URL[,URL...]`.
+    #[arg(long, value_name = "SPEC", default_value = "local:/tmp/ftvm-cluster")]
+    pub store: String,
+    /// The address this host's VM processes listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub ip: IpAddr,
+    /// This host's ports: the first 16 are VM consoles (by the VM's slot), the rest channels.
+    #[arg(long, value_name = "A-B", default_value = "7200-7299", value_parser = parse_range)]
+    pub ports: (u16, u16),
+    /// Where the agent keeps what it started (pids, keys, logs), to find it again after a
+    /// restart. Default /tmp/ftvm-agent-NAME.
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Time between two heartbeats of this host, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    pub heartbeat_ms: u64,
+    /// A host whose heartbeat is older than this counts as dead, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    pub dead_after_ms: u64,
+    /// The least important events logged to stderr.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Options of `ftvm vm`.
+#[derive(clap::Args, Debug)]
+pub struct VmCmdArgs {
+    /// What to do with the VM.
+    #[command(subcommand)]
+    pub op: VmOp,
+}
+
+/// `ftvm vm` operations.
+#[derive(clap::Subcommand, Debug)]
+pub enum VmOp {
+    /// Define a protected VM; the agents start it.
+    Create(VmCreateArgs),
+}
+
+/// Options of `ftvm vm create`.
+#[derive(clap::Args, Debug)]
+pub struct VmCreateArgs {
+    /// The cluster state.
+    #[arg(long, value_name = "SPEC", default_value = "local:/tmp/ftvm-cluster")]
+    pub store: String,
+    /// The VM's name (the arbiter's key too).
+    #[arg(long)]
+    pub name: String,
+    /// The primary's host (default: the first live host by name).
+    #[arg(long)]
+    pub primary: Option<String>,
+    /// The backup's host (default: the next live host).
+    #[arg(long)]
+    pub backup: Option<String>,
+    /// The arbiter (default: the store's etcd, or `file:DIR/arbiter` beside a local store).
+    #[arg(long, value_name = "SPEC")]
+    pub arbiter: Option<String>,
+    /// The machine and pair flags of `ftvm primary`/`ftvm backup` (after `--`), e.g.
+    /// `--bios F --kernel K --initrd I --mem 256M`.
+    #[arg(last = true, required = true)]
+    pub flags: Vec<String>,
+}
+
+/// Options of `ftvm status`.
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// Console endpoints (primary first), comma-separated.
+    #[arg(
+        value_name = "HOST:PORT[,HOST:PORT]",
+        default_value = "127.0.0.1:7101,127.0.0.1:7102"
+    )]
+    pub endpoints: String,
+    /// Show the whole cluster from this store instead (`local:DIR` or `etcd:URL`).
+    #[arg(long, value_name = "SPEC")]
+    pub store: Option<String>,
+}
+
+fn report(what: &str, r: anyhow::Result<i32>) -> i32 {
+    match r {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ftvm {what}: {e:#}");
+            2
+        }
+    }
+}
+
+fn host_key(h: &str) -> String {
+    format!("hosts/{h}")
+}
+
+fn vm_key(v: &str) -> String {
+    format!("vms/{v}")
+}
+
+fn alive(h: &HostRecord, dead_after_ms: u64) -> bool {
+    cluster::now_ms().saturating_sub(h.heartbeat_ms) < dead_after_ms
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> anyhow::Result<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        bail!("odd length");
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).context("not hex"))
+        .collect()
+}
+
+/// `ftvm vm create`.
+pub fn vm(a: VmCmdArgs) -> i32 {
+    let VmOp::Create(a) = a.op;
+    report("vm create", create(a))
+}
+
+fn create(a: VmCreateArgs) -> anyhow::Result<i32> {
+    arbiter::validate_vm_name(&a.name)?;
+    let store = cluster::from_spec(&a.store)?;
+    let hosts: Vec<HostRecord> = cluster::list::<HostRecord>(&*store, "hosts/")?
+        .into_iter()
+        .map(|h| h.value)
+        .filter(|h| alive(h, 5000))
+        .collect();
+    let pick = |given: &Option<String>, not: Option<&str>| -> anyhow::Result<String> {
+        if let Some(g) = given {
+            return Ok(g.clone());
+        }
+        hosts
+            .iter()
+            .map(|h| h.name.clone())
+            .find(|n| Some(n.as_str()) != not)
+            .context(
+                "not enough live hosts (start `ftvm agent`s first, or name --primary and --backup)",
+            )
+    };
+    let primary = pick(&a.primary, None)?;
+    let backup = pick(&a.backup, Some(&primary))?;
+    if primary == backup {
+        bail!("the primary and the backup must be on different hosts");
+    }
+    let arbiter = match (&a.arbiter, a.store.strip_prefix("etcd:")) {
+        (Some(s), _) => s.clone(),
+        (None, Some(urls)) => format!("etcd:{urls}"),
+        (None, None) => format!(
+            "file:{}/arbiter",
+            a.store.strip_prefix("local:").unwrap_or(&a.store)
+        ),
+    };
+    let slot = u16::try_from(cluster::list::<VmRecord>(&*store, "vms/")?.len()).unwrap_or(u16::MAX);
+    if slot >= CONSOLE_SLOTS {
+        bail!("at most {CONSOLE_SLOTS} VMs per cluster (console slots)");
+    }
+    let rec = VmRecord {
+        name: a.name.clone(),
+        flags: a.flags,
+        key_hex: hex(ft::Key::random().bytes()),
+        arbiter,
+        slot,
+        generation: 0,
+        epoch: 1,
+        primary: Some(Slot {
+            host: primary.clone(),
+            ..Slot::default()
+        }),
+        backup: Some(Slot {
+            host: backup.clone(),
+            ..Slot::default()
+        }),
+        launches: 0,
+        unprotected_since_ms: None,
+        history: Vec::new(),
+    };
+    match cluster::put(&*store, &vm_key(&a.name), 0, &rec) {
+        Err(cluster::Error::Conflict(_)) => bail!("a VM named {} exists already", a.name),
+        r => r?,
+    };
+    println!(
+        "vm {}: primary on {primary}, backup on {backup}, slot {slot}",
+        a.name
+    );
+    Ok(0)
+}
+
+/// `ftvm status`: the endpoints' status, or the whole cluster's with `--store`.
+pub fn status(a: StatusArgs) -> i32 {
+    match &a.store {
+        None => crate::ft_cmd::status(crate::ft_cmd::EndpointArgs {
+            endpoints: a.endpoints,
+        }),
+        Some(s) => report("status", cluster_status(s)),
+    }
+}
+
+fn cluster_status(spec: &str) -> anyhow::Result<i32> {
+    let store = cluster::from_spec(spec)?;
+    let now = cluster::now_ms();
+    println!("store: {}", store.describe());
+    for h in cluster::list::<HostRecord>(&*store, "hosts/")? {
+        let h = h.value;
+        let age = now.saturating_sub(h.heartbeat_ms);
+        println!(
+            "host {}: {} (heartbeat {age} ms ago, agent pid {}, {})",
+            h.name,
+            if age < 2000 { "alive" } else { "dead" },
+            h.pid,
+            h.ip
+        );
+    }
+    for v in cluster::list::<VmRecord>(&*store, "vms/")? {
+        let v = v.value;
+        println!();
+        println!("vm: {}", v.name);
+        let side = |s: &Option<Slot>| match s {
+            None => "none".to_string(),
+            Some(s) => format!(
+                "{} (console {}, {})",
+                s.host,
+                s.console.as_deref().unwrap_or("-"),
+                if s.started { "started" } else { "to start" }
+            ),
+        };
+        println!("primary: {}", side(&v.primary));
+        println!("backup: {}", side(&v.backup));
+        println!("generation: {}", v.generation);
+        let st = v
+            .primary
+            .as_ref()
+            .and_then(|p| p.console.as_ref())
+            .and_then(|c| ft::console::request(c, "STATUS", Duration::from_secs(2)).ok());
+        match &st {
+            Some(st) => {
+                let f = |k: &str| ft::status::field(st, k).unwrap_or("-").to_string();
+                println!("protected: {}", f("protected"));
+                println!("lag: {}", f("lag"));
+                println!("bandwidth: {}", f("bandwidth"));
+            }
+            None => println!("protected: unknown (the primary's console does not answer)"),
+        }
+        for kind in ["failover", "reprotect"] {
+            match v.last(kind) {
+                Some(e) => println!(
+                    "last_{kind}: {} ms ago on {}, took {} ms",
+                    now.saturating_sub(e.at_ms),
+                    e.host,
+                    e.ms
+                ),
+                None => println!("last_{kind}: never"),
+            }
+        }
+        println!("launches: {}", v.launches);
+    }
+    Ok(0)
+}
+
+/// What the agent started, kept in the work dir (`VM.json`) to be found again after a restart.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
+struct Local {
+    pid: u32,
+    /// The role it was started in.
+    role: String,
+    console: String,
+    /// Which launch of the record it is (the record's `Slot::launch` names it).
+    launch: u64,
+    /// The generation it runs under.
+    generation: u64,
+}
+
+fn pid_alive(pid: u32) -> bool {
+    let Ok(p) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill(2) with signal 0 only checks that the process exists.
+    if unsafe { libc::kill(p, 0) } != 0 {
+        return false;
+    }
+    // A zombie (dead, not yet reaped) does not count.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn kill_pid(pid: u32) {
+    if let Ok(p) = i32::try_from(pid) {
+        // SAFETY: kill(2) on a pid the agent started; a gone process makes it fail harmlessly.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+}
+
+fn status_of(console: &str) -> Option<String> {
+    ft::console::request(console, "STATUS", Duration::from_secs(1)).ok()
+}
+
+struct Agent {
+    a: AgentArgs,
+    store: Box<dyn Store>,
+    work: PathBuf,
+    exe: PathBuf,
+    /// Children of this incarnation (reaped as they end).
+    kids: HashMap<u32, Child>,
+    next_port: u16,
+}
+
+/// `ftvm agent`.
+pub fn agent(a: AgentArgs) -> i32 {
+    report("agent", run(a))
+}
+
+fn run(a: AgentArgs) -> anyhow::Result<i32> {
+    arbiter::validate_vm_name(&a.name).context("--name")?;
+    let level: tracing_subscriber::filter::LevelFilter =
+        a.log_level.parse().context("--log-level")?;
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .with_ansi(false)
+        .try_init();
+    let work = a
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("ftvm-agent-{}", a.name)));
+    std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
+    // The store may be down at start: wait for it (nothing runs without it yet).
+    let store = retry_store(&a.store);
+    heartbeat_thread(&a, retry_store(&a.store));
+    let next_port = a.ports.0 + CONSOLE_SLOTS;
+    let mut ag = Agent {
+        exe: std::env::current_exe().context("cannot find the ftvm executable")?,
+        a,
+        store,
+        work,
+        kids: HashMap::new(),
+        next_port,
+    };
+    tracing::info!(
+        "ftvm agent {}: store {}, work dir {}",
+        ag.a.name,
+        ag.store.describe(),
+        ag.work.display()
+    );
+    let mut backoff = Duration::from_millis(200);
+    let mut down_since: Option<Instant> = None;
+    loop {
+        ag.kids.retain(|_, c| matches!(c.try_wait(), Ok(None)));
+        match ag.tick() {
+            Ok(()) => {
+                if let Some(t) = down_since.take() {
+                    tracing::info!(
+                        "ftvm agent {}: the store answers again after {:.1} s; resuming",
+                        ag.a.name,
+                        t.elapsed().as_secs_f64()
+                    );
+                }
+                backoff = Duration::from_millis(200);
+            }
+            Err(e) => {
+                if down_since.is_none() {
+                    down_since = Some(Instant::now());
+                }
+                tracing::warn!(
+                    "ftvm agent {}: {e:#}; the VMs keep running, nothing new is started until the store answers (retry in {backoff:?})",
+                    ag.a.name
+                );
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+        std::thread::sleep(backoff);
+    }
+}
+
+fn retry_store(spec: &str) -> Box<dyn Store> {
+    let mut warned = false;
+    loop {
+        match cluster::from_spec(spec) {
+            Ok(s) => return s,
+            Err(e) => {
+                if matches!(e, cluster::Error::BadSpec { .. }) || !warned {
+                    tracing::warn!("ftvm agent: {e}; retrying");
+                    warned = true;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Rewrites this host's record every `heartbeat_ms`, from a thread of its own so a long
+/// action of the agent (a re-protection) does not make the host look dead.
+fn heartbeat_thread(a: &AgentArgs, store: Box<dyn Store>) {
+    let rec = HostRecord {
+        name: a.name.clone(),
+        ip: a.ip.to_string(),
+        console_base: a.ports.0,
+        pid: std::process::id(),
+        heartbeat_ms: 0,
+    };
+    let every = Duration::from_millis(a.heartbeat_ms.max(10));
+    std::thread::spawn(move || {
+        let key = host_key(&rec.name);
+        let mut failing = false;
+        loop {
+            let r = (|| {
+                let version = store.get(&key)?.map_or(0, |r| r.version);
+                let mut h = rec.clone();
+                h.heartbeat_ms = cluster::now_ms();
+                cluster::put(&*store, &key, version, &h)
+            })();
+            match r {
+                Ok(_) if failing => {
+                    tracing::info!("ftvm agent {}: heartbeat written again", rec.name);
+                    failing = false;
+                }
+                Err(e) if !failing => {
+                    tracing::warn!("ftvm agent {}: heartbeat failed: {e}", rec.name);
+                    failing = true;
+                }
+                _ => {}
+            }
+            std::thread::sleep(every);
+        }
+    });
+}
+
+impl Agent {
+    fn me(&self) -> &str {
+        &self.a.name
+    }
+
+    fn local_path(&self, vm: &str) -> PathBuf {
+        self.work.join(format!("{vm}.json"))
+    }
+
+    /// What this host runs for `vm`, if its process still lives (a dead one is forgotten).
+    fn local(&self, vm: &str) -> Option<Local> {
+        let p = self.local_path(vm);
+        let text = std::fs::read(&p).ok()?;
+        let l: Local = match serde_json::from_slice(&text) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("{}: {e}: ignoring it", p.display());
+                let _ = std::fs::remove_file(&p);
+                return None;
+            }
+        };
+        if pid_alive(l.pid) {
+            Some(l)
+        } else {
+            tracing::info!(
+                "ftvm agent {}: the {} of {vm} (pid {}) is gone",
+                self.me(),
+                l.role,
+                l.pid
+            );
+            let _ = std::fs::remove_file(&p);
+            None
+        }
+    }
+
+    fn save_local(&self, vm: &str, l: &Local) -> anyhow::Result<()> {
+        let p = self.local_path(vm);
+        let tmp = p.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec(l)?)?;
+        std::fs::rename(&tmp, &p)?;
+        Ok(())
+    }
+
+    fn forget(&self, vm: &str, l: &Local, why: &str) {
+        tracing::warn!(
+            "ftvm agent {}: fencing: killing the {} of {vm} (pid {}, generation {}): {why}",
+            self.me(),
+            l.role,
+            l.pid,
+            l.generation
+        );
+        kill_pid(l.pid);
+        let _ = std::fs::remove_file(self.local_path(vm));
+    }
+
+    fn tick(&mut self) -> anyhow::Result<()> {
+        let hosts: HashMap<String, HostRecord> =
+            cluster::list::<HostRecord>(&*self.store, "hosts/")?
+                .into_iter()
+                .map(|h| (h.value.name.clone(), h.value))
+                .collect();
+        for v in cluster::list::<VmRecord>(&*self.store, "vms/")? {
+            let name = v.value.name.clone();
+            if let Err(e) = self.tend(v, &hosts) {
+                if e.downcast_ref::<cluster::Error>()
+                    .is_some_and(|e| e.is_unreachable())
+                {
+                    return Err(e);
+                }
+                tracing::warn!("ftvm agent {}: vm {name}: {e:#}", self.me());
+            }
+        }
+        Ok(())
+    }
+
+    fn host_alive(&self, hosts: &HashMap<String, HostRecord>, h: &str) -> bool {
+        hosts.get(h).is_some_and(|h| alive(h, self.a.dead_after_ms))
+    }
+
+    /// Writes the record if nobody changed it since it was read.
+    fn cas(&self, v: &Versioned<VmRecord>) -> anyhow::Result<bool> {
+        match cluster::put(&*self.store, &vm_key(&v.value.name), v.version, &v.value) {
+            Ok(_) => Ok(true),
+            Err(cluster::Error::Conflict(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn tend(
+        &mut self,
+        mut v: Versioned<VmRecord>,
+        hosts: &HashMap<String, HostRecord>,
+    ) -> anyhow::Result<()> {
+        let vm = v.value.name.clone();
+        let me = self.me().to_string();
+        let mine = |s: &Option<Slot>| s.as_ref().is_some_and(|s| s.host == me);
+        let (is_primary, is_backup) = (mine(&v.value.primary), mine(&v.value.backup));
+        let local = self.local(&vm);
+        // Fencing: a process of this host that the record does not name (by its launch) is
+        // stale: the VM has moved on without it.
+        if let Some(l) = &local {
+            let named = [&v.value.primary, &v.value.backup].iter().any(|s| {
+                s.as_ref()
+                    .is_some_and(|s| s.host == me && s.launch == l.launch)
+            });
+            if !named {
+                self.forget(
+                    &vm,
+                    l,
+                    &format!(
+                        "the record (generation {}) names {} as primary",
+                        v.value.generation,
+                        v.value
+                            .primary
+                            .as_ref()
+                            .map_or("nobody", |s| s.host.as_str())
+                    ),
+                );
+                return Ok(());
+            }
+        }
+        // A backup to start here.
+        if is_backup && v.value.backup.as_ref().is_some_and(|s| !s.started) {
+            return self.launch(v, "backup", None);
+        }
+        // The primary to start here (first start: the backup waits already).
+        if is_primary && v.value.primary.as_ref().is_some_and(|s| !s.started) {
+            let peer = v
+                .value
+                .backup
+                .as_ref()
+                .filter(|b| b.started && !b.needs_protect)
+                .and_then(|b| b.channel.clone());
+            if let Some(peer) = peer {
+                return self.launch(v, "primary", Some(peer));
+            }
+            return Ok(());
+        }
+        let Some(l) = local else { return Ok(()) };
+        let Some(st) = status_of(&l.console) else {
+            return Ok(());
+        };
+        let role = ft::status::field(&st, "role")
+            .unwrap_or_default()
+            .to_string();
+        let protected = ft::status::field(&st, "protected") == Some("yes");
+        // Our backup went live: it is the primary now.
+        if is_backup && role == "primary" {
+            let generation = arbiter::from_spec(&v.value.arbiter)?
+                .current(&vm)?
+                .map_or(0, |(g, _)| g);
+            let now = cluster::now_ms();
+            let old = v.value.primary.take();
+            let since = old
+                .as_ref()
+                .and_then(|o| hosts.get(&o.host))
+                .map_or(now, |h| h.heartbeat_ms.min(now));
+            let mut slot = v.value.backup.take().context("no backup slot")?;
+            slot.needs_protect = false;
+            v.value.primary = Some(slot);
+            v.value.generation = v.value.generation.max(generation);
+            v.value.epoch += 1;
+            v.value.unprotected_since_ms = Some(now);
+            v.value.push(cluster::Event {
+                kind: "failover".into(),
+                at_ms: now,
+                ms: now - since,
+                host: me.clone(),
+            });
+            if self.cas(&v)? {
+                tracing::info!(
+                    "ftvm agent {me}: vm {vm}: failover: the backup here is the primary now (generation {}, was on {})",
+                    v.value.generation,
+                    old.map_or_else(String::new, |o| o.host)
+                );
+                self.save_local(
+                    &vm,
+                    &Local {
+                        role: "primary".into(),
+                        generation: v.value.generation,
+                        ..l
+                    },
+                )?;
+            }
+            return Ok(());
+        }
+        if !(is_primary && role == "primary") || protected {
+            return Ok(());
+        }
+        // The primary here runs alone: protect it again.
+        let now = cluster::now_ms();
+        if v.value.unprotected_since_ms.is_none() {
+            v.value.unprotected_since_ms = Some(now);
+        }
+        let backup = v.value.backup.clone();
+        match backup {
+            Some(b) if !self.host_alive(hosts, &b.host) || (b.started && !b.needs_protect) => {
+                // Its host died, or the backup it had is gone: place another.
+                tracing::info!(
+                    "ftvm agent {me}: vm {vm}: the backup on {} is gone; placing another",
+                    b.host
+                );
+                v.value.backup = None;
+                v.value.epoch += 1;
+                self.cas(&v)?;
+            }
+            None => {
+                let mut live: Vec<&String> = hosts
+                    .keys()
+                    .filter(|h| **h != me && self.host_alive(hosts, h))
+                    .collect();
+                live.sort();
+                let Some(target) = live
+                    .get(usize::try_from(v.value.epoch).unwrap_or(0) % live.len().max(1))
+                    .map(|h| (*h).clone())
+                else {
+                    tracing::warn!("ftvm agent {me}: vm {vm}: runs alone, and no other host is alive to protect it");
+                    return Ok(());
+                };
+                v.value.backup = Some(Slot {
+                    host: target.clone(),
+                    needs_protect: true,
+                    ..Slot::default()
+                });
+                v.value.epoch += 1;
+                if let Some(r) = arbiter::from_spec(&v.value.arbiter)?.current(&vm)? {
+                    v.value.generation = v.value.generation.max(r.0);
+                }
+                if self.cas(&v)? {
+                    tracing::info!("ftvm agent {me}: vm {vm}: a new backup goes to {target}");
+                }
+            }
+            Some(b) if b.started => {
+                let channel: SocketAddr = b
+                    .channel
+                    .as_deref()
+                    .context("a started backup without a channel")?
+                    .parse()
+                    .context("the backup's channel")?;
+                let console: SocketAddr = l.console.parse().context("the console")?;
+                let t0 = Instant::now();
+                match crate::ft_cmd::protect_by(console, channel) {
+                    Ok(said) => {
+                        let now = cluster::now_ms();
+                        let since = v.value.unprotected_since_ms.unwrap_or(now);
+                        // Re-read: only the protection flag changes.
+                        let mut fresh = cluster::get::<VmRecord>(&*self.store, &vm_key(&vm))?
+                            .context("the VM's record is gone")?;
+                        if let Some(fb) = fresh.value.backup.as_mut() {
+                            if fb.launch == b.launch {
+                                fb.needs_protect = false;
+                            }
+                        }
+                        fresh.value.unprotected_since_ms = None;
+                        fresh.value.push(cluster::Event {
+                            kind: "reprotect".into(),
+                            at_ms: now,
+                            ms: now.saturating_sub(since),
+                            host: b.host.clone(),
+                        });
+                        self.cas(&fresh)?;
+                        tracing::info!(
+                            "ftvm agent {me}: vm {vm}: protected again by {} in {:.0} ms ({:.0} ms since it ran alone): {said}",
+                            b.host,
+                            t0.elapsed().as_secs_f64() * 1e3,
+                            now.saturating_sub(since)
+                        );
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "ftvm agent {me}: vm {vm}: protecting by {} failed: {e:#}; placing another backup",
+                            b.host
+                        );
+                        v.value.backup = None;
+                        v.value.epoch += 1;
+                        self.cas(&v)?;
+                    }
+                }
+            }
+            Some(_) => {} // Its host's agent starts it.
+        }
+        Ok(())
+    }
+
+    /// A free channel port of this host's range.
+    fn channel_port(&mut self) -> anyhow::Result<u16> {
+        let (lo, hi) = (self.a.ports.0 + CONSOLE_SLOTS, self.a.ports.1);
+        for _ in lo..=hi {
+            let p = self.next_port;
+            self.next_port = if p >= hi { lo } else { p + 1 };
+            let ip = self.a.ip;
+            if std::net::TcpListener::bind((ip, p)).is_ok()
+                && std::net::UdpSocket::bind((ip, p)).is_ok()
+            {
+                return Ok(p);
+            }
+        }
+        bail!("no free channel port in {lo}-{hi}")
+    }
+
+    /// Counts a launch in the record (compare-and-swap: an agent that lost the race starts
+    /// nothing), then starts the process.
+    fn launch(
+        &mut self,
+        mut v: Versioned<VmRecord>,
+        role: &str,
+        peer: Option<String>,
+    ) -> anyhow::Result<()> {
+        let vm = v.value.name.clone();
+        let console = SocketAddr::new(self.a.ip, self.a.ports.0 + v.value.slot).to_string();
+        let channel = if role == "backup" {
+            Some(SocketAddr::new(self.a.ip, self.channel_port()?).to_string())
+        } else {
+            None
+        };
+        v.value.launches += 1;
+        v.value.epoch += 1;
+        let launch = v.value.launches;
+        let s = if role == "backup" {
+            v.value.backup.as_mut()
+        } else {
+            v.value.primary.as_mut()
+        }
+        .context("no slot")?;
+        s.started = true;
+        s.launch = launch;
+        s.console = Some(console.clone());
+        s.channel = channel.clone();
+        if !self.cas(&v)? {
+            return Ok(());
+        }
+        let key = self.work.join(format!("{vm}.key"));
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&key)
+                .with_context(|| format!("cannot write {}", key.display()))?;
+            f.write_all(&unhex(&v.value.key_hex).context("the VM's key in the record")?)?;
+        }
+        let log = self.work.join(format!("{vm}-{launch}-{role}.log"));
+        let mut c = Command::new(&self.exe);
+        c.arg(role)
+            .args(&v.value.flags)
+            .args(["--vm", &vm, "--arbiter", &v.value.arbiter])
+            .arg("--key-file")
+            .arg(&key)
+            .args(["--console", &console]);
+        match (&channel, &peer) {
+            (Some(ch), _) => c.args(["--listen", ch]),
+            (None, Some(p)) => c.args(["--peer", p]),
+            (None, None) => bail!("a primary needs its backup's channel"),
+        };
+        let child = c
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("cannot start ftvm {role}"))?;
+        let pid = child.id();
+        self.kids.insert(pid, child);
+        self.save_local(
+            &vm,
+            &Local {
+                pid,
+                role: role.into(),
+                console: console.clone(),
+                launch,
+                generation: v.value.generation,
+            },
+        )?;
+        tracing::info!(
+            "ftvm agent {}: vm {vm}: started the {role} (pid {pid}, launch {launch}, console {console}{}; log {})",
+            self.me(),
+            channel.map_or_else(String::new, |c| format!(", channel {c}")),
+            log.display()
+        );
+        Ok(())
+    }
+}
