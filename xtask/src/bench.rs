@@ -65,7 +65,7 @@ pub struct Args {
     #[arg(long)]
     ft_io: bool,
     /// Instead of the bare-metal kernels: re-protection after failovers (`ftvm pair --demo
-    /// --demo-kills`): the guest's pause for the snapshot, its size, and the time from a kill to
+    /// --demo-kills`): the live clone (rounds, bytes, the guest's pause, total time) and the time from a kill to
     /// protected again, for 256 MiB and 1 GiB guests idle and loaded; the `reprotect` section.
     #[arg(long)]
     reprotect: bool,

@@ -1,11 +1,11 @@
 //! `cargo xtask bench --reprotect`: how fast redundancy comes back. For each guest size (256 MiB,
 //! 1 GiB) and load (idle at the counter; `cpubench` looping in the guest's background), one
 //! `ftvm pair --demo` run on 127.0.0.1 whose primary is SIGKILLed `kills` times; after each
-//! failover the pair protects the new primary again by itself (a new backup, started from a
-//! snapshot of the running machine). From the processes' own reports: the guest's pause while
-//! the snapshot is taken, the snapshot's size, the time from noticing to protected, and the time
-//! from the kill to the first answer of the new primary and to protected again. Written to the
-//! `reprotect` section of docs/benchmarks.md.
+//! failover the pair protects the new primary again by itself (a new backup made by a live
+//! clone of the running machine). From the processes' own reports: the clone's total time, its
+//! rounds and bytes, the guest's pause for the closing delta, and the time from the kill to the
+//! first answer of the new primary and to protected again. Written to the `reprotect` section of
+//! docs/benchmarks.md.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -21,8 +21,8 @@ use crate::guest;
 struct Run {
     mem: &'static str,
     load: &'static str,
-    /// The guest's pause for each re-protection (ms) and the snapshot's bytes.
-    pauses: Vec<(f64, u64)>,
+    /// Each live clone's figures.
+    clones: Vec<Clone>,
     /// Kill → first answer of the new primary (ms), per kill.
     failover: Vec<f64>,
     /// Kill → protected again (ms), per kill.
@@ -39,15 +39,35 @@ fn list_after(text: &str, key: &str) -> Vec<f64> {
         .unwrap_or_default()
 }
 
-/// `(pause ms, snapshot bytes)` of every "protected again" line of the new primaries.
-fn pauses(stderr: &str) -> Vec<(f64, u64)> {
+/// One live clone, from the `protected_again` event's fields.
+struct Clone {
+    total_ms: f64,
+    pause_ms: f64,
+    rounds: f64,
+    wire_mb: f64,
+    delta_mb: f64,
+}
+
+/// The value of `key=` on a text-format event line.
+fn event_field(line: &str, key: &str) -> Option<f64> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Every `protected_again` event of the new primaries.
+fn clones(stderr: &str) -> Vec<Clone> {
     stderr
         .lines()
+        .filter(|l| l.contains("event=\"protected_again\""))
         .filter_map(|l| {
-            let r = l.split_once("the guest paused ")?.1;
-            let (ms, r) = r.split_once(" ms for a ")?;
-            let (bytes, _) = r.split_once("-byte snapshot")?;
-            Some((ms.parse().ok()?, bytes.parse().ok()?))
+            Some(Clone {
+                total_ms: event_field(l, "total_ms")?,
+                pause_ms: event_field(l, "pause_ms")?,
+                rounds: event_field(l, "rounds")?,
+                wire_mb: event_field(l, "wire_bytes")? / 1e6,
+                delta_mb: event_field(l, "delta_bytes")? / 1e6,
+            })
         })
         .collect()
 }
@@ -106,11 +126,11 @@ fn one(
     let run = Run {
         mem,
         load,
-        pauses: pauses(&stderr),
+        clones: clones(&stderr),
         failover: list_after(&stdout, "first answer of the new primary"),
         protected: list_after(&stdout, "protected again"),
     };
-    if run.pauses.len() != kills as usize || run.protected.len() != kills as usize {
+    if run.clones.len() != kills as usize || run.protected.len() != kills as usize {
         bail!(
             "ftvm pair --mem {mem} ({load}): expected {kills} re-protections\n{stdout}\n{stderr}"
         );
@@ -123,6 +143,8 @@ fn stats(v: &[f64]) -> String {
     s.sort_by(f64::total_cmp);
     match s.len() {
         0 => "–".into(),
+        // Small figures (a pause under 10 ms) keep a decimal.
+        n if s[n - 1] < 10.0 => format!("{:.1} / {:.1}", s[n / 2], s[n - 1]),
         n => format!("{:.0} / {:.0}", s[n / 2], s[n - 1]),
     }
 }
@@ -142,25 +164,29 @@ pub fn main(root: &Path, ftvm: &Path, kills: u32, no_doc: bool, command: String)
         body,
         "Produced by `{command}`: one `ftvm pair --demo 10 --demo-kills {kills}` per row (console \
          counter, 127.0.0.1), the primary SIGKILLed {kills} times, the pair protecting the new \
-         primary again by itself after each failover. Median / max over the {kills} \
-         re-protections.\n"
+         primary again by itself after each failover, by a live clone (RAM copied while the \
+         guest runs, then the guest paused for the closing delta). Median / max over the {kills} \
+         re-protections; MB means per clone.\n"
     );
     let _ = writeln!(body, "{}\n", doc::machine_facts());
     let _ = writeln!(
         body,
-        "| guest | load | snapshot MB | guest pause ms | kill → new primary answers, ms | kill → protected again, ms |"
+        "| guest | load | clone rounds | pages on the wire MB | closing delta MB | guest pause ms | clone total ms | kill → new primary answers, ms | kill → protected again, ms |"
     );
-    let _ = writeln!(body, "|---|---|---:|---:|---:|---:|");
+    let _ = writeln!(body, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mean = |v: Vec<f64>| v.iter().sum::<f64>() / v.len().max(1) as f64;
     for r in &runs {
-        let mb: Vec<f64> = r.pauses.iter().map(|p| p.1 as f64 / 1e6).collect();
-        let ms: Vec<f64> = r.pauses.iter().map(|p| p.0).collect();
+        let c = &r.clones;
         let _ = writeln!(
             body,
-            "| {} | {} | {:.1} | {} | {} | {} |",
+            "| {} | {} | {} | {:.1} | {:.2} | {} | {} | {} | {} |",
             r.mem,
             r.load,
-            mb.iter().sum::<f64>() / mb.len().max(1) as f64,
-            stats(&ms),
+            stats(&c.iter().map(|c| c.rounds).collect::<Vec<_>>()),
+            mean(c.iter().map(|c| c.wire_mb).collect()),
+            mean(c.iter().map(|c| c.delta_mb).collect()),
+            stats(&c.iter().map(|c| c.pause_ms).collect::<Vec<_>>()),
+            stats(&c.iter().map(|c| c.total_ms).collect::<Vec<_>>()),
             stats(&r.failover),
             stats(&r.protected)
         );
