@@ -1,0 +1,383 @@
+//! Cluster agents end to end: three `ftvm agent`s on 127.0.0.1 (three port ranges standing for
+//! three hosts), one protected VM running the Linux guest with the counter service under a
+//! console client. A host is killed (its agent and its VMs: the agent's process group) again
+//! and again, each time after re-protection finished, and restarted; the client's values stay
+//! 1, 2, 3, ... and the VM ends protected with a consistent record. Also: a stale agent (its
+//! host frozen through a failover) is fenced off, and an etcd outage starts nothing twice.
+
+mod ft_support;
+
+use cluster::{HostRecord, VmRecord};
+use ft_support::*;
+use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const HOSTS: [&str; 3] = ["h1", "h2", "h3"];
+const RANGE: u16 = 24;
+
+struct Cluster {
+    dir: PathBuf,
+    store: String,
+    ports: HashMap<&'static str, u16>,
+    agents: HashMap<&'static str, Child>,
+}
+
+/// `RANGE` consecutive free ports (free_port hands them out in order, skipping busy ones).
+fn port_range() -> u16 {
+    loop {
+        let a = free_port();
+        let last = (1..RANGE).map(|_| free_port()).last().unwrap();
+        if last == a + RANGE - 1 {
+            return a;
+        }
+    }
+}
+
+impl Cluster {
+    fn start(name: &str, store: String) -> Cluster {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("agent")
+            .join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut c = Cluster {
+            dir,
+            store,
+            ports: HOSTS.iter().map(|h| (*h, port_range())).collect(),
+            agents: HashMap::new(),
+        };
+        for h in HOSTS {
+            c.start_agent(h);
+        }
+        c
+    }
+
+    fn start_agent(&mut self, h: &'static str) {
+        let base = self.ports[h];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("agent-{h}.log")))
+            .unwrap();
+        let child = Command::new(FTVM)
+            .args(["agent", "--name", h, "--store", &self.store])
+            .args(["--ports", &format!("{base}-{}", base + RANGE - 1)])
+            .arg("--work-dir")
+            .arg(self.dir.join(h))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            // The agent and the VMs it starts are one group: killing it is killing the host.
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        self.agents.insert(h, child);
+    }
+
+    fn signal_host(&self, h: &str, sig: i32) {
+        let pid = i32::try_from(self.agents[h].id()).unwrap();
+        // SAFETY: kill(2) on the process group of an agent this test started.
+        unsafe { libc::kill(-pid, sig) };
+    }
+
+    fn kill_host(&mut self, h: &str) {
+        self.signal_host(h, libc::SIGKILL);
+        let _ = self.agents.get_mut(h).unwrap().wait();
+    }
+
+    fn consoles(&self) -> Vec<std::net::SocketAddr> {
+        HOSTS.iter().map(|h| addr(self.ports[h])).collect()
+    }
+
+    fn store(&self) -> Box<dyn cluster::Store> {
+        cluster::from_spec(&self.store).unwrap()
+    }
+
+    fn record(&self) -> VmRecord {
+        cluster::get::<VmRecord>(&*self.store(), "vms/testvm")
+            .unwrap()
+            .expect("no VM record")
+            .value
+    }
+
+    fn logs(&self) -> String {
+        let mut s = String::new();
+        for h in HOSTS {
+            let l = std::fs::read_to_string(self.dir.join(format!("agent-{h}.log")))
+                .unwrap_or_default();
+            s += &format!("--- agent {h}:\n{l}");
+        }
+        s += &format!(
+            "--- record:\n{:#?}\n",
+            cluster::get::<VmRecord>(&*self.store(), "vms/testvm")
+        );
+        s
+    }
+
+    fn create_vm(&self, g: &std::path::Path) {
+        let out = Command::new(FTVM)
+            .args(["vm", "create", "--store", &self.store, "--name", "testvm"])
+            .args(["--primary", "h1", "--backup", "h2", "--"])
+            .args([
+                "--bios",
+                FW_JUMP,
+                "--mem",
+                "256M",
+                "--append",
+                "console=ttyS0",
+            ])
+            .arg("--kernel")
+            .arg(g.join("Image"))
+            .arg("--initrd")
+            .arg(g.join("initramfs.cpio.gz"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn wait_hosts(&self) {
+        let t0 = Instant::now();
+        while cluster::list::<HostRecord>(&*self.store(), "hosts/")
+            .map(|h| h.len())
+            .unwrap_or(0)
+            < 3
+        {
+            assert!(t0.elapsed() < Duration::from_secs(20), "{}", self.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until the record says the VM is protected (both sides started, no pending
+    /// protection) and the primary says so too; the record.
+    fn wait_protected(&self, within: Duration) -> VmRecord {
+        let t0 = Instant::now();
+        loop {
+            let r = self.record();
+            let ok = match (&r.primary, &r.backup) {
+                (Some(p), Some(b)) => {
+                    p.started
+                        && b.started
+                        && !b.needs_protect
+                        && p.host != b.host
+                        && p.console.as_ref().is_some_and(|c| {
+                            ft::console::request(c, "STATUS", Duration::from_secs(1))
+                                .is_ok_and(|st| ft::status::field(&st, "protected") == Some("yes"))
+                        })
+                }
+                _ => false,
+            };
+            if ok {
+                return r;
+            }
+            assert!(
+                t0.elapsed() < within,
+                "not protected within {within:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for h in HOSTS {
+            if self.agents.contains_key(h) {
+                self.signal_host(h, libc::SIGCONT);
+                self.kill_host(h);
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("kept {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The pid of the etcd serving `url` (ft_support's Etcd keeps its child to itself).
+fn etcd_pid(url: &str) -> i32 {
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd);
+        if cmd.starts_with("/usr/bin/etcd") && cmd.contains(url) {
+            return pid;
+        }
+    }
+    panic!("no etcd process for {url}")
+}
+
+/// Kills the primary's host `kills` times (after each re-protection), restarting it; checks
+/// the counter throughout and the record at the end.
+fn kill_rounds(
+    c: &mut Cluster,
+    client: &mut ft::console::client::ConsoleClient,
+    k: &mut u64,
+    kills: u32,
+) {
+    let first = c.record();
+    for round in 1..=kills {
+        for _ in 0..5 {
+            *k += 1;
+            increment(client, *k, &|| c.logs());
+        }
+        let before = c.record();
+        let victim = before.primary.as_ref().unwrap().host.clone();
+        let victim: &'static str = HOSTS.iter().find(|h| **h == victim).unwrap();
+        let t0 = Instant::now();
+        c.kill_host(victim);
+        for _ in 0..3 {
+            *k += 1;
+            increment(client, *k, &|| c.logs());
+        }
+        let failed_over = t0.elapsed();
+        let r = c.wait_protected(Duration::from_secs(60));
+        eprintln!(
+            "round {round}: killed {victim}; the counter answered within {:.0} ms; protected again {:.0} ms after the kill (primary {}, backup {}, generation {})",
+            failed_over.as_secs_f64() * 1e3,
+            t0.elapsed().as_secs_f64() * 1e3,
+            r.primary.as_ref().unwrap().host,
+            r.backup.as_ref().unwrap().host,
+            r.generation
+        );
+        assert_ne!(r.primary.as_ref().unwrap().host, victim);
+        assert_ne!(r.backup.as_ref().unwrap().host, victim);
+        assert!(r.generation > before.generation, "{}", c.logs());
+        c.start_agent(victim);
+        for _ in 0..3 {
+            *k += 1;
+            increment(client, *k, &|| c.logs());
+        }
+    }
+    let last = c.wait_protected(Duration::from_secs(30));
+    assert!(
+        last.generation >= first.generation + u64::from(kills),
+        "{}",
+        c.logs()
+    );
+    // One backup started per round, never a process twice.
+    assert_eq!(
+        last.launches,
+        first.launches + u64::from(kills),
+        "{}",
+        c.logs()
+    );
+    assert_eq!(
+        last.history
+            .iter()
+            .filter(|e| e.kind == "reprotect")
+            .count() as u32,
+        kills,
+        "{}",
+        c.logs()
+    );
+}
+
+fn boot(c: &Cluster, g: &std::path::Path) -> ft::console::client::ConsoleClient {
+    c.wait_hosts();
+    c.create_vm(g);
+    c.wait_protected(Duration::from_secs(60));
+    let mut client = ft::console::client::ConsoleClient::new(c.consoles());
+    client.reconnect_for = Duration::from_secs(60);
+    start_counter(&mut client);
+    client
+}
+
+#[test]
+fn agents_reprotect_after_five_host_kills_etcd() {
+    let Some(g) = guest() else { return };
+    let Some(etcd) = Etcd::start() else { return };
+    let t_all = Instant::now();
+    let mut c = Cluster::start("etcd", format!("etcd:{}", etcd.url));
+    let mut client = boot(&c, &g);
+    assert_eq!(c.record().launches, 2);
+    let mut k = 0;
+    kill_rounds(&mut c, &mut client, &mut k, 5);
+
+    // etcd away for a while in steady state: the VM goes on, nothing is started, and the
+    // agents carry on when it returns.
+    let pid = etcd_pid(&etcd.url);
+    let launches = c.record().launches;
+    // SAFETY: kill(2) on the etcd process this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    for _ in 0..15 {
+        k += 1;
+        increment(&mut client, k, &String::new);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let r = c.wait_protected(Duration::from_secs(30));
+    assert_eq!(r.launches, launches, "{}", c.logs());
+    assert!(
+        c.logs()
+            .contains("nothing new is started until the store answers"),
+        "{}",
+        c.logs()
+    );
+
+    // A stale agent: the primary's host frozen (agent and VM) through a failover, then thawed.
+    let before = c.record();
+    let stale = before.primary.as_ref().unwrap().host.clone();
+    let stale: &'static str = HOSTS.iter().find(|h| **h == stale).unwrap();
+    let stale_pid = std::fs::read_to_string(c.dir.join(stale).join("testvm.json")).unwrap();
+    let stale_pid: u32 = serde_json::from_str::<serde_json::Value>(&stale_pid).unwrap()["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    c.signal_host(stale, libc::SIGSTOP);
+    for _ in 0..3 {
+        k += 1;
+        increment(&mut client, k, &|| c.logs());
+    }
+    let r = c.wait_protected(Duration::from_secs(60));
+    assert_ne!(r.primary.as_ref().unwrap().host, stale);
+    c.signal_host(stale, libc::SIGCONT);
+    // The thawed side must stop (the arbiter, then its agent's fencing): within a few seconds
+    // its VM process is gone, and the client's counter goes on from the live primary.
+    let t0 = Instant::now();
+    while std::path::Path::new(&format!("/proc/{stale_pid}/cmdline")).exists()
+        && std::fs::read_to_string(format!("/proc/{stale_pid}/stat"))
+            .is_ok_and(|s| !s.contains(") Z"))
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "the stale VM still runs\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for _ in 0..5 {
+        k += 1;
+        increment(&mut client, k, &|| c.logs());
+    }
+    let end = c.wait_protected(Duration::from_secs(30));
+    assert!(end.generation > before.generation);
+    eprintln!(
+        "done in {:.1} s, {k} increments, record {end:#?}",
+        t_all.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn agents_reprotect_with_the_local_store() {
+    let Some(g) = guest() else { return };
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("agent-local-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut c = Cluster::start("local", format!("local:{}", dir.display()));
+    let mut client = boot(&c, &g);
+    let mut k = 0;
+    kill_rounds(&mut c, &mut client, &mut k, 2);
+    drop(c);
+    let _ = std::fs::remove_dir_all(&dir);
+}
