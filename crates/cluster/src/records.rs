@@ -49,6 +49,10 @@ pub struct Event {
     pub ms: u64,
     /// The host that is primary (failover) or the new backup's host (reprotect).
     pub host: String,
+    /// Failover: the host of the primary that failed (not to be picked for the new backup
+    /// until its agent is heard from again).
+    #[serde(default)]
+    pub from: Option<String>,
 }
 
 /// A VM (`vms/NAME`).

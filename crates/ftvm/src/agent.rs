@@ -142,7 +142,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> anyhow::Result<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         bail!("odd length");
     }
     (0..s.len())
@@ -636,6 +636,7 @@ impl Agent {
                 at_ms: now,
                 ms: now - since,
                 host: me.clone(),
+                from: old.as_ref().map(|o| o.host.clone()),
             });
             if self.cas(&v)? {
                 tracing::info!(
@@ -675,9 +676,17 @@ impl Agent {
                 self.cas(&v)?;
             }
             None => {
+                // Not the host that just failed, unless its agent has been heard from since
+                // (its heartbeat may not be stale yet).
+                let failed = v.value.last("failover").and_then(|e| {
+                    let f = e.from.clone()?;
+                    let back = hosts.get(&f).is_some_and(|h| h.heartbeat_ms > e.at_ms);
+                    (!back).then_some(f)
+                });
                 let mut live: Vec<&String> = hosts
                     .keys()
                     .filter(|h| **h != me && self.host_alive(hosts, h))
+                    .filter(|h| Some(*h) != failed.as_ref())
                     .collect();
                 live.sort();
                 let Some(target) = live
@@ -727,6 +736,7 @@ impl Agent {
                             at_ms: now,
                             ms: now.saturating_sub(since),
                             host: b.host.clone(),
+                            from: None,
                         });
                         self.cas(&fresh)?;
                         tracing::info!(
