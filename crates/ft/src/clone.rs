@@ -19,8 +19,10 @@
 use crate::primary::Peer;
 use crate::wire::{Msg, MsgWriter, WireError};
 use crate::FtError;
+use machine::virtio::BlockBackend;
 use machine::Machine;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -45,6 +47,74 @@ const DATA: u8 = 1;
 const MAX_RAW: usize = BATCH_PAGES * (5 + PAGE);
 /// The largest guest RAM a backup accepts a copy of (1 TiB).
 const MAX_MEM: u64 = 1 << 40;
+/// Non-shared disks are copied in chunks of this size.
+const DISK_CHUNK: u64 = 1 << 20;
+/// The disk copy stops its rounds once this few chunks are dirty; the pause sends them.
+const DISK_LEFT: usize = 8;
+
+/// What the sender thread puts on the channel.
+enum Job {
+    /// A batch of RAM pages of a round.
+    Pages(u32, Vec<u8>),
+    /// Where the console's streams stand at the pause, and the recent output.
+    Console(u64, u64, Vec<u8>),
+    /// A chunk of a non-shared disk image.
+    Disk {
+        drive: u32,
+        total: u64,
+        offset: u64,
+        data: Vec<u8>,
+    },
+}
+
+/// A disk under a live copy: notes the chunks the guest writes meanwhile, which are then sent
+/// again. Left in place after the clone, switched off.
+struct TrackingDisk {
+    inner: Box<dyn BlockBackend>,
+    dirty: Arc<Mutex<BTreeSet<u64>>>,
+    on: Arc<AtomicBool>,
+}
+
+impl BlockBackend for TrackingDisk {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read_at(offset, buf)
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        if self.on.load(Ordering::Relaxed) && !data.is_empty() {
+            let last = (offset + data.len() as u64 - 1) / DISK_CHUNK;
+            if let Ok(mut d) = self.dirty.lock() {
+                d.extend(offset / DISK_CHUNK..=last);
+            }
+        }
+        self.inner.write_at(offset, data)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// One non-shared disk's copy.
+struct DiskCopy {
+    drive: usize,
+    total: u64,
+    /// Chunks to send in this round.
+    list: Vec<u64>,
+    pos: usize,
+    dirty: Arc<Mutex<BTreeSet<u64>>>,
+    on: Arc<AtomicBool>,
+}
+
+impl DiskCopy {
+    fn take_dirty(&self) -> Vec<u64> {
+        self.dirty
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d).into_iter().collect())
+            .unwrap_or_default()
+    }
+}
 
 /// Appends the pages `pages` of `mem` to `out` (per page a u32 index, a kind byte, and the
 /// 4096 bytes unless zero), leaving zero pages out if `skip_zero`. Returns how many went in.
@@ -182,7 +252,10 @@ pub(crate) struct LiveClone {
     round: u32,
     list: Vec<usize>,
     pos: usize,
-    tx: Option<SyncSender<(u32, Vec<u8>)>>,
+    tx: Option<SyncSender<Job>>,
+    /// Non-shared disks being copied, and the disk rounds so far.
+    disks: Vec<DiskCopy>,
+    disk_round: u32,
     sender: Option<JoinHandle<Result<MsgWriter, WireError>>>,
     shared: Arc<Shared>,
     peer: Option<Peer>,
@@ -199,7 +272,33 @@ impl LiveClone {
         w: MsgWriter,
         peer: Peer,
         bandwidth: u64,
+        disks: usize,
     ) -> Result<LiveClone, FtError> {
+        // Non-shared disks: their writes are noted from here on, and every chunk is sent.
+        let mut copies = Vec::new();
+        for drive in 0..disks {
+            let Some(slot) = m.disk_backend_mut(drive) else {
+                return Err(FtError::Setup(format!("the machine has no disk {drive}")));
+            };
+            let placeholder: Box<dyn BlockBackend> =
+                Box::new(machine::virtio::block::MemBackend::default());
+            let inner = std::mem::replace(slot, placeholder);
+            let total = inner.len();
+            let (dirty, on) = (Arc::default(), Arc::new(AtomicBool::new(true)));
+            *slot = Box::new(TrackingDisk {
+                inner,
+                dirty: Arc::clone(&dirty),
+                on: Arc::clone(&on),
+            });
+            copies.push(DiskCopy {
+                drive,
+                total,
+                list: (0..total.div_ceil(DISK_CHUNK)).collect(),
+                pos: 0,
+                dirty,
+                on,
+            });
+        }
         let mut idb = [0u8; 8];
         getrandom::getrandom(&mut idb)
             .map_err(|e| FtError::Setup(format!("no randomness for the clone's id: {e}")))?;
@@ -207,7 +306,7 @@ impl LiveClone {
         let mem_size = m.ram().size();
         m.begin_live_copy(id);
         let shared = Arc::new(Shared::default());
-        let (tx, rx) = sync_channel::<(u32, Vec<u8>)>(QUEUE as usize);
+        let (tx, rx) = sync_channel::<Job>(QUEUE as usize);
         let sh = Arc::clone(&shared);
         let mut w = w;
         let sender = std::thread::Builder::new()
@@ -215,18 +314,49 @@ impl LiveClone {
             .spawn(move || {
                 let t0 = Instant::now();
                 let mut total = 0u64;
-                for (round, raw) in rx {
-                    let c0 = Instant::now();
-                    let data = lz4_flex::block::compress_prepend_size(&raw);
-                    let ns = u64::try_from(c0.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                    sh.encode_ns.fetch_add(ns, Ordering::Relaxed);
-                    let wire = data.len() as u64;
-                    let sent = w.send(&Msg::Pages {
-                        clone: id,
-                        mem_size,
-                        round,
-                        data,
-                    });
+                for job in rx {
+                    let (msg, raw_len) = match job {
+                        Job::Pages(round, raw) => {
+                            let c0 = Instant::now();
+                            let data = lz4_flex::block::compress_prepend_size(&raw);
+                            let ns = u64::try_from(c0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                            sh.encode_ns.fetch_add(ns, Ordering::Relaxed);
+                            let msg = Msg::Pages {
+                                clone: id,
+                                mem_size,
+                                round,
+                                data,
+                            };
+                            (msg, raw.len() as u64)
+                        }
+                        Job::Console(in_taken, out_base, tail) => (
+                            Msg::Console {
+                                in_taken,
+                                out_base,
+                                tail,
+                            },
+                            0,
+                        ),
+                        Job::Disk {
+                            drive,
+                            total,
+                            offset,
+                            data,
+                        } => (
+                            Msg::DiskChunk {
+                                drive,
+                                total,
+                                offset,
+                                data,
+                            },
+                            0,
+                        ),
+                    };
+                    let wire = match &msg {
+                        Msg::Pages { data, .. } | Msg::DiskChunk { data, .. } => data.len() as u64,
+                        _ => 0,
+                    };
+                    let sent = w.send(&msg);
                     if let Err(e) = sent {
                         if let Ok(mut f) = sh.failed.lock() {
                             *f = Some(e.to_string());
@@ -241,7 +371,7 @@ impl LiveClone {
                             std::thread::sleep(wait);
                         }
                     }
-                    sh.raw.fetch_add(raw.len() as u64, Ordering::Relaxed);
+                    sh.raw.fetch_add(raw_len, Ordering::Relaxed);
                     sh.wire.fetch_add(wire, Ordering::Relaxed);
                     sh.queued.fetch_sub(1, Ordering::Relaxed);
                 }
@@ -254,6 +384,8 @@ impl LiveClone {
             list: (0..pages).collect(),
             pos: 0,
             tx: Some(tx),
+            disks: copies,
+            disk_round: 0,
             sender: Some(sender),
             shared,
             peer: Some(peer),
@@ -298,6 +430,10 @@ impl LiveClone {
         self.progress.sent_raw = self.shared.raw.load(Ordering::Relaxed);
         self.progress.sent_wire = self.shared.wire.load(Ordering::Relaxed);
         let queued = self.shared.queued.load(Ordering::Relaxed);
+        if !self.disks_done(queued) {
+            self.copy_disks(m)?;
+            return Ok(Step::Copying);
+        }
         if self.pos >= self.list.len() {
             return Ok(self.end_of_round(m, queued));
         }
@@ -322,7 +458,7 @@ impl LiveClone {
             }
             self.shared.queued.fetch_add(1, Ordering::Relaxed);
             queued += 1;
-            if tx.send((self.round, raw)).is_err() {
+            if tx.send(Job::Pages(self.round, raw)).is_err() {
                 return Err(FtError::Setup(
                     "the clone's sender stopped (the channel to the new backup failed)".into(),
                 ));
@@ -380,6 +516,82 @@ impl LiveClone {
         Step::Copying
     }
 
+    /// Whether the disks' rounds are over (RAM comes next). A round ends when every chunk of
+    /// its lists is handed over; then what the guest wrote meanwhile makes the next, until
+    /// little is left or the rounds run out.
+    fn disks_done(&mut self, queued: u64) -> bool {
+        if self.disks.iter().any(|d| d.pos < d.list.len()) {
+            return false;
+        }
+        if self.disk_round == u32::MAX {
+            return true;
+        }
+        let dirty: usize = self
+            .disks
+            .iter()
+            .map(|d| d.dirty.lock().map_or(0, |s| s.len()))
+            .sum();
+        if dirty <= DISK_LEFT || self.disk_round >= MAX_ROUNDS {
+            // The rest goes at the pause (`flush_disks`).
+            self.disk_round = u32::MAX;
+            return queued == 0 || self.disks.is_empty();
+        }
+        self.disk_round += 1;
+        for d in &mut self.disks {
+            d.list = d.take_dirty();
+            d.pos = 0;
+        }
+        false
+    }
+
+    /// Hands the sender the next disk chunks (as many as it has room for).
+    fn copy_disks(&mut self, m: &mut Machine) -> Result<(), FtError> {
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| FtError::Setup("the clone's sender is gone".into()))?;
+        for d in &mut self.disks {
+            while d.pos < d.list.len() && self.shared.queued.load(Ordering::Relaxed) < QUEUE {
+                let chunk = d.list[d.pos];
+                d.pos += 1;
+                send_chunk(m, tx, &self.shared, d, chunk)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// At the pause: the disk chunks written since their last copy (before the log starts,
+    /// so that the backup's images equal the primary's where the log begins); tracking stops.
+    pub fn flush_disks(&mut self, m: &mut Machine) -> Result<usize, FtError> {
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| FtError::Setup("the clone's sender is gone".into()))?;
+        let mut n = 0;
+        for d in &self.disks {
+            d.on.store(false, Ordering::Relaxed);
+            for chunk in d.take_dirty() {
+                send_chunk(m, tx, &self.shared, d, chunk)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// At the pause: where the console's streams stand (`ftvm::console::Endpoint::offsets`),
+    /// so that the backup's endpoint continues them from the instruction its log starts at.
+    /// (Sent at the start instead, the output of the guest during the copy would be missing
+    /// from the backup's stream, and clients' offsets would be wrong after the next failover.)
+    pub fn send_console(&mut self, offsets: (u64, u64, Vec<u8>)) -> Result<(), FtError> {
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| FtError::Setup("the clone's sender is gone".into()))?;
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        tx.send(Job::Console(offsets.0, offsets.1, offsets.2))
+            .map_err(|_| FtError::Setup("the clone's sender stopped".into()))
+    }
+
     /// The copy's pages are all written: the channel's writer and the backup, for
     /// [`crate::primary::start`] with `after_copy`.
     pub fn finish(mut self) -> Result<(MsgWriter, Peer), FtError> {
@@ -401,9 +613,40 @@ impl LiveClone {
     }
 }
 
+/// Reads one chunk of `d` and queues it for the sender.
+fn send_chunk(
+    m: &mut Machine,
+    tx: &SyncSender<Job>,
+    shared: &Shared,
+    d: &DiskCopy,
+    chunk: u64,
+) -> Result<(), FtError> {
+    let offset = chunk * DISK_CHUNK;
+    let n = usize::try_from(d.total.saturating_sub(offset).min(DISK_CHUNK)).unwrap_or(0);
+    let mut data = vec![0u8; n];
+    let b = m
+        .disk_backend_mut(d.drive)
+        .ok_or_else(|| FtError::Setup(format!("the machine has no disk {}", d.drive)))?;
+    b.read_at(offset, &mut data)
+        .map_err(|e| FtError::Setup(format!("reading disk {} to copy it: {e}", d.drive)))?;
+    shared.queued.fetch_add(1, Ordering::Relaxed);
+    let job = Job::Disk {
+        drive: u32::try_from(d.drive).unwrap_or(u32::MAX),
+        total: d.total,
+        offset,
+        data,
+    };
+    tx.send(job).map_err(|_| {
+        FtError::Setup("the clone's sender stopped (the channel to the new backup failed)".into())
+    })
+}
+
 impl Drop for LiveClone {
     /// A clone given up: the backup is let go (its channel closes, our heartbeat stops).
     fn drop(&mut self) {
+        for d in &self.disks {
+            d.on.store(false, Ordering::Relaxed);
+        }
         if let Some(p) = self.peer.take() {
             p.abandon();
         }
@@ -425,7 +668,7 @@ impl Incoming {
     /// malformed batch end the clone with the reason.
     pub fn take(&mut self, clone: u64, mem_size: u64, data: &[u8]) -> Result<(), String> {
         if self.copy.is_none() {
-            if mem_size == 0 || mem_size % PAGE as u64 != 0 || mem_size > MAX_MEM {
+            if mem_size == 0 || !mem_size.is_multiple_of(PAGE as u64) || mem_size > MAX_MEM {
                 return Err(format!("a clone of {mem_size} bytes of RAM"));
             }
             let n = usize::try_from(mem_size).map_err(|_| "RAM too large for this host")?;

@@ -372,8 +372,7 @@ impl LiveVm {
                 return;
             }
         };
-        // Up to 1 MiB of recent output goes along, for clients that are behind.
-        let console = Some(self.ep.offsets(1 << 20));
+        // The console's offsets go at the pause (`complete_clone`).
         let started = crate::primary::connect(
             &mut self.m,
             &self.cfg,
@@ -381,9 +380,18 @@ impl LiveVm {
             to,
             Duration::from_secs(5),
             generation,
-            console,
+            None,
+            false,
         )
-        .and_then(|(w, peer)| LiveClone::start(&mut self.m, w, peer, self.cfg.clone_bandwidth));
+        .and_then(|(w, peer)| {
+            // Non-shared disks are copied live too.
+            let disks = if self.cfg.non_shared {
+                self.with.readonly.len()
+            } else {
+                0
+            };
+            LiveClone::start(&mut self.m, w, peer, self.cfg.clone_bandwidth, disks)
+        });
         match started {
             Ok(c) => {
                 tracing::info!(
@@ -430,7 +438,11 @@ impl LiveVm {
         let progress = c.progress();
         let total = c.started().elapsed();
         let to = c.to().map_or_else(|| "?".into(), |a| a.to_string());
-        let started = c.finish().and_then(|(w, peer)| {
+        let mut c = c;
+        let chunks = c.flush_disks(&mut self.m);
+        // Up to 1 MiB of recent output goes along, for clients that are behind.
+        let console = chunks.and_then(|_| c.send_console(self.ep.offsets(1 << 20)));
+        let started = console.and_then(|_| c.finish()).and_then(|(w, peer)| {
             let generation = peer.generation;
             crate::primary::start(&mut self.m, &self.ep, &self.cfg, &self.with, w, peer, true)
                 .map(|p| (p, generation))

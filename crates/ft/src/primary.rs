@@ -138,7 +138,7 @@ pub(crate) fn protect(
     generation: u64,
     console: Option<(u64, u64, Vec<u8>)>,
 ) -> Result<Protection, FtError> {
-    let (w, peer) = connect(m, cfg, with, to, connect_for, generation, console)?;
+    let (w, peer) = connect(m, cfg, with, to, connect_for, generation, console, true)?;
     start(m, ep, cfg, with, w, peer, false)
 }
 
@@ -168,8 +168,9 @@ impl Peer {
 }
 
 /// Connects to the backup waiting at `to` and authenticates, sends the console's offsets
-/// (`console`, for a guest that has already run) and, with non-shared disks, the images (the
-/// guest waits for those); starts the heartbeat. Nothing of the machine changes.
+/// (`console`, for a guest that has already run) and, with non-shared disks and `sync_images`,
+/// the images whole (the guest waits for those; a live clone copies them while it runs
+/// instead); starts the heartbeat. Nothing of the machine changes.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn connect(
     m: &mut Machine,
@@ -179,6 +180,7 @@ pub(crate) fn connect(
     connect_for: Duration,
     generation: u64,
     console: Option<(u64, u64, Vec<u8>)>,
+    sync_images: bool,
 ) -> Result<(wire::MsgWriter, Peer), FtError> {
     let t0 = Instant::now();
     let stream = loop {
@@ -212,7 +214,7 @@ pub(crate) fn connect(
             tail,
         })?;
     }
-    if cfg.non_shared {
+    if cfg.non_shared && sync_images {
         sync_disks(m, &mut w, with.readonly.len())?;
     }
     let udp = UdpSocket::bind(SocketAddr::new(with.local_ip, 0))

@@ -464,3 +464,79 @@ fn disk_reads_modes_must_agree() {
     drop(p);
     let _ = std::fs::remove_file(&img);
 }
+
+/// Non-shared disks under re-protection: the guest keeps appending records while a new backup
+/// is cloned live, its empty image filled while the guest runs (and the chunks written
+/// meanwhile sent again); then the clone takes over and its image holds every record reported
+/// durable.
+#[test]
+fn non_shared_disk_copied_live_to_a_new_backup() {
+    let Some(g) = guest() else { return };
+    let _one_at_a_time = serial();
+    let (a, b, c_img) = (
+        scratch_image(&g, "live-a"),
+        scratch_image(&g, "live-b"),
+        scratch_image(&g, "live-c"),
+    );
+    std::fs::write(&b, b"").unwrap();
+    std::fs::write(&c_img, b"").unwrap();
+    let o = PairOptions {
+        extra: vec!["--disk-mode".into(), "non-shared".into()],
+        primary_extra: drive(&a),
+        backup_extra: drive(&b),
+        ..Default::default()
+    };
+    let mut p = Pair::start("live-disk", &g, &o, None);
+    let mut c = p.client();
+    wait_for_shell(&mut c);
+    c.send(b"appendlog /mnt/records 100000 5\n").unwrap();
+    let mut durable = 0u64;
+    let mut upto = |c: &mut ft::console::client::ConsoleClient, p: &Pair, want: u64| {
+        while durable < want {
+            let line = c
+                .read_line_until(|l| l.contains(" durable"), Duration::from_secs(30))
+                .unwrap()
+                .unwrap_or_else(|| panic!("no record reported\n{}", p.logs()));
+            let n: u64 = line
+                .split_whitespace()
+                .nth(2)
+                .and_then(|x| x.parse().ok())
+                .unwrap_or_else(|| panic!("{line:?}"));
+            assert_eq!(n, durable + 1, "reports out of order\n{}", p.logs());
+            durable = n;
+        }
+    };
+    upto(&mut c, &p, 5);
+    p.kill("primary");
+    upto(&mut c, &p, 10);
+    // The new backup's image (empty) is filled while the guest appends.
+    let o2 = PairOptions {
+        backup_extra: drive(&c_img),
+        ..o
+    };
+    let said = p.reprotect(&g, &o2);
+    eprintln!("{said}");
+    assert!(said.contains("live clone"), "{said}");
+    upto(&mut c, &p, 20);
+    p.kill("primary");
+    upto(&mut c, &p, 25);
+    c.send(b"\x03").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    c.send(b"\npoweroff\n").unwrap();
+    assert_eq!(
+        p.wait("backup", Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        p.logs()
+    );
+    let on_disk = check_records(&read_file(&c_img, "records"));
+    assert!(
+        on_disk >= durable,
+        "{durable} reported durable, {on_disk} on the clone's disk\n{}",
+        p.logs()
+    );
+    drop(p);
+    for f in [&a, &b, &c_img] {
+        let _ = std::fs::remove_file(f);
+    }
+}
