@@ -93,8 +93,22 @@ fn append_until(
 ) -> u64 {
     c.send(b"appendlog /mnt/records 100000 5\n").unwrap();
     let mut durable = 0u64;
+    reports_until(c, p, &mut durable, want, kill_at);
+    stop_and_power_off(c);
+    durable
+}
+
+/// Reads the writer's reports (`appendlog: record N durable`, each the next) until `want`;
+/// SIGKILL to the primary once `kill_at` is reported.
+fn reports_until(
+    c: &mut ft::console::client::ConsoleClient,
+    p: &mut Pair,
+    durable: &mut u64,
+    want: u64,
+    kill_at: Option<u64>,
+) {
     let deadline = Instant::now() + Duration::from_secs(90);
-    while durable < want {
+    while *durable < want {
         assert!(Instant::now() < deadline, "too slow\n{}", p.logs());
         let line = c
             .read_line_until(|l| l.contains(" durable"), Duration::from_secs(30))
@@ -105,16 +119,19 @@ fn append_until(
             .nth(2)
             .and_then(|x| x.parse().ok())
             .unwrap_or_else(|| panic!("{line:?}"));
-        assert_eq!(n, durable + 1, "reports out of order\n{}", p.logs());
-        durable = n;
-        if kill_at == Some(durable) {
+        assert_eq!(n, *durable + 1, "reports out of order\n{}", p.logs());
+        *durable = n;
+        if kill_at == Some(n) {
             p.kill("primary");
         }
     }
+}
+
+/// Stops the writer (^C) and powers the guest off.
+fn stop_and_power_off(c: &mut ft::console::client::ConsoleClient) {
     c.send(b"\x03").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     c.send(b"\npoweroff\n").unwrap();
-    durable
 }
 
 /// Non-shared disks: each side has its own image (the backup's starts empty and is filled from
@@ -491,24 +508,8 @@ fn non_shared_disk_copied_live_to_a_new_backup() {
     wait_for_shell(&mut c);
     c.send(b"appendlog /mnt/records 100000 5\n").unwrap();
     let mut durable = 0u64;
-    let mut upto = |c: &mut ft::console::client::ConsoleClient, p: &Pair, want: u64| {
-        while durable < want {
-            let line = c
-                .read_line_until(|l| l.contains(" durable"), Duration::from_secs(30))
-                .unwrap()
-                .unwrap_or_else(|| panic!("no record reported\n{}", p.logs()));
-            let n: u64 = line
-                .split_whitespace()
-                .nth(2)
-                .and_then(|x| x.parse().ok())
-                .unwrap_or_else(|| panic!("{line:?}"));
-            assert_eq!(n, durable + 1, "reports out of order\n{}", p.logs());
-            durable = n;
-        }
-    };
-    upto(&mut c, &p, 5);
-    p.kill("primary");
-    upto(&mut c, &p, 10);
+    reports_until(&mut c, &mut p, &mut durable, 5, Some(5));
+    reports_until(&mut c, &mut p, &mut durable, 10, None);
     // The new backup's image (empty) is filled while the guest appends.
     let o2 = PairOptions {
         backup_extra: drive(&c_img),
@@ -517,12 +518,9 @@ fn non_shared_disk_copied_live_to_a_new_backup() {
     let said = p.reprotect(&g, &o2);
     eprintln!("{said}");
     assert!(said.contains("live clone"), "{said}");
-    upto(&mut c, &p, 20);
-    p.kill("primary");
-    upto(&mut c, &p, 25);
-    c.send(b"\x03").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    c.send(b"\npoweroff\n").unwrap();
+    reports_until(&mut c, &mut p, &mut durable, 20, Some(20));
+    reports_until(&mut c, &mut p, &mut durable, 25, None);
+    stop_and_power_off(&mut c);
     assert_eq!(
         p.wait("backup", Duration::from_secs(60)),
         Some(0),
