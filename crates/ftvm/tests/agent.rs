@@ -365,6 +365,15 @@ fn agents_reprotect_after_five_host_kills_etcd() {
     }
     let end = c.wait_protected(Duration::from_secs(30));
     assert!(end.generation > before.generation);
+    // The thawed agent started nothing: the one launch is the new backup placed meanwhile.
+    assert_eq!(end.launches, before.launches + 1, "{}", c.logs());
+    let thawed = std::fs::read_to_string(c.dir.join(format!("agent-{stale}.log"))).unwrap();
+    let said: Vec<&str> = thawed
+        .lines()
+        .filter(|l| l.contains("fencing") || l.contains("is gone"))
+        .collect();
+    eprintln!("the thawed agent {stale}: {said:#?}");
+    assert!(!said.is_empty(), "{}", c.logs());
     eprintln!(
         "done in {:.1} s, {k} increments, record {end:#?}",
         t_all.elapsed().as_secs_f64()
@@ -381,6 +390,28 @@ fn agents_reprotect_with_the_local_store() {
     let mut client = boot(&c, &g);
     let mut k = 0;
     kill_rounds(&mut c, &mut client, &mut k, 2);
+    // The operator's view of the whole cluster.
+    let out = Command::new(FTVM)
+        .args(["status", "--store", &c.store])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "vm: testvm",
+        "protected: yes",
+        "generation: 2",
+        "last_failover: ",
+        "took",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+    assert!(!text.contains("last_reprotect: never"), "{text}");
     drop(c);
     let _ = std::fs::remove_dir_all(&dir);
 }
