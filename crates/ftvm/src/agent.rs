@@ -276,7 +276,7 @@ fn cluster_status(spec: &str) -> anyhow::Result<i32> {
                 let f = |k: &str| ft::status::field(st, k).unwrap_or("-").to_string();
                 println!("protected: {}", f("protected"));
                 println!("lag: {}", f("lag"));
-                println!("bandwidth: {}", f("bandwidth"));
+                println!("bandwidth: {}", f("log_bandwidth"));
             }
             None => println!("protected: unknown (the primary's console does not answer)"),
         }

@@ -408,6 +408,7 @@ fn agents_reprotect_with_the_local_store() {
         "generation: 2",
         "last_failover: ",
         "took",
+        "Mbit/s",
     ] {
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
     }
