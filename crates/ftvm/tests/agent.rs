@@ -120,9 +120,13 @@ impl Cluster {
         s
     }
 
-    fn create_vm(&self, g: &std::path::Path) {
-        let out = Command::new(FTVM)
-            .args(["vm", "create", "--store", &self.store, "--name", "testvm"])
+    fn create_vm(&self, g: &std::path::Path, arbiter: Option<&str>) {
+        let mut cmd = Command::new(FTVM);
+        cmd.args(["vm", "create", "--store", &self.store, "--name", "testvm"]);
+        if let Some(a) = arbiter {
+            cmd.args(["--arbiter", a]);
+        }
+        let out = cmd
             .args(["--primary", "h1", "--backup", "h2", "--"])
             .args([
                 "--bios",
@@ -286,9 +290,13 @@ fn kill_rounds(
     );
 }
 
-fn boot(c: &Cluster, g: &std::path::Path) -> ft::console::client::ConsoleClient {
+fn boot(
+    c: &Cluster,
+    g: &std::path::Path,
+    arbiter: Option<&str>,
+) -> ft::console::client::ConsoleClient {
     c.wait_hosts();
-    c.create_vm(g);
+    c.create_vm(g, arbiter);
     c.wait_protected(Duration::from_secs(60));
     let mut client = ft::console::client::ConsoleClient::new(c.consoles());
     client.reconnect_for = Duration::from_secs(60);
@@ -302,7 +310,7 @@ fn agents_reprotect_after_five_host_kills_etcd() {
     let Some(etcd) = Etcd::start() else { return };
     let t_all = Instant::now();
     let mut c = Cluster::start("etcd", format!("etcd:{}", etcd.url));
-    let mut client = boot(&c, &g);
+    let mut client = boot(&c, &g, None);
     assert_eq!(c.record().launches, 2);
     let mut k = 0;
     kill_rounds(&mut c, &mut client, &mut k, 5);
@@ -387,7 +395,7 @@ fn agents_reprotect_with_the_local_store() {
         .join(format!("agent-local-store-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut c = Cluster::start("local", format!("local:{}", dir.display()));
-    let mut client = boot(&c, &g);
+    let mut client = boot(&c, &g, None);
     let mut k = 0;
     kill_rounds(&mut c, &mut client, &mut k, 2);
     // The operator's view of the whole cluster.
@@ -415,4 +423,54 @@ fn agents_reprotect_with_the_local_store() {
     assert!(!text.contains("last_reprotect: never"), "{text}");
     drop(c);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// etcd away during a failover (the arbiter is a shared directory here, so the pair can still
+/// fail over): the agents can neither record it nor place a new backup, start nothing, and
+/// finish the re-protection once etcd is back.
+#[test]
+fn agents_resume_after_an_etcd_outage_during_a_failover() {
+    let Some(g) = guest() else { return };
+    let Some(etcd) = Etcd::start() else { return };
+    let mut c = Cluster::start("outage", format!("etcd:{}", etcd.url));
+    let arb = format!("file:{}", c.dir.join("arbiter").display());
+    let mut client = boot(&c, &g, Some(&arb));
+    let mut k = 0;
+    for _ in 0..5 {
+        k += 1;
+        increment(&mut client, k, &|| c.logs());
+    }
+    let before = c.record();
+    let pid = etcd_pid(&etcd.url);
+    let victim = before.primary.as_ref().unwrap().host.clone();
+    let victim: &'static str = HOSTS.iter().find(|h| **h == victim).unwrap();
+    // SAFETY: kill(2) on the etcd process this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    c.kill_host(victim);
+    let t0 = Instant::now();
+    // The pair fails over by itself; the client carries on.
+    for _ in 0..5 {
+        k += 1;
+        increment(&mut client, k, &String::new);
+    }
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(t0.elapsed()));
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let r = c.wait_protected(Duration::from_secs(60));
+    eprintln!(
+        "etcd back 5 s after the kill; protected again {:.1} s after the kill",
+        t0.elapsed().as_secs_f64()
+    );
+    assert_ne!(r.primary.as_ref().unwrap().host, victim);
+    assert_eq!(r.launches, before.launches + 1, "{}", c.logs());
+    assert!(
+        c.logs()
+            .contains("nothing new is started until the store answers"),
+        "{}",
+        c.logs()
+    );
+    for _ in 0..5 {
+        k += 1;
+        increment(&mut client, k, &|| c.logs());
+    }
 }
