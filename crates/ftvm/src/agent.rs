@@ -345,6 +345,8 @@ struct Agent {
     /// Children of this incarnation (reaped as they end).
     kids: HashMap<u32, Child>,
     next_port: u16,
+    /// Since when each VM's primary here has been seen running unprotected.
+    alone_since: HashMap<String, Instant>,
 }
 
 /// `ftvm agent`.
@@ -378,6 +380,7 @@ fn run(a: AgentArgs) -> anyhow::Result<i32> {
         work,
         kids: HashMap::new(),
         next_port,
+        alone_since: HashMap::new(),
     };
     tracing::info!(
         "ftvm agent {}: store {}, work dir {}",
@@ -656,8 +659,14 @@ impl Agent {
             return Ok(());
         }
         if !(is_primary && role == "primary") || protected {
+            self.alone_since.remove(&vm);
             return Ok(());
         }
+        let alone_for = self
+            .alone_since
+            .entry(vm.clone())
+            .or_insert_with(Instant::now)
+            .elapsed();
         // The primary here runs alone: protect it again.
         let now = cluster::now_ms();
         if v.value.unprotected_since_ms.is_none() {
@@ -665,8 +674,16 @@ impl Agent {
         }
         let backup = v.value.backup.clone();
         match backup {
-            Some(b) if !self.host_alive(hosts, &b.host) || (b.started && !b.needs_protect) => {
-                // Its host died, or the backup it had is gone: place another.
+            // Its host died, or the backup it had is gone (a primary still connecting to its
+            // first backup is unprotected too: it gets the time its connection may take).
+            Some(b)
+                if !self.host_alive(hosts, &b.host)
+                    || (b.started
+                        && !b.needs_protect
+                        && (alone_for > Duration::from_secs(35)
+                            || (alone_for > Duration::from_secs(2)
+                                && b.console.as_deref().and_then(status_of).is_none()))) =>
+            {
                 tracing::info!(
                     "ftvm agent {me}: vm {vm}: the backup on {} is gone; placing another",
                     b.host

@@ -398,6 +398,28 @@ fn agents_reprotect_with_the_local_store() {
     let mut client = boot(&c, &g, None);
     let mut k = 0;
     kill_rounds(&mut c, &mut client, &mut k, 2);
+    // Only the backup's process dies (its host and agent live on): the primary runs alone,
+    // and its agent has it protected again.
+    let before = c.record();
+    let bh = before.backup.as_ref().unwrap().host.clone();
+    let local = std::fs::read_to_string(c.dir.join(&bh).join("testvm.json")).unwrap();
+    let pid = serde_json::from_str::<serde_json::Value>(&local).unwrap()["pid"]
+        .as_i64()
+        .unwrap();
+    // SAFETY: kill(2) on a VM process of this test's agents.
+    unsafe { libc::kill(i32::try_from(pid).unwrap(), libc::SIGKILL) };
+    let t0 = Instant::now();
+    for _ in 0..3 {
+        k += 1;
+        increment(&mut client, k, &|| c.logs());
+    }
+    let r = c.wait_protected(Duration::from_secs(60));
+    eprintln!(
+        "backup process killed: protected again after {:.1} s (backup on {})",
+        t0.elapsed().as_secs_f64(),
+        r.backup.as_ref().unwrap().host
+    );
+    assert_eq!(r.launches, before.launches + 1, "{}", c.logs());
     // The operator's view of the whole cluster.
     let out = Command::new(FTVM)
         .args(["status", "--store", &c.store])
@@ -413,7 +435,7 @@ fn agents_reprotect_with_the_local_store() {
     for want in [
         "vm: testvm",
         "protected: yes",
-        "generation: 2",
+        "generation: 3",
         "last_failover: ",
         "took",
         "Mbit/s",
