@@ -456,6 +456,12 @@ impl LiveVm {
         };
         let pause = t0.elapsed();
         let delta = p.buf.len();
+        // The new backup starts here: it lags by nothing yet (and the throttle must not see
+        // the whole run as lag before its first acknowledgement).
+        p.link
+            .state
+            .replayed
+            .store(self.m.icount(), Ordering::Relaxed);
         self.prot = Some(p);
         self.status.protected = true;
         self.status.role = Role::Primary;
@@ -701,6 +707,10 @@ impl LiveVm {
             s.replayed = st.replayed.load(Ordering::Relaxed);
             s.peer_silence = p.live.silence();
             s.max_gap = p.live.max_gap();
+            // A new link counts from zero again.
+            if s.sent_bytes < window.1 {
+                *window = (Instant::now(), s.sent_bytes);
+            }
             let dt = window.0.elapsed().as_secs_f64();
             if dt >= 1.0 {
                 s.bandwidth_bps = (s.sent_bytes.saturating_sub(window.1)) as f64 * 8.0 / dt;
