@@ -3,109 +3,36 @@
 //!
 //! Without /usr/bin/etcd the etcd tests are skipped, or fail under `FTVM_REQUIRE_GUEST`.
 
+use guestctl::etcd::Etcd;
 use guestctl::free_port;
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use arbiter::{from_spec, Arbiter, ArbiterError, Claim, EtcdArbiter};
 
-const ETCD: &str = "/usr/bin/etcd";
-const STARTUP: Duration = Duration::from_secs(20);
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A running etcd; killed and its data directory removed on drop.
-struct Etcd {
-    child: Child,
-    dir: PathBuf,
-    endpoint: String,
+/// A real etcd that grants leases (the arbiter connects with one).
+fn start_etcd(tag: &str) -> Option<Etcd> {
+    Etcd::start(&format!("arbiter-{tag}"), |url| {
+        EtcdArbiter::connect(
+            &[url.to_owned()],
+            Duration::from_secs(2),
+            Duration::from_secs(1),
+        )
+        .is_ok()
+    })
 }
 
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn log_tail(dir: &Path) -> String {
-    let log = fs::read_to_string(dir.join("etcd.log")).unwrap_or_default();
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
-}
-
-impl Etcd {
-    /// Starts etcd and waits (at most [`STARTUP`]) until it grants a lease; `None` after
-    /// `guestctl::skip` if etcd is not installed.
-    fn start(tag: &str) -> Option<Etcd> {
-        if !Path::new(ETCD).exists() {
-            guestctl::skip(&format!(
-                "{ETCD} is missing: install Debian's etcd-server (apt-get install etcd-server)"
-            ));
-            return None;
-        }
-        let dir = std::env::temp_dir().join(format!("arbiter-etcd-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        let (client, peer) = (free_port(), free_port());
-        let endpoint = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let log = fs::File::create(dir.join("etcd.log")).unwrap();
-        let child = Command::new(ETCD)
-            .arg("--name=arbiter-test")
-            .arg(format!("--data-dir={}", dir.join("data").display()))
-            .arg(format!("--listen-client-urls={endpoint}"))
-            .arg(format!("--advertise-client-urls={endpoint}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=arbiter-test={peer_url}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut etcd = Etcd {
-            child,
-            dir,
-            endpoint,
-        };
-        let deadline = Instant::now() + STARTUP;
-        loop {
-            let probe = EtcdArbiter::connect(
-                &[etcd.endpoint.clone()],
-                Duration::from_secs(2),
-                Duration::from_secs(1),
-            );
-            match probe {
-                Ok(_) => return Some(etcd),
-                Err(e) => {
-                    if let Some(status) = etcd.child.try_wait().unwrap() {
-                        panic!("etcd exited ({status}):\n{}", log_tail(&etcd.dir));
-                    }
-                    assert!(
-                        Instant::now() < deadline,
-                        "etcd did not answer within {STARTUP:?}: {e}\n{}",
-                        log_tail(&etcd.dir)
-                    );
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        }
-    }
-
-    fn arbiter(&self, lease_ttl: Duration) -> EtcdArbiter {
-        EtcdArbiter::connect(std::slice::from_ref(&self.endpoint), lease_ttl, TIMEOUT).unwrap()
-    }
+fn arbiter(etcd: &Etcd, lease_ttl: Duration) -> EtcdArbiter {
+    EtcdArbiter::connect(std::slice::from_ref(&etcd.url), lease_ttl, TIMEOUT).unwrap()
 }
 
 #[test]
 fn one_winner_among_concurrent_claimers() {
     const CLAIMERS: usize = 8;
     const GENERATIONS: u64 = 50;
-    let Some(etcd) = Etcd::start("race") else {
+    let Some(etcd) = start_etcd("race") else {
         return;
     };
     let started = Instant::now();
@@ -113,7 +40,7 @@ fn one_winner_among_concurrent_claimers() {
     let barrier = Arc::new(Barrier::new(CLAIMERS));
     let threads: Vec<_> = (0..CLAIMERS)
         .map(|c| {
-            let arbiter = etcd.arbiter(Duration::from_secs(10));
+            let arbiter = arbiter(&etcd, Duration::from_secs(10));
             let barrier = barrier.clone();
             std::thread::spawn(move || {
                 let who = format!("host-{c}");
@@ -145,7 +72,7 @@ fn one_winner_among_concurrent_claimers() {
             );
         }
     }
-    let arbiter = etcd.arbiter(Duration::from_secs(10));
+    let arbiter = arbiter(&etcd, Duration::from_secs(10));
     let (generation, winner) = arbiter.current("race-vm").unwrap().unwrap();
     assert_eq!(generation, GENERATIONS);
     let last = (0..CLAIMERS)
@@ -161,13 +88,13 @@ fn one_winner_among_concurrent_claimers() {
 
 #[test]
 fn claims_are_idempotent_permanent_and_current_is_the_highest() {
-    let Some(mut etcd) = Etcd::start("claims") else {
+    let Some(mut etcd) = start_etcd("claims") else {
         return;
     };
     let ttl = Duration::from_secs(1);
-    let a = etcd.arbiter(ttl);
-    let b = etcd.arbiter(ttl);
-    assert_eq!(a.describe(), format!("etcd:{}", etcd.endpoint));
+    let a = arbiter(&etcd, ttl);
+    let b = arbiter(&etcd, ttl);
+    assert_eq!(a.describe(), format!("etcd:{}", etcd.url));
     assert_eq!(a.current("vm1").unwrap(), None);
     assert_eq!(a.owner("vm1").unwrap(), None);
 
@@ -215,7 +142,7 @@ fn claims_are_idempotent_permanent_and_current_is_the_highest() {
         assert!(Instant::now() < deadline, "owner key outlived its lease");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let c = etcd.arbiter(ttl);
+    let c = arbiter(&etcd, ttl);
     let lost_to_b = Claim::Lost {
         winner: "host-b".to_owned(),
     };
@@ -227,8 +154,7 @@ fn claims_are_idempotent_permanent_and_current_is_the_highest() {
     assert_eq!(a.owner("vm1").unwrap(), Some((11, "host-c".to_owned())));
 
     // etcd goes away: every call fails within the timeout, naming the endpoint.
-    let _ = etcd.child.kill();
-    let _ = etcd.child.wait();
+    etcd.kill();
     for call in 0..2 {
         let start = Instant::now();
         let e = match call {
@@ -244,7 +170,7 @@ fn claims_are_idempotent_permanent_and_current_is_the_highest() {
             matches!(e, ArbiterError::EtcdUnreachable { .. }),
             "call {call}: {e}"
         );
-        assert!(e.to_string().contains(&etcd.endpoint), "{e}");
+        assert!(e.to_string().contains(&etcd.url), "{e}");
     }
 }
 

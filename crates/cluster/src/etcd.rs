@@ -213,11 +213,11 @@ impl Drop for EtcdStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests_common::{exercise, Etcd};
+    use crate::tests_common::{exercise, signal, start_etcd};
 
     #[test]
     fn cas_list_corruption_and_outage() {
-        let Some(etcd) = Etcd::start() else { return };
+        let Some(etcd) = start_etcd() else { return };
         let s =
             EtcdStore::connect(std::slice::from_ref(&etcd.url), Duration::from_secs(2)).unwrap();
         exercise(&s);
@@ -226,14 +226,14 @@ mod tests {
         let e = crate::get::<crate::VmRecord>(&s, "vms/bad").unwrap_err();
         assert!(e.to_string().contains("corrupt record vms/bad"), "{e}");
         // etcd frozen: calls fail within the bound, as unreachable; they work again after.
-        etcd.signal(libc::SIGSTOP);
+        signal(&etcd, libc::SIGSTOP);
         // The stop of every thread of etcd is not instantaneous.
         std::thread::sleep(Duration::from_millis(300));
         let t0 = std::time::Instant::now();
         let e = s.get("vms/x").unwrap_err();
         assert!(e.is_unreachable(), "{e}");
         assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
-        etcd.signal(libc::SIGCONT);
+        signal(&etcd, libc::SIGCONT);
         let t0 = std::time::Instant::now();
         while s.get("vms/x").is_err() {
             assert!(

@@ -222,8 +222,8 @@ mod tests {
 #[cfg(test)]
 mod tests_common {
     use super::*;
-    use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
+    pub use guestctl::etcd::Etcd;
+    use std::time::Duration;
 
     /// What every store must do: CAS conflicts, stale versions refused, listing, deleting,
     /// typed records.
@@ -291,62 +291,19 @@ mod tests_common {
         );
     }
 
-    /// A real etcd on free loopback ports, killed and removed on drop.
-    pub struct Etcd {
-        pub url: String,
-        child: Child,
-        dir: std::path::PathBuf,
+    /// A real etcd on free loopback ports (`guestctl::etcd`), once the store can read it.
+    pub fn start_etcd() -> Option<Etcd> {
+        Etcd::start("cluster", |url| {
+            EtcdStore::connect(&[url.to_owned()], Duration::from_secs(1))
+                .and_then(|s| s.get("probe"))
+                .is_ok()
+        })
     }
 
-    impl Etcd {
-        pub fn start() -> Option<Etcd> {
-            if !std::path::Path::new("/usr/bin/etcd").exists() {
-                guestctl::skip("no /usr/bin/etcd (apt-get install etcd-server)");
-                return None;
-            }
-            let (cp, pp) = (guestctl::free_port(), guestctl::free_port());
-            let dir =
-                std::env::temp_dir().join(format!("cluster-etcd-{}-{cp}", std::process::id()));
-            let url = format!("http://127.0.0.1:{cp}");
-            let peer = format!("http://127.0.0.1:{pp}");
-            let child = Command::new("/usr/bin/etcd")
-                .arg("--data-dir")
-                .arg(&dir)
-                .args(["--name", "t", "--listen-client-urls", &url])
-                .args(["--advertise-client-urls", &url, "--listen-peer-urls", &peer])
-                .args(["--initial-advertise-peer-urls", &peer])
-                .args(["--initial-cluster", &format!("t={peer}")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start etcd");
-            let e = Etcd { url, child, dir };
-            let t0 = Instant::now();
-            loop {
-                let ok = EtcdStore::connect(std::slice::from_ref(&e.url), Duration::from_secs(1))
-                    .and_then(|s| s.get("probe"))
-                    .is_ok();
-                if ok {
-                    return Some(e);
-                }
-                assert!(t0.elapsed() < Duration::from_secs(20), "etcd did not start");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-
-        pub fn signal(&self, sig: i32) {
-            let pid = i32::try_from(self.child.id()).unwrap_or(0);
-            // SAFETY: kill(2) with a pid of our own child and a valid signal number.
-            unsafe { libc::kill(pid, sig) };
-        }
-    }
-
-    impl Drop for Etcd {
-        fn drop(&mut self) {
-            self.signal(libc::SIGCONT);
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+    /// Sends `sig` to etcd (SIGSTOP and SIGCONT: an outage and its end).
+    pub fn signal(e: &Etcd, sig: i32) {
+        let pid = i32::try_from(e.pid()).unwrap_or(0);
+        // SAFETY: kill(2) with the pid of our own child and a valid signal number.
+        unsafe { libc::kill(pid, sig) };
     }
 }

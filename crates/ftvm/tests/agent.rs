@@ -209,21 +209,6 @@ impl Drop for Cluster {
     }
 }
 
-/// The pid of the etcd serving `url` (ft_support's Etcd keeps its child to itself).
-fn etcd_pid(url: &str) -> i32 {
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd);
-        if cmd.starts_with("/usr/bin/etcd") && cmd.contains(url) {
-            return pid;
-        }
-    }
-    panic!("no etcd process for {url}")
-}
-
 /// Kills the primary's host `kills` times (after each re-protection), restarting it; checks
 /// the counter throughout and the record at the end.
 fn kill_rounds(
@@ -307,7 +292,7 @@ fn boot(
 #[test]
 fn agents_reprotect_after_five_host_kills_etcd() {
     let Some(g) = guest() else { return };
-    let Some(etcd) = Etcd::start() else { return };
+    let Some(etcd) = start_etcd() else { return };
     let t_all = Instant::now();
     let mut c = Cluster::start("etcd", format!("etcd:{}", etcd.url));
     let mut client = boot(&c, &g, None);
@@ -317,7 +302,7 @@ fn agents_reprotect_after_five_host_kills_etcd() {
 
     // etcd away for a while in steady state: the VM goes on, nothing is started, and the
     // agents carry on when it returns.
-    let pid = etcd_pid(&etcd.url);
+    let pid = i32::try_from(etcd.pid()).unwrap();
     let launches = c.record().launches;
     // SAFETY: kill(2) on the etcd process this test started.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
@@ -453,7 +438,7 @@ fn agents_reprotect_with_the_local_store() {
 #[test]
 fn agents_resume_after_an_etcd_outage_during_a_failover() {
     let Some(g) = guest() else { return };
-    let Some(etcd) = Etcd::start() else { return };
+    let Some(etcd) = start_etcd() else { return };
     let mut c = Cluster::start("outage", format!("etcd:{}", etcd.url));
     let arb = format!("file:{}", c.dir.join("arbiter").display());
     let mut client = boot(&c, &g, Some(&arb));
@@ -463,7 +448,7 @@ fn agents_resume_after_an_etcd_outage_during_a_failover() {
         increment(&mut client, k, &|| c.logs());
     }
     let before = c.record();
-    let pid = etcd_pid(&etcd.url);
+    let pid = i32::try_from(etcd.pid()).unwrap();
     let victim = before.primary.as_ref().unwrap().host.clone();
     let victim: &'static str = HOSTS.iter().find(|h| **h == victim).unwrap();
     // SAFETY: kill(2) on the etcd process this test started.

@@ -360,7 +360,7 @@ fn frozen_primary_is_replaced_and_fenced() {
 #[test]
 fn failover_with_etcd_arbiter() {
     let Some(g) = guest() else { return };
-    let Some(etcd) = Etcd::start() else { return };
+    let Some(etcd) = start_etcd() else { return };
     let o = PairOptions {
         arbiter: Some(format!("etcd:{}", etcd.url)),
         ..Default::default()

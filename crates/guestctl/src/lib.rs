@@ -5,6 +5,8 @@
 //! Used by the end-to-end tests (ftvm against QEMU, same commands, same answers) and by the
 //! Linux benchmarks. Every wait is bounded; dropping a [`Console`] kills the VM.
 
+pub mod etcd;
+
 use std::io::{Read, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};

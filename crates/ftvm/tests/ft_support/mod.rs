@@ -512,53 +512,16 @@ pub fn stranger(to: SocketAddr) {
     );
 }
 
-/// A real etcd on free loopback ports with a data directory of its own, killed and removed on
-/// drop. None (skipped, or a failure under `cargo xtask test`) when etcd is not installed.
-pub struct Etcd {
-    pub url: String,
-    child: Child,
-    dir: PathBuf,
-}
+pub use guestctl::etcd::Etcd;
 
-impl Etcd {
-    pub fn start() -> Option<Etcd> {
-        if !Path::new("/usr/bin/etcd").exists() {
-            guestctl::skip("no /usr/bin/etcd (apt-get install etcd-server)");
-            return None;
-        }
-        let (cp, pp) = (free_port(), free_port());
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("etcd-{}-{cp}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let url = format!("http://127.0.0.1:{cp}");
-        let peer = format!("http://127.0.0.1:{pp}");
-        let child = Command::new("/usr/bin/etcd")
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["--name", "ftvm-test", "--listen-client-urls", &url])
-            .args(["--advertise-client-urls", &url, "--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("ftvm-test={peer}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start etcd");
-        let e = Etcd { url, child, dir };
-        let t0 = Instant::now();
-        while TcpStream::connect(addr(cp)).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(20), "etcd did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(e)
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// A real etcd on free loopback ports (`guestctl::etcd`), once its client port answers. None
+/// (skipped, or a failure under `cargo xtask test`) when etcd is not installed.
+pub fn start_etcd() -> Option<Etcd> {
+    Etcd::start("ft", |url| {
+        url.strip_prefix("http://")
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .is_some_and(|a| TcpStream::connect(a).is_ok())
+    })
 }
 
 /// Debian's passt on a socket of its own, forwarding a free host TCP port to the guest's port
