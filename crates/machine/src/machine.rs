@@ -23,6 +23,12 @@
 //! one arrives: [`Machine::net_wake_fd`] gives the descriptor to poll (an eventfd the backend
 //! signals), after which the caller skips the clock as for console input and runs; the device
 //! takes the frame at its next device pass.
+//!
+//! Disks in deferred mode ([`Machine::set_deferred_io`], what every run loop uses) complete
+//! their requests only where the caller says, between two run calls: [`Machine::complete_io`]
+//! completes what the host's disks have ready (a recorder logs each id at that icount),
+//! [`Machine::complete_request`] a given one (the replayer, at the logged icount). A caller
+//! whose guest idles while requests are in flight waits with [`Machine::wait_io`].
 
 use crate::board::{Board, Slot, RAM_BASE, VIRTIO_SLOTS};
 use crate::clock;
@@ -34,8 +40,8 @@ use crate::syscon::PowerEvent;
 use crate::uart::{SerialBackend, Uart};
 use crate::virtio::block::SECTOR_SIZE;
 use crate::virtio::{
-    BlockBackend, ConsoleBackend, EntropyBackend, FileBackend, NetBackend, NetStats, NullNet,
-    VirtioError, VirtioMmio,
+    AsyncDisk, BlockBackend, ConsoleBackend, EntropyBackend, FileBackend, NetBackend, NetStats,
+    NullNet, VirtioError, VirtioMmio,
 };
 use rv64::{Exit, Hart, Ram};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,6 +89,16 @@ pub enum MachineError {
     /// there is no disk {0}
     #[error("there is no disk {0}")]
     NoDisk(usize),
+    /// virtio slot {slot} cannot complete request {id}: {source}
+    #[error("virtio slot {slot} cannot complete request {id}: {source}")]
+    Complete {
+        /// The device's slot.
+        slot: u32,
+        /// The request.
+        id: u64,
+        /// Why.
+        source: crate::virtio::CompleteError,
+    },
     /// the machine has no network card (MachineConfig::net is None)
     #[error("the machine has no network card (MachineConfig::net is None)")]
     NoNet,
@@ -115,15 +131,19 @@ pub fn net_slot(drives: usize) -> Option<usize> {
     VIRTIO_SLOTS.checked_sub(drives + 3)
 }
 
-/// Opens the image of every drive in `cfg`, in order: a file, or a connection to an NBD export.
+/// Opens the image of every drive in `cfg`, in order: a file, or a connection to an NBD
+/// export, each behind an [`AsyncDisk`] (its reads and flushes prepared on a worker thread).
 pub fn open_disks(cfg: &MachineConfig) -> Result<Vec<Box<dyn BlockBackend>>, MachineError> {
     cfg.drives
         .iter()
-        .map(|d| match &d.nbd {
-            None => FileBackend::open(&d.path, d.readonly)
-                .map(|b| Box::new(b) as Box<dyn BlockBackend>)
-                .map_err(MachineError::from),
-            Some(n) => open_nbd(n, d.readonly),
+        .map(|d| {
+            let disk = match &d.nbd {
+                None => FileBackend::open(&d.path, d.readonly)
+                    .map(|b| Box::new(b) as Box<dyn BlockBackend>)
+                    .map_err(MachineError::from),
+                Some(n) => open_nbd(n, d.readonly),
+            }?;
+            Ok(Box::new(AsyncDisk::new(disk)) as Box<dyn BlockBackend>)
         })
         .collect()
 }
@@ -222,6 +242,9 @@ pub struct Machine {
     chain: Option<(u64, u32)>,
     /// Page hashes kept between state digests (a cache: not part of the machine's state).
     ram_digest: crate::snapshot::RamDigest,
+    /// The disk workers' [`crate::virtio::aio::generation`] when [`Machine::complete_io`] last
+    /// looked, for [`Machine::wait_io`].
+    io_seen: u64,
 }
 
 impl std::fmt::Debug for Machine {
@@ -367,6 +390,7 @@ impl Machine {
             clock_tap: None,
             chain: None,
             ram_digest: Default::default(),
+            io_seen: 0,
         })
     }
 
@@ -556,6 +580,81 @@ impl Machine {
     /// icount.
     pub fn adjust_time(&mut self, ticks: u64) {
         self.board.time_offset = self.board.time_offset.saturating_add(ticks);
+    }
+
+    fn devices_mut(&mut self) -> impl Iterator<Item = (u32, &mut VirtioMmio)> {
+        self.board
+            .slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Slot::Device(d) => Some((i as u32, &mut **d)),
+                Slot::Empty => None,
+            })
+    }
+
+    /// Deferred disk I/O on or off (see [`crate::virtio::block`]). Off (the default), a disk
+    /// request completes in the device pass that takes it; on, only at [`Machine::complete_io`]
+    /// or [`Machine::complete_request`], between two run calls. Every run loop, recorder and
+    /// replayer turns it on; a log is always recorded with it on.
+    pub fn set_deferred_io(&mut self, on: bool) {
+        self.devices_mut().for_each(|(_, d)| d.set_deferred(on));
+    }
+
+    /// Disk requests submitted and not completed, over every device.
+    pub fn io_in_flight(&self) -> usize {
+        self.board
+            .slots
+            .iter()
+            .map(|s| match s {
+                Slot::Device(d) => d.in_flight(),
+                Slot::Empty => 0,
+            })
+            .sum()
+    }
+
+    /// A completion point (call it between two run calls): completes every in-flight disk
+    /// request whose host I/O is ready, and returns (slot, request id) of each, in the order
+    /// they completed. The icount does not move.
+    pub fn complete_io(&mut self) -> Vec<(u32, u64)> {
+        self.io_seen = crate::virtio::aio::generation();
+        if self.io_in_flight() == 0 {
+            return Vec::new();
+        }
+        self.tap();
+        let mut done = Vec::new();
+        let (ram, board) = (&mut self.ram, &mut self.board);
+        for (i, s) in board.slots.iter_mut().enumerate() {
+            if let Slot::Device(d) = s {
+                let mut ids = Vec::new();
+                d.complete_ready(ram, &mut ids);
+                done.extend(ids.into_iter().map(|id| (i as u32, id)));
+            }
+        }
+        board.update_plic();
+        done
+    }
+
+    /// Completes in-flight request `id` of the device in virtio slot `slot` now, ready or not
+    /// (the replayer, at the icount the log gives). An error says the machine cannot have done
+    /// that here (no such request, or it waits for an earlier one): the log is not this run's.
+    pub fn complete_request(&mut self, slot: u32, id: u64) -> Result<(), MachineError> {
+        self.tap();
+        let err = |source| MachineError::Complete { slot, id, source };
+        let d = match self.board.slots.get_mut(slot as usize) {
+            Some(Slot::Device(d)) => d,
+            _ => return Err(err(crate::virtio::CompleteError::NotDeferred)),
+        };
+        d.complete(&mut self.ram, id).map_err(err)?;
+        self.board.update_plic();
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for a disk's host I/O to finish something since the last
+    /// [`Machine::complete_io`]; returns whether something did (then complete it: call
+    /// [`Machine::complete_io`]). For a caller whose guest idles with requests in flight.
+    pub fn wait_io(&self, timeout: std::time::Duration) -> bool {
+        self.io_in_flight() > 0 && crate::virtio::aio::wait_past(self.io_seen, timeout)
     }
 
     /// Runs the harts until the machine-wide icount reaches `limit`, every hart is idle, or the

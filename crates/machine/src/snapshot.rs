@@ -53,8 +53,9 @@ pub use digest::{ram_digest_full, RamDigest};
 
 /// The first eight bytes of every snapshot.
 pub const MAGIC: &[u8; 8] = b"FTVMSNAP";
-/// The format version this build writes and reads; bumped on any change to the format.
-pub const VERSION: u16 = 2;
+/// The format version this build writes and reads; bumped on any change to the format
+/// (version 3: each virtio slot carries its device's own state, a disk's in-flight requests).
+pub const VERSION: u16 = 3;
 
 /// Bytes before the payload.
 const HEADER_LEN: usize = 8 + 2 + 8 + 4 + 4 * VIRTIO_SLOTS + 8 + 8 + 8;
@@ -641,6 +642,7 @@ fn encode_virtio(e: &mut Enc, s: &VirtioMmioState) {
         e.u16(q.next_avail);
         e.u16(q.next_used);
     }
+    e.bytes(&s.device);
 }
 
 fn decode_virtio(d: &mut Dec) -> Result<VirtioMmioState, SnapshotError> {
@@ -655,6 +657,7 @@ fn decode_virtio(d: &mut Dec) -> Result<VirtioMmioState, SnapshotError> {
         config_generation: d.u32()?,
         pending_notify: d.u32()?,
         queues: Vec::new(),
+        device: Vec::new(),
     };
     let n = d.count(31)?;
     for _ in 0..n {
@@ -668,6 +671,7 @@ fn decode_virtio(d: &mut Dec) -> Result<VirtioMmioState, SnapshotError> {
             next_used: d.u16()?,
         });
     }
+    s.device = d.bytes()?;
     Ok(s)
 }
 

@@ -1,19 +1,38 @@
 //! virtio-blk (device id 2, virtio 1.2 §5.2): one request queue in front of a [`BlockBackend`].
 //!
-//! Requests run to completion inside [`VirtioMmio::process`], in ring order, through a 64 KiB
-//! bounce buffer: the backend reads into a host buffer, which is then copied into guest memory
-//! with [`Ram::write`] (and the other way for writes), so a disk read lands in the guest exactly
-//! at the instruction count where `process` runs.
-//!
 //! A request is a device-readable header {type: u32, reserved: u32, sector: u64}, data, and one
 //! device-writable status byte at the very end of the writable buffers. Malformed requests
 //! (missing header or status, buffers outside RAM, a length that is not whole sectors, a range
 //! past the end of the disk, a write to a read-only disk) complete with `VIRTIO_BLK_S_IOERR`;
 //! unknown request types with `VIRTIO_BLK_S_UNSUPP`.
+//!
+//! # When a request takes effect
+//!
+//! A request is *submitted* when the device pass after the guest's notification takes it off
+//! the available ring: it gets the next request id (a per-device counter, so both sides of a
+//! replay agree on it) and its header is read. It *completes* later, in one step that moves
+//! its data between the backend and guest memory (through a 64 KiB bounce buffer and
+//! [`Ram::write`]), writes the status byte and puts it on the used ring. Between the two it is
+//! *in flight*: part of the device's saved state ([`VirtioDevice::save_state`]), so snapshots
+//! carry it.
+//!
+//! - Inline mode (the default; tests and embedders that just call `Machine::run`): a request
+//!   completes in the device pass that submits it.
+//! - Deferred mode (`Machine::set_deferred_io`, what every run loop uses): the pass only
+//!   submits, and asks the backend to prepare the request ([`BlockBackend::prepare`]: an
+//!   [`super::aio::AsyncDisk`] starts the read on its worker thread). Completions happen only
+//!   between two run slices: `Machine::complete_io` completes, in submission order, every
+//!   request whose backend says it is ready (the recorder logs each one's id at that icount),
+//!   and `Machine::complete_request` completes a given one (the replayer, at the logged icount).
+//!
+//! Conflicting requests are serialised: a request waits (is neither prepared nor completed)
+//! while an earlier in-flight one overlaps it on the disk with at least one of the two writing
+//! there, or in guest memory with at least one of the two writing there; a flush waits for the
+//! writes submitted before it.
 
-use super::queue::DescChain;
+use super::queue::{DescChain, Segment};
 use super::{
-    read_config_bytes, QueueError, VirtioDevice, VirtioError, VirtioMmio, Virtq,
+    read_config_bytes, CompleteError, QueueError, VirtioDevice, VirtioError, VirtioMmio, Virtq,
     VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1, VIRTIO_ID_BLOCK,
 };
 use rv64::Ram;
@@ -69,6 +88,32 @@ pub struct BlockConfig {
     pub readonly: bool,
 }
 
+/// What an in-flight request needs of its backend before it can complete without waiting on
+/// the host's disk ([`BlockBackend::prepare`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prepare {
+    /// A read of `len` bytes at byte `offset` is coming (it is then done by `read_at` calls of
+    /// at most 64 KiB within that range, in order).
+    Read {
+        /// Byte offset.
+        offset: u64,
+        /// Bytes.
+        len: u64,
+    },
+    /// A flush is coming.
+    Flush,
+    /// The read prepared at `offset`, `len` has completed (or was abandoned): drop what is held
+    /// for it.
+    Done {
+        /// Byte offset.
+        offset: u64,
+        /// Bytes.
+        len: u64,
+    },
+    /// The device was reset: drop everything prepared.
+    Forget,
+}
+
 /// Where a disk's sectors live. The replay layer wraps this to record and replay reads.
 pub trait BlockBackend: Send {
     /// Size of the disk in bytes. The guest sees whole sectors only.
@@ -83,6 +128,15 @@ pub trait BlockBackend: Send {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Makes every completed write durable.
     fn flush(&mut self) -> io::Result<()>;
+    /// Gets ready for a request that will complete later, e.g. by starting the read on another
+    /// thread; returns whether it is ready: whether the `read_at` or `flush` that carries it
+    /// out would return without waiting on the host's disk. May be called again and again for
+    /// the same request until it is. Wrappers pass it on to the backend they wrap. The default:
+    /// always ready (the operation is simply synchronous).
+    fn prepare(&mut self, op: Prepare) -> bool {
+        let _ = op;
+        true
+    }
 }
 
 /// A raw disk image in a host file.
@@ -184,6 +238,69 @@ struct Block {
     features: u64,
     config: [u8; 64],
     bounce: Vec<u8>,
+    /// Deferred mode: requests complete only at completion points (see the module docs).
+    deferred: bool,
+    /// The id the next submitted request gets.
+    next_id: u64,
+    /// Requests submitted and not completed, in submission order.
+    in_flight: Vec<InFlight>,
+}
+
+/// A request between submission and completion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct InFlight {
+    id: u64,
+    chain: DescChain,
+    /// (type, sector), read at submission; `None` if the header could not be read.
+    header: Option<(u32, u64)>,
+}
+
+/// Saved-state format of the in-flight table (the first byte of [`VirtioDevice::save_state`]).
+const STATE_VERSION: u8 = 1;
+/// Most segments a saved request may have (a chain is at most a queue's size long, indirect
+/// tables included).
+const MAX_SAVED_SEGMENTS: usize = 4 * QUEUE_SIZE as usize;
+
+impl InFlight {
+    /// The disk bytes it touches and whether it writes them.
+    fn disk_range(&self) -> Option<(u64, u64, bool)> {
+        let (kind, sector) = self.header?;
+        let start = sector.checked_mul(SECTOR_SIZE)?;
+        let (len, writes) = match kind {
+            VIRTIO_BLK_T_IN => (self.chain.writable_len().saturating_sub(1), false),
+            VIRTIO_BLK_T_OUT => (self.chain.readable_len().saturating_sub(HEADER_LEN), true),
+            _ => return None,
+        };
+        Some((start, start.saturating_add(len), writes))
+    }
+
+    fn is_flush(&self) -> bool {
+        matches!(self.header, Some((VIRTIO_BLK_T_FLUSH, _)))
+    }
+
+    fn is_write(&self) -> bool {
+        matches!(self.header, Some((VIRTIO_BLK_T_OUT, _)))
+    }
+
+    /// Whether `later` must wait for this (earlier) request: see the module docs.
+    fn blocks(&self, later: &InFlight) -> bool {
+        if later.is_flush() && self.is_write() {
+            return true;
+        }
+        if let (Some((a0, a1, aw)), Some((b0, b1, bw))) = (self.disk_range(), later.disk_range()) {
+            if (aw || bw) && a0 < b1 && b0 < a1 {
+                return true;
+            }
+        }
+        let overlap = |a: &Segment, b: &Segment| {
+            let (a1, b1) = (a.addr + u64::from(a.len), b.addr + u64::from(b.len));
+            (a.writable || b.writable) && a.addr < b1 && b.addr < a1
+        };
+        self.chain
+            .segments
+            .iter()
+            .any(|a| later.chain.segments.iter().any(|b| overlap(a, b)))
+    }
 }
 
 impl Block {
@@ -210,18 +327,83 @@ impl Block {
             features,
             config,
             bounce: vec![0; CHUNK],
+            deferred: false,
+            next_id: 0,
+            in_flight: Vec::new(),
         }
+    }
+
+    /// Takes a request off the ring: it gets its id and its header is read.
+    fn submit(&mut self, ram: &Ram, chain: DescChain) {
+        let mut h = [0u8; HEADER_LEN as usize];
+        let header = chain.read_at(ram, 0, &mut h).ok().map(|()| {
+            let kind = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+            let sector = u64::from_le_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]);
+            (kind, sector)
+        });
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        self.in_flight.push(InFlight { id, chain, header });
+    }
+
+    /// The index of an earlier in-flight request that the one at `i` waits for.
+    fn waits_for(&self, i: usize) -> Option<usize> {
+        let r = &self.in_flight[i];
+        self.in_flight[..i].iter().position(|e| e.blocks(r))
+    }
+
+    /// What the backend must prepare for request `r`, if anything.
+    fn preparation(&self, r: &InFlight) -> Option<Prepare> {
+        match r.header? {
+            (VIRTIO_BLK_T_IN, sector) => {
+                let len = r.chain.writable_len().saturating_sub(1);
+                let offset = self.range(sector, len).ok()?;
+                (len > 0).then_some(Prepare::Read { offset, len })
+            }
+            (VIRTIO_BLK_T_FLUSH, _) if !self.readonly => Some(Prepare::Flush),
+            _ => None,
+        }
+    }
+
+    /// Whether the request at `i` may complete now: it waits for nothing and its backend has
+    /// it ready (asking for it to be prepared if it is not).
+    fn ready(&mut self, i: usize) -> bool {
+        if self.waits_for(i).is_some() {
+            return false;
+        }
+        match self.preparation(&self.in_flight[i]) {
+            Some(op) => self.backend.prepare(op),
+            None => true,
+        }
+    }
+
+    /// Asks the backend to prepare every request that waits for nothing.
+    fn prepare_all(&mut self) {
+        for i in 0..self.in_flight.len() {
+            self.ready(i);
+        }
+    }
+
+    /// Completes the request at `i`: data, status byte, used ring.
+    fn finish(&mut self, q: &mut Virtq, ram: &mut Ram, i: usize) -> Result<u64, QueueError> {
+        let r = self.in_flight.remove(i);
+        let len = self.handle(ram, &r.chain, r.header);
+        if let Some(Prepare::Read { offset, len }) = self.preparation(&r) {
+            self.backend.prepare(Prepare::Done { offset, len });
+        }
+        q.add_used(ram, r.chain.head, len)?;
+        Ok(r.id)
     }
 
     /// Executes one request and writes its status byte. Returns the used length: the bytes
     /// written into the chain.
-    fn handle(&mut self, ram: &mut Ram, chain: &DescChain) -> u32 {
+    fn handle(&mut self, ram: &mut Ram, chain: &DescChain, header: Option<(u32, u64)>) -> u32 {
         let writable = chain.writable_len();
         if writable == 0 {
             return 0; // nowhere to put a status: the driver gets nothing back
         }
         let data_len = writable - 1;
-        let (status, written) = match self.execute(ram, chain, data_len) {
+        let (status, written) = match self.execute(ram, chain, header, data_len) {
             Ok(written) => (VIRTIO_BLK_S_OK, written),
             Err(status) => (status, 0),
         };
@@ -232,16 +414,17 @@ impl Block {
     }
 
     /// Runs the request; `Ok(bytes of data written into the chain)` or `Err(status)`.
-    fn execute(&mut self, ram: &mut Ram, chain: &DescChain, in_len: u64) -> Result<u64, u8> {
-        let mut header = [0u8; HEADER_LEN as usize];
-        chain
-            .read_at(ram, 0, &mut header)
-            .map_err(|_| VIRTIO_BLK_S_IOERR)?;
+    fn execute(
+        &mut self,
+        ram: &mut Ram,
+        chain: &DescChain,
+        header: Option<(u32, u64)>,
+        in_len: u64,
+    ) -> Result<u64, u8> {
+        let (kind, sector) = header.ok_or(VIRTIO_BLK_S_IOERR)?;
         if !chain.in_ram(ram) {
             return Err(VIRTIO_BLK_S_IOERR);
         }
-        let kind = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-        let sector = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
         let ioerr = |_| VIRTIO_BLK_S_IOERR;
         match kind {
             VIRTIO_BLK_T_IN => {
@@ -313,6 +496,115 @@ impl Block {
     }
 }
 
+/// The saved in-flight table: [`STATE_VERSION`], next id, count, then per request its id,
+/// head, header (flag, type, sector) and segments (count, then address, length, writable).
+/// All integers little-endian.
+fn encode_state(next_id: u64, reqs: &[InFlight]) -> Vec<u8> {
+    let mut out = vec![STATE_VERSION];
+    out.extend_from_slice(&next_id.to_le_bytes());
+    out.extend_from_slice(&(reqs.len() as u32).to_le_bytes());
+    for r in reqs {
+        out.extend_from_slice(&r.id.to_le_bytes());
+        out.extend_from_slice(&r.chain.head.to_le_bytes());
+        let (flag, (kind, sector)) = match r.header {
+            Some(h) => (1u8, h),
+            None => (0, (0, 0)),
+        };
+        out.push(flag);
+        out.extend_from_slice(&kind.to_le_bytes());
+        out.extend_from_slice(&sector.to_le_bytes());
+        out.extend_from_slice(&(r.chain.segments.len() as u32).to_le_bytes());
+        for s in &r.chain.segments {
+            out.extend_from_slice(&s.addr.to_le_bytes());
+            out.extend_from_slice(&s.len.to_le_bytes());
+            out.push(u8::from(s.writable));
+        }
+    }
+    out
+}
+
+/// Reads what [`encode_state`] wrote, checking everything a hostile snapshot could get wrong.
+fn decode_state(b: &[u8]) -> Result<(u64, Vec<InFlight>), String> {
+    struct Cur<'a>(&'a [u8]);
+    impl Cur<'_> {
+        fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
+            let (h, t) = self
+                .0
+                .split_at_checked(N)
+                .ok_or("the in-flight table is cut short")?;
+            self.0 = t;
+            Ok(h.try_into().unwrap_or([0; N]))
+        }
+        fn u8(&mut self) -> Result<u8, String> {
+            Ok(self.take::<1>()?[0])
+        }
+        fn u16(&mut self) -> Result<u16, String> {
+            Ok(u16::from_le_bytes(self.take()?))
+        }
+        fn u32(&mut self) -> Result<u32, String> {
+            Ok(u32::from_le_bytes(self.take()?))
+        }
+        fn u64(&mut self) -> Result<u64, String> {
+            Ok(u64::from_le_bytes(self.take()?))
+        }
+        fn flag(&mut self) -> Result<bool, String> {
+            match self.u8()? {
+                0 => Ok(false),
+                1 => Ok(true),
+                v => Err(format!("flag byte {v}")),
+            }
+        }
+    }
+    let mut c = Cur(b);
+    let v = c.u8()?;
+    if v != STATE_VERSION {
+        return Err(format!(
+            "in-flight table version {v}, expected {STATE_VERSION}"
+        ));
+    }
+    let next_id = c.u64()?;
+    let n = c.u32()? as usize;
+    if n > usize::from(QUEUE_SIZE) {
+        return Err(format!("{n} requests in flight on a queue of {QUEUE_SIZE}"));
+    }
+    let mut reqs: Vec<InFlight> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = c.u64()?;
+        let head = c.u16()?;
+        let has = c.flag()?;
+        let (kind, sector) = (c.u32()?, c.u64()?);
+        let segs = c.u32()? as usize;
+        if segs > MAX_SAVED_SEGMENTS {
+            return Err(format!("a request of {segs} segments"));
+        }
+        let mut segments = Vec::with_capacity(segs);
+        for _ in 0..segs {
+            segments.push(Segment {
+                addr: c.u64()?,
+                len: c.u32()?,
+                writable: c.flag()?,
+            });
+        }
+        if head >= QUEUE_SIZE || reqs.iter().any(|r| r.chain.head == head) {
+            return Err(format!(
+                "descriptor head {head} in flight twice or out of range"
+            ));
+        }
+        if reqs.last().is_some_and(|r| r.id >= id) || id >= next_id {
+            return Err(format!("request id {id} out of order (next id {next_id})"));
+        }
+        reqs.push(InFlight {
+            id,
+            chain: DescChain { head, segments },
+            header: has.then_some((kind, sector)),
+        });
+    }
+    if !c.0.is_empty() {
+        return Err("bytes left over after the in-flight table".into());
+    }
+    Ok((next_id, reqs))
+}
+
 impl VirtioDevice for Block {
     fn device_id(&self) -> u32 {
         VIRTIO_ID_BLOCK
@@ -326,8 +618,18 @@ impl VirtioDevice for Block {
     fn config_read(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.config, offset, data);
     }
+    fn reset(&mut self) {
+        self.in_flight.clear();
+        self.backend.prepare(Prepare::Forget);
+    }
     fn block_backend_mut(&mut self) -> Option<&mut Box<dyn BlockBackend>> {
         Some(&mut self.backend)
+    }
+    fn set_deferred(&mut self, on: bool) {
+        self.deferred = on;
+    }
+    fn in_flight(&self) -> usize {
+        self.in_flight.len()
     }
     fn process(
         &mut self,
@@ -336,14 +638,72 @@ impl VirtioDevice for Block {
         _features: u64,
         ram: &mut Ram,
     ) -> Result<(), QueueError> {
-        if notified & 1 == 0 {
-            return Ok(());
-        }
         let q = &mut queues[0];
-        while let Some(chain) = q.pop(ram)? {
-            let len = self.handle(ram, &chain);
-            q.add_used(ram, chain.head, len)?;
+        if notified & 1 != 0 {
+            while let Some(chain) = q.pop(ram)? {
+                self.submit(ram, chain);
+            }
         }
+        if self.deferred {
+            if notified & 1 != 0 {
+                self.prepare_all();
+            }
+        } else {
+            while !self.in_flight.is_empty() {
+                self.finish(q, ram, 0)?;
+            }
+        }
+        Ok(())
+    }
+    fn complete_ready(
+        &mut self,
+        queues: &mut [Virtq],
+        ram: &mut Ram,
+        done: &mut Vec<u64>,
+    ) -> Result<(), QueueError> {
+        let mut i = 0;
+        while i < self.in_flight.len() {
+            if self.ready(i) {
+                let id = self.in_flight[i].id;
+                done.push(id);
+                self.finish(&mut queues[0], ram, i)?;
+            } else {
+                i += 1;
+            }
+        }
+        if !done.is_empty() {
+            self.prepare_all(); // what waited for them may start
+        }
+        Ok(())
+    }
+    fn complete(
+        &mut self,
+        queues: &mut [Virtq],
+        ram: &mut Ram,
+        id: u64,
+    ) -> Result<(), CompleteError> {
+        let i = self
+            .in_flight
+            .iter()
+            .position(|r| r.id == id)
+            .ok_or(CompleteError::NotInFlight(id))?;
+        if let Some(j) = self.waits_for(i) {
+            return Err(CompleteError::Waiting {
+                id,
+                on: self.in_flight[j].id,
+            });
+        }
+        self.finish(&mut queues[0], ram, i)?;
+        Ok(())
+    }
+    fn save_state(&self) -> Vec<u8> {
+        encode_state(self.next_id, &self.in_flight)
+    }
+    fn restore_state(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let (next_id, reqs) = decode_state(bytes)?;
+        self.backend.prepare(Prepare::Forget);
+        self.next_id = next_id;
+        self.in_flight = reqs;
         Ok(())
     }
 }
@@ -576,6 +936,261 @@ mod tests {
         d.make_available(0, 0);
         d.kick(0);
         assert!(d.needs_reset());
+    }
+
+    /// A shared disk whose reads are ready only when the test says so.
+    struct Gate {
+        disk: Shared,
+        ready: Arc<std::sync::atomic::AtomicBool>,
+        forgets: Arc<Mutex<u32>>,
+    }
+
+    impl BlockBackend for Gate {
+        fn len(&self) -> u64 {
+            self.disk.len()
+        }
+        fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+            self.disk.read_at(offset, buf)
+        }
+        fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+            self.disk.write_at(offset, data)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.disk.flush()
+        }
+        fn prepare(&mut self, op: Prepare) -> bool {
+            match op {
+                Prepare::Read { .. } => self.ready.load(std::sync::atomic::Ordering::SeqCst),
+                Prepare::Forget => {
+                    *self.forgets.lock().unwrap() += 1;
+                    true
+                }
+                _ => true,
+            }
+        }
+    }
+
+    struct Deferred {
+        d: Driver,
+        disk: Shared,
+        ready: Arc<std::sync::atomic::AtomicBool>,
+        forgets: Arc<Mutex<u32>>,
+    }
+
+    /// [`setup`]'s disk, in deferred mode behind a [`Gate`] that is closed.
+    fn deferred() -> Deferred {
+        let data = (0..64u8).flat_map(|s| [s; 512]).collect();
+        let disk = Shared(Arc::new(Mutex::new(MemBackend { data, flushes: 0 })));
+        let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let forgets = Arc::new(Mutex::new(0));
+        let gate = Gate {
+            disk: disk.clone(),
+            ready: Arc::clone(&ready),
+            forgets: Arc::clone(&forgets),
+        };
+        let mut dev = VirtioMmio::block_with_backend(Box::new(gate), false);
+        dev.set_deferred(true);
+        Deferred {
+            d: Driver::new(dev, u64::MAX, 16),
+            disk,
+            ready,
+            forgets,
+        }
+    }
+
+    /// Submits a request with its header at `hdr` and its status byte at `hdr + 16`; `data` is
+    /// (address, length) of its one data buffer. Returns the head.
+    fn request(d: &mut Driver, kind: u32, sector: u64, hdr: u64, data: (u64, u32)) -> u16 {
+        let mut h = Vec::new();
+        h.extend_from_slice(&kind.to_le_bytes());
+        h.extend_from_slice(&0u32.to_le_bytes());
+        h.extend_from_slice(&sector.to_le_bytes());
+        d.ram.write(hdr, &h).unwrap();
+        d.ram.write(hdr + 16, &[0xff]).unwrap();
+        let head = d.submit(
+            0,
+            &[
+                (hdr, 16, false),
+                (data.0, data.1, kind == VIRTIO_BLK_T_IN),
+                (hdr + 16, 1, true),
+            ],
+        );
+        d.kick(0);
+        head
+    }
+
+    fn complete_ready(d: &mut Driver) -> Vec<u64> {
+        let mut done = Vec::new();
+        d.dev.complete_ready(&mut d.ram, &mut done);
+        done
+    }
+
+    #[test]
+    fn deferred_read_lands_in_guest_memory_only_at_a_completion_point() {
+        let Deferred { mut d, ready, .. } = deferred();
+        request(&mut d, VIRTIO_BLK_T_IN, 3, HDR, (BUF, 512));
+        assert_eq!(d.dev.in_flight(), 1);
+        assert!(
+            d.take_used(0).is_empty(),
+            "not completed by the device pass"
+        );
+        assert_eq!(d.mem(BUF, 4), [0; 4]);
+        assert_eq!(d.mem(HDR + 16, 1), [0xff], "no status yet");
+        assert!(
+            complete_ready(&mut d).is_empty(),
+            "the disk has not got it ready"
+        );
+        assert_eq!(d.ack(), 0, "no interrupt");
+        ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(complete_ready(&mut d), [0]);
+        assert_eq!(d.take_used(0).len(), 1);
+        assert_eq!(d.mem(BUF, 512), [3; 512]);
+        assert_eq!(d.mem(HDR + 16, 1), [VIRTIO_BLK_S_OK]);
+        assert_eq!(d.ack(), 1, "used-buffer interrupt");
+        assert_eq!(d.dev.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_write_waits_for_an_earlier_read_of_the_same_sectors() {
+        let Deferred {
+            mut d, disk, ready, ..
+        } = deferred();
+        request(&mut d, VIRTIO_BLK_T_IN, 5, HDR, (BUF, 512));
+        d.ram.write(BUF + 0x1000, &[0xab; 512]).unwrap();
+        request(
+            &mut d,
+            VIRTIO_BLK_T_OUT,
+            5,
+            HDR + 0x100,
+            (BUF + 0x1000, 512),
+        );
+        // A write needs nothing prepared, but it would change what the read gets.
+        assert!(complete_ready(&mut d).is_empty());
+        assert_eq!(disk.0.lock().unwrap().data[5 * 512], 5, "not written yet");
+        let err = d.dev.complete(&mut d.ram, 1).unwrap_err();
+        assert!(
+            matches!(err, CompleteError::Waiting { id: 1, on: 0 }),
+            "{err}"
+        );
+        ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(complete_ready(&mut d), [0, 1], "in order");
+        assert_eq!(d.mem(BUF, 512), [5; 512], "the read got the old data");
+        assert_eq!(disk.0.lock().unwrap().data[5 * 512], 0xab);
+    }
+
+    #[test]
+    fn reads_into_the_same_guest_memory_are_serialised_others_complete_out_of_order() {
+        let Deferred { mut d, ready, .. } = deferred();
+        request(&mut d, VIRTIO_BLK_T_IN, 1, HDR, (BUF, 1024));
+        // Another sector into half of the same buffer: must not land first.
+        request(&mut d, VIRTIO_BLK_T_IN, 9, HDR + 0x100, (BUF + 512, 512));
+        // Elsewhere in memory: may complete before both.
+        request(
+            &mut d,
+            VIRTIO_BLK_T_GET_ID,
+            0,
+            HDR + 0x200,
+            (BUF + 0x2000, 20),
+        );
+        assert_eq!(complete_ready(&mut d), [2]);
+        assert_eq!(d.dev.in_flight(), 2);
+        ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(complete_ready(&mut d), [0, 1]);
+        assert_eq!(d.mem(BUF, 512), [1; 512]);
+        assert_eq!(d.mem(BUF + 512, 512), [9; 512], "the later read last");
+    }
+
+    #[test]
+    fn a_replay_completes_what_the_log_says_when_it_says_it() {
+        let Deferred { mut d, .. } = deferred();
+        request(&mut d, VIRTIO_BLK_T_IN, 2, HDR, (BUF, 512));
+        request(&mut d, VIRTIO_BLK_T_IN, 4, HDR + 0x100, (BUF + 0x1000, 512));
+        // The gate is closed: a replayer does not ask the disk.
+        d.dev.complete(&mut d.ram, 1).unwrap();
+        assert_eq!(d.mem(BUF + 0x1000, 512), [4; 512]);
+        assert!(matches!(
+            d.dev.complete(&mut d.ram, 1),
+            Err(CompleteError::NotInFlight(1))
+        ));
+        assert!(matches!(
+            d.dev.complete(&mut d.ram, 7),
+            Err(CompleteError::NotInFlight(7))
+        ));
+        d.dev.complete(&mut d.ram, 0).unwrap();
+        assert_eq!(d.take_used(0).len(), 2);
+    }
+
+    #[test]
+    fn in_flight_requests_are_saved_restored_and_complete_the_same() {
+        let Deferred { mut d, .. } = deferred();
+        request(&mut d, VIRTIO_BLK_T_IN, 6, HDR, (BUF, 512));
+        request(&mut d, VIRTIO_BLK_T_IN, 7, HDR + 0x100, (BUF + 0x1000, 512));
+        d.dev.complete(&mut d.ram, 0).unwrap();
+        let saved = d.dev.save();
+        assert!(!saved.device.is_empty());
+        // A second machine in the same state (its RAM copied), restored from the saved form.
+        let Deferred {
+            d: mut e, forgets, ..
+        } = deferred();
+        let all = d.mem(BASE, 1 << 20);
+        e.ram.write(BASE, &all).unwrap();
+        let before = *forgets.lock().unwrap();
+        e.dev.restore(&saved).unwrap();
+        assert_eq!(
+            *forgets.lock().unwrap(),
+            before + 1,
+            "what the old state prepared is dropped"
+        );
+        assert_eq!(e.dev.in_flight(), 1);
+        e.dev.complete(&mut e.ram, 1).unwrap();
+        d.dev.complete(&mut d.ram, 1).unwrap();
+        assert_eq!(e.mem(BUF + 0x1000, 512), [7; 512]);
+        // Same queues, same next request id.
+        assert_eq!(e.dev.save(), d.dev.save());
+    }
+
+    #[test]
+    fn a_damaged_in_flight_table_is_refused_and_changes_nothing() {
+        let Deferred { mut d, .. } = deferred();
+        request(&mut d, VIRTIO_BLK_T_IN, 6, HDR, (BUF, 512));
+        let good = d.dev.save();
+        let mut bad = Vec::new();
+        let mut cut = good.clone();
+        cut.device.truncate(cut.device.len() - 3);
+        bad.push(cut);
+        let mut version = good.clone();
+        version.device[0] = 9;
+        bad.push(version);
+        let mut ids = good.clone();
+        ids.device[1..9].copy_from_slice(&0u64.to_le_bytes()); // next id below a request's
+        bad.push(ids);
+        let mut extra = good.clone();
+        extra.device.push(0);
+        bad.push(extra);
+        let mut count = good.clone();
+        count.device[9..13].copy_from_slice(&u32::MAX.to_le_bytes());
+        bad.push(count);
+        let mut none = good.clone();
+        none.device.clear(); // a disk's state cannot be empty
+        bad.push(none);
+        let Deferred { d: mut e, .. } = deferred();
+        for b in &bad {
+            let err = e.dev.restore(b).unwrap_err();
+            assert!(matches!(err, VirtioError::BadState(_)), "{err}");
+            assert_eq!(e.dev.in_flight(), 0);
+        }
+        e.dev.restore(&good).unwrap();
+        assert_eq!(e.dev.in_flight(), 1);
+    }
+
+    #[test]
+    fn a_reset_drops_what_is_in_flight() {
+        let Deferred { mut d, forgets, .. } = deferred();
+        request(&mut d, VIRTIO_BLK_T_IN, 6, HDR, (BUF, 512));
+        let before = *forgets.lock().unwrap();
+        d.set_reg(0x070, 0);
+        assert_eq!(d.dev.in_flight(), 0);
+        assert_eq!(*forgets.lock().unwrap(), before + 1);
     }
 
     #[test]

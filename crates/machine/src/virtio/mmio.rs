@@ -8,8 +8,8 @@
 
 use super::queue::{Virtq, VirtqState};
 use super::{
-    QueueError, VirtioDevice, VirtioError, STATUS_DEVICE_NEEDS_RESET, STATUS_DRIVER_OK,
-    STATUS_FEATURES_OK, VIRTIO_F_VERSION_1,
+    CompleteError, QueueError, VirtioDevice, VirtioError, STATUS_DEVICE_NEEDS_RESET,
+    STATUS_DRIVER_OK, STATUS_FEATURES_OK, VIRTIO_F_VERSION_1,
 };
 use rv64::Ram;
 
@@ -62,7 +62,8 @@ pub const INT_USED_BUFFER: u32 = 1;
 pub const INT_CONFIG_CHANGE: u32 = 2;
 
 /// The saved form of a [`VirtioMmio`] transport: plain data, untrusted, validated by
-/// [`VirtioMmio::restore`]. The devices themselves hold no state beyond their backends.
+/// [`VirtioMmio::restore`]. Devices hold no state beyond their backends but what
+/// [`VirtioDevice::save_state`] gives (a disk's in-flight requests).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VirtioMmioState {
     /// DeviceID, checked against the device on restore.
@@ -85,6 +86,8 @@ pub struct VirtioMmioState {
     pub pending_notify: u32,
     /// Each virtqueue.
     pub queues: Vec<VirtqState>,
+    /// The device's own state ([`VirtioDevice::save_state`]).
+    pub device: Vec<u8>,
 }
 
 /// One virtio-mmio slot: the transport registers and the device behind them.
@@ -293,13 +296,24 @@ impl VirtioMmio {
     /// Does the work the driver asked for since the last call, and the device's own (received
     /// console input). The only place where device data reaches guest memory.
     pub fn process(&mut self, ram: &mut Ram) {
-        if self.status & STATUS_DRIVER_OK == 0 || self.status & STATUS_DEVICE_NEEDS_RESET != 0 {
+        if !self.running() {
             return;
         }
         let notified = std::mem::take(&mut self.pending_notify);
         let result = self
             .device
             .process(&mut self.queues, notified, self.driver_features, ram);
+        self.after_work(result);
+    }
+
+    /// Whether the driver runs the device (DRIVER_OK, not DEVICE_NEEDS_RESET).
+    fn running(&self) -> bool {
+        self.status & STATUS_DRIVER_OK != 0 && self.status & STATUS_DEVICE_NEEDS_RESET == 0
+    }
+
+    /// Raises the used-buffer interrupt for queues that asked for one, and the reset request
+    /// for a broken queue.
+    fn after_work(&mut self, result: Result<(), QueueError>) {
         for q in &mut self.queues {
             if q.take_notify() {
                 self.interrupt_status |= INT_USED_BUFFER;
@@ -307,6 +321,44 @@ impl VirtioMmio {
         }
         if let Err(e) = result {
             self.needs_reset(e);
+        }
+    }
+
+    /// Deferred mode on or off (see [`super::block`]).
+    pub fn set_deferred(&mut self, on: bool) {
+        self.device.set_deferred(on);
+    }
+
+    /// Requests submitted and not completed.
+    pub fn in_flight(&self) -> usize {
+        self.device.in_flight()
+    }
+
+    /// A completion point: completes every in-flight request that is ready, in submission
+    /// order, and appends their ids to `done`.
+    pub fn complete_ready(&mut self, ram: &mut Ram, done: &mut Vec<u64>) {
+        if !self.running() || self.device.in_flight() == 0 {
+            return;
+        }
+        let result = self.device.complete_ready(&mut self.queues, ram, done);
+        self.after_work(result);
+    }
+
+    /// Completes in-flight request `id` now (a replay, at the icount the log gives).
+    pub fn complete(&mut self, ram: &mut Ram, id: u64) -> Result<(), CompleteError> {
+        if !self.running() {
+            return Err(CompleteError::NotRunning);
+        }
+        match self.device.complete(&mut self.queues, ram, id) {
+            Err(CompleteError::Queue(e)) => {
+                // It completed, breaking the queue, as it did on the recording side.
+                self.after_work(Err(e));
+                Ok(())
+            }
+            r => {
+                self.after_work(Ok(()));
+                r
+            }
         }
     }
 
@@ -365,6 +417,7 @@ impl VirtioMmio {
             config_generation: self.config_generation,
             pending_notify: self.pending_notify,
             queues: self.queues.iter().map(Virtq::save).collect(),
+            device: self.device.save_state(),
         }
     }
 
@@ -405,6 +458,7 @@ impl VirtioMmio {
         for (i, (q, s)) in queues.iter_mut().zip(&state.queues).enumerate() {
             q.restore(s).or_else(|e| bad(format!("queue {i}: {e}")))?;
         }
+        self.device.restore_state(&state.device).or_else(bad)?;
         self.queues = queues;
         self.status = state.status;
         self.driver_features = state.driver_features;

@@ -6,10 +6,12 @@
 //!
 //! Devices reach the outside world only through backend traits ([`BlockBackend`],
 //! [`EntropyBackend`], [`ConsoleBackend`], [`NetBackend`]); the replay layer wraps them to record and replay every
-//! input. Work happens only inside [`VirtioMmio::process`]: a queue notification merely records
-//! that there is work, and data reaches guest memory through a host bounce buffer and
-//! [`rv64::Ram::write`], never asynchronously, so that every device input takes effect at an exact
-//! instruction count.
+//! input. Work happens only inside [`VirtioMmio::process`] and, for a disk in deferred mode, at
+//! the completion points between run slices ([`VirtioMmio::complete_ready`],
+//! [`VirtioMmio::complete`]): a queue notification merely records that there is work, and data
+//! reaches guest memory through a host bounce buffer and [`rv64::Ram::write`], never while the
+//! vCPU runs, so that every device input takes effect at an exact instruction count. A disk's
+//! host I/O itself may run on another thread ([`aio`]) ahead of that point.
 //!
 //! A guest can only hurt itself: any malformed ring, descriptor chain or request ends in a
 //! device error status (`VIRTIO_BLK_S_IOERR`/`UNSUPP`) or in `DEVICE_NEEDS_RESET`, never a panic.
@@ -32,6 +34,7 @@
 //! The transport is written from the virtio 1.2 specification, §4.2.2 (MMIO register layout) and
 //! §2.7 (split virtqueues).
 
+pub mod aio;
 pub mod block;
 pub mod console;
 pub mod mmio;
@@ -42,7 +45,8 @@ pub mod rng;
 #[cfg(test)]
 mod testutil;
 
-pub use block::{BlockBackend, BlockConfig, FileBackend};
+pub use aio::AsyncDisk;
+pub use block::{BlockBackend, BlockConfig, FileBackend, Prepare};
 pub use console::{ConsoleBackend, NullConsole, StdioConsole};
 pub use mmio::{VirtioMmio, VirtioMmioState};
 pub use net::{NetBackend, NetStats, NullNet};
@@ -95,6 +99,32 @@ pub enum VirtioError {
     BadState(String),
 }
 
+/// Why a given in-flight request cannot complete now ([`VirtioMmio::complete`]): in a replay,
+/// the log asks for something the machine cannot have done.
+#[derive(Debug, thiserror::Error)]
+pub enum CompleteError {
+    /// no request {0} is in flight
+    #[error("no request {0} is in flight")]
+    NotInFlight(u64),
+    /// request {id} waits for the earlier request {on}, which overlaps it
+    #[error("request {id} waits for the earlier request {on}, which overlaps it")]
+    Waiting {
+        /// The request to complete.
+        id: u64,
+        /// The in-flight request it waits for.
+        on: u64,
+    },
+    /// the device does not complete requests later (it is not a disk)
+    #[error("the device does not complete requests later (it is not a disk)")]
+    NotDeferred,
+    /// the device is not running (the driver has not started it, or it needs a reset)
+    #[error("the device is not running (the driver has not started it, or it needs a reset)")]
+    NotRunning,
+    /// The driver broke the queue while the request completed: the device now needs a reset.
+    #[error("{0}")]
+    Queue(#[from] QueueError),
+}
+
 /// One virtio device type behind a [`VirtioMmio`] transport. The transport owns the registers
 /// and the virtqueues; the device owns its configuration space and its requests.
 pub trait VirtioDevice: Send {
@@ -132,6 +162,48 @@ pub trait VirtioDevice: Send {
     /// A network device's counters; `None` for every other device.
     fn net_stats(&self) -> Option<NetStats> {
         None
+    }
+    /// Deferred mode on or off: requests complete only through [`VirtioDevice::complete_ready`]
+    /// and [`VirtioDevice::complete`] (see [`block`]). Devices that complete at once ignore it.
+    fn set_deferred(&mut self, _on: bool) {}
+    /// Requests submitted and not completed.
+    fn in_flight(&self) -> usize {
+        0
+    }
+    /// Completes, in submission order, every in-flight request that is ready, and appends
+    /// their ids to `done`.
+    fn complete_ready(
+        &mut self,
+        _queues: &mut [Virtq],
+        _ram: &mut rv64::Ram,
+        _done: &mut Vec<u64>,
+    ) -> Result<(), QueueError> {
+        Ok(())
+    }
+    /// Completes in-flight request `id` now, ready or not (a replay, at the logged icount).
+    fn complete(
+        &mut self,
+        _queues: &mut [Virtq],
+        _ram: &mut rv64::Ram,
+        _id: u64,
+    ) -> Result<(), CompleteError> {
+        Err(CompleteError::NotDeferred)
+    }
+    /// The device's own state beyond its queues (a disk's in-flight requests), for snapshots;
+    /// empty for devices without any.
+    fn save_state(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    /// Restores what [`VirtioDevice::save_state`] gave. On error nothing changes.
+    fn restore_state(&mut self, bytes: &[u8]) -> Result<(), String> {
+        if bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} bytes of device state for a device without any",
+                bytes.len()
+            ))
+        }
     }
     /// Does the device's pending work. `notified` has bit `n` set if queue `n` was notified since
     /// the last call; `features` are the negotiated features. Called only while the driver is
