@@ -483,6 +483,10 @@ impl Decoder {
                 len: r.varint().map_err(bad)?,
                 digest: r.u64_le().map_err(bad)?,
             },
+            kind::REQUEST_DONE => Event::RequestDone {
+                device: r.u32().map_err(bad)?,
+                request: r.varint().map_err(bad)?,
+            },
             _ => Event::EndOfLog,
         };
         if !r.b.is_empty() {
@@ -558,6 +562,9 @@ fn unsupported_why(version: u16) -> &'static str {
     if version == 4 {
         "a version 4 log's state digests hash RAM in one piece, this build's hash it page by \
          page: replay it with the ftvm that recorded it"
+    } else if version == 5 {
+        "a version 5 log's disk requests complete inside the device pass that takes them, this \
+         build's at logged completion points: replay it with the ftvm that recorded it"
     } else {
         "log written by another ftvm version: replay it with the one that recorded it"
     }

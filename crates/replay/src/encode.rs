@@ -201,6 +201,11 @@ impl EntryEncoder {
                 s.extend_from_slice(&digest.to_le_bytes());
                 &[]
             }
+            Event::RequestDone { device, request } => {
+                varint::put(s, u64::from(*device));
+                varint::put(s, *request);
+                &[]
+            }
         };
         let body_len = s.len() + tail.len();
         let total = 1 + varint::len(body_len as u64) + body_len;

@@ -9,8 +9,9 @@ pub const MAGIC: [u8; 8] = *b"FTVMLOG\0";
 /// disks, and disk reads are logged; version 3: it carries the network card too, and received
 /// frames are logged; version 4: the disk-read digest entry, kind 12; version 5: the RAM part
 /// of the recorder's state digests hashes page hashes, not RAM in one piece, so a version 4
-/// log's digests would all differ).
-pub const FORMAT_VERSION: u16 = 5;
+/// log's digests would all differ; version 6: disk requests complete at logged points, the
+/// request-done entry, kind 13).
+pub const FORMAT_VERSION: u16 = 6;
 
 /// Largest frame body (the batched entries between a frame's length and its checksum). A length
 /// above it is rejected before anything is allocated, so a hostile length costs nothing.
@@ -145,6 +146,16 @@ pub enum Event {
         /// XXH3-64 of the bytes the guest got.
         digest: u64,
     },
+    /// The device completed its in-flight request `request` here, between two run slices: its
+    /// data moved (a disk read's bytes are in the device-completion or disk-read entries
+    /// just before, at the same icount), its status was written and its interrupt raised.
+    /// How long the host's I/O took decides where this lands. Kind 13.
+    RequestDone {
+        /// The board's number for the device (its slot).
+        device: u32,
+        /// The device's id for the request (a disk's count of requests submitted before it).
+        request: u64,
+    },
 }
 
 /// The kind bytes (see [`Event`]).
@@ -161,6 +172,7 @@ pub(crate) mod kind {
     pub const OUTPUT_MARKER: u8 = 10;
     pub const END_OF_LOG: u8 = 11;
     pub const DISK_READ: u8 = 12;
+    pub const REQUEST_DONE: u8 = 13;
 }
 
 impl Event {
@@ -179,6 +191,7 @@ impl Event {
             Event::OutputMarker { .. } => kind::OUTPUT_MARKER,
             Event::EndOfLog => kind::END_OF_LOG,
             Event::DiskRead { .. } => kind::DISK_READ,
+            Event::RequestDone { .. } => kind::REQUEST_DONE,
         }
     }
 
@@ -203,6 +216,7 @@ pub(crate) fn kind_name(k: u8) -> Option<&'static str> {
         kind::OUTPUT_MARKER => "output-marker",
         kind::END_OF_LOG => "end-of-log",
         kind::DISK_READ => "disk-read",
+        kind::REQUEST_DONE => "request-done",
         _ => return None,
     })
 }

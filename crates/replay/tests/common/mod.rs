@@ -90,6 +90,10 @@ pub fn every_kind() -> Vec<Entry> {
             len: 4096,
             digest: 0x0123_4567_89ab_cdef,
         },
+        Event::RequestDone {
+            device: 7,
+            request: 300,
+        },
         Event::PowerOff,
         Event::EndOfLog,
     ];
@@ -106,7 +110,7 @@ pub fn every_kind() -> Vec<Entry> {
 
 /// A random event at `icount` (never an end-of-log).
 pub fn random_event(rng: &mut Rng, icount: u64) -> Event {
-    match rng.below(11) {
+    match rng.below(12) {
         0 => Event::DeviceCompletion {
             data: {
                 let max = if rng.below(20) == 0 { 5000 } else { 40 };
@@ -147,6 +151,10 @@ pub fn random_event(rng: &mut Rng, icount: u64) -> Event {
             offset: rng.wide(),
             len: rng.wide(),
             digest: rng.wide(),
+        },
+        8 => Event::RequestDone {
+            device: rng.below(8) as u32,
+            request: rng.wide(),
         },
         _ => Event::OutputMarker {
             device: rng.wide() as u32,
