@@ -94,6 +94,9 @@ impl BlockBackend for TrackingDisk {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
+    fn prepare(&mut self, op: machine::virtio::Prepare) -> bool {
+        self.inner.prepare(op)
+    }
 }
 
 /// One non-shared disk's copy.

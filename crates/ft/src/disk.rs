@@ -177,6 +177,15 @@ impl BlockBackend for HeldDisk {
         s.open.push((0, None));
         Ok(())
     }
+
+    fn prepare(&mut self, op: machine::virtio::Prepare) -> bool {
+        let mut s = self.lock();
+        match op {
+            // A flush while holding is held too: nothing to wait for now.
+            machine::virtio::Prepare::Flush if s.holding => true,
+            op => s.disk.prepare(op),
+        }
+    }
 }
 
 #[cfg(test)]

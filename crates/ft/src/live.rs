@@ -100,6 +100,9 @@ pub(crate) struct LiveVm {
     pub cloning: Option<LiveClone>,
 }
 
+/// The longest wait for a disk's host I/O before looking at the endpoint again.
+const IO_TURN: Duration = Duration::from_millis(5);
+
 enum Next {
     Go,
     Exit(i32),
@@ -109,6 +112,7 @@ impl LiveVm {
     /// Runs until the guest powers off (0), an operator powers it off (0), or this side loses
     /// the arbiter (3).
     pub fn run(mut self) -> Result<i32, FtError> {
+        self.m.set_deferred_io(true);
         self.update_status(&mut (Instant::now(), 0));
         if let Some(fd) = self.m.net_wake_fd() {
             watch_net(fd, self.ep.clone());
@@ -197,6 +201,14 @@ impl LiveVm {
                     let ts = alone_sync.get_or_insert_with(|| rr::TimeSync::new(&self.m, now));
                     if let Some(d) = ts.check(&self.m, now) {
                         self.m.adjust_time(d);
+                    }
+                }
+                // The completion point: disk requests whose host I/O is done take effect
+                // here (logged while protected).
+                match &mut self.prot {
+                    Some(p) => p.rec.complete_io(&mut self.m),
+                    None => {
+                        self.m.complete_io();
                     }
                 }
                 let stop = self.m.run(self.m.icount().saturating_add(rr::SLICE));
@@ -328,10 +340,18 @@ impl LiveVm {
             if left.is_some_and(|l| l.is_zero()) || t0.elapsed() >= limit {
                 break;
             }
-            self.ep.wait(
-                left.unwrap_or(limit)
-                    .min(limit.saturating_sub(t0.elapsed())),
-            );
+            let turn = left
+                .unwrap_or(limit)
+                .min(limit.saturating_sub(t0.elapsed()));
+            if self.m.io_in_flight() > 0 {
+                // Disk work in flight: its completion wakes us (the endpoint is looked at
+                // between short turns).
+                if self.m.wait_io(turn.min(IO_TURN)) {
+                    break;
+                }
+            } else {
+                self.ep.wait(turn);
+            }
         }
         // The devices run next: a frame that woke us is taken then.
         self.ep.take_kick();

@@ -103,10 +103,11 @@ fn write_snapshot(rp: &rr::Replayer, path: &std::path::Path) -> Result<(), Repla
             source,
         })?;
     eprintln!(
-        "ftvm replay: snapshot at icount {} written to {} ({} bytes)",
+        "ftvm replay: snapshot at icount {} written to {} ({} bytes, {} disk requests in flight)",
         rp.icount(),
         path.display(),
-        bytes.len()
+        bytes.len(),
+        rp.machine().io_in_flight()
     );
     Ok(())
 }

@@ -242,6 +242,8 @@ pub fn main(a: Args) -> i32 {
             }
         };
     }
+    // Disk requests complete between run slices, when the host's I/O has them ready.
+    m.set_deferred_io(true);
     if let Some(r) = &mut rec {
         if let Err(e) = r.start(&mut m) {
             eprintln!("ftvm run: recording to the log failed: {e}");
@@ -519,6 +521,13 @@ fn run_once(
         Some(r) => r.sync_time(m, Instant::now()),
         None => sync.apply(m, Instant::now()),
     };
+    // The completion point: disk requests whose host I/O is done take effect here (logged).
+    match rec {
+        Some(r) => r.complete_io(m),
+        None => {
+            m.complete_io();
+        }
+    }
     let mut limit = m.icount().saturating_add(SLICE);
     if let Some(at) = stop_at.filter(|&at| at > m.icount()) {
         limit = limit.min(at);
@@ -542,8 +551,12 @@ fn run_once(
     }
 }
 
+/// The longest wait for a disk's host I/O before looking at input again.
+const IO_TURN: Duration = Duration::from_millis(5);
+
 /// Every hart waits: let host time pass until the next timer is due in guest time, or until
-/// input arrives (then the clock moves only as far as host time did).
+/// input arrives or a disk request's host I/O finishes (then the clock moves only as far as
+/// host time did).
 fn idle(
     m: &mut Machine,
     input: &mut term::Input,
@@ -556,13 +569,24 @@ fn idle(
     let sleep = wake.map(|w| clock::duration_of(w.saturating_sub(now)));
     let t0 = Instant::now();
     let net = m.net_wake_fd();
+    let mut io_done = false;
     let typed = loop {
         let left = sleep.map(|s| s.saturating_sub(t0.elapsed()));
+        // How long to wait for input: with disk work in flight, a short turn waiting for that
+        // first, then only a look.
+        let mut for_input = left;
+        if m.io_in_flight() > 0 {
+            if m.wait_io(left.unwrap_or(IO_TURN).min(IO_TURN)) {
+                io_done = true;
+                break term::Typed::default();
+            }
+            for_input = Some(Duration::ZERO);
+        }
         let typed = if m.console_backlog() < MAX_BACKLOG {
-            input.wait(left, net)
+            input.wait(for_input, net)
         } else {
             // Stdin is not read while the guest has this much waiting; frames still wake us.
-            let t = left.unwrap_or(Duration::from_millis(100));
+            let t = for_input.unwrap_or(Duration::from_millis(100));
             term::Typed {
                 other: net.is_some_and(|fd| term::wait_readable(fd, t)),
                 ..term::Typed::default()
@@ -587,7 +611,7 @@ fn idle(
     };
     let waited = clock::icount_for(t0.elapsed());
     let target = match wake {
-        Some(w) if typed.bytes.is_empty() && !typed.other => w,
+        Some(w) if typed.bytes.is_empty() && !typed.other && !io_done => w,
         Some(w) => w.min(now.saturating_add(waited)),
         None => now.saturating_add(waited),
     };

@@ -101,7 +101,9 @@ fn record_then_replay(harts: usize) {
         .args(["--smp", &harts.to_string()])
         .args(["--append", "console=ttyS0"])
         .arg("--drive")
-        .arg(format!("file={}", disk.display()))
+        // A slow disk (30 ms a read or flush on the host): requests stay in flight while the
+        // guest runs on, and snapshots catch some in flight.
+        .arg(format!("file={},delay=30", disk.display()))
         .arg("--record")
         .arg(&log);
     let mut c = Console::spawn(cmd).expect("start ftvm run");
@@ -153,7 +155,37 @@ fn record_then_replay(harts: usize) {
     let mut r = LogReader::new(bytes.as_slice()).unwrap();
     let (mut reads, mut read_bytes, mut last, mut inputs) = (0u64, 0u64, 0u64, Vec::new());
     let mut prologue_bytes = 0;
+    // Disk requests completed, and those completed at an icount where a later-submitted one
+    // had completed already (out of order: the host had it ready first).
+    let (mut done, mut out_of_order, mut highest) = (0u64, 0u64, None::<u64>);
+    // Where a replay stands with a disk request in flight: an entry after which the next
+    // entry completes a request submitted before the highest one completed so far.
+    let mut in_flight_points = Vec::new();
+    let mut prev = 0u64;
+    // Where a replay stands after an idle skip that did not end in a completion: the guest
+    // may wait there for its disk (snapshot points with requests in flight, likely).
+    let (mut skipped_to, mut waits) = (None::<u64>, Vec::new());
     while let Some(e) = r.next_entry().unwrap() {
+        if let Some(u) = skipped_to.take() {
+            if e.icount > u {
+                waits.push(u);
+            }
+        }
+        if let Event::IdleSkip { until, .. } = e.event {
+            skipped_to = Some(until);
+        }
+        if let Event::RequestDone { device, request } = e.event {
+            assert_eq!(device, DISK0);
+            done += 1;
+            if highest.is_some_and(|h| request < h) {
+                out_of_order += 1;
+                if e.icount > prev {
+                    in_flight_points.push(prev);
+                }
+            }
+            highest = highest.max(Some(request));
+        }
+        prev = e.icount;
         last = e.icount;
         if matches!(e.event, Event::ConfigChange(_)) {
             prologue_bytes = r.position().bytes;
@@ -168,6 +200,16 @@ fn record_then_replay(harts: usize) {
         }
     }
     assert!(reads > 10 && read_bytes > 4 << 20, "{reads} reads");
+    // Every disk request completes at a logged point (format 6).
+    assert!(
+        done >= reads / 16,
+        "{done} requests completed for {reads} reads"
+    );
+    eprintln!(
+        "disk/{harts}: {done} disk requests completed, {out_of_order} out of order, {} \
+         points with one in flight",
+        in_flight_points.len()
+    );
     let guest_secs = last as f64 / 100e6; // 100 M instructions per guest second (clock.rs)
     let mut times = Vec::new();
     for i in 0..3 {
@@ -233,7 +275,9 @@ fn record_then_replay(harts: usize) {
 
     // Snapshot in the middle of the workload (between the first command typed and the
     // poweroff) at a random icount, restore, finish: the same rest of the output, and every
-    // digest after the snapshot (the final one included) matches the log.
+    // digest after the snapshot (the final one included) matches the log. Then the same from
+    // a snapshot with disk requests in flight: after idle skips inside the workload, tried in
+    // a random order until one has (a few replays at most).
     let (first, end) = (inputs[0], *inputs.last().unwrap());
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -241,27 +285,60 @@ fn record_then_replay(harts: usize) {
         .subsec_nanos() as u64;
     let at = first + seed % (end - first).max(1);
     eprintln!("disk/{harts}: snapshot at icount {at} or the next safe point (seed {seed})");
+    let mut points: Vec<u64> = waits
+        .into_iter()
+        .filter(|&u| u > first && u < end)
+        .collect();
+    let n = points.len().max(1);
+    points.rotate_left((seed as usize) % n);
     let snap = scratch(&format!("mid{harts}.snap"));
-    let (code, out, err, _) = replay(
-        &log,
-        &[
-            "--snapshot-at",
-            &at.to_string(),
-            "--snapshot-out",
-            snap.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, Some(0), "{err}");
-    assert_eq!(out, recorded);
-    assert!(err.contains("snapshot at icount"), "{err}");
-    eprint!("disk/{harts}: {err}");
-    let (code, rest, err, _) = replay(&log, &["--restore", snap.to_str().unwrap()]);
-    assert_eq!(code, Some(0), "restored replay: {err}");
+    let mut with_in_flight = 0;
+    for (i, at) in std::iter::once(at)
+        .chain(points.into_iter().take(5))
+        .enumerate()
+    {
+        let (code, out, err, _) = replay(
+            &log,
+            &[
+                "--snapshot-at",
+                &at.to_string(),
+                "--snapshot-out",
+                snap.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(out, recorded);
+        assert!(err.contains("snapshot at icount"), "{err}");
+        eprint!("disk/{harts}: {err}");
+        let in_flight: u64 = err
+            .split(" disk requests in flight")
+            .next()
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no in-flight count in {err:?}"));
+        if i > 0 && in_flight == 0 {
+            continue;
+        }
+        let (code, rest, err, _) = replay(&log, &["--restore", snap.to_str().unwrap()]);
+        assert_eq!(
+            code,
+            Some(0),
+            "restored replay ({in_flight} in flight): {err}"
+        );
+        assert!(
+            !rest.is_empty() && rest.len() < recorded.len() && recorded.ends_with(&rest),
+            "restored replay printed {rest:?}"
+        );
+        assert!(rest.contains("reboot: Power down"), "{rest:?}");
+        if in_flight > 0 {
+            with_in_flight = in_flight;
+            break;
+        }
+    }
     assert!(
-        !rest.is_empty() && rest.len() < recorded.len() && recorded.ends_with(&rest),
-        "restored replay printed {rest:?}"
+        with_in_flight > 0,
+        "no snapshot point with a disk request in flight was found"
     );
-    assert!(rest.contains("reboot: Power down"), "{rest:?}");
 
     for f in [&log, &tampered, &moved_log, &snap] {
         let _ = std::fs::remove_file(f);

@@ -30,8 +30,8 @@ pub enum ConfigError {
     /// hart count {0} is out of range: expected 1 to 64
     #[error("hart count {0} is out of range: expected 1 to 64")]
     BadSmp(usize),
-    /// drive option `{0}` is malformed: expected file=PATH[,readonly=on|off] or nbd=HOST:PORT|unix:PATH[,export=NAME][,readonly=on|off][,fua=on|off][,timeout=SECONDS]
-    #[error("drive option `{0}` is malformed: expected file=PATH[,readonly=on|off] or nbd=HOST:PORT|unix:PATH[,export=NAME][,readonly=on|off][,fua=on|off][,timeout=SECONDS]")]
+    /// drive option `{0}` is malformed: expected file=PATH[,readonly=on|off][,delay=MS] or nbd=HOST:PORT|unix:PATH[,export=NAME][,readonly=on|off][,fua=on|off][,timeout=SECONDS][,delay=MS]
+    #[error("drive option `{0}` is malformed: expected file=PATH[,readonly=on|off][,delay=MS] or nbd=HOST:PORT|unix:PATH[,export=NAME][,readonly=on|off][,fua=on|off][,timeout=SECONDS][,delay=MS]")]
     MalformedDrive(String),
     /// {0} disks requested, but the board has 8 virtio slots of which 2 are always in use
     #[error("{0} disks requested, but the board has 8 virtio slots of which 2 are always in use")]
@@ -101,6 +101,9 @@ pub struct DriveConfig {
     pub readonly: bool,
     /// The disk is an export on an NBD server instead of a file.
     pub nbd: Option<NbdDriveConfig>,
+    /// Added to every read and flush on the host (`delay=MS`): a slow disk, to see and test
+    /// requests in flight. The guest runs on meanwhile (the disk's worker thread waits).
+    pub delay: std::time::Duration,
 }
 
 /// A disk on an NBD server: `--drive nbd=...`.
@@ -137,6 +140,7 @@ impl std::str::FromStr for DriveConfig {
         let mut export = None;
         let mut fua = None;
         let mut timeout = None;
+        let mut delay = std::time::Duration::ZERO;
         for part in s.split(',') {
             let (key, value) = part.split_once('=').ok_or_else(bad)?;
             match (key, value) {
@@ -156,6 +160,13 @@ impl std::str::FromStr for DriveConfig {
                     timeout = Some(std::time::Duration::from_secs(secs));
                 }
                 ("readonly", v) => readonly = on_off(v)?,
+                ("delay", v) => {
+                    let ms: u64 = v.parse().map_err(|_| bad())?;
+                    if ms > 60_000 {
+                        return Err(bad());
+                    }
+                    delay = std::time::Duration::from_millis(ms);
+                }
                 ("format", "raw") | ("if", "virtio") => {}
                 _ => return Err(bad()),
             }
@@ -170,12 +181,14 @@ impl std::str::FromStr for DriveConfig {
                     fua: fua.unwrap_or(false),
                     timeout: timeout.unwrap_or(nbd::DEFAULT_TIMEOUT),
                 }),
+                delay,
             }),
             None if export.is_some() || fua.is_some() || timeout.is_some() => Err(bad()),
             None => Ok(DriveConfig {
                 path: path.ok_or_else(bad)?,
                 readonly,
                 nbd: None,
+                delay,
             }),
         }
     }
@@ -201,6 +214,9 @@ impl std::fmt::Display for DriveConfig {
         }
         if self.readonly {
             f.write_str(",readonly=on")?;
+        }
+        if !self.delay.is_zero() {
+            write!(f, ",delay={}", self.delay.as_millis())?;
         }
         Ok(())
     }
@@ -334,9 +350,13 @@ mod tests {
                 path: "/tmp/x.img".into(),
                 readonly: true,
                 nbd: None,
+                delay: std::time::Duration::ZERO,
             }
         );
         assert_eq!(d.to_string(), "file=/tmp/x.img,readonly=on");
+        let d: DriveConfig = "file=/tmp/x.img,delay=30".parse().unwrap();
+        assert_eq!(d.delay, std::time::Duration::from_millis(30));
+        assert_eq!(d.to_string(), "file=/tmp/x.img,delay=30");
         let d: DriveConfig = "file=a,format=raw,if=virtio".parse().unwrap();
         assert!(!d.readonly);
         for bad in [
@@ -345,6 +365,8 @@ mod tests {
             "file=",
             "readonly=on",
             "file=a,readonly=maybe",
+            "file=a,delay=-1",
+            "file=a,delay=60001",
             "file=a,cache=none",
             "file=a,export=x",
             "file=a,nbd=h:1",
@@ -417,6 +439,7 @@ mod tests {
             path: "x".into(),
             readonly: false,
             nbd: None,
+            delay: std::time::Duration::ZERO,
         };
         let c = MachineConfig {
             drives: vec![drive; 6],

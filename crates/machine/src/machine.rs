@@ -143,6 +143,10 @@ pub fn open_disks(cfg: &MachineConfig) -> Result<Vec<Box<dyn BlockBackend>>, Mac
                     .map_err(MachineError::from),
                 Some(n) => open_nbd(n, d.readonly),
             }?;
+            let disk = match d.delay.is_zero() {
+                true => disk,
+                false => Box::new(crate::virtio::aio::Delayed::new(disk, d.delay)),
+            };
             Ok(Box::new(AsyncDisk::new(disk)) as Box<dyn BlockBackend>)
         })
         .collect()

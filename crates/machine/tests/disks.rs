@@ -30,6 +30,7 @@ fn config() -> MachineConfig {
         path: "/nonexistent/never-opened.img".into(),
         readonly,
         nbd: None,
+        delay: std::time::Duration::ZERO,
     };
     MachineConfig {
         mem_size: 8 << 20,

@@ -219,6 +219,9 @@ impl BlockBackend for RecordingDisk {
         let r = self.inner.flush();
         self.failed(FLUSH_REQUEST, r)
     }
+    fn prepare(&mut self, op: machine::virtio::Prepare) -> bool {
+        self.inner.prepare(op)
+    }
 }
 
 /// The replaying host's own image of a non-shared disk, where replayed writes are applied.

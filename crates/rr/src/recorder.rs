@@ -251,6 +251,8 @@ impl<W: Write> Recorder<W> {
         let file = self.file.take().ok_or(RecordError::Closed)?;
         self.writer = Some(LogWriter::new(file, &header)?);
         m.set_clock_tap(Arc::clone(&self.tap));
+        // A log's disk requests complete at logged points (format version 6).
+        m.set_deferred_io(true);
         let at = m.icount();
         self.append(at, Event::ConfigChange(lc.encode()))?;
         let snap = if delta {
@@ -379,9 +381,34 @@ impl<W: Write> Recorder<W> {
         self.note(r);
     }
 
+    /// A completion point, between two run calls: completes the disk requests whose host I/O
+    /// is ready ([`Machine::complete_io`]) and logs, at the machine's icount, the data they
+    /// read and then a request-done entry for each, in the order they completed.
+    pub fn complete_io(&mut self, m: &mut Machine) {
+        let done = m.complete_io();
+        if done.is_empty() {
+            return;
+        }
+        self.log_pending();
+        for (device, request) in done {
+            let r = self.append(m.icount(), Event::RequestDone { device, request });
+            self.note(r);
+        }
+    }
+
     /// After a run slice: logs the entropy, disk data and frames the guest took and, when due and
     /// `digest_ok` (the slice ended at its limit, not idle), a digest.
     pub fn after_slice(&mut self, m: &Machine, digest_ok: bool) {
+        self.log_pending();
+        if digest_ok && m.icount() >= self.next_digest {
+            self.next_digest = m.icount().saturating_add(DIGEST_EVERY);
+            let r = self.append(m.icount(), Event::StateDigest(digest_parts(m)));
+            self.note(r);
+        }
+    }
+
+    /// Logs the inputs the devices took since the last call, in the order they took them.
+    fn log_pending(&mut self) {
         let taken = self.pending.take();
         let drives = self.readonly.len();
         let is_disk = |d: u32| (0..drives).any(|i| disk_device(i) == d);
@@ -401,11 +428,6 @@ impl<W: Write> Recorder<W> {
                 }
             };
             let r = self.append(c.icount, event);
-            self.note(r);
-        }
-        if digest_ok && m.icount() >= self.next_digest {
-            self.next_digest = m.icount().saturating_add(DIGEST_EVERY);
-            let r = self.append(m.icount(), Event::StateDigest(digest_parts(m)));
             self.note(r);
         }
     }

@@ -205,6 +205,7 @@ impl Prologue {
                     path: "(replayed from the log)".into(),
                     readonly: d.readonly,
                     nbd: None,
+                    delay: std::time::Duration::ZERO,
                 })
                 .collect(),
             net: lc.net.map(|mac| NetConfig { mac }),
@@ -258,6 +259,7 @@ impl Prologue {
                 .map_err(|e| ReplayError::Content(e.to_string()))?;
         }
         m.set_clock_tap(tap);
+        m.set_deferred_io(true);
         Ok(Replayer {
             m,
             entropy,
@@ -557,6 +559,15 @@ impl Replayer {
                 };
                 self.m.adjust_time(ticks);
             }
+            Event::RequestDone { device, request } => {
+                // Completed between two run calls on the recorder, where its host I/O was
+                // ready; its data entries came just before.
+                self.advance(e.icount)?;
+                self.m
+                    .complete_request(device, request)
+                    .map_err(|err| diverged(e.icount, format!("request done: {err}")))?;
+                self.check_inputs()?;
+            }
             Event::Pause | Event::Resume => {
                 // An operator's pause: the guest stopped between two slices on the recorder,
                 // and the clock with it, so the replay only has to get there.
@@ -843,6 +854,7 @@ mod tests {
                 path: img.clone(),
                 readonly: false,
                 nbd: None,
+                delay: std::time::Duration::ZERO,
             }],
             net: None,
         };

@@ -304,6 +304,38 @@ impl BlockBackend for AsyncDisk {
     }
 }
 
+/// A disk whose reads and flushes take `delay` longer (`--drive ...,delay=MS`): under an
+/// [`AsyncDisk`] it is the worker that waits, so requests stay in flight while the guest
+/// runs, which is what it is for (seeing and testing that).
+pub struct Delayed {
+    inner: Box<dyn BlockBackend>,
+    delay: Duration,
+}
+
+impl Delayed {
+    /// `inner`, slowed down by `delay`.
+    pub fn new(inner: Box<dyn BlockBackend>, delay: Duration) -> Delayed {
+        Delayed { inner, delay }
+    }
+}
+
+impl BlockBackend for Delayed {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        std::thread::sleep(self.delay);
+        self.inner.read_at(offset, buf)
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.inner.write_at(offset, data)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        std::thread::sleep(self.delay);
+        self.inner.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
