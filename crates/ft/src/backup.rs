@@ -666,6 +666,9 @@ impl Backup {
         };
         let icount = rp.icount();
         let (m, _idle) = rp.go_live();
+        // Requests the guest made that the old primary had not completed (as far as the log
+        // goes): they complete on this host's disks now.
+        let in_flight = m.io_in_flight();
         let tail: Vec<u8> = p.tail.bytes.iter().copied().collect();
         self.ep.start_serving(p.in_taken, &tail, p.tail.base);
         let took = t0.elapsed();
@@ -673,8 +676,9 @@ impl Backup {
             event = "went_live",
             icount,
             generation,
+            in_flight,
             ms = took.as_secs_f64() * 1e3,
-            "ftvm backup: went live at icount {icount} (generation {generation}) {:.1} ms after the failure was detected",
+            "ftvm backup: went live at icount {icount} (generation {generation}) {:.1} ms after the failure was detected, {in_flight} disk requests in flight",
             took.as_secs_f64() * 1e3
         );
         self.status.role = Role::Primary;

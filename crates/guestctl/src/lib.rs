@@ -364,6 +364,20 @@ pub fn skip(why: &str) {
     eprintln!("skipped: {why}");
 }
 
+/// OpenSBI's generic `fw_dynamic` firmware as Debian's `opensbi` package installs it.
+pub const OPENSBI_DYNAMIC: &str = "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin";
+
+/// [`guest_dir_from_env`] for a test that boots Linux on OpenSBI ([`OPENSBI_DYNAMIC`]): `None`
+/// (the test skips) without either, a failure instead when [`prerequisites_required`].
+pub fn linux_guest_from_env() -> Option<std::path::PathBuf> {
+    let guest = guest_dir_from_env()?;
+    if !std::path::Path::new(OPENSBI_DYNAMIC).exists() {
+        skip(&format!("no OpenSBI at {OPENSBI_DYNAMIC}"));
+        return None;
+    }
+    Some(guest)
+}
+
 /// The guest images the end-to-end tests boot: `$FTVM_GUEST_DIR` (set by `cargo xtask test`), or
 /// `None` after [`skip`].
 pub fn guest_dir_from_env() -> Option<std::path::PathBuf> {

@@ -309,25 +309,25 @@ impl Fingerprint {
 pub(crate) struct Enc(pub(crate) Vec<u8>);
 
 impl Enc {
-    fn u8(&mut self, v: u8) {
+    pub(crate) fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
-    fn u16(&mut self, v: u16) {
+    pub(crate) fn u16(&mut self, v: u16) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn u32(&mut self, v: u32) {
+    pub(crate) fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn u64(&mut self, v: u64) {
+    pub(crate) fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn bool(&mut self, v: bool) {
+    pub(crate) fn bool(&mut self, v: bool) {
         self.u8(u8::from(v));
     }
-    fn len(&mut self, n: usize) {
+    pub(crate) fn len(&mut self, n: usize) {
         self.u32(u32::try_from(n).unwrap_or(u32::MAX));
     }
-    fn bytes(&mut self, b: &[u8]) {
+    pub(crate) fn bytes(&mut self, b: &[u8]) {
         self.len(b.len());
         self.0.extend_from_slice(b);
     }
@@ -353,7 +353,7 @@ pub(crate) struct Dec<'a> {
 }
 
 impl<'a> Dec<'a> {
-    fn bad(&self, why: impl Into<String>) -> SnapshotError {
+    pub(crate) fn bad(&self, why: impl Into<String>) -> SnapshotError {
         SnapshotError::Malformed {
             section: self.section,
             why: why.into(),
@@ -372,19 +372,19 @@ impl<'a> Dec<'a> {
         a.copy_from_slice(self.take(N)?);
         Ok(a)
     }
-    fn u8(&mut self) -> Result<u8, SnapshotError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, SnapshotError> {
         Ok(self.arr::<1>()?[0])
     }
-    fn u16(&mut self) -> Result<u16, SnapshotError> {
+    pub(crate) fn u16(&mut self) -> Result<u16, SnapshotError> {
         Ok(u16::from_le_bytes(self.arr()?))
     }
-    fn u32(&mut self) -> Result<u32, SnapshotError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, SnapshotError> {
         Ok(u32::from_le_bytes(self.arr()?))
     }
-    fn u64(&mut self) -> Result<u64, SnapshotError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, SnapshotError> {
         Ok(u64::from_le_bytes(self.arr()?))
     }
-    fn bool(&mut self) -> Result<bool, SnapshotError> {
+    pub(crate) fn bool(&mut self) -> Result<bool, SnapshotError> {
         match self.u8()? {
             0 => Ok(false),
             1 => Ok(true),
@@ -392,7 +392,7 @@ impl<'a> Dec<'a> {
         }
     }
     /// A count of elements of `size` bytes each that must fit in what is left.
-    fn count(&mut self, size: usize) -> Result<usize, SnapshotError> {
+    pub(crate) fn count(&mut self, size: usize) -> Result<usize, SnapshotError> {
         let n = self.u32()? as usize;
         if n.saturating_mul(size) > self.buf.len() {
             return Err(self.bad(format!("{n} elements do not fit")));

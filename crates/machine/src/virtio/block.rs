@@ -35,6 +35,7 @@ use super::{
     read_config_bytes, CompleteError, QueueError, VirtioDevice, VirtioError, VirtioMmio, Virtq,
     VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1, VIRTIO_ID_BLOCK,
 };
+use crate::snapshot::{Dec, Enc, SnapshotError};
 use rv64::Ram;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -498,100 +499,73 @@ impl Block {
 
 /// The saved in-flight table: [`STATE_VERSION`], next id, count, then per request its id,
 /// head, header (flag, type, sector) and segments (count, then address, length, writable).
-/// All integers little-endian.
+/// Little-endian, in the snapshot's own encoding.
 fn encode_state(next_id: u64, reqs: &[InFlight]) -> Vec<u8> {
-    let mut out = vec![STATE_VERSION];
-    out.extend_from_slice(&next_id.to_le_bytes());
-    out.extend_from_slice(&(reqs.len() as u32).to_le_bytes());
+    let mut e = Enc::default();
+    e.u8(STATE_VERSION);
+    e.u64(next_id);
+    e.len(reqs.len());
     for r in reqs {
-        out.extend_from_slice(&r.id.to_le_bytes());
-        out.extend_from_slice(&r.chain.head.to_le_bytes());
-        let (flag, (kind, sector)) = match r.header {
-            Some(h) => (1u8, h),
-            None => (0, (0, 0)),
-        };
-        out.push(flag);
-        out.extend_from_slice(&kind.to_le_bytes());
-        out.extend_from_slice(&sector.to_le_bytes());
-        out.extend_from_slice(&(r.chain.segments.len() as u32).to_le_bytes());
+        e.u64(r.id);
+        e.u16(r.chain.head);
+        let (kind, sector) = r.header.unwrap_or((0, 0));
+        e.bool(r.header.is_some());
+        e.u32(kind);
+        e.u64(sector);
+        e.len(r.chain.segments.len());
         for s in &r.chain.segments {
-            out.extend_from_slice(&s.addr.to_le_bytes());
-            out.extend_from_slice(&s.len.to_le_bytes());
-            out.push(u8::from(s.writable));
+            e.u64(s.addr);
+            e.u32(s.len);
+            e.bool(s.writable);
         }
     }
-    out
+    e.0
 }
 
 /// Reads what [`encode_state`] wrote, checking everything a hostile snapshot could get wrong.
 fn decode_state(b: &[u8]) -> Result<(u64, Vec<InFlight>), String> {
-    struct Cur<'a>(&'a [u8]);
-    impl Cur<'_> {
-        fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
-            let (h, t) = self
-                .0
-                .split_at_checked(N)
-                .ok_or("the in-flight table is cut short")?;
-            self.0 = t;
-            Ok(h.try_into().unwrap_or([0; N]))
-        }
-        fn u8(&mut self) -> Result<u8, String> {
-            Ok(self.take::<1>()?[0])
-        }
-        fn u16(&mut self) -> Result<u16, String> {
-            Ok(u16::from_le_bytes(self.take()?))
-        }
-        fn u32(&mut self) -> Result<u32, String> {
-            Ok(u32::from_le_bytes(self.take()?))
-        }
-        fn u64(&mut self) -> Result<u64, String> {
-            Ok(u64::from_le_bytes(self.take()?))
-        }
-        fn flag(&mut self) -> Result<bool, String> {
-            match self.u8()? {
-                0 => Ok(false),
-                1 => Ok(true),
-                v => Err(format!("flag byte {v}")),
-            }
-        }
-    }
-    let mut c = Cur(b);
-    let v = c.u8()?;
+    let mut d = Dec {
+        buf: b,
+        section: "virtio-blk requests in flight",
+    };
+    decode_requests(&mut d).map_err(|e| e.to_string())
+}
+
+fn decode_requests(d: &mut Dec) -> Result<(u64, Vec<InFlight>), SnapshotError> {
+    let v = d.u8()?;
     if v != STATE_VERSION {
-        return Err(format!(
-            "in-flight table version {v}, expected {STATE_VERSION}"
-        ));
+        return Err(d.bad(format!("table version {v}, expected {STATE_VERSION}")));
     }
-    let next_id = c.u64()?;
-    let n = c.u32()? as usize;
+    let next_id = d.u64()?;
+    let n = d.u32()? as usize;
     if n > usize::from(QUEUE_SIZE) {
-        return Err(format!("{n} requests in flight on a queue of {QUEUE_SIZE}"));
+        return Err(d.bad(format!("{n} requests in flight on a queue of {QUEUE_SIZE}")));
     }
     let mut reqs: Vec<InFlight> = Vec::with_capacity(n);
     for _ in 0..n {
-        let id = c.u64()?;
-        let head = c.u16()?;
-        let has = c.flag()?;
-        let (kind, sector) = (c.u32()?, c.u64()?);
-        let segs = c.u32()? as usize;
+        let id = d.u64()?;
+        let head = d.u16()?;
+        let has = d.bool()?;
+        let (kind, sector) = (d.u32()?, d.u64()?);
+        let segs = d.count(13)?;
         if segs > MAX_SAVED_SEGMENTS {
-            return Err(format!("a request of {segs} segments"));
+            return Err(d.bad(format!("a request of {segs} segments")));
         }
         let mut segments = Vec::with_capacity(segs);
         for _ in 0..segs {
             segments.push(Segment {
-                addr: c.u64()?,
-                len: c.u32()?,
-                writable: c.flag()?,
+                addr: d.u64()?,
+                len: d.u32()?,
+                writable: d.bool()?,
             });
         }
         if head >= QUEUE_SIZE || reqs.iter().any(|r| r.chain.head == head) {
-            return Err(format!(
+            return Err(d.bad(format!(
                 "descriptor head {head} in flight twice or out of range"
-            ));
+            )));
         }
         if reqs.last().is_some_and(|r| r.id >= id) || id >= next_id {
-            return Err(format!("request id {id} out of order (next id {next_id})"));
+            return Err(d.bad(format!("request id {id} out of order (next id {next_id})")));
         }
         reqs.push(InFlight {
             id,
@@ -599,8 +573,8 @@ fn decode_state(b: &[u8]) -> Result<(u64, Vec<InFlight>), String> {
             header: has.then_some((kind, sector)),
         });
     }
-    if !c.0.is_empty() {
-        return Err("bytes left over after the in-flight table".into());
+    if !d.buf.is_empty() {
+        return Err(d.bad("bytes left over after the table"));
     }
     Ok((next_id, reqs))
 }
