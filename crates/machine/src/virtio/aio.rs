@@ -106,8 +106,9 @@ pub struct AsyncDisk {
     len: u64,
     inner: Arc<Mutex<Box<dyn BlockBackend>>>,
     jobs: Arc<Mutex<Jobs>>,
+    /// The worker's queue. Dropping it ends the worker after its current job (not waited for:
+    /// an NBD read may take up to its timeout).
     tx: Option<mpsc::Sender<Job>>,
-    worker: Option<std::thread::JoinHandle<()>>,
     /// Writes done so far: a flush prepared before the latest one does not cover it.
     writes: u64,
 }
@@ -129,14 +130,12 @@ impl AsyncDisk {
         let (i, j) = (Arc::clone(&inner), Arc::clone(&jobs));
         let worker = std::thread::Builder::new()
             .name("ftvm-disk-io".into())
-            .spawn(move || work(&i, &j, &rx))
-            .ok();
+            .spawn(move || work(&i, &j, &rx));
         AsyncDisk {
             len,
             inner,
             jobs,
-            tx: worker.as_ref().map(|_| tx),
-            worker,
+            tx: worker.ok().map(|_| tx),
             writes: 0,
         }
     }
@@ -181,15 +180,6 @@ fn work(inner: &Mutex<Box<dyn BlockBackend>>, jobs: &Mutex<Jobs>, rx: &mpsc::Rec
             }
         }
         notify();
-    }
-}
-
-impl Drop for AsyncDisk {
-    fn drop(&mut self) {
-        self.tx = None; // the worker's recv fails: it ends after its current job
-        if let Some(w) = self.worker.take() {
-            let _ = w.join();
-        }
     }
 }
 

@@ -294,7 +294,10 @@ impl InFlight {
             }
         }
         let overlap = |a: &Segment, b: &Segment| {
-            let (a1, b1) = (a.addr + u64::from(a.len), b.addr + u64::from(b.len));
+            let (a1, b1) = (
+                a.addr.saturating_add(u64::from(a.len)),
+                b.addr.saturating_add(u64::from(b.len)),
+            );
             (a.writable || b.writable) && a.addr < b1 && b.addr < a1
         };
         self.chain
