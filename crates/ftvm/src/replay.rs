@@ -119,7 +119,7 @@ fn replay(a: &Args) -> Result<String, ReplayError> {
     })?;
     let mut r = LogReader::new(BufReader::new(file))?;
     let mut prologue = Prologue::new(r.header());
-    // Entries read so far: the index of the next one.
+    // Entries of the prologue.
     let mut read = 0u64;
     loop {
         let e = next(&mut r)?;
@@ -156,8 +156,6 @@ fn replay(a: &Args) -> Result<String, ReplayError> {
     // Entries at or before this icount are already in the restored machine (a snapshot of a
     // replay, taken where the next entry lies beyond it).
     let mut skip_to = None;
-    // Entries before this index are (a snapshot taken while recording, with its log position).
-    let mut skip_entries = None;
     if let Some(path) = &a.restore {
         let bytes = std::fs::read(path).map_err(|source| ReplayError::Open {
             path: path.display().to_string(),
@@ -167,7 +165,7 @@ fn replay(a: &Args) -> Result<String, ReplayError> {
         match rr::SnapshotPosition::unwrap(&bytes).map_err(|e| bad(e.to_string()))? {
             Some((pos, snap)) => {
                 pos.check_log(r.header()).map_err(|e| bad(e.to_string()))?;
-                if pos.entries < read {
+                if pos.entries < read || pos.bytes < r.position().bytes {
                     return Err(bad(format!(
                         "its log position (entry {}) lies inside the log's prologue ({read} \
                          entries)",
@@ -182,7 +180,9 @@ fn replay(a: &Args) -> Result<String, ReplayError> {
                         pos.icount
                     )));
                 }
-                skip_entries = Some(pos.entries);
+                // The entries before the position are in the machine: go on from there
+                // without reading them.
+                r.seek_to(pos.log_position())?;
             }
             None => {
                 rp.restore_snapshot(&bytes)?;
@@ -194,8 +194,7 @@ fn replay(a: &Args) -> Result<String, ReplayError> {
     let mut entries = 0u64;
     loop {
         let e = next(&mut r)?;
-        read += 1;
-        if skip_to.is_some_and(|s| e.icount <= s) || skip_entries.is_some_and(|n| read <= n) {
+        if skip_to.is_some_and(|s| e.icount <= s) {
             continue;
         }
         if let Some((path, at)) = &snapshot {

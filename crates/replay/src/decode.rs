@@ -172,6 +172,19 @@ impl Decoder {
         Self::default()
     }
 
+    /// A decoder for the rest of a log whose header is `header`, fed from the frame boundary
+    /// `at` on (a position a writer or reader reported: a frame starts there). Bytes that are
+    /// not a frame there fail as any corrupt frame does.
+    pub fn resume(header: LogHeader, at: LogPosition) -> Self {
+        Decoder {
+            base: at.bytes,
+            header: Some(header),
+            previous: at.icount,
+            entries: at.entries,
+            ..Self::default()
+        }
+    }
+
     /// Appends bytes that arrived. They are held until decoded, so a caller that pushes
     /// without draining entries grows the buffer; the logging channel bounds it by flow control.
     pub fn push(&mut self, bytes: &[u8]) {
@@ -223,6 +236,7 @@ impl Decoder {
         LogPosition {
             entries: self.entries,
             bytes: self.base + at as u64,
+            icount: self.previous,
         }
     }
 

@@ -221,11 +221,16 @@ pub(crate) fn kind_name(k: u8) -> Option<&'static str> {
     })
 }
 
-/// Where a log stands: how many entries and how many bytes (header included) it holds.
+/// Where a log stands: how many entries and how many bytes (header included) it holds, and
+/// the icount of the last of those entries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogPosition {
     /// Number of entries: the log position of the next entry.
     pub entries: u64,
     /// Number of bytes from the start of the log.
     pub bytes: u64,
+    /// The icount of the last entry before the position (the header's base icount if none):
+    /// what the next entry's icount is encoded relative to, so a reader can start there
+    /// ([`crate::LogReader::seek_to`]).
+    pub icount: u64,
 }

@@ -2,7 +2,7 @@
 //! read that returns 0 bytes is the end of the stream: fine at a frame boundary, an error inside
 //! a frame. For non-blocking sockets use the [`Decoder`] directly.
 
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 
 use crate::decode::{DecodeError, Decoder};
 use crate::entry::{Entry, LogHeader, LogPosition};
@@ -106,5 +106,17 @@ impl<R: Read> Iterator for LogReader<R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         self.next_entry().transpose()
+    }
+}
+
+impl<R: Read + Seek> LogReader<R> {
+    /// Goes on from `at`, a position at a frame boundary of this log (one its writer reported,
+    /// e.g. in a snapshot taken while recording), without decoding what lies between: the next
+    /// entry is entry `at.entries`. A position that does not fall on a frame boundary makes the
+    /// next read fail (a bad frame length or checksum).
+    pub fn seek_to(&mut self, at: LogPosition) -> Result<(), ReadError> {
+        self.inner.seek(SeekFrom::Start(at.bytes))?;
+        self.dec = Decoder::resume(self.header.clone(), at);
+        Ok(())
     }
 }

@@ -60,6 +60,7 @@ impl<W: Write> LogWriter<W> {
             written: LogPosition {
                 entries: 0,
                 bytes: head.len() as u64,
+                icount: header.base_icount,
             },
             failed: false,
         })
@@ -80,16 +81,17 @@ impl<W: Write> LogWriter<W> {
         }
         let index = self.enc.entries;
         let before = self.batch.len();
+        let before_icount = self.enc.previous;
         self.enc.encode(&mut self.batch, entry)?;
         if self.batch.len() - HEAD > self.batch_limit {
             if before > HEAD {
                 // The batch is full without this entry: send the others, keep this one.
                 let tail = self.batch.split_off(before);
-                self.emit_frame(index)?;
+                self.emit_frame(index, before_icount)?;
                 self.batch.extend_from_slice(&tail);
             }
             if self.batch.len() - HEAD > self.batch_limit {
-                self.emit_frame(index + 1)?;
+                self.emit_frame(index + 1, entry.icount)?;
             }
         }
         Ok(index)
@@ -100,7 +102,7 @@ impl<W: Write> LogWriter<W> {
         if self.failed {
             return Err(WriteError::Poisoned);
         }
-        self.emit_frame(self.enc.entries)?;
+        self.emit_frame(self.enc.entries, self.enc.previous)?;
         self.out.flush().map_err(|e| self.fail(e))
     }
 
@@ -140,7 +142,8 @@ impl<W: Write> LogWriter<W> {
     }
 
     /// Writes the batch as one frame. `entries` is the entry count once it is out.
-    fn emit_frame(&mut self, entries: u64) -> Result<(), WriteError> {
+    /// Sends the batch: `entries` in all once it is out, the last of them at `icount`.
+    fn emit_frame(&mut self, entries: u64, icount: u64) -> Result<(), WriteError> {
         let body = self.batch.len() - HEAD;
         if body == 0 {
             return Ok(());
@@ -158,6 +161,7 @@ impl<W: Write> LogWriter<W> {
         r.map_err(|e| self.fail(e))?;
         self.written.entries = entries;
         self.written.bytes += frame_len as u64;
+        self.written.icount = icount;
         Ok(())
     }
 

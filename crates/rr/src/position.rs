@@ -11,13 +11,14 @@
 //! | field | size |
 //! |---|---|
 //! | magic `FTVMRPOS` | 8 |
-//! | version, u16 (1) | 2 |
+//! | version, u16 (2) | 2 |
 //! | machine icount at the snapshot, u64 | 8 |
 //! | entries of the log before it (the index of the first entry to apply), u64 | 8 |
 //! | bytes of the log before it (header included: where that entry's frame starts), u64 | 8 |
 //! | the log header's configuration fingerprint, u64 | 8 |
 //! | the log header's creation time (ms since the Unix epoch), u64 | 8 |
-//! | XXH3-64 of the 50 bytes above, u64 | 8 |
+//! | icount of the last entry before it (the next entry's is relative to it), u64 | 8 |
+//! | XXH3-64 of the 58 bytes above, u64 | 8 |
 //! | the machine snapshot (`Machine::snapshot`, self-checking) | … |
 //!
 //! The fingerprint and creation time tie the snapshot to one log: a replay of another log
@@ -27,9 +28,10 @@ use replay::LogHeader;
 
 /// The first eight bytes of a positioned snapshot.
 pub const MAGIC: &[u8; 8] = b"FTVMRPOS";
-/// The version this build writes and reads.
-pub const VERSION: u16 = 1;
-const HEAD: usize = 8 + 2 + 5 * 8;
+/// The version this build writes and reads (2: the icount of the last entry before the
+/// position, so that a replay seeks there instead of reading the log up to it).
+pub const VERSION: u16 = 2;
+const HEAD: usize = 8 + 2 + 6 * 8;
 const LEN: usize = HEAD + 8;
 
 /// Where in its log a snapshot taken while recording stands.
@@ -39,9 +41,11 @@ pub struct SnapshotPosition {
     pub icount: u64,
     /// Entries logged before the snapshot: the replay applies entries from this index on.
     pub entries: u64,
-    /// Bytes of the log before the snapshot (informational: where entry `entries`'s frame
-    /// starts).
+    /// Bytes of the log before the snapshot: where entry `entries`'s frame starts.
     pub bytes: u64,
+    /// The icount of the last entry before the snapshot (entry `entries`'s icount is encoded
+    /// relative to it).
+    pub log_icount: u64,
     /// The log header's configuration fingerprint.
     pub config_fingerprint: u64,
     /// The log header's creation time.
@@ -86,6 +90,7 @@ impl SnapshotPosition {
             icount,
             entries: at.entries,
             bytes: at.bytes,
+            log_icount: at.icount,
             config_fingerprint: header.config_fingerprint,
             created_unix_ms: header.created_unix_ms,
         }
@@ -102,6 +107,7 @@ impl SnapshotPosition {
             self.bytes,
             self.config_fingerprint,
             self.created_unix_ms,
+            self.log_icount,
         ] {
             v.extend_from_slice(&x.to_le_bytes());
         }
@@ -138,8 +144,18 @@ impl SnapshotPosition {
             bytes: u64_at(26),
             config_fingerprint: u64_at(34),
             created_unix_ms: u64_at(42),
+            log_icount: u64_at(50),
         };
         Ok(Some((pos, &bytes[LEN..])))
+    }
+
+    /// Where the replay goes on in the log: the position to seek to.
+    pub fn log_position(&self) -> replay::LogPosition {
+        replay::LogPosition {
+            entries: self.entries,
+            bytes: self.bytes,
+            icount: self.log_icount,
+        }
     }
 
     /// Checks that the snapshot was taken while recording the log with `header`.
@@ -167,6 +183,7 @@ mod tests {
             icount: 123_456_789,
             entries: 42,
             bytes: 9_999,
+            log_icount: 123_000_000,
             config_fingerprint: 0x0123_4567_89ab_cdef,
             created_unix_ms: 1_700_000_000_000,
         }
