@@ -278,11 +278,7 @@ fn slow_disk_reads_in_flight_complete_after_failover() {
             p.logs()
         );
         let logs = p.stderr("backup");
-        let n: u64 = logs
-            .split(" disk requests in flight")
-            .next()
-            .and_then(|s| s.rsplit(' ').next())
-            .and_then(|n| n.parse().ok())
+        let n = guestctl::count_before(&logs, " disk requests in flight")
             .unwrap_or_else(|| panic!("run {run}: no went-live line\n{logs}"));
         eprintln!("slow disk reads, run {run}: {n} disk requests in flight at go-live");
         in_flight.push(n);

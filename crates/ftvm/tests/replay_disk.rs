@@ -320,11 +320,7 @@ fn record_then_replay(harts: usize) {
         assert_eq!(out, recorded);
         assert!(err.contains("snapshot at icount"), "{err}");
         eprint!("disk/{harts}: {err}");
-        let in_flight: u64 = err
-            .split(" disk requests in flight")
-            .next()
-            .and_then(|s| s.rsplit(' ').next())
-            .and_then(|n| n.parse().ok())
+        let in_flight = guestctl::count_before(&err, " disk requests in flight")
             .unwrap_or_else(|| panic!("no in-flight count in {err:?}"));
         if i > 0 && in_flight == 0 {
             continue;

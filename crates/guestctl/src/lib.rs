@@ -227,6 +227,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn count_before_reads_the_number_in_front_of_a_phrase() {
+        let t = "went live at icount 5, 3 disk requests in flight\nnext";
+        assert_eq!(count_before(t, " disk requests in flight"), Some(3));
+        assert_eq!(count_before(t, " frames"), None);
+        assert_eq!(count_before("x disk", " disk"), None);
+    }
+
+    #[test]
     fn runs_shell_commands_and_returns_exact_answers() {
         let mut cmd = Command::new("sh");
         cmd.arg("-i");
@@ -362,6 +370,13 @@ pub fn skip(why: &str) {
         panic!("{why}");
     }
     eprintln!("skipped: {why}");
+}
+
+/// The number written just before the first `what` in `text` (`"... 3 disk requests in
+/// flight"` → 3), for tests that read a count off a message; `None` without one.
+pub fn count_before(text: &str, what: &str) -> Option<u64> {
+    let (before, _) = text.split_once(what)?;
+    before.rsplit(' ').next()?.parse().ok()
 }
 
 /// OpenSBI's generic `fw_dynamic` firmware as Debian's `opensbi` package installs it.
