@@ -319,20 +319,8 @@ pub fn run(
         hello.vm,
         hello.generation
     );
-    let live = Arc::new(Liveness::default());
-    live.heard();
-    let hb_stop = Arc::new(AtomicBool::new(false));
-    heartbeat::spawn(heartbeat::Heartbeat {
-        socket: udp,
-        peer: None,
-        key: cfg.key.clone(),
-        role: 1,
-        peer_role: 0,
-        cfg: cfg.heartbeat,
-        live: Arc::clone(&live),
-        stop: Arc::clone(&hb_stop),
-    })
-    .map_err(io("cannot start the heartbeat"))?;
+    let (live, hb_stop) = heartbeat::start(udp, None, cfg.key.clone(), 1, cfg.heartbeat)
+        .map_err(io("cannot start the heartbeat"))?;
     let channel = w
         .stream_clone()
         .map_err(io("cannot keep a handle on the channel"))?;

@@ -132,6 +132,32 @@ pub struct Heartbeat {
     pub stop: Arc<AtomicBool>,
 }
 
+/// A pair side's heartbeat with the peer, which counts as just heard: `role` 0 for the
+/// primary (sending to `peer`), 1 for the backup (`peer`: `None`, whoever answers). Returns
+/// where its signs of life are noted and the flag that stops it.
+pub fn start(
+    socket: UdpSocket,
+    peer: Option<SocketAddr>,
+    key: Key,
+    role: u8,
+    cfg: HeartbeatConfig,
+) -> std::io::Result<(Arc<Liveness>, Arc<AtomicBool>)> {
+    let live = Arc::new(Liveness::default());
+    live.heard();
+    let stop = Arc::new(AtomicBool::new(false));
+    spawn(Heartbeat {
+        socket,
+        peer,
+        key,
+        role,
+        peer_role: u8::from(role == 0),
+        cfg,
+        live: Arc::clone(&live),
+        stop: Arc::clone(&stop),
+    })?;
+    Ok((live, stop))
+}
+
 /// Runs the heartbeat until `stop` (two threads: sender and receiver).
 pub fn spawn(h: Heartbeat) -> std::io::Result<()> {
     let Heartbeat {

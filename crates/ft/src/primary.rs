@@ -219,20 +219,8 @@ pub(crate) fn connect(
     }
     let udp = UdpSocket::bind(SocketAddr::new(with.local_ip, 0))
         .map_err(io("cannot open the heartbeat socket"))?;
-    let live = Arc::new(Liveness::default());
-    live.heard();
-    let hb_stop = Arc::new(AtomicBool::new(false));
-    heartbeat::spawn(heartbeat::Heartbeat {
-        socket: udp,
-        peer: Some(to),
-        key: cfg.key.clone(),
-        role: 0,
-        peer_role: 1,
-        cfg: cfg.heartbeat,
-        live: Arc::clone(&live),
-        stop: Arc::clone(&hb_stop),
-    })
-    .map_err(io("cannot start the heartbeat"))?;
+    let (live, hb_stop) = heartbeat::start(udp, Some(to), cfg.key.clone(), 0, cfg.heartbeat)
+        .map_err(io("cannot start the heartbeat"))?;
     Ok((
         w,
         Peer {
