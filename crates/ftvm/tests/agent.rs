@@ -128,18 +128,8 @@ impl Cluster {
         }
         let out = cmd
             .args(["--primary", "h1", "--backup", "h2", "--"])
-            .args([
-                "--bios",
-                FW_JUMP,
-                "--mem",
-                "256M",
-                "--append",
-                "console=ttyS0",
-            ])
-            .arg("--kernel")
-            .arg(g.join("Image"))
-            .arg("--initrd")
-            .arg(g.join("initramfs.cpio.gz"))
+            .args(["--bios", FW_JUMP, "--mem", "256M"])
+            .args(guestctl::linux_boot_args(g))
             .output()
             .unwrap();
         assert!(

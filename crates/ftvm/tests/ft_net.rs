@@ -126,10 +126,7 @@ fn pair_demo_counter_and_web_server_survive_failover() {
     let (channel, pc, bc) = (free_port(), free_port(), free_port());
     let mut child = std::process::Command::new(FTVM)
         .args(["pair", "--bios", FW_JUMP, "--mem", "256M"])
-        .args(["--append", "console=ttyS0", "--kernel"])
-        .arg(g.join("Image"))
-        .arg("--initrd")
-        .arg(g.join("initramfs.cpio.gz"))
+        .args(guestctl::linux_boot_args(&g))
         .args(["--demo", "15", "--demo-total", "45", "--demo-kills", "2"])
         .args(["--passt", &port.to_string(), "--arbiter", &arbiter])
         .args(["--channel", &format!("127.0.0.1:{channel}")])

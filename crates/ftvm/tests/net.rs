@@ -43,11 +43,8 @@ fn ftvm_run(guest: &Path, sock: &Path, record: Option<&Path>) -> Command {
     let mut cmd = Command::new(FTVM);
     cmd.arg("run")
         .args(["--bios", guestctl::FW_JUMP])
-        .arg("--kernel")
-        .arg(guest.join("Image"))
-        .arg("--initrd")
-        .arg(guest.join("initramfs.cpio.gz"))
-        .args(["--append", "console=ttyS0", "--stats"])
+        .args(guestctl::linux_boot_args(guest))
+        .arg("--stats")
         .arg("--netdev")
         .arg(format!("stream,path={}", sock.display()));
     if let Some(log) = record {

@@ -59,28 +59,16 @@ fn record_then_replay(harts: usize) {
     let log = scratch(&format!("linux{harts}.log"));
     let mut cmd = Command::new(FTVM);
     cmd.arg("run")
-        .arg("--kernel")
-        .arg(guest.join("Image"))
-        .arg("--initrd")
-        .arg(guest.join("initramfs.cpio.gz"))
+        .args(guestctl::linux_boot_args(&guest))
         .args(["--smp", &harts.to_string()])
-        .args(["--append", "console=ttyS0", "--record"])
+        .arg("--record")
         .arg(&log);
     let mut c = Console::spawn(cmd).expect("start ftvm run");
     let step = Duration::from_secs(120);
     c.wait_for("ftvm-guest: ready", Duration::from_secs(240))
         .unwrap();
     c.run("true", step).unwrap();
-    let rng = c
-        .run("head -c 16 /dev/hwrng | od -x | wc -l", step)
-        .unwrap();
-    assert_eq!(rng.trim(), "2", "{rng:?}");
-    let answer = c.run("echo $((6*7))", step).unwrap();
-    assert_eq!(answer.trim(), "42", "{answer:?}");
-    c.send(b"poweroff\n").unwrap();
-    c.wait_for("reboot: Power down", step).unwrap();
-    assert_eq!(c.wait_exit(Duration::from_secs(60)), Some(0));
-    let recorded = c.output();
+    let recorded = c.end_session(step);
 
     for i in 0..3 {
         let (code, out, err) = replay(&log);

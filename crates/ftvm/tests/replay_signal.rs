@@ -51,11 +51,8 @@ fn replay_resumes_from_a_snapshot_taken_on_sigusr1_while_recording() {
     let snap = scratch("linux.snap");
     let mut cmd = Command::new(FTVM);
     cmd.arg("run")
-        .arg("--kernel")
-        .arg(guest.join("Image"))
-        .arg("--initrd")
-        .arg(guest.join("initramfs.cpio.gz"))
-        .args(["--append", "console=ttyS0", "--record"])
+        .args(guestctl::linux_boot_args(&guest))
+        .arg("--record")
         .arg(&log)
         .arg("--snapshot-out")
         .arg(&snap);
@@ -75,16 +72,7 @@ fn replay_resumes_from_a_snapshot_taken_on_sigusr1_while_recording() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // After the snapshot: typed input, entropy, a computation.
-    let rng = c
-        .run("head -c 16 /dev/hwrng | od -x | wc -l", step)
-        .unwrap();
-    assert_eq!(rng.trim(), "2", "{rng:?}");
-    let answer = c.run("echo $((6*7))", step).unwrap();
-    assert_eq!(answer.trim(), "42", "{answer:?}");
-    c.send(b"poweroff\n").unwrap();
-    c.wait_for("reboot: Power down", step).unwrap();
-    assert_eq!(c.wait_exit(Duration::from_secs(60)), Some(0));
-    let recorded = c.output();
+    let recorded = c.end_session(step);
 
     let (code, whole, werr) = replay(&log, &[]);
     assert_eq!(code, Some(0), "whole replay: {werr}");

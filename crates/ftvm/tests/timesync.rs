@@ -30,11 +30,8 @@ fn guest_time_tracks_wall_clock_under_record() {
     let log = dir.join(format!("busy-{}.log", std::process::id()));
     let mut cmd = Command::new(FTVM);
     cmd.arg("run")
-        .arg("--kernel")
-        .arg(guest.join("Image"))
-        .arg("--initrd")
-        .arg(guest.join("initramfs.cpio.gz"))
-        .args(["--append", "console=ttyS0", "--record"])
+        .args(guestctl::linux_boot_args(&guest))
+        .arg("--record")
         .arg(&log);
     let mut c = Console::spawn(cmd).expect("start ftvm run");
     c.wait_for("ftvm-guest: ready", Duration::from_secs(240))

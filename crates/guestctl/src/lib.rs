@@ -188,6 +188,23 @@ impl Console {
         Ok(out)
     }
 
+    /// Ends a Linux session the way the record/replay tests do, with inputs their replays must
+    /// reproduce: reads 16 bytes of entropy (`/dev/hwrng`) and computes 6*7 in the guest
+    /// (checking both answers, each within `step`), powers off, expects exit code 0 and returns
+    /// the whole console output.
+    pub fn end_session(&mut self, step: Duration) -> String {
+        let rng = self
+            .run("head -c 16 /dev/hwrng | od -x | wc -l", step)
+            .unwrap();
+        assert_eq!(rng.trim(), "2", "{rng:?}");
+        let answer = self.run("echo $((6*7))", step).unwrap();
+        assert_eq!(answer.trim(), "42", "{answer:?}");
+        self.send(b"poweroff\n").unwrap();
+        self.wait_for("reboot: Power down", step).unwrap();
+        assert_eq!(self.wait_exit(Duration::from_secs(60)), Some(0));
+        self.output()
+    }
+
     /// Waits for the VM to exit by itself; kills it after `timeout`. Returns its exit code.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         self.stdin.take();
@@ -377,6 +394,19 @@ pub fn skip(why: &str) {
 pub fn count_before(text: &str, what: &str) -> Option<u64> {
     let (before, _) = text.split_once(what)?;
     before.rsplit(' ').next()?.parse().ok()
+}
+
+/// How the ftvm commands boot the guest of `cargo xtask guest` in `dir`: `--kernel DIR/Image
+/// --initrd DIR/initramfs.cpio.gz --append console=ttyS0`.
+pub fn linux_boot_args(dir: &std::path::Path) -> Vec<std::ffi::OsString> {
+    vec![
+        "--kernel".into(),
+        dir.join("Image").into(),
+        "--initrd".into(),
+        dir.join("initramfs.cpio.gz").into(),
+        "--append".into(),
+        "console=ttyS0".into(),
+    ]
 }
 
 /// OpenSBI's generic `fw_dynamic` firmware as Debian's `opensbi` package installs it.

@@ -205,19 +205,9 @@ impl Pair {
     fn spawn(&self, role: &str, g: &Path, o: &PairOptions, log: &str) -> Child {
         let mut c = Command::new(FTVM);
         c.arg(role)
-            .args([
-                "--bios",
-                FW_JUMP,
-                "--mem",
-                "256M",
-                "--append",
-                "console=ttyS0",
-            ])
+            .args(["--bios", FW_JUMP, "--mem", "256M"])
             .args(["--smp", &o.smp.to_string()])
-            .arg("--kernel")
-            .arg(g.join("Image"))
-            .arg("--initrd")
-            .arg(g.join("initramfs.cpio.gz"))
+            .args(guestctl::linux_boot_args(g))
             .arg("--key-file")
             .arg(&self.key)
             .args(["--arbiter", &self.arbiter, "--vm", "testvm"])
