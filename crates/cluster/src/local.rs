@@ -59,6 +59,19 @@ impl LocalStore {
         Ok(Lock(f))
     }
 
+    /// Takes the store's lock for a change of `key`, which must stand at version `expect` (0:
+    /// absent), else [`Error::Conflict`]; returns the record's path and the lock.
+    fn lock_at(&self, key: &str, expect: u64) -> Result<(PathBuf, Lock)> {
+        validate_key(key)?;
+        let p = self.path(key);
+        let l = self.lock()?;
+        let have = self.read(key, &p)?.map_or(0, |r| r.version);
+        if have != expect {
+            return Err(Error::Conflict(key.to_owned()));
+        }
+        Ok((p, l))
+    }
+
     fn path(&self, key: &str) -> PathBuf {
         self.dir.join(format!("{key}.rec"))
     }
@@ -97,14 +110,8 @@ impl Store for LocalStore {
     }
 
     fn cas(&self, key: &str, expect: u64, value: &[u8]) -> Result<u64> {
-        validate_key(key)?;
-        let p = self.path(key);
-        let _l = self.lock()?;
-        let have = self.read(key, &p)?.map_or(0, |r| r.version);
-        if have != expect {
-            return Err(Error::Conflict(key.to_owned()));
-        }
-        let version = have + 1;
+        let (p, _l) = self.lock_at(key, expect)?;
+        let version = expect + 1;
         if let Some(parent) = p.parent() {
             fs::create_dir_all(parent).map_err(io(parent, "creating a directory"))?;
         }
@@ -148,13 +155,7 @@ impl Store for LocalStore {
     }
 
     fn delete(&self, key: &str, expect: u64) -> Result<()> {
-        validate_key(key)?;
-        let p = self.path(key);
-        let _l = self.lock()?;
-        let have = self.read(key, &p)?.map_or(0, |r| r.version);
-        if have != expect {
-            return Err(Error::Conflict(key.to_owned()));
-        }
+        let (p, _l) = self.lock_at(key, expect)?;
         fs::remove_file(&p).map_err(io(&p, "removing a record"))
     }
 

@@ -40,6 +40,18 @@ fn bit(map: &[u64], i: usize) -> bool {
     map[i / 64] & (1 << (i % 64)) != 0
 }
 
+/// Appends the pages whose bits are set in `bits`, word `w` of a page bitmap, that are below
+/// `pages` (the last word's spare bits are not pages).
+fn push_pages(out: &mut Vec<usize>, w: usize, mut bits: u64, pages: usize) {
+    while bits != 0 {
+        let page = w * 64 + bits.trailing_zeros() as usize;
+        if page < pages {
+            out.push(page);
+        }
+        bits &= bits - 1;
+    }
+}
+
 impl Ram {
     /// Zero-filled RAM of `size` bytes (a multiple of the page size) at physical `base`.
     pub fn new(base: u64, size: usize) -> Self {
@@ -215,16 +227,9 @@ impl Ram {
     /// to each page is seen again.
     pub fn take_dirty(&mut self) -> Vec<usize> {
         let mut out = Vec::new();
+        let pages = self.decoded.len();
         for (w, word) in self.dirty.iter_mut().enumerate() {
-            let mut bits = std::mem::take(word);
-            while bits != 0 {
-                let b = bits.trailing_zeros() as usize;
-                let page = w * 64 + b;
-                if page < self.decoded.len() {
-                    out.push(page);
-                }
-                bits &= bits - 1;
-            }
+            push_pages(&mut out, w, std::mem::take(word), pages);
         }
         *self.write_epoch.get_mut() += 1;
         out
@@ -238,15 +243,12 @@ impl Ram {
     pub fn take_digest_dirty(&self) -> Vec<usize> {
         let mut out = Vec::new();
         for (w, word) in self.digest_dirty.iter().enumerate() {
-            let mut bits = word.swap(0, Ordering::Relaxed);
-            while bits != 0 {
-                let b = bits.trailing_zeros() as usize;
-                let page = w * 64 + b;
-                if page < self.decoded.len() {
-                    out.push(page);
-                }
-                bits &= bits - 1;
-            }
+            push_pages(
+                &mut out,
+                w,
+                word.swap(0, Ordering::Relaxed),
+                self.decoded.len(),
+            );
         }
         self.write_epoch.fetch_add(1, Ordering::Relaxed);
         out
