@@ -133,13 +133,8 @@ fn record_then_replay(harts: usize) {
     let mut r = LogReader::new(bytes.as_slice()).unwrap();
     let (mut reads, mut read_bytes, mut last, mut inputs) = (0u64, 0u64, 0u64, Vec::new());
     let mut prologue_bytes = 0;
-    // Disk requests completed, and those completed at an icount where a later-submitted one
-    // had completed already (out of order: the host had it ready first).
-    let (mut done, mut out_of_order, mut highest) = (0u64, 0u64, None::<u64>);
-    // Where a replay stands with a disk request in flight: an entry after which the next
-    // entry completes a request submitted before the highest one completed so far.
-    let mut in_flight_points = Vec::new();
-    let mut prev = 0u64;
+    // Disk requests completed.
+    let mut done = 0u64;
     // Where a replay stands after an idle skip that did not end in a completion: the guest
     // may wait there for its disk (snapshot points with requests in flight, likely).
     let (mut skipped_to, mut waits) = (None::<u64>, Vec::new());
@@ -152,18 +147,10 @@ fn record_then_replay(harts: usize) {
         if let Event::IdleSkip { until, .. } = e.event {
             skipped_to = Some(until);
         }
-        if let Event::RequestDone { device, request } = e.event {
+        if let Event::RequestDone { device, .. } = e.event {
             assert_eq!(device, DISK0);
             done += 1;
-            if highest.is_some_and(|h| request < h) {
-                out_of_order += 1;
-                if e.icount > prev {
-                    in_flight_points.push(prev);
-                }
-            }
-            highest = highest.max(Some(request));
         }
-        prev = e.icount;
         last = e.icount;
         if matches!(e.event, Event::ConfigChange(_)) {
             prologue_bytes = r.position().bytes;
@@ -183,11 +170,7 @@ fn record_then_replay(harts: usize) {
         done >= reads / 16,
         "{done} requests completed for {reads} reads"
     );
-    eprintln!(
-        "disk/{harts}: {done} disk requests completed, {out_of_order} out of order, {} \
-         points with one in flight",
-        in_flight_points.len()
-    );
+    eprintln!("disk/{harts}: {done} disk requests completed");
     let guest_secs = last as f64 / 100e6; // 100 M instructions per guest second (clock.rs)
     let mut times = Vec::new();
     for i in 0..3 {

@@ -649,7 +649,8 @@ impl VirtioDevice for Block {
             }
         }
         if !done.is_empty() {
-            self.prepare_all(); // what waited for them may start
+            // Earlier requests refused for want of read-ahead room may start now.
+            self.prepare_all();
         }
         Ok(())
     }
