@@ -19,26 +19,15 @@ fn scratch(name: &str) -> PathBuf {
     dir.join(format!("{name}-{}", std::process::id()))
 }
 
-/// Runs `ftvm replay LOG`: (exit code, stdout, stderr).
-fn replay(log: &Path) -> (Option<i32>, Vec<u8>, String) {
-    let out = Command::new(FTVM)
-        .arg("replay")
-        .arg(log)
-        .output()
-        .expect("start ftvm replay");
-    (
-        out.status.code(),
-        out.stdout,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+/// Runs `ftvm replay LOG`: (exit code, stdout without CR, stderr).
+fn replay(log: &Path) -> (Option<i32>, String, String) {
+    let (code, out, err, _) = guestctl::ftvm_replay::<&str>(FTVM, log, &[]);
+    (code, out, err)
 }
 
 /// A bad log must give exit code 2 and exactly one line on stderr containing `want`.
 fn refused(log: &Path, want: &str) {
-    let (code, _, err) = replay(log);
-    assert_eq!(code, Some(2), "{}: {err}", log.display());
-    assert_eq!(err.lines().count(), 1, "{}: {err}", log.display());
-    assert!(err.contains(want), "{}: {err}", log.display());
+    guestctl::replay_refused(FTVM, log, want);
 }
 
 #[test]
@@ -73,9 +62,6 @@ fn record_then_replay(harts: usize) {
     for i in 0..3 {
         let (code, out, err) = replay(&log);
         assert_eq!(code, Some(0), "replay {i}: {err}");
-        // The recorder's console strips CR; compare the same way.
-        let out: Vec<u8> = out.into_iter().filter(|&b| b != b'\r').collect();
-        let out = String::from_utf8_lossy(&out);
         assert_eq!(out, recorded, "replay {i} printed something else");
     }
 

@@ -12,7 +12,7 @@ use guestctl::Console;
 use replay::{Event, LogReader, LogWriter};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const FTVM: &str = env!("CARGO_BIN_EXE_ftvm");
 /// virtio-blk of the first drive: the highest virtio slot.
@@ -26,30 +26,12 @@ fn scratch(name: &str) -> PathBuf {
 
 /// Runs `ftvm replay LOG ARGS`: (exit code, stdout without CR, stderr, seconds taken).
 fn replay(log: &Path, args: &[&str]) -> (Option<i32>, String, String, f64) {
-    let t0 = Instant::now();
-    let out = Command::new(FTVM)
-        .arg("replay")
-        .arg(log)
-        .args(args)
-        .output()
-        .expect("start ftvm replay");
-    let stdout: Vec<u8> = out.stdout.into_iter().filter(|&b| b != b'\r').collect();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        t0.elapsed().as_secs_f64(),
-    )
+    guestctl::ftvm_replay(FTVM, log, args)
 }
 
 /// A bad log must give exit code 2 and exactly one line on stderr containing `want`.
 fn refused(log: &Path, want: &str) -> String {
-    let (code, _, err, _) = replay(log, &[]);
-    assert_eq!(code, Some(2), "{}: {err}", log.display());
-    assert_eq!(err.lines().count(), 1, "{}: {err}", log.display());
-    assert!(err.contains(want), "{}: {err}", log.display());
-    assert!(!err.contains("panicked"), "{err}");
-    err
+    guestctl::replay_refused(FTVM, log, want)
 }
 
 /// Rewrites `log` through `f`, which may change each entry; the result is well-formed.

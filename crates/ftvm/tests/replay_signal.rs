@@ -20,19 +20,11 @@ fn scratch(name: &str) -> PathBuf {
 
 /// `ftvm replay LOG --verbose [extra]`: (exit code, stdout without CR, stderr).
 fn replay(log: &Path, extra: &[&std::ffi::OsStr]) -> (Option<i32>, String, String) {
-    let out = Command::new(FTVM)
-        .arg("replay")
-        .arg(log)
-        .arg("--verbose")
-        .args(extra)
-        .output()
-        .expect("start ftvm replay");
-    let stdout: Vec<u8> = out.stdout.into_iter().filter(|&b| b != b'\r').collect();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let args: Vec<&std::ffi::OsStr> = std::iter::once("--verbose".as_ref())
+        .chain(extra.iter().copied())
+        .collect();
+    let (code, out, err, _) = guestctl::ftvm_replay(FTVM, log, &args);
+    (code, out, err)
 }
 
 fn summary(err: &str) -> &str {

@@ -396,6 +396,40 @@ pub fn count_before(text: &str, what: &str) -> Option<u64> {
     before.rsplit(' ').next()?.parse().ok()
 }
 
+/// Runs `FTVM replay LOG ARGS` (`ftvm`: the binary): (exit code, stdout without CR, as
+/// [`Console`] records a console, stderr, seconds taken).
+pub fn ftvm_replay<S: AsRef<std::ffi::OsStr>>(
+    ftvm: &str,
+    log: &std::path::Path,
+    args: &[S],
+) -> (Option<i32>, String, String, f64) {
+    let t0 = Instant::now();
+    let out = Command::new(ftvm)
+        .arg("replay")
+        .arg(log)
+        .args(args)
+        .output()
+        .expect("start ftvm replay");
+    let stdout: Vec<u8> = out.stdout.into_iter().filter(|&b| b != b'\r').collect();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        t0.elapsed().as_secs_f64(),
+    )
+}
+
+/// `FTVM replay LOG` of a bad log: exit code 2 and exactly one line on stderr, containing
+/// `want`, no panic. Returns that line.
+pub fn replay_refused(ftvm: &str, log: &std::path::Path, want: &str) -> String {
+    let (code, _, err, _) = ftvm_replay::<&str>(ftvm, log, &[]);
+    assert_eq!(code, Some(2), "{}: {err}", log.display());
+    assert_eq!(err.lines().count(), 1, "{}: {err}", log.display());
+    assert!(err.contains(want), "{}: {err}", log.display());
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
 /// How the ftvm commands boot the guest of `cargo xtask guest` in `dir`: `--kernel DIR/Image
 /// --initrd DIR/initramfs.cpio.gz --append console=ttyS0`.
 pub fn linux_boot_args(dir: &std::path::Path) -> Vec<std::ffi::OsString> {
