@@ -560,7 +560,10 @@ impl Backup {
         s.replayed = s.icount;
         s.sent_entries = self.st.entries.load(Ordering::Relaxed);
         s.sent_bytes = self.st.bytes.load(Ordering::Relaxed);
-        s.lag = machine::clock::duration_of(p.horizon.saturating_sub(s.icount));
+        if let Some(m) = p.rp.as_ref().map(|r| r.machine()) {
+            s.guest_time = machine::clock::duration_of_ticks(m.raw_time());
+            s.lag = m.guest_duration(p.horizon.saturating_sub(s.icount));
+        }
         s.peer_silence = self.live.silence();
         s.max_gap = self.live.max_gap();
         self.ep.set_status(s);

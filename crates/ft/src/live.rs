@@ -17,7 +17,7 @@ use crate::link::{Link, SharedBuf};
 use crate::status::{Role, Status};
 use crate::{FtError, PairConfig};
 use arbiter::Claim;
-use machine::{clock, Machine, PowerEvent, Stop};
+use machine::{Machine, PowerEvent, Stop};
 use replay::Event;
 use rr::net::HeldNet;
 use rr::{Outbox, Recorder};
@@ -182,6 +182,9 @@ impl LiveVm {
             let t0 = Instant::now();
             if let Some(wake) = idle.take() {
                 self.idle(wake);
+                if let Some(ts) = &mut alone_sync {
+                    ts.idled();
+                }
             } else {
                 if self.m.console_backlog() < MAX_BACKLOG {
                     let bytes = self.ep.take_input(16 << 10);
@@ -192,16 +195,18 @@ impl LiveVm {
                         self.m.console_input(&bytes);
                     }
                 }
-                // Guest time catches up with wall-clock time (a logged time-sync entry while
-                // protected; the same policy, unlogged, when running alone).
-                if let Some(p) = &mut self.prot {
-                    p.rec.sync_time(&mut self.m, Instant::now());
+                // Guest time keeps pace with wall-clock time (logged time-sync and time-rate
+                // entries while protected; the same policy, unlogged, when running alone).
+                let step = if let Some(p) = &mut self.prot {
+                    p.rec.sync_time(&mut self.m, Instant::now())
                 } else {
                     let now = Instant::now();
                     let ts = alone_sync.get_or_insert_with(|| rr::TimeSync::new(&self.m, now));
-                    if let Some(d) = ts.check(&self.m, now) {
-                        self.m.adjust_time(d);
-                    }
+                    ts.apply(&mut self.m, now)
+                };
+                if !step.pace.is_zero() {
+                    // Ahead of the wall clock (briefly, until the rate catches up).
+                    std::thread::sleep(step.pace);
                 }
                 // The completion point: disk requests whose host I/O is done take effect
                 // here (logged while protected).
@@ -250,7 +255,9 @@ impl LiveVm {
                 if last_adjust.elapsed() >= Duration::from_millis(100) {
                     last_adjust = Instant::now();
                     let replayed = p.link.state.replayed.load(Ordering::Relaxed);
-                    let lag = clock::duration_of(self.m.icount().saturating_sub(replayed));
+                    let lag = self
+                        .m
+                        .guest_duration(self.m.icount().saturating_sub(replayed));
                     self.status.lag = lag;
                     throttle.adjust(lag, self.cfg.max_lag);
                     self.status.slowdown = throttle.slowdown;
@@ -324,7 +331,7 @@ impl LiveVm {
     fn idle(&mut self, wake: Option<u64>) {
         self.ship();
         let now = self.m.icount();
-        let sleep = wake.map(|w| clock::duration_of(w.saturating_sub(now)));
+        let sleep = wake.map(|w| self.m.guest_duration(w.saturating_sub(now)));
         let t0 = Instant::now();
         let limit = self.idle_limit(
             sleep
@@ -355,7 +362,7 @@ impl LiveVm {
         }
         // The devices run next: a frame that woke us is taken then.
         self.ep.take_kick();
-        let waited = clock::icount_for(t0.elapsed());
+        let waited = self.m.steps_for(t0.elapsed());
         let target = match wake {
             Some(w) => w.min(now.saturating_add(waited)),
             None => now.saturating_add(waited),
@@ -718,6 +725,7 @@ impl LiveVm {
     fn update_status(&mut self, window: &mut (Instant, u64)) {
         let s = &mut self.status;
         s.icount = self.m.icount();
+        s.guest_time = machine::clock::duration_of_ticks(self.m.raw_time());
         if let Some(p) = &self.prot {
             let st = &p.link.state;
             s.sent_entries = p.rec.entries();

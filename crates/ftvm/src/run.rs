@@ -311,7 +311,7 @@ pub fn main(a: Args) -> i32 {
         }
         if !matches!(stop, Outcome::Continue) {
             if let Some(r) = rec.take() {
-                rec_sync = r.time_sync().map(|t| (t.adjustments, t.added_ticks));
+                rec_sync = r.time_sync().cloned();
                 if let Err(e) = r.finish(&m) {
                     eprint!("\r\nftvm run: recording to the log failed: {e}\r\n");
                     break 2;
@@ -346,14 +346,19 @@ pub fn main(a: Args) -> i32 {
         eprintln!(
             "ftvm run: {} steps of guest time {:.3} s in {:.3} s of host time ({:.1} M steps/s)",
             m.icount(),
-            clock::duration_of(m.icount()).as_secs_f64(),
+            clock::duration_of_ticks(m.raw_time()).as_secs_f64(),
             secs,
             executed as f64 / secs.max(1e-9) / 1e6
         );
-        let (n, ticks) = rec_sync.unwrap_or((sync.adjustments, sync.added_ticks));
+        let ts = rec_sync.as_ref().unwrap_or(&sync);
         eprintln!(
-            "ftvm run: {n} time-sync adjustments, {:.3} s added to guest time",
-            clock::duration_of_ticks(ticks).as_secs_f64()
+            "ftvm run: {} time-sync adjustments, {:.3} s added to guest time; {} time-rate \
+             changes, now {:.2} steps per tick; {:.3} s paced",
+            ts.adjustments,
+            clock::duration_of_ticks(ts.added_ticks).as_secs_f64(),
+            ts.rate_changes,
+            f64::from(m.clock().rate) / f64::from(clock::RATE_UNIT),
+            ts.paced_total.as_secs_f64()
         );
         if let (Some(dev), Some(l)) = (m.net_stats(), &link) {
             let host = l.monitor.stats();
@@ -470,7 +475,7 @@ fn show_status(m: &Machine) {
     eprint!(
         "\r\nftvm: icount {} (guest time {:.3} s)\r\n",
         m.icount(),
-        clock::duration_of(m.icount()).as_secs_f64()
+        clock::duration_of_ticks(m.raw_time()).as_secs_f64()
     );
     for h in m.harts() {
         eprint!(
@@ -515,12 +520,16 @@ fn run_once(
     } else if let Some(s) = term::signal() {
         return Outcome::Exit(128 + s);
     }
-    // Guest time catches up with wall-clock time here, between two run calls (the replayer
-    // makes the logged adjustment at the same point).
-    match rec {
+    // Guest time keeps pace with wall-clock time here, between two run calls (the replayer
+    // makes the logged jumps and rate changes at the same point).
+    let step = match rec {
         Some(r) => r.sync_time(m, Instant::now()),
         None => sync.apply(m, Instant::now()),
     };
+    if !step.pace.is_zero() {
+        // Ahead of the wall clock (briefly, until the rate catches up).
+        std::thread::sleep(step.pace);
+    }
     // The completion point: disk requests whose host I/O is done take effect here (logged).
     match rec {
         Some(r) => r.complete_io(m),
@@ -547,7 +556,10 @@ fn run_once(
             c => i32::from(c),
         }),
         Stop::Power(PowerEvent::Reset) => Outcome::Reset,
-        Stop::Idle { wake } => idle(m, input, out, wake, rec),
+        Stop::Idle { wake } => {
+            sync.idled();
+            idle(m, input, out, wake, rec)
+        }
     }
 }
 
@@ -566,7 +578,7 @@ fn idle(
 ) -> Outcome {
     flush(out);
     let now = m.icount();
-    let sleep = wake.map(|w| clock::duration_of(w.saturating_sub(now)));
+    let sleep = wake.map(|w| m.guest_duration(w.saturating_sub(now)));
     let t0 = Instant::now();
     let net = m.net_wake_fd();
     let mut io_done = false;
@@ -609,7 +621,7 @@ fn idle(
             break typed;
         }
     };
-    let waited = clock::icount_for(t0.elapsed());
+    let waited = m.steps_for(t0.elapsed());
     let target = match wake {
         Some(w) if typed.bytes.is_empty() && !typed.other && !io_done => w,
         Some(w) => w.min(now.saturating_add(waited)),

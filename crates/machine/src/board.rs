@@ -101,8 +101,8 @@ pub struct Board {
     pub(crate) slots: Vec<Slot>,
     /// (machine-wide icount, running hart's icount) when the current slice started.
     slice: (u64, u64),
-    /// The time-sync offset in ticks (see [`clock::raw_time`]); only grows.
-    pub(crate) time_offset: u64,
+    /// Guest time as a function of the icount (time-sync jumps and rate changes included).
+    pub(crate) clock: clock::Clock,
 }
 
 impl Board {
@@ -119,7 +119,7 @@ impl Board {
             uart,
             slots,
             slice: (0, 0),
-            time_offset: 0,
+            clock: clock::Clock::default(),
         }
     }
 
@@ -149,13 +149,12 @@ impl Board {
         self.slice = (icount, hart_icount);
     }
 
-    /// The raw clock (see [`clock::raw_time`]) when the running hart is at `hart_icount`.
+    /// The raw clock (see [`clock::Clock`]) when the running hart is at `hart_icount`.
     fn raw_time(&self, hart_icount: u64) -> u64 {
-        clock::raw_time(
+        self.clock.raw(
             self.slice
                 .0
                 .wrapping_add(hart_icount.wrapping_sub(self.slice.1)),
-            self.time_offset,
         )
     }
 

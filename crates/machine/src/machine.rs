@@ -46,6 +46,7 @@ use crate::virtio::{
 use rv64::{Exit, Hart, Ram};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Steps a hart runs before the next one gets its turn (with more than one hart).
 pub const QUANTUM: u64 = 10_000;
@@ -89,6 +90,13 @@ pub enum MachineError {
     /// there is no disk {0}
     #[error("there is no disk {0}")]
     NoDisk(usize),
+    /// time rate {0} is out of range
+    #[error(
+        "time rate {0} is out of range ({min}..={max} sixteenths of a step per tick)",
+        min = clock::MIN_RATE,
+        max = clock::MAX_RATE
+    )]
+    TimeRate(u32),
     /// virtio slot {slot} cannot complete request {id}: {source}
     #[error("virtio slot {slot} cannot complete request {id}: {source}")]
     Complete {
@@ -556,24 +564,49 @@ impl Machine {
 
     /// The machine-wide icount at which the earliest armed timer fires, if later than now.
     fn next_timer(&self) -> Option<u64> {
-        let offset = self.board.time_offset;
-        let raw = clock::raw_time(self.icount, offset);
+        let c = self.board.clock;
+        let raw = c.raw(self.icount);
         (0..self.harts.len())
             .filter_map(|h| self.board.clint.deadline(h, raw))
-            .map(|due| clock::icount_at_raw(due, offset))
+            .map(|due| c.icount_at(due))
             .filter(|&at| at != u64::MAX)
             .min()
     }
 
-    /// The raw clock (`mtime` before any guest write to it): `icount / ICOUNT_PER_TICK` plus
-    /// the time-sync offset (see [`crate::clock`]).
+    /// The raw clock (`mtime` before any guest write to it; see [`crate::clock`]).
     pub fn raw_time(&self) -> u64 {
-        clock::raw_time(self.icount, self.board.time_offset)
+        self.board.clock.raw(self.icount)
     }
 
-    /// The time-sync offset: ticks added to guest time by [`Machine::adjust_time`] so far.
+    /// Ticks added to guest time by [`Machine::adjust_time`] so far.
     pub fn time_offset(&self) -> u64 {
-        self.board.time_offset
+        self.board.clock.added
+    }
+
+    /// The machine's clock (rate and time-sync jumps included).
+    pub fn clock(&self) -> clock::Clock {
+        self.board.clock
+    }
+
+    /// Guest time that `steps` steps take at the clock's present rate.
+    pub fn guest_duration(&self, steps: u64) -> Duration {
+        self.board.clock.duration_of(steps)
+    }
+
+    /// Steps that `d` of guest time takes at the clock's present rate.
+    pub fn steps_for(&self, d: Duration) -> u64 {
+        self.board.clock.steps_for(d)
+    }
+
+    /// From the present icount on, guest time passes at `rate` (in 1/[`clock::RATE_UNIT`]
+    /// steps per tick) without jumping. Deterministic like [`Machine::adjust_time`]: a recorder
+    /// logs the change and a replayer makes it at the same icount. A rate outside
+    /// [`clock::MIN_RATE`]..=[`clock::MAX_RATE`] is refused and changes nothing.
+    pub fn set_time_rate(&mut self, rate: u32) -> Result<(), MachineError> {
+        self.board
+            .clock
+            .set_rate(self.icount, rate)
+            .ok_or(MachineError::TimeRate(rate))
     }
 
     /// Moves guest time forward by `ticks` timebase ticks without executing anything (a
@@ -583,7 +616,7 @@ impl Machine {
     /// like every input: a recorder logs the adjustment and a replayer makes it at the same
     /// icount.
     pub fn adjust_time(&mut self, ticks: u64) {
-        self.board.time_offset = self.board.time_offset.saturating_add(ticks);
+        self.board.clock.jump(ticks);
     }
 
     fn devices_mut(&mut self) -> impl Iterator<Item = (u32, &mut VirtioMmio)> {
@@ -692,13 +725,13 @@ impl Machine {
             let start = self.icount;
             let mut waiting = false;
             while self.icount < turn_end {
-                let offset = self.board.time_offset;
-                let raw = clock::raw_time(self.icount, offset);
+                let c = self.board.clock;
+                let raw = c.raw(self.icount);
                 self.board.update_plic();
                 let lines = self.board.irq_lines(h, raw);
                 let mut budget = turn_end - self.icount;
                 if let Some(due) = self.board.clint.deadline(h, raw) {
-                    let at = clock::icount_at_raw(due, offset);
+                    let at = c.icount_at(due);
                     budget = budget.min(at.saturating_sub(self.icount).max(1));
                 }
                 let hart = &mut self.harts[h];

@@ -36,6 +36,7 @@
 //! be the one it had when the snapshot was taken.
 
 use crate::board::{Slot, VIRTIO_SLOTS};
+use crate::clock;
 use crate::config::MachineConfig;
 use crate::machine::{Backends, Machine, MachineError};
 use crate::persist::{ClintState, PlicState, StateError, UartState};
@@ -54,8 +55,9 @@ pub use digest::{ram_digest_full, RamDigest};
 /// The first eight bytes of every snapshot.
 pub const MAGIC: &[u8; 8] = b"FTVMSNAP";
 /// The format version this build writes and reads; bumped on any change to the format
-/// (version 3: each virtio slot carries its device's own state, a disk's in-flight requests).
-pub const VERSION: u16 = 3;
+/// (version 3: each virtio slot carries its device's own state, a disk's in-flight requests;
+/// version 4: the machine section carries the whole clock, rate included).
+pub const VERSION: u16 = 4;
 
 /// Bytes before the payload.
 const HEADER_LEN: usize = 8 + 2 + 8 + 4 + 4 * VIRTIO_SLOTS + 8 + 8 + 8;
@@ -684,7 +686,11 @@ pub(crate) fn encode_cpu(e: &mut Enc, m: &Machine) {
         e.u64(cur as u64);
         e.u64(window_end);
         e.u64(last_ran as u64);
-        e.u64(m.time_offset());
+        let c = m.clock();
+        e.u64(c.base_icount);
+        e.u64(c.base_ticks);
+        e.u64(u64::from(c.rate));
+        e.u64(c.added);
     });
     e.section(tag::HARTS, |e| {
         e.len(harts.len());
@@ -982,7 +988,22 @@ pub(crate) fn restore_payload_with(
     let mut d = top.section(tag::MACHINE, "machine")?;
     let saved_icount = d.u64()?;
     let (cur, window_end, last_ran) = (d.u64()?, d.u64()?, d.u64()?);
-    let time_offset = d.u64()?;
+    let (base_icount, base_ticks, rate, added) = (d.u64()?, d.u64()?, d.u64()?, d.u64()?);
+    let rate = match u32::try_from(rate) {
+        Ok(r) if (clock::MIN_RATE..=clock::MAX_RATE).contains(&r) => r,
+        _ => return Err(d.bad(format!("time rate {rate} is out of range"))),
+    };
+    if base_icount > saved_icount {
+        return Err(d.bad(format!(
+            "the clock's rate changed at icount {base_icount}, after the machine's {saved_icount}"
+        )));
+    }
+    let saved_clock = clock::Clock {
+        base_icount,
+        base_ticks,
+        rate,
+        added,
+    };
     if cur >= nharts || last_ran >= nharts {
         return Err(d.bad(format!(
             "schedule names hart {cur} and {last_ran} of {nharts}"
@@ -1046,7 +1067,7 @@ pub(crate) fn restore_payload_with(
 
     *harts = new_harts;
     *icount = saved_icount;
-    board.time_offset = time_offset;
+    board.clock = saved_clock;
     Ok(())
 }
 

@@ -304,6 +304,43 @@ fn time_sync_moves_time_forward_only_and_is_saved() {
 }
 
 #[test]
+fn a_time_rate_change_is_continuous_deterministic_and_saved() {
+    let (mut m, _) = machine("timerate", &MTIME_LOGGER, 1);
+    let (mut plain, _) = machine("timerate-plain", &MTIME_LOGGER, 1);
+    m.run(100_000);
+    plain.run(100_000);
+    let before = m.raw_time();
+    // 2.5 steps per tick: the clock runs 4 times as fast per step as the nominal 10.
+    m.set_time_rate(40).unwrap();
+    assert_eq!(m.raw_time(), before, "a rate change does not jump");
+    assert!(m.set_time_rate(clock::MAX_RATE + 1).is_err());
+    assert!(m.set_time_rate(0).is_err());
+    assert_eq!(m.clock().rate, 40, "a refused rate changes nothing");
+    m.run(200_000);
+    plain.run(200_000);
+    assert_eq!(m.raw_time(), before + 100_000 / 25 * 10);
+    assert_eq!(plain.raw_time(), 20_000);
+    let times = logged_times(&m);
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "guest time went backwards"
+    );
+    assert_eq!(
+        m.guest_duration(25_000_000),
+        std::time::Duration::from_secs(1)
+    );
+    // The rate is part of the CPU digest and of snapshots.
+    assert_eq!(m.digest().differences(&plain.digest()), vec!["cpu", "ram"]);
+    let snap = m.snapshot().unwrap();
+    let (mut r, _) = machine("timerate-restored", &MTIME_LOGGER, 1);
+    r.load_snapshot(&snap).unwrap();
+    assert_eq!(r.clock(), m.clock());
+    r.run(300_000);
+    m.run(300_000);
+    assert_eq!(r.digest(), m.digest());
+}
+
+#[test]
 fn time_sync_brings_timer_deadlines_forward() {
     // The program of `timer_wait_is_an_idle_stop_and_a_skip_wakes_it`.
     let prog = [

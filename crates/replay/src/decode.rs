@@ -501,6 +501,9 @@ impl Decoder {
                 device: r.u32().map_err(bad)?,
                 request: r.varint().map_err(bad)?,
             },
+            kind::TIME_RATE => Event::TimeRate {
+                rate: r.u32().map_err(bad)?,
+            },
             _ => Event::EndOfLog,
         };
         if !r.b.is_empty() {
@@ -579,6 +582,9 @@ fn unsupported_why(version: u16) -> &'static str {
     } else if version == 5 {
         "a version 5 log's disk requests complete inside the device pass that takes them, this \
          build's at logged completion points: replay it with the ftvm that recorded it"
+    } else if version == 6 {
+        "a version 6 log's prologue holds a snapshot of version 3, whose clock has no rate: \
+         replay it with the ftvm that recorded it"
     } else {
         "log written by another ftvm version: replay it with the one that recorded it"
     }

@@ -206,6 +206,10 @@ impl EntryEncoder {
                 varint::put(s, *request);
                 &[]
             }
+            Event::TimeRate { rate } => {
+                varint::put(s, u64::from(*rate));
+                &[]
+            }
         };
         let body_len = s.len() + tail.len();
         let total = 1 + varint::len(body_len as u64) + body_len;

@@ -10,8 +10,9 @@ pub const MAGIC: [u8; 8] = *b"FTVMLOG\0";
 /// frames are logged; version 4: the disk-read digest entry, kind 12; version 5: the RAM part
 /// of the recorder's state digests hashes page hashes, not RAM in one piece, so a version 4
 /// log's digests would all differ; version 6: disk requests complete at logged points, the
-/// request-done entry, kind 13).
-pub const FORMAT_VERSION: u16 = 6;
+/// request-done entry, kind 13; version 7: guest time's rate can change, the time-rate entry,
+/// kind 14, and snapshots of version 4 in the prologue).
+pub const FORMAT_VERSION: u16 = 7;
 
 /// Largest frame body (the batched entries between a frame's length and its checksum). A length
 /// above it is rejected before anything is allocated, so a hostile length costs nothing.
@@ -97,6 +98,13 @@ pub enum Event {
         /// Change of the guest-time offset, in timebase ticks (10 MHz on `virt`).
         delta: i64,
     },
+    /// From here on guest time passes at `rate` sixteenths of a step per timebase tick (the
+    /// nominal rate is 160: 100 MIPS against the 10 MHz timebase), so that it keeps pace with
+    /// wall-clock time at the interpreter's speed. Kind 14.
+    TimeRate {
+        /// Steps per tick, in sixteenths (16..=1600).
+        rate: u32,
+    },
     /// The operator paused the VM. Kind 4.
     Pause,
     /// The operator resumed the VM. Kind 5.
@@ -173,6 +181,7 @@ pub(crate) mod kind {
     pub const END_OF_LOG: u8 = 11;
     pub const DISK_READ: u8 = 12;
     pub const REQUEST_DONE: u8 = 13;
+    pub const TIME_RATE: u8 = 14;
 }
 
 impl Event {
@@ -192,6 +201,7 @@ impl Event {
             Event::EndOfLog => kind::END_OF_LOG,
             Event::DiskRead { .. } => kind::DISK_READ,
             Event::RequestDone { .. } => kind::REQUEST_DONE,
+            Event::TimeRate { .. } => kind::TIME_RATE,
         }
     }
 
@@ -217,6 +227,7 @@ pub(crate) fn kind_name(k: u8) -> Option<&'static str> {
         kind::END_OF_LOG => "end-of-log",
         kind::DISK_READ => "disk-read",
         kind::REQUEST_DONE => "request-done",
+        kind::TIME_RATE => "time-rate",
         _ => return None,
     })
 }

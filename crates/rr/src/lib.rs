@@ -24,7 +24,7 @@ pub use outbox::Outbox;
 pub use position::{PositionError, SnapshotPosition};
 pub use recorder::{RecordError, Recorder};
 pub use replayer::{Prologue, ReplayError, Replayer};
-pub use timesync::TimeSync;
+pub use timesync::{SyncStep, TimeSync};
 
 /// Machine-wide steps per run slice: the recorder's loop and every replayer make run calls of
 /// this length (about 20 ms at 100 MIPS), so the host looks at its inputs this often.

@@ -17,7 +17,8 @@
 //!    card took (device: its slot, request 0; see [`crate::net`]); a state digest every
 //!    [`DIGEST_EVERY`] icount at a run-slice boundary and at the end; a time-sync entry
 //!    whenever guest time lags wall-clock time by more than [`crate::timesync::BOUND`] at a
-//!    slice boundary ([`Recorder::sync_time`]); a power-off entry when the guest powered off;
+//!    slice boundary, and a time-rate entry whenever the clock's rate is changed to keep
+//!    pace with it ([`Recorder::sync_time`]); a power-off entry when the guest powered off;
 //!    the end marker.
 //!
 //! The configuration entry carries each disk's size and read-only flag and the network card's
@@ -30,7 +31,7 @@ use crate::logged::{
     digest_parts, LoggedConfig, DEV_UART, DIGEST_EVERY, SNAPSHOT_CHUNK, TAG_SNAPSHOT,
 };
 use crate::net::{net_device, RecordingNet};
-use crate::timesync::TimeSync;
+use crate::timesync::{SyncStep, TimeSync};
 use machine::virtio::{EntropyBackend, OsEntropy};
 use machine::{Machine, PowerEvent};
 use replay::{Entry, Event, LogHeader, LogWriter, WriteError};
@@ -342,18 +343,27 @@ impl<W: Write> Recorder<W> {
         self.note(r);
     }
 
-    /// At a run-slice boundary (before the next run call): when guest time lags the host's
-    /// wall clock (`now`; the reference is taken at the first call) by more than
-    /// [`crate::timesync::BOUND`], logs a time-sync entry at the machine's icount and moves
-    /// the machine's clock forward by the lag. Returns the ticks added, if any.
-    pub fn sync_time(&mut self, m: &mut Machine, now: std::time::Instant) -> Option<u64> {
+    /// At a run-slice boundary (before the next run call): keeps guest time near the host's
+    /// wall clock (`now`; the reference is taken at the first call) by the policy of
+    /// [`crate::timesync`]. A jump forward is logged as a time-sync entry and a rate change as
+    /// a time-rate entry, at the machine's icount, and both are made on `m`; the caller waits
+    /// the returned pace before its next run call.
+    pub fn sync_time(&mut self, m: &mut Machine, now: std::time::Instant) -> SyncStep {
         let ts = self.timesync.get_or_insert_with(|| TimeSync::new(m, now));
-        let d = ts.check(m, now)?;
-        let delta = i64::try_from(d).unwrap_or(i64::MAX);
-        let r = self.append(m.icount(), Event::TimeSync { delta });
-        self.note(r);
-        m.adjust_time(u64::try_from(delta).unwrap_or(0));
-        Some(d)
+        let s = ts.check(m, now);
+        if let Some(d) = s.jump {
+            let delta = i64::try_from(d).unwrap_or(i64::MAX);
+            let r = self.append(m.icount(), Event::TimeSync { delta });
+            self.note(r);
+            m.adjust_time(u64::try_from(delta).unwrap_or(0));
+        }
+        if let Some(rate) = s.rate {
+            if m.set_time_rate(rate).is_ok() {
+                let r = self.append(m.icount(), Event::TimeRate { rate });
+                self.note(r);
+            }
+        }
+        s
     }
 
     /// Takes a new time-sync reference at `now` (after a pause: the time the guest was stopped
@@ -371,6 +381,9 @@ impl<W: Write> Recorder<W> {
 
     /// Every hart idled at `from` and the clock skips to `until`.
     pub fn idle_skip(&mut self, from: u64, until: u64) {
+        if let Some(ts) = &mut self.timesync {
+            ts.idled();
+        }
         let r = self.append(
             from,
             Event::IdleSkip {

@@ -559,6 +559,13 @@ impl Replayer {
                 };
                 self.m.adjust_time(ticks);
             }
+            Event::TimeRate { rate } => {
+                // Changed between two run calls on the recorder, with the time sync.
+                self.advance(e.icount)?;
+                self.m.set_time_rate(rate).map_err(|err| {
+                    ReplayError::Content(format!("time-rate entry at icount {}: {err}", e.icount))
+                })?;
+            }
             Event::RequestDone { device, request } => {
                 // Completed between two run calls on the recorder, where its host I/O was
                 // ready; its data entries came just before.

@@ -1,7 +1,9 @@
-//! Time-sync under record and replay: a guest that reads `mtime`, arms its timer a little
-//! later and waits for it, recorded with a host clock that runs ahead of the guest's (so the
-//! recorder logs time-sync entries) and replayed from the log: the replay reproduces every
-//! digest, and the guest never saw time go backwards.
+//! Time-sync under record and replay, with a host clock of the test's own: a guest that reads
+//! `mtime`, arms its timer a little later and waits for it, recorded with a host clock that runs
+//! ahead of the guest's (so the recorder logs time-sync jumps), and a busy guest recorded with a
+//! host that runs it faster, then slower, than the nominal 100 MIPS (so the recorder changes the
+//! clock's rate and paces). Each is replayed from the log: the replay reproduces every digest,
+//! and the guest never saw time go backwards.
 
 use machine::virtio::NullConsole;
 use machine::{Backends, Firmware, Machine, MachineConfig, Stop};
@@ -36,7 +38,22 @@ fn program() -> Vec<u32> {
     ]
 }
 
+/// Reads mtime and stores it at 0x8010_0000, forever.
+fn busy_program() -> Vec<u32> {
+    vec![
+        0x0200_c2b7, // lui t0, 0x200c
+        0x0010_0517, // auipc a0, 0x100
+        0xff82_b303, // loop: ld t1, -8(t0)
+        0x0065_3023, // sd t1, 0(a0)
+        jal_x0(-8),
+    ]
+}
+
 fn config() -> MachineConfig {
+    config_for(&program())
+}
+
+fn config_for(program: &[u32]) -> MachineConfig {
     // A file of its own per call: the tests run in parallel threads of one process, and one
     // writing the file while another loads it would hand the loader an empty kernel.
     static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -44,7 +61,7 @@ fn config() -> MachineConfig {
     let dir = std::env::temp_dir().join(format!("ftvm-rr-timesync-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let kernel = dir.join(format!("kernel-{n}.bin"));
-    let bytes: Vec<u8> = program().iter().flat_map(|i| i.to_le_bytes()).collect();
+    let bytes: Vec<u8> = program.iter().flat_map(|i| i.to_le_bytes()).collect();
     std::fs::write(&kernel, bytes).unwrap();
     MachineConfig {
         mem_size: 16 << 20,
@@ -53,6 +70,41 @@ fn config() -> MachineConfig {
         kernel: Some(kernel),
         ..MachineConfig::default()
     }
+}
+
+/// A recorder and its machine for `cfg`, recording started.
+fn recording(cfg: &MachineConfig) -> (Recorder<Vec<u8>>, Machine) {
+    let (mut rec, entropy) = Recorder::new(Vec::new(), cfg).unwrap();
+    let mut m = Machine::new(
+        cfg,
+        Backends {
+            serial: Box::new(Outbox::default()),
+            console: Box::new(NullConsole),
+            entropy,
+        },
+    )
+    .unwrap();
+    rec.start(&mut m).unwrap();
+    (rec, m)
+}
+
+/// Replays `log` to its end, counting the entries of kind `name`; returns the replayer.
+fn replay(log: &[u8], name: &str) -> (rr::Replayer, usize) {
+    let mut r = LogReader::new(log).unwrap();
+    let mut prologue = Prologue::new(r.header());
+    while !prologue.feed(&r.next_entry().unwrap().unwrap()).unwrap() {}
+    let mut rp = prologue.into_replayer(Outbox::default()).unwrap();
+    let mut logged = 0;
+    loop {
+        let e = r.next_entry().unwrap().expect("the log has an end marker");
+        if e.event.name() == name {
+            logged += 1;
+        }
+        if rp.apply(e).unwrap() {
+            break;
+        }
+    }
+    (rp, logged)
 }
 
 /// The mtime values the guest stored, up to the first zero after the first (which may be 0).
@@ -71,26 +123,14 @@ fn stored_times(m: &Machine) -> Vec<u64> {
 
 #[test]
 fn recorded_time_syncs_replay_exactly_and_time_only_grows() {
-    let cfg = config();
-    let (mut rec, entropy) = Recorder::new(Vec::new(), &cfg).unwrap();
-    let out = Outbox::default();
-    let mut m = Machine::new(
-        &cfg,
-        Backends {
-            serial: Box::new(out.clone()),
-            console: Box::new(NullConsole),
-            entropy,
-        },
-    )
-    .unwrap();
-    rec.start(&mut m).unwrap();
+    let (mut rec, mut m) = recording(&config());
     // A host clock of our own: 1 ms per loop turn, far more than the guest's idle waits of
     // 20 µs and its busy slices are worth, so guest time falls behind and is synced.
     let mut host = Instant::now();
     let mut syncs = 0;
     for _ in 0..3000 {
         host += Duration::from_millis(1);
-        if rec.sync_time(&mut m, host).is_some() {
+        if rec.sync_time(&mut m, host).jump.is_some() {
             syncs += 1;
         }
         let stop = m.run(m.icount().saturating_add(SLICE));
@@ -119,40 +159,136 @@ fn recorded_time_syncs_replay_exactly_and_time_only_grows() {
     let want = m.digest();
     let log = rec.finish(&m).unwrap();
 
-    let mut r = LogReader::new(log.as_slice()).unwrap();
-    let mut prologue = Prologue::new(r.header());
-    while !prologue.feed(&r.next_entry().unwrap().unwrap()).unwrap() {}
-    let mut rp = prologue.into_replayer(Outbox::default()).unwrap();
-    let mut logged = 0;
-    loop {
-        let e = r.next_entry().unwrap().expect("the log has an end marker");
-        if matches!(e.event, Event::TimeSync { .. }) {
-            logged += 1;
-        }
-        if rp.apply(e).unwrap() {
-            break;
-        }
-    }
-    assert_eq!(logged, syncs);
+    let (rp, logged) = replay(&log, "time-sync");
+    assert_eq!(logged as u64, syncs);
     assert_eq!(rp.machine().digest(), want);
     assert_eq!(rp.machine().time_offset(), m.time_offset());
     assert_eq!(stored_times(rp.machine()), times);
 }
 
+/// Records the busy guest for `slices` run slices on a host that takes `per_slice` for each;
+/// returns the largest lead (guest time minus host time, in ms) and lag seen at boundaries
+/// after the first `settle` slices.
+fn run_busy(
+    rec: &mut Recorder<Vec<u8>>,
+    m: &mut Machine,
+    host: &mut Instant,
+    per_slice: Duration,
+    slices: usize,
+    settle: usize,
+) -> (f64, f64) {
+    let t0 = *host;
+    let g0 = m.raw_time();
+    let (mut lead, mut lag) = (0f64, 0f64);
+    for i in 0..slices {
+        let step = rec.sync_time(m, *host);
+        // The pacing wait passes host time only.
+        *host += step.pace;
+        if i >= settle {
+            let host_ms = (*host - t0).as_secs_f64() * 1e3;
+            let guest_ms = (m.raw_time() - g0) as f64 / 1e4;
+            lead = lead.max(guest_ms - host_ms);
+            lag = lag.max(host_ms - guest_ms);
+        }
+        let stop = m.run(m.icount().saturating_add(SLICE));
+        assert!(matches!(stop, Stop::Limit), "{stop:?}");
+        rec.after_slice(m, true);
+        *host += per_slice;
+    }
+    (lead, lag)
+}
+
+#[test]
+fn a_busy_guest_keeps_pace_with_the_host_by_the_rate_and_replays_exactly() {
+    let (mut rec, mut m) = recording(&config_for(&busy_program()));
+    let mut host = Instant::now();
+    // 500 M steps a second: five times the nominal pace. Within a few windows the rate is
+    // about 50 steps per tick and guest time stays within the bound of the host's.
+    let (lead, lag) = run_busy(
+        &mut rec,
+        &mut m,
+        &mut host,
+        Duration::from_millis(4),
+        150,
+        60,
+    );
+    let rate = m.clock().rate;
+    eprintln!("fast host: rate {rate}, lead {lead:.1} ms, lag {lag:.1} ms");
+    assert!(
+        (760..=840).contains(&rate),
+        "rate {rate} for 50 steps per tick"
+    );
+    assert!(
+        lead <= 50.0 + 4.0 && lag <= 50.0 + 4.0,
+        "lead {lead:.1} ms, lag {lag:.1} ms"
+    );
+    let fast = rec.time_sync().unwrap().clone();
+    assert!(
+        fast.rate_changes >= 1 && fast.paced_total > Duration::ZERO,
+        "{fast:?}"
+    );
+    // 40 M steps a second: slower than nominal, so the rate goes down (not only jumps).
+    let (lead, lag) = run_busy(
+        &mut rec,
+        &mut m,
+        &mut host,
+        Duration::from_millis(50),
+        100,
+        40,
+    );
+    let rate = m.clock().rate;
+    eprintln!("slow host: rate {rate}, lead {lead:.1} ms, lag {lag:.1} ms");
+    assert!(
+        (60..=68).contains(&rate),
+        "rate {rate} for 4 steps per tick"
+    );
+    assert!(
+        lead <= 50.0 + 50.0 && lag <= 50.0 + 50.0,
+        "lead {lead:.1} ms, lag {lag:.1} ms"
+    );
+    let ts = rec.time_sync().unwrap();
+    assert!(ts.rate_changes > fast.rate_changes);
+    assert!(
+        ts.rate_changes < 40,
+        "{} rate changes for two speeds",
+        ts.rate_changes
+    );
+    let changes = ts.rate_changes as usize;
+    eprintln!(
+        "{changes} rate changes, {} jumps, {:?} paced",
+        ts.adjustments, ts.paced_total
+    );
+    let want = m.digest();
+    let clock = m.clock();
+    let log = rec.finish(&m).unwrap();
+    let (rp, logged) = replay(&log, "time-rate");
+    assert_eq!(logged, changes);
+    assert_eq!(rp.machine().clock(), clock);
+    assert_eq!(rp.machine().digest(), want);
+}
+
+#[test]
+fn a_time_rate_out_of_range_is_refused() {
+    for rate in [0, machine::clock::MAX_RATE + 1] {
+        let (mut rec, m) = recording(&config());
+        rec.event(&m, Event::TimeRate { rate });
+        let log = rec.finish(&m).unwrap();
+        let mut r = LogReader::new(log.as_slice()).unwrap();
+        let mut prologue = Prologue::new(r.header());
+        while !prologue.feed(&r.next_entry().unwrap().unwrap()).unwrap() {}
+        let mut rp = prologue.into_replayer(Outbox::default()).unwrap();
+        let e = r.next_entry().unwrap().unwrap();
+        let err = rp.apply(e).unwrap_err().to_string();
+        assert!(
+            err.contains("time rate") && err.contains("out of range"),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn a_time_sync_back_is_refused() {
-    let cfg = config();
-    let (mut rec, entropy) = Recorder::new(Vec::new(), &cfg).unwrap();
-    let mut m = Machine::new(
-        &cfg,
-        Backends {
-            serial: Box::new(Outbox::default()),
-            console: Box::new(NullConsole),
-            entropy,
-        },
-    )
-    .unwrap();
-    rec.start(&mut m).unwrap();
+    let (mut rec, m) = recording(&config());
     rec.event(&m, Event::TimeSync { delta: -5 });
     let log = rec.finish(&m).unwrap();
     let mut r = LogReader::new(log.as_slice()).unwrap();

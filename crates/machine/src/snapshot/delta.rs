@@ -36,8 +36,9 @@ use rv64::ram::PAGE_SIZE;
 /// The first eight bytes of every delta snapshot.
 pub const DELTA_MAGIC: &[u8; 8] = b"FTVMDELT";
 /// The delta format version this build writes and reads (version 2: the virtio slots carry
-/// their devices' own state, as full snapshots of version 3 do).
-pub const DELTA_VERSION: u16 = 2;
+/// their devices' own state, as full snapshots of version 3 do; version 3: the whole clock, as
+/// in full snapshots of version 4).
+pub const DELTA_VERSION: u16 = 3;
 
 const TAG_PAGES: u8 = 9;
 /// Bytes before the payload: magic, version, configuration, chain, lengths.

@@ -94,6 +94,7 @@ pub fn every_kind() -> Vec<Entry> {
             device: 7,
             request: 300,
         },
+        Event::TimeRate { rate: 403 },
         Event::PowerOff,
         Event::EndOfLog,
     ];
@@ -110,7 +111,7 @@ pub fn every_kind() -> Vec<Entry> {
 
 /// A random event at `icount` (never an end-of-log).
 pub fn random_event(rng: &mut Rng, icount: u64) -> Event {
-    match rng.below(12) {
+    match rng.below(13) {
         0 => Event::DeviceCompletion {
             data: {
                 let max = if rng.below(20) == 0 { 5000 } else { 40 };
@@ -155,6 +156,9 @@ pub fn random_event(rng: &mut Rng, icount: u64) -> Event {
         8 => Event::RequestDone {
             device: rng.below(8) as u32,
             request: rng.wide(),
+        },
+        9 => Event::TimeRate {
+            rate: rng.wide() as u32,
         },
         _ => Event::OutputMarker {
             device: rng.wide() as u32,
