@@ -39,9 +39,6 @@ use guestctl::{Console, FW_JUMP};
 use super::doc;
 use crate::guest;
 
-/// Guest steps per guest second on ftvm (`crates/machine/src/clock.rs`: 10 MHz mtime, 10 steps a tick).
-const STEPS_PER_GUEST_SECOND: f64 = 100_000_000.0;
-
 /// The disk-bound workload (the same as `--replay`'s): 8 MiB written and synced, caches
 /// dropped, read back.
 const DISK_WORKLOAD: &str = "dd if=/dev/zero of=/mnt/ft-bench.bin bs=64k count=128 conv=fsync \
@@ -378,7 +375,8 @@ pub(super) struct Status {
     at: Option<Instant>,
     role: String,
     pub(super) protected: bool,
-    icount: u64,
+    /// The machine's clock (`guest_time`), in seconds.
+    guest_time_s: f64,
     pub(super) sent_bytes: u64,
     bandwidth_mbps: f64,
     lag_s: f64,
@@ -413,7 +411,7 @@ impl Status {
             match k {
                 "role" => st.role = v.to_string(),
                 "protected" => st.protected = v == "yes",
-                "icount" => st.icount = num(v),
+                "guest_time" => st.guest_time_s = v.trim_end_matches('s').parse().unwrap_or(0.0),
                 "log_sent" => {
                     st.sent_bytes = v
                         .split(", ")
@@ -456,7 +454,7 @@ impl Rate {
         Rate {
             bytes: b.sent_bytes.saturating_sub(a.sent_bytes),
             host_s,
-            guest_s: b.icount.saturating_sub(a.icount) as f64 / STEPS_PER_GUEST_SECOND,
+            guest_s: (b.guest_time_s - a.guest_time_s).max(0.0),
         }
     }
     /// Mbit per host second.
@@ -1306,9 +1304,9 @@ fn report(
     let _ = writeln!(w, "## 2. Logging bandwidth\n");
     let _ = writeln!(
         w,
-        "From the primary's `ftvm status` (`log_sent` bytes, `icount`) at both ends of each \
+        "From the primary's `ftvm status` (`log_sent` bytes, `guest_time`) at both ends of each \
          window, so the initial snapshot (the first status after pairing: median {} bytes) is left \
-         out. Mbit per host second and per guest second (icount / 10^8); `log_bandwidth` is the \
+         out. Mbit per host second and per guest second (`guest_time`); `log_bandwidth` is the \
          status line at the end of the window (the last second). Medians of the rounds.\n",
         median(
             &pairs

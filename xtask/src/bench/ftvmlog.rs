@@ -14,6 +14,8 @@ pub mod kind {
     pub const IDLE_SKIP: u8 = 2;
     /// Time sync: a change of the guest-time offset, in timebase ticks.
     pub const TIME_SYNC: u8 = 3;
+    /// Time rate: guest time's steps per tick, in sixteenths, from here on.
+    pub const TIME_RATE: u8 = 14;
     /// Config change: the machine's shape and the initial snapshot.
     pub const CONFIG_CHANGE: u8 = 7;
     /// State digest.
@@ -41,13 +43,20 @@ pub struct Entry {
     pub console: Vec<u8>,
     /// The change of the guest-time offset of a time sync, in 10 MHz timebase ticks.
     pub time_sync: i64,
+    /// The new rate of a time rate, in sixteenths of a step per tick (0 otherwise).
+    pub time_rate: u64,
 }
+
+/// The rate a machine starts at (`machine::clock::NOMINAL_RATE`): 10 steps per tick.
+const NOMINAL_RATE: u64 = 160;
 
 /// A parsed log.
 #[derive(Debug)]
 pub struct Log {
     /// Bytes of the header.
     pub header_bytes: u64,
+    /// The header's base icount.
+    pub base_icount: u64,
     /// The entries in order.
     pub entries: Vec<Entry>,
     /// Size of the file.
@@ -110,9 +119,13 @@ impl Log {
                 let mut device = None;
                 let mut console = Vec::new();
                 let mut time_sync = 0;
+                let mut time_rate = 0;
                 if k == kind::TIME_SYNC {
                     let z = varint(b, &mut pos)?;
                     time_sync = (z >> 1) as i64 ^ -((z & 1) as i64);
+                }
+                if k == kind::TIME_RATE {
+                    time_rate = varint(b, &mut pos)?;
                 }
                 if k == kind::DEVICE_COMPLETION || k == kind::DISK_WRITE {
                     let d = varint(b, &mut pos)? as u32;
@@ -129,6 +142,7 @@ impl Log {
                     bytes: (end - entry_start) as u64 + overhead,
                     console,
                     time_sync,
+                    time_rate,
                 });
                 overhead = 0;
                 pos = end;
@@ -137,6 +151,7 @@ impl Log {
         }
         Ok(Log {
             header_bytes: header_bytes as u64,
+            base_icount: base,
             entries,
             total_bytes: b.len() as u64,
         })
@@ -182,13 +197,24 @@ impl Log {
         Some((owner[start], owner[end]))
     }
 
-    /// The sum of the time-sync adjustments with `from < icount < to`, in timebase ticks.
-    pub fn time_sync_ticks(&self, from: u64, to: u64) -> i64 {
-        self.entries
-            .iter()
-            .filter(|e| e.icount > from && e.icount < to)
-            .map(|e| e.time_sync)
-            .sum()
+    /// Guest time from icount `from` to `to`, in seconds: the machine's clock (DESIGN §2,
+    /// `machine::clock`) rebuilt from the log's time-sync jumps and time-rate changes, from
+    /// the nominal rate at the start (a log recorded from boot).
+    pub fn guest_seconds(&self, from: u64, to: u64) -> f64 {
+        let clock_at = |at: u64| {
+            // Ticks (fractional) at icount `at`.
+            let (mut ticks, mut base, mut rate) = (0f64, self.base_icount, NOMINAL_RATE);
+            for e in self.entries.iter().take_while(|e| e.icount <= at) {
+                if e.kind == kind::TIME_SYNC {
+                    ticks += e.time_sync as f64;
+                } else if e.kind == kind::TIME_RATE && e.time_rate > 0 {
+                    ticks += (e.icount - base) as f64 * 16.0 / rate as f64;
+                    (base, rate) = (e.icount, e.time_rate);
+                }
+            }
+            ticks + (at - base) as f64 * 16.0 / rate as f64
+        };
+        (clock_at(to) - clock_at(from)) / 10_000_000.0
     }
 
     /// Bytes of the entries with `from < icount < to`, and a breakdown by kind name.
@@ -219,6 +245,7 @@ fn kind_name(e: &Entry) -> &'static str {
         (kind::DEVICE_COMPLETION, _) => "device data (entropy, disk reads)",
         (kind::IDLE_SKIP, _) => "idle skips",
         (kind::TIME_SYNC, _) => "time syncs",
+        (kind::TIME_RATE, _) => "time rates",
         (kind::STATE_DIGEST, _) => "digests",
         (kind::DISK_WRITE, _) => "disk writes",
         (kind::CONFIG_CHANGE, _) => "config",
@@ -264,6 +291,20 @@ mod tests {
         let (w, by) = log.window(1000, 2001);
         assert_eq!(w, 7 + 7 + 25);
         assert_eq!(by[0], ("digests", 25));
+    }
+
+    #[test]
+    fn guest_time_follows_jumps_and_rate_changes() {
+        let mut log = Log::parse(&example()).unwrap();
+        // Nominal: 10 steps a tick, so 1000 steps are 100 ticks.
+        assert!((log.guest_seconds(1000, 2000) - 100.0 / 1e7).abs() < 1e-12);
+        // A jump of 50 ticks at 1500, and 2.5 steps a tick (40 sixteenths) from 2000 on.
+        log.entries[1].kind = kind::TIME_SYNC;
+        log.entries[1].time_sync = 50;
+        log.entries[2].kind = kind::TIME_RATE;
+        log.entries[2].time_rate = 40;
+        let ticks = 100.0 + 50.0 + 100.0 / 2.5;
+        assert!((log.guest_seconds(1000, 2100) - ticks / 1e7).abs() < 1e-12);
     }
 
     #[test]

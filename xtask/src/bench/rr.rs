@@ -39,12 +39,6 @@ use super::doc;
 use super::ftvmlog::Log;
 use crate::guest;
 
-/// Machine-wide steps per second of guest time on ftvm: `mtime` runs at `TIMEBASE_HZ` = 10 MHz
-/// and advances once every `ICOUNT_PER_TICK` = 10 steps (`crates/machine/src/clock.rs`).
-/// Guest time is that plus the logged time-sync adjustments, in ticks of the 10 MHz timebase.
-const STEPS_PER_GUEST_SECOND: f64 = 100_000_000.0;
-const TIMEBASE_HZ: f64 = 10_000_000.0;
-
 /// The disk-bound workload: 8 MiB written and synced, caches dropped, read back.
 const DISK_WORKLOAD: &str = "dd if=/dev/zero of=/mnt/rr-bench.bin bs=64k count=128 conv=fsync \
      2>/dev/null && sync && echo 3 > /proc/sys/vm/drop_caches && \
@@ -441,8 +435,7 @@ fn ftvm_window(log: &Log, a: &str, b: &str) -> Result<(Window, (u64, u64))> {
     Ok((
         Window {
             bytes,
-            guest_s: (ib - ia) as f64 / STEPS_PER_GUEST_SECOND
-                + log.time_sync_ticks(ia, ib) as f64 / TIMEBASE_HZ,
+            guest_s: log.guest_seconds(ia, ib),
             by,
         },
         (ia, ib),
@@ -1062,7 +1055,7 @@ fn report(
     let _ = writeln!(
         s,
         "Log bytes per second of guest time (the round with the median rate; ftvm: entries between \
-         the two marks, guest time = icount / 100 M plus the logged time syncs; QEMU: growth of the rr file between the marks, \
+         the two marks, guest time = the machine's clock rebuilt from the logged time syncs and time rates; QEMU: growth of the rr file between the marks, \
          ±4 KiB of stdio buffering at each, guest time from `/proc/uptime`):\n"
     );
     s.push_str(
