@@ -166,17 +166,17 @@ fn recorded_time_syncs_replay_exactly_and_time_only_grows() {
     assert_eq!(stored_times(rp.machine()), times);
 }
 
-/// Records the busy guest for `slices` run slices on a host that takes `per_slice` for each;
-/// returns the largest lead (guest time minus host time, in ms) and lag seen at boundaries
-/// after the first `settle` slices.
-fn run_busy(
+/// Records the busy guest for `slices` run slices on a host that takes `per_slice` for each,
+/// then checks that the rate ended in `want` and that, after the first `settle` slices, guest
+/// time stayed within the bound (50 ms) plus a slice of the host's at every boundary.
+fn keeps_pace(
     rec: &mut Recorder<Vec<u8>>,
     m: &mut Machine,
     host: &mut Instant,
     per_slice: Duration,
-    slices: usize,
-    settle: usize,
-) -> (f64, f64) {
+    (slices, settle): (usize, usize),
+    want: std::ops::RangeInclusive<u32>,
+) {
     let t0 = *host;
     let g0 = m.raw_time();
     let (mut lead, mut lag) = (0f64, 0f64);
@@ -195,7 +195,14 @@ fn run_busy(
         rec.after_slice(m, true);
         *host += per_slice;
     }
-    (lead, lag)
+    let rate = m.clock().rate;
+    eprintln!("{per_slice:?} a slice: rate {rate}, lead {lead:.1} ms, lag {lag:.1} ms");
+    assert!(want.contains(&rate), "rate {rate}, not in {want:?}");
+    let bound = 50.0 + per_slice.as_secs_f64() * 1e3;
+    assert!(
+        lead <= bound && lag <= bound,
+        "lead {lead:.1} ms, lag {lag:.1} ms"
+    );
 }
 
 #[test]
@@ -203,49 +210,18 @@ fn a_busy_guest_keeps_pace_with_the_host_by_the_rate_and_replays_exactly() {
     let (mut rec, mut m) = recording(&config_for(&busy_program()));
     let mut host = Instant::now();
     // 500 M steps a second: five times the nominal pace. Within a few windows the rate is
-    // about 50 steps per tick and guest time stays within the bound of the host's.
-    let (lead, lag) = run_busy(
-        &mut rec,
-        &mut m,
-        &mut host,
-        Duration::from_millis(4),
-        150,
-        60,
-    );
-    let rate = m.clock().rate;
-    eprintln!("fast host: rate {rate}, lead {lead:.1} ms, lag {lag:.1} ms");
-    assert!(
-        (760..=840).contains(&rate),
-        "rate {rate} for 50 steps per tick"
-    );
-    assert!(
-        lead <= 50.0 + 4.0 && lag <= 50.0 + 4.0,
-        "lead {lead:.1} ms, lag {lag:.1} ms"
-    );
+    // about 50 steps per tick (800 sixteenths).
+    let fast = Duration::from_millis(4);
+    keeps_pace(&mut rec, &mut m, &mut host, fast, (150, 60), 760..=840);
     let fast = rec.time_sync().unwrap().clone();
     assert!(
         fast.rate_changes >= 1 && fast.paced_total > Duration::ZERO,
         "{fast:?}"
     );
-    // 40 M steps a second: slower than nominal, so the rate goes down (not only jumps).
-    let (lead, lag) = run_busy(
-        &mut rec,
-        &mut m,
-        &mut host,
-        Duration::from_millis(50),
-        100,
-        40,
-    );
-    let rate = m.clock().rate;
-    eprintln!("slow host: rate {rate}, lead {lead:.1} ms, lag {lag:.1} ms");
-    assert!(
-        (60..=68).contains(&rate),
-        "rate {rate} for 4 steps per tick"
-    );
-    assert!(
-        lead <= 50.0 + 50.0 && lag <= 50.0 + 50.0,
-        "lead {lead:.1} ms, lag {lag:.1} ms"
-    );
+    // 40 M steps a second: slower than nominal, so the rate goes down (not only jumps): 4
+    // steps per tick.
+    let slow = Duration::from_millis(50);
+    keeps_pace(&mut rec, &mut m, &mut host, slow, (100, 40), 60..=68);
     let ts = rec.time_sync().unwrap();
     assert!(ts.rate_changes > fast.rate_changes);
     assert!(
@@ -267,18 +243,23 @@ fn a_busy_guest_keeps_pace_with_the_host_by_the_rate_and_replays_exactly() {
     assert_eq!(rp.machine().digest(), want);
 }
 
+/// What a replayer says of a log holding only `e` after its prologue.
+fn refusal_of(e: Event) -> String {
+    let (mut rec, m) = recording(&config());
+    rec.event(&m, e);
+    let log = rec.finish(&m).unwrap();
+    let mut r = LogReader::new(log.as_slice()).unwrap();
+    let mut prologue = Prologue::new(r.header());
+    while !prologue.feed(&r.next_entry().unwrap().unwrap()).unwrap() {}
+    let mut rp = prologue.into_replayer(Outbox::default()).unwrap();
+    let e = r.next_entry().unwrap().unwrap();
+    rp.apply(e).unwrap_err().to_string()
+}
+
 #[test]
 fn a_time_rate_out_of_range_is_refused() {
     for rate in [0, machine::clock::MAX_RATE + 1] {
-        let (mut rec, m) = recording(&config());
-        rec.event(&m, Event::TimeRate { rate });
-        let log = rec.finish(&m).unwrap();
-        let mut r = LogReader::new(log.as_slice()).unwrap();
-        let mut prologue = Prologue::new(r.header());
-        while !prologue.feed(&r.next_entry().unwrap().unwrap()).unwrap() {}
-        let mut rp = prologue.into_replayer(Outbox::default()).unwrap();
-        let e = r.next_entry().unwrap().unwrap();
-        let err = rp.apply(e).unwrap_err().to_string();
+        let err = refusal_of(Event::TimeRate { rate });
         assert!(
             err.contains("time rate") && err.contains("out of range"),
             "{err}"
@@ -288,14 +269,6 @@ fn a_time_rate_out_of_range_is_refused() {
 
 #[test]
 fn a_time_sync_back_is_refused() {
-    let (mut rec, m) = recording(&config());
-    rec.event(&m, Event::TimeSync { delta: -5 });
-    let log = rec.finish(&m).unwrap();
-    let mut r = LogReader::new(log.as_slice()).unwrap();
-    let mut prologue = Prologue::new(r.header());
-    while !prologue.feed(&r.next_entry().unwrap().unwrap()).unwrap() {}
-    let mut rp = prologue.into_replayer(Outbox::default()).unwrap();
-    let e = r.next_entry().unwrap().unwrap();
-    let err = rp.apply(e).unwrap_err().to_string();
+    let err = refusal_of(Event::TimeSync { delta: -5 });
     assert!(err.contains("moves guest time back"), "{err}");
 }
