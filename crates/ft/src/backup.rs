@@ -560,10 +560,13 @@ impl Backup {
         s.replayed = s.icount;
         s.sent_entries = self.st.entries.load(Ordering::Relaxed);
         s.sent_bytes = self.st.bytes.load(Ordering::Relaxed);
-        if let Some(m) = p.rp.as_ref().map(|r| r.machine()) {
-            s.guest_time = machine::clock::duration_of_ticks(m.raw_time());
-            s.lag = m.guest_duration(p.horizon.saturating_sub(s.icount));
-        }
+        // Before the prologue is in there is no machine yet: its clock is the nominal one.
+        let clock =
+            p.rp.as_ref()
+                .map(|r| r.machine().clock())
+                .unwrap_or_default();
+        s.guest_time = machine::clock::duration_of_ticks(clock.raw(s.icount));
+        s.lag = clock.duration_of(p.horizon.saturating_sub(s.icount));
         s.peer_silence = self.live.silence();
         s.max_gap = self.live.max_gap();
         self.ep.set_status(s);
