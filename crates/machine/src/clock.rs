@@ -17,18 +17,6 @@ pub const TIMEBASE_HZ: u64 = 10_000_000;
 /// Machine-wide steps per `mtime` tick: a nominal 100 MIPS against the 10 MHz timebase.
 pub const ICOUNT_PER_TICK: u64 = 10;
 
-/// The raw `mtime` value (before any guest write to `mtime`) at machine-wide `icount`.
-#[inline]
-pub fn mtime_at(icount: u64) -> u64 {
-    icount / ICOUNT_PER_TICK
-}
-
-/// The first machine-wide icount at which [`mtime_at`] reaches `mtime` (saturating).
-#[inline]
-pub fn icount_at(mtime: u64) -> u64 {
-    mtime.saturating_mul(ICOUNT_PER_TICK)
-}
-
 /// Timebase ticks in `d` (saturating).
 pub fn ticks_for(d: std::time::Duration) -> u64 {
     let ticks = d.as_nanos().saturating_mul(u128::from(TIMEBASE_HZ)) / 1_000_000_000;
@@ -38,18 +26,6 @@ pub fn ticks_for(d: std::time::Duration) -> u64 {
 /// The duration of `ticks` timebase ticks.
 pub fn duration_of_ticks(ticks: u64) -> std::time::Duration {
     let nanos = u128::from(ticks) * 1_000_000_000 / u128::from(TIMEBASE_HZ);
-    std::time::Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
-}
-
-/// Machine-wide steps that correspond to `d` of guest time (saturating).
-pub fn icount_for(d: std::time::Duration) -> u64 {
-    let ticks = d.as_nanos().saturating_mul(u128::from(TIMEBASE_HZ)) / 1_000_000_000;
-    u64::try_from(ticks.saturating_mul(u128::from(ICOUNT_PER_TICK))).unwrap_or(u64::MAX)
-}
-
-/// Guest time that `icount` machine-wide steps take.
-pub fn duration_of(icount: u64) -> std::time::Duration {
-    let nanos = u128::from(icount) * 1_000_000_000 / u128::from(TIMEBASE_HZ * ICOUNT_PER_TICK);
     std::time::Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
 }
 
@@ -65,6 +41,13 @@ pub const MIN_RATE: u32 = RATE_UNIT;
 
 /// The slowest guest clock per step: 100 steps per tick (a nominal 10 MIPS).
 pub const MAX_RATE: u32 = 100 * RATE_UNIT;
+
+/// `rate` as a clock rate, if it is one (within [`MIN_RATE`]..=[`MAX_RATE`]).
+pub fn valid_rate(rate: u64) -> Option<u32> {
+    u32::try_from(rate)
+        .ok()
+        .filter(|r| (MIN_RATE..=MAX_RATE).contains(r))
+}
 
 /// The machine's clock: guest time in ticks as a function of the machine-wide icount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,9 +102,7 @@ impl Clock {
     /// From `icount` on, `rate` (in 1/[`RATE_UNIT`] steps per tick); the clock is continuous
     /// there. `None` (and no change) for a rate out of range.
     pub fn set_rate(&mut self, icount: u64, rate: u32) -> Option<()> {
-        if !(MIN_RATE..=MAX_RATE).contains(&rate) {
-            return None;
-        }
+        let rate = valid_rate(u64::from(rate))?;
         self.base_ticks = self.raw(icount);
         self.base_icount = self.base_icount.max(icount);
         self.rate = rate;
@@ -137,7 +118,10 @@ impl Clock {
 
     /// Steps that `d` of guest time takes at the present rate (saturating).
     pub fn steps_for(&self, d: std::time::Duration) -> u64 {
-        let steps = d.as_nanos().saturating_mul(u128::from(TIMEBASE_HZ)) * u128::from(self.rate)
+        let steps = d
+            .as_nanos()
+            .saturating_mul(u128::from(TIMEBASE_HZ))
+            .saturating_mul(u128::from(self.rate))
             / (1_000_000_000 * u128::from(RATE_UNIT));
         u64::try_from(steps).unwrap_or(u64::MAX)
     }
@@ -149,29 +133,20 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn mapping_round_trips() {
-        assert_eq!(mtime_at(icount_at(12345)), 12345);
-        assert_eq!(mtime_at(icount_at(12345) - 1), 12344);
-        assert_eq!(icount_for(Duration::from_secs(1)), 100_000_000);
-        assert_eq!(duration_of(100_000_000), Duration::from_secs(1));
-        assert_eq!(icount_at(u64::MAX), u64::MAX);
-        assert_eq!(icount_for(Duration::MAX), u64::MAX);
-        assert_eq!(ticks_for(Duration::from_millis(50)), 500_000);
-        assert_eq!(duration_of_ticks(500_000), Duration::from_millis(50));
-    }
-
-    #[test]
     fn the_default_clock_is_the_nominal_mapping() {
         let c = Clock::default();
-        for i in [0u64, 9, 10, 12345, 1 << 40] {
-            assert_eq!(c.raw(i), mtime_at(i));
-        }
-        assert_eq!(c.icount_at(12345), icount_at(12345));
-        assert_eq!(
-            c.steps_for(Duration::from_secs(1)),
-            icount_for(Duration::from_secs(1))
-        );
+        assert_eq!(c.raw(c.icount_at(12345)), 12345);
+        assert_eq!(c.raw(c.icount_at(12345) - 1), 12344);
+        assert_eq!(c.steps_for(Duration::from_secs(1)), 100_000_000);
         assert_eq!(c.duration_of(100_000_000), Duration::from_secs(1));
+        assert_eq!(c.icount_at(u64::MAX), u64::MAX);
+        assert_eq!(c.steps_for(Duration::MAX), u64::MAX);
+        assert_eq!(ticks_for(Duration::from_millis(50)), 500_000);
+        assert_eq!(duration_of_ticks(500_000), Duration::from_millis(50));
+        for i in [0u64, 9, 10, 12345, 1 << 40] {
+            assert_eq!(c.raw(i), i / ICOUNT_PER_TICK);
+        }
+        assert_eq!(c.icount_at(12345), 12345 * ICOUNT_PER_TICK);
     }
 
     #[test]
@@ -199,6 +174,8 @@ mod tests {
         assert_eq!(c.duration_of(25_000_000), Duration::from_secs(1));
         assert_eq!(c.steps_for(Duration::from_secs(1)), 25_000_000);
         // Out of range: refused, nothing changes.
+        assert_eq!(valid_rate(u64::from(MAX_RATE)), Some(MAX_RATE));
+        assert_eq!(valid_rate(u64::from(u32::MAX) + u64::from(MIN_RATE)), None);
         let before = c;
         assert_eq!(c.set_rate(2000, MIN_RATE - 1), None);
         assert_eq!(c.set_rate(2000, MAX_RATE + 1), None);

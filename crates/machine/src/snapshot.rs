@@ -989,9 +989,8 @@ pub(crate) fn restore_payload_with(
     let saved_icount = d.u64()?;
     let (cur, window_end, last_ran) = (d.u64()?, d.u64()?, d.u64()?);
     let (base_icount, base_ticks, rate, added) = (d.u64()?, d.u64()?, d.u64()?, d.u64()?);
-    let rate = match u32::try_from(rate) {
-        Ok(r) if (clock::MIN_RATE..=clock::MAX_RATE).contains(&r) => r,
-        _ => return Err(d.bad(format!("time rate {rate} is out of range"))),
+    let Some(rate) = clock::valid_rate(rate) else {
+        return Err(d.bad(format!("time rate {rate} is out of range")));
     };
     if base_icount > saved_icount {
         return Err(d.bad(format!(

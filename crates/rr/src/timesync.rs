@@ -110,11 +110,6 @@ impl TimeSync {
         i128::from(guest) - i128::from(host)
     }
 
-    /// How far guest time is behind host time at `now`, in ticks (0 when it is ahead).
-    pub fn lag(&self, m: &Machine, now: Instant) -> u64 {
-        u64::try_from((-self.lead(m, now)).max(0)).unwrap_or(u64::MAX)
-    }
-
     /// What to do at the run-slice boundary where `m` stands at host instant `now` (see the
     /// module doc). The counts are noted here; the caller applies the changes, in the order
     /// of [`SyncStep`]'s fields.
