@@ -17,6 +17,9 @@ use crate::guest;
 /// OpenSBI's fw_jump, from Debian's opensbi package.
 const FW_JUMP: &str = "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_jump.bin";
 
+/// passt, from Debian's passt package: the guest's network in the demo.
+const PASST: &str = "/usr/bin/passt";
+
 /// Options of `cargo xtask demo`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -47,8 +50,9 @@ pub struct Args {
     #[arg(long)]
     pub single: bool,
     /// The host port passt forwards to the guest's counter service (the demo's client holds
-    /// one TCP connection to it through the failover). Without passt installed, or with
-    /// `--console-only`, the counter runs in the guest's shell and is driven over the console.
+    /// one TCP connection to it through the failover). With `--console-only`, the counter runs
+    /// in the guest's shell and is driven over the console; without passt the demo stops and
+    /// says how to install it.
     #[arg(long, default_value_t = 7070)]
     pub port: u16,
     /// Drive the counter over the console even when passt is installed.
@@ -62,6 +66,20 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         install_deps: !a.no_install && guest::deps::is_root(),
         ..Default::default()
     };
+    use guest::deps::Group;
+    guest::deps::require_groups(&[Group::Build, Group::Guest, Group::Run], opts.install_deps)
+        .context("the demo needs these Debian packages (debian-packages.txt)")?;
+    if !std::path::Path::new(FW_JUMP).exists() {
+        bail!("{FW_JUMP} is missing although opensbi is installed: reinstall it (apt-get install --reinstall opensbi)");
+    }
+    let passt = !a.console_only && !a.single;
+    if passt && !std::path::Path::new(PASST).exists() {
+        bail!(
+            "{PASST} is missing: the demo's client reaches the guest over TCP through passt. \
+             Install it (apt-get install passt), or pass --console-only to drive the counter \
+             over the console instead"
+        );
+    }
     let g = guest::build(&opts)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = Command::new(&cargo)
@@ -88,8 +106,10 @@ pub fn main(a: Args) -> anyhow::Result<()> {
                 .args(["--demo-total", &a.total.to_string()])
                 .args(["--demo-kills", &a.kills.to_string()]);
         }
-        if !a.console_only && std::path::Path::new("/usr/bin/passt").exists() {
+        if passt {
             cmd.args(["--passt", &a.port.to_string()]);
+        } else {
+            eprintln!("xtask demo: --console-only: the counter is driven over the console");
         }
         let st = cmd
             .status()

@@ -190,7 +190,8 @@ fn step<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 }
 
 /// The workspace root, where `guests/` lives; xtask always runs from this source tree.
-fn repo_root() -> PathBuf {
+/// The repository's top directory (where this xtask was built from).
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask sits in the workspace")

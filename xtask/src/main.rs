@@ -1,7 +1,9 @@
-//! `cargo xtask`: guest images (`guest`), benchmarks (`bench`) and the test suite (`test`).
+//! `cargo xtask`: guest images (`guest`), benchmarks (`bench`), the test suite (`test`), the
+//! README's demo (`demo`) and the fresh-machine check of the README (`fresh-check`).
 
 mod bench;
 mod demo;
+mod fresh;
 mod guest;
 mod test;
 
@@ -24,6 +26,9 @@ enum Cmd {
     Demo(demo::Args),
     /// Run the whole test suite (what CI runs).
     Test(test::Args),
+    /// Try the README's two commands as a new user would: in a clean Debian 12 root filesystem
+    /// with only Rust (mounted from this machine), gcc and git (needs root and mmdebstrap).
+    FreshCheck(fresh::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,5 +37,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench(a) => bench::main(a),
         Cmd::Test(a) => test::main(a),
         Cmd::Demo(a) => demo::main(a),
+        Cmd::FreshCheck(a) => fresh::main(a),
     }
 }

