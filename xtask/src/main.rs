@@ -5,6 +5,7 @@ mod bench;
 mod demo;
 mod fresh;
 mod guest;
+mod modcycles;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,8 @@ enum Cmd {
     /// Try the README's two commands as a new user would: in a clean Debian 12 root filesystem
     /// with only Rust (mounted from this machine), gcc and git (needs root and mmdebstrap).
     FreshCheck(fresh::Args),
+    /// List module cycles inside each crate (a test keeps them out).
+    Modcycles,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,5 +41,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Test(a) => test::main(a),
         Cmd::Demo(a) => demo::main(a),
         Cmd::FreshCheck(a) => fresh::main(a),
+        Cmd::Modcycles => modcycles::main(),
     }
 }
