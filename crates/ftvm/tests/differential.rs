@@ -25,6 +25,7 @@ const COMMANDS: &[&str] = &[
     "dd if=/dev/hwrng bs=16 count=4 2>/dev/null | wc -c",
     "echo written-by-the-guest > /mnt/new.txt && sync && cat /mnt/new.txt",
     "cpubench 2",
+    "ftmark 20",
 ];
 
 fn scratch_disk(guest: &Path, tag: &str) -> PathBuf {

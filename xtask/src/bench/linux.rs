@@ -1,6 +1,8 @@
-//! The Linux benchmark: wall time from start to the guest's shell, and a CPU-bound program
-//! inside Linux (`cpubench`: compression, sorting, hashing with fixed rounds), each on ftvm and on
-//! `qemu-system-riscv64` booting the same files in the same run; reports ratios ftvm / QEMU.
+//! The Linux benchmark: wall time from start to the guest's shell, and two CPU-bound programs
+//! inside Linux (`cpubench`: compression, sorting, hashing with fixed rounds; `ftmark`: the four
+//! kinds of CoreMark work — list, matrix, state machine, CRC — with fixed iterations), each on ftvm
+//! and on `qemu-system-riscv64` booting the same files in the same run; reports ratios ftvm /
+//! QEMU, and ftmark's iterations per second.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -15,11 +17,23 @@ use crate::guest;
 /// Rounds of `cpubench` (about 1 s on QEMU here).
 const ROUNDS: u32 = 60;
 
+/// Iterations of `ftmark` (about 2 s on QEMU here).
+const FTMARK_ITERATIONS: u32 = 2000;
+
 /// One boot-and-run of one machine.
 struct Sample {
     boot: f64,
     cpubench: f64,
+    ftmark: f64,
     checksum: String,
+}
+
+/// The word after `key=` in a program's output.
+fn field(out: &str, key: &str) -> Result<String> {
+    out.split_whitespace()
+        .find_map(|w| w.strip_prefix(key).and_then(|w| w.strip_prefix('=')))
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("no {key}= in {out:?}"))
 }
 
 fn one(cmd: std::process::Command, timeout: Duration) -> Result<Sample> {
@@ -31,11 +45,15 @@ fn one(cmd: std::process::Command, timeout: Duration) -> Result<Sample> {
     let t1 = Instant::now();
     let out = c.run(&format!("cpubench {ROUNDS}"), timeout)?;
     let cpubench = t1.elapsed().as_secs_f64();
-    let checksum = out
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("checksum="))
-        .ok_or_else(|| anyhow!("cpubench printed no checksum: {out:?}"))?
-        .to_string();
+    let t2 = Instant::now();
+    let mark = c.run(&format!("ftmark {FTMARK_ITERATIONS}"), timeout)?;
+    let ftmark = t2.elapsed().as_secs_f64();
+    // Both programs' checksums must agree across machines and rounds.
+    let checksum = format!(
+        "{}/{}",
+        field(&out, "checksum").context("cpubench")?,
+        field(&mark, "checksum").context("ftmark")?
+    );
     c.send(b"poweroff\n")?;
     if c.wait_exit(Duration::from_secs(60)) != Some(0) {
         bail!("the guest did not power off cleanly");
@@ -43,6 +61,7 @@ fn one(cmd: std::process::Command, timeout: Duration) -> Result<Sample> {
     Ok(Sample {
         boot,
         cpubench,
+        ftmark,
         checksum,
     })
 }
@@ -80,19 +99,21 @@ pub fn main(root: &Path, ftvm: &Path, reps: usize, timeout: u64, no_doc: bool) -
     let _ = std::fs::remove_dir_all(&tmp);
     let sums: Vec<&str> = f.iter().chain(&q).map(|s| s.checksum.as_str()).collect();
     if sums.iter().any(|s| *s != sums[0]) {
-        bail!("cpubench checksums differ between runs or machines: {sums:?}");
+        bail!("cpubench/ftmark checksums differ between runs or machines: {sums:?}");
     }
     let mut table = String::from(
         "| measurement | ftvm best s | ftvm median s | qemu best s | qemu median s | ratio ftvm/qemu (median) |\n\
          |---|---:|---:|---:|---:|---:|\n",
     );
     let cpu_row = format!("`cpubench {ROUNDS}` inside Linux");
+    let mark_row = format!("`ftmark {FTMARK_ITERATIONS}` inside Linux");
     for (name, pick) in [
         (
             "start to shell prompt",
             (|s: &Sample| s.boot) as fn(&Sample) -> f64,
         ),
         (cpu_row.as_str(), |s: &Sample| s.cpubench),
+        (mark_row.as_str(), |s: &Sample| s.ftmark),
     ] {
         let (fb, fm) = best_median(&mut f.iter().map(pick).collect::<Vec<_>>());
         let (qb, qm) = best_median(&mut q.iter().map(pick).collect::<Vec<_>>());
@@ -102,8 +123,21 @@ pub fn main(root: &Path, ftvm: &Path, reps: usize, timeout: u64, no_doc: bool) -
             fm / qm
         );
     }
+    let rate = |v: &[Sample]| {
+        let (_, m) = best_median(&mut v.iter().map(|s| s.ftmark).collect::<Vec<_>>());
+        f64::from(FTMARK_ITERATIONS) / m
+    };
+    let _ = writeln!(
+        table,
+        "\nftmark (a CoreMark-style workload of our own, not CoreMark: see \
+         `guests/programs/ftmark.c`), median iterations/s: ftvm {:.0}, QEMU {:.0} \
+         (ftvm/QEMU {:.2}).",
+        rate(&f),
+        rate(&q),
+        rate(&f) / rate(&q)
+    );
     println!("{table}");
-    println!("cpubench checksum {} on both machines", sums[0]);
+    println!("cpubench/ftmark checksums {} on both machines", sums[0]);
     if no_doc {
         return Ok(());
     }
@@ -111,8 +145,8 @@ pub fn main(root: &Path, ftvm: &Path, reps: usize, timeout: u64, no_doc: bool) -
     let _ = writeln!(
         s,
         "Produced by `cargo xtask bench --linux -n {reps}` ({reps} interleaved boots per machine; \
-         OpenSBI fw_jump, the guest of `cargo xtask guest`, 256 MiB, 1 hart; cpubench checksum \
-         `{}` identical on both).\n",
+         OpenSBI fw_jump, the guest of `cargo xtask guest`, 256 MiB, 1 hart; cpubench/ftmark \
+         checksums `{}` identical on both).\n",
         sums[0]
     );
     s.push_str(&doc::machine_facts());
