@@ -89,6 +89,7 @@ pub fn main(a: Args) -> Result<()> {
         mounts.bind(&rustup, "opt/rustup", false)?;
         mounts.bind(&cargo_bin, "opt/cargo-bin", false)?;
         fs::copy("/etc/resolv.conf", root.join("etc/resolv.conf")).ok();
+        trust_local_cas(root)?;
         let clone = root.join("root/ftvm");
         if clone.exists() {
             fs::remove_dir_all(&clone).with_context(|| format!("removing {}", clone.display()))?;
@@ -212,6 +213,39 @@ fn debian_sources() -> Vec<PathBuf> {
         .collect()
 }
 
+/// Carries this machine's local certificate authorities (`/usr/local/share/ca-certificates`)
+/// into the root filesystem. Where the network passes through a TLS-inspecting proxy, as on our
+/// build machines, the crate registry is only trusted with its CA; a user's own machine trusts
+/// what it trusts, and this only makes the clean root filesystem see the same network.
+fn trust_local_cas(root: &Path) -> Result<()> {
+    let src = Path::new("/usr/local/share/ca-certificates");
+    let Ok(rd) = fs::read_dir(src) else {
+        return Ok(());
+    };
+    let dst = root.join("usr/local/share/ca-certificates");
+    fs::create_dir_all(&dst)?;
+    let mut any = false;
+    for e in rd {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "crt") {
+            if let Some(name) = p.file_name() {
+                fs::copy(&p, dst.join(name))?;
+                any = true;
+            }
+        }
+    }
+    if any {
+        deps::sh(
+            Command::new("/usr/sbin/chroot")
+                .arg(root)
+                .args(["update-ca-certificates", "--fresh"])
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .stdout(std::process::Stdio::null()),
+        )?;
+    }
+    Ok(())
+}
+
 /// Runs `cmd` in the repository's clone inside `root` as a new user's root shell would, output
 /// to `log`. True if it exited 0.
 fn in_chroot(root: &Path, cmd: &str, log: &Path) -> Result<bool> {
@@ -222,10 +256,11 @@ fn in_chroot(root: &Path, cmd: &str, log: &Path) -> Result<bool> {
     );
     let out = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let err = out.try_clone()?;
-    let st = Command::new("chroot")
+    let st = Command::new("/usr/sbin/chroot")
         .arg(root)
         .args(["/bin/bash", "-c", &script])
         .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("TERM", "dumb")
         .stdin(std::process::Stdio::null())
         .stdout(out)
