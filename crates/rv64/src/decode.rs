@@ -229,17 +229,25 @@ impl Insn {
 pub struct DecodedPage {
     /// Slot `i` holds the instruction starting at page offset `2 * i`.
     pub insns: [Insn; 2048],
+    /// The RAM page (index from the start of RAM) these instructions come from.
+    pub(crate) page: usize,
+    /// Bumped by every [`DecodedPage::clear`]: code translated from this page under an older
+    /// generation is stale (the translating engine checks it before running a block).
+    pub(crate) gen: u64,
 }
 
 impl DecodedPage {
-    pub(crate) fn new_boxed() -> Box<DecodedPage> {
+    pub(crate) fn new_boxed(page: usize) -> Box<DecodedPage> {
         Box::new(DecodedPage {
             insns: [Insn::UNDECODED; 2048],
+            page,
+            gen: 0,
         })
     }
 
     pub(crate) fn clear(&mut self) {
         self.insns.fill(Insn::UNDECODED);
+        self.gen += 1;
     }
 }
 

@@ -12,12 +12,15 @@ pub mod decode;
 mod exec;
 pub mod fp;
 pub mod hart;
+#[cfg(target_arch = "x86_64")]
+mod jit;
+pub mod lockstep;
 pub mod mmu;
 pub mod persist;
 pub mod ram;
 pub mod trap;
 
 pub use bus::Bus;
-pub use hart::{Exit, Hart, Priv};
+pub use hart::{Engine, Exit, Hart, JitStats, Priv};
 pub use ram::Ram;
 pub use trap::Trap;

@@ -25,7 +25,13 @@ pub struct Ram {
     /// a code page, or a dirty bitmap was cleared). Harts compare it at the start of a slice.
     /// Atomic for the same reason as `digest_dirty`.
     write_epoch: AtomicU64,
+    /// Unique per `Ram` in this process: code translated against one `Ram` (which holds
+    /// pointers to its decoded pages) is never run against another.
+    id: u64,
 }
+
+/// Source of [`Ram`] ids.
+static NEXT_RAM_ID: AtomicU64 = AtomicU64::new(1);
 
 impl std::fmt::Debug for Ram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,7 +81,14 @@ impl Ram {
             code: vec![0; words],
             decoded,
             write_epoch: AtomicU64::new(0),
+            id: NEXT_RAM_ID.fetch_add(1, Ordering::Relaxed),
         }
+    }
+
+    /// This `Ram`'s process-unique id.
+    #[inline(always)]
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     /// Physical address of the first byte.
@@ -188,7 +201,7 @@ impl Ram {
             self.code[page / 64] |= 1 << (page % 64);
             *self.write_epoch.get_mut() += 1;
         }
-        let d = self.decoded[page].get_or_insert_with(DecodedPage::new_boxed);
+        let d = self.decoded[page].get_or_insert_with(|| DecodedPage::new_boxed(page));
         &mut **d as *mut DecodedPage
     }
 

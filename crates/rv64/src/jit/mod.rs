@@ -1,0 +1,279 @@
+//! The translating engine: guest code is translated, a block at a time, into x86-64 host code
+//! that runs under the same [`Hart::run`] contract as the interpreter — exactly the requested
+//! number of steps, the same architectural state after each, the same dirty tracking.
+//!
+//! How it stays exact:
+//! - **Steps.** A block of `n` instructions runs only if at least `n` steps remain in the slice;
+//!   otherwise the interpreter steps the remainder one instruction at a time. Every exit of a
+//!   block (fall-through, taken branch, a helper that trapped or needs attention) returns the
+//!   number of steps it took, so nothing is counted per instruction and nothing is refunded
+//!   twice.
+//! - **State.** Inline code handles integer ALU operations, branches, jumps and the software-TLB
+//!   hit path of loads and stores; everything else goes through [`Hart::execute`], the
+//!   interpreter's own per-instruction function, called with the hart's pc and icount set exactly
+//!   as the interpreter would have them (devices see the same icount; traps see the same pc).
+//! - **Memory.** The inline store path hits only the store TLB, which holds entries for dirty
+//!   non-code pages only (see [`crate::mmu`]); the first store to a clean or code page takes the
+//!   interpreter's slow path, which marks it dirty and drops the page's decoded instructions.
+//!   That bumps the page's generation ([`crate::decode::DecodedPage`]), which invalidates every
+//!   block translated from it; a store into the running block's own page ends the block after
+//!   the store.
+//! - **Lookup.** Blocks are found through the hart's own fetch TLB (so a block runs only where
+//!   the interpreter could fetch: same permissions, same translation context) and keyed by the
+//!   decoded page (the physical page) and the virtual pc (code embeds pc-relative values).
+//!
+//! The cache is bounded (code buffer, instruction copies, block count) and flushed wholesale when
+//! any of them is full. Host code is produced by a hand-written emitter ([`x86`]); guest
+//! registers live in the [`Hart`] (no host register allocation yet).
+
+mod buffer;
+mod translate;
+mod x86;
+
+use crate::bus::Bus;
+use crate::decode::{DecodedPage, Insn};
+use crate::hart::{Hart, JitStats};
+use crate::mmu::{DataEntry, Tlb};
+use crate::ram::Ram;
+use buffer::CodeBuffer;
+use std::collections::HashMap;
+use translate::{InsnArena, MAX_INSNS};
+
+/// Size of the code buffer (per hart).
+const CODE_BYTES: usize = 32 << 20;
+/// Capacity of the decoded-instruction copies used by helper calls.
+const ARENA_INSNS: usize = 1 << 20;
+/// Most blocks held at once.
+const MAX_BLOCKS: usize = 1 << 18;
+/// Entries in the virtual-pc jump cache.
+const JC_SIZE: usize = 1 << 14;
+/// Room a single block may need in the code buffer (64 instructions of at most ~120 bytes plus
+/// their out-of-line paths).
+const BLOCK_ROOM: usize = 64 << 10;
+
+/// The block entry: `(hart, ctx) -> steps taken`.
+type BlockFn = unsafe extern "sysv64" fn(*mut Hart, *mut Ctx) -> u64;
+/// The step helper: `(ctx, insn, index in block, pc) -> 0 to go on, or steps taken to leave`.
+type StepFn = unsafe extern "sysv64" fn(*mut Ctx, *const Insn, u64, u64) -> u64;
+
+/// What translated code reaches through `r12`.
+#[repr(C)]
+pub(crate) struct Ctx {
+    step: StepFn,
+    tlb_r: *const DataEntry,
+    tlb_w: *const DataEntry,
+    hart: *mut Hart,
+    ram: *mut Ram,
+    bus: *mut (),
+    /// icount at block entry.
+    start: u64,
+    /// The running block's page and the generation it was translated under.
+    dpage: *const DecodedPage,
+    gen: u64,
+}
+
+struct Block {
+    vpc: u64,
+    dpage: *const DecodedPage,
+    gen: u64,
+    n: u32,
+    entry: BlockFn,
+}
+
+/// One hart's translation cache.
+pub(crate) struct Jit {
+    code: CodeBuffer,
+    arena: InsnArena,
+    blocks: Vec<Block>,
+    map: HashMap<(u64, usize), u32>,
+    jc: Box<[u32]>,
+    asm: x86::Asm,
+    ram_id: u64,
+    pub stats: JitStats,
+}
+
+impl Jit {
+    /// A new, empty cache; `None` if the host gives no executable memory.
+    pub fn new() -> Option<Box<Jit>> {
+        Some(Box::new(Jit {
+            code: CodeBuffer::new(CODE_BYTES)?,
+            arena: InsnArena::new(ARENA_INSNS),
+            blocks: Vec::new(),
+            map: HashMap::new(),
+            jc: vec![u32::MAX; JC_SIZE].into_boxed_slice(),
+            asm: x86::Asm::new(),
+            ram_id: 0,
+            stats: JitStats::default(),
+        }))
+    }
+
+    fn flush(&mut self) {
+        self.blocks.clear();
+        self.map.clear();
+        self.jc.fill(u32::MAX);
+        self.arena.reset();
+        self.code.reset();
+    }
+
+    fn jc_slot(pc: u64) -> usize {
+        (pc >> 1) as usize & (JC_SIZE - 1)
+    }
+
+    /// The valid block for `pc` on decoded page `dp`, translating it if needed. `None`: the
+    /// first instruction is not translatable (the interpreter steps it).
+    fn lookup(
+        &mut self,
+        hart: &mut Hart,
+        ram: &mut Ram,
+        pc: u64,
+        dp: *mut DecodedPage,
+    ) -> Option<u32> {
+        let slot = Self::jc_slot(pc);
+        let i = self.jc[slot];
+        // SAFETY: `dp` comes from the fetch TLB: a decoded page owned by `ram`, never freed.
+        let gen = unsafe { (*dp).gen };
+        if let Some(b) = self.blocks.get(i as usize) {
+            if b.vpc == pc && std::ptr::eq(b.dpage, dp) && b.gen == gen {
+                return Some(i);
+            }
+        }
+        if let Some(&i) = self.map.get(&(pc, dp as usize)) {
+            if self.blocks[i as usize].gen == gen {
+                self.jc[slot] = i;
+                return Some(i);
+            }
+        }
+        let i = self.translate(hart, ram, pc, dp)?;
+        self.jc[slot] = i;
+        Some(i)
+    }
+
+    #[cold]
+    fn translate(
+        &mut self,
+        hart: &mut Hart,
+        ram: &mut Ram,
+        pc: u64,
+        dp: *mut DecodedPage,
+    ) -> Option<u32> {
+        let t0 = std::time::Instant::now();
+        if self.code.free() < BLOCK_ROOM
+            || self.arena.free() < MAX_INSNS
+            || self.blocks.len() >= MAX_BLOCKS
+        {
+            self.flush();
+            self.stats.flushes += 1;
+        }
+        // SAFETY: as in `lookup`.
+        let page = unsafe { (*dp).page };
+        // The page may have lost its code mark (a store cleared it while the fetch TLB still
+        // pointed here): mark it again, so stores to it are seen, as the interpreter's fetch does.
+        let again = ram.decoded_page(page);
+        debug_assert_eq!(again, dp);
+        hart.sync_write_epoch(ram);
+        // SAFETY: as in `lookup`.
+        let gen = unsafe { (*dp).gen };
+        let bytes = &ram.as_slice()[page << 12..(page + 1) << 12];
+        let n = translate::translate(&mut self.asm, &mut self.arena, bytes, pc)?;
+        let entry = self.code.push(&self.asm.code);
+        // SAFETY: `entry` points to a complete function the translator just emitted, following
+        // the `BlockFn` ABI (sysv64, callee-saved registers restored, stack kept aligned).
+        let entry: BlockFn = unsafe { std::mem::transmute::<*const u8, BlockFn>(entry) };
+        let i = self.blocks.len() as u32;
+        self.blocks.push(Block {
+            vpc: pc,
+            dpage: dp,
+            gen,
+            n,
+            entry,
+        });
+        self.map.insert((pc, dp as usize), i);
+        self.stats.blocks += 1;
+        self.stats.insns += n as u64;
+        self.stats.code_bytes += self.asm.code.len() as u64;
+        self.stats.translate_ns += t0.elapsed().as_nanos() as u64;
+        Some(i)
+    }
+}
+
+/// The step helper for bus type `B`: runs one instruction through the interpreter.
+///
+/// # Safety
+/// `ctx` is the live context of a block being run by [`run`], `insn` a decoded instruction.
+unsafe extern "sysv64" fn step<B: Bus>(ctx: *mut Ctx, insn: *const Insn, idx: u64, pc: u64) -> u64 {
+    // SAFETY: `run` built `ctx` from exclusive references it holds for the whole block run; the
+    // block's code does not touch the hart while the helper runs.
+    let c = unsafe { &mut *ctx };
+    // SAFETY: as above.
+    let (hart, ram, bus) = unsafe { (&mut *c.hart, &mut *c.ram, &mut *(c.bus as *mut B)) };
+    hart.icount = c.start + idx;
+    hart.pc = pc;
+    let r = hart.execute(insn, ram, bus);
+    hart.icount += 1;
+    if let Err(t) = r {
+        hart.take_trap(t.cause(), t.tval(), false);
+        return idx + 1;
+    }
+    // SAFETY: `insn` is valid (caller); `dpage` is a decoded page owned by `ram`.
+    let (len, gen) = unsafe { ((*insn).len, (*c.dpage).gen) };
+    if hart.needs_attention() || hart.pc != pc.wrapping_add(len as u64) || gen != c.gen {
+        return idx + 1;
+    }
+    0
+}
+
+/// Runs translated blocks until the slice ends at `stop_at`, the hart needs the outer loop's
+/// attention, or the code at the pc cannot run translated. Returns how many steps the
+/// interpreter should take next (0: none, go back to the outer loop).
+pub(crate) fn run<B: Bus>(hart: &mut Hart, ram: &mut Ram, bus: &mut B, stop_at: u64) -> u64 {
+    let Some(mut jit) = hart.jit.take() else {
+        return stop_at - hart.icount;
+    };
+    if jit.ram_id != ram.id() {
+        jit.flush();
+        jit.ram_id = ram.id();
+    }
+    let mut ctx = Ctx {
+        step: step::<B>,
+        tlb_r: hart.tlb.r.as_ptr(),
+        tlb_w: hart.tlb.w.as_ptr(),
+        hart: std::ptr::null_mut(),
+        ram: std::ptr::null_mut(),
+        bus: bus as *mut B as *mut (),
+        start: 0,
+        dpage: std::ptr::null(),
+        gen: 0,
+    };
+    let interp = loop {
+        if hart.needs_attention() || hart.icount >= stop_at {
+            break 0;
+        }
+        let remaining = stop_at - hart.icount;
+        let pc = hart.pc;
+        let vpn = pc >> 12;
+        let e = hart.tlb.x[Tlb::slot(vpn)];
+        if e.vpn != hart.tlb.tag(vpn) {
+            break 1; // the interpreter's fetch fills the TLB (or traps)
+        }
+        let Some(i) = jit.lookup(hart, ram, pc, e.page) else {
+            break 1;
+        };
+        let b = &jit.blocks[i as usize];
+        if b.n as u64 > remaining {
+            break remaining;
+        }
+        ctx.hart = hart as *mut Hart;
+        ctx.ram = ram as *mut Ram;
+        ctx.start = hart.icount;
+        ctx.dpage = b.dpage;
+        ctx.gen = b.gen;
+        // SAFETY: the block was translated for this pc and page under the current generation
+        // (checked by `lookup`), against this `Ram` (checked above); `ctx` outlives the call and
+        // its pointers are exclusive borrows not used by this function until the call returns.
+        let k = unsafe { (b.entry)(ctx.hart, &mut ctx) };
+        hart.icount = ctx.start + k;
+        jit.stats.runs += 1;
+    };
+    hart.jit = Some(jit);
+    interp
+}

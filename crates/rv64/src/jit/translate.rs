@@ -1,0 +1,382 @@
+//! The translator: one pass over the guest instructions of a block, emitting x86-64 for each.
+//!
+//! Generated code keeps every guest register in the [`Hart`] (`rbx` points to it) and the
+//! dispatcher's [`Ctx`] in `r12`. Integer ALU operations, multiplies, branches and jumps are
+//! emitted inline; loads and stores inline their software-TLB hit path (the same TLB, the same
+//! hit condition and hence the same dirty-tracking behaviour as the interpreter's `load`/`store`)
+//! and otherwise call the step helper. Every other instruction (CSR, system, atomics, division,
+//! floating point) calls the step helper, which runs the interpreter's own `execute` on a copy of
+//! the decoded instruction: identical results by construction, FP included.
+//!
+//! A block is at most [`MAX_INSNS`] instructions of one page. It ends after a jump, after any
+//! instruction the interpreter treats as `FLOW_STOP` (system, CSR, fences, illegal), at the page
+//! end, or at the length cap. Conditional branches do not end it: a taken branch leaves through
+//! a side exit. The block returns the number of steps it took; every exit knows its own count.
+
+use super::x86::{reg::*, Alu, Asm, Cond, Label, Shift};
+use super::Ctx;
+use crate::decode::{decode, Insn, Op, FLOW_STOP};
+use crate::hart::Hart;
+use crate::mmu::{DataEntry, Tlb};
+use std::mem::offset_of;
+
+/// Longest block, in guest instructions.
+pub(crate) const MAX_INSNS: usize = 64;
+
+const _: () = assert!(std::mem::size_of::<DataEntry>() == 16);
+
+fn xoff(r: u8) -> i32 {
+    (offset_of!(Hart, x) + 8 * r as usize) as i32
+}
+
+fn pc_off() -> i32 {
+    offset_of!(Hart, pc) as i32
+}
+
+/// Where a translated block's decoded-instruction copies go (pointers to them are embedded in
+/// the code, so the storage never moves; it is reset only with the whole cache).
+pub(crate) struct InsnArena {
+    slots: Box<[Insn]>,
+    used: usize,
+}
+
+impl InsnArena {
+    pub fn new(cap: usize) -> InsnArena {
+        InsnArena {
+            slots: vec![Insn::UNDECODED; cap].into_boxed_slice(),
+            used: 0,
+        }
+    }
+
+    pub fn free(&self) -> usize {
+        self.slots.len() - self.used
+    }
+
+    pub fn reset(&mut self) {
+        self.used = 0;
+    }
+
+    fn push(&mut self, i: Insn) -> *const Insn {
+        self.slots[self.used] = i;
+        self.used += 1;
+        &self.slots[self.used - 1]
+    }
+}
+
+struct SideExit {
+    label: Label,
+    pc: u64,
+    steps: u32,
+}
+
+struct SlowPath {
+    label: Label,
+    resume: Label,
+    insn: *const Insn,
+    idx: u32,
+    pc: u64,
+}
+
+/// Translates the block at virtual `vpc`, whose page's bytes are `page` (4096 bytes). Returns
+/// the number of instructions, or `None` if the first instruction cannot be translated (it
+/// crosses the page end): the interpreter steps it. The code is left in `asm`.
+pub(crate) fn translate(
+    asm: &mut Asm,
+    arena: &mut InsnArena,
+    page: &[u8],
+    vpc: u64,
+) -> Option<u32> {
+    asm.clear();
+    let epilogue = asm.label();
+    let mut exits: Vec<SideExit> = Vec::new();
+    let mut slows: Vec<SlowPath> = Vec::new();
+
+    asm.push(RBX);
+    asm.push(R12);
+    asm.push(RBP);
+    asm.mov_rr(RBX, RDI);
+    asm.mov_rr(R12, RSI);
+
+    let mut off = (vpc & 0xfff) as usize;
+    let mut pc = vpc;
+    let mut n: u32 = 0;
+    let mut ended = false;
+    while (n as usize) < MAX_INSNS && off + 2 <= 4096 {
+        let lo = u16::from_le_bytes([page[off], page[off + 1]]) as u32;
+        let raw = if lo & 3 != 3 {
+            lo
+        } else if off + 4 <= 4096 {
+            u32::from_le_bytes([page[off], page[off + 1], page[off + 2], page[off + 3]])
+        } else {
+            break; // crosses into the next page: the interpreter's business
+        };
+        let d = decode(raw);
+        let next = pc.wrapping_add(d.len as u64);
+        let idx = n;
+        n += 1;
+        let imm = d.imm;
+        let (rd, rs1, rs2) = (d.rd, d.rs1, d.rs2);
+        use Op::*;
+        match d.op {
+            Lui => asm.store_imm(RBX, xoff(rd), imm),
+            Auipc => {
+                asm.mov_imm(RAX, pc.wrapping_add(imm as i64 as u64));
+                asm.store(RBX, xoff(rd), RAX);
+            }
+            Addi => {
+                asm.load(RAX, RBX, xoff(rs1));
+                asm.add_imm(RAX, imm);
+                asm.store(RBX, xoff(rd), RAX);
+            }
+            Slti | Sltiu => {
+                asm.load(RAX, RBX, xoff(rs1));
+                asm.alu_ri(true, Alu::Cmp, RAX, imm);
+                asm.setcc_rax(if d.op == Slti { Cond::L } else { Cond::B });
+                asm.store(RBX, xoff(rd), RAX);
+            }
+            Xori | Ori | Andi => {
+                let op = match d.op {
+                    Xori => Alu::Xor,
+                    Ori => Alu::Or,
+                    _ => Alu::And,
+                };
+                asm.load(RAX, RBX, xoff(rs1));
+                asm.alu_ri(true, op, RAX, imm);
+                asm.store(RBX, xoff(rd), RAX);
+            }
+            Slli | Srli | Srai => {
+                let s = match d.op {
+                    Slli => Shift::Shl,
+                    Srli => Shift::Shr,
+                    _ => Shift::Sar,
+                };
+                asm.load(RAX, RBX, xoff(rs1));
+                asm.shift_ri(true, s, RAX, (imm & 63) as u8);
+                asm.store(RBX, xoff(rd), RAX);
+            }
+            Add | Sub | Xor | Or | And => {
+                let op = match d.op {
+                    Add => Alu::Add,
+                    Sub => Alu::Sub,
+                    Xor => Alu::Xor,
+                    Or => Alu::Or,
+                    _ => Alu::And,
+                };
+                asm.load(RAX, RBX, xoff(rs1));
+                asm.alu_rm(true, op, RAX, RBX, xoff(rs2));
+                asm.store(RBX, xoff(rd), RAX);
+            }
+            Slt | Sltu => {
+                asm.load(RAX, RBX, xoff(rs1));
+                asm.alu_rm(true, Alu::Cmp, RAX, RBX, xoff(rs2));
+                asm.setcc_rax(if d.op == Slt { Cond::L } else { Cond::B });
+                asm.store(RBX, xoff(rd), RAX);
+            }
+            Sll | Srl | Sra | Sllw | Srlw | Sraw => {
+                let w = matches!(d.op, Sll | Srl | Sra);
+                let s = match d.op {
+                    Sll | Sllw => Shift::Shl,
+                    Srl | Srlw => Shift::Shr,
+                    _ => Shift::Sar,
+                };
+                asm.load(RCX, RBX, xoff(rs2));
+                asm.load(RAX, RBX, xoff(rs1));
+                // x86 masks the count to 6 (64-bit) or 5 (32-bit) bits, as RISC-V does.
+                asm.shift_cl(w, s, RAX);
+                if !w {
+                    asm.movsxd(RAX, RAX);
+                }
+                asm.store(RBX, xoff(rd), RAX);
+            }
+            Addiw => {
+                asm.load(RAX, RBX, xoff(rs1));
+                asm.alu_ri(false, Alu::Add, RAX, imm);
+                asm.movsxd(RAX, RAX);
+                asm.store(RBX, xoff(rd), RAX);
+            }
+            Slliw | Srliw | Sraiw => {
+                let s = match d.op {
+                    Slliw => Shift::Shl,
+                    Srliw => Shift::Shr,
+                    _ => Shift::Sar,
+                };
+                asm.load(RAX, RBX, xoff(rs1));
+                asm.shift_ri(false, s, RAX, (imm & 31) as u8);
+                asm.movsxd(RAX, RAX);
+                asm.store(RBX, xoff(rd), RAX);
+            }
+            Addw | Subw => {
+                let op = if d.op == Addw { Alu::Add } else { Alu::Sub };
+                asm.load(RAX, RBX, xoff(rs1));
+                asm.alu_rm(false, op, RAX, RBX, xoff(rs2));
+                asm.movsxd(RAX, RAX);
+                asm.store(RBX, xoff(rd), RAX);
+            }
+            Mul | Mulw => {
+                let w = d.op == Mul;
+                asm.load(RAX, RBX, xoff(rs1));
+                asm.imul_rm(w, RAX, RBX, xoff(rs2));
+                if !w {
+                    asm.movsxd(RAX, RAX);
+                }
+                asm.store(RBX, xoff(rd), RAX);
+            }
+            Mulh | Mulhu => {
+                asm.load(RAX, RBX, xoff(rs1));
+                asm.mul_wide(d.op == Mulh, RBX, xoff(rs2));
+                asm.store(RBX, xoff(rd), RDX);
+            }
+            Lb | Lh | Lw | Ld | Lbu | Lhu | Lwu | Sb | Sh | Sw | Sd => {
+                let (size, signed, store) = match d.op {
+                    Lb => (1, true, false),
+                    Lh => (2, true, false),
+                    Lw => (4, true, false),
+                    Ld => (8, false, false),
+                    Lbu => (1, false, false),
+                    Lhu => (2, false, false),
+                    Lwu => (4, false, false),
+                    Sb => (1, false, true),
+                    Sh => (2, false, true),
+                    Sw => (4, false, true),
+                    _ => (8, false, true),
+                };
+                let slow = asm.label();
+                let resume = asm.label();
+                let (table, gen) = if store {
+                    (
+                        offset_of!(Ctx, tlb_w) as i32,
+                        (offset_of!(Hart, tlb) + offset_of!(Tlb, wgen)) as i32,
+                    )
+                } else {
+                    (
+                        offset_of!(Ctx, tlb_r) as i32,
+                        (offset_of!(Hart, tlb) + offset_of!(Tlb, gen)) as i32,
+                    )
+                };
+                // rsi = address; rax = tag; rcx = entry.
+                asm.load(RSI, RBX, xoff(rs1));
+                asm.add_imm(RSI, imm);
+                asm.mov_rr(RAX, RSI);
+                asm.shift_ri(true, Shift::Shr, RAX, 12);
+                asm.mov_rr(RCX, RAX);
+                asm.alu_ri(false, Alu::And, RCX, (crate::mmu::TLB_SIZE - 1) as i32);
+                asm.shift_ri(false, Shift::Shl, RCX, 4);
+                asm.alu_rm(true, Alu::Add, RCX, R12, table);
+                asm.alu_rm(true, Alu::Or, RAX, RBX, gen);
+                asm.alu_rm(true, Alu::Cmp, RAX, RCX, 0);
+                asm.jcc(Cond::Ne, slow);
+                if size > 1 {
+                    asm.mov_rr(RAX, RSI);
+                    asm.alu_ri(false, Alu::And, RAX, 0xfff);
+                    asm.alu_ri(false, Alu::Cmp, RAX, 4096 - size as i32);
+                    asm.jcc(Cond::A, slow);
+                }
+                asm.load(RCX, RCX, 8);
+                if store {
+                    asm.load(RAX, RBX, xoff(rs2));
+                    asm.store_indexed(size, RCX, RSI);
+                } else {
+                    asm.load_indexed(size, signed, RCX, RSI);
+                    asm.store(RBX, xoff(rd), RAX);
+                }
+                asm.bind(resume);
+                slows.push(SlowPath {
+                    label: slow,
+                    resume,
+                    insn: arena.push(d),
+                    idx,
+                    pc,
+                });
+            }
+            Beq | Bne | Blt | Bge | Bltu | Bgeu => {
+                let c = match d.op {
+                    Beq => Cond::E,
+                    Bne => Cond::Ne,
+                    Blt => Cond::L,
+                    Bge => Cond::Ge,
+                    Bltu => Cond::B,
+                    _ => Cond::Ae,
+                };
+                let taken = asm.label();
+                asm.load(RAX, RBX, xoff(rs1));
+                asm.alu_rm(true, Alu::Cmp, RAX, RBX, xoff(rs2));
+                asm.jcc(c, taken);
+                exits.push(SideExit {
+                    label: taken,
+                    pc: pc.wrapping_add(imm as i64 as u64),
+                    steps: n,
+                });
+            }
+            Jal => {
+                asm.mov_imm(RAX, next);
+                asm.store(RBX, xoff(rd), RAX);
+                asm.mov_imm(RAX, pc.wrapping_add(imm as i64 as u64));
+                asm.store(RBX, pc_off(), RAX);
+                ended = true;
+            }
+            Jalr => {
+                asm.load(RAX, RBX, xoff(rs1));
+                asm.add_imm(RAX, imm);
+                asm.alu_ri(true, Alu::And, RAX, -2);
+                asm.mov_imm(RCX, next);
+                asm.store(RBX, xoff(rd), RCX);
+                asm.store(RBX, pc_off(), RAX);
+                ended = true;
+            }
+            _ => {
+                let p = arena.push(d);
+                emit_step(asm, p, idx, pc, epilogue);
+                if d.flow == FLOW_STOP {
+                    // The helper has set the pc (it returned 0, so to `next`).
+                    asm.mov_imm(RAX, next);
+                    asm.store(RBX, pc_off(), RAX);
+                    ended = true;
+                }
+            }
+        }
+        off += d.len as usize;
+        pc = next;
+        if ended {
+            break;
+        }
+    }
+    if n == 0 {
+        return None;
+    }
+    if !ended {
+        asm.mov_imm(RAX, pc);
+        asm.store(RBX, pc_off(), RAX);
+    }
+    asm.mov_imm(RAX, n as u64);
+    asm.bind(epilogue);
+    asm.pop(RBP);
+    asm.pop(R12);
+    asm.pop(RBX);
+    asm.ret();
+    for e in exits {
+        asm.bind(e.label);
+        asm.mov_imm(RAX, e.pc);
+        asm.store(RBX, pc_off(), RAX);
+        asm.mov_imm(RAX, e.steps as u64);
+        asm.jmp(epilogue);
+    }
+    for s in slows {
+        asm.bind(s.label);
+        emit_step(asm, s.insn, s.idx, s.pc, epilogue);
+        asm.jmp(s.resume);
+    }
+    asm.finish();
+    Some(n)
+}
+
+/// A call of the step helper for instruction `idx` at `pc`; leaves the block (with the helper's
+/// result, the steps taken) unless the helper returned 0.
+fn emit_step(asm: &mut Asm, insn: *const Insn, idx: u32, pc: u64, epilogue: Label) {
+    asm.mov_rr(RDI, R12);
+    asm.mov_imm(RSI, insn as u64);
+    asm.mov_imm(RDX, idx as u64);
+    asm.mov_imm(RCX, pc);
+    asm.call_mem(R12, offset_of!(Ctx, step) as i32);
+    asm.test_eax();
+    asm.jcc(Cond::Ne, epilogue);
+}
