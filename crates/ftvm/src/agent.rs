@@ -841,7 +841,8 @@ impl Agent {
         }
         let log = self.work.join(format!("{vm}-{launch}-{role}.log"));
         let mut c = Command::new(&self.exe);
-        c.arg(role)
+        c.env(crate::ENGINE_ENV, crate::engine().name())
+            .arg(role)
             .args(&v.value.flags)
             .args(["--vm", &vm, "--arbiter", &v.value.arbiter])
             .arg("--key-file")

@@ -16,8 +16,46 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "ftvm", version, about)]
 struct Cli {
+    /// The engine that runs the guest's harts, for every command that runs a machine: `jit`
+    /// (translating; x86-64 hosts) or `interp` (the interpreter). Both give identical results
+    /// (logs and snapshots are interchangeable). Default: the `FTVM_ENGINE` environment variable,
+    /// else `interp`.
+    #[arg(long, global = true, value_name = "jit|interp")]
+    engine: Option<rv64::Engine>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The engine chosen for this process (see [`Cli::engine`]).
+static ENGINE: std::sync::OnceLock<rv64::Engine> = std::sync::OnceLock::new();
+
+/// The engine machines of this process run on; child `ftvm` processes get it through
+/// `FTVM_ENGINE` (see [`ENGINE_ENV`]).
+pub(crate) fn engine() -> rv64::Engine {
+    ENGINE.get().copied().unwrap_or_default()
+}
+
+/// The environment variable that chooses the engine when `--engine` is not given.
+pub(crate) const ENGINE_ENV: &str = "FTVM_ENGINE";
+
+/// Resolves `--engine`, then `FTVM_ENGINE`, then the default, and installs it.
+fn choose_engine(flag: Option<rv64::Engine>) -> Result<(), String> {
+    let wanted = match flag {
+        Some(e) => e,
+        None => match std::env::var(ENGINE_ENV) {
+            Ok(v) if !v.is_empty() => v.parse().map_err(|e| format!("{ENGINE_ENV}: {e}"))?,
+            _ => rv64::Engine::default(),
+        },
+    };
+    let used = machine::set_default_engine(wanted);
+    if used != wanted {
+        eprintln!(
+            "ftvm: the {wanted} engine is not available on this host ({}); using {used}",
+            std::env::consts::ARCH
+        );
+    }
+    let _ = ENGINE.set(used);
+    Ok(())
 }
 
 // Parsed once per process: the size difference between the variants costs nothing.
@@ -66,6 +104,10 @@ fn main() {
             std::process::exit(code);
         }
     };
+    if let Err(e) = choose_engine(cli.engine) {
+        eprintln!("ftvm: {e}");
+        std::process::exit(2);
+    }
     let code = match cli.command {
         Command::RunElf(a) => run_elf::main(a),
         Command::Run(a) => run::main(a),

@@ -167,6 +167,7 @@ impl Healer {
             self.done
         );
         let child = Command::new(&self.exe)
+            .env(crate::ENGINE_ENV, crate::engine().name())
             .arg("backup")
             .args(&self.vm[1])
             .args(&self.common)
@@ -243,6 +244,7 @@ pub fn run(a: PairCmdArgs) -> anyhow::Result<i32> {
     let net = net_flags(&a.net);
     let mut backup = Command::new(&exe);
     backup
+        .env(crate::ENGINE_ENV, crate::engine().name())
         .arg("backup")
         .args(vm_flags(&backup_vm))
         .args(&net)
@@ -254,6 +256,7 @@ pub fn run(a: PairCmdArgs) -> anyhow::Result<i32> {
     ));
     let mut primary = Command::new(&exe);
     primary
+        .env(crate::ENGINE_ENV, crate::engine().name())
         .arg("primary")
         .args(vm_flags(&a.vm))
         .args(&net)

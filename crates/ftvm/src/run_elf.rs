@@ -229,6 +229,7 @@ pub fn run(a: &Args) -> Result<(Verdict, u64), RunElfError> {
         .ok_or_else(|| RunElfError::NoTohost(path.clone()))?;
 
     let mut hart = Hart::new(0);
+    hart.set_engine(crate::engine());
     hart.pc = elf.entry;
     let mut bus = TestBus {
         msip: false,

@@ -27,6 +27,9 @@ pub use config::{
     format_mac, parse_mac, parse_size, ConfigError, DriveConfig, Firmware, MachineConfig,
     NbdDriveConfig, NetConfig,
 };
-pub use machine::{Backends, BootInfo, Machine, MachineError, Stop};
+pub use machine::{
+    default_engine, set_default_engine, Backends, BootInfo, Machine, MachineError, Stop,
+};
+pub use rv64::Engine;
 pub use syscon::PowerEvent;
 pub use uart::SerialBackend;

@@ -43,6 +43,7 @@ use crate::virtio::{
     AsyncDisk, BlockBackend, ConsoleBackend, EntropyBackend, FileBackend, NetBackend, NetStats,
     NullNet, VirtioError, VirtioMmio,
 };
+use rv64::Engine;
 use rv64::{Exit, Hart, Ram};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -234,6 +235,36 @@ pub struct BootInfo {
     pub initrd: Option<(u64, u64)>,
 }
 
+/// The engine new machines run their harts on (see [`set_default_engine`]): 0 interp, 1 jit.
+static DEFAULT_ENGINE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Sets the engine every machine built from now on runs its harts on (the `ftvm` binary sets it
+/// once from `--engine`/`FTVM_ENGINE`, so that every command that builds a machine — directly,
+/// through the FT or replay crates — gets it without each passing it down). Returns the engine
+/// that will actually be used: the translating engine falls back to the interpreter on hosts
+/// without it.
+pub fn set_default_engine(e: Engine) -> Engine {
+    let e = if Engine::JIT_AVAILABLE {
+        e
+    } else {
+        Engine::Interp
+    };
+    let v = match e {
+        Engine::Interp => 0,
+        Engine::Jit => 1,
+    };
+    DEFAULT_ENGINE.store(v, std::sync::atomic::Ordering::Relaxed);
+    e
+}
+
+/// The engine set by [`set_default_engine`] (the interpreter unless set).
+pub fn default_engine() -> Engine {
+    match DEFAULT_ENGINE.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => Engine::Jit,
+        _ => Engine::Interp,
+    }
+}
+
 /// A virt machine.
 pub struct Machine {
     ram: Ram,
@@ -379,6 +410,7 @@ impl Machine {
         let harts = (0..cfg.harts)
             .map(|h| {
                 let mut hart = Hart::new(h);
+                hart.set_engine(default_engine());
                 hart.pc = rom::BASE;
                 hart
             })
@@ -801,6 +833,36 @@ impl Machine {
     /// RAM, harts, board and the machine-wide icount, for saving.
     pub(crate) fn parts(&self) -> (&Ram, &[Hart], &Board, u64) {
         (&self.ram, &self.harts, &self.board, self.icount)
+    }
+
+    /// Chooses the engine of every hart (see [`rv64::Engine`]); allowed between any two runs.
+    /// Returns the engine in use (the interpreter if this host has no translating engine).
+    pub fn set_engine(&mut self, e: Engine) -> Engine {
+        let mut used = e;
+        for h in &mut self.harts {
+            used = h.set_engine(e);
+        }
+        used
+    }
+
+    /// The engine the harts run on.
+    pub fn engine(&self) -> Engine {
+        self.harts.first().map_or(Engine::Interp, |h| h.engine())
+    }
+
+    /// Translation statistics summed over the harts (`None` on the interpreter).
+    pub fn jit_stats(&self) -> Option<rv64::JitStats> {
+        let mut total: Option<rv64::JitStats> = None;
+        for s in self.harts.iter().filter_map(|h| h.jit_stats()) {
+            let t = total.get_or_insert_with(Default::default);
+            t.blocks += s.blocks;
+            t.insns += s.insns;
+            t.code_bytes += s.code_bytes;
+            t.translate_ns += s.translate_ns;
+            t.flushes += s.flushes;
+            t.runs += s.runs;
+        }
+        total
     }
 
     /// RAM, harts, board and the machine-wide icount, for restoring.

@@ -1064,6 +1064,11 @@ pub(crate) fn restore_payload_with(
     top.section = "payload";
     top.end()?;
 
+    // Restored harts keep the engine the machine ran on (fresh caches, like the TLBs).
+    let engine = harts.first().map_or(rv64::Engine::Interp, |h| h.engine());
+    for h in &mut new_harts {
+        h.set_engine(engine);
+    }
     *harts = new_harts;
     *icount = saved_icount;
     board.clock = saved_clock;

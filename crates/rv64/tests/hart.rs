@@ -1,8 +1,15 @@
 //! Hart-level behaviour that the rest of ftvm relies on: exact instruction budgets, coherent
 //! self-modifying code, dirty-page tracking through the store fast path, and guest faults as traps.
+//! Every test runs on both engines (`interp::*`, `jit::*`).
 
 use rv64::bus::NoDevices;
-use rv64::{Exit, Hart, Priv, Ram};
+use rv64::{Engine, Exit, Hart, Priv, Ram};
+use std::cell::Cell;
+
+thread_local! {
+    /// The engine the current test runs on (each test runs on its own thread).
+    static ENGINE: Cell<Engine> = const { Cell::new(Engine::Interp) };
+}
 
 const BASE: u64 = 0x8000_0000;
 
@@ -35,11 +42,11 @@ fn setup(prog: &[u32]) -> (Hart, Ram) {
     let mut ram = Ram::new(BASE, 64 * 4096);
     load(&mut ram, BASE, prog);
     let mut h = Hart::new(0);
+    h.set_engine(ENGINE.with(|e| e.get()));
     h.pc = BASE;
     (h, ram)
 }
 
-#[test]
 fn run_stops_after_exactly_the_budget_and_resumes() {
     let (mut h, mut ram) = setup(&[addi(1, 1, 1), jal(0, -4)]);
     assert_eq!(h.run(&mut ram, &mut NoDevices, 1001), Exit::Budget);
@@ -52,7 +59,6 @@ fn run_stops_after_exactly_the_budget_and_resumes() {
     assert_eq!(h.x[1], 1000);
 }
 
-#[test]
 fn stores_over_cached_code_are_seen_by_the_next_fetch() {
     // x2 = address of the slot; the program runs the slot once, then overwrites it with
     // `addi x5, x0, 7` and runs it again.
@@ -77,7 +83,6 @@ fn stores_over_cached_code_are_seen_by_the_next_fetch() {
     assert_eq!(h.x[5], 7, "second call ran the new instruction");
 }
 
-#[test]
 fn first_store_after_taking_dirty_pages_is_tracked() {
     // Store to the same data page over and over.
     let (mut h, mut ram) = setup(&[sw(0, 2, 0), jal(0, -4)]);
@@ -89,7 +94,6 @@ fn first_store_after_taking_dirty_pages_is_tracked() {
     assert_eq!(ram.take_dirty(), vec![10]);
 }
 
-#[test]
 fn illegal_instruction_traps_with_its_bits() {
     let (mut h, mut ram) = setup(&[0xffff_ffff, 0]);
     h.csr.mtvec = BASE + 0x40;
@@ -101,7 +105,6 @@ fn illegal_instruction_traps_with_its_bits() {
     assert_eq!(h.prv, Priv::M);
 }
 
-#[test]
 fn fetch_outside_memory_is_an_access_fault_loop_not_a_panic() {
     let (mut h, mut ram) = setup(&[]);
     h.pc = 0x1234_5678;
@@ -110,7 +113,6 @@ fn fetch_outside_memory_is_an_access_fault_loop_not_a_panic() {
     assert_eq!(h.csr.mcause, 1);
 }
 
-#[test]
 fn setting_a_mip_bit_does_not_latch_a_device_line() {
     // csrrs x0, mip, x5 with x5 = STIP, while the PLIC drives SEIP.
     let csrrs_mip = (0x344 << 20) | (5 << 15) | (2 << 12) | 0x73;
@@ -125,3 +127,32 @@ fn setting_a_mip_bit_does_not_latch_a_device_line() {
         "SEIP must drop with its line; STIP stays set"
     );
 }
+
+/// One `#[test]` per engine for each behaviour above.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod interp {
+            $(#[test]
+            fn $name() {
+                super::ENGINE.with(|e| e.set(rv64::Engine::Interp));
+                super::$name();
+            })*
+        }
+        mod jit {
+            $(#[test]
+            fn $name() {
+                super::ENGINE.with(|e| e.set(rv64::Engine::Jit));
+                super::$name();
+            })*
+        }
+    };
+}
+
+on_both_engines!(
+    run_stops_after_exactly_the_budget_and_resumes,
+    stores_over_cached_code_are_seen_by_the_next_fetch,
+    first_store_after_taking_dirty_pages_is_tracked,
+    illegal_instruction_traps_with_its_bits,
+    fetch_outside_memory_is_an_access_fault_loop_not_a_panic,
+    setting_a_mip_bit_does_not_latch_a_device_line
+);

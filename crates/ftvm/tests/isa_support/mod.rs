@@ -222,7 +222,8 @@ pub fn run_ftvm(elf: &Path, args: &[&str]) -> Outcome {
     out
 }
 
-/// Builds and runs the ISA program `name` (`guests/isa/NAME.S` or `.c`); it must pass.
+/// Builds and runs the ISA program `name` (`guests/isa/NAME.S` or `.c`) on both engines; it must
+/// pass on each, with the same output.
 pub fn run_isa_test(name: &str) {
     let dir = isa_dir();
     let src = [dir.join(format!("{name}.S")), dir.join(format!("{name}.c"))]
@@ -230,11 +231,23 @@ pub fn run_isa_test(name: &str) {
         .find(|p| p.exists())
         .unwrap_or_else(|| panic!("no guests/isa/{name}.S or {name}.c"));
     let elf = build(&src);
-    let out = run_ftvm(&elf, &["--max-instructions", MAX_INSTRUCTIONS]);
+    // On both engines; they must also print the same (the verdict and the step count).
+    let mut outputs = Vec::new();
+    for engine in ["interp", "jit"] {
+        let out = run_ftvm(
+            &elf,
+            &["--engine", engine, "--max-instructions", MAX_INSTRUCTIONS],
+        );
+        assert_eq!(
+            out.code,
+            Some(0),
+            "ISA program {name} did not pass on ftvm --engine {engine} (exit 1 = a failed case; \
+             the case number is in the output; `!cause epc tval` lines are unexpected traps)\n{out}"
+        );
+        outputs.push(out.stdout);
+    }
     assert_eq!(
-        out.code,
-        Some(0),
-        "ISA program {name} did not pass on ftvm (exit 1 = a failed case; the case number is \
-         in the output; `!cause epc tval` lines are unexpected traps)\n{out}"
+        outputs[0], outputs[1],
+        "ISA program {name}: the interpreter and the JIT printed different things"
     );
 }

@@ -65,8 +65,10 @@ pub(crate) struct Ctx {
     hart: *mut Hart,
     ram: *mut Ram,
     bus: *mut (),
-    /// icount at block entry.
+    /// icount at block entry (advanced by each pass of a block that loops on itself).
     start: u64,
+    /// The slice's end: a looping block goes round again only if a whole pass fits.
+    stop: u64,
     /// The running block's page and the generation it was translated under.
     dpage: *const DecodedPage,
     gen: u64,
@@ -241,6 +243,7 @@ pub(crate) fn run<B: Bus>(hart: &mut Hart, ram: &mut Ram, bus: &mut B, stop_at: 
         ram: std::ptr::null_mut(),
         bus: bus as *mut B as *mut (),
         start: 0,
+        stop: stop_at,
         dpage: std::ptr::null(),
         gen: 0,
     };

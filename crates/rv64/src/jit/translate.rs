@@ -67,6 +67,8 @@ struct SideExit {
     label: Label,
     pc: u64,
     steps: u32,
+    /// The target is the block's own start: loop inside the block while the budget allows.
+    back_edge: bool,
 }
 
 struct SlowPath {
@@ -96,6 +98,10 @@ pub(crate) fn translate(
     asm.push(RBP);
     asm.mov_rr(RBX, RDI);
     asm.mov_rr(R12, RSI);
+    let body = asm.label();
+    asm.bind(body);
+    // Where the back edges' budget checks want the block length (patched at the end).
+    let mut len_fixups: Vec<usize> = Vec::new();
 
     let mut off = (vpc & 0xfff) as usize;
     let mut pc = vpc;
@@ -301,17 +307,24 @@ pub(crate) fn translate(
                 asm.load(RAX, RBX, xoff(rs1));
                 asm.alu_rm(true, Alu::Cmp, RAX, RBX, xoff(rs2));
                 asm.jcc(c, taken);
+                let target = pc.wrapping_add(imm as i64 as u64);
                 exits.push(SideExit {
                     label: taken,
-                    pc: pc.wrapping_add(imm as i64 as u64),
+                    pc: target,
                     steps: n,
+                    back_edge: target == vpc,
                 });
             }
             Jal => {
                 asm.mov_imm(RAX, next);
                 asm.store(RBX, xoff(rd), RAX);
-                asm.mov_imm(RAX, pc.wrapping_add(imm as i64 as u64));
-                asm.store(RBX, pc_off(), RAX);
+                let target = pc.wrapping_add(imm as i64 as u64);
+                if target == vpc {
+                    emit_back_edge(asm, n, vpc, body, epilogue, &mut len_fixups);
+                } else {
+                    asm.mov_imm(RAX, target);
+                    asm.store(RBX, pc_off(), RAX);
+                }
                 ended = true;
             }
             Jalr => {
@@ -355,6 +368,10 @@ pub(crate) fn translate(
     asm.ret();
     for e in exits {
         asm.bind(e.label);
+        if e.back_edge {
+            emit_back_edge(asm, e.steps, vpc, body, epilogue, &mut len_fixups);
+            continue;
+        }
         asm.mov_imm(RAX, e.pc);
         asm.store(RBX, pc_off(), RAX);
         asm.mov_imm(RAX, e.steps as u64);
@@ -366,7 +383,36 @@ pub(crate) fn translate(
         asm.jmp(s.resume);
     }
     asm.finish();
+    for at in len_fixups {
+        asm.code[at..at + 4].copy_from_slice(&n.to_le_bytes());
+    }
     Some(n)
+}
+
+/// A jump back to the block's start after `steps` steps of this pass: the pass is added to the
+/// context's start icount, and the block runs again if the whole block still fits in the
+/// budget; otherwise it leaves (with 0 further steps) at its own start.
+fn emit_back_edge(
+    asm: &mut Asm,
+    steps: u32,
+    vpc: u64,
+    body: Label,
+    epilogue: Label,
+    len_fixups: &mut Vec<usize>,
+) {
+    let start = offset_of!(Ctx, start) as i32;
+    asm.load(RAX, R12, start);
+    asm.add_imm(RAX, steps as i32);
+    asm.store(R12, start, RAX);
+    asm.load(RCX, R12, offset_of!(Ctx, stop) as i32);
+    asm.alu_rr(Alu::Sub, RCX, RAX);
+    asm.alu_ri(true, Alu::Cmp, RCX, 0);
+    len_fixups.push(asm.code.len() - 4);
+    asm.jcc(Cond::Ae, body);
+    asm.mov_imm(RAX, vpc);
+    asm.store(RBX, pc_off(), RAX);
+    asm.mov_imm(RAX, 0);
+    asm.jmp(epilogue);
 }
 
 /// A call of the step helper for instruction `idx` at `pc`; leaves the block (with the helper's

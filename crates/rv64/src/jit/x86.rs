@@ -221,6 +221,11 @@ impl Asm {
         self.op_rm(w, false, op.opcode(), r, base, disp);
     }
 
+    /// `op dst, src`, 64-bit.
+    pub fn alu_rr(&mut self, op: Alu, dst: u8, src: u8) {
+        self.op_rr(true, false, op.opcode(), dst, src);
+    }
+
     /// `op r, simm32`, 64-bit or 32-bit.
     pub fn alu_ri(&mut self, w: bool, op: Alu, r: u8, imm: i32) {
         self.rex(w, 0, 0, r);
