@@ -264,31 +264,50 @@ pub fn main(a: Args) -> Result<()> {
         return profile::main(&paths, &ftvm, &elfs[0], &quick_elf, a.quick || a.no_doc);
     }
 
+    // Both engines and QEMU, interleaved, on every ELF.
     let mut summaries: Vec<Summary> = Vec::new();
-    let mut runs: Vec<(Vec<Run>, Vec<Run>)> = vec![(Vec::new(), Vec::new()); elfs.len()];
+    let mut jit_summaries: Vec<Summary> = Vec::new();
+    type Runs = (Vec<Run>, Vec<Run>, Vec<Run>);
+    let mut runs: Vec<Runs> = vec![(Vec::new(), Vec::new(), Vec::new()); elfs.len()];
     for rep in 0..reps {
         for (i, elf) in elfs.iter().enumerate() {
             let k = elf_kernels[i].name();
-            eprintln!("bench: round {}/{reps}: {k} on ftvm", rep + 1);
+            eprintln!("bench: round {}/{reps}: {k} on ftvm (interp)", rep + 1);
             runs[i].0.push(
-                measure::ftvm(&ftvm, elf, a.timeout).with_context(|| format!("{k} on ftvm"))?,
+                measure::ftvm(&ftvm, elf, a.timeout, "interp")
+                    .with_context(|| format!("{k} on ftvm --engine interp"))?,
+            );
+            eprintln!("bench: round {}/{reps}: {k} on ftvm (jit)", rep + 1);
+            runs[i].1.push(
+                measure::ftvm(&ftvm, elf, a.timeout, "jit")
+                    .with_context(|| format!("{k} on ftvm --engine jit"))?,
             );
             if qemu {
                 eprintln!("bench: round {}/{reps}: {k} on qemu", rep + 1);
                 runs[i]
-                    .1
+                    .2
                     .push(measure::qemu(elf, a.timeout).with_context(|| format!("{k} on qemu"))?);
             }
         }
     }
     let mut bad = Vec::new();
-    for (i, (f, q)) in runs.into_iter().enumerate() {
-        let s = Summary::new(elf_kernels[i].name(), f, q);
+    for (i, (f, j, q)) in runs.into_iter().enumerate() {
+        let k = elf_kernels[i].name();
+        let s = Summary::new(k, f, q.clone());
+        let sj = Summary::new(k, j, q);
+        if sj.icount != s.icount || sj.checksums != s.checksums {
+            bad.push(format!(
+                "{k}: the JIT retired {} instructions with checksums {:?}, the interpreter {} with {:?}",
+                sj.icount, sj.checksums, s.icount, s.checksums
+            ));
+        }
         bad.extend(s.problems.iter().cloned());
+        bad.extend(sj.problems.iter().map(|p| format!("(jit) {p}")));
         summaries.push(s);
+        jit_summaries.push(sj);
     }
 
-    let table = measure::table(&summaries, qemu);
+    let table = measure::table(&summaries, &jit_summaries, qemu);
     println!("{table}");
     for s in &summaries {
         for (name, sum) in &s.checksums {

@@ -255,8 +255,10 @@ pub fn run(a: &Args) -> Result<(Verdict, u64), RunElfError> {
         let v = ram.read_u64(tohost).unwrap_or(0);
         if v != 0 {
             if v == 1 {
+                JIT_STATS.with(|c| c.set(hart.jit_stats()));
                 return Ok((Verdict::Pass, hart.icount));
             } else if v & 1 == 1 {
+                JIT_STATS.with(|c| c.set(hart.jit_stats()));
                 return Ok((Verdict::Fail(v >> 1), hart.icount));
             } else if v >> 48 == 0x0101 {
                 // Device 1 (console), command 1 (putchar), as in the riscv-tests' HTIF.
@@ -288,6 +290,11 @@ pub fn run(a: &Args) -> Result<(Verdict, u64), RunElfError> {
     }
 }
 
+thread_local! {
+    /// The translating engine's statistics of the last [`run`] on this thread (for `--stats`).
+    static JIT_STATS: std::cell::Cell<Option<rv64::JitStats>> = const { std::cell::Cell::new(None) };
+}
+
 /// Runs the command; returns the process exit code.
 pub fn main(a: Args) -> i32 {
     let start = Instant::now();
@@ -299,6 +306,17 @@ pub fn main(a: Args) -> i32 {
                     "ftvm: icount={icount} seconds={secs:.3} mips={:.1}",
                     icount as f64 / secs / 1e6
                 );
+                if let Some(j) = JIT_STATS.with(|c| c.get()) {
+                    eprintln!(
+                        "ftvm: jit blocks={} insns={} code_bytes={} translate_ms={:.1} flushes={} block_runs={}",
+                        j.blocks,
+                        j.insns,
+                        j.code_bytes,
+                        j.translate_ns as f64 / 1e6,
+                        j.flushes,
+                        j.runs
+                    );
+                }
             }
             match verdict {
                 Verdict::Pass => 0,

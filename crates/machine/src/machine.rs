@@ -235,7 +235,8 @@ pub struct BootInfo {
     pub initrd: Option<(u64, u64)>,
 }
 
-/// The engine new machines run their harts on (see [`set_default_engine`]): 0 interp, 1 jit.
+/// The engine new machines run their harts on (see [`set_default_engine`]): 0 not set, 1 interp,
+/// 2 jit.
 static DEFAULT_ENGINE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 /// Sets the engine every machine built from now on runs its harts on (the `ftvm` binary sets it
@@ -250,18 +251,24 @@ pub fn set_default_engine(e: Engine) -> Engine {
         Engine::Interp
     };
     let v = match e {
-        Engine::Interp => 0,
-        Engine::Jit => 1,
+        Engine::Interp => 1,
+        Engine::Jit => 2,
     };
     DEFAULT_ENGINE.store(v, std::sync::atomic::Ordering::Relaxed);
     e
 }
 
-/// The engine set by [`set_default_engine`] (the interpreter unless set).
+/// The engine set by [`set_default_engine`]; if none was set, the one named by the
+/// `FTVM_ENGINE` environment variable (`jit` or `interp`; so that test programs and libraries
+/// that build machines follow it too), else the interpreter.
 pub fn default_engine() -> Engine {
     match DEFAULT_ENGINE.load(std::sync::atomic::Ordering::Relaxed) {
-        1 => Engine::Jit,
-        _ => Engine::Interp,
+        1 => Engine::Interp,
+        2 => Engine::Jit,
+        _ => std::env::var("FTVM_ENGINE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default(),
     }
 }
 

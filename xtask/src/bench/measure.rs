@@ -115,10 +115,13 @@ fn parse_stats(stderr: &str) -> Option<Stats> {
     })
 }
 
-/// `ftvm run-elf ELF --stats`.
-pub fn ftvm(ftvm: &Path, elf: &Path, timeout: u64) -> Result<Run> {
+/// `ftvm --engine ENGINE run-elf ELF --stats`.
+pub fn ftvm(ftvm: &Path, elf: &Path, timeout: u64, engine: &str) -> Result<Run> {
     let mut cmd = Command::new(ftvm);
-    cmd.arg("run-elf").arg(elf).arg("--stats");
+    cmd.args(["--engine", engine])
+        .arg("run-elf")
+        .arg(elf)
+        .arg("--stats");
     let (st, stdout, stderr, wall) = timed(cmd, timeout)?;
     if !st.success() {
         bail!(
@@ -262,36 +265,40 @@ impl Summary {
     }
 }
 
-/// The results as a markdown table: best times, ftvm's MIPS from its own execution time (load
-/// and start-up excluded), QEMU's "MIPS" from the same instruction count over its whole process
-/// time, and the ratio of the whole-process times.
-pub fn table(rows: &[Summary], with_qemu: bool) -> String {
+/// The results as a markdown table: best times of the interpreter (`interp`) and the JIT
+/// (`jit`), their MIPS from ftvm's own execution time (load and start-up excluded), QEMU's "MIPS"
+/// from the same instruction count over its whole process time, and the ratios of the
+/// whole-process times to QEMU's.
+pub fn table(interp: &[Summary], jit: &[Summary], with_qemu: bool) -> String {
     let mut t = String::new();
     if with_qemu {
-        t.push_str("| kernel | instructions | ftvm s | ftvm s (median) | ftvm MIPS | qemu s | qemu MIPS | ftvm/qemu |\n");
-        t.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        t.push_str("| kernel | instructions | interp s | interp MIPS | jit s | jit s (median) | jit MIPS | qemu s | qemu MIPS | interp/qemu | jit/qemu |\n");
+        t.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     } else {
-        t.push_str("| kernel | instructions | ftvm s | ftvm s (median) | ftvm MIPS |\n");
-        t.push_str("|---|---:|---:|---:|---:|\n");
+        t.push_str("| kernel | instructions | interp s | interp MIPS | jit s | jit s (median) | jit MIPS | jit/interp |\n");
+        t.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
     }
-    for r in rows {
-        let mips = rate(r.icount, r.ftvm_exec);
+    for (r, j) in interp.iter().zip(jit) {
         t.push_str(&format!(
-            "| {} | {} | {:.3} | {:.3} | {} |",
+            "| {} | {} | {:.3} | {} | {:.3} | {:.3} | {} |",
             r.kernel,
             group(r.icount),
             r.ftvm_wall,
-            r.ftvm_median,
-            mips
+            rate(r.icount, r.ftvm_exec),
+            j.ftvm_wall,
+            j.ftvm_median,
+            rate(j.icount, j.ftvm_exec),
         ));
         if with_qemu {
-            let qmips = rate(r.icount, r.qemu_wall);
             t.push_str(&format!(
-                " {:.3} | {} | {:.2} |",
+                " {:.3} | {} | {:.2} | {:.2} |",
                 r.qemu_wall,
-                qmips,
-                r.ftvm_wall / r.qemu_wall
+                rate(r.icount, r.qemu_wall),
+                r.ftvm_wall / r.qemu_wall,
+                j.ftvm_wall / r.qemu_wall
             ));
+        } else {
+            t.push_str(&format!(" {:.2} |", j.ftvm_wall / r.ftvm_wall));
         }
         t.push('\n');
     }

@@ -36,30 +36,30 @@ fn pc_off() -> i32 {
 /// Where a translated block's decoded-instruction copies go (pointers to them are embedded in
 /// the code, so the storage never moves; it is reset only with the whole cache).
 pub(crate) struct InsnArena {
-    slots: Box<[Insn]>,
-    used: usize,
+    slots: Vec<Insn>,
 }
 
 impl InsnArena {
     pub fn new(cap: usize) -> InsnArena {
+        // Reserved, not filled: the host commits pages as blocks use them.
         InsnArena {
-            slots: vec![Insn::UNDECODED; cap].into_boxed_slice(),
-            used: 0,
+            slots: Vec::with_capacity(cap),
         }
     }
 
     pub fn free(&self) -> usize {
-        self.slots.len() - self.used
+        self.slots.capacity() - self.slots.len()
     }
 
     pub fn reset(&mut self) {
-        self.used = 0;
+        self.slots.clear();
     }
 
     fn push(&mut self, i: Insn) -> *const Insn {
-        self.slots[self.used] = i;
-        self.used += 1;
-        &self.slots[self.used - 1]
+        // Never beyond the capacity (the caller checks `free`), so the storage never moves.
+        assert!(self.slots.len() < self.slots.capacity());
+        self.slots.push(i);
+        self.slots.last().expect("just pushed")
     }
 }
 
