@@ -250,7 +250,7 @@ pub fn run(
     bc: &BackupConfig,
     cfg: PairConfig,
 ) -> Result<i32, FtError> {
-    let ep = Endpoint::new(false, false);
+    let ep = Endpoint::new(false);
     crate::metrics::attach(&ep, cfg.metrics)?;
     let cl = TcpListener::bind(bc.console).map_err(io(format!(
         "cannot listen for console clients on {}",
@@ -652,7 +652,7 @@ impl Backup {
             net.transmit(&rr::rarp_announce(mac));
             rp.set_live_net(net)?;
         }
-        let with = crate::primary::ProtectWith {
+        let with = crate::protect::ProtectWith {
             readonly: rp.config().drives.iter().map(|d| d.readonly).collect(),
             mac: rp.config().net,
             local_ip: self.console_ip,
@@ -681,10 +681,15 @@ impl Backup {
             "went live at icount {icount}, {:.1} ms after detecting: {why}",
             took.as_secs_f64() * 1e3
         ));
+        let gate = {
+            let ep = self.ep.clone();
+            crate::gate::Gate::new(Box::new(move |b: &[u8]| ep.publish(b)))
+        };
         LiveVm {
             m,
             out: p.out,
             ep: self.ep,
+            gate,
             prot: None,
             cfg: self.cfg,
             status: self.status,

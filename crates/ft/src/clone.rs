@@ -1,7 +1,7 @@
 //! The live clone (the paper's FT VMotion): a VM running alone gets a new backup while its
 //! guest keeps running.
 //!
-//! After the handshake ([`crate::primary::connect`]) the run loop copies RAM a few batches at a
+//! After the handshake ([`crate::protect::connect`]) the run loop copies RAM a few batches at a
 //! time between slices ([`LiveClone::step`]): round 0 every non-zero page, then each round the
 //! pages the guest wrote meanwhile (the machine's dirty tracking,
 //! [`machine::Machine::begin_live_copy`]). A sender thread compresses each batch (LZ4) and puts
@@ -16,7 +16,7 @@
 //! Our own code rather than a crate: the copy is interleaved with our vCPU loop and our dirty
 //! tracking, which no migration crate knows about.
 
-use crate::primary::Peer;
+use crate::protect::Peer;
 use crate::wire::{Msg, MsgWriter, WireError};
 use crate::FtError;
 use machine::virtio::BlockBackend;
@@ -68,7 +68,7 @@ enum Job {
 }
 
 /// A disk under a live copy: notes the chunks the guest writes meanwhile, which are then sent
-/// again. Left in place after the clone, switched off.
+/// again. Taken off when the clone ends ([`LiveClone::untrack`]).
 struct TrackingDisk {
     inner: Box<dyn BlockBackend>,
     dirty: Arc<Mutex<BTreeSet<u64>>>,
@@ -96,6 +96,13 @@ impl BlockBackend for TrackingDisk {
     }
     fn prepare(&mut self, op: machine::virtio::Prepare) -> bool {
         self.inner.prepare(op)
+    }
+    fn describe(&self) -> String {
+        format!("tracking({})", self.inner.describe())
+    }
+    fn take_inner(&mut self) -> Option<Box<dyn BlockBackend>> {
+        let empty = Box::new(machine::virtio::block::MemBackend::default());
+        Some(std::mem::replace(&mut self.inner, empty))
     }
 }
 
@@ -564,8 +571,15 @@ impl LiveClone {
     }
 
     /// At the pause: the disk chunks written since their last copy (before the log starts,
-    /// so that the backup's images equal the primary's where the log begins); tracking stops.
+    /// so that the backup's images equal the primary's where the log begins); tracking stops
+    /// and its layers come off the disks.
     pub fn flush_disks(&mut self, m: &mut Machine) -> Result<usize, FtError> {
+        let sent = self.send_dirty(m);
+        self.untrack(m);
+        sent
+    }
+
+    fn send_dirty(&mut self, m: &mut Machine) -> Result<usize, FtError> {
         let tx = self
             .tx
             .as_ref()
@@ -579,6 +593,21 @@ impl LiveClone {
             }
         }
         Ok(n)
+    }
+
+    /// Takes the tracking layers off the disks (the clone is over, done or given up), so that
+    /// a VM cloned again and again keeps the backends it had.
+    pub fn untrack(&self, m: &mut Machine) {
+        for d in &self.disks {
+            d.on.store(false, Ordering::Relaxed);
+            if let Some(slot) = m.disk_backend_mut(d.drive) {
+                if slot.describe().starts_with("tracking(") {
+                    if let Some(inner) = slot.take_inner() {
+                        *slot = inner;
+                    }
+                }
+            }
+        }
     }
 
     /// At the pause: where the console's streams stand (`ftvm::console::Endpoint::offsets`),
@@ -596,7 +625,7 @@ impl LiveClone {
     }
 
     /// The copy's pages are all written: the channel's writer and the backup, for
-    /// [`crate::primary::start`] with `after_copy`.
+    /// [`crate::protect::start`] with `after_copy`.
     pub fn finish(mut self) -> Result<(MsgWriter, Peer), FtError> {
         drop(self.tx.take());
         let sender = self

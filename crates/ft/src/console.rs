@@ -8,9 +8,8 @@
 //! taken or will take). So a client of the old primary continues on the new one without losing
 //! or repeating a byte. The backup answers `ERR` until it is live.
 //!
-//! The output rule lives here too: while the VM is protected, output produced before icount
-//! `h` is *held* until the backup acknowledges a log horizon of at least `h`
-//! ([`Endpoint::release`]); only released output reaches clients.
+//! Only output the output rule has released ([`crate::gate`]) reaches the endpoint
+//! ([`Endpoint::publish`]).
 //!
 //! Other requests: `STATUS` (the status text, then the connection closes) and
 //! `CONTROL pause|resume|poweroff`.
@@ -45,6 +44,9 @@ pub enum Control {
     Handover,
 }
 
+/// What else gets every status the endpoint is given.
+pub type StatusHook = Box<dyn Fn(&crate::status::Status) + Send>;
+
 #[derive(Default)]
 struct State {
     /// Whether console clients are served (the backup: only once live).
@@ -55,14 +57,10 @@ struct State {
     released: VecDeque<u8>,
     /// Offset of `released[0]` in the output stream.
     released_base: u64,
-    /// Output produced before icount .0, waiting for the backup.
-    held: VecDeque<(u64, Vec<u8>)>,
-    /// Whether the output rule holds output back.
-    hold: bool,
     controls: VecDeque<Control>,
     status: String,
-    /// The Prometheus gauges, when `--metrics` serves them.
-    metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Who else gets every status (the Prometheus gauges, when `--metrics` serves them).
+    on_status: Option<StatusHook>,
     /// Which client connection is the current one.
     client: u64,
     closed: bool,
@@ -92,15 +90,10 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// An endpoint; `serving` says whether console clients are served yet, `hold` whether the
-    /// output rule is in force.
-    pub fn new(serving: bool, hold: bool) -> Endpoint {
+    /// An endpoint; `serving` says whether console clients are served yet.
+    pub fn new(serving: bool) -> Endpoint {
         let e = Endpoint::default();
-        {
-            let mut s = e.lock();
-            s.serving = serving;
-            s.hold = hold;
-        }
+        e.lock().serving = serving;
         e
     }
 
@@ -312,51 +305,13 @@ impl Endpoint {
         self.lock().controls.drain(..).collect()
     }
 
-    /// Output the guest produced before icount `horizon`.
-    pub fn output(&self, horizon: u64, bytes: Vec<u8>) {
+    /// Output the output rule let out: clients get it.
+    pub fn publish(&self, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
-        let mut s = self.lock();
-        if s.hold {
-            s.held.push_back((horizon, bytes));
-        } else {
-            s.release_bytes(&bytes);
-            drop(s);
-            self.notify();
-        }
-    }
-
-    /// The backup has acknowledged `horizon`: output produced before it may leave.
-    pub fn release(&self, horizon: u64) {
-        let mut s = self.lock();
-        let mut any = false;
-        while s.held.front().is_some_and(|(h, _)| *h <= horizon) {
-            if let Some((_, b)) = s.held.pop_front() {
-                s.release_bytes(&b);
-                any = true;
-            }
-        }
-        drop(s);
-        if any {
-            self.notify();
-        }
-    }
-
-    /// Ends the output rule (the VM runs unprotected): held output leaves now.
-    pub fn unhold(&self) {
-        let mut s = self.lock();
-        s.hold = false;
-        while let Some((_, b)) = s.held.pop_front() {
-            s.release_bytes(&b);
-        }
-        drop(s);
+        self.lock().release_bytes(bytes);
         self.notify();
-    }
-
-    /// Holds output again (a primary protected anew).
-    pub fn hold_again(&self) {
-        self.lock().hold = true;
     }
 
     /// (input bytes the VM has taken, offset of the tail, the last `max` bytes of output
@@ -367,16 +322,6 @@ impl Endpoint {
         let skip = s.released.len().saturating_sub(max);
         let tail: Vec<u8> = s.released.iter().skip(skip).copied().collect();
         (s.in_taken, s.released_base + skip as u64, tail)
-    }
-
-    /// Drops held output for good (this side lost the arbiter) and stops serving.
-    pub fn discard_and_close(&self) {
-        let mut s = self.lock();
-        s.held.clear();
-        s.closed = true;
-        s.serving = false;
-        drop(s);
-        self.notify();
     }
 
     /// Starts serving console clients (the backup goes live).
@@ -391,28 +336,26 @@ impl Endpoint {
         self.notify();
     }
 
-    /// Bytes of output held for the backup.
-    pub fn held_bytes(&self) -> usize {
-        self.lock().held.iter().map(|(_, b)| b.len()).sum()
-    }
-
-    /// Replaces the status `STATUS` answers with (and the metrics, if they are served).
+    /// Replaces the status `STATUS` answers with (and hands it to the status hook).
     pub fn set_status(&self, s: &crate::status::Status) {
         let mut st = self.lock();
         st.status = s.render();
-        if let Some(m) = &st.metrics {
-            m.update(s);
+        if let Some(f) = &st.on_status {
+            f(s);
         }
     }
 
-    /// Keeps `m` up to date with every status from now on.
-    pub fn attach_metrics(&self, m: Arc<crate::metrics::Metrics>) {
-        self.lock().metrics = Some(m);
+    /// Hands every status from now on to `f` too (e.g. the metrics' gauges).
+    pub fn on_status(&self, f: StatusHook) {
+        self.lock().on_status = Some(f);
     }
 
-    /// Stops serving: clients are disconnected.
+    /// Stops serving (this side stops, or lost the arbiter): clients are disconnected.
     pub fn close(&self) {
-        self.lock().closed = true;
+        let mut s = self.lock();
+        s.closed = true;
+        s.serving = false;
+        drop(s);
         self.notify();
     }
 }
@@ -458,33 +401,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn output_is_held_until_released() {
-        let e = Endpoint::new(true, true);
-        e.output(100, b"abc".to_vec());
-        e.output(200, b"def".to_vec());
-        assert_eq!(e.held_bytes(), 6);
-        e.release(150);
-        assert_eq!(e.held_bytes(), 3);
+    fn published_output_reaches_the_stream_and_a_closed_endpoint_serves_no_more() {
+        let e = Endpoint::new(true);
+        e.publish(b"abc");
+        e.publish(b"");
         assert_eq!(e.lock().out_end(), 3);
-        e.unhold();
-        assert_eq!(e.held_bytes(), 0);
-        assert_eq!(e.lock().out_end(), 6);
-        e.output(300, b"g".to_vec());
-        assert_eq!(e.lock().out_end(), 7, "unprotected output leaves at once");
-    }
-
-    #[test]
-    fn discarded_output_never_leaves() {
-        let e = Endpoint::new(true, true);
-        e.output(100, b"secret".to_vec());
-        e.discard_and_close();
-        e.release(1000);
-        assert_eq!(e.lock().out_end(), 0);
+        e.close();
+        let s = e.lock();
+        assert!(s.closed && !s.serving);
     }
 
     #[test]
     fn input_offsets_count_taken_and_queued() {
-        let e = Endpoint::new(true, false);
+        let e = Endpoint::new(true);
         e.lock().input.extend(b"hello");
         assert_eq!(e.take_input(2), b"he");
         let s = e.lock();

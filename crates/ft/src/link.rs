@@ -2,7 +2,6 @@
 //! a bounded queue, the acknowledgement reader, and what they tell the run loop (acknowledged
 //! horizon, bytes in flight, the backup's replay position, a failure).
 
-use crate::console::Endpoint;
 use crate::heartbeat::Liveness;
 use crate::wire::{Msg, MsgReader, MsgWriter};
 use std::collections::VecDeque;
@@ -49,9 +48,10 @@ impl Write for SharedBuf {
     }
 }
 
-/// What else the backup's acknowledgement of a horizon releases (held disk writes, held
-/// transmitted frames), called on the acknowledgement reader's thread.
-pub type Release = Box<dyn Fn(u64) + Send>;
+/// What the backup's acknowledgements release (the output gate, `crate::gate`), called on the
+/// acknowledgement reader's thread with the horizon acknowledged and the icount the backup has
+/// replayed to (never past that horizon).
+pub type Release = Box<dyn Fn(u64, u64) + Send>;
 
 /// What the threads of the link share with the run loop.
 #[derive(Default)]
@@ -115,16 +115,14 @@ pub struct Link {
 struct MsgWriterHandle(std::net::TcpStream);
 
 impl Link {
-    /// Starts the sender and the acknowledgement reader. `ep` and `release` get the
-    /// acknowledged horizons; `on_replayed` the icounts the backup reports it has replayed to
-    /// (held shared-disk writes with `--disk-reads own`, which must not reach the disk before
-    /// the backup has made the reads before them).
+    /// Starts the sender and the acknowledgement reader. `release` gets each acknowledged
+    /// horizon with the icount the backup reports it has replayed to (what held shared-disk
+    /// writes wait for with `--disk-reads own`, which must not reach the disk before the backup
+    /// has made the reads before them).
     pub fn start(
         w: MsgWriter,
         mut r: MsgReader,
-        ep: Endpoint,
-        release: Vec<Release>,
-        on_replayed: Vec<Release>,
+        release: Release,
         live: Arc<Liveness>,
     ) -> std::io::Result<Link> {
         let state = Arc::new(LinkState::default());
@@ -167,15 +165,9 @@ impl Link {
                                     }
                                 }
                             }
-                            for r in &release {
-                                r(horizon);
-                            }
-                            for r in &on_replayed {
-                                // Never past what the backup has: it cannot have replayed
-                                // further (a lying backup releases nothing early).
-                                r(replayed.min(horizon));
-                            }
-                            ep.release(horizon);
+                            // Never past what the backup has: it cannot have replayed
+                            // further (a lying backup releases nothing early).
+                            release(horizon, replayed.min(horizon));
                         }
                         Ok(other) => {
                             state.fail(format!("the backup sent an unexpected {other:?}"));
@@ -305,18 +297,13 @@ mod tests {
         let (w, r) = connect_handshake(TcpStream::connect(addr).unwrap(), &k, &hello).unwrap();
         let (_, mut bw, _br) = t.join().unwrap().unwrap();
         let seen: Arc<Mutex<Vec<(char, u64)>>> = Arc::default();
-        let (s1, s2) = (Arc::clone(&seen), Arc::clone(&seen));
-        let on_ack: Release = Box::new(move |h| s1.lock().unwrap().push(('h', h)));
-        let on_replayed: Release = Box::new(move |h| s2.lock().unwrap().push(('r', h)));
-        let link = Link::start(
-            w,
-            r,
-            Endpoint::new(true, true),
-            vec![on_ack],
-            vec![on_replayed],
-            Arc::new(Liveness::default()),
-        )
-        .unwrap();
+        let s = Arc::clone(&seen);
+        let release: Release = Box::new(move |h, r| {
+            let mut s = s.lock().unwrap();
+            s.push(('h', h));
+            s.push(('r', r));
+        });
+        let link = Link::start(w, r, release, Arc::new(Liveness::default())).unwrap();
         for (horizon, replayed) in [(100, 40), (200, 150), (200, 500)] {
             bw.send(&Msg::Ack {
                 entries: 1,

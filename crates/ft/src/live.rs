@@ -3,58 +3,28 @@
 //! running on alone (a backup that went live, a primary whose backup is gone).
 //!
 //! Per slice: control operations, client input, one [`rr::SLICE`] of guest execution, the
-//! log frame and the slice's horizon to the link, the slice's output to the endpoint (held or
-//! released). When every hart waits, host time passes until the next timer or client input
+//! log frame and the slice's horizon to the link, the slice's console output to the output
+//! gate ([`crate::gate`], which holds it with the slice's frames and disk writes while
+//! protected). When every hart waits, host time passes until the next timer or client input
 //! (idle time never runs faster than the wall clock). While protected, a full send queue or
 //! too much unacknowledged log stalls the primary, and a backup lagging by more than
 //! `max_lag` of guest time slows it down a few percent at a time.
 
 use crate::clone::{LiveClone, Step};
 use crate::console::{Control, Endpoint};
-use crate::disk::HeldDisk;
-use crate::heartbeat::Liveness;
-use crate::link::{Link, SharedBuf};
+use crate::gate::{Gate, Output};
+use crate::protect::Protection;
 use crate::status::{Role, Status};
 use crate::{FtError, PairConfig};
 use arbiter::Claim;
 use machine::{Machine, PowerEvent, Stop};
 use replay::Event;
-use rr::net::HeldNet;
-use rr::{Outbox, Recorder};
+use rr::Outbox;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Console input accepted ahead of the guest.
 const MAX_BACKLOG: usize = 64 * 1024;
-
-/// What protects a primary.
-pub(crate) struct Protection {
-    pub rec: Recorder<SharedBuf>,
-    pub buf: SharedBuf,
-    pub link: Link,
-    pub live: Arc<Liveness>,
-    /// The arbiter generation the pair runs under.
-    pub generation: u64,
-    /// The horizon of the last message sent.
-    pub sent_horizon: u64,
-    /// Stops the heartbeat when protection ends.
-    pub hb_stop: Arc<std::sync::atomic::AtomicBool>,
-    /// The shared disks, their writes held by the output rule.
-    pub disks: Vec<HeldDisk>,
-    /// The network card's transmitted frames, held by the output rule.
-    pub net: Option<HeldNet>,
-}
-
-/// A network backend that is not there (a placeholder while backends are swapped).
-pub(crate) struct NoNet;
-
-impl machine::virtio::NetBackend for NoNet {
-    fn transmit(&mut self, _: &[u8]) {}
-    fn receive(&mut self) -> Option<Vec<u8>> {
-        None
-    }
-}
 
 /// Wakes the run loop (through the endpoint) whenever the network backend signals `fd` (an
 /// eventfd: a frame arrived), so that an idle guest gets its frames at once.
@@ -79,23 +49,18 @@ fn watch_net(fd: std::os::fd::RawFd, ep: Endpoint) {
         });
 }
 
-impl Protection {
-    /// Horizon up to which every disk write is on the shared disks.
-    fn released(&self) -> u64 {
-        self.disks.iter().map(HeldDisk::released).min().unwrap_or(0)
-    }
-}
-
 /// A live VM.
 pub(crate) struct LiveVm {
     pub m: Machine,
     pub out: Outbox,
     pub ep: Endpoint,
+    /// The output rule: holds what the guest sends out while protected.
+    pub gate: Gate,
     pub prot: Option<Protection>,
     pub cfg: PairConfig,
     pub status: Status,
     /// What protecting it again takes (`ftvm control protect`).
-    pub with: crate::primary::ProtectWith,
+    pub with: crate::protect::ProtectWith,
     /// A live clone to a new backup, in progress.
     pub cloning: Option<LiveClone>,
 }
@@ -276,14 +241,13 @@ impl LiveVm {
         }
     }
 
-    /// Sends the slice's log and horizon, and hands the slice's output to the endpoint.
+    /// Sends the slice's log and horizon, and hands the slice's console output to the gate.
     fn ship(&mut self) {
         let horizon = self.m.icount();
+        let _ = self.gate.push(Output::Console(self.out.take()));
         if let Some(p) = &mut self.prot {
-            for d in &p.disks {
-                d.seal(horizon);
-            }
-            let released = p.released();
+            self.gate.seal(horizon);
+            let released = self.gate.released();
             if let Err(e) = p.rec.flush() {
                 p.link.state.failed.store(true, Ordering::Relaxed);
                 tracing::warn!("ftvm primary: writing the log failed: {e}");
@@ -305,7 +269,6 @@ impl LiveVm {
             }
             p.sent_horizon = horizon;
         }
-        self.ep.output(horizon, self.out.take());
     }
 
     /// Stalls while too much log is unacknowledged.
@@ -400,7 +363,7 @@ impl LiveVm {
             }
         };
         // The console's offsets go at the pause (`complete_clone`).
-        let started = crate::primary::connect(
+        let started = crate::protect::connect(
             &mut self.m,
             &self.cfg,
             &self.with,
@@ -448,6 +411,7 @@ impl LiveVm {
             }
             Ok(Step::Ready) => self.complete_clone(),
             Err(e) => {
+                c.untrack(&mut self.m);
                 self.cloning = None;
                 self.clone_failed(&to, &e.to_string());
                 false
@@ -471,8 +435,16 @@ impl LiveVm {
         let console = chunks.and_then(|_| c.send_console(self.ep.offsets(1 << 20)));
         let started = console.and_then(|_| c.finish()).and_then(|(w, peer)| {
             let generation = peer.generation;
-            crate::primary::start(&mut self.m, &self.ep, &self.cfg, &self.with, w, peer, true)
-                .map(|p| (p, generation))
+            crate::protect::start(
+                &mut self.m,
+                &self.gate,
+                &self.cfg,
+                &self.with,
+                w,
+                peer,
+                true,
+            )
+            .map(|p| (p, generation))
         });
         let (p, generation) = match started {
             Ok(x) => x,
@@ -566,11 +538,12 @@ impl LiveVm {
             .map_err(|e| FtError::Arbiter(e.to_string()));
         match claim {
             Ok(Claim::Won) => {
-                for d in &p.disks {
-                    d.unhold();
-                }
-                if let Some(n) = &p.net {
-                    n.set_holding(false);
+                self.gate.open();
+                // Recording and holding are over: their layers come off the machine.
+                if let Some(mut p) = self.prot.take() {
+                    if let Err(e) = crate::protect::take_off(&mut self.m, &self.gate, &mut p.rec) {
+                        tracing::warn!("ftvm primary: {e}");
+                    }
                 }
                 tracing::info!(
                     event = "running_alone",
@@ -579,7 +552,6 @@ impl LiveVm {
                     t0.elapsed()
                 );
                 self.prot = None;
-                self.ep.unhold();
                 self.status.protected = false;
                 self.status.role = Role::Primary;
                 self.status.last_failover =
@@ -589,26 +561,16 @@ impl LiveVm {
                 Ok(Next::Go)
             }
             Ok(Claim::Lost { winner }) => {
-                for d in &p.disks {
-                    d.discard();
-                }
-                if let Some(n) = &p.net {
-                    n.discard();
-                }
+                self.gate.discard();
                 tracing::warn!("ftvm primary: the arbiter gave generation {generation} to {winner}: stopping, emitting nothing more");
-                self.ep.discard_and_close();
+                self.ep.close();
                 Ok(Next::Exit(3))
             }
             Err(e) => {
-                for d in &p.disks {
-                    d.discard();
-                }
-                if let Some(n) = &p.net {
-                    n.discard();
-                }
+                self.gate.discard();
                 // Without the arbiter nobody may go on: stop rather than risk two primaries.
                 tracing::warn!("ftvm primary: {e}: stopping, emitting nothing more");
-                self.ep.discard_and_close();
+                self.ep.close();
                 Ok(Next::Exit(3))
             }
         }
@@ -629,10 +591,9 @@ impl LiveVm {
         };
         let t0 = Instant::now();
         let horizon = self.m.icount();
-        for d in &p.disks {
-            d.seal(horizon);
-        }
-        let released = p.released();
+        let _ = self.gate.push(Output::Console(self.out.take()));
+        self.gate.seal(horizon);
+        let released = self.gate.released();
         if let Err(e) = p.rec.flush() {
             tracing::warn!("ftvm primary: writing the log failed: {e}");
         }
@@ -640,7 +601,6 @@ impl LiveVm {
         let timeout = self.cfg.heartbeat.timeout;
         p.link
             .send_until(horizon, released, bytes, || p.live.silence() > timeout);
-        self.ep.output(horizon, self.out.take());
         let caught_up = |p: &Protection| {
             p.link.state.acked_horizon.load(Ordering::Relaxed) >= horizon
                 && p.link.state.replayed.load(Ordering::Relaxed) >= horizon
@@ -666,12 +626,9 @@ impl LiveVm {
         let p = self.prot.take()?;
         p.hb_stop.store(true, Ordering::Relaxed);
         p.link.close();
-        for d in &p.disks {
-            // Acknowledged writes are on the disk already; nothing later was made.
-            d.unhold();
-        }
-        self.ep.unhold();
-        self.ep.discard_and_close();
+        // Everything acknowledged has left already; nothing later was made.
+        self.gate.open();
+        self.ep.close();
         tracing::info!(
             event = "handed_over",
             icount = horizon,
@@ -686,37 +643,22 @@ impl LiveVm {
     fn finish(&mut self) -> i32 {
         if let Some(p) = self.prot.take() {
             let horizon = self.m.icount();
-            for d in &p.disks {
-                d.seal(horizon);
-            }
-            let released = p.released();
-            let Protection {
-                rec,
-                buf,
-                link,
-                disks,
-                net,
-                ..
-            } = p;
+            let _ = self.gate.push(Output::Console(self.out.take()));
+            self.gate.seal(horizon);
+            let released = self.gate.released();
+            let Protection { rec, buf, link, .. } = p;
             // The final digest, the power-off entry if the guest asked, the end marker.
             if let Err(e) = rec.finish(&self.m) {
                 tracing::warn!("ftvm primary: ending the log failed: {e}");
             }
-            self.ep.output(horizon, self.out.take());
             // The backup reads to the end marker, acknowledges (the last output is released)
             // and stops.
             link.end(horizon, released, buf.take(), Duration::from_secs(5));
-            // The guest ended: what it wrote must be on the disk, acknowledged or not (the
-            // backup stops too and will not re-issue it).
-            for d in &disks {
-                d.unhold();
-            }
-            if let Some(n) = &net {
-                n.set_holding(false);
-            }
         }
-        self.ep.unhold();
-        self.ep.output(self.m.icount(), self.out.take());
+        // The guest ended: what it wrote must be on the disk, acknowledged or not (the backup
+        // stops too and will not re-issue it).
+        self.gate.open();
+        let _ = self.gate.push(Output::Console(self.out.take()));
         // Clients get a moment to read the last bytes.
         std::thread::sleep(Duration::from_millis(200));
         0
@@ -750,7 +692,7 @@ impl LiveVm {
 
     /// Hands the status text to the endpoint (`STATUS` answers with it).
     fn publish_status(&mut self) {
-        self.status.held_bytes = self.ep.held_bytes();
+        self.status.held_bytes = self.gate.held_bytes();
         self.ep.set_status(&self.status);
     }
 }

@@ -235,7 +235,7 @@ pub fn attach(
     let m = Arc::new(Metrics::new());
     m.serve(addr)
         .map_err(crate::io(format!("cannot serve metrics on {addr}")))?;
-    ep.attach_metrics(m);
+    ep.on_status(Box::new(move |s| m.update(s)));
     Ok(())
 }
 

@@ -222,6 +222,13 @@ impl BlockBackend for RecordingDisk {
     fn prepare(&mut self, op: machine::virtio::Prepare) -> bool {
         self.inner.prepare(op)
     }
+    fn describe(&self) -> String {
+        format!("recording({})", self.inner.describe())
+    }
+    fn take_inner(&mut self) -> Option<Box<dyn BlockBackend>> {
+        let empty = Box::new(machine::virtio::block::MemBackend::default());
+        Some(std::mem::replace(&mut self.inner, empty))
+    }
 }
 
 /// The replaying host's own image of a non-shared disk, where replayed writes are applied.

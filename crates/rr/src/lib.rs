@@ -19,7 +19,7 @@ pub mod timesync;
 
 pub use disk::{DriveShape, RecordingDisk, ReplayDisk};
 pub use logged::{digest_parts, LoggedConfig, DEV_RNG, DEV_UART};
-pub use net::{rarp_announce, HeldNet, RecordingNet, ReplayNet};
+pub use net::{rarp_announce, RecordingNet, ReplayNet};
 pub use outbox::Outbox;
 pub use position::{PositionError, SnapshotPosition};
 pub use recorder::{RecordError, Recorder};

@@ -1,4 +1,5 @@
-//! The network card in the input log, and the output rule's hook for transmitted frames.
+//! The network card in the input log. (Transmitted frames are outputs: the FT primary's
+//! output rule holds them, in `ft::gate`.)
 //!
 //! The virtio-net device takes a received frame from its backend only inside a device pass,
 //! where the machine's clock tap holds the icount, and only when the guest has posted a
@@ -13,9 +14,6 @@
 //!   did not take by then is a divergence, "net receive"); transmitted frames are discarded.
 //!   When the replayer goes live the machine's backend is replaced by a real one
 //!   (`Replayer::set_live_net`).
-//! - [`HeldNet`] is for the FT primary's output rule: it tags every transmitted frame with the
-//!   machine icount it was produced at and holds it until the caller says the backup has
-//!   the log up to there ([`HeldNet::release_upto`]); received frames pass straight through.
 //! - [`rarp_announce`]: the frame a new primary sends at go-live so that switches learn
 //!   where the guest's MAC now lives.
 
@@ -75,6 +73,15 @@ impl NetBackend for RecordingNet {
     fn wake_fd(&self) -> Option<RawFd> {
         self.inner.wake_fd()
     }
+    fn describe(&self) -> String {
+        format!("recording({})", self.inner.describe())
+    }
+    fn take_inner(&mut self) -> Option<Box<dyn NetBackend>> {
+        Some(std::mem::replace(
+            &mut self.inner,
+            Box::new(machine::virtio::NullNet),
+        ))
+    }
 }
 
 /// Logged frames waiting for the guest, and the first mismatch.
@@ -117,118 +124,6 @@ impl NetBackend for ReplayNet {
             q.error.get_or_insert((at, why));
         }
         None
-    }
-}
-
-/// A transmitted frame waiting for the output rule: the icount it was produced at and its
-/// bytes.
-pub type HeldFrame = (u64, Vec<u8>);
-
-struct Held {
-    inner: Box<dyn NetBackend>,
-    queue: VecDeque<HeldFrame>,
-    holding: bool,
-}
-
-/// A backend whose transmitted frames wait for the caller's word (the FT output rule): each is
-/// tagged with the machine icount (from the clock tap) it was transmitted at and queued;
-/// [`HeldNet::release_upto`] sends those produced up to an icount, [`HeldNet::set_holding`]
-/// `(false)` sends everything and lets later frames pass at once. Received frames and the wake
-/// descriptor are the inner backend's. Clones share the queue: box one for
-/// `Machine::replace_net` (or under a recording wrapper), keep another.
-#[derive(Clone)]
-pub struct HeldNet {
-    shared: Arc<Mutex<Held>>,
-    tap: Arc<AtomicU64>,
-    wake: Option<RawFd>,
-}
-
-impl HeldNet {
-    /// Wraps `inner`, holding its output from the start; `tap` is the machine's clock tap.
-    pub fn new(inner: Box<dyn NetBackend>, tap: Arc<AtomicU64>) -> HeldNet {
-        let wake = inner.wake_fd();
-        HeldNet {
-            shared: Arc::new(Mutex::new(Held {
-                inner,
-                queue: VecDeque::new(),
-                holding: true,
-            })),
-            tap,
-            wake,
-        }
-    }
-
-    /// Sends every held frame produced at or before `icount`, in order; returns how many.
-    pub fn release_upto(&self, icount: u64) -> usize {
-        let Ok(mut h) = self.shared.lock() else {
-            return 0;
-        };
-        let mut n = 0;
-        while h.queue.front().is_some_and(|(at, _)| *at <= icount) {
-            if let Some((_, f)) = h.queue.pop_front() {
-                h.inner.transmit(&f);
-                n += 1;
-            }
-        }
-        n
-    }
-
-    /// Holds output (`true`, the default) or not: `false` sends everything held first, and
-    /// later frames leave as they are transmitted (a primary running without a backup).
-    pub fn set_holding(&self, holding: bool) {
-        if let Ok(mut h) = self.shared.lock() {
-            if !holding {
-                while let Some((_, f)) = h.queue.pop_front() {
-                    h.inner.transmit(&f);
-                }
-            }
-            h.holding = holding;
-        }
-    }
-
-    /// Frames held now.
-    pub fn held(&self) -> usize {
-        self.shared.lock().map_or(0, |h| h.queue.len())
-    }
-
-    /// The icount of the oldest held frame, if any.
-    pub fn oldest(&self) -> Option<u64> {
-        self.shared.lock().ok()?.queue.front().map(|(at, _)| *at)
-    }
-
-    /// Drops every held frame without sending it; returns them (a primary that lost the
-    /// test-and-set must not let them out).
-    pub fn discard(&self) -> Vec<HeldFrame> {
-        self.shared
-            .lock()
-            .map(|mut h| h.queue.drain(..).collect())
-            .unwrap_or_default()
-    }
-
-    /// Sends `frame` now, past the queue (e.g. [`rarp_announce`] at go-live).
-    pub fn send_now(&self, frame: &[u8]) {
-        if let Ok(mut h) = self.shared.lock() {
-            h.inner.transmit(frame);
-        }
-    }
-}
-
-impl NetBackend for HeldNet {
-    fn transmit(&mut self, frame: &[u8]) {
-        let at = self.tap.load(Ordering::Relaxed);
-        if let Ok(mut h) = self.shared.lock() {
-            if h.holding {
-                h.queue.push_back((at, frame.to_vec()));
-            } else {
-                h.inner.transmit(frame);
-            }
-        }
-    }
-    fn receive(&mut self) -> Option<Vec<u8>> {
-        self.shared.lock().ok()?.inner.receive()
-    }
-    fn wake_fd(&self) -> Option<RawFd> {
-        self.wake
     }
 }
 
@@ -317,38 +212,6 @@ mod tests {
         let (at, why) = q.error.clone().unwrap();
         assert_eq!(at, 300);
         assert!(why.starts_with("net receive:"), "{why}");
-    }
-
-    #[test]
-    fn held_frames_leave_in_order_when_released() {
-        let wire = Wire::default();
-        wire.0.lock().unwrap().0.push_back(vec![7; 60]);
-        let tap = Arc::new(AtomicU64::new(10));
-        let held = HeldNet::new(Box::new(wire.clone()), Arc::clone(&tap));
-        let mut dev: Box<dyn NetBackend> = Box::new(held.clone());
-        dev.transmit(&[1; 60]);
-        tap.store(20, Ordering::Relaxed);
-        dev.transmit(&[2; 60]);
-        dev.transmit(&[3; 60]);
-        assert_eq!(dev.receive(), Some(vec![7; 60]), "input is not held");
-        let sent = || wire.0.lock().unwrap().1.clone();
-        assert!(sent().is_empty());
-        assert_eq!((held.held(), held.oldest()), (3, Some(10)));
-        assert_eq!(held.release_upto(15), 1);
-        assert_eq!(sent(), vec![vec![1; 60]]);
-        assert_eq!(held.release_upto(20), 2);
-        assert_eq!(sent().len(), 3);
-        tap.store(30, Ordering::Relaxed);
-        dev.transmit(&[4; 60]);
-        held.set_holding(false);
-        assert_eq!(sent().len(), 4);
-        dev.transmit(&[5; 60]);
-        assert_eq!(sent().len(), 5, "not holding: straight out");
-        held.set_holding(true);
-        dev.transmit(&[6; 60]);
-        assert_eq!(held.discard(), vec![(30, vec![6; 60])]);
-        held.send_now(&rarp_announce([2, 0, 0, 0, 0, 1]));
-        assert_eq!(sent().len(), 6);
     }
 
     #[test]

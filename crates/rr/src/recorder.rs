@@ -69,6 +69,9 @@ pub enum RecordError {
     /// the machine does not have the network card its configuration lists
     #[error("the machine does not have the network card its configuration lists")]
     Net,
+    /// a layer put on a backend after the recording one is still there
+    #[error("cannot take the recording off {0}: another layer went on over it ({1})")]
+    Layered(String, String),
 }
 
 /// The host's entropy, with every fill noted at the machine icount (from the clock tap).
@@ -114,8 +117,8 @@ pub struct Recorder<W: Write> {
     pub error: Option<RecordError>,
 }
 
-/// The recording wrappers stay in the machine after the recorder (an FT primary that runs on
-/// alone): from then on they keep nothing.
+/// Recording wrappers left in the machine after the recorder (one not taken off with
+/// [`Recorder::detach`]) keep nothing from then on.
 impl<W: Write> Drop for Recorder<W> {
     fn drop(&mut self) {
         self.pending.close();
@@ -271,6 +274,47 @@ impl<W: Write> Recorder<W> {
         if let Some(w) = &mut self.writer {
             w.flush()?;
         }
+        Ok(())
+    }
+
+    /// Takes the recording off `m` (an FT primary that runs on alone): the disks and the
+    /// network card get back the backends [`Recorder::start`] wrapped, and the entropy source
+    /// the host's own; the log is not ended. So recording again later puts on one layer, not
+    /// one more. Fails, changing nothing, if another layer went on over a recording one.
+    pub fn detach(&mut self, m: &mut Machine) -> Result<(), RecordError> {
+        let is_ours = |d: String| d.starts_with("recording(");
+        for drive in 0..self.readonly.len() {
+            let d = m
+                .disk_backend_mut(drive)
+                .ok_or(RecordError::Drive)?
+                .describe();
+            if !is_ours(d.clone()) {
+                return Err(RecordError::Layered(format!("disk {drive}"), d));
+            }
+        }
+        if self.net.is_some() {
+            let d = m.net_backend_mut().ok_or(RecordError::Net)?.describe();
+            if !is_ours(d.clone()) {
+                return Err(RecordError::Layered("the network card".into(), d));
+            }
+        }
+        for drive in 0..self.readonly.len() {
+            if let Some(slot) = m.disk_backend_mut(drive) {
+                if let Some(inner) = slot.take_inner() {
+                    *slot = inner;
+                }
+            }
+        }
+        if self.net.is_some() {
+            if let Some(slot) = m.net_backend_mut() {
+                if let Some(inner) = slot.take_inner() {
+                    *slot = inner;
+                }
+            }
+        }
+        // A machine without an entropy device has nothing to give back.
+        let _ = m.replace_entropy(Box::new(OsEntropy::default()));
+        self.pending.close();
         Ok(())
     }
 

@@ -670,8 +670,7 @@ impl Replayer {
     }
 
     /// Gives the host's network that [`Replayer::go_live`] switches the network card to (e.g.
-    /// a `hostnet` stream or tap backend, possibly wrapped in a [`crate::HeldNet`] for the
-    /// output rule). Without it, a machine with a network card goes live unplugged: frames
+    /// a `hostnet` stream or tap backend). Without it, a machine with a network card goes live unplugged: frames
     /// sent are dropped, none arrive. The log must have a network card.
     pub fn set_live_net(&mut self, net: Box<dyn NetBackend>) -> Result<(), ReplayError> {
         if self.net_device.is_none() {

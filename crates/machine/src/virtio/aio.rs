@@ -188,6 +188,10 @@ impl BlockBackend for AsyncDisk {
         self.len
     }
 
+    fn describe(&self) -> String {
+        format!("async({})", lock(&self.inner).describe())
+    }
+
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let len = buf.len() as u64;
         {
@@ -323,6 +327,9 @@ impl BlockBackend for Delayed {
     fn flush(&mut self) -> io::Result<()> {
         std::thread::sleep(self.delay);
         self.inner.flush()
+    }
+    fn describe(&self) -> String {
+        format!("delayed({})", self.inner.describe())
     }
 }
 

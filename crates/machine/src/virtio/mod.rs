@@ -230,3 +230,30 @@ pub(crate) fn read_config_bytes(image: &[u8], offset: u64, out: &mut [u8]) {
             .unwrap_or(0);
     }
 }
+
+/// A type's name without its module path (`ftvm::a::B<c::D>` → `B<D>`), for the backends'
+/// `describe`.
+pub fn short_type_name(full: &str) -> String {
+    let mut out = String::new();
+    let mut word = String::new();
+    for c in full.chars() {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            word.push(c);
+        } else {
+            out.push_str(word.rsplit("::").next().unwrap_or(""));
+            word.clear();
+            out.push(c);
+        }
+    }
+    out.push_str(word.rsplit("::").next().unwrap_or(""));
+    out
+}
+
+#[cfg(test)]
+mod name_tests {
+    #[test]
+    fn short_type_names_drop_paths() {
+        assert_eq!(super::short_type_name("a::b::Disk"), "Disk");
+        assert_eq!(super::short_type_name("a::W<b::X, c::Y>"), "W<X, Y>");
+    }
+}

@@ -71,6 +71,17 @@ pub trait NetBackend: Send {
     fn wake_fd(&self) -> Option<RawFd> {
         None
     }
+    /// What this backend is, with the layers under it for a wrapper (`"recording(tap)"`): a
+    /// test compares the stacks, so a layer that should have gone shows. The default: the
+    /// type's name without its path.
+    fn describe(&self) -> String {
+        crate::virtio::short_type_name(std::any::type_name::<Self>())
+    }
+    /// A wrapper taken off: gives back the backend it wraps (the wrapper is dropped next and
+    /// must not be used again). `None`: this backend wraps nothing it can give back.
+    fn take_inner(&mut self) -> Option<Box<dyn NetBackend>> {
+        None
+    }
 }
 
 /// A network card with no cable: frames sent are dropped, none arrive.
