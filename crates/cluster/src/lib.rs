@@ -4,10 +4,12 @@
 //! Every record is a JSON value under a key (`hosts/NAME`, `vms/NAME`) with a version; every
 //! write is a compare-and-swap on that version, so an agent acting on an old view of a record
 //! (a stale agent, a race between two agents) has its write refused instead of applied.
-//! Two stores: [`LocalStore`] (a directory: one machine, no etcd) and [`EtcdStore`].
+//! Two stores: [`LocalStore`] (a directory: one machine, no etcd) and [`EtcdStore`]. What
+//! the agents decide from these records is in [`policy`], as pure functions.
 
 mod etcd;
 mod local;
+pub mod policy;
 mod records;
 
 pub use etcd::EtcdStore;

@@ -9,6 +9,7 @@
 //! killed by its own agent (fencing).
 
 use anyhow::{bail, Context};
+use cluster::policy::{self, Action, Fact, Probe, Role};
 use cluster::{HostRecord, Slot, Store, Versioned, VmRecord};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -401,7 +402,7 @@ fn run(a: AgentArgs) -> anyhow::Result<i32> {
                         t.elapsed().as_secs_f64()
                     );
                 }
-                backoff = Duration::from_millis(200);
+                backoff = policy::next_backoff(backoff, true);
             }
             Err(e) => {
                 if down_since.is_none() {
@@ -411,7 +412,7 @@ fn run(a: AgentArgs) -> anyhow::Result<i32> {
                     "ftvm agent {}: {e:#}; the VMs keep running, nothing new is started until the store answers (retry in {backoff:?})",
                     ag.a.name
                 );
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff = policy::next_backoff(backoff, false);
             }
         }
         std::thread::sleep(backoff);
@@ -546,10 +547,6 @@ impl Agent {
         Ok(())
     }
 
-    fn host_alive(&self, hosts: &HashMap<String, HostRecord>, h: &str) -> bool {
-        hosts.get(h).is_some_and(|h| alive(h, self.a.dead_after_ms))
-    }
-
     /// Writes the record if nobody changed it since it was read.
     fn cas(&self, v: &Versioned<VmRecord>) -> anyhow::Result<bool> {
         match cluster::put(&*self.store, &vm_key(&v.value.name), v.version, &v.value) {
@@ -559,174 +556,115 @@ impl Agent {
         }
     }
 
+    /// Tends one VM: gathers what [`policy::decide`] asks for, then carries its action out.
     fn tend(
         &mut self,
-        mut v: Versioned<VmRecord>,
+        v: Versioned<VmRecord>,
         hosts: &HashMap<String, HostRecord>,
     ) -> anyhow::Result<()> {
         let vm = v.value.name.clone();
         let me = self.me().to_string();
-        let mine = |s: &Option<Slot>| s.as_ref().is_some_and(|s| s.host == me);
-        let (is_primary, is_backup) = (mine(&v.value.primary), mine(&v.value.backup));
         let local = self.local(&vm);
-        // Fencing: a process of this host that the record does not name (by its launch) is
-        // stale: the VM has moved on without it.
-        if let Some(l) = &local {
-            let named = [&v.value.primary, &v.value.backup].iter().any(|s| {
-                s.as_ref()
-                    .is_some_and(|s| s.host == me && s.launch == l.launch)
-            });
-            if !named {
-                self.forget(
-                    &vm,
-                    l,
-                    &format!(
-                        "the record (generation {}) names {} as primary",
-                        v.value.generation,
-                        v.value
-                            .primary
-                            .as_ref()
-                            .map_or("nobody", |s| s.host.as_str())
-                    ),
-                );
-                return Ok(());
-            }
-        }
-        // A backup to start here.
-        if is_backup && v.value.backup.as_ref().is_some_and(|s| !s.started) {
-            return self.launch(v, "backup", None);
-        }
-        // The primary to start here (first start: the backup waits already).
-        if is_primary && v.value.primary.as_ref().is_some_and(|s| !s.started) {
-            let peer = v
-                .value
-                .backup
+        let mut view = policy::View {
+            me: &me,
+            now_ms: cluster::now_ms(),
+            dead_after_ms: self.a.dead_after_ms,
+            hosts,
+            vm: &v.value,
+            local: local
                 .as_ref()
-                .filter(|b| b.started && !b.needs_protect)
-                .and_then(|b| b.channel.clone());
-            if let Some(peer) = peer {
-                return self.launch(v, "primary", Some(peer));
-            }
-            return Ok(());
-        }
-        let Some(l) = local else { return Ok(()) };
-        let Some(st) = status_of(&l.console) else {
-            return Ok(());
+                .map(|l| policy::LocalProcess { launch: l.launch }),
+            alone_for: Probe::NotAsked,
+            status: Probe::NotAsked,
+            backup_answers: Probe::NotAsked,
+            arbiter_generation: Probe::NotAsked,
         };
-        let role = ft::status::field(&st, "role")
-            .unwrap_or_default()
-            .to_string();
-        let protected = ft::status::field(&st, "protected") == Some("yes");
-        // Our backup went live: it is the primary now.
-        if is_backup && role == "primary" {
-            let generation = arbiter::from_spec(&v.value.arbiter)?
-                .current(&vm)?
-                .map_or(0, |(g, _)| g);
-            let now = cluster::now_ms();
-            let old = v.value.primary.take();
-            let since = old
-                .as_ref()
-                .and_then(|o| hosts.get(&o.host))
-                .map_or(now, |h| h.heartbeat_ms.min(now));
-            let mut slot = v.value.backup.take().context("no backup slot")?;
-            slot.needs_protect = false;
-            v.value.primary = Some(slot);
-            v.value.generation = v.value.generation.max(generation);
-            v.value.epoch += 1;
-            v.value.unprotected_since_ms = Some(now);
-            v.value.push(cluster::Event {
-                kind: "failover".into(),
-                at_ms: now,
-                ms: now - since,
-                host: me.clone(),
-                from: old.as_ref().map(|o| o.host.clone()),
-            });
-            if self.cas(&v)? {
-                tracing::info!(
-                    "ftvm agent {me}: vm {vm}: failover: the backup here is the primary now (generation {}, was on {})",
-                    v.value.generation,
-                    old.map_or_else(String::new, |o| o.host)
-                );
-                self.save_local(
-                    &vm,
-                    &Local {
-                        role: "primary".into(),
-                        generation: v.value.generation,
-                        ..l
-                    },
-                )?;
-            }
-            return Ok(());
-        }
-        if !(is_primary && role == "primary") || protected {
-            self.alone_since.remove(&vm);
-            return Ok(());
-        }
-        let alone_for = self
-            .alone_since
-            .entry(vm.clone())
-            .or_insert_with(Instant::now)
-            .elapsed();
-        // The primary here runs alone: protect it again.
-        let now = cluster::now_ms();
-        if v.value.unprotected_since_ms.is_none() {
-            v.value.unprotected_since_ms = Some(now);
-        }
-        let backup = v.value.backup.clone();
-        match backup {
-            // Its host died, or the backup it had is gone (a primary still connecting to its
-            // first backup is unprotected too: it gets the time its connection may take).
-            Some(b)
-                if !self.host_alive(hosts, &b.host)
-                    || (b.started
-                        && !b.needs_protect
-                        && (alone_for > Duration::from_secs(35)
-                            || (alone_for > Duration::from_secs(2)
-                                && b.console.as_deref().and_then(status_of).is_none()))) =>
-            {
-                tracing::info!(
-                    "ftvm agent {me}: vm {vm}: the backup on {} is gone; placing another",
-                    b.host
-                );
-                v.value.backup = None;
-                v.value.epoch += 1;
-                self.cas(&v)?;
-            }
-            None => {
-                // Not the host that just failed, unless its agent has been heard from since
-                // (its heartbeat may not be stale yet).
-                let failed = v.value.last("failover").and_then(|e| {
-                    let f = e.from.clone()?;
-                    let back = hosts.get(&f).is_some_and(|h| h.heartbeat_ms > e.at_ms);
-                    (!back).then_some(f)
-                });
-                let mut live: Vec<&String> = hosts
-                    .keys()
-                    .filter(|h| **h != me && self.host_alive(hosts, h))
-                    .filter(|h| Some(*h) != failed.as_ref())
-                    .collect();
-                live.sort();
-                let Some(target) = live
-                    .get(usize::try_from(v.value.epoch).unwrap_or(0) % live.len().max(1))
-                    .map(|h| (*h).clone())
-                else {
-                    tracing::warn!("ftvm agent {me}: vm {vm}: runs alone, and no other host is alive to protect it");
-                    return Ok(());
-                };
-                v.value.backup = Some(Slot {
-                    host: target.clone(),
-                    needs_protect: true,
-                    ..Slot::default()
-                });
-                v.value.epoch += 1;
-                if let Some(r) = arbiter::from_spec(&v.value.arbiter)?.current(&vm)? {
-                    v.value.generation = v.value.generation.max(r.0);
+        let action = loop {
+            match policy::decide(&view) {
+                Action::Need(Fact::LocalStatus) => {
+                    let st = local.as_ref().and_then(|l| status_of(&l.console));
+                    view.status = Probe::Known(st.map(|st| policy::ProcessStatus {
+                        primary: ft::status::field(&st, "role") == Some("primary"),
+                        protected: ft::status::field(&st, "protected") == Some("yes"),
+                    }));
                 }
-                if self.cas(&v)? {
+                Action::Need(Fact::AloneFor) => {
+                    view.alone_for = Probe::Known(
+                        self.alone_since
+                            .entry(vm.clone())
+                            .or_insert_with(Instant::now)
+                            .elapsed(),
+                    );
+                }
+                Action::Need(Fact::BackupAnswers) => {
+                    let console = v.value.backup.as_ref().and_then(|b| b.console.clone());
+                    view.backup_answers =
+                        Probe::Known(console.as_deref().and_then(status_of).is_some());
+                }
+                Action::Need(Fact::ArbiterGeneration) => {
+                    view.arbiter_generation = Probe::Known(
+                        arbiter::from_spec(&v.value.arbiter)?
+                            .current(&vm)?
+                            .map(|(g, _)| g),
+                    );
+                }
+                a => break a,
+            }
+        };
+        let version = v.version;
+        let write = |record: Box<VmRecord>| Versioned {
+            value: *record,
+            version,
+        };
+        match action {
+            Action::Need(_) | Action::Nothing => {}
+            Action::Settled => {
+                self.alone_since.remove(&vm);
+            }
+            Action::Fence { why } => {
+                if let Some(l) = &local {
+                    self.forget(&vm, l, &why);
+                }
+            }
+            Action::Launch { role, peer } => return self.launch(v, role, peer),
+            Action::Failover { record, was_on } => {
+                let nv = write(record);
+                if self.cas(&nv)? {
+                    tracing::info!(
+                        "ftvm agent {me}: vm {vm}: failover: the backup here is the primary now (generation {}, was on {})",
+                        nv.value.generation,
+                        was_on.unwrap_or_default()
+                    );
+                    if let Some(l) = local {
+                        self.save_local(
+                            &vm,
+                            &Local {
+                                role: "primary".into(),
+                                generation: nv.value.generation,
+                                ..l
+                            },
+                        )?;
+                    }
+                }
+            }
+            Action::DropBackup { record, host } => {
+                tracing::info!(
+                    "ftvm agent {me}: vm {vm}: the backup on {host} is gone; placing another"
+                );
+                self.cas(&write(record))?;
+            }
+            Action::NoHostForBackup => {
+                tracing::warn!(
+                    "ftvm agent {me}: vm {vm}: runs alone, and no other host is alive to protect it"
+                );
+            }
+            Action::PlaceBackup { record, target } => {
+                if self.cas(&write(record))? {
                     tracing::info!("ftvm agent {me}: vm {vm}: a new backup goes to {target}");
                 }
             }
-            Some(b) if b.started => {
+            Action::Protect { record, backup: b } => {
+                let l = local.context("no local process")?;
                 let channel: SocketAddr = b
                     .channel
                     .as_deref()
@@ -738,24 +676,14 @@ impl Agent {
                 match crate::ft_cmd::protect_by(console, channel) {
                     Ok(said) => {
                         let now = cluster::now_ms();
-                        let since = v.value.unprotected_since_ms.unwrap_or(now);
+                        let since = record.unprotected_since_ms.unwrap_or(now);
                         // Re-read: only the protection flag changes.
-                        let mut fresh = cluster::get::<VmRecord>(&*self.store, &vm_key(&vm))?
+                        let fresh = cluster::get::<VmRecord>(&*self.store, &vm_key(&vm))?
                             .context("the VM's record is gone")?;
-                        if let Some(fb) = fresh.value.backup.as_mut() {
-                            if fb.launch == b.launch {
-                                fb.needs_protect = false;
-                            }
-                        }
-                        fresh.value.unprotected_since_ms = None;
-                        fresh.value.push(cluster::Event {
-                            kind: "reprotect".into(),
-                            at_ms: now,
-                            ms: now.saturating_sub(since),
-                            host: b.host.clone(),
-                            from: None,
-                        });
-                        self.cas(&fresh)?;
+                        self.cas(&Versioned {
+                            value: policy::protected(fresh.value, &b, now, since),
+                            version: fresh.version,
+                        })?;
                         tracing::info!(
                             "ftvm agent {me}: vm {vm}: protected again by {} in {:.0} ms ({:.0} ms since it ran alone): {said}",
                             b.host,
@@ -768,13 +696,10 @@ impl Agent {
                             "ftvm agent {me}: vm {vm}: protecting by {} failed: {e:#}; placing another backup",
                             b.host
                         );
-                        v.value.backup = None;
-                        v.value.epoch += 1;
-                        self.cas(&v)?;
+                        self.cas(&write(Box::new(policy::protect_failed(*record))))?;
                     }
                 }
             }
-            Some(_) => {} // Its host's agent starts it.
         }
         Ok(())
     }
@@ -799,33 +724,28 @@ impl Agent {
     /// nothing), then starts the process.
     fn launch(
         &mut self,
-        mut v: Versioned<VmRecord>,
-        role: &str,
+        v: Versioned<VmRecord>,
+        role: Role,
         peer: Option<String>,
     ) -> anyhow::Result<()> {
         let vm = v.value.name.clone();
         let console = SocketAddr::new(self.a.ip, self.a.ports.0 + v.value.slot).to_string();
-        let channel = if role == "backup" {
+        let channel = if role == Role::Backup {
             Some(SocketAddr::new(self.a.ip, self.channel_port()?).to_string())
         } else {
             None
         };
-        v.value.launches += 1;
-        v.value.epoch += 1;
-        let launch = v.value.launches;
-        let s = if role == "backup" {
-            v.value.backup.as_mut()
-        } else {
-            v.value.primary.as_mut()
-        }
-        .context("no slot")?;
-        s.started = true;
-        s.launch = launch;
-        s.console = Some(console.clone());
-        s.channel = channel.clone();
+        let record =
+            policy::launched(v.value, role, console.clone(), channel.clone()).context("no slot")?;
+        let launch = record.launches;
+        let v = Versioned {
+            value: record,
+            version: v.version,
+        };
         if !self.cas(&v)? {
             return Ok(());
         }
+        let role = role.as_str();
         let key = self.work.join(format!("{vm}.key"));
         {
             use std::io::Write;

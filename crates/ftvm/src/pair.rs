@@ -7,6 +7,7 @@
 use crate::ft_cmd::{PairArgs, PairCmdArgs};
 use crate::run::VmArgs;
 use anyhow::{bail, Context};
+use cluster::policy::{self, PairAction, PairView, Probe};
 use ft::console::client::ConsoleClient;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::{Child, Command};
@@ -117,33 +118,37 @@ impl Healer {
     /// If the primary is gone and the backup runs (live by now), protects it again.
     /// Returns how long that took, from noticing.
     fn heal(&mut self, kids: &mut Children) -> anyhow::Result<Option<Duration>> {
-        let gone = |kids: &mut Children, role: &str| {
-            kids.0
-                .iter_mut()
-                .find(|(n, _)| n == role)
-                .is_none_or(|(_, c)| !matches!(c.try_wait(), Ok(None)))
+        // A child that cannot be waited for counts as gone (and not as ended well).
+        let exit = |kids: &mut Children, role: &str| -> Option<bool> {
+            match kids.0.iter_mut().find(|(n, _)| n == role) {
+                None => Some(false),
+                Some((_, c)) => match c.try_wait() {
+                    Ok(None) => None,
+                    Ok(Some(s)) => Some(s.success()),
+                    Err(_) => Some(false),
+                },
+            }
         };
-        if !gone(kids, "primary") || gone(kids, "backup") {
-            return Ok(None);
-        }
-        // A primary that ended well (the guest powered off) takes its backup with it.
-        let ended_well = kids
-            .0
-            .iter_mut()
-            .find(|(n, _)| n == "primary")
-            .is_some_and(|(_, c)| matches!(c.try_wait(), Ok(Some(s)) if s.success()));
-        if ended_well {
-            return Ok(None);
-        }
-        // Only a backup that has gone live (it says it is the primary now) is protected.
-        let live = ft::console::request(
-            &self.consoles[1].to_string(),
-            "STATUS",
-            Duration::from_secs(2),
-        )
-        .is_ok_and(|st| ft::status::field(&st, "role") == Some("primary"));
-        if !live {
-            return Ok(None);
+        let mut view = PairView {
+            primary_exit: exit(kids, "primary"),
+            backup_runs: exit(kids, "backup").is_none(),
+            backup_live: Probe::NotAsked,
+        };
+        loop {
+            match policy::decide_pair(view) {
+                PairAction::Nothing => return Ok(None),
+                PairAction::NeedBackupStatus => {
+                    view.backup_live = Probe::Known(
+                        ft::console::request(
+                            &self.consoles[1].to_string(),
+                            "STATUS",
+                            Duration::from_secs(2),
+                        )
+                        .is_ok_and(|st| ft::status::field(&st, "role") == Some("primary")),
+                    );
+                }
+                PairAction::Reprotect => break,
+            }
         }
         let t0 = Instant::now();
         // The live VM is the primary now; the dead one's place goes to the new backup.
