@@ -49,6 +49,19 @@ fn watch_net(fd: std::os::fd::RawFd, ep: Endpoint) {
         });
 }
 
+/// How the loop waits while the guest idles: for client input, a control operation or a
+/// device's wake-up at the endpoint.
+struct Clients<'a>(&'a Endpoint);
+
+impl hostrun::Role for Clients<'_> {
+    fn wait(&mut self, _: &Machine, timeout: Duration) -> bool {
+        if !timeout.is_zero() {
+            self.0.wait(timeout);
+        }
+        self.0.has_work()
+    }
+}
+
 /// A live VM.
 pub(crate) struct LiveVm {
     pub m: Machine,
@@ -64,9 +77,6 @@ pub(crate) struct LiveVm {
     /// A live clone to a new backup, in progress.
     pub cloning: Option<LiveClone>,
 }
-
-/// The longest wait for a disk's host I/O before looking at the endpoint again.
-const IO_TURN: Duration = Duration::from_millis(5);
 
 enum Next {
     Go,
@@ -88,8 +98,9 @@ impl LiveVm {
         let mut last_status = Instant::now() - Duration::from_secs(1);
         let mut bytes_window = (Instant::now(), 0u64);
         let mut idle: Option<Option<u64>> = None;
-        // Time-sync while running alone (a recorder does it while protected).
-        let mut alone_sync: Option<rr::TimeSync> = None;
+        // The host's steps of the loop (time sync, completions, a slice, idling): the recorder's
+        // calls go with the machine's there while protected.
+        let mut runner = hostrun::Runner::new();
         loop {
             for c in self.ep.take_controls() {
                 match c {
@@ -107,12 +118,8 @@ impl LiveVm {
                         paused = false;
                         self.log(Event::Resume);
                         // The paused time is not made up by a time-sync jump.
-                        if let Some(p) = &mut self.prot {
-                            p.rec.rebase_time(&self.m, Instant::now());
-                        }
-                        if let Some(ts) = &mut alone_sync {
-                            ts.rebase(&self.m, Instant::now());
-                        }
+                        let rec = self.prot.as_mut().map(|p| &mut p.rec);
+                        runner.rebase(&self.m, rec, Instant::now());
                         tracing::info!("ftvm {}: resumed", self.status.role);
                     }
                     Control::PowerOff => {
@@ -130,7 +137,7 @@ impl LiveVm {
             }
             if self.advance_clone() {
                 // The recorder keeps guest time in step from here on.
-                alone_sync = None;
+                runner.recorder_keeps_time();
             }
             if last_status.elapsed() >= Duration::from_millis(50) {
                 last_status = Instant::now();
@@ -146,53 +153,29 @@ impl LiveVm {
             }
             let t0 = Instant::now();
             if let Some(wake) = idle.take() {
-                self.idle(wake);
-                if let Some(ts) = &mut alone_sync {
-                    ts.idled();
-                }
+                // Every hart waits: the slice's log and output go first, then host time passes
+                // (at most 100 ms, to look at the peer; 1 ms while a clone copies pages).
+                self.ship();
+                let limit = self.idle_limit(Duration::from_millis(100));
+                let rec = self.prot.as_mut().map(|p| &mut p.rec);
+                runner.idle(&mut self.m, rec, wake, limit, &mut Clients(&self.ep));
+                // The devices run next: a frame that woke us is taken then.
+                self.ep.take_kick();
             } else {
                 if self.m.console_backlog() < MAX_BACKLOG {
                     let bytes = self.ep.take_input(16 << 10);
-                    if !bytes.is_empty() {
-                        if let Some(p) = &mut self.prot {
-                            p.rec.console(&self.m, &bytes);
-                        }
-                        self.m.console_input(&bytes);
-                    }
+                    let rec = self.prot.as_mut().map(|p| &mut p.rec);
+                    runner.console_input(&mut self.m, rec, &bytes);
                 }
-                // Guest time keeps pace with wall-clock time (logged time-sync and time-rate
-                // entries while protected; the same policy, unlogged, when running alone).
-                let step = if let Some(p) = &mut self.prot {
-                    p.rec.sync_time(&mut self.m, Instant::now())
-                } else {
-                    let now = Instant::now();
-                    let ts = alone_sync.get_or_insert_with(|| rr::TimeSync::new(&self.m, now));
-                    ts.apply(&mut self.m, now)
-                };
-                if !step.pace.is_zero() {
-                    // Ahead of the wall clock (briefly, until the rate catches up).
-                    std::thread::sleep(step.pace);
-                }
-                // The completion point: disk requests whose host I/O is done take effect
-                // here (logged while protected).
-                match &mut self.prot {
-                    Some(p) => p.rec.complete_io(&mut self.m),
-                    None => {
-                        self.m.complete_io();
-                    }
-                }
-                let stop = self.m.run(self.m.icount().saturating_add(rr::SLICE));
-                if let Some(p) = &mut self.prot {
-                    p.rec
-                        .after_slice(&self.m, !matches!(stop, Stop::Idle { .. }));
-                }
+                // Time sync (logged while protected), the completion point (logged), a slice,
+                // what the devices took (logged).
+                let limit = self.m.icount().saturating_add(rr::SLICE);
+                let rec = self.prot.as_mut().map(|p| &mut p.rec);
+                let stop = runner.slice(&mut self.m, rec, limit);
                 match stop {
                     Stop::Limit => {}
                     Stop::Idle { wake } => idle = Some(wake),
                     Stop::Power(PowerEvent::PowerOff) => {
-                        if let Some(p) = &mut self.prot {
-                            p.rec.power = Some(PowerEvent::PowerOff);
-                        }
                         tracing::info!("ftvm {}: the guest powered off", self.status.role);
                         return Ok(self.finish());
                     }
@@ -286,54 +269,6 @@ impl LiveVm {
             self.status.stalls += 1;
             std::thread::sleep(Duration::from_millis(1));
         }
-    }
-
-    /// Every hart waits: host time passes until the next timer is due in guest time, or until
-    /// client input or a control operation arrives (then the clock moves as far as host time
-    /// did).
-    fn idle(&mut self, wake: Option<u64>) {
-        self.ship();
-        let now = self.m.icount();
-        let sleep = wake.map(|w| self.m.guest_duration(w.saturating_sub(now)));
-        let t0 = Instant::now();
-        let limit = self.idle_limit(
-            sleep
-                .unwrap_or(Duration::from_millis(100))
-                .min(Duration::from_millis(100)),
-        );
-        // Wake up at least every 100 ms to check on the peer.
-        loop {
-            if self.ep.has_work() {
-                break;
-            }
-            let left = sleep.map(|s| s.saturating_sub(t0.elapsed()));
-            if left.is_some_and(|l| l.is_zero()) || t0.elapsed() >= limit {
-                break;
-            }
-            let turn = left
-                .unwrap_or(limit)
-                .min(limit.saturating_sub(t0.elapsed()));
-            if self.m.io_in_flight() > 0 {
-                // Disk work in flight: its completion wakes us (the endpoint is looked at
-                // between short turns).
-                if self.m.wait_io(turn.min(IO_TURN)) {
-                    break;
-                }
-            } else {
-                self.ep.wait(turn);
-            }
-        }
-        // The devices run next: a frame that woke us is taken then.
-        self.ep.take_kick();
-        let waited = self.m.steps_for(t0.elapsed());
-        let target = match wake {
-            Some(w) => w.min(now.saturating_add(waited)),
-            None => now.saturating_add(waited),
-        };
-        if let Some(p) = &mut self.prot {
-            p.rec.idle_skip(now, target);
-        }
-        self.m.skip_to(target);
     }
 
     /// How long the loop may wait for work: not long while a clone copies pages.

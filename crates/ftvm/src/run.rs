@@ -23,7 +23,7 @@
 mod snapsig;
 mod term;
 
-use rr::{Outbox, Recorder, TimeSync, SLICE};
+use rr::{Outbox, Recorder, SLICE};
 use std::fs::File;
 use std::io::BufWriter;
 
@@ -270,7 +270,9 @@ pub fn main(a: Args) -> i32 {
     let raw = term::RawMode::enable();
     let mut input = term::Input::new(raw.is_some());
     let started = Instant::now();
-    let mut sync = TimeSync::new(&m, started);
+    // The host's steps of the loop (time sync, completions, a slice, idling), with the
+    // recorder's calls paired with the machine's under --record.
+    let mut runner = hostrun::Runner::starting_at(&m, started);
     // The recorder's time-sync counters, kept when it is finished.
     let mut rec_sync = None;
     let mut executed = 0u64;
@@ -299,7 +301,7 @@ pub fn main(a: Args) -> i32 {
             }
         }
         let slice_end = snapshot.as_ref().map(|(_, at)| *at);
-        let stop = run_once(&mut m, &mut input, &out, &mut rec, &mut sync, slice_end);
+        let stop = run_once(&mut m, &mut input, &out, &mut rec, &mut runner, slice_end);
         executed += m.icount().saturating_sub(before);
         flush(&out);
         if let Some(l) = &mut link {
@@ -331,7 +333,7 @@ pub fn main(a: Args) -> i32 {
                         let _ = new.replace_net(net);
                     }
                     m = new;
-                    sync = TimeSync::new(&m, Instant::now());
+                    runner = hostrun::Runner::starting_at(&m, Instant::now());
                 }
                 Err(e) => {
                     eprintln!("\r\nftvm run: reset failed: {e}");
@@ -350,16 +352,18 @@ pub fn main(a: Args) -> i32 {
             secs,
             executed as f64 / secs.max(1e-9) / 1e6
         );
-        let ts = rec_sync.as_ref().unwrap_or(&sync);
-        eprintln!(
-            "ftvm run: {} time-sync adjustments, {:.3} s added to guest time; {} time-rate \
-             changes, now {:.2} steps per tick; {:.3} s paced",
-            ts.adjustments,
-            clock::duration_of_ticks(ts.added_ticks).as_secs_f64(),
-            ts.rate_changes,
-            f64::from(m.clock().rate) / f64::from(clock::RATE_UNIT),
-            ts.paced_total.as_secs_f64()
-        );
+        // The recorder's counters if it kept time, else the run's own (always started).
+        if let Some(ts) = rec_sync.as_ref().or(runner.time_sync()) {
+            eprintln!(
+                "ftvm run: {} time-sync adjustments, {:.3} s added to guest time; {} time-rate \
+                 changes, now {:.2} steps per tick; {:.3} s paced",
+                ts.adjustments,
+                clock::duration_of_ticks(ts.added_ticks).as_secs_f64(),
+                ts.rate_changes,
+                f64::from(m.clock().rate) / f64::from(clock::RATE_UNIT),
+                ts.paced_total.as_secs_f64()
+            );
+        }
         if let (Some(dev), Some(l)) = (m.net_stats(), &link) {
             let host = l.monitor.stats();
             eprintln!(
@@ -509,7 +513,7 @@ fn run_once(
     input: &mut term::Input,
     out: &Outbox,
     rec: &mut Option<FileRecorder>,
-    sync: &mut TimeSync,
+    runner: &mut hostrun::Runner,
     stop_at: Option<u64>,
 ) -> Outcome {
     if m.console_backlog() < MAX_BACKLOG {
@@ -520,34 +524,13 @@ fn run_once(
     } else if let Some(s) = term::signal() {
         return Outcome::Exit(128 + s);
     }
-    // Guest time keeps pace with wall-clock time here, between two run calls (the replayer
-    // makes the logged jumps and rate changes at the same point).
-    let step = match rec {
-        Some(r) => r.sync_time(m, Instant::now()),
-        None => sync.apply(m, Instant::now()),
-    };
-    if !step.pace.is_zero() {
-        // Ahead of the wall clock (briefly, until the rate catches up).
-        std::thread::sleep(step.pace);
-    }
-    // The completion point: disk requests whose host I/O is done take effect here (logged).
-    match rec {
-        Some(r) => r.complete_io(m),
-        None => {
-            m.complete_io();
-        }
-    }
     let mut limit = m.icount().saturating_add(SLICE);
     if let Some(at) = stop_at.filter(|&at| at > m.icount()) {
         limit = limit.min(at);
     }
-    let stop = m.run(limit);
-    if let Some(r) = rec {
-        r.after_slice(m, !matches!(stop, Stop::Idle { .. }));
-        if let Stop::Power(p) = stop {
-            r.power = Some(p);
-        }
-    }
+    // Time sync (logged under --record; the replayer makes the logged jumps and rate changes at
+    // the same point), the completion point (logged), a slice, what the devices took (logged).
+    let stop = runner.slice(m, rec.as_mut(), limit);
     match stop {
         Stop::Limit => Outcome::Continue,
         Stop::Power(PowerEvent::PowerOff) => Outcome::Exit(0),
@@ -556,49 +539,51 @@ fn run_once(
             c => i32::from(c),
         }),
         Stop::Power(PowerEvent::Reset) => Outcome::Reset,
-        Stop::Idle { wake } => {
-            sync.idled();
-            idle(m, input, out, wake, rec)
-        }
+        Stop::Idle { wake } => idle(m, input, out, wake, rec, runner),
     }
 }
 
-/// The longest wait for a disk's host I/O before looking at input again.
-const IO_TURN: Duration = Duration::from_millis(5);
-
-/// Every hart waits: let host time pass until the next timer is due in guest time, or until
+/// Every hart waits: host time passes until the next timer is due in guest time, or until
 /// input arrives or a disk request's host I/O finishes (then the clock moves only as far as
-/// host time did).
+/// host time did): [`hostrun::Runner::idle`], waiting on stdin and the network's wake-up.
 fn idle(
     m: &mut Machine,
     input: &mut term::Input,
     out: &Outbox,
     wake: Option<u64>,
     rec: &mut Option<FileRecorder>,
+    runner: &mut hostrun::Runner,
 ) -> Outcome {
     flush(out);
-    let now = m.icount();
-    let sleep = wake.map(|w| m.guest_duration(w.saturating_sub(now)));
-    let t0 = Instant::now();
-    let net = m.net_wake_fd();
-    let mut io_done = false;
-    let typed = loop {
-        let left = sleep.map(|s| s.saturating_sub(t0.elapsed()));
-        // How long to wait for input: with disk work in flight, a short turn waiting for that
-        // first, then only a look.
-        let mut for_input = left;
-        if m.io_in_flight() > 0 {
-            if m.wait_io(left.unwrap_or(IO_TURN).min(IO_TURN)) {
-                io_done = true;
-                break term::Typed::default();
-            }
-            for_input = Some(Duration::ZERO);
-        }
+    let mut stdin = Stdin {
+        input,
+        typed: term::Typed::default(),
+    };
+    runner.idle(m, rec.as_mut(), wake, Duration::MAX, &mut stdin);
+    let typed = stdin.typed;
+    match take_input(m, typed, rec) {
+        Some(code) => Outcome::Exit(code),
+        None => Outcome::Continue,
+    }
+}
+
+/// How `ftvm run` waits while its guest idles: for stdin (kept for the loop to take), a frame
+/// for the network card, a signal or a snapshot request.
+struct Stdin<'a> {
+    input: &'a mut term::Input,
+    typed: term::Typed,
+}
+
+impl hostrun::Role for Stdin<'_> {
+    fn wait(&mut self, m: &Machine, timeout: Duration) -> bool {
+        let net = m.net_wake_fd();
+        // No timer and nothing in flight: wait for input however long it takes.
+        let timeout = (timeout < Duration::from_secs(1 << 32)).then_some(timeout);
         let typed = if m.console_backlog() < MAX_BACKLOG {
-            input.wait(for_input, net)
+            self.input.wait(timeout, net)
         } else {
             // Stdin is not read while the guest has this much waiting; frames still wake us.
-            let t = for_input.unwrap_or(Duration::from_millis(100));
+            let t = timeout.unwrap_or(Duration::from_millis(100));
             term::Typed {
                 other: net.is_some_and(|fd| term::wait_readable(fd, t)),
                 ..term::Typed::default()
@@ -610,29 +595,10 @@ fn idle(
             }
         }
         let woken = !typed.bytes.is_empty() || typed.quit || typed.status || typed.other;
-        if woken
-            || term::signal().is_some()
-            || snapsig::pending()
-            || left.is_some_and(|l| l.is_zero())
-        {
-            break typed;
-        }
-        if sleep.is_some_and(|s| t0.elapsed() >= s) {
-            break typed;
-        }
-    };
-    let waited = m.steps_for(t0.elapsed());
-    let target = match wake {
-        Some(w) if typed.bytes.is_empty() && !typed.other && !io_done => w,
-        Some(w) => w.min(now.saturating_add(waited)),
-        None => now.saturating_add(waited),
-    };
-    if let Some(r) = rec {
-        r.idle_skip(now, target);
-    }
-    m.skip_to(target);
-    match take_input(m, typed, rec) {
-        Some(code) => Outcome::Exit(code),
-        None => Outcome::Continue,
+        self.typed.bytes.extend(typed.bytes);
+        self.typed.quit |= typed.quit;
+        self.typed.status |= typed.status;
+        self.typed.other |= typed.other;
+        woken || term::signal().is_some() || snapsig::pending()
     }
 }

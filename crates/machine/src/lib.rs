@@ -22,6 +22,7 @@ pub mod snapshot;
 pub mod syscon;
 pub mod uart;
 pub mod virtio;
+pub mod wake;
 
 pub use config::{
     format_mac, parse_mac, parse_size, ConfigError, DriveConfig, Firmware, MachineConfig,

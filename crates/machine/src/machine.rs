@@ -292,8 +292,10 @@ pub struct Machine {
     chain: Option<(u64, u32)>,
     /// Page hashes kept between state digests (a cache: not part of the machine's state).
     ram_digest: crate::snapshot::RamDigest,
-    /// The disk workers' [`crate::virtio::aio::generation`] when [`Machine::complete_io`] last
-    /// looked, for [`Machine::wait_io`].
+    /// What the disks' host ends notify when their host I/O finishes something.
+    wake: crate::wake::Wake,
+    /// Its [`crate::wake::Wake::generation`] when [`Machine::complete_io`] last looked, for
+    /// [`Machine::wait_io`].
     io_seen: u64,
 }
 
@@ -311,6 +313,7 @@ fn virtio_slots(
     cfg: &MachineConfig,
     backends: Backends,
     disks: Vec<Box<dyn BlockBackend>>,
+    wake: &crate::wake::Wake,
 ) -> Result<(Vec<Slot>, Box<dyn SerialBackend>), MachineError> {
     if disks.len() != cfg.drives.len() {
         return Err(MachineError::DiskCount {
@@ -320,7 +323,8 @@ fn virtio_slots(
     }
     // Drives from the highest slot down (see `disk_slot`).
     let mut devices = Vec::new();
-    for (d, backend) in cfg.drives.iter().zip(disks) {
+    for (d, mut backend) in cfg.drives.iter().zip(disks) {
+        backend.set_wake(wake);
         devices.push(VirtioMmio::block_with_backend(backend, d.readonly));
     }
     devices.push(VirtioMmio::rng(backends.entropy));
@@ -396,7 +400,8 @@ impl Machine {
         fdt_cfg.initrd = plan.initrd;
         let fdt = fdt::build(&fdt_cfg)?;
 
-        let (slots, serial) = virtio_slots(cfg, backends, disks)?;
+        let wake = crate::wake::Wake::default();
+        let (slots, serial) = virtio_slots(cfg, backends, disks, &wake)?;
         let mem =
             usize::try_from(cfg.mem_size).map_err(|_| ConfigError::MemTooLarge(cfg.mem_size))?;
         // Ram::new aborts the process if the host refuses the allocation: ask first.
@@ -441,6 +446,7 @@ impl Machine {
             clock_tap: None,
             chain: None,
             ram_digest: Default::default(),
+            wake,
             io_seen: 0,
         })
     }
@@ -535,6 +541,11 @@ impl Machine {
                 offered,
             });
         }
+        let mut backend = backend;
+        backend.set_wake(&self.wake);
+        let old = self
+            .disk_backend_mut(drive)
+            .ok_or(MachineError::NoDisk(drive))?;
         Ok(std::mem::replace(old, backend))
     }
 
@@ -693,7 +704,7 @@ impl Machine {
     /// request whose host I/O is ready, and returns (slot, request id) of each, in the order
     /// they completed. The icount does not move.
     pub fn complete_io(&mut self) -> Vec<(u32, u64)> {
-        self.io_seen = crate::virtio::aio::generation();
+        self.io_seen = self.wake.generation();
         if self.io_in_flight() == 0 {
             return Vec::new();
         }
@@ -730,7 +741,7 @@ impl Machine {
     /// [`Machine::complete_io`]; returns whether something did (then complete it: call
     /// [`Machine::complete_io`]). For a caller whose guest idles with requests in flight.
     pub fn wait_io(&self, timeout: std::time::Duration) -> bool {
-        self.io_in_flight() > 0 && crate::virtio::aio::wait_past(self.io_seen, timeout)
+        self.io_in_flight() > 0 && self.wake.wait_past(self.io_seen, timeout)
     }
 
     /// Runs the harts until the machine-wide icount reaches `limit`, every hart is idle, or the

@@ -21,53 +21,16 @@
 //! add a dependency and an executor for what one thread and a channel do.
 
 use super::block::{BlockBackend, Prepare};
+use crate::wake::Wake;
 use std::io;
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 /// Bytes of prepared reads one disk holds at most; a request beyond it waits its turn.
 pub const READ_AHEAD_BUDGET: u64 = 32 << 20;
 /// A single read larger than this is not prepared: it is done synchronously at completion
 /// (a guest's absurd request must not need an absurd buffer).
 pub const MAX_PREPARED_READ: u64 = 8 << 20;
-
-/// Wakes a host loop that waits for disk work: a counter bumped by every worker when it
-/// finishes something. One per process, because a run loop waits for any of its disks (a
-/// second machine in the process only causes a spurious wake-up, which the waiter rechecks).
-static WAKE: (Mutex<u64>, Condvar) = (Mutex::new(0), Condvar::new());
-
-fn wake_lock() -> MutexGuard<'static, u64> {
-    WAKE.0.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The current count of finished worker jobs, to wait past with [`wait_past`].
-pub fn generation() -> u64 {
-    *wake_lock()
-}
-
-fn notify() {
-    *wake_lock() += 1;
-    WAKE.1.notify_all();
-}
-
-/// Waits until some worker finishes a job after `seen` (a [`generation`]) or `timeout`
-/// passes; returns whether one did.
-pub fn wait_past(seen: u64, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    let mut g = wake_lock();
-    while *g == seen {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        g = WAKE
-            .1
-            .wait_timeout(g, left)
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
-    }
-    true
-}
 
 enum Job {
     Read { offset: u64, len: u64 },
@@ -111,6 +74,8 @@ pub struct AsyncDisk {
     tx: Option<mpsc::Sender<Job>>,
     /// Writes done so far: a flush prepared before the latest one does not cover it.
     writes: u64,
+    /// Whom the worker wakes when it finishes a job: the machine's ([`BlockBackend::set_wake`]).
+    wake: Arc<Mutex<Option<Wake>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -127,16 +92,18 @@ impl AsyncDisk {
         let inner = Arc::new(Mutex::new(inner));
         let jobs = Arc::new(Mutex::new(Jobs::default()));
         let (tx, rx) = mpsc::channel::<Job>();
-        let (i, j) = (Arc::clone(&inner), Arc::clone(&jobs));
+        let wake: Arc<Mutex<Option<Wake>>> = Arc::default();
+        let (i, j, w) = (Arc::clone(&inner), Arc::clone(&jobs), Arc::clone(&wake));
         let worker = std::thread::Builder::new()
             .name("ftvm-disk-io".into())
-            .spawn(move || work(&i, &j, &rx));
+            .spawn(move || work(&i, &j, &w, &rx));
         AsyncDisk {
             len,
             inner,
             jobs,
             tx: worker.ok().map(|_| tx),
             writes: 0,
+            wake,
         }
     }
 
@@ -146,7 +113,12 @@ impl AsyncDisk {
 }
 
 /// The worker: one job at a time, in the order they were prepared.
-fn work(inner: &Mutex<Box<dyn BlockBackend>>, jobs: &Mutex<Jobs>, rx: &mpsc::Receiver<Job>) {
+fn work(
+    inner: &Mutex<Box<dyn BlockBackend>>,
+    jobs: &Mutex<Jobs>,
+    wake: &Mutex<Option<Wake>>,
+    rx: &mpsc::Receiver<Job>,
+) {
     while let Ok(job) = rx.recv() {
         match job {
             Job::Read { offset, len } => {
@@ -179,7 +151,9 @@ fn work(inner: &Mutex<Box<dyn BlockBackend>>, jobs: &Mutex<Jobs>, rx: &mpsc::Rec
                 }
             }
         }
-        notify();
+        if let Some(w) = lock(wake).as_ref() {
+            w.notify();
+        }
     }
 }
 
@@ -190,6 +164,10 @@ impl BlockBackend for AsyncDisk {
 
     fn describe(&self) -> String {
         format!("async({})", lock(&self.inner).describe())
+    }
+
+    fn set_wake(&mut self, wake: &Wake) {
+        *lock(&self.wake) = Some(wake.clone());
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
@@ -338,6 +316,7 @@ mod tests {
     use super::*;
     use crate::virtio::block::MemBackend;
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
 
     /// A memory disk whose reads and flushes block until the test opens the gate.
     struct Gated {
@@ -382,14 +361,17 @@ mod tests {
             open: Arc::clone(&open),
             reads: Arc::clone(&reads),
         };
-        (AsyncDisk::new(Box::new(g)), open, reads)
+        let mut d = AsyncDisk::new(Box::new(g));
+        d.set_wake(&Wake::default());
+        (d, open, reads)
     }
 
     fn until_ready(d: &mut AsyncDisk, op: Prepare) {
         let t0 = Instant::now();
+        let wake = lock(&d.wake).clone().unwrap();
         while !d.prepare(op) {
             assert!(t0.elapsed() < Duration::from_secs(10), "never ready");
-            wait_past(generation(), Duration::from_millis(10));
+            wake.wait_past(wake.generation(), Duration::from_millis(10));
         }
     }
 

@@ -149,6 +149,12 @@ pub trait BlockBackend: Send {
     fn take_inner(&mut self) -> Option<Box<dyn BlockBackend>> {
         None
     }
+    /// The machine that gets this backend (when it is built, or at `Machine::replace_disk`)
+    /// hands over its [`crate::wake::Wake`]: a backend that finishes host I/O on a thread of
+    /// its own ([`super::AsyncDisk`]) notifies it then. The default: nothing to notify.
+    fn set_wake(&mut self, wake: &crate::wake::Wake) {
+        let _ = wake;
+    }
 }
 
 /// A raw disk image in a host file.
