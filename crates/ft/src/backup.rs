@@ -585,22 +585,35 @@ impl Backup {
         0
     }
 
-    fn failover(mut self, mut p: Progress, why: String) -> Result<i32, FtError> {
-        let t0 = Instant::now();
-        tracing::warn!(event = "primary_lost", reason = %why, "ftvm backup: primary lost: {why}");
-        // From now on nothing the old primary sends counts.
-        let _ = self.channel.shutdown(std::net::Shutdown::Both);
-        self.hb_stop.store(true, Ordering::Relaxed);
-        // Everything received is replayed before anything else.
+    /// Applies every item the reader has queued; the first break of the stream among them.
+    fn take_received(&self, p: &mut Progress) -> Result<Option<String>, FtError> {
+        let mut gone = None;
         while let Ok(item) = self.rx.try_recv() {
             match item {
                 Item::Log(entries, horizon, released) => p.apply(entries, horizon, released)?,
                 Item::Header(h) => p.prologue = Some(Prologue::new(&h)),
                 Item::Console(in_taken, out_base, tail) => p.console_at(in_taken, out_base, &tail),
                 Item::LiveCopy(id, ram) => p.live_copy = Some((id, ram)),
-                Item::Gone(_) => {}
+                Item::Gone(why) => {
+                    gone.get_or_insert(why);
+                }
             }
         }
+        Ok(gone)
+    }
+
+    fn failover(mut self, mut p: Progress, why: String) -> Result<i32, FtError> {
+        let t0 = Instant::now();
+        // Everything received is replayed before anything else. A break in the stream that the
+        // loop had not reached yet (a corrupt frame queued behind log it was still replaying)
+        // happened before the silence was noticed: it is the reason to report.
+        let why = self.take_received(&mut p)?.unwrap_or(why);
+        tracing::warn!(event = "primary_lost", reason = %why, "ftvm backup: primary lost: {why}");
+        // From now on nothing the old primary sends counts.
+        let _ = self.channel.shutdown(std::net::Shutdown::Both);
+        self.hb_stop.store(true, Ordering::Relaxed);
+        // What arrived meanwhile; the reader's own end (the shutdown) is no news.
+        self.take_received(&mut p)?;
         if p.ended {
             return Ok(self.stop_with_primary(&p));
         }
