@@ -34,63 +34,6 @@ impl Priv {
     }
 }
 
-/// Which engine runs a hart's instructions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Engine {
-    /// The interpreter: the reference, on every host.
-    #[default]
-    Interp,
-    /// The translating engine (x86-64 hosts; elsewhere the hart stays on the interpreter).
-    Jit,
-}
-
-impl Engine {
-    /// Whether this host can run `Engine::Jit` (an x86-64 host).
-    pub const JIT_AVAILABLE: bool = cfg!(target_arch = "x86_64");
-
-    /// The engine's name as given on command lines (`jit`, `interp`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Engine::Interp => "interp",
-            Engine::Jit => "jit",
-        }
-    }
-}
-
-impl std::str::FromStr for Engine {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Engine, String> {
-        match s {
-            "interp" => Ok(Engine::Interp),
-            "jit" => Ok(Engine::Jit),
-            _ => Err(format!("unknown engine {s:?} (expected jit or interp)")),
-        }
-    }
-}
-
-impl std::fmt::Display for Engine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Statistics of the translating engine (for benchmarks and diagnostics).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct JitStats {
-    /// Blocks translated (including re-translations after invalidation and flushes).
-    pub blocks: u64,
-    /// Guest instructions translated.
-    pub insns: u64,
-    /// Bytes of host code emitted.
-    pub code_bytes: u64,
-    /// Time spent translating, in nanoseconds (host time, never seen by the guest).
-    pub translate_ns: u64,
-    /// Wholesale flushes of the translation cache because it was full.
-    pub flushes: u64,
-    /// Block executions.
-    pub runs: u64,
-}
-
 /// Why [`Hart::run`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -100,6 +43,32 @@ pub enum Exit {
     Wfi,
     /// An MMIO write happened; device state and interrupt lines may have changed.
     Io,
+}
+
+/// Something that runs translated code inside [`Hart::run_loop`].
+pub(crate) trait BlockRunner {
+    /// Whether this runner ever runs anything ([`NoBlocks`] does not).
+    const ACTIVE: bool;
+    /// Runs translated blocks until the slice ends at `stop_at`, the hart needs the run loop's
+    /// attention, or the code at the pc cannot run translated. Returns how many steps the
+    /// interpreter should take next (0: none, go back to the top of the loop).
+    fn run_blocks<B: Bus>(
+        &mut self,
+        hart: &mut Hart,
+        ram: &mut Ram,
+        bus: &mut B,
+        stop_at: u64,
+    ) -> u64;
+}
+
+/// The interpreter alone.
+pub(crate) struct NoBlocks;
+
+impl BlockRunner for NoBlocks {
+    const ACTIVE: bool = false;
+    fn run_blocks<B: Bus>(&mut self, _: &mut Hart, _: &mut Ram, _: &mut B, _: u64) -> u64 {
+        0
+    }
 }
 
 /// The state of one RISC-V hart.
@@ -144,9 +113,9 @@ pub struct Hart {
     pub(crate) seen_write_epoch: u64,
     /// Translation context the TLBs were filled under.
     tlb_context: (Priv, Priv, u64, u64),
-    /// The translation cache, when this hart runs on the translating engine.
-    #[cfg(target_arch = "x86_64")]
-    pub(crate) jit: Option<Box<crate::jit::Jit>>,
+    /// The translating engine's state (its cache), when this hart runs on it: owned here,
+    /// known only to [`crate::engine`] (which picks the loop [`Hart::run`] runs).
+    pub(crate) translator: Option<Box<dyn std::any::Any>>,
 }
 
 impl std::fmt::Debug for Hart {
@@ -185,47 +154,8 @@ impl Hart {
             scratch: Insn::UNDECODED,
             seen_write_epoch: u64::MAX,
             tlb_context: (Priv::M, Priv::M, 0, 0),
-            #[cfg(target_arch = "x86_64")]
-            jit: None,
+            translator: None,
         }
-    }
-
-    /// Chooses the engine that runs this hart. Both leave identical state after every step;
-    /// switching at any point between two [`Hart::run`] calls is allowed. Returns the engine
-    /// now in use: `Engine::Interp` if the translating engine is not available on this host
-    /// (not x86-64, or no executable memory).
-    pub fn set_engine(&mut self, e: Engine) -> Engine {
-        #[cfg(target_arch = "x86_64")]
-        {
-            match e {
-                Engine::Interp => self.jit = None,
-                Engine::Jit => {
-                    if self.jit.is_none() {
-                        self.jit = crate::jit::Jit::new();
-                    }
-                }
-            }
-        }
-        let _ = e;
-        self.engine()
-    }
-
-    /// The engine running this hart.
-    pub fn engine(&self) -> Engine {
-        #[cfg(target_arch = "x86_64")]
-        if self.jit.is_some() {
-            return Engine::Jit;
-        }
-        Engine::Interp
-    }
-
-    /// Statistics of the translating engine (`None` on the interpreter).
-    pub fn jit_stats(&self) -> Option<JitStats> {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(j) = &self.jit {
-            return Some(j.stats);
-        }
-        None
     }
 
     /// Whether the run loop must look at interrupts or stop before the next instruction.
@@ -312,8 +242,17 @@ impl Hart {
         }
     }
 
-    /// Executes at most `max` steps (instructions or trap entries) and returns why it stopped.
-    pub fn run<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, max: u64) -> Exit {
+    /// The run loop behind [`Hart::run`]: executes at most `max` steps (instructions or trap
+    /// entries) and returns why it stopped. `R` runs translated blocks where it can; with
+    /// [`NoBlocks`] this is the interpreter alone.
+    #[inline(always)]
+    pub(crate) fn run_loop<B: Bus, R: BlockRunner>(
+        &mut self,
+        ram: &mut Ram,
+        bus: &mut B,
+        max: u64,
+        blocks: &mut R,
+    ) -> Exit {
         if ram.write_epoch() != self.seen_write_epoch {
             self.tlb.flush_writes();
             self.seen_write_epoch = ram.write_epoch();
@@ -342,9 +281,8 @@ impl Hart {
                     }
                 }
             }
-            #[cfg(target_arch = "x86_64")]
-            if self.jit.is_some() {
-                let steps = crate::jit::run(self, ram, bus, stop_at);
+            if R::ACTIVE {
+                let steps = blocks.run_blocks(self, ram, bus, stop_at);
                 if steps == 0 {
                     continue;
                 }

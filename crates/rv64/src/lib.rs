@@ -9,11 +9,13 @@
 pub mod bus;
 pub mod csr;
 pub mod decode;
+pub mod engine;
 mod exec;
 pub mod fp;
 pub mod hart;
 #[cfg(target_arch = "x86_64")]
 mod jit;
+pub mod jitstats;
 pub mod lockstep;
 pub mod mmu;
 pub mod persist;
@@ -21,6 +23,8 @@ pub mod ram;
 pub mod trap;
 
 pub use bus::Bus;
-pub use hart::{Engine, Exit, Hart, JitStats, Priv};
+pub use engine::Engine;
+pub use hart::{Exit, Hart, Priv};
+pub use jitstats::JitStats;
 pub use ram::Ram;
 pub use trap::Trap;

@@ -13,7 +13,8 @@
 //! unit test.
 
 use crate::bus::NoDevices;
-use crate::hart::{Engine, Exit, Hart};
+use crate::engine::Engine;
+use crate::hart::{Exit, Hart};
 use crate::ram::Ram;
 
 /// RAM base of the test machine.

@@ -1,8 +1,8 @@
 //! The Linux benchmark: wall time from start to the guest's shell, and two CPU-bound programs
 //! inside Linux (`cpubench`: compression, sorting, hashing with fixed rounds; `ftmark`: the four
 //! kinds of CoreMark work — list, matrix, state machine, CRC — with fixed iterations), each on ftvm
-//! and on `qemu-system-riscv64` booting the same files in the same run; reports ratios ftvm /
-//! QEMU, and ftmark's iterations per second.
+//! (interpreter and JIT) and on `qemu-system-riscv64` booting the same files in the same run;
+//! reports ratios ftvm / QEMU per engine, and ftmark's iterations per second.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -83,27 +83,30 @@ pub fn main(root: &Path, ftvm: &Path, reps: usize, timeout: u64, no_doc: bool) -
         Ok(d)
     };
     let timeout = Duration::from_secs(timeout);
-    let (mut f, mut q) = (Vec::new(), Vec::new());
+    let (mut f, mut j, mut q) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 1..=reps {
-        eprintln!("bench linux: round {rep}/{reps}: ftvm");
-        f.push(
-            one(
-                Guest::in_dir(&g.dir, disk("ftvm")?).ftvm_command(ftvm),
-                timeout,
-            )
-            .context("ftvm")?,
-        );
+        for (engine, out) in [("interp", &mut f), ("jit", &mut j)] {
+            eprintln!("bench linux: round {rep}/{reps}: ftvm --engine {engine}");
+            let mut cmd = Guest::in_dir(&g.dir, disk("ftvm")?).ftvm_command(ftvm);
+            cmd.env("FTVM_ENGINE", engine);
+            out.push(one(cmd, timeout).with_context(|| format!("ftvm --engine {engine}"))?);
+        }
         eprintln!("bench linux: round {rep}/{reps}: qemu");
         q.push(one(Guest::in_dir(&g.dir, disk("qemu")?).qemu_command(), timeout).context("qemu")?);
     }
     let _ = std::fs::remove_dir_all(&tmp);
-    let sums: Vec<&str> = f.iter().chain(&q).map(|s| s.checksum.as_str()).collect();
+    let sums: Vec<&str> = f
+        .iter()
+        .chain(&j)
+        .chain(&q)
+        .map(|s| s.checksum.as_str())
+        .collect();
     if sums.iter().any(|s| *s != sums[0]) {
         bail!("cpubench/ftmark checksums differ between runs or machines: {sums:?}");
     }
     let mut table = String::from(
-        "| measurement | ftvm best s | ftvm median s | qemu best s | qemu median s | ratio ftvm/qemu (median) |\n\
-         |---|---:|---:|---:|---:|---:|\n",
+        "| measurement | interp best s | interp median s | jit best s | jit median s | qemu best s | qemu median s | interp/qemu (median) | jit/qemu (median) |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let cpu_row = format!("`cpubench {ROUNDS}` inside Linux");
     let mark_row = format!("`ftmark {FTMARK_ITERATIONS}` inside Linux");
@@ -116,11 +119,13 @@ pub fn main(root: &Path, ftvm: &Path, reps: usize, timeout: u64, no_doc: bool) -
         (mark_row.as_str(), |s: &Sample| s.ftmark),
     ] {
         let (fb, fm) = best_median(&mut f.iter().map(pick).collect::<Vec<_>>());
+        let (jb, jm) = best_median(&mut j.iter().map(pick).collect::<Vec<_>>());
         let (qb, qm) = best_median(&mut q.iter().map(pick).collect::<Vec<_>>());
         let _ = writeln!(
             table,
-            "| {name} | {fb:.2} | {fm:.2} | {qb:.2} | {qm:.2} | {:.2} |",
-            fm / qm
+            "| {name} | {fb:.2} | {fm:.2} | {jb:.2} | {jm:.2} | {qb:.2} | {qm:.2} | {:.2} | {:.2} |",
+            fm / qm,
+            jm / qm
         );
     }
     let rate = |v: &[Sample]| {
@@ -130,23 +135,28 @@ pub fn main(root: &Path, ftvm: &Path, reps: usize, timeout: u64, no_doc: bool) -
     let _ = writeln!(
         table,
         "\nftmark (a CoreMark-style workload of our own, not CoreMark: see \
-         `guests/programs/ftmark.c`), median iterations/s: ftvm {:.0}, QEMU {:.0} \
-         (ftvm/QEMU {:.2}).",
+         `guests/programs/ftmark.c`), median iterations/s: ftvm interp {:.0}, ftvm jit {:.0}, \
+         QEMU {:.0} (interp/QEMU {:.2}, jit/QEMU {:.2}).",
         rate(&f),
+        rate(&j),
         rate(&q),
-        rate(&f) / rate(&q)
+        rate(&f) / rate(&q),
+        rate(&j) / rate(&q)
     );
     println!("{table}");
-    println!("cpubench/ftmark checksums {} on both machines", sums[0]);
+    println!(
+        "cpubench/ftmark checksums {} on ftvm (both engines) and QEMU",
+        sums[0]
+    );
     if no_doc {
         return Ok(());
     }
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "Produced by `cargo xtask bench --linux -n {reps}` ({reps} interleaved boots per machine; \
-         OpenSBI fw_jump, the guest of `cargo xtask guest`, 256 MiB, 1 hart; cpubench/ftmark \
-         checksums `{}` identical on both).\n",
+        "Produced by `cargo xtask bench --linux -n {reps}` ({reps} interleaved boots per machine: \
+         ftvm on the interpreter, ftvm on the JIT, QEMU; OpenSBI fw_jump, the guest of `cargo \
+         xtask guest`, 256 MiB, 1 hart; cpubench/ftmark checksums `{}` identical on all three).\n",
         sums[0]
     );
     s.push_str(&doc::machine_facts());

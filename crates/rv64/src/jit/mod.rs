@@ -32,7 +32,8 @@ mod x86;
 
 use crate::bus::Bus;
 use crate::decode::{DecodedPage, Insn};
-use crate::hart::{Hart, JitStats};
+use crate::hart::{BlockRunner, Hart};
+use crate::jitstats::JitStats;
 use crate::mmu::{DataEntry, Tlb};
 use crate::ram::Ram;
 use buffer::CodeBuffer;
@@ -224,13 +225,22 @@ unsafe extern "sysv64" fn step<B: Bus>(ctx: *mut Ctx, insn: *const Insn, idx: u6
     0
 }
 
-/// Runs translated blocks until the slice ends at `stop_at`, the hart needs the outer loop's
-/// attention, or the code at the pc cannot run translated. Returns how many steps the
-/// interpreter should take next (0: none, go back to the outer loop).
-pub(crate) fn run<B: Bus>(hart: &mut Hart, ram: &mut Ram, bus: &mut B, stop_at: u64) -> u64 {
-    let Some(mut jit) = hart.jit.take() else {
-        return stop_at - hart.icount;
-    };
+impl BlockRunner for Jit {
+    const ACTIVE: bool = true;
+
+    fn run_blocks<B: Bus>(
+        &mut self,
+        hart: &mut Hart,
+        ram: &mut Ram,
+        bus: &mut B,
+        stop_at: u64,
+    ) -> u64 {
+        run(self, hart, ram, bus, stop_at)
+    }
+}
+
+/// See [`BlockRunner::run_blocks`].
+fn run<B: Bus>(jit: &mut Jit, hart: &mut Hart, ram: &mut Ram, bus: &mut B, stop_at: u64) -> u64 {
     if jit.ram_id != ram.id() {
         jit.flush();
         jit.ram_id = ram.id();
@@ -247,23 +257,23 @@ pub(crate) fn run<B: Bus>(hart: &mut Hart, ram: &mut Ram, bus: &mut B, stop_at: 
         dpage: std::ptr::null(),
         gen: 0,
     };
-    let interp = loop {
+    loop {
         if hart.needs_attention() || hart.icount >= stop_at {
-            break 0;
+            return 0;
         }
         let remaining = stop_at - hart.icount;
         let pc = hart.pc;
         let vpn = pc >> 12;
         let e = hart.tlb.x[Tlb::slot(vpn)];
         if e.vpn != hart.tlb.tag(vpn) {
-            break 1; // the interpreter's fetch fills the TLB (or traps)
+            return 1; // the interpreter's fetch fills the TLB (or traps)
         }
         let Some(i) = jit.lookup(hart, ram, pc, e.page) else {
-            break 1;
+            return 1;
         };
         let b = &jit.blocks[i as usize];
         if b.n as u64 > remaining {
-            break remaining;
+            return remaining;
         }
         ctx.hart = hart as *mut Hart;
         ctx.ram = ram as *mut Ram;
@@ -276,7 +286,5 @@ pub(crate) fn run<B: Bus>(hart: &mut Hart, ram: &mut Ram, bus: &mut B, stop_at: 
         let k = unsafe { (b.entry)(ctx.hart, &mut ctx) };
         hart.icount = ctx.start + k;
         jit.stats.runs += 1;
-    };
-    hart.jit = Some(jit);
-    interp
+    }
 }

@@ -1,0 +1,18 @@
+//! What the translating engine did: the numbers benchmarks and diagnostics report.
+
+/// Statistics of the translating engine (for benchmarks and diagnostics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JitStats {
+    /// Blocks translated (including re-translations after invalidation and flushes).
+    pub blocks: u64,
+    /// Guest instructions translated.
+    pub insns: u64,
+    /// Bytes of host code emitted.
+    pub code_bytes: u64,
+    /// Time spent translating, in nanoseconds (host time, never seen by the guest).
+    pub translate_ns: u64,
+    /// Wholesale flushes of the translation cache because it was full.
+    pub flushes: u64,
+    /// Block executions.
+    pub runs: u64,
+}
