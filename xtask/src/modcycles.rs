@@ -24,11 +24,6 @@ const KNOWN: &[(&str, &[&str])] = &[
     ("ft", &["console", "metrics"]),
     ("ft", &["clone", "live", "primary"]),
     ("ftvm", &["ft_cmd", "pair", "run"]),
-    ("machine", &["persist", "plic", "uart"]),
-    (
-        "machine",
-        &["board", "config", "fdt", "machine", "snapshot", "virtio"],
-    ),
     ("rv64", &["csr", "hart", "mmu"]),
 ];
 

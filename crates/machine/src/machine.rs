@@ -253,7 +253,7 @@ pub struct Machine {
     /// The delta-snapshot chain this machine stands on: (base id, generation).
     chain: Option<(u64, u32)>,
     /// Page hashes kept between state digests (a cache: not part of the machine's state).
-    ram_digest: crate::snapshot::RamDigest,
+    ram_digest: crate::ramdigest::RamDigest,
     /// The disk workers' [`crate::virtio::aio::generation`] when [`Machine::complete_io`] last
     /// looked, for [`Machine::wait_io`].
     io_seen: u64,
@@ -794,7 +794,7 @@ impl Machine {
 /// tracking for incremental snapshots.
 impl Machine {
     /// The page hashes kept for [`Machine::digest`].
-    pub(crate) fn ram_digest(&self) -> &crate::snapshot::RamDigest {
+    pub(crate) fn ram_digest(&self) -> &crate::ramdigest::RamDigest {
         &self.ram_digest
     }
 
