@@ -32,16 +32,15 @@
 //! Every public call is bounded as a whole by `timeout`; an unreachable etcd is an
 //! [`ArbiterError::EtcdUnreachable`], never a hang.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn,
-    TxnOp, TxnOpResponse,
+use etcd::etcd_client::{
+    Client, Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+    TxnOpResponse,
 };
-use tokio::runtime::{Handle, Runtime};
+use etcd::{Etcd, EtcdError};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
@@ -57,52 +56,39 @@ pub const DEFAULT_ETCD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A test-and-set in etcd, for VMs whose hosts are on several machines.
 pub struct EtcdArbiter {
-    /// Always `Some` until drop, which shuts it down without blocking.
-    runtime: Option<Runtime>,
-    client: Client,
-    ctx: Ctx,
+    /// The client (crate `etcd`: its own runtime, bounded calls).
+    etcd: Etcd,
     lease_ttl_secs: i64,
     /// The lease owner keys are bound to; replaced by the keep-alive task if it expires.
     lease: Arc<AtomicI64>,
-    keep_alive: JoinHandle<()>,
+    keep_alive: Option<JoinHandle<()>>,
 }
 
-/// What error messages need to know.
-#[derive(Clone)]
-struct Ctx {
-    endpoints: String,
-    timeout: Duration,
-}
-
-impl Ctx {
-    fn unreachable(&self, action: &'static str, detail: String) -> ArbiterError {
-        ArbiterError::EtcdUnreachable {
-            endpoints: self.endpoints.clone(),
-            timeout: self.timeout,
-            action,
-            detail,
-        }
-    }
-
-    /// Sorts a client error into "could not reach etcd" and "etcd said no".
-    fn error(&self, action: &'static str, e: etcd_client::Error) -> ArbiterError {
-        use etcd_client::Error as E;
-        let unreachable = match &e {
-            E::TransportError(_) | E::IoError(_) | E::EndpointError(_) => true,
-            E::GRpcStatus(status) => matches!(
-                status.code(),
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
-            ),
-            _ => false,
-        };
-        if unreachable {
-            self.unreachable(action, e.to_string())
-        } else {
-            ArbiterError::Etcd {
-                endpoints: self.endpoints.clone(),
+impl From<EtcdError> for ArbiterError {
+    fn from(e: EtcdError) -> ArbiterError {
+        match e {
+            EtcdError::Unreachable {
+                endpoints,
+                timeout,
                 action,
-                detail: e.to_string(),
-            }
+                detail,
+            } => ArbiterError::EtcdUnreachable {
+                endpoints,
+                timeout,
+                action,
+                detail,
+            },
+            EtcdError::Refused {
+                endpoints,
+                action,
+                detail,
+            } => ArbiterError::Etcd {
+                endpoints,
+                action,
+                detail,
+            },
+            EtcdError::InsideAsyncRuntime => ArbiterError::InsideAsyncRuntime,
+            EtcdError::Runtime(e) => ArbiterError::Runtime(e),
         }
     }
 }
@@ -110,8 +96,8 @@ impl Ctx {
 impl std::fmt::Debug for EtcdArbiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EtcdArbiter")
-            .field("endpoints", &self.ctx.endpoints)
-            .field("timeout", &self.ctx.timeout)
+            .field("endpoints", &self.etcd.endpoints())
+            .field("timeout", &self.etcd.timeout())
             .field("lease_ttl_secs", &self.lease_ttl_secs)
             .field("lease", &self.lease.load(Ordering::Relaxed))
             .finish_non_exhaustive()
@@ -137,50 +123,28 @@ impl EtcdArbiter {
                 "the etcd timeout is zero, so every call would fail".to_owned(),
             ));
         }
-        if Handle::try_current().is_ok() {
-            return Err(ArbiterError::InsideAsyncRuntime);
-        }
-        let ctx = Ctx {
-            endpoints: endpoints.join(","),
-            timeout,
-        };
         let lease_ttl_secs = i64::try_from(lease_ttl.as_secs())
             .unwrap_or(i64::MAX)
             .saturating_add(i64::from(lease_ttl.subsec_nanos() > 0))
             .max(1);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("ftvm-arbiter-etcd")
-            .enable_all()
-            .build()
-            .map_err(ArbiterError::Runtime)?;
-        let connecting = async {
-            let options = ConnectOptions::new()
-                .with_connect_timeout(timeout)
-                .with_timeout(timeout);
-            let mut client = Client::connect(endpoints, Some(options))
-                .await
-                .map_err(|e| ctx.error("connecting", e))?;
-            let lease = client
+        let etcd = Etcd::connect(endpoints, timeout, "ftvm-arbiter-etcd")?;
+        let mut client = etcd.client();
+        let lease_id = etcd.block("taking a lease", async {
+            client
                 .lease_grant(lease_ttl_secs, None)
                 .await
-                .map_err(|e| ctx.error("taking a lease", e))?;
-            Ok::<_, ArbiterError>((client, lease.id()))
-        };
-        let (client, lease_id) = runtime
-            .block_on(async { tokio::time::timeout(timeout, connecting).await })
-            .map_err(|_| ctx.unreachable("connecting", String::new()))??;
+                .map(|l| l.id())
+                .map_err(|e| ArbiterError::from(etcd.error("taking a lease", e)))
+        })?;
         let lease = Arc::new(AtomicI64::new(lease_id));
-        let keep_alive = runtime.spawn(keep_alive(
-            client.clone(),
+        let keep_alive = etcd.spawn(keep_alive(
+            etcd.client(),
             lease.clone(),
             lease_ttl_secs,
             timeout,
         ));
         Ok(EtcdArbiter {
-            runtime: Some(runtime),
-            client,
-            ctx,
+            etcd,
             lease_ttl_secs,
             lease,
             keep_alive,
@@ -193,12 +157,12 @@ impl EtcdArbiter {
     pub fn owner(&self, vm: &str) -> Result<Option<(u64, String)>, ArbiterError> {
         validate_vm_name(vm)?;
         let key = owner_key(vm);
-        self.block("reading the owner key", async {
-            let mut client = self.client.clone();
+        self.etcd.block("reading the owner key", async {
+            let mut client = self.etcd.client();
             let mut resp = client
                 .get(key.as_str(), None)
                 .await
-                .map_err(|e| self.ctx.error("reading the owner key", e))?;
+                .map_err(|e| self.err("reading the owner key", e))?;
             let Some(kv) = resp.take_kvs().into_iter().next() else {
                 return Ok(None);
             };
@@ -218,23 +182,9 @@ impl EtcdArbiter {
         })
     }
 
-    /// Runs `work` on the arbiter's runtime, bounded by the timeout.
-    fn block<T>(
-        &self,
-        action: &'static str,
-        work: impl Future<Output = Result<T, ArbiterError>>,
-    ) -> Result<T, ArbiterError> {
-        if Handle::try_current().is_ok() {
-            return Err(ArbiterError::InsideAsyncRuntime);
-        }
-        let Some(runtime) = &self.runtime else {
-            return Err(self
-                .ctx
-                .unreachable(action, "the arbiter is shut down".into()));
-        };
-        runtime
-            .block_on(async { tokio::time::timeout(self.ctx.timeout, work).await })
-            .map_err(|_| self.ctx.unreachable(action, String::new()))?
+    /// A client error of `action`, sorted into unreachable and refused.
+    fn err(&self, action: &'static str, e: etcd::etcd_client::Error) -> ArbiterError {
+        self.etcd.error(action, e).into()
     }
 
     /// Puts the owner key for a winner of (vm, generation), unless the claim is not `who`'s or
@@ -252,7 +202,7 @@ impl EtcdArbiter {
             );
         }
         let value = format!("{generation} {who}");
-        let mut client = self.client.clone();
+        let mut client = self.etcd.client();
         for attempt in 0..2 {
             let lease = self.lease.load(Ordering::Acquire);
             let txn = Txn::new().when(when.clone()).and_then([TxnOp::put(
@@ -266,7 +216,7 @@ impl EtcdArbiter {
                     let fresh = client
                         .lease_grant(self.lease_ttl_secs, None)
                         .await
-                        .map_err(|e| self.ctx.error("taking a new lease", e))?;
+                        .map_err(|e| self.err("taking a new lease", e))?;
                     // Another caller may have replaced it already; either new lease will do.
                     let _ = self.lease.compare_exchange(
                         lease,
@@ -275,7 +225,7 @@ impl EtcdArbiter {
                         Ordering::Acquire,
                     );
                 }
-                Err(e) => return Err(self.ctx.error("writing the owner key", e)),
+                Err(e) => return Err(self.err("writing the owner key", e)),
             }
         }
         Ok(())
@@ -287,16 +237,13 @@ impl Arbiter for EtcdArbiter {
         validate_vm_name(vm)?;
         validate_claimant(who)?;
         let key = gen_key(vm, generation);
-        self.block("claiming", async {
+        self.etcd.block("claiming", async {
             let txn = Txn::new()
                 .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
                 .and_then([TxnOp::put(key.as_str(), who, None)])
                 .or_else([TxnOp::get(key.as_str(), None)]);
-            let mut client = self.client.clone();
-            let resp = client
-                .txn(txn)
-                .await
-                .map_err(|e| self.ctx.error("claiming", e))?;
+            let mut client = self.etcd.client();
+            let resp = client.txn(txn).await.map_err(|e| self.err("claiming", e))?;
             let claim = if resp.succeeded() {
                 Claim::Won
             } else {
@@ -329,16 +276,16 @@ impl Arbiter for EtcdArbiter {
     fn current(&self, vm: &str) -> Result<Option<(u64, String)>, ArbiterError> {
         validate_vm_name(vm)?;
         let prefix = gen_prefix(vm);
-        self.block("reading the latest claim", async {
+        self.etcd.block("reading the latest claim", async {
             let options = GetOptions::new()
                 .with_range(gen_range_end(vm))
                 .with_sort(SortTarget::Key, SortOrder::Descend)
                 .with_limit(1);
-            let mut client = self.client.clone();
+            let mut client = self.etcd.client();
             let mut resp = client
                 .get(prefix.as_str(), Some(options))
                 .await
-                .map_err(|e| self.ctx.error("reading the latest claim", e))?;
+                .map_err(|e| self.err("reading the latest claim", e))?;
             let Some(kv) = resp.take_kvs().into_iter().next() else {
                 return Ok(None);
             };
@@ -356,18 +303,18 @@ impl Arbiter for EtcdArbiter {
     }
 
     fn describe(&self) -> String {
-        format!("etcd:{}", self.ctx.endpoints)
+        format!("etcd:{}", self.etcd.endpoints())
     }
 }
 
 impl Drop for EtcdArbiter {
     fn drop(&mut self) {
-        self.keep_alive.abort();
-        // The lease is left to expire rather than revoked: revoking would need etcd to answer,
-        // and the owner key should outlive a clean exit no longer than a crash.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
+        if let Some(k) = &self.keep_alive {
+            k.abort();
         }
+        // The lease is left to expire rather than revoked: revoking would need etcd to answer,
+        // and the owner key should outlive a clean exit no longer than a crash. The client's
+        // runtime shuts down without waiting when `etcd` drops.
     }
 }
 
@@ -410,8 +357,8 @@ async fn keep_alive(mut client: Client, lease: Arc<AtomicI64>, ttl_secs: i64, bo
     }
 }
 
-fn is_lease_not_found(e: &etcd_client::Error) -> bool {
-    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("lease not found"))
+fn is_lease_not_found(e: &etcd::etcd_client::Error) -> bool {
+    matches!(e, etcd::etcd_client::Error::GRpcStatus(s) if s.message().contains("lease not found"))
 }
 
 fn gen_prefix(vm: &str) -> String {

@@ -1,14 +1,13 @@
 //! The etcd store: a record is the key `/ftvm/cluster/KEY`; its version is etcd's
 //! `mod_revision`, and compare-and-swap is a transaction comparing it (a new key: its
-//! `create_revision` is 0). The client runs on a one-thread runtime of its own, so the API is
-//! blocking; every call is bounded by the timeout, and an unreachable etcd is
-//! [`Error::Unreachable`], never a hang.
+//! `create_revision` is 0). The client is crate `etcd`'s (shared with the arbiter): a
+//! one-thread runtime of its own, so the API is blocking; every call is bounded by the timeout,
+//! and an unreachable etcd is [`Error::Unreachable`], never a hang.
 
 use crate::{validate_key, Error, Raw, Result, Store};
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
-use std::future::Future;
+use etcd::etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
+use etcd::{Etcd, EtcdError};
 use std::time::Duration;
-use tokio::runtime::Runtime;
 
 /// The bound on each etcd call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -16,93 +15,65 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 const PREFIX: &str = "/ftvm/cluster/";
 
 /// A store in etcd.
+#[derive(Debug)]
 pub struct EtcdStore {
-    runtime: Option<Runtime>,
-    client: Client,
-    endpoints: String,
-    timeout: Duration,
+    /// The client (crate `etcd`: its own runtime, bounded calls).
+    etcd: Etcd,
 }
 
-impl std::fmt::Debug for EtcdStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "EtcdStore({})", self.endpoints)
+impl From<EtcdError> for Error {
+    fn from(e: EtcdError) -> Error {
+        match e {
+            EtcdError::Unreachable {
+                endpoints,
+                action,
+                detail,
+                timeout,
+            } => Error::Unreachable {
+                endpoints,
+                action,
+                detail: if detail.is_empty() {
+                    format!("no answer within {timeout:?}")
+                } else {
+                    detail
+                },
+            },
+            EtcdError::Refused {
+                endpoints,
+                action,
+                detail,
+            } => Error::Etcd {
+                endpoints,
+                action,
+                detail,
+            },
+            e @ (EtcdError::InsideAsyncRuntime | EtcdError::Runtime(_)) => Error::Unreachable {
+                endpoints: String::new(),
+                action: "calling etcd",
+                detail: e.to_string(),
+            },
+        }
     }
 }
 
 impl EtcdStore {
     /// Connects to etcd at `endpoints` within `timeout`.
     pub fn connect(endpoints: &[String], timeout: Duration) -> Result<EtcdStore> {
-        let joined = endpoints.join(",");
-        let unreachable = |action, detail: String| Error::Unreachable {
-            endpoints: joined.clone(),
-            action,
-            detail,
-        };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("ftvm-cluster-etcd")
-            .enable_all()
-            .build()
-            .map_err(|e| unreachable("starting its runtime", e.to_string()))?;
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(timeout)
-            .with_timeout(timeout);
-        let client = runtime
-            .block_on(async {
-                tokio::time::timeout(timeout, Client::connect(endpoints, Some(opts))).await
-            })
-            .map_err(|_| unreachable("connecting", "timed out".into()))?
-            .map_err(|e| unreachable("connecting", e.to_string()))?;
         Ok(EtcdStore {
-            runtime: Some(runtime),
-            client,
-            endpoints: joined,
-            timeout,
+            etcd: Etcd::connect(endpoints, timeout, "ftvm-cluster-etcd")?,
         })
     }
 
-    fn block<T, F>(&self, action: &'static str, work: F) -> Result<T>
-    where
-        F: Future<Output = std::result::Result<T, etcd_client::Error>>,
-    {
-        let unreachable = |detail: String| Error::Unreachable {
-            endpoints: self.endpoints.clone(),
-            action,
-            detail,
-        };
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(unreachable("called from inside an async runtime".into()));
-        }
-        let rt = self
-            .runtime
-            .as_ref()
-            .ok_or_else(|| unreachable("shut down".into()))?;
-        match rt.block_on(async { tokio::time::timeout(self.timeout, work).await }) {
-            Err(_) => Err(unreachable(format!("no answer within {:?}", self.timeout))),
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                use etcd_client::Error as E;
-                let down = match &e {
-                    E::TransportError(_) | E::IoError(_) | E::EndpointError(_) => true,
-                    E::GRpcStatus(s) => matches!(
-                        s.code(),
-                        tonic::Code::Unavailable
-                            | tonic::Code::DeadlineExceeded
-                            | tonic::Code::Cancelled
-                    ),
-                    _ => false,
-                };
-                if down {
-                    Err(unreachable(e.to_string()))
-                } else {
-                    Err(Error::Etcd {
-                        endpoints: self.endpoints.clone(),
-                        action,
-                        detail: e.to_string(),
-                    })
-                }
-            }
-        }
+    /// Runs one client call of `action`, bounded.
+    fn block<T>(
+        &self,
+        action: &'static str,
+        work: impl std::future::Future<Output = std::result::Result<T, etcd::etcd_client::Error>>,
+    ) -> Result<T> {
+        self.etcd.block(action, async {
+            work.await
+                .map_err(|e| Error::from(self.etcd.error(action, e)))
+        })
     }
 
     fn version(key: &str, rev: i64) -> Result<u64> {
@@ -120,7 +91,7 @@ impl Store for EtcdStore {
     fn get(&self, key: &str) -> Result<Option<Raw>> {
         validate_key(key)?;
         let k = format!("{PREFIX}{key}");
-        let mut c = self.client.clone();
+        let mut c = self.etcd.client();
         let mut resp = self.block("reading a record", async move { c.get(k, None).await })?;
         match resp.take_kvs().into_iter().next() {
             None => Ok(None),
@@ -146,7 +117,7 @@ impl Store for EtcdStore {
         let txn = Txn::new()
             .when([cmp])
             .and_then([TxnOp::put(k.as_str(), value.to_vec(), None)]);
-        let mut c = self.client.clone();
+        let mut c = self.etcd.client();
         let resp = self.block("writing a record", async move { c.txn(txn).await })?;
         if !resp.succeeded() {
             return Err(Error::Conflict(key.to_owned()));
@@ -158,7 +129,7 @@ impl Store for EtcdStore {
 
     fn list(&self, prefix: &str) -> Result<Vec<(String, Raw)>> {
         let k = format!("{PREFIX}{prefix}");
-        let mut c = self.client.clone();
+        let mut c = self.etcd.client();
         let mut resp = self.block("listing records", async move {
             c.get(k, Some(GetOptions::new().with_prefix())).await
         })?;
@@ -189,7 +160,7 @@ impl Store for EtcdStore {
                 i64::try_from(expect).unwrap_or(i64::MAX),
             )])
             .and_then([TxnOp::delete(k.as_str(), None)]);
-        let mut c = self.client.clone();
+        let mut c = self.etcd.client();
         let resp = self.block("removing a record", async move { c.txn(txn).await })?;
         if !resp.succeeded() {
             return Err(Error::Conflict(key.to_owned()));
@@ -198,15 +169,7 @@ impl Store for EtcdStore {
     }
 
     fn describe(&self) -> String {
-        format!("etcd:{}", self.endpoints)
-    }
-}
-
-impl Drop for EtcdStore {
-    fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
+        format!("etcd:{}", self.etcd.endpoints())
     }
 }
 

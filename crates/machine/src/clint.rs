@@ -139,6 +139,9 @@ impl Clint {
     }
 }
 
+mod persist;
+pub use persist::ClintState;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,12 +11,15 @@
 pub mod board;
 pub mod clint;
 pub mod clock;
+mod codec;
 pub mod config;
 pub mod fdt;
+mod hartstate;
 pub mod loader;
 pub mod machine;
 pub mod persist;
 pub mod plic;
+mod ramdigest;
 pub mod rom;
 pub mod snapshot;
 pub mod syscon;

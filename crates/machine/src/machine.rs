@@ -291,7 +291,7 @@ pub struct Machine {
     /// The delta-snapshot chain this machine stands on: (base id, generation).
     chain: Option<(u64, u32)>,
     /// Page hashes kept between state digests (a cache: not part of the machine's state).
-    ram_digest: crate::snapshot::RamDigest,
+    ram_digest: crate::ramdigest::RamDigest,
     /// What the disks' host ends notify when their host I/O finishes something.
     wake: crate::wake::Wake,
     /// Its [`crate::wake::Wake::generation`] when [`Machine::complete_io`] last looked, for
@@ -844,7 +844,7 @@ impl Machine {
 /// tracking for incremental snapshots.
 impl Machine {
     /// The page hashes kept for [`Machine::digest`].
-    pub(crate) fn ram_digest(&self) -> &crate::snapshot::RamDigest {
+    pub(crate) fn ram_digest(&self) -> &crate::ramdigest::RamDigest {
         &self.ram_digest
     }
 

@@ -85,7 +85,7 @@ impl Plic {
     }
 
     /// Takes a state whose lengths and ranges the caller checked.
-    pub(crate) fn set_parts(&mut self, s: &crate::persist::PlicState) {
+    pub(crate) fn set_parts(&mut self, s: &PlicState) {
         let copy =
             |dst: &mut [u32], src: &[u32]| dst.iter_mut().zip(src).for_each(|(d, s)| *d = *s);
         copy(&mut self.priority, &s.priority);
@@ -248,6 +248,9 @@ impl Plic {
         true
     }
 }
+
+mod persist;
+pub use persist::PlicState;
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,10 @@
 //! devices, virtio transports, the machine-wide icount) and fast hashes of its parts that replay
 //! compares to find the first divergence.
 //!
-//! # File format (version 2)
+//! # File format (version 4)
+//!
+//! `docs/snapshot-format.md` gives every field and a worked example byte for byte (checked by
+//! `tests/snapshot_format.rs`, which also checks that the version stated here is [`VERSION`]).
 //!
 //! | field | size |
 //! |---|---|
@@ -17,14 +20,15 @@
 //! | payload, LZ4 block format | … |
 //! | CRC-32C of everything above, u32 | 4 |
 //!
-//! Version 2 added the time-sync offset to the machine section; a version 1 file is refused.
+//! Earlier versions (1: first; 2: the time-sync offset; 3: the virtio devices' own state) are
+//! refused.
 //!
 //! All integers are little-endian. The payload is a fixed sequence of sections, each a tag byte,
-//! a u64 length and the body: machine (icount, the multi-hart schedule and the time-sync
-//! offset), harts, CLINT, PLIC, UART, test device, virtio, RAM. The
-//! RAM section is a bitmap of non-zero pages followed by those pages only, so untouched memory
-//! costs one bit per page. The configuration is stored in clear so that a snapshot from another
-//! configuration is refused with an error that names what differs.
+//! a u64 length and the body: machine (icount, the multi-hart schedule and the clock), harts,
+//! CLINT, PLIC, UART, test device, virtio, RAM. The RAM section is a bitmap of non-zero pages
+//! followed by those pages only, so untouched memory costs one bit per page. The configuration
+//! is stored in clear so that a snapshot from another configuration is refused with an error
+//! that names what differs.
 //!
 //! A snapshot is untrusted input. [`Machine::restore`] checks the magic, the version, the
 //! checksum, the configuration and a bound on the payload's size (derived from this
@@ -36,21 +40,24 @@
 //! be the one it had when the snapshot was taken.
 
 use crate::board::{Slot, VIRTIO_SLOTS};
+use crate::clint::ClintState;
 use crate::clock;
+pub(crate) use crate::codec::{CodecError, Dec, Enc};
 use crate::config::MachineConfig;
+use crate::hartstate;
 use crate::machine::{Backends, Machine, MachineError};
-use crate::persist::{ClintState, PlicState, StateError, UartState};
-use crate::syscon::PowerEvent;
+use crate::persist::StateError;
+use crate::plic::PlicState;
+use crate::syscon::persist as syscon;
+use crate::uart::UartState;
 use crate::virtio::{VirtioError, VirtioMmioState};
-use rv64::csr::Csrs;
-use rv64::persist::{HartState, HartStateError};
+use rv64::persist::HartStateError;
 use rv64::ram::PAGE_SIZE;
 use rv64::Hart;
 
 mod delta;
+pub use crate::ramdigest::{ram_digest_full, RamDigest};
 pub use delta::{DELTA_MAGIC, DELTA_VERSION};
-mod digest;
-pub use digest::{ram_digest_full, RamDigest};
 
 /// The first eight bytes of every snapshot.
 pub const MAGIC: &[u8; 8] = b"FTVMSNAP";
@@ -79,6 +86,15 @@ pub(crate) mod tag {
     pub const TEST: u8 = 6;
     pub const VIRTIO: u8 = 7;
     pub const RAM: u8 = 8;
+}
+
+impl From<CodecError> for SnapshotError {
+    fn from(e: CodecError) -> SnapshotError {
+        SnapshotError::Malformed {
+            section: e.section,
+            why: e.why,
+        }
+    }
 }
 
 /// Errors taking or restoring a snapshot.
@@ -306,377 +322,6 @@ impl Fingerprint {
     }
 }
 
-/// Little-endian encoder.
-#[derive(Default)]
-pub(crate) struct Enc(pub(crate) Vec<u8>);
-
-impl Enc {
-    pub(crate) fn u8(&mut self, v: u8) {
-        self.0.push(v);
-    }
-    pub(crate) fn u16(&mut self, v: u16) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    pub(crate) fn u32(&mut self, v: u32) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    pub(crate) fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    pub(crate) fn bool(&mut self, v: bool) {
-        self.u8(u8::from(v));
-    }
-    pub(crate) fn len(&mut self, n: usize) {
-        self.u32(u32::try_from(n).unwrap_or(u32::MAX));
-    }
-    pub(crate) fn bytes(&mut self, b: &[u8]) {
-        self.len(b.len());
-        self.0.extend_from_slice(b);
-    }
-    fn u32s(&mut self, v: &[u32]) {
-        self.len(v.len());
-        v.iter().for_each(|&x| self.u32(x));
-    }
-    /// Writes a section: tag, length, then what `body` writes.
-    fn section(&mut self, tag: u8, body: impl FnOnce(&mut Enc)) {
-        self.u8(tag);
-        let at = self.0.len();
-        self.u64(0);
-        body(self);
-        let len = (self.0.len() - at - 8) as u64;
-        self.0[at..at + 8].copy_from_slice(&len.to_le_bytes());
-    }
-}
-
-/// Bounds-checked little-endian decoder over one section.
-pub(crate) struct Dec<'a> {
-    pub(crate) buf: &'a [u8],
-    pub(crate) section: &'static str,
-}
-
-impl<'a> Dec<'a> {
-    pub(crate) fn bad(&self, why: impl Into<String>) -> SnapshotError {
-        SnapshotError::Malformed {
-            section: self.section,
-            why: why.into(),
-        }
-    }
-    fn take(&mut self, n: usize) -> Result<&'a [u8], SnapshotError> {
-        if n > self.buf.len() {
-            return Err(self.bad(format!("needs {n} more bytes, {} left", self.buf.len())));
-        }
-        let (a, b) = self.buf.split_at(n);
-        self.buf = b;
-        Ok(a)
-    }
-    fn arr<const N: usize>(&mut self) -> Result<[u8; N], SnapshotError> {
-        let mut a = [0; N];
-        a.copy_from_slice(self.take(N)?);
-        Ok(a)
-    }
-    pub(crate) fn u8(&mut self) -> Result<u8, SnapshotError> {
-        Ok(self.arr::<1>()?[0])
-    }
-    pub(crate) fn u16(&mut self) -> Result<u16, SnapshotError> {
-        Ok(u16::from_le_bytes(self.arr()?))
-    }
-    pub(crate) fn u32(&mut self) -> Result<u32, SnapshotError> {
-        Ok(u32::from_le_bytes(self.arr()?))
-    }
-    pub(crate) fn u64(&mut self) -> Result<u64, SnapshotError> {
-        Ok(u64::from_le_bytes(self.arr()?))
-    }
-    pub(crate) fn bool(&mut self) -> Result<bool, SnapshotError> {
-        match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            v => Err(self.bad(format!("boolean {v}"))),
-        }
-    }
-    /// A count of elements of `size` bytes each that must fit in what is left.
-    pub(crate) fn count(&mut self, size: usize) -> Result<usize, SnapshotError> {
-        let n = self.u32()? as usize;
-        if n.saturating_mul(size) > self.buf.len() {
-            return Err(self.bad(format!("{n} elements do not fit")));
-        }
-        Ok(n)
-    }
-    fn bytes(&mut self) -> Result<Vec<u8>, SnapshotError> {
-        let n = self.count(1)?;
-        Ok(self.take(n)?.to_vec())
-    }
-    fn u32s(&mut self) -> Result<Vec<u32>, SnapshotError> {
-        let n = self.count(4)?;
-        (0..n).map(|_| self.u32()).collect()
-    }
-    /// The next section, which must carry `tag`.
-    fn section(&mut self, tag: u8, name: &'static str) -> Result<Dec<'a>, SnapshotError> {
-        self.section = name;
-        let t = self.u8()?;
-        if t != tag {
-            return Err(self.bad(format!("tag {t} where {tag} was expected")));
-        }
-        let len = self.u64()?;
-        let len = usize::try_from(len).map_err(|_| self.bad("length"))?;
-        Ok(Dec {
-            buf: self.take(len)?,
-            section: name,
-        })
-    }
-    /// Everything was read.
-    fn end(&self) -> Result<(), SnapshotError> {
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(self.bad(format!("{} bytes left over", self.buf.len())))
-        }
-    }
-}
-
-fn encode_csrs(e: &mut Enc, c: &Csrs) {
-    for v in [
-        c.mstatus,
-        c.medeleg,
-        c.mideleg,
-        c.mie,
-        c.mip,
-        c.mtvec,
-        c.mscratch,
-        c.mepc,
-        c.mcause,
-        c.mtval,
-        c.mcounteren,
-        c.menvcfg,
-        c.mcountinhibit,
-        c.stvec,
-        c.sscratch,
-        c.sepc,
-        c.scause,
-        c.stval,
-        c.scounteren,
-        c.senvcfg,
-        c.satp,
-        c.mcycle_offset,
-        c.minstret_offset,
-    ] {
-        e.u64(v);
-    }
-    c.pmpcfg.iter().for_each(|&v| e.u64(v));
-    c.pmpaddr.iter().for_each(|&v| e.u64(v));
-}
-
-fn decode_csrs(d: &mut Dec) -> Result<Csrs, SnapshotError> {
-    let mut c = Csrs::default();
-    for r in [
-        &mut c.mstatus,
-        &mut c.medeleg,
-        &mut c.mideleg,
-        &mut c.mie,
-        &mut c.mip,
-        &mut c.mtvec,
-        &mut c.mscratch,
-        &mut c.mepc,
-        &mut c.mcause,
-        &mut c.mtval,
-        &mut c.mcounteren,
-        &mut c.menvcfg,
-        &mut c.mcountinhibit,
-        &mut c.stvec,
-        &mut c.sscratch,
-        &mut c.sepc,
-        &mut c.scause,
-        &mut c.stval,
-        &mut c.scounteren,
-        &mut c.senvcfg,
-        &mut c.satp,
-        &mut c.mcycle_offset,
-        &mut c.minstret_offset,
-    ] {
-        *r = d.u64()?;
-    }
-    for r in c.pmpcfg.iter_mut().chain(c.pmpaddr.iter_mut()) {
-        *r = d.u64()?;
-    }
-    Ok(c)
-}
-
-fn encode_hart(e: &mut Enc, s: &HartState) {
-    s.x.iter().chain(&s.f).for_each(|&v| e.u64(v));
-    e.u64(s.pc);
-    e.u8(s.prv);
-    encode_csrs(e, &s.csr);
-    e.u8(s.fflags);
-    e.u8(s.frm);
-    e.u64(s.icount);
-    e.u64(s.hartid);
-    e.bool(s.wfi);
-    e.bool(s.reservation.is_some());
-    e.u64(s.reservation.unwrap_or(0));
-    e.u64(s.irq_lines);
-}
-
-fn decode_hart(d: &mut Dec) -> Result<HartState, SnapshotError> {
-    let mut s = HartState::default();
-    for r in s.x.iter_mut().chain(s.f.iter_mut()) {
-        *r = d.u64()?;
-    }
-    s.pc = d.u64()?;
-    s.prv = d.u8()?;
-    s.csr = decode_csrs(d)?;
-    s.fflags = d.u8()?;
-    s.frm = d.u8()?;
-    s.icount = d.u64()?;
-    s.hartid = d.u64()?;
-    s.wfi = d.bool()?;
-    let has_reservation = d.bool()?;
-    let reservation = d.u64()?;
-    s.reservation = has_reservation.then_some(reservation);
-    s.irq_lines = d.u64()?;
-    Ok(s)
-}
-
-fn encode_clint(e: &mut Enc, s: &ClintState) {
-    e.len(s.msip.len());
-    s.msip.iter().for_each(|&b| e.bool(b));
-    e.len(s.mtimecmp.len());
-    s.mtimecmp.iter().for_each(|&v| e.u64(v));
-    e.u64(s.mtime_offset);
-}
-
-fn decode_clint(d: &mut Dec) -> Result<ClintState, SnapshotError> {
-    let n = d.count(1)?;
-    let msip = (0..n).map(|_| d.bool()).collect::<Result<_, _>>()?;
-    let n = d.count(8)?;
-    let mtimecmp = (0..n).map(|_| d.u64()).collect::<Result<_, _>>()?;
-    Ok(ClintState {
-        msip,
-        mtimecmp,
-        mtime_offset: d.u64()?,
-    })
-}
-
-fn encode_plic(e: &mut Enc, s: &PlicState) {
-    e.u32s(&s.priority);
-    e.u32s(&s.level);
-    e.u32s(&s.pending);
-    e.u32s(&s.claimed);
-    e.len(s.enable.len());
-    s.enable.iter().for_each(|v| e.u32s(v));
-    e.u32s(&s.threshold);
-}
-
-fn decode_plic(d: &mut Dec) -> Result<PlicState, SnapshotError> {
-    let priority = d.u32s()?;
-    let level = d.u32s()?;
-    let pending = d.u32s()?;
-    let claimed = d.u32s()?;
-    let n = d.count(4)?;
-    let enable = (0..n).map(|_| d.u32s()).collect::<Result<_, _>>()?;
-    Ok(PlicState {
-        priority,
-        level,
-        pending,
-        claimed,
-        enable,
-        threshold: d.u32s()?,
-    })
-}
-
-fn encode_uart(e: &mut Enc, s: &UartState) {
-    e.bytes(&s.line);
-    e.bytes(&s.rx);
-    s.regs.iter().for_each(|&r| e.u8(r));
-    e.bool(s.fifo_enabled);
-    e.bool(s.overrun);
-    e.bool(s.thre_pending);
-}
-
-fn decode_uart(d: &mut Dec) -> Result<UartState, SnapshotError> {
-    Ok(UartState {
-        line: d.bytes()?,
-        rx: d.bytes()?,
-        regs: d.arr()?,
-        fifo_enabled: d.bool()?,
-        overrun: d.bool()?,
-        thre_pending: d.bool()?,
-    })
-}
-
-fn encode_power(e: &mut Enc, s: Option<PowerEvent>) {
-    match s {
-        None => e.u8(0),
-        Some(PowerEvent::PowerOff) => e.u8(1),
-        Some(PowerEvent::Fail(code)) => {
-            e.u8(2);
-            e.u16(code);
-        }
-        Some(PowerEvent::Reset) => e.u8(3),
-    }
-}
-
-fn decode_power(d: &mut Dec) -> Result<Option<PowerEvent>, SnapshotError> {
-    Ok(match d.u8()? {
-        0 => None,
-        1 => Some(PowerEvent::PowerOff),
-        2 => Some(PowerEvent::Fail(d.u16()?)),
-        3 => Some(PowerEvent::Reset),
-        t => return Err(d.bad(format!("power event {t}"))),
-    })
-}
-
-fn encode_virtio(e: &mut Enc, s: &VirtioMmioState) {
-    e.u32(s.device_id);
-    e.u32(s.status);
-    e.u64(s.driver_features);
-    e.u32(s.device_features_sel);
-    e.u32(s.driver_features_sel);
-    e.u32(s.queue_sel);
-    e.u32(s.interrupt_status);
-    e.u32(s.config_generation);
-    e.u32(s.pending_notify);
-    e.len(s.queues.len());
-    for q in &s.queues {
-        e.u16(q.size);
-        e.bool(q.ready);
-        e.u64(q.desc_addr);
-        e.u64(q.avail_addr);
-        e.u64(q.used_addr);
-        e.u16(q.next_avail);
-        e.u16(q.next_used);
-    }
-    e.bytes(&s.device);
-}
-
-fn decode_virtio(d: &mut Dec) -> Result<VirtioMmioState, SnapshotError> {
-    let mut s = VirtioMmioState {
-        device_id: d.u32()?,
-        status: d.u32()?,
-        driver_features: d.u64()?,
-        device_features_sel: d.u32()?,
-        driver_features_sel: d.u32()?,
-        queue_sel: d.u32()?,
-        interrupt_status: d.u32()?,
-        config_generation: d.u32()?,
-        pending_notify: d.u32()?,
-        queues: Vec::new(),
-        device: Vec::new(),
-    };
-    let n = d.count(31)?;
-    for _ in 0..n {
-        s.queues.push(crate::virtio::VirtqState {
-            size: d.u16()?,
-            ready: d.bool()?,
-            desc_addr: d.u64()?,
-            avail_addr: d.u64()?,
-            used_addr: d.u64()?,
-            next_avail: d.u16()?,
-            next_used: d.u16()?,
-        });
-    }
-    s.device = d.bytes()?;
-    Ok(s)
-}
-
 /// The CPU sections: machine icount and harts.
 pub(crate) fn encode_cpu(e: &mut Enc, m: &Machine) {
     let (_, harts, _, icount) = m.parts();
@@ -694,17 +339,19 @@ pub(crate) fn encode_cpu(e: &mut Enc, m: &Machine) {
     });
     e.section(tag::HARTS, |e| {
         e.len(harts.len());
-        harts.iter().for_each(|h| encode_hart(e, &h.save()));
+        harts
+            .iter()
+            .for_each(|h| hartstate::encode_hart(e, &h.save()));
     });
 }
 
 /// The device sections: CLINT, PLIC, UART, test device, virtio slots.
 pub(crate) fn encode_devices(e: &mut Enc, m: &Machine) {
     let (_, _, board, _) = m.parts();
-    e.section(tag::CLINT, |e| encode_clint(e, &board.clint.save()));
-    e.section(tag::PLIC, |e| encode_plic(e, &board.plic.save()));
-    e.section(tag::UART, |e| encode_uart(e, &board.uart.save()));
-    e.section(tag::TEST, |e| encode_power(e, board.test.save()));
+    e.section(tag::CLINT, |e| board.clint.save().encode(e));
+    e.section(tag::PLIC, |e| board.plic.save().encode(e));
+    e.section(tag::UART, |e| board.uart.save().encode(e));
+    e.section(tag::TEST, |e| syscon::encode(e, board.test.save()));
     e.section(tag::VIRTIO, |e| {
         e.len(board.slots.len());
         for s in &board.slots {
@@ -712,7 +359,7 @@ pub(crate) fn encode_devices(e: &mut Enc, m: &Machine) {
                 Slot::Empty => e.u8(0),
                 Slot::Device(d) => {
                     e.u8(1);
-                    encode_virtio(e, &d.save());
+                    d.save().encode(e);
                 }
             }
         }
@@ -888,7 +535,9 @@ fn decode_fingerprint(d: &mut Dec) -> Result<Fingerprint, SnapshotError> {
         *s = d.u32()?;
     }
     if d.u64()? != fp.hash() {
-        return Err(d.bad("configuration fingerprint does not match the configuration"));
+        return Err(d
+            .bad("configuration fingerprint does not match the configuration")
+            .into());
     }
     Ok(fp)
 }
@@ -990,12 +639,14 @@ pub(crate) fn restore_payload_with(
     let (cur, window_end, last_ran) = (d.u64()?, d.u64()?, d.u64()?);
     let (base_icount, base_ticks, rate, added) = (d.u64()?, d.u64()?, d.u64()?, d.u64()?);
     let Some(rate) = clock::valid_rate(rate) else {
-        return Err(d.bad(format!("time rate {rate} is out of range")));
+        return Err(d.bad(format!("time rate {rate} is out of range")).into());
     };
     if base_icount > saved_icount {
-        return Err(d.bad(format!(
+        return Err(d
+            .bad(format!(
             "the clock's rate changed at icount {base_icount}, after the machine's {saved_icount}"
-        )));
+        ))
+            .into());
     }
     let saved_clock = clock::Clock {
         base_icount,
@@ -1004,9 +655,11 @@ pub(crate) fn restore_payload_with(
         added,
     };
     if cur >= nharts || last_ran >= nharts {
-        return Err(d.bad(format!(
-            "schedule names hart {cur} and {last_ran} of {nharts}"
-        )));
+        return Err(d
+            .bad(format!(
+                "schedule names hart {cur} and {last_ran} of {nharts}"
+            ))
+            .into());
     }
     d.end()?;
     // Both are below the hart count, a usize.
@@ -1016,13 +669,15 @@ pub(crate) fn restore_payload_with(
     let mut d = top.section(tag::HARTS, "harts")?;
     let n = d.count(1)?;
     if n != harts.len() {
-        return Err(d.bad(format!("{n} harts where {} exist", harts.len())));
+        return Err(d
+            .bad(format!("{n} harts where {} exist", harts.len()))
+            .into());
     }
     let mut new_harts = Vec::with_capacity(n);
     for h in 0..n {
-        let s = decode_hart(&mut d)?;
+        let s = hartstate::decode_hart(&mut d)?;
         if s.hartid != h as u64 {
-            return Err(d.bad(format!("hart {h} has mhartid {}", s.hartid)));
+            return Err(d.bad(format!("hart {h} has mhartid {}", s.hartid)).into());
         }
         new_harts
             .push(Hart::restore(&s).map_err(|source| SnapshotError::Hart { hart: h, source })?);
@@ -1030,32 +685,38 @@ pub(crate) fn restore_payload_with(
     d.end()?;
 
     let mut d = top.section(tag::CLINT, "CLINT")?;
-    board.clint.restore(&decode_clint(&mut d)?)?;
+    board.clint.restore(&ClintState::decode(&mut d)?)?;
     d.end()?;
     let mut d = top.section(tag::PLIC, "PLIC")?;
-    board.plic.restore(&decode_plic(&mut d)?)?;
+    board.plic.restore(&PlicState::decode(&mut d)?)?;
     d.end()?;
     let mut d = top.section(tag::UART, "UART")?;
-    board.uart.restore(&decode_uart(&mut d)?)?;
+    board.uart.restore(&UartState::decode(&mut d)?)?;
     d.end()?;
     let mut d = top.section(tag::TEST, "test device")?;
-    board.test.restore(&decode_power(&mut d)?);
+    board.test.restore(&syscon::decode(&mut d)?);
     d.end()?;
 
     let mut d = top.section(tag::VIRTIO, "virtio")?;
     let n = d.count(1)?;
     if n != board.slots.len() {
-        return Err(d.bad(format!("{n} slots where {} exist", board.slots.len())));
+        return Err(d
+            .bad(format!("{n} slots where {} exist", board.slots.len()))
+            .into());
     }
     for (slot, s) in board.slots.iter_mut().enumerate() {
         match (d.u8()?, s) {
             (0, Slot::Empty) => {}
             (1, Slot::Device(dev)) => {
-                let st = decode_virtio(&mut d)?;
+                let st = VirtioMmioState::decode(&mut d)?;
                 dev.restore(&st)
                     .map_err(|source| SnapshotError::Virtio { slot, source })?;
             }
-            (t, _) => return Err(d.bad(format!("slot {slot}: tag {t} does not fit the slot"))),
+            (t, _) => {
+                return Err(d
+                    .bad(format!("slot {slot}: tag {t} does not fit the slot"))
+                    .into())
+            }
         }
     }
     d.end()?;
@@ -1080,7 +741,9 @@ fn restore_full_ram(ram: &mut rv64::Ram, top: &mut Dec) -> Result<(), SnapshotEr
     let mut d = top.section(tag::RAM, "RAM")?;
     let pages = d.u64()?;
     if pages != ram.pages() as u64 {
-        return Err(d.bad(format!("{pages} pages where {} exist", ram.pages())));
+        return Err(d
+            .bad(format!("{pages} pages where {} exist", ram.pages()))
+            .into());
     }
     let bitmap = d.take(ram.pages().div_ceil(8))?;
     let present = bitmap
@@ -1088,10 +751,12 @@ fn restore_full_ram(ram: &mut rv64::Ram, top: &mut Dec) -> Result<(), SnapshotEr
         .map(|b| b.count_ones() as usize)
         .sum::<usize>();
     if present > ram.pages() || d.buf.len() != present * PAGE {
-        return Err(d.bad(format!(
-            "{} bytes of page data for {present} pages",
-            d.buf.len()
-        )));
+        return Err(d
+            .bad(format!(
+                "{} bytes of page data for {present} pages",
+                d.buf.len()
+            ))
+            .into());
     }
     let zero = [0u8; PAGE];
     let base = ram.base();
@@ -1110,10 +775,10 @@ fn restore_full_ram(ram: &mut rv64::Ram, top: &mut Dec) -> Result<(), SnapshotEr
             Some(())
         };
         if ok.is_none() {
-            return Err(d.bad(format!("page {i} lies outside RAM")));
+            return Err(d.bad(format!("page {i} lies outside RAM")).into());
         }
     }
-    d.end()
+    Ok(d.end()?)
 }
 
 #[cfg(test)]

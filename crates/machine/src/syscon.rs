@@ -71,6 +71,9 @@ impl TestDevice {
     }
 }
 
+pub(crate) mod persist;
+pub use persist::TestDeviceState;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -107,8 +107,8 @@ impl Uart {
         }
     }
 
-    pub(crate) fn state(&self) -> crate::persist::UartState {
-        crate::persist::UartState {
+    pub(crate) fn state(&self) -> UartState {
+        UartState {
             line: self.line.iter().copied().collect(),
             rx: self.rx.iter().copied().collect(),
             regs: [self.ier, self.lcr, self.mcr, self.scr, self.dll, self.dlm],
@@ -119,7 +119,7 @@ impl Uart {
     }
 
     /// Takes a state the caller checked.
-    pub(crate) fn set_state(&mut self, s: &crate::persist::UartState) {
+    pub(crate) fn set_state(&mut self, s: &UartState) {
         self.line = s.line.iter().copied().collect();
         self.rx = s.rx.iter().copied().collect();
         [self.ier, self.lcr, self.mcr, self.scr, self.dll, self.dlm] = s.regs;
@@ -297,6 +297,9 @@ impl Uart {
         true
     }
 }
+
+mod persist;
+pub use persist::UartState;
 
 #[cfg(test)]
 mod tests {

@@ -22,7 +22,8 @@ pub enum DecodeError {
         /// The first bytes found (up to 8).
         found: Vec<u8>,
     },
-    /// log format version {version} is not supported: this build reads version 5 (...)
+    /// log format version {version} is not supported: this build reads version
+    /// [`FORMAT_VERSION`] (why, for the versions it knows)
     #[error("log format version {version} is not supported: this build reads version {FORMAT_VERSION} ({})", unsupported_why(*version))]
     UnsupportedVersion {
         /// The version in the header.

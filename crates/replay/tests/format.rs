@@ -86,3 +86,39 @@ fn worked_example_matches_the_document() {
     }
     assert_eq!(n, 5);
 }
+
+/// The document itself, so that it cannot drift from the code.
+const DOC: &str = include_str!("../../../docs/log-format.md");
+
+#[test]
+fn the_document_holds_the_example_and_states_the_code_s_version() {
+    assert!(
+        DOC.contains(EXAMPLE),
+        "docs/log-format.md does not hold the example dump this build writes:\n{EXAMPLE}"
+    );
+    let v = replay::FORMAT_VERSION;
+    for needle in [
+        format!("# The input log format (version {v})"),
+        format!("| 0x08 | `{:02x} {:02x}` | version {v} |", v as u8, v >> 8),
+        format!("this build reads version {v}"),
+    ] {
+        assert!(
+            DOC.contains(&needle),
+            "docs/log-format.md should say {needle:?}"
+        );
+    }
+    // The versions table ends with this one.
+    let last = DOC
+        .lines()
+        .skip_while(|l| !l.starts_with("## Versions"))
+        .filter(|l| l.starts_with("| ") && l[2..].starts_with(|c: char| c.is_ascii_digit()))
+        .last()
+        .expect("a versions table");
+    assert!(last.starts_with(&format!("| {v} |")), "{last}");
+    // The module documentation of the entry kinds names the same version.
+    let entry = include_str!("../src/entry.rs");
+    assert!(
+        entry.contains(&format!("version {v}: ")),
+        "src/entry.rs should say what version {v} changed"
+    );
+}

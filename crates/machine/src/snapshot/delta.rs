@@ -7,7 +7,11 @@
 //! [`Machine::snapshot_delta`] carries that id and its generation (1, 2, ...);
 //! [`Machine::apply_delta`] accepts only the next generation of the chain the machine stands on.
 //!
-//! # File format (version 1)
+//! # File format (version 3)
+//!
+//! `docs/snapshot-format.md` gives every field and a worked example byte for byte (checked by
+//! `tests/snapshot_format.rs`, which also checks that the version stated here is
+//! [`DELTA_VERSION`]).
 //!
 //! | field | size |
 //! |---|---|
@@ -180,22 +184,24 @@ fn restore_pages(ram: &mut rv64::Ram, top: &mut Dec) -> Result<(), SnapshotError
     let n = d.u64()?;
     let each = 8 + PAGE as u64;
     if n.checked_mul(each) != Some(d.buf.len() as u64) {
-        return Err(d.bad(format!("{} bytes for {n} pages", d.buf.len())));
+        return Err(d.bad(format!("{} bytes for {n} pages", d.buf.len())).into());
     }
     let base = ram.base();
     let mut last = None;
     for _ in 0..n {
         let i = d.u64()?;
         if i >= ram.pages() as u64 || last.is_some_and(|l| i <= l) {
-            return Err(d.bad(format!("page {i} out of range or out of order")));
+            return Err(d
+                .bad(format!("page {i} out of range or out of order"))
+                .into());
         }
         last = Some(i);
         let data = d.take(PAGE)?;
         if ram.write(base + i * PAGE_SIZE, data).is_none() {
-            return Err(d.bad(format!("page {i} lies outside RAM")));
+            return Err(d.bad(format!("page {i} lies outside RAM")).into());
         }
     }
-    d.end()
+    Ok(d.end()?)
 }
 
 /// Checks magic, version, length, checksum and fingerprint of a delta; returns its

@@ -35,7 +35,7 @@ use super::{
     read_config_bytes, CompleteError, QueueError, VirtioDevice, VirtioError, VirtioMmio, Virtq,
     VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1, VIRTIO_ID_BLOCK,
 };
-use crate::snapshot::{Dec, Enc, SnapshotError};
+use crate::codec::{CodecError, Dec, Enc};
 use rv64::Ram;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -551,7 +551,7 @@ fn decode_state(b: &[u8]) -> Result<(u64, Vec<InFlight>), String> {
     decode_requests(&mut d).map_err(|e| e.to_string())
 }
 
-fn decode_requests(d: &mut Dec) -> Result<(u64, Vec<InFlight>), SnapshotError> {
+fn decode_requests(d: &mut Dec) -> Result<(u64, Vec<InFlight>), CodecError> {
     let v = d.u8()?;
     if v != STATE_VERSION {
         return Err(d.bad(format!("table version {v}, expected {STATE_VERSION}")));

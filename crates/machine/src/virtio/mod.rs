@@ -39,6 +39,7 @@ pub mod block;
 pub mod console;
 pub mod mmio;
 pub mod net;
+mod persist;
 pub mod queue;
 pub mod rng;
 

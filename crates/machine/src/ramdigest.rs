@@ -1,6 +1,7 @@
 //! The incremental RAM digest: one XXH3-64 per 4 KiB page, kept between digests, and the RAM
-//! part of a [`StateDigest`](super::StateDigest) = XXH3-64 of the array of page hashes (each a
-//! u64 LE, in page order).
+//! part of a [`StateDigest`](crate::snapshot::StateDigest) = XXH3-64 of the array of page
+//! hashes (each a u64 LE, in page order). Apart from the snapshot module because the machine
+//! keeps one (and the snapshot module uses the machine).
 //!
 //! Why: hashing all of RAM at every digest costs one read of it (about 20 ms for 256 MiB, 80 ms
 //! for 1 GiB), every 100 M instructions of a recording and of every replay. Only pages written
