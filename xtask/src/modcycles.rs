@@ -23,7 +23,6 @@ type Graph = BTreeMap<String, BTreeSet<String>>;
 const KNOWN: &[(&str, &[&str])] = &[
     ("ft", &["console", "metrics"]),
     ("ft", &["clone", "live", "primary"]),
-    ("ftvm", &["ft_cmd", "pair", "run"]),
     ("rv64", &["csr", "hart", "mmu"]),
 ];
 
