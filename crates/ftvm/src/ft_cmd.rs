@@ -1,14 +1,14 @@
-//! `ftvm primary`, `ftvm backup`, `ftvm pair`, `ftvm status`, `ftvm console`, `ftvm control`:
-//! the fault-tolerant pair from the command line (see `crates/ft`).
+//! `ftvm status`, `ftvm console`, `ftvm control`, `ftvm migrate`: talking to the running
+//! processes of a fault-tolerant pair (see `crates/ft`), and the flags the pair's commands share
+//! (`PairArgs`, `NetArgs`). The processes themselves are started by `ftvm primary` and `ftvm
+//! backup` (module `roles`) and `ftvm pair` (module `pair`). This module uses neither, so the
+//! commands that start VMs can use it without a cycle.
 //!
 //! Exit codes: 0 when the guest or an operator powered the VM off, 2 on errors of input or
 //! setup, 3 when this side stopped itself (it lost the arbiter, or the arbiter was unreachable).
 
-use crate::run::VmArgs;
 use anyhow::{bail, Context};
-use ft::backup::BackupConfig;
 use ft::console::client::ConsoleClient;
-use ft::primary::PrimaryConfig;
 use ft::{HeartbeatConfig, Key, PairConfig};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -131,102 +131,6 @@ impl NetArgs {
     }
 }
 
-/// Options of `ftvm primary`.
-#[derive(clap::Args, Debug)]
-pub struct PrimaryArgs {
-    /// The machine.
-    #[command(flatten)]
-    pub vm: VmArgs,
-    /// The network card.
-    #[command(flatten)]
-    pub net: NetArgs,
-    /// The pair.
-    #[command(flatten)]
-    pub pair: PairArgs,
-    /// The backup's channel address (its --listen).
-    #[arg(long, value_name = "HOST:PORT")]
-    pub peer: String,
-    /// Where console clients and `ftvm status` reach this side.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7101")]
-    pub console: String,
-    /// How long to keep trying to reach the backup at start, in seconds.
-    #[arg(long, value_name = "S", default_value_t = 30)]
-    pub connect_timeout: u64,
-    /// Serve Prometheus metrics (the figures of `ftvm status`) at http://HOST:PORT/metrics.
-    #[arg(long, value_name = "HOST:PORT")]
-    pub metrics: Option<String>,
-}
-
-/// Options of `ftvm backup`.
-#[derive(clap::Args, Debug)]
-pub struct BackupArgs {
-    /// The machine (its shape and state come from the primary; disks are the host's own).
-    #[command(flatten)]
-    pub vm: VmArgs,
-    /// The network card.
-    #[command(flatten)]
-    pub net: NetArgs,
-    /// The pair.
-    #[command(flatten)]
-    pub pair: PairArgs,
-    /// Where the primary connects (TCP) and heartbeats arrive (UDP, same port).
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7100")]
-    pub listen: String,
-    /// Where console clients and `ftvm status` reach this side (console once live).
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7102")]
-    pub console: String,
-    /// Serve Prometheus metrics (the figures of `ftvm status`) at http://HOST:PORT/metrics.
-    #[arg(long, value_name = "HOST:PORT")]
-    pub metrics: Option<String>,
-}
-
-/// Options of `ftvm pair`.
-#[derive(clap::Args, Debug)]
-pub struct PairCmdArgs {
-    /// The machine.
-    #[command(flatten)]
-    pub vm: VmArgs,
-    /// The network card.
-    #[command(flatten)]
-    pub net: NetArgs,
-    /// The pair.
-    #[command(flatten)]
-    pub pair: PairArgs,
-    /// The backup's channel address.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7100")]
-    pub channel: String,
-    /// The primary's console endpoint.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7101")]
-    pub primary_console: String,
-    /// The backup's console endpoint.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7102")]
-    pub backup_console: String,
-    /// Run the demo: start a counter service in the guest, drive it with a client, kill the
-    /// primary (SIGKILL) after this many increments, and check that the client sees 1, 2, 3,
-    /// ... with none repeated or skipped through the failover.
-    #[arg(long, value_name = "N")]
-    pub demo: Option<u64>,
-    /// Start passt (unprivileged user-mode networking) for the guest's card, forwarding this
-    /// host's 127.0.0.1:PORT to the guest's port 7000 and PORT+1 to its port 80; with --demo,
-    /// the counter is then driven over one TCP connection through passt instead of the
-    /// console, and the guest's web server (busybox httpd) is asked before and after the
-    /// failover.
-    #[arg(long, value_name = "PORT")]
-    pub passt: Option<u16>,
-    /// Increments in the demo (after the kill as many again).
-    #[arg(long, value_name = "N", default_value_t = 200)]
-    pub demo_total: u64,
-    /// Kills in the demo: the primary is SIGKILLed after every --demo N increments, this many
-    /// times; after each failover the pair protects the new primary again by itself (a new
-    /// backup from a snapshot of the running guest).
-    #[arg(long, value_name = "K", default_value_t = 1)]
-    pub demo_kills: u32,
-    /// A shell command the demo starts in the guest's background first (a load for the
-    /// guest to carry through the failovers and re-protections, e.g. `cpubench 1000`).
-    #[arg(long, value_name = "CMD")]
-    pub demo_load: Option<String>,
-}
-
 /// Options of `ftvm status`, `ftvm console`.
 #[derive(clap::Args, Debug)]
 pub struct EndpointArgs {
@@ -268,14 +172,14 @@ pub struct MigrateArgs {
     pub to: Option<String>,
 }
 
-fn addr(s: &str, what: &str) -> anyhow::Result<SocketAddr> {
+pub(crate) fn addr(s: &str, what: &str) -> anyhow::Result<SocketAddr> {
     s.to_socket_addrs()
         .with_context(|| format!("{what} {s:?} is not HOST:PORT"))?
         .next()
         .with_context(|| format!("{what} {s:?} resolves to no address"))
 }
 
-fn pair_config(p: &PairArgs, me: String) -> anyhow::Result<PairConfig> {
+pub(crate) fn pair_config(p: &PairArgs, me: String) -> anyhow::Result<PairConfig> {
     let key_file = p
         .key_file
         .as_ref()
@@ -303,11 +207,11 @@ fn pair_config(p: &PairArgs, me: String) -> anyhow::Result<PairConfig> {
     })
 }
 
-fn metrics_addr(m: &Option<String>) -> anyhow::Result<Option<SocketAddr>> {
+pub(crate) fn metrics_addr(m: &Option<String>) -> anyhow::Result<Option<SocketAddr>> {
     m.as_deref().map(|m| addr(m, "--metrics")).transpose()
 }
 
-fn exit(what: &str, r: anyhow::Result<i32>) -> i32 {
+pub(crate) fn exit(what: &str, r: anyhow::Result<i32>) -> i32 {
     match r {
         Ok(c) => c,
         Err(e) => {
@@ -325,48 +229,6 @@ fn exit(what: &str, r: anyhow::Result<i32>) -> i32 {
             2
         }
     }
-}
-
-/// `ftvm primary`.
-pub fn primary(a: PrimaryArgs) -> i32 {
-    exit(
-        "primary",
-        (|| {
-            a.pair.init_logging();
-            let console = addr(&a.console, "--console")?;
-            let pc = PrimaryConfig {
-                backup: addr(&a.peer, "--peer")?,
-                console,
-                connect_for: Duration::from_secs(a.connect_timeout),
-                netdev: a.net.netdev.clone(),
-                disk_reads_own: a.pair.disk_reads_own()?,
-            };
-            let mut cfg = pair_config(&a.pair, format!("primary@{console}"))?;
-            cfg.metrics = metrics_addr(&a.metrics)?;
-            let mut mcfg = a.vm.config();
-            a.net.apply(&mut mcfg);
-            Ok(ft::primary::run(&mcfg, &pc, cfg)?)
-        })(),
-    )
-}
-
-/// `ftvm backup`.
-pub fn backup(a: BackupArgs) -> i32 {
-    exit(
-        "backup",
-        (|| {
-            a.pair.init_logging();
-            let bc = BackupConfig {
-                listen: addr(&a.listen, "--listen")?,
-                console: addr(&a.console, "--console")?,
-                netdev: a.net.netdev.clone(),
-                disk_reads_own: a.pair.disk_reads_own()?,
-            };
-            let mut cfg = pair_config(&a.pair, format!("backup@{}", bc.console))?;
-            cfg.metrics = metrics_addr(&a.metrics)?;
-            Ok(ft::backup::run(&a.vm.config(), &bc, cfg)?)
-        })(),
-    )
 }
 
 fn endpoints(s: &str) -> anyhow::Result<Vec<SocketAddr>> {
@@ -583,9 +445,4 @@ pub fn stdin_pump() -> std::sync::mpsc::Receiver<Vec<u8>> {
         }
     });
     rx
-}
-
-/// `ftvm pair`.
-pub fn pair(a: PairCmdArgs) -> i32 {
-    exit("pair", crate::pair::run(a))
 }

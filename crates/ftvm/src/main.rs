@@ -7,6 +7,7 @@ mod ft_cmd;
 mod pair;
 #[path = "replay.rs"]
 mod replay_cmd;
+mod roles;
 mod run;
 mod run_elf;
 
@@ -69,13 +70,13 @@ enum Command {
     /// Replay a log written by `ftvm run --record`, printing the guest's console to stdout.
     Replay(replay_cmd::Args),
     /// Run the primary of a fault-tolerant pair: the guest, protected by a backup.
-    Primary(ft_cmd::PrimaryArgs),
+    Primary(roles::PrimaryArgs),
     /// Run the backup of a fault-tolerant pair: replays the primary's log, goes live when the
     /// primary is gone.
-    Backup(ft_cmd::BackupArgs),
+    Backup(roles::BackupArgs),
     /// Start a primary and its backup on this machine and attach to the guest's console
     /// (`--demo N`: the counter demo with a SIGKILL of the primary).
-    Pair(ft_cmd::PairCmdArgs),
+    Pair(pair::PairCmdArgs),
     /// Show the status of the pair's processes (role, protection, log positions, lag).
     /// (`--store SPEC`: of the whole cluster, VM by VM).
     Status(agent::StatusArgs),
@@ -112,9 +113,9 @@ fn main() {
         Command::RunElf(a) => run_elf::main(a),
         Command::Run(a) => run::main(a),
         Command::Replay(a) => replay_cmd::main(a),
-        Command::Primary(a) => ft_cmd::primary(a),
-        Command::Backup(a) => ft_cmd::backup(a),
-        Command::Pair(a) => ft_cmd::pair(a),
+        Command::Primary(a) => roles::primary(a),
+        Command::Backup(a) => roles::backup(a),
+        Command::Pair(a) => pair::main(a),
         Command::Status(a) => agent::status(a),
         Command::Agent(a) => agent::agent(a),
         Command::Vm(a) => agent::vm(a),

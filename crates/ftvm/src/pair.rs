@@ -4,7 +4,7 @@
 //! client that increments it, SIGKILL to the primary after N increments, and the check that
 //! the values the client receives are 1, 2, 3, ... with none repeated or skipped.
 
-use crate::ft_cmd::{PairArgs, PairCmdArgs};
+use crate::ft_cmd::{NetArgs, PairArgs};
 use crate::run::VmArgs;
 use anyhow::{bail, Context};
 use cluster::policy::{self, PairAction, PairView, Probe};
@@ -12,6 +12,58 @@ use ft::console::client::ConsoleClient;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
+
+/// Options of `ftvm pair`.
+#[derive(clap::Args, Debug)]
+pub struct PairCmdArgs {
+    /// The machine.
+    #[command(flatten)]
+    pub vm: VmArgs,
+    /// The network card.
+    #[command(flatten)]
+    pub net: NetArgs,
+    /// The pair.
+    #[command(flatten)]
+    pub pair: PairArgs,
+    /// The backup's channel address.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7100")]
+    pub channel: String,
+    /// The primary's console endpoint.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7101")]
+    pub primary_console: String,
+    /// The backup's console endpoint.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7102")]
+    pub backup_console: String,
+    /// Run the demo: start a counter service in the guest, drive it with a client, kill the
+    /// primary (SIGKILL) after this many increments, and check that the client sees 1, 2, 3,
+    /// ... with none repeated or skipped through the failover.
+    #[arg(long, value_name = "N")]
+    pub demo: Option<u64>,
+    /// Start passt (unprivileged user-mode networking) for the guest's card, forwarding this
+    /// host's 127.0.0.1:PORT to the guest's port 7000 and PORT+1 to its port 80; with --demo,
+    /// the counter is then driven over one TCP connection through passt instead of the
+    /// console, and the guest's web server (busybox httpd) is asked before and after the
+    /// failover.
+    #[arg(long, value_name = "PORT")]
+    pub passt: Option<u16>,
+    /// Increments in the demo (after the kill as many again).
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub demo_total: u64,
+    /// Kills in the demo: the primary is SIGKILLed after every --demo N increments, this many
+    /// times; after each failover the pair protects the new primary again by itself (a new
+    /// backup from a snapshot of the running guest).
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub demo_kills: u32,
+    /// A shell command the demo starts in the guest's background first (a load for the
+    /// guest to carry through the failovers and re-protections, e.g. `cpubench 1000`).
+    #[arg(long, value_name = "CMD")]
+    pub demo_load: Option<String>,
+}
+
+/// `ftvm pair`.
+pub fn main(a: PairCmdArgs) -> i32 {
+    crate::ft_cmd::exit("pair", run(a))
+}
 
 fn vm_flags(v: &VmArgs) -> Vec<String> {
     let mut f = vec![
@@ -36,7 +88,7 @@ fn vm_flags(v: &VmArgs) -> Vec<String> {
     f
 }
 
-fn net_flags(n: &crate::ft_cmd::NetArgs) -> Vec<String> {
+fn net_flags(n: &NetArgs) -> Vec<String> {
     let mut f = Vec::new();
     use hostnet::{NetdevConfig, StreamAddr};
     if let Some(nd) = &n.netdev {
