@@ -190,6 +190,9 @@ impl Program {
         h.x[..32].copy_from_slice(&self.x);
         h.csr.mtvec = BASE;
         h.csr.stvec = BASE + 0x100;
+        // The FPU starts on (FS = Initial), so FP instructions run rather than trap; random
+        // mstatus writes turn it off and on again.
+        h.csr.mstatus |= 1 << crate::csr::mstatus::FS_SHIFT;
         (h, ram)
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Generated code keeps every guest register in the [`Hart`] (`rbx` points to it) and the
 //! dispatcher's [`Ctx`] in `r12`. Integer ALU operations, multiplies, branches and jumps are
-//! emitted inline; loads and stores inline their software-TLB hit path (the same TLB, the same
+//! emitted inline; loads and stores (FP ones included, when the FPU is on) inline their
+//! software-TLB hit path (the same TLB, the same
 //! hit condition and hence the same dirty-tracking behaviour as the interpreter's `load`/`store`)
 //! and otherwise call the step helper. Every other instruction (CSR, system, atomics, division,
 //! floating point) calls the step helper, which runs the interpreter's own `execute` on a copy of
@@ -15,6 +16,7 @@
 
 use super::x86::{reg::*, Alu, Asm, Cond, Label, Shift};
 use super::Ctx;
+use crate::csr::{mstatus, Csrs};
 use crate::decode::{decode, Insn, Op, FLOW_STOP};
 use crate::hart::Hart;
 use crate::mmu::{DataEntry, Tlb};
@@ -27,6 +29,15 @@ const _: () = assert!(std::mem::size_of::<DataEntry>() == 16);
 
 fn xoff(r: u8) -> i32 {
     (offset_of!(Hart, x) + 8 * r as usize) as i32
+}
+
+/// FP register `r` (raw bits; `r` is a 5-bit FP register number here).
+fn foff(r: u8) -> i32 {
+    (offset_of!(Hart, f) + 8 * (r & 31) as usize) as i32
+}
+
+fn mstatus_off() -> i32 {
+    (offset_of!(Hart, csr) + offset_of!(Csrs, mstatus)) as i32
 }
 
 fn pc_off() -> i32 {
@@ -232,8 +243,13 @@ pub(crate) fn translate(
                 asm.mul_wide(d.op == Mulh, RBX, xoff(rs2));
                 asm.store(RBX, xoff(rd), RDX);
             }
-            Lb | Lh | Lw | Ld | Lbu | Lhu | Lwu | Sb | Sh | Sw | Sd => {
+            Lb | Lh | Lw | Ld | Lbu | Lhu | Lwu | Sb | Sh | Sw | Sd | Fld | Flw | Fsd | Fsw => {
+                let fp = matches!(d.op, Fld | Flw | Fsd | Fsw);
                 let (size, signed, store) = match d.op {
+                    Fld => (8, false, false),
+                    Flw => (4, false, false),
+                    Fsd => (8, false, true),
+                    Fsw => (4, false, true),
                     Lb => (1, true, false),
                     Lh => (2, true, false),
                     Lw => (4, true, false),
@@ -259,6 +275,12 @@ pub(crate) fn translate(
                         (offset_of!(Hart, tlb) + offset_of!(Tlb, gen)) as i32,
                     )
                 };
+                if fp {
+                    // FP off (mstatus.FS = 0): the interpreter raises the illegal instruction.
+                    asm.load(RAX, RBX, mstatus_off());
+                    asm.alu_ri(true, Alu::And, RAX, mstatus::FS as i32);
+                    asm.jcc(Cond::E, slow);
+                }
                 // rsi = address; rax = tag; rcx = entry.
                 asm.load(RSI, RBX, xoff(rs1));
                 asm.add_imm(RSI, imm);
@@ -278,7 +300,21 @@ pub(crate) fn translate(
                     asm.jcc(Cond::A, slow);
                 }
                 asm.load(RCX, RCX, 8);
-                if store {
+                if fp && store {
+                    asm.load(RAX, RBX, foff(rs2));
+                    asm.store_indexed(size, RCX, RSI);
+                } else if fp {
+                    asm.load_indexed(size, false, RCX, RSI);
+                    if size == 4 {
+                        // NaN-boxed single.
+                        asm.mov_imm(RCX, 0xffff_ffff_0000_0000);
+                        asm.alu_rr(Alu::Or, RAX, RCX);
+                    }
+                    asm.store(RBX, foff(rd), RAX);
+                    asm.load(RCX, RBX, mstatus_off());
+                    asm.alu_ri(true, Alu::Or, RCX, mstatus::FS as i32);
+                    asm.store(RBX, mstatus_off(), RCX);
+                } else if store {
                     asm.load(RAX, RBX, xoff(rs2));
                     asm.store_indexed(size, RCX, RSI);
                 } else {
