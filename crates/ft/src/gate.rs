@@ -114,9 +114,16 @@ struct Inner {
 }
 
 impl Inner {
-    /// Sends one output to its host end.
+    /// Sends one output to its host end, counting a disk's refusal (the guest saw success).
     fn emit(&mut self, out: &Output) {
-        let r = match out {
+        if self.send(out).is_err() {
+            self.failures += 1;
+        }
+    }
+
+    /// Sends one output to its host end; a disk's error is the caller's to count or pass on.
+    fn send(&mut self, out: &Output) -> io::Result<()> {
+        match out {
             Output::Console(b) => {
                 (self.console)(b);
                 Ok(())
@@ -139,9 +146,6 @@ impl Inner {
                 Some(d) => d.flush(),
                 None => Err(io::Error::other("no such gated disk")),
             },
-        };
-        if r.is_err() {
-            self.failures += 1;
         }
     }
 
@@ -187,24 +191,7 @@ impl Inner {
         }
         if !self.holding {
             // Running alone: straight out, and the guest sees a disk's error.
-            return match &out {
-                Output::Write {
-                    drive,
-                    offset,
-                    data,
-                } => match self.disks.get_mut(*drive) {
-                    Some(d) => d.write_at(*offset, data),
-                    None => Err(io::Error::other("no such gated disk")),
-                },
-                Output::Flush { drive } => match self.disks.get_mut(*drive) {
-                    Some(d) => d.flush(),
-                    None => Err(io::Error::other("no such gated disk")),
-                },
-                o => {
-                    self.emit(o);
-                    Ok(())
-                }
-            };
+            return self.send(&out);
         }
         self.held_bytes += out.len();
         if let Output::Write { drive, .. } = &out {

@@ -139,3 +139,28 @@ impl<'a> Dec<'a> {
         }
     }
 }
+
+/// Test helper: `s` encodes and decodes back to itself with nothing left over, and every
+/// truncation of its encoding is an error, not a panic.
+#[cfg(test)]
+pub(crate) fn assert_round_trips<T: PartialEq + std::fmt::Debug>(
+    s: &T,
+    encode: impl Fn(&T, &mut Enc),
+    decode: impl Fn(&mut Dec) -> Result<T, CodecError>,
+) {
+    let mut e = Enc::default();
+    encode(s, &mut e);
+    let mut d = Dec {
+        buf: &e.0,
+        section: "test",
+    };
+    assert_eq!(&decode(&mut d).unwrap(), s);
+    assert!(d.buf.is_empty());
+    for n in 0..e.0.len() {
+        let mut d = Dec {
+            buf: &e.0[..n],
+            section: "test",
+        };
+        assert!(decode(&mut d).is_err(), "{n} bytes");
+    }
+}

@@ -105,7 +105,6 @@ impl PlicState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    type Decode = PlicState;
 
     fn sample() -> PlicState {
         let mut p = Plic::new(1);
@@ -136,22 +135,6 @@ mod tests {
 
     #[test]
     fn the_encoding_round_trips() {
-        let s = sample();
-        let mut e = Enc::default();
-        s.encode(&mut e);
-        let mut d = Dec {
-            buf: &e.0,
-            section: "test",
-        };
-        assert_eq!(Decode::decode(&mut d).unwrap(), s);
-        assert!(d.buf.is_empty());
-        // Every truncation is an error, not a panic.
-        for n in 0..e.0.len() {
-            let mut d = Dec {
-                buf: &e.0[..n],
-                section: "test",
-            };
-            assert!(<Decode>::decode(&mut d).is_err(), "{n} bytes");
-        }
+        crate::codec::assert_round_trips(&sample(), PlicState::encode, PlicState::decode);
     }
 }

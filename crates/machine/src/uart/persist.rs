@@ -77,7 +77,6 @@ impl UartState {
 mod tests {
     use super::*;
     use crate::uart::NullSerial;
-    type Decode = UartState;
 
     fn sample() -> UartState {
         let mut u = Uart::new(Box::new(NullSerial));
@@ -106,22 +105,6 @@ mod tests {
 
     #[test]
     fn the_encoding_round_trips() {
-        let s = sample();
-        let mut e = Enc::default();
-        s.encode(&mut e);
-        let mut d = Dec {
-            buf: &e.0,
-            section: "test",
-        };
-        assert_eq!(Decode::decode(&mut d).unwrap(), s);
-        assert!(d.buf.is_empty());
-        // Every truncation is an error, not a panic.
-        for n in 0..e.0.len() {
-            let mut d = Dec {
-                buf: &e.0[..n],
-                section: "test",
-            };
-            assert!(<Decode>::decode(&mut d).is_err(), "{n} bytes");
-        }
+        crate::codec::assert_round_trips(&sample(), UartState::encode, UartState::decode);
     }
 }
