@@ -118,7 +118,7 @@ pub fn main(a: Args) -> Result<()> {
                 log.display()
             );
             let started = Instant::now();
-            let ok = in_chroot(root, cmd, &log)?;
+            let ok = in_root(root, cmd, &log)?;
             let secs = started.elapsed().as_secs_f64();
             eprintln!(
                 "fresh-check: `{cmd}` {} after {secs:.0} s",
@@ -248,7 +248,7 @@ fn trust_local_cas(root: &Path) -> Result<()> {
 
 /// Runs `cmd` in the repository's clone inside `root` as a new user's root shell would, output
 /// to `log`. True if it exited 0.
-fn in_chroot(root: &Path, cmd: &str, log: &Path) -> Result<bool> {
+fn in_root(root: &Path, cmd: &str, log: &Path) -> Result<bool> {
     let script = format!(
         "set -e; export HOME=/root RUSTUP_HOME=/opt/rustup CARGO_HOME=/root/.cargo \
          PATH=/opt/cargo-bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
@@ -256,9 +256,26 @@ fn in_chroot(root: &Path, cmd: &str, log: &Path) -> Result<bool> {
     );
     let out = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let err = out.try_clone()?;
-    let st = Command::new("/usr/sbin/chroot")
+    // Not chroot(2): the kernel refuses a chrooted process a user namespace, which passt
+    // makes to sandbox itself (a real machine is not chrooted). A mount namespace whose root
+    // is the root filesystem (pivot_root) is what a booted machine looks like to a program.
+    fs::create_dir_all(root.join(".old-root"))?;
+    let st = Command::new("/usr/bin/unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--fork",
+            "--",
+            "/bin/sh",
+            "-c",
+        ])
+        .arg(
+            "mount --rbind \"$0\" \"$0\" && cd \"$0\" && pivot_root . .old-root && cd / && \
+             { umount -l /.old-root 2>/dev/null || true; } && exec /bin/bash -c \"$1\"",
+        )
         .arg(root)
-        .args(["/bin/bash", "-c", &script])
+        .arg(&script)
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("TERM", "dumb")
@@ -266,7 +283,7 @@ fn in_chroot(root: &Path, cmd: &str, log: &Path) -> Result<bool> {
         .stdout(out)
         .stderr(err)
         .status()
-        .context("running chroot")?;
+        .context("running unshare (util-linux)")?;
     Ok(st.success())
 }
 

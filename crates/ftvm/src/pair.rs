@@ -267,22 +267,41 @@ pub fn run(a: PairCmdArgs) -> anyhow::Result<i32> {
         let sock =
             std::env::temp_dir().join(format!("ftvm-pair-{}-passt.sock", std::process::id()));
         let _ = std::fs::remove_file(&sock);
+        // passt's own messages, for the error if it does not start.
+        let log = sock.with_extension("log");
         let child = Command::new("passt")
             .args(["-f", "-q", "-s"])
             .arg(&sock)
             .args(["-t", &format!("{port}:7000"), "-t", &format!("{http}:80")])
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(
+                std::fs::File::create(&log)
+                    .with_context(|| format!("creating {}", log.display()))?,
+            )
             .spawn()
             .context("cannot start passt (apt-get install passt)")?;
         kids.0.push(("passt".into(), child));
         let t0 = Instant::now();
         while !sock.exists() {
-            if t0.elapsed() > Duration::from_secs(10) {
-                bail!("passt did not create {}", sock.display());
+            let exited = kids
+                .0
+                .last_mut()
+                .and_then(|(_, c)| c.try_wait().ok().flatten());
+            if exited.is_some() || t0.elapsed() > Duration::from_secs(10) {
+                let said = std::fs::read_to_string(&log).unwrap_or_default();
+                bail!(
+                    "passt did not create {} ({}); passt said: {}",
+                    sock.display(),
+                    match exited {
+                        Some(st) => format!("it exited: {st}"),
+                        None => "in 10 s".into(),
+                    },
+                    said.trim()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        let _ = std::fs::remove_file(&log);
         a.net.netdev = Some(hostnet::NetdevConfig::Stream(hostnet::StreamAddr::Unix(
             sock,
         )));
