@@ -473,6 +473,101 @@ impl Progress {
     }
 }
 
+/// How the backup's replay ended.
+enum Ended {
+    /// The primary ended the log (or the guest powered off): the exit code.
+    Stopped(i32),
+    /// The primary is lost: why.
+    Lost(String),
+}
+
+/// The backup's part of the replay loop: the log comes from the receiver thread, the output
+/// goes to the console tail, the progress to the primary (with `--disk-reads own`), and the
+/// primary's silence ends it.
+struct Replay<'a> {
+    b: &'a mut Backup,
+    p: &'a mut Progress,
+    /// This host's disk images are open (non-shared disks, or `--disk-reads own`).
+    opened: bool,
+    last_status: Instant,
+}
+
+impl hostrun::Replaying for Replay<'_> {
+    type End = Ended;
+    type Error = FtError;
+
+    fn take_input(&mut self, timeout: Duration) -> Result<hostrun::Turn<Ended>, FtError> {
+        let (b, p) = (&mut *self.b, &mut *self.p);
+        let item = match b.rx.recv_timeout(timeout) {
+            Ok(i) => Some(i),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => {
+                return Ok(hostrun::Turn::End(Ended::Lost(
+                    "the log receiver stopped".to_string(),
+                )))
+            }
+        };
+        match item {
+            Some(Item::Header(h)) => {
+                // The disk images (non-shared) arrived before the log: open them now.
+                if b.cfg.non_shared && !self.opened {
+                    self.opened = true;
+                    p.local_disks = Some(machine::machine::open_disks(&b.mcfg)?);
+                }
+                // --disk-reads own: the shared images, read where the log has digests.
+                if b.own_reads.is_some() && !self.opened {
+                    self.opened = true;
+                    // Opened read-only: this side never writes through them.
+                    let mut ro = b.mcfg.clone();
+                    ro.drives.iter_mut().for_each(|d| d.readonly = true);
+                    p.read_disks = Some(machine::machine::open_disks(&ro)?);
+                }
+                p.prologue = Some(Prologue::new(&h))
+            }
+            Some(Item::Log(entries, horizon, released)) => p.apply(entries, horizon, released)?,
+            Some(Item::Console(in_taken, out_base, tail)) => {
+                p.console_at(in_taken, out_base, &tail)
+            }
+            Some(Item::LiveCopy(id, ram)) => p.live_copy = Some((id, ram)),
+            Some(Item::Gone(why)) => return Ok(hostrun::Turn::End(Ended::Lost(why))),
+            None => {}
+        }
+        if p.ended {
+            return Ok(hostrun::Turn::End(Ended::Stopped(b.stop_with_primary(p))));
+        }
+        Ok(hostrun::Turn::Go)
+    }
+
+    fn replayer(&mut self) -> Option<(&mut Replayer, u64)> {
+        // As far as the primary has announced.
+        let horizon = self.p.horizon;
+        self.p.rp.as_mut().map(|rp| (rp, horizon))
+    }
+
+    fn after_slice(&mut self) -> Result<hostrun::Turn<Ended>, FtError> {
+        let (b, p) = (&mut *self.b, &mut *self.p);
+        if let Some(rp) = &p.rp {
+            p.tail.push(&p.out.take());
+            let before = b.st.replayed.swap(rp.icount(), Ordering::Relaxed);
+            // --disk-reads own: the primary's held writes wait for this.
+            if let (Some(w), true) = (&b.own_reads, rp.icount() > before) {
+                let _ = send_ack(w, &b.st);
+            }
+        }
+        if b.live.silence() > b.cfg.heartbeat.timeout {
+            return Ok(hostrun::Turn::End(Ended::Lost(format!(
+                "nothing heard from the primary for {:?}",
+                b.live.silence()
+            ))));
+        }
+        if self.last_status.elapsed() >= Duration::from_millis(200) {
+            self.last_status = Instant::now();
+            b.update_status(p);
+        }
+        Ok(hostrun::Turn::Go)
+    }
+}
+
 impl Backup {
     fn run(mut self) -> Result<i32, FtError> {
         let mut p = Progress {
@@ -487,71 +582,18 @@ impl Backup {
             read_disks: None,
             live_copy: None,
         };
-        let mut opened = false;
-        let mut last_status = Instant::now();
-        let lost_why = loop {
-            let item = match self.rx.recv_timeout(Duration::from_millis(5)) {
-                Ok(i) => Some(i),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => {
-                    break "the log receiver stopped".to_string()
-                }
-            };
-            match item {
-                Some(Item::Header(h)) => {
-                    // The disk images (non-shared) arrived before the log: open them now.
-                    if self.cfg.non_shared && !opened {
-                        opened = true;
-                        p.local_disks = Some(machine::machine::open_disks(&self.mcfg)?);
-                    }
-                    // --disk-reads own: the shared images, read where the log has digests.
-                    if self.own_reads.is_some() && !opened {
-                        opened = true;
-                        // Opened read-only: this side never writes through them.
-                        let mut ro = self.mcfg.clone();
-                        ro.drives.iter_mut().for_each(|d| d.readonly = true);
-                        p.read_disks = Some(machine::machine::open_disks(&ro)?);
-                    }
-                    p.prologue = Some(Prologue::new(&h))
-                }
-                Some(Item::Log(entries, horizon, released)) => {
-                    p.apply(entries, horizon, released)?
-                }
-                Some(Item::Console(in_taken, out_base, tail)) => {
-                    p.console_at(in_taken, out_base, &tail)
-                }
-                Some(Item::LiveCopy(id, ram)) => p.live_copy = Some((id, ram)),
-                Some(Item::Gone(why)) => break why,
-                None => {}
-            }
-            if p.ended {
-                let code = self.stop_with_primary(&p);
-                return Ok(code);
-            }
-            // Replay as far as the primary has announced, a slice at a time so that new log
-            // is taken in between.
-            if let Some(rp) = &mut p.rp {
-                let target = p.horizon.min(rp.icount().saturating_add(rr::SLICE));
-                rp.run_to(target)?;
-                p.tail.push(&p.out.take());
-                let before = self.st.replayed.swap(rp.icount(), Ordering::Relaxed);
-                // --disk-reads own: the primary's held writes wait for this.
-                if let (Some(w), true) = (&self.own_reads, rp.icount() > before) {
-                    let _ = send_ack(w, &self.st);
-                }
-            }
-            if self.live.silence() > self.cfg.heartbeat.timeout {
-                break format!(
-                    "nothing heard from the primary for {:?}",
-                    self.live.silence()
-                );
-            }
-            if last_status.elapsed() >= Duration::from_millis(200) {
-                last_status = Instant::now();
-                self.update_status(&p);
-            }
-        };
-        self.failover(p, lost_why)
+        // The replay loop is the host runner's ([`hostrun::replay`]); what is the backup's
+        // own is in [`Replay`].
+        let end = hostrun::replay(&mut Replay {
+            b: &mut self,
+            p: &mut p,
+            opened: false,
+            last_status: Instant::now(),
+        })?;
+        match end {
+            Ended::Stopped(code) => Ok(code),
+            Ended::Lost(why) => self.failover(p, why),
+        }
     }
 
     fn update_status(&mut self, p: &Progress) {

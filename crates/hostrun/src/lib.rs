@@ -22,6 +22,14 @@
 //! role: it calls these steps in its loop and gives [`Runner::idle`] its way of waiting
 //! ([`Role`]). Whether the run is recorded is a value passed in (`Option<&mut Recorder>`), so
 //! a recorder's calls are always paired with the machine's calls in the same place.
+//!
+//! A machine replayed from a log that is still arriving (an FT backup) has a loop of its own
+//! shape — no time sync, no completions, no idling: the log decides all of that — written
+//! once in [`replaying`] ([`replay`], over a [`Replaying`] role).
+
+pub mod replaying;
+
+pub use replaying::{replay, Replaying, Turn, REPLAY_TURN};
 
 use machine::{Machine, Stop};
 use rr::{Recorder, TimeSync};
