@@ -142,6 +142,16 @@ pub enum ArbiterError {
     )]
     InsideAsyncRuntime,
 
+    /// The arbiter does not answer (the in-memory arbiter set unreachable by a test).
+    #[error(
+        "the arbiter {arbiter} does not answer: the claim's outcome is unknown, so do not go \
+         live — retrying is safe once it answers again"
+    )]
+    Unavailable {
+        /// Which arbiter.
+        arbiter: String,
+    },
+
     /// The etcd client's own runtime could not be started.
     #[error("could not start the etcd client's runtime thread: {0}")]
     Runtime(#[source] std::io::Error),

@@ -12,6 +12,8 @@
 //!   both hosts share — one machine, or NFS.
 //! - [`EtcdArbiter`] (`etcd:URL[,URL...]`): a compare-and-swap transaction in etcd, for several
 //!   machines.
+//! - [`MemArbiter`]: the same rules in memory, for tests of the pair (it can be made unreachable
+//!   and can hold a claimant back, so a test decides who asks first).
 //!
 //! What this crate never does: it never decides *whether* to fail over (the caller has already
 //! decided and only asks who may), never stops a VM itself (the loser's caller does), never
@@ -22,11 +24,13 @@
 mod error;
 mod etcd;
 mod file;
+mod mem;
 mod name;
 
 pub use error::ArbiterError;
 pub use etcd::{EtcdArbiter, DEFAULT_ETCD_TIMEOUT, DEFAULT_LEASE_TTL};
 pub use file::FileArbiter;
+pub use mem::MemArbiter;
 pub use name::{validate_claimant, validate_vm_name, MAX_CLAIMANT_LEN, MAX_VM_NAME_LEN};
 
 /// The default file arbiter directory on one machine.

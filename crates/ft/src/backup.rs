@@ -8,7 +8,8 @@ use crate::console::{Endpoint, OutputTail};
 use crate::heartbeat::{self, Liveness};
 use crate::live::LiveVm;
 use crate::status::{Role, Status};
-use crate::wire::{self, Msg, MsgReader, MsgWriter};
+use crate::transport::{Channel, Hangup, RecvMsg, SendMsg};
+use crate::wire::{self, Msg};
 use crate::{io, FtError, PairConfig};
 use arbiter::Claim;
 use replay::{Decoder, Entry, Event};
@@ -62,7 +63,7 @@ struct RxState {
 /// The channel's writer, shared by the receiver (which acknowledges what it received) and,
 /// with `--disk-reads own`, the replay loop (which says how far it has replayed: the
 /// primary's held disk writes wait for that).
-type AckWriter = Arc<std::sync::Mutex<MsgWriter>>;
+type AckWriter = Arc<std::sync::Mutex<Box<dyn SendMsg>>>;
 
 /// Sends an acknowledgement of what has been received and replayed.
 fn send_ack(w: &AckWriter, st: &RxState) -> Result<(), wire::WireError> {
@@ -115,9 +116,11 @@ fn write_chunk(
 /// the primary ends the log: the replay loop closes it once it has replayed to the end, so that
 /// the primary, which waits for that, writes its last held writes only after the backup's last
 /// reads of the disk.
+#[allow(clippy::too_many_arguments)]
 fn receive(
-    mut r: MsgReader,
+    mut r: Box<dyn RecvMsg>,
     w: AckWriter,
+    hangup: Arc<dyn Hangup>,
     tx: std::sync::mpsc::SyncSender<Item>,
     st: Arc<RxState>,
     live: Arc<Liveness>,
@@ -235,9 +238,7 @@ fn receive(
         }
     };
     if !own_reads {
-        if let Ok(w) = w.lock() {
-            w.shutdown();
-        }
+        hangup.close();
     }
     let _ = tx.send(Item::Gone(why));
 }
@@ -267,11 +268,7 @@ pub fn run(
         bc.listen
     )))?;
     if bc.disk_reads_own && cfg.non_shared {
-        return Err(FtError::Setup(
-            "--disk-reads own needs shared disks (--disk-mode shared): with non-shared disks \
-             the backup's images are its own"
-                .into(),
-        ));
+        return Err(FtError::OwnReadsNeedSharedDisks);
     }
     let mut status = Status::new(&cfg.vm, Role::Backup, "(waiting)".into());
     ep.set_status(&status);
@@ -321,9 +318,47 @@ pub fn run(
     );
     let (live, hb_stop) = heartbeat::start(udp, None, cfg.key.clone(), 1, cfg.heartbeat)
         .map_err(io("cannot start the heartbeat"))?;
-    let channel = w
-        .stream_clone()
-        .map_err(io("cannot keep a handle on the channel"))?;
+    let ch = Channel::tcp(w, r).map_err(io("cannot keep a handle on the channel"))?;
+    let joined = Joined {
+        ch,
+        generation: hello.generation,
+        live,
+        hb_stop,
+    };
+    follow(joined, mcfg, bc, cfg, ep, status)
+}
+
+/// A primary that joined: its authenticated channel, the generation it runs under, and its
+/// signs of life.
+pub(crate) struct Joined {
+    pub ch: Channel,
+    pub generation: u64,
+    pub live: Arc<Liveness>,
+    /// Stops our heartbeat (when the primary is declared gone).
+    pub hb_stop: Arc<AtomicBool>,
+}
+
+/// The backup once its primary joined, over any transport ([`crate::transport`]): receives
+/// and acknowledges the log, replays it, and goes live when the primary is gone.
+pub(crate) fn follow(
+    joined: Joined,
+    mcfg: &machine::MachineConfig,
+    bc: &BackupConfig,
+    cfg: PairConfig,
+    ep: Endpoint,
+    status: Status,
+) -> Result<i32, FtError> {
+    let Joined {
+        ch,
+        generation,
+        live,
+        hb_stop,
+    } = joined;
+    let Channel {
+        tx: w,
+        rx: r,
+        hangup,
+    } = ch;
     let st = Arc::new(RxState::default());
     let (tx, rx) = sync_channel(4096);
     let acks: AckWriter = Arc::new(std::sync::Mutex::new(w));
@@ -331,9 +366,10 @@ pub fn run(
         let (st, live) = (Arc::clone(&st), Arc::clone(&live));
         let drives = mcfg.drives.clone();
         let (w, own) = (Arc::clone(&acks), bc.disk_reads_own);
+        let hangup = Arc::clone(&hangup);
         std::thread::Builder::new()
             .name("log-receiver".into())
-            .spawn(move || receive(r, w, tx, st, live, drives, own))
+            .spawn(move || receive(r, w, hangup, tx, st, live, drives, own))
             .map_err(io("cannot start the log receiver"))?;
     }
     Backup {
@@ -343,8 +379,8 @@ pub fn run(
         ep,
         cfg,
         status,
-        generation: hello.generation,
-        channel,
+        generation,
+        channel: hangup,
         hb_stop,
         mcfg: mcfg.clone(),
         netdev: bc.netdev.clone(),
@@ -364,7 +400,7 @@ struct Backup {
     generation: u64,
     /// The channel, to close it when the primary is declared gone (a primary that was only
     /// frozen then finds its link broken and asks the arbiter, which it then loses).
-    channel: std::net::TcpStream,
+    channel: Arc<dyn Hangup>,
     /// Stops the heartbeat.
     hb_stop: Arc<AtomicBool>,
     /// This host's machine options (its disks).
@@ -423,15 +459,9 @@ impl Progress {
                 }
                 continue;
             }
-            let p = self
-                .prologue
-                .as_mut()
-                .ok_or_else(|| FtError::Setup("no log header".into()))?;
+            let p = self.prologue.as_mut().ok_or(FtError::NoLogHeader)?;
             if p.feed(&e)? {
-                let p = self
-                    .prologue
-                    .take()
-                    .ok_or_else(|| FtError::Setup("no prologue".into()))?;
+                let p = self.prologue.take().ok_or(FtError::NoLogHeader)?;
                 let mut rp = match self.live_copy.take() {
                     Some((id, ram)) => p.into_replayer_onto(self.out.clone(), id, &ram)?,
                     None => p.into_replayer(self.out.clone())?,
@@ -622,7 +652,7 @@ impl Backup {
         tracing::info!("ftvm backup: {how}: stopping too");
         // --disk-reads own: the primary waits for this (everything replayed) to write its last
         // held writes.
-        let _ = self.channel.shutdown(std::net::Shutdown::Both);
+        self.channel.close();
         self.ep.close();
         0
     }
@@ -652,7 +682,7 @@ impl Backup {
         let why = self.take_received(&mut p)?.unwrap_or(why);
         tracing::warn!(event = "primary_lost", reason = %why, "ftvm backup: primary lost: {why}");
         // From now on nothing the old primary sends counts.
-        let _ = self.channel.shutdown(std::net::Shutdown::Both);
+        self.channel.close();
         self.hb_stop.store(true, Ordering::Relaxed);
         // What arrived meanwhile; the reader's own end (the shutdown) is no news.
         self.take_received(&mut p)?;
@@ -765,8 +795,11 @@ fn connect_net(
     loop {
         match hostnet::HostNet::open(nd) {
             Ok(n) => return Ok(n.into_backend()),
-            Err(e) if t0.elapsed() > Duration::from_secs(5) => {
-                return Err(FtError::Setup(format!("going live on the network: {e}")))
+            Err(source) if t0.elapsed() > Duration::from_secs(5) => {
+                return Err(FtError::HostNet {
+                    what: "going live on the network",
+                    source,
+                })
             }
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }

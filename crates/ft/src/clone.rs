@@ -17,7 +17,8 @@
 //! tracking, which no migration crate knows about.
 
 use crate::protect::Peer;
-use crate::wire::{Msg, MsgWriter, WireError};
+use crate::transport::SendMsg;
+use crate::wire::{Msg, WireError};
 use crate::FtError;
 use machine::virtio::BlockBackend;
 use machine::Machine;
@@ -51,6 +52,41 @@ const MAX_MEM: u64 = 1 << 40;
 const DISK_CHUNK: u64 = 1 << 20;
 /// The disk copy stops its rounds once this few chunks are dirty; the pause sends them.
 const DISK_LEFT: usize = 8;
+
+/// Why a live clone failed (the VM runs on alone).
+#[derive(Debug, thiserror::Error)]
+pub enum CloneError {
+    /// The machine has fewer disks than the clone was asked to copy.
+    #[error("the machine has no disk {0}")]
+    NoSuchDisk(usize),
+    /// The host gave no randomness for the clone's id.
+    #[error("no randomness for the clone's id: {0}")]
+    Randomness(getrandom::Error),
+    /// The sender thread could not be started.
+    #[error("cannot start the clone's sender: {0}")]
+    Thread(#[source] std::io::Error),
+    /// Sending to the new backup failed.
+    #[error("sending to the new backup failed: {0}")]
+    Send(#[source] WireError),
+    /// The new backup fell silent.
+    #[error("nothing heard from the new backup for {0:?}")]
+    Silent(Duration),
+    /// The sender stopped (its channel failed) or is gone (the clone is over).
+    #[error("the clone's sender stopped (the channel to the new backup failed)")]
+    SenderStopped,
+    /// The sender thread panicked.
+    #[error("the clone's sender panicked")]
+    SenderPanicked,
+    /// A non-shared disk could not be read to be copied.
+    #[error("reading disk {drive} to copy it: {source}")]
+    ReadDisk {
+        /// The drive.
+        drive: usize,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// What the sender thread puts on the channel.
 enum Job {
@@ -201,8 +237,20 @@ struct Shared {
     wire: AtomicU64,
     /// Time spent compressing, in nanoseconds: what encoding the closing delta will cost.
     encode_ns: AtomicU64,
-    /// Why sending failed.
-    failed: Mutex<Option<String>>,
+    /// Why sending failed (taken by the first to report it).
+    failed: Mutex<Option<WireError>>,
+    /// Set once sending failed.
+    broken: AtomicBool,
+}
+
+impl Shared {
+    /// Why sending failed: the sender's error, once (later calls: the sender stopped).
+    fn failure(&self) -> CloneError {
+        match self.failed.lock().ok().and_then(|mut f| f.take()) {
+            Some(e) => CloneError::Send(e),
+            None => CloneError::SenderStopped,
+        }
+    }
 }
 
 /// Where a clone stands, for `ftvm status` and the command line.
@@ -266,7 +314,7 @@ pub(crate) struct LiveClone {
     /// Non-shared disks being copied, and the disk rounds so far.
     disks: Vec<DiskCopy>,
     disk_round: u32,
-    sender: Option<JoinHandle<Result<MsgWriter, WireError>>>,
+    sender: Option<JoinHandle<Result<Box<dyn SendMsg>, ()>>>,
     shared: Arc<Shared>,
     peer: Option<Peer>,
     started: Instant,
@@ -279,7 +327,7 @@ impl LiveClone {
     /// Starts copying `m`'s RAM to the connected backup (`w`, `peer`).
     pub fn start(
         m: &mut Machine,
-        w: MsgWriter,
+        w: Box<dyn SendMsg>,
         peer: Peer,
         bandwidth: u64,
         disks: usize,
@@ -288,7 +336,7 @@ impl LiveClone {
         let mut copies = Vec::new();
         for drive in 0..disks {
             let Some(slot) = m.disk_backend_mut(drive) else {
-                return Err(FtError::Setup(format!("the machine has no disk {drive}")));
+                return Err(CloneError::NoSuchDisk(drive).into());
             };
             let placeholder: Box<dyn BlockBackend> =
                 Box::new(machine::virtio::block::MemBackend::default());
@@ -310,8 +358,7 @@ impl LiveClone {
             });
         }
         let mut idb = [0u8; 8];
-        getrandom::getrandom(&mut idb)
-            .map_err(|e| FtError::Setup(format!("no randomness for the clone's id: {e}")))?;
+        getrandom::getrandom(&mut idb).map_err(CloneError::Randomness)?;
         let id = u64::from_le_bytes(idb);
         let mem_size = m.ram().size();
         m.begin_live_copy(id);
@@ -369,9 +416,10 @@ impl LiveClone {
                     let sent = w.send(&msg);
                     if let Err(e) = sent {
                         if let Ok(mut f) = sh.failed.lock() {
-                            *f = Some(e.to_string());
+                            *f = Some(e);
                         }
-                        return Err(e);
+                        sh.broken.store(true, Ordering::Relaxed);
+                        return Err(());
                     }
                     // At most `bandwidth` bytes a second, on average since the start.
                     total += wire;
@@ -387,7 +435,7 @@ impl LiveClone {
                 }
                 Ok(w)
             })
-            .map_err(|e| FtError::Setup(format!("cannot start the clone's sender: {e}")))?;
+            .map_err(CloneError::Thread)?;
         let pages = usize::try_from(mem_size).unwrap_or(usize::MAX) / PAGE;
         Ok(LiveClone {
             round: 0,
@@ -424,17 +472,12 @@ impl LiveClone {
     /// Copies the next batches (as many as the sender has room for) and decides when to stop.
     /// An error: the backup is gone or the channel failed; the VM runs on alone.
     pub fn step(&mut self, m: &mut Machine, timeout: Duration) -> Result<Step, FtError> {
-        if let Some(why) = self.shared.failed.lock().ok().and_then(|f| f.clone()) {
-            return Err(FtError::Setup(format!(
-                "sending pages to the new backup failed: {why}"
-            )));
+        if self.shared.broken.load(Ordering::Relaxed) {
+            return Err(self.shared.failure().into());
         }
         if let Some(p) = &self.peer {
             if p.live.silence() > timeout {
-                return Err(FtError::Setup(format!(
-                    "nothing heard from the new backup for {:?}",
-                    p.live.silence()
-                )));
+                return Err(CloneError::Silent(p.live.silence()).into());
             }
         }
         self.progress.sent_raw = self.shared.raw.load(Ordering::Relaxed);
@@ -447,10 +490,7 @@ impl LiveClone {
         if self.pos >= self.list.len() {
             return Ok(self.end_of_round(m, queued));
         }
-        let tx = self
-            .tx
-            .as_ref()
-            .ok_or_else(|| FtError::Setup("the clone's sender is gone".into()))?;
+        let tx = self.tx.as_ref().ok_or(CloneError::SenderStopped)?;
         let mut scanned = 0;
         let mut queued = queued;
         while queued < QUEUE && self.pos < self.list.len() && scanned < SCAN_PER_STEP {
@@ -469,9 +509,7 @@ impl LiveClone {
             self.shared.queued.fetch_add(1, Ordering::Relaxed);
             queued += 1;
             if tx.send(Job::Pages(self.round, raw)).is_err() {
-                return Err(FtError::Setup(
-                    "the clone's sender stopped (the channel to the new backup failed)".into(),
-                ));
+                return Err(CloneError::SenderStopped.into());
             }
         }
         self.measure(m);
@@ -556,10 +594,7 @@ impl LiveClone {
 
     /// Hands the sender the next disk chunks (as many as it has room for).
     fn copy_disks(&mut self, m: &mut Machine) -> Result<(), FtError> {
-        let tx = self
-            .tx
-            .as_ref()
-            .ok_or_else(|| FtError::Setup("the clone's sender is gone".into()))?;
+        let tx = self.tx.as_ref().ok_or(CloneError::SenderStopped)?;
         for d in &mut self.disks {
             while d.pos < d.list.len() && self.shared.queued.load(Ordering::Relaxed) < QUEUE {
                 let chunk = d.list[d.pos];
@@ -580,10 +615,7 @@ impl LiveClone {
     }
 
     fn send_dirty(&mut self, m: &mut Machine) -> Result<usize, FtError> {
-        let tx = self
-            .tx
-            .as_ref()
-            .ok_or_else(|| FtError::Setup("the clone's sender is gone".into()))?;
+        let tx = self.tx.as_ref().ok_or(CloneError::SenderStopped)?;
         let mut n = 0;
         for d in &self.disks {
             d.on.store(false, Ordering::Relaxed);
@@ -615,32 +647,23 @@ impl LiveClone {
     /// (Sent at the start instead, the output of the guest during the copy would be missing
     /// from the backup's stream, and clients' offsets would be wrong after the next failover.)
     pub fn send_console(&mut self, offsets: (u64, u64, Vec<u8>)) -> Result<(), FtError> {
-        let tx = self
-            .tx
-            .as_ref()
-            .ok_or_else(|| FtError::Setup("the clone's sender is gone".into()))?;
+        let tx = self.tx.as_ref().ok_or(CloneError::SenderStopped)?;
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
         tx.send(Job::Console(offsets.0, offsets.1, offsets.2))
-            .map_err(|_| FtError::Setup("the clone's sender stopped".into()))
+            .map_err(|_| CloneError::SenderStopped.into())
     }
 
     /// The copy's pages are all written: the channel's writer and the backup, for
     /// [`crate::protect::start`] with `after_copy`.
-    pub fn finish(mut self) -> Result<(MsgWriter, Peer), FtError> {
+    pub fn finish(mut self) -> Result<(Box<dyn SendMsg>, Peer), FtError> {
         drop(self.tx.take());
-        let sender = self
-            .sender
-            .take()
-            .ok_or_else(|| FtError::Setup("the clone's sender is gone".into()))?;
+        let sender = self.sender.take().ok_or(CloneError::SenderStopped)?;
         let w = match sender.join() {
             Ok(Ok(w)) => w,
-            Ok(Err(e)) => return Err(e.into()),
-            Err(_) => return Err(FtError::Setup("the clone's sender panicked".into())),
+            Ok(Err(())) => return Err(self.shared.failure().into()),
+            Err(_) => return Err(CloneError::SenderPanicked.into()),
         };
-        let peer = self
-            .peer
-            .take()
-            .ok_or_else(|| FtError::Setup("the clone has no backup".into()))?;
+        let peer = self.peer.take().ok_or(CloneError::SenderStopped)?;
         Ok((w, peer))
     }
 }
@@ -658,9 +681,12 @@ fn send_chunk(
     let mut data = vec![0u8; n];
     let b = m
         .disk_backend_mut(d.drive)
-        .ok_or_else(|| FtError::Setup(format!("the machine has no disk {}", d.drive)))?;
+        .ok_or(CloneError::NoSuchDisk(d.drive))?;
     b.read_at(offset, &mut data)
-        .map_err(|e| FtError::Setup(format!("reading disk {} to copy it: {e}", d.drive)))?;
+        .map_err(|source| CloneError::ReadDisk {
+            drive: d.drive,
+            source,
+        })?;
     shared.queued.fetch_add(1, Ordering::Relaxed);
     let job = Job::Disk {
         drive: u32::try_from(d.drive).unwrap_or(u32::MAX),
@@ -668,9 +694,7 @@ fn send_chunk(
         offset,
         data,
     };
-    tx.send(job).map_err(|_| {
-        FtError::Setup("the clone's sender stopped (the channel to the new backup failed)".into())
-    })
+    tx.send(job).map_err(|_| CloneError::SenderStopped.into())
 }
 
 impl Drop for LiveClone {

@@ -18,10 +18,13 @@ pub mod heartbeat;
 pub mod link;
 mod live;
 pub mod metrics;
+#[cfg(test)]
+mod pair_tests;
 pub mod primary;
 mod protect;
 pub mod status;
 pub mod throttle;
+pub mod transport;
 pub mod wire;
 
 use std::sync::Arc;
@@ -60,9 +63,50 @@ pub struct PairConfig {
 /// Why a pair member stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum FtError {
-    /// {0}
-    #[error("{0}")]
-    Setup(String),
+    /// `--disk-reads own` was asked for with non-shared disks.
+    #[error(
+        "--disk-reads own needs shared disks (--disk-mode shared): with non-shared disks the \
+         backup's images are its own"
+    )]
+    OwnReadsNeedSharedDisks,
+    /// The backup did not accept a connection in time.
+    #[error("cannot reach the backup at {to} within {within:?}: {source}")]
+    BackupUnreachable {
+        /// The backup's channel address.
+        to: std::net::SocketAddr,
+        /// How long connecting was tried.
+        within: Duration,
+        /// The last connection error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A drive the configuration names is not in the machine.
+    #[error("the machine has no disk {0}")]
+    NoSuchDisk(usize),
+    /// The host network could not be joined.
+    #[error("{what}: {source}")]
+    HostNet {
+        /// When: at start, or going live.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: hostnet::HostNetError,
+    },
+    /// The output gate could not be put between the machine and its host ends, or taken out.
+    #[error("cannot {what} the output gate: {source}")]
+    Gate {
+        /// `put in` or `take out`.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The primary's log arrived out of order (entries before its header).
+    #[error("the primary's log has entries before its header")]
+    NoLogHeader,
+    /// A live clone failed (the VM runs on alone).
+    #[error("the live clone failed: {0}")]
+    Clone(#[from] clone::CloneError),
     /// the machine cannot be built
     #[error("{0}")]
     Machine(#[from] machine::MachineError),
@@ -77,7 +121,7 @@ pub enum FtError {
     Wire(#[from] wire::WireError),
     /// the arbiter failed
     #[error("the arbiter failed: {0}")]
-    Arbiter(String),
+    Arbiter(#[from] arbiter::ArbiterError),
     /// a socket could not be set up
     #[error("{what}: {source}")]
     Io {

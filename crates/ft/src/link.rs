@@ -3,7 +3,8 @@
 //! horizon, bytes in flight, the backup's replay position, a failure).
 
 use crate::heartbeat::Liveness;
-use crate::wire::{Msg, MsgReader, MsgWriter};
+use crate::transport::{Channel, Hangup};
+use crate::wire::Msg;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -66,6 +67,10 @@ pub struct LinkState {
     pub sent_bytes: AtomicU64,
     /// Log bytes acknowledged.
     pub acked_bytes: AtomicU64,
+    /// Messages queued for the sender.
+    pub queued_msgs: AtomicU64,
+    /// Messages the sender has written to the channel.
+    pub written_msgs: AtomicU64,
     /// Set once the link has failed.
     pub failed: AtomicBool,
     /// Why it failed.
@@ -105,31 +110,29 @@ impl LinkState {
 /// The primary's link to its backup.
 pub struct Link {
     tx: SyncSender<Msg>,
-    writer_shutdown: MsgWriterHandle,
+    /// Lets the run loop close the connection the sender thread owns.
+    hangup: Arc<dyn Hangup>,
     sender: std::thread::JoinHandle<()>,
     /// Shared with the threads.
     pub state: Arc<LinkState>,
 }
-
-/// Lets the run loop close the connection the sender thread owns.
-struct MsgWriterHandle(std::net::TcpStream);
 
 impl Link {
     /// Starts the sender and the acknowledgement reader. `release` gets each acknowledged
     /// horizon with the icount the backup reports it has replayed to (what held shared-disk
     /// writes wait for with `--disk-reads own`, which must not reach the disk before the backup
     /// has made the reads before them).
-    pub fn start(
-        w: MsgWriter,
-        mut r: MsgReader,
-        release: Release,
-        live: Arc<Liveness>,
-    ) -> std::io::Result<Link> {
+    pub fn start(ch: Channel, release: Release, live: Arc<Liveness>) -> std::io::Result<Link> {
+        let Channel {
+            tx: w,
+            rx: mut r,
+            hangup,
+        } = ch;
         let state = Arc::new(LinkState::default());
         let (tx, rx) = sync_channel::<Msg>(1024);
-        let handle = MsgWriterHandle(w.stream_clone()?);
         let sender = {
             let state = Arc::clone(&state);
+            let hangup = Arc::clone(&hangup);
             let mut w = w;
             std::thread::Builder::new()
                 .name("log-sender".into())
@@ -137,9 +140,10 @@ impl Link {
                     for m in rx {
                         if let Err(e) = w.send(&m) {
                             state.fail(format!("sending the log: {e}"));
-                            w.shutdown();
+                            hangup.close();
                             return;
                         }
+                        state.written_msgs.fetch_add(1, Ordering::Relaxed);
                     }
                 })?
         };
@@ -182,7 +186,7 @@ impl Link {
         }
         Ok(Link {
             tx,
-            writer_shutdown: handle,
+            hangup,
             sender,
             state,
         })
@@ -203,6 +207,7 @@ impl Link {
         }) {
             Ok(()) => {
                 self.state.sent_bytes.store(total, Ordering::Relaxed);
+                self.state.queued_msgs.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             Err(TrySendError::Full(Msg::Log { bytes, .. }))
@@ -241,7 +246,7 @@ impl Link {
 
     /// Closes the connection (the backup sees the end at once; what is still queued is lost).
     pub fn close(&self) {
-        let _ = self.writer_shutdown.0.shutdown(std::net::Shutdown::Both);
+        self.hangup.close();
     }
 
     /// Ends the log in order: queues its last bytes, lets the sender write everything queued,
@@ -254,7 +259,7 @@ impl Link {
         let queued = self.send_until(horizon, released, bytes, || t0.elapsed() >= timeout);
         let Link {
             tx,
-            writer_shutdown,
+            hangup,
             sender,
             state,
         } = self;
@@ -264,13 +269,13 @@ impl Link {
             std::thread::sleep(Duration::from_millis(1));
         }
         if queued && sender.is_finished() && !state.failed.load(Ordering::Relaxed) {
-            let _ = writer_shutdown.0.shutdown(std::net::Shutdown::Write);
+            hangup.close_write();
             // The backup acknowledges the last message, then stops and closes its end.
             while !state.failed.load(Ordering::Relaxed) && t0.elapsed() < timeout {
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
-        let _ = writer_shutdown.0.shutdown(std::net::Shutdown::Both);
+        hangup.close();
     }
 }
 
@@ -303,7 +308,8 @@ mod tests {
             s.push(('h', h));
             s.push(('r', r));
         });
-        let link = Link::start(w, r, release, Arc::new(Liveness::default())).unwrap();
+        let ch = Channel::tcp(w, r).unwrap();
+        let link = Link::start(ch, release, Arc::new(Liveness::default())).unwrap();
         for (horizon, replayed) in [(100, 40), (200, 150), (200, 500)] {
             bw.send(&Msg::Ack {
                 entries: 1,

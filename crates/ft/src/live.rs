@@ -78,8 +78,11 @@ pub(crate) struct LiveVm {
     pub cloning: Option<LiveClone>,
 }
 
-enum Next {
+/// What the loop does after looking at the backup.
+pub(crate) enum Next {
+    /// Runs on (protected, or alone after winning the arbiter).
     Go,
+    /// Stops with this exit code (lost the arbiter, or could not ask it).
     Exit(i32),
 }
 
@@ -225,7 +228,7 @@ impl LiveVm {
     }
 
     /// Sends the slice's log and horizon, and hands the slice's console output to the gate.
-    fn ship(&mut self) {
+    pub(crate) fn ship(&mut self) {
         let horizon = self.m.icount();
         let _ = self.gate.push(Output::Console(self.out.take()));
         if let Some(p) = &mut self.prot {
@@ -445,7 +448,7 @@ impl LiveVm {
     }
 
     /// Looks at the backup's health; on a failure, asks the arbiter whether to go on alone.
-    fn check_peer(&mut self) -> Result<Next, FtError> {
+    pub(crate) fn check_peer(&mut self) -> Result<Next, FtError> {
         let Some(p) = &self.prot else {
             return Ok(Next::Go);
         };
@@ -470,7 +473,7 @@ impl LiveVm {
             .cfg
             .arbiter
             .test_and_set(&self.cfg.vm, generation, &self.cfg.me)
-            .map_err(|e| FtError::Arbiter(e.to_string()));
+            .map_err(FtError::Arbiter);
         match claim {
             Ok(Claim::Won) => {
                 self.gate.open();

@@ -33,11 +33,7 @@ pub struct PrimaryConfig {
 /// Runs the primary; returns the exit code.
 pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<i32, FtError> {
     if pc.disk_reads_own && cfg.non_shared {
-        return Err(FtError::Setup(
-            "--disk-reads own needs shared disks (--disk-mode shared): with non-shared disks \
-             the backup's images are its own"
-                .into(),
-        ));
+        return Err(FtError::OwnReadsNeedSharedDisks);
     }
     let out = Outbox::default();
     // The entropy source is the recorder's once protection starts (see `protect`).
@@ -50,7 +46,10 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
         },
     )?;
     if let Some(nd) = &pc.netdev {
-        let net = hostnet::HostNet::open(nd).map_err(|e| FtError::Setup(e.to_string()))?;
+        let net = hostnet::HostNet::open(nd).map_err(|source| FtError::HostNet {
+            what: "joining the host network",
+            source,
+        })?;
         m.replace_net(net.into_backend())?;
     }
     let listener = TcpListener::bind(pc.console).map_err(io(format!(
@@ -66,11 +65,7 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
     ep.serve(listener)
         .map_err(io("cannot start the console endpoint"))?;
 
-    let generation = cfg
-        .arbiter
-        .current(&cfg.vm)
-        .map_err(|e| FtError::Arbiter(e.to_string()))?
-        .map_or(0, |(g, _)| g);
+    let generation = cfg.arbiter.current(&cfg.vm)?.map_or(0, |(g, _)| g);
     let with = ProtectWith {
         readonly: mcfg.drives.iter().map(|d| d.readonly).collect(),
         mac: mcfg.net.map(|n| n.mac),

@@ -6,6 +6,7 @@
 use crate::gate::Gate;
 use crate::heartbeat::{self, Liveness};
 use crate::link::{Link, SharedBuf};
+use crate::transport::{Channel, Hangup, RecvMsg, SendMsg};
 use crate::wire::{self, Hello};
 use crate::{io, FtError, PairConfig};
 use machine::Machine;
@@ -66,7 +67,7 @@ pub(crate) struct Peer {
     /// Its channel address.
     pub to: SocketAddr,
     /// The channel's receiving half (acknowledgements).
-    pub r: wire::MsgReader,
+    pub rx: Box<dyn RecvMsg>,
     /// The arbiter generation the pair will run under.
     pub generation: u64,
     /// Its heartbeats.
@@ -74,7 +75,7 @@ pub(crate) struct Peer {
     /// Stops our heartbeat.
     pub hb_stop: Arc<AtomicBool>,
     /// A handle on the channel, to break it off.
-    pub stream: TcpStream,
+    pub hangup: Arc<dyn Hangup>,
 }
 
 impl Peer {
@@ -82,7 +83,7 @@ impl Peer {
     pub fn abandon(&self) {
         self.hb_stop
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        self.hangup.close();
     }
 }
 
@@ -100,7 +101,7 @@ pub(crate) fn connect(
     generation: u64,
     console: Option<(u64, u64, Vec<u8>)>,
     sync_images: bool,
-) -> Result<(wire::MsgWriter, Peer), FtError> {
+) -> Result<(Box<dyn SendMsg>, Peer), FtError> {
     let t0 = Instant::now();
     let stream = loop {
         match TcpStream::connect_timeout(&to, Duration::from_millis(500)) {
@@ -109,10 +110,12 @@ pub(crate) fn connect(
                 let _ = e;
                 std::thread::sleep(Duration::from_millis(50));
             }
-            Err(e) => {
-                return Err(FtError::Setup(format!(
-                    "cannot reach the backup at {to} within {connect_for:?}: {e}"
-                )))
+            Err(source) => {
+                return Err(FtError::BackupUnreachable {
+                    to,
+                    within: connect_for,
+                    source,
+                })
             }
         }
     };
@@ -122,10 +125,12 @@ pub(crate) fn connect(
         non_shared: cfg.non_shared,
         disk_reads_own: with.disk_reads_own,
     };
-    let (mut w, r) = wire::connect_handshake(stream, &cfg.key, &hello)?;
-    let stream = w
-        .stream_clone()
-        .map_err(io("cannot keep a handle on the channel"))?;
+    let (w, r) = wire::connect_handshake(stream, &cfg.key, &hello)?;
+    let Channel {
+        tx: mut w,
+        rx,
+        hangup,
+    } = Channel::tcp(w, r).map_err(io("cannot keep a handle on the channel"))?;
     if let Some((in_taken, out_base, tail)) = console {
         w.send(&wire::Msg::Console {
             in_taken,
@@ -134,7 +139,7 @@ pub(crate) fn connect(
         })?;
     }
     if cfg.non_shared && sync_images {
-        sync_disks(m, &mut w, with.readonly.len())?;
+        sync_disks(m, w.as_mut(), with.readonly.len())?;
     }
     let udp = UdpSocket::bind(SocketAddr::new(with.local_ip, 0))
         .map_err(io("cannot open the heartbeat socket"))?;
@@ -144,11 +149,11 @@ pub(crate) fn connect(
         w,
         Peer {
             to,
-            r,
+            rx,
             generation,
             live,
             hb_stop,
-            stream,
+            hangup,
         },
     ))
 }
@@ -163,7 +168,7 @@ pub(crate) fn start(
     gate: &Gate,
     cfg: &PairConfig,
     with: &ProtectWith,
-    w: wire::MsgWriter,
+    w: Box<dyn SendMsg>,
     peer: Peer,
     after_copy: bool,
 ) -> Result<Protection, FtError> {
@@ -190,11 +195,11 @@ pub(crate) fn start(
     };
     layers.put_on(m, gate, &mut rec, after_copy).map_err(fail)?;
     let Peer {
-        r,
+        rx,
         generation,
         live,
         hb_stop,
-        stream,
+        hangup,
         ..
     } = peer;
     let release: crate::link::Release = {
@@ -204,11 +209,16 @@ pub(crate) fn start(
             gate.release(horizon);
         })
     };
-    let link = match Link::start(w, r, release, Arc::clone(&live)) {
+    let ch = Channel {
+        tx: w,
+        rx,
+        hangup: Arc::clone(&hangup),
+    };
+    let link = match Link::start(ch, release, Arc::clone(&live)) {
         Ok(l) => l,
         Err(e) => {
             hb_stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            let _ = stream.shutdown(std::net::Shutdown::Both);
+            hangup.close();
             gate.open();
             let _ = take_off(m, gate, &mut rec);
             return Err(io("cannot start the logging channel")(e));
@@ -250,7 +260,10 @@ impl Layers {
         after_copy: bool,
     ) -> Result<(), FtError> {
         gate.install(m, self.shared, self.net)
-            .map_err(|e| FtError::Setup(format!("cannot put the output gate in: {e}")))?;
+            .map_err(|source| FtError::Gate {
+                what: "put in",
+                source,
+            })?;
         gate.hold(self.writes_after_replay);
         let started = if after_copy {
             rec.start_after_live_copy(m)
@@ -278,18 +291,20 @@ pub(crate) fn take_off(
     rec: &mut Recorder<SharedBuf>,
 ) -> Result<(), FtError> {
     rec.detach(m)?;
-    gate.uninstall(m)
-        .map_err(|e| FtError::Setup(format!("cannot take the output gate out: {e}")))
+    gate.uninstall(m).map_err(|source| FtError::Gate {
+        what: "take out",
+        source,
+    })
 }
 
 /// Non-shared disks: sends each image whole, before the log, so that the backup's starts equal.
-fn sync_disks(m: &mut Machine, w: &mut wire::MsgWriter, drives: usize) -> Result<(), FtError> {
+fn sync_disks(m: &mut Machine, w: &mut dyn SendMsg, drives: usize) -> Result<(), FtError> {
     const CHUNK: usize = 1 << 20;
     let t0 = Instant::now();
     let mut total_bytes = 0u64;
     for drive in 0..drives {
         let Some(d) = m.disk_backend_mut(drive) else {
-            return Err(FtError::Setup(format!("the machine has no disk {drive}")));
+            return Err(FtError::NoSuchDisk(drive));
         };
         let total = d.len();
         let mut off = 0u64;

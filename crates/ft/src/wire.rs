@@ -233,16 +233,53 @@ pub struct MsgReader {
     tagger: Tagger,
 }
 
+/// One message as it goes on a channel: `len: u32 BE`, the body, its tag (the next in
+/// `tagger`'s sequence). Every transport ([`crate::transport`]) carries these bytes.
+pub(crate) fn frame(tagger: &mut Tagger, m: &Msg) -> Result<Vec<u8>, WireError> {
+    let body = m.encode();
+    let tag = tagger.tag(&body);
+    let len = u32::try_from(body.len()).map_err(|_| WireError::Malformed("too long".into()))?;
+    let mut buf = Vec::with_capacity(4 + body.len() + TAG_LEN);
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(&body);
+    buf.extend_from_slice(&tag);
+    Ok(buf)
+}
+
+/// The length a frame's first four bytes announce, checked before anything is allocated.
+pub(crate) fn frame_len(head: [u8; 4]) -> Result<usize, WireError> {
+    let len = u32::from_be_bytes(head) as usize;
+    if len == 0 || len > MAX_MSG {
+        return Err(WireError::Malformed(format!("length {len}")));
+    }
+    Ok(len)
+}
+
+/// Checks the tag of a frame's body and tag (`len` bytes of body, then the tag) against the
+/// next in `tagger`'s sequence, and decodes it: a corrupted, forged, replayed, lost-before or
+/// reordered message fails here.
+pub(crate) fn unframe(
+    tagger: &mut Tagger,
+    mut body: Vec<u8>,
+    len: usize,
+) -> Result<Msg, WireError> {
+    if body.len() != len + TAG_LEN {
+        return Err(WireError::Malformed(format!(
+            "a frame of {} bytes announced {len}",
+            body.len().saturating_sub(TAG_LEN)
+        )));
+    }
+    let tag = body.split_off(len);
+    if !auth::equal(&tag, &tagger.tag(&body)) {
+        return Err(WireError::BadTag);
+    }
+    Msg::decode(&body)
+}
+
 impl MsgWriter {
     /// Sends one message.
     pub fn send(&mut self, m: &Msg) -> Result<(), WireError> {
-        let body = m.encode();
-        let tag = self.tagger.tag(&body);
-        let len = u32::try_from(body.len()).map_err(|_| WireError::Malformed("too long".into()))?;
-        let mut buf = Vec::with_capacity(4 + body.len() + TAG_LEN);
-        buf.extend_from_slice(&len.to_be_bytes());
-        buf.extend_from_slice(&body);
-        buf.extend_from_slice(&tag);
+        let buf = frame(&mut self.tagger, m)?;
         self.stream.write_all(&buf)?;
         Ok(())
     }
@@ -268,19 +305,12 @@ fn read_exact_or_closed(s: &mut TcpStream, buf: &mut [u8]) -> Result<(), WireErr
 impl MsgReader {
     /// Waits for the next message.
     pub fn recv(&mut self) -> Result<Msg, WireError> {
-        let mut len = [0u8; 4];
-        read_exact_or_closed(&mut self.stream, &mut len)?;
-        let len = u32::from_be_bytes(len) as usize;
-        if len == 0 || len > MAX_MSG {
-            return Err(WireError::Malformed(format!("length {len}")));
-        }
+        let mut head = [0u8; 4];
+        read_exact_or_closed(&mut self.stream, &mut head)?;
+        let len = frame_len(head)?;
         let mut body = vec![0u8; len + TAG_LEN];
         read_exact_or_closed(&mut self.stream, &mut body)?;
-        let tag = body.split_off(len);
-        if !auth::equal(&tag, &self.tagger.tag(&body)) {
-            return Err(WireError::BadTag);
-        }
-        Msg::decode(&body)
+        unframe(&mut self.tagger, body, len)
     }
 }
 
