@@ -542,7 +542,7 @@ impl hostrun::Replaying for Replay<'_> {
                 // The disk images (non-shared) arrived before the log: open them now.
                 if b.cfg.non_shared && !self.opened {
                     self.opened = true;
-                    p.local_disks = Some(machine::machine::open_disks(&b.mcfg)?);
+                    p.local_disks = Some(hostblk::open_disks(&b.mcfg)?);
                 }
                 // --disk-reads own: the shared images, read where the log has digests.
                 if b.own_reads.is_some() && !self.opened {
@@ -550,7 +550,7 @@ impl hostrun::Replaying for Replay<'_> {
                     // Opened read-only: this side never writes through them.
                     let mut ro = b.mcfg.clone();
                     ro.drives.iter_mut().for_each(|d| d.readonly = true);
-                    p.read_disks = Some(machine::machine::open_disks(&ro)?);
+                    p.read_disks = Some(hostblk::open_disks(&ro)?);
                 }
                 p.prologue = Some(Prologue::new(&h))
             }
@@ -718,7 +718,7 @@ impl Backup {
         let reissued = if self.mcfg.drives.is_empty() {
             (0, 0)
         } else {
-            let disks = machine::machine::open_disks(&self.mcfg)?;
+            let disks = hostblk::open_disks(&self.mcfg)?;
             rp.set_live_disks(disks)?;
             // Shared disks: the writes the old primary held and may not have made. (With
             // non-shared disks every replayed write is already on this host's image.)

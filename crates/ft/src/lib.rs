@@ -110,6 +110,9 @@ pub enum FtError {
     /// the machine cannot be built
     #[error("{0}")]
     Machine(#[from] machine::MachineError),
+    /// a disk's host end cannot be opened
+    #[error("{0}")]
+    Disk(#[from] hostblk::DiskError),
     /// recording failed
     #[error("recording the log failed: {0}")]
     Record(#[from] rr::RecordError),

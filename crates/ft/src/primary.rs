@@ -8,7 +8,7 @@ use crate::live::LiveVm;
 use crate::protect::{protect, ProtectWith};
 use crate::status::{Role, Status};
 use crate::{io, FtError, PairConfig};
-use machine::{Backends, Machine, MachineConfig};
+use machine::{Backends, MachineConfig};
 use rr::Outbox;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
@@ -37,7 +37,7 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
     }
     let out = Outbox::default();
     // The entropy source is the recorder's once protection starts (see `protect`).
-    let mut m = Machine::new(
+    let mut m = hostblk::boot(
         mcfg,
         Backends {
             serial: Box::new(out.clone()),

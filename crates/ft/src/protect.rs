@@ -359,7 +359,7 @@ mod tests {
             net: Some(NetConfig::default()),
         };
         let out = rr::Outbox::default();
-        Machine::new(
+        hostblk::boot(
             &cfg,
             Backends {
                 serial: Box::new(out.clone()),

@@ -143,7 +143,7 @@ fn replay(a: &Args) -> Result<String, ReplayError> {
                 .collect(),
             ..machine::MachineConfig::default()
         };
-        let disks = machine::machine::open_disks(&cfg).map_err(|e| ReplayError::Open {
+        let disks = hostblk::open_disks(&cfg).map_err(|e| ReplayError::Open {
             path: "the --drive images".into(),
             source: std::io::Error::other(e.to_string()),
         })?;

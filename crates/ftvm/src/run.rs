@@ -142,7 +142,7 @@ fn flush(out: &Outbox) {
 
 type FileRecorder = Recorder<BufWriter<File>>;
 
-fn build(cfg: &MachineConfig, out: &Outbox) -> Result<Machine, machine::MachineError> {
+fn build(cfg: &MachineConfig, out: &Outbox) -> Result<Machine, hostblk::DiskError> {
     build_with(cfg, out, Box::new(OsEntropy::default()))
 }
 
@@ -150,8 +150,8 @@ fn build_with(
     cfg: &MachineConfig,
     out: &Outbox,
     entropy: Box<dyn machine::virtio::EntropyBackend>,
-) -> Result<Machine, machine::MachineError> {
-    Machine::new(
+) -> Result<Machine, hostblk::DiskError> {
+    hostblk::boot(
         cfg,
         Backends {
             serial: Box::new(out.clone()),
@@ -402,7 +402,7 @@ fn restore(cfg: &MachineConfig, out: &Outbox, path: &std::path::Path) -> Result<
         console: Box::new(out.clone()),
         entropy: Box::new(OsEntropy::default()),
     };
-    Machine::restore(cfg, backends, bytes).map_err(|e| format!("{}: {e}", path.display()))
+    hostblk::restore(cfg, backends, bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The header of the log being recorded to `log` (written by `Recorder::start`).

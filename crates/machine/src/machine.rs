@@ -40,8 +40,8 @@ use crate::syscon::PowerEvent;
 use crate::uart::{SerialBackend, Uart};
 use crate::virtio::block::SECTOR_SIZE;
 use crate::virtio::{
-    AsyncDisk, BlockBackend, ConsoleBackend, EntropyBackend, FileBackend, NetBackend, NetStats,
-    NullNet, VirtioError, VirtioMmio,
+    BlockBackend, ConsoleBackend, EntropyBackend, NetBackend, NetStats, NullNet, VirtioError,
+    VirtioMmio,
 };
 use rv64::Engine;
 use rv64::{Exit, Hart, Ram};
@@ -114,17 +114,6 @@ pub enum MachineError {
     /// the machine has no entropy device
     #[error("the machine has no entropy device")]
     NoEntropy,
-    /// {0}
-    #[error(transparent)]
-    Nbd(#[from] nbd::NbdError),
-    /// the NBD export `{export}` at {addr} is read-only: add readonly=on to its --drive
-    #[error("the NBD export `{export}` at {addr} is read-only: add readonly=on to its --drive")]
-    NbdReadOnly {
-        /// The server.
-        addr: String,
-        /// The export.
-        export: String,
-    },
 }
 
 /// The virtio slot of the `drive`-th disk (counting from 0, as `--drive` options are given):
@@ -138,62 +127,6 @@ pub fn disk_slot(drive: usize) -> Option<usize> {
 /// disks', the entropy device's and the console's.
 pub fn net_slot(drives: usize) -> Option<usize> {
     VIRTIO_SLOTS.checked_sub(drives + 3)
-}
-
-/// Opens the image of every drive in `cfg`, in order: a file, or a connection to an NBD
-/// export, each behind an [`AsyncDisk`] (its reads and flushes prepared on a worker thread).
-pub fn open_disks(cfg: &MachineConfig) -> Result<Vec<Box<dyn BlockBackend>>, MachineError> {
-    cfg.drives
-        .iter()
-        .map(|d| {
-            let disk = match &d.nbd {
-                None => FileBackend::open(&d.path, d.readonly)
-                    .map(|b| Box::new(b) as Box<dyn BlockBackend>)
-                    .map_err(MachineError::from),
-                Some(n) => open_nbd(n, d.readonly),
-            }?;
-            let disk = match d.delay.is_zero() {
-                true => disk,
-                false => Box::new(crate::virtio::aio::Delayed::new(disk, d.delay)),
-            };
-            Ok(Box::new(AsyncDisk::new(disk)) as Box<dyn BlockBackend>)
-        })
-        .collect()
-}
-
-/// Connects to an NBD drive. A read-only export must be configured read-only, so that the
-/// guest is told (VIRTIO_BLK_F_RO) instead of seeing its writes fail.
-fn open_nbd(
-    n: &crate::config::NbdDriveConfig,
-    readonly: bool,
-) -> Result<Box<dyn BlockBackend>, MachineError> {
-    let mut c = nbd::NbdClient::connect(&n.addr, &n.export, n.timeout)?;
-    if c.read_only() && !readonly {
-        return Err(MachineError::NbdReadOnly {
-            addr: n.addr.to_string(),
-            export: n.export.clone(),
-        });
-    }
-    c.set_fua(n.fua);
-    Ok(Box::new(c))
-}
-
-/// An NBD export as a disk. Every request is one synchronous round trip bounded by the
-/// client's timeout; a failure (server error, timeout, closed connection) is an `io::Error`,
-/// which the device turns into VIRTIO_BLK_S_IOERR.
-impl BlockBackend for nbd::NbdClient {
-    fn len(&self) -> u64 {
-        self.size()
-    }
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        nbd::NbdClient::read_at(self, offset, buf)
-    }
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        nbd::NbdClient::write_at(self, offset, data)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        nbd::NbdClient::flush(self)
-    }
 }
 
 /// The outside world's ends of the devices.
@@ -345,17 +278,17 @@ fn virtio_slots(
 }
 
 impl Machine {
-    /// Builds a machine: checks the configuration, opens the disks, loads the images, writes
-    /// the device tree and the boot ROM. Nothing has run yet.
+    /// Builds a machine without disks: checks the configuration, loads the images, writes the
+    /// device tree and the boot ROM. Nothing has run yet. A configuration with drives needs
+    /// their backends: [`Machine::with_disks`] (the host's image files and NBD exports are
+    /// opened by the `hostblk` crate, whose `boot` does both).
     pub fn new(cfg: &MachineConfig, backends: Backends) -> Result<Machine, MachineError> {
-        cfg.validate()?;
-        let disks = open_disks(cfg)?;
-        Machine::with_disks(cfg, backends, disks)
+        Machine::with_disks(cfg, backends, Vec::new())
     }
 
-    /// Builds a machine as [`Machine::new`] does, with the given disk backends instead of the
-    /// drives' image files: one per drive of `cfg`, in order (the drives' paths are not used;
-    /// their read-only flags are). A replayer builds its disks this way, from the log.
+    /// Builds a machine as [`Machine::new`] does, on the given disk backends: one per drive of
+    /// `cfg`, in order (the drives' paths are not used; their read-only flags are). The host's
+    /// disks come from `hostblk`; a replayer builds its disks from the log.
     pub fn with_disks(
         cfg: &MachineConfig,
         backends: Backends,

@@ -416,26 +416,29 @@ impl Machine {
         Ok(e.0)
     }
 
-    /// Builds a machine for `cfg` as [`Machine::new`] does and puts the snapshot's state into it:
-    /// RAM, harts, board devices, virtio transports and the clock. The snapshot must come from a
-    /// machine with the same configuration (RAM size, harts, virtio devices); the disk images
-    /// must be those the snapshot's machine had. Running the result continues exactly where the
-    /// snapshot's machine stood.
+    /// Builds a machine for `cfg` as [`Machine::new`] does (without disks) and puts the
+    /// snapshot's state into it: RAM, harts, board devices, virtio transports and the clock.
+    /// The snapshot must come from a machine with the same configuration (RAM size, harts,
+    /// virtio devices). Running the result continues exactly where the snapshot's machine
+    /// stood. A machine with disks: [`Machine::restore_with_disks`] (`hostblk::restore` opens
+    /// the host's).
     pub fn restore(
         cfg: &MachineConfig,
         backends: Backends,
         bytes: &[u8],
     ) -> Result<Machine, SnapshotError> {
-        // Configuration and checksum first, so that a wrong file is refused before any disk is
-        // opened.
-        let (fp, _) = check_file(bytes)?;
-        check_config(cfg, &fp)?;
-        let disks = crate::machine::open_disks(cfg)?;
-        Machine::restore_with_disks(cfg, backends, disks, bytes)
+        Machine::restore_with_disks(cfg, backends, Vec::new(), bytes)
     }
 
-    /// [`Machine::restore`] with the given disk backends instead of the drives' image files (see
-    /// [`Machine::with_disks`]).
+    /// Checks a snapshot file (frame, checksum, RAM size and harts) against `cfg` without
+    /// building anything: a wrong file is refused before any disk is opened.
+    pub fn check_snapshot(cfg: &MachineConfig, bytes: &[u8]) -> Result<(), SnapshotError> {
+        let (fp, _) = check_file(bytes)?;
+        check_config(cfg, &fp)
+    }
+
+    /// [`Machine::restore`] on the given disk backends, one per drive of `cfg` (see
+    /// [`Machine::with_disks`]); the disk images must be those the snapshot's machine had.
     pub fn restore_with_disks(
         cfg: &MachineConfig,
         backends: Backends,

@@ -52,7 +52,7 @@ fn disks_from_backends_need_no_image() {
     let cfg = config();
     assert!(
         Machine::new(&cfg, backends()).is_err(),
-        "the images do not exist"
+        "the board opens no images: drives need backends"
     );
     let mut m = Machine::with_disks(&cfg, backends(), vec![disk(64), disk(8)]).unwrap();
     assert_eq!(m.disk_backend_mut(0).unwrap().len(), 64 * 512);
@@ -99,7 +99,7 @@ fn restore_with_disks_takes_backends() {
     let snap = m.snapshot().unwrap();
     let r = Machine::restore_with_disks(&cfg, backends(), vec![disk(64), disk(8)], &snap).unwrap();
     assert_eq!(r.digest(), m.digest());
-    // Opening the images is what plain restore does: they do not exist here.
+    // Plain restore builds no disks (the host's are hostblk's): drives need backends.
     assert!(Machine::restore(&cfg, backends(), &snap).is_err());
     // A machine without those disks refuses the snapshot, naming the slot.
     let none = MachineConfig {

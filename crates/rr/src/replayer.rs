@@ -624,7 +624,7 @@ impl Replayer {
     }
 
     /// Gives the host's disks that [`Replayer::go_live`] switches to, one per logged drive
-    /// in `--drive` order (e.g. `machine::machine::open_disks` on the shared disk images).
+    /// in `--drive` order (e.g. `hostblk::open_disks` on the shared disk images).
     /// Each must have as many sectors as the logged drive. Without them, a machine with disks
     /// goes live on disks that fail every read (the guest sees I/O errors).
     pub fn set_live_disks(&mut self, disks: Vec<Box<dyn BlockBackend>>) -> Result<(), ReplayError> {
@@ -872,7 +872,7 @@ mod tests {
             console: Box::new(out),
             entropy,
         };
-        let mut m = Machine::new(&cfg, backends).unwrap();
+        let mut m = hostblk::boot(&cfg, backends).unwrap();
         rec.start(&mut m).unwrap();
         m.run(crate::SLICE);
         rec.after_slice(&m, false);
@@ -917,7 +917,7 @@ mod tests {
         // With the image the read is taken from it; this guest never reads, which the end of
         // the log then shows as a divergence (not a missing image).
         let (mut rp, mut r) = replayer_of(&log);
-        let disk = machine::virtio::block::FileBackend::open(&img, true).unwrap();
+        let disk = hostblk::FileBackend::open(&img, true).unwrap();
         rp.set_local_disks(vec![Box::new(CowDisk::new(Box::new(disk)))])
             .unwrap();
         let e = loop {

@@ -19,8 +19,8 @@
 //! - Inline mode (the default; tests and embedders that just call `Machine::run`): a request
 //!   completes in the device pass that submits it.
 //! - Deferred mode (`Machine::set_deferred_io`, what every run loop uses): the pass only
-//!   submits, and asks the backend to prepare the request ([`BlockBackend::prepare`]: an
-//!   [`super::aio::AsyncDisk`] starts the read on its worker thread). Completions happen only
+//!   submits, and asks the backend to prepare the request ([`BlockBackend::prepare`]: the
+//!   host end `hostblk::AsyncDisk` starts the read on its worker thread). Completions happen only
 //!   between two run slices: `Machine::complete_io` completes, in submission order, every
 //!   request whose backend says it is ready (the recorder logs each one's id at that icount),
 //!   and `Machine::complete_request` completes a given one (the replayer, at the logged icount).
@@ -32,15 +32,12 @@
 
 use super::queue::{DescChain, Segment};
 use super::{
-    read_config_bytes, CompleteError, QueueError, VirtioDevice, VirtioError, VirtioMmio, Virtq,
+    read_config_bytes, CompleteError, QueueError, VirtioDevice, VirtioMmio, Virtq,
     VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1, VIRTIO_ID_BLOCK,
 };
 use crate::codec::{CodecError, Dec, Enc};
 use rv64::Ram;
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 
 /// Feature: `seg_max` in the configuration is valid.
 pub const VIRTIO_BLK_F_SEG_MAX: u64 = 1 << 2;
@@ -79,15 +76,6 @@ const DISK_ID: &[u8; ID_LEN] = b"ftvm-virtio-blk\0\0\0\0\0";
 const QUEUE_SIZE: u16 = 256;
 /// Size of the bounce buffer: the most data moved between disk and RAM in one step.
 const CHUNK: usize = 64 * 1024;
-
-/// User configuration of a disk: `ftvm run --drive`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlockConfig {
-    /// Raw disk image.
-    pub path: PathBuf,
-    /// Offer the disk read-only (VIRTIO_BLK_F_RO) and refuse writes.
-    pub readonly: bool,
-}
 
 /// What an in-flight request needs of its backend before it can complete without waiting on
 /// the host's disk ([`BlockBackend::prepare`]).
@@ -151,48 +139,9 @@ pub trait BlockBackend: Send {
     }
     /// The machine that gets this backend (when it is built, or at `Machine::replace_disk`)
     /// hands over its [`crate::wake::Wake`]: a backend that finishes host I/O on a thread of
-    /// its own ([`super::AsyncDisk`]) notifies it then. The default: nothing to notify.
+    /// its own (`hostblk::AsyncDisk`) notifies it then. The default: nothing to notify.
     fn set_wake(&mut self, wake: &crate::wake::Wake) {
         let _ = wake;
-    }
-}
-
-/// A raw disk image in a host file.
-#[derive(Debug)]
-pub struct FileBackend {
-    file: File,
-    len: u64,
-}
-
-impl FileBackend {
-    /// Opens `path`, for reading only if `readonly`.
-    pub fn open(path: &std::path::Path, readonly: bool) -> Result<FileBackend, VirtioError> {
-        let err = |source| VirtioError::OpenDisk {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(!readonly)
-            .open(path)
-            .map_err(err)?;
-        let len = file.metadata().map_err(err)?.len();
-        Ok(FileBackend { file, len })
-    }
-}
-
-impl BlockBackend for FileBackend {
-    fn len(&self) -> u64 {
-        self.len
-    }
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.file.read_exact_at(buf, offset)
-    }
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.file.write_all_at(data, offset)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.sync_data()
     }
 }
 
@@ -232,16 +181,8 @@ impl BlockBackend for MemBackend {
 }
 
 impl VirtioMmio {
-    /// A virtio-blk device on the raw image `cfg.path`.
-    pub fn block(cfg: BlockConfig) -> Result<VirtioMmio, VirtioError> {
-        let backend = FileBackend::open(&cfg.path, cfg.readonly)?;
-        Ok(VirtioMmio::block_with_backend(
-            Box::new(backend),
-            cfg.readonly,
-        ))
-    }
-
-    /// A virtio-blk device on any backend (e.g. one the replay layer wraps).
+    /// A virtio-blk device on a backend (a host end from `hostblk`, or one the replay layer
+    /// wraps or makes).
     pub fn block_with_backend(backend: Box<dyn BlockBackend>, readonly: bool) -> VirtioMmio {
         VirtioMmio::new(Box::new(Block::new(backend, readonly)))
     }
@@ -707,6 +648,7 @@ impl VirtioDevice for Block {
 mod tests {
     use super::*;
     use crate::virtio::testutil::{Driver, BASE, DATA};
+    use crate::virtio::VirtioError;
     use std::sync::{Arc, Mutex};
 
     /// A shared in-memory disk, so a test can look at it after handing it to the device.
@@ -1186,43 +1128,5 @@ mod tests {
         d.set_reg(0x070, 0);
         assert_eq!(d.dev.in_flight(), 0);
         assert_eq!(*forgets.lock().unwrap(), before + 1);
-    }
-
-    #[test]
-    fn missing_image_names_the_path() {
-        let err = VirtioMmio::block(BlockConfig {
-            path: "/nonexistent/disk.img".into(),
-            readonly: false,
-        })
-        .unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/disk.img"), "{err}");
-    }
-
-    #[test]
-    fn file_backend_round_trip() {
-        let path = std::env::temp_dir().join(format!("ftvm-virtio-blk-{}.img", std::process::id()));
-        std::fs::write(&path, vec![7u8; 4096 + 100]).unwrap();
-        let mut dev = VirtioMmio::block(BlockConfig {
-            path: path.clone(),
-            readonly: false,
-        })
-        .unwrap();
-        assert_eq!(
-            dev.read(0x100, 8),
-            Some(8),
-            "partial trailing sector is not offered"
-        );
-        let mut d = Driver::new(dev, u64::MAX, 16);
-        header(&mut d, VIRTIO_BLK_T_OUT, 7);
-        d.ram.write(BUF, &[9; 512]).unwrap();
-        d.submit(0, &[(HDR, 16, false), (BUF, 512, false), (STATUS, 1, true)]);
-        d.kick(0);
-        assert_eq!(status(&d), VIRTIO_BLK_S_OK);
-        let image = std::fs::read(&path).unwrap();
-        assert_eq!(image[7 * 512..8 * 512], [9; 512]);
-        std::fs::remove_file(&path).unwrap();
-
-        let ro = FileBackend::open(&path, true);
-        assert!(ro.is_err());
     }
 }

@@ -11,7 +11,8 @@
 //! [`VirtioMmio::complete`]): a queue notification merely records that there is work, and data
 //! reaches guest memory through a host bounce buffer and [`rv64::Ram::write`], never while the
 //! vCPU runs, so that every device input takes effect at an exact instruction count. A disk's
-//! host I/O itself may run on another thread ([`aio`]) ahead of that point.
+//! host I/O itself may run on another thread ahead of that point (its host end's business:
+//! the `hostblk` crate).
 //!
 //! A guest can only hurt itself: any malformed ring, descriptor chain or request ends in a
 //! device error status (`VIRTIO_BLK_S_IOERR`/`UNSUPP`) or in `DEVICE_NEEDS_RESET`, never a panic.
@@ -34,7 +35,6 @@
 //! The transport is written from the virtio 1.2 specification, §4.2.2 (MMIO register layout) and
 //! §2.7 (split virtqueues).
 
-pub mod aio;
 pub mod block;
 pub mod console;
 pub mod mmio;
@@ -46,15 +46,12 @@ pub mod rng;
 #[cfg(test)]
 mod testutil;
 
-pub use aio::AsyncDisk;
-pub use block::{BlockBackend, BlockConfig, FileBackend, Prepare};
+pub use block::{BlockBackend, Prepare};
 pub use console::{ConsoleBackend, NullConsole, StdioConsole};
 pub use mmio::{VirtioMmio, VirtioMmioState};
 pub use net::{NetBackend, NetStats, NullNet};
 pub use queue::{DescChain, QueueError, Segment, Virtq, VirtqState};
 pub use rng::{EntropyBackend, OsEntropy};
-
-use std::path::PathBuf;
 
 /// Device id of a network card (virtio 1.2 §5).
 pub const VIRTIO_ID_NET: u32 = 1;
@@ -87,14 +84,6 @@ pub const STATUS_FAILED: u32 = 128;
 /// these: it is reported to the guest through the device itself.
 #[derive(Debug, thiserror::Error)]
 pub enum VirtioError {
-    /// cannot open disk image {path}: {source}
-    #[error("cannot open disk image {}: {source}", path.display())]
-    OpenDisk {
-        /// The image that was asked for.
-        path: PathBuf,
-        /// Why it could not be opened.
-        source: std::io::Error,
-    },
     /// saved virtio state does not fit this device: {0}
     #[error("saved virtio state does not fit this device: {0}")]
     BadState(String),

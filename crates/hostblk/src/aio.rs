@@ -1,7 +1,7 @@
 //! Asynchronous disk I/O: a worker thread per disk that reads ahead of the guest.
 //!
 //! The virtio-blk device keeps a request in flight from the moment the guest makes it
-//! available until a completion point between two run slices (see [`super::block`]). While it
+//! available until a completion point between two run slices (see [`machine::virtio::block`]). While it
 //! is in flight the device asks its backend to *prepare* it ([`BlockBackend::prepare`]):
 //! [`AsyncDisk`] hands a read (or a flush) to its worker thread and answers "not yet"; once
 //! the worker has the bytes the answer is "ready", and the completion, which calls
@@ -20,11 +20,10 @@
 //! connection, behind a trait the replay layer wraps; an async runtime or io_uring crate would
 //! add a dependency and an executor for what one thread and a channel do.
 
-use super::block::{BlockBackend, Prepare};
-use crate::wake::Wake;
+use machine::virtio::block::{BlockBackend, Prepare};
+use machine::wake::Wake;
 use std::io;
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 /// Bytes of prepared reads one disk holds at most; a request beyond it waits its turn.
 pub const READ_AHEAD_BUDGET: u64 = 32 << 20;
@@ -276,46 +275,12 @@ impl BlockBackend for AsyncDisk {
     }
 }
 
-/// A disk whose reads and flushes take `delay` longer (`--drive ...,delay=MS`): under an
-/// [`AsyncDisk`] it is the worker that waits, so requests stay in flight while the guest
-/// runs, which is what it is for (seeing and testing that).
-pub struct Delayed {
-    inner: Box<dyn BlockBackend>,
-    delay: Duration,
-}
-
-impl Delayed {
-    /// `inner`, slowed down by `delay`.
-    pub fn new(inner: Box<dyn BlockBackend>, delay: Duration) -> Delayed {
-        Delayed { inner, delay }
-    }
-}
-
-impl BlockBackend for Delayed {
-    fn len(&self) -> u64 {
-        self.inner.len()
-    }
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        std::thread::sleep(self.delay);
-        self.inner.read_at(offset, buf)
-    }
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.inner.write_at(offset, data)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        std::thread::sleep(self.delay);
-        self.inner.flush()
-    }
-    fn describe(&self) -> String {
-        format!("delayed({})", self.inner.describe())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::virtio::block::MemBackend;
+    use machine::virtio::block::MemBackend;
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
     use std::time::Instant;
 
     /// A memory disk whose reads and flushes block until the test opens the gate.
