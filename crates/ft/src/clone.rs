@@ -21,7 +21,7 @@ use crate::transport::SendMsg;
 use crate::wire::{Msg, WireError};
 use crate::FtError;
 use machine::virtio::BlockBackend;
-use machine::Machine;
+use machine::{DirtyConsumer, Machine};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -520,7 +520,7 @@ impl LiveClone {
     /// pages dirtied since it began), how fast the guest dirties, the pause stopping now would
     /// cost at the link's rate so far.
     fn measure(&mut self, m: &Machine) {
-        let dirty = m.dirty_page_count();
+        let dirty = m.dirty_page_count(DirtyConsumer::LiveCopy);
         let dirty_bytes = (dirty * PAGE) as f64;
         let sent = self.progress.sent_raw as f64;
         let round_left = self.list.len().saturating_sub(self.pos);
@@ -539,7 +539,7 @@ impl LiveClone {
     /// A round's pages are all handed over: another round, or ready once the sender is done.
     fn end_of_round(&mut self, m: &mut Machine, queued: u64) -> Step {
         self.measure(m);
-        let left = m.dirty_page_count();
+        let left = m.dirty_page_count(DirtyConsumer::LiveCopy);
         let not_shrinking = self.round >= 2 && left * 10 >= self.prev_round * 9;
         let converged = left <= 64
             || self
@@ -555,7 +555,7 @@ impl LiveClone {
                 Step::Copying
             };
         }
-        self.list = m.take_dirty_pages();
+        self.list = m.take_dirty_pages(DirtyConsumer::LiveCopy);
         self.prev_round = self.list.len();
         self.pos = 0;
         self.round += 1;

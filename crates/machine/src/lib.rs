@@ -13,6 +13,7 @@ pub mod clint;
 pub mod clock;
 mod codec;
 pub mod config;
+pub mod dirty;
 pub mod fdt;
 mod hartstate;
 pub mod loader;
@@ -31,6 +32,7 @@ pub use config::{
     format_mac, parse_mac, parse_size, ConfigError, DriveConfig, Firmware, MachineConfig,
     NbdDriveConfig, NetConfig,
 };
+pub use dirty::DirtyConsumer;
 pub use machine::{
     default_engine, set_default_engine, Backends, BootInfo, Machine, MachineError, Stop,
 };

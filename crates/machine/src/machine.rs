@@ -223,6 +223,10 @@ pub struct Machine {
     clock_tap: Option<Arc<AtomicU64>>,
     /// The delta-snapshot chain this machine stands on: (base id, generation).
     chain: Option<(u64, u32)>,
+    /// The live copy under way (the live clone): its id, the chain its closing delta starts.
+    live_copy: Option<u64>,
+    /// Written pages, one record per consumer (delta snapshots, the live copy).
+    dirty: crate::dirty::DirtyPages,
     /// Page hashes kept between state digests (a cache: not part of the machine's state).
     ram_digest: crate::ramdigest::RamDigest,
     /// What the disks' host ends notify when their host I/O finishes something.
@@ -344,6 +348,7 @@ impl Machine {
             .map_err(|_| MachineError::NoHostMemory(cfg.mem_size))?;
         drop(probe);
         let mut ram = Ram::new(RAM_BASE, mem);
+        let dirty = crate::dirty::DirtyPages::new(ram.pages());
         for seg in plan.images.iter().flat_map(|i| &i.segments) {
             // `plan` checked that every segment lies inside RAM.
             let _ = ram.write(seg.addr, &seg.data);
@@ -378,6 +383,8 @@ impl Machine {
             last_ran: 0,
             clock_tap: None,
             chain: None,
+            live_copy: None,
+            dirty,
             ram_digest: Default::default(),
             wake,
             io_seen: 0,
@@ -849,11 +856,23 @@ impl Machine {
         self.chain = chain;
     }
 
-    /// The RAM pages (index from the start of RAM) written since the last call — every page on
-    /// the first call — and clears the record: what an incremental snapshot must carry.
-    /// [`Machine::snapshot_delta`] relies on this record: a caller that takes it in between
-    /// makes the next delta miss those pages.
-    pub fn take_dirty_pages(&mut self) -> Vec<usize> {
-        self.ram.take_dirty()
+    /// The live copy under way: its chain id (see `snapshot::delta`).
+    pub(crate) fn live_copy(&self) -> Option<u64> {
+        self.live_copy
+    }
+
+    /// Sets the live copy under way.
+    pub(crate) fn set_live_copy(&mut self, id: Option<u64>) {
+        self.live_copy = id;
+    }
+
+    /// RAM and the consumers' records of written pages (see `dirty`).
+    pub(crate) fn ram_and_dirty(&mut self) -> (&mut Ram, &mut crate::dirty::DirtyPages) {
+        (&mut self.ram, &mut self.dirty)
+    }
+
+    /// The consumers' records of written pages.
+    pub(crate) fn dirty_pages(&self) -> &crate::dirty::DirtyPages {
+        &self.dirty
     }
 }

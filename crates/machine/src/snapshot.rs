@@ -198,6 +198,12 @@ pub enum SnapshotError {
          restore one, first"
     )]
     NoBase,
+    /// no live copy under way: begin one with `Machine::begin_live_copy` before its closing delta
+    #[error(
+        "no live copy under way: begin one with `Machine::begin_live_copy` before taking its \
+         closing delta"
+    )]
+    NoLiveCopy,
     /// the delta applies to {delta}, but this machine stands at {machine}: apply deltas in order, on a machine restored from their base
     #[error(
         "the delta applies to {delta}, but this machine stands at {machine}: apply deltas in \
@@ -469,7 +475,7 @@ impl Machine {
         let raw = decompress(payload, raw_len, max, mem_size)?;
         restore_payload(self, &raw)?;
         // The restored machine stands at the start of a delta chain (see `delta`).
-        self.take_dirty_pages();
+        self.clear_dirty_pages();
         self.set_chain(Some((delta::base_id(bytes), 0)));
         Ok(())
     }

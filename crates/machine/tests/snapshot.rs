@@ -452,7 +452,7 @@ fn incremental_ram_digest_equals_a_full_hash() {
         at += 1 + (i * 7919) % 20_000;
         m.run(at);
         if i.is_multiple_of(5) {
-            m.take_dirty_pages();
+            m.take_dirty_pages(machine::DirtyConsumer::Delta);
         }
         let d = m.digest();
         assert_eq!(

@@ -197,8 +197,8 @@ impl<W: Write> Recorder<W> {
     }
 
     /// [`Recorder::start`] at the end of a live copy ([`Machine::begin_live_copy`]): the log's
-    /// initial state is the copy's closing delta ([`Machine::snapshot_delta`]: the pages still
-    /// dirty, the CPU and the devices) instead of a full snapshot, so the guest stops only for
+    /// initial state is the copy's closing delta ([`Machine::snapshot_live_copy_delta`]: the
+    /// pages written since the copy's last round, the CPU and the devices) instead of a full snapshot, so the guest stops only for
     /// that. Only a replayer holding the copied RAM can start from such a log
     /// ([`crate::Prologue::into_replayer_onto`]).
     pub fn start_after_live_copy(&mut self, m: &mut Machine) -> Result<(), RecordError> {
@@ -260,7 +260,7 @@ impl<W: Write> Recorder<W> {
         let at = m.icount();
         self.append(at, Event::ConfigChange(lc.encode()))?;
         let snap = if delta {
-            m.snapshot_delta()?
+            m.snapshot_live_copy_delta()?
         } else {
             m.snapshot()?
         };

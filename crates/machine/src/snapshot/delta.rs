@@ -34,6 +34,7 @@ use super::{
     check_config_of, encode_cpu, encode_devices, header_u64, restore_payload_with, Dec, Enc,
     Fingerprint, SnapshotError, CRC_LEN, NON_RAM_BOUND, PAGE,
 };
+use crate::dirty::DirtyConsumer;
 use crate::machine::Machine;
 use rv64::ram::PAGE_SIZE;
 
@@ -57,29 +58,37 @@ pub(crate) fn base_id(snapshot: &[u8]) -> u64 {
 }
 
 impl Machine {
-    /// A full snapshot ([`Machine::snapshot`]) that starts a delta chain: dirty tracking starts
-    /// afresh, so the next [`Machine::snapshot_delta`] carries the pages written from here on.
+    /// A full snapshot ([`Machine::snapshot`]) that starts a delta chain: the deltas' record
+    /// of written pages starts afresh, so the next [`Machine::snapshot_delta`] carries the pages
+    /// written from here on. (A live copy under way keeps its own record.)
     pub fn snapshot_base(&mut self) -> Result<Vec<u8>, SnapshotError> {
         let bytes = self.snapshot()?;
-        self.take_dirty_pages();
+        self.take_dirty_pages(DirtyConsumer::Delta);
         self.set_chain(Some((base_id(&bytes), 0)));
         Ok(bytes)
     }
 
-    /// Starts a live copy (the live clone): dirty tracking starts afresh and chain `id` begins
-    /// here without a base file. While the guest runs on, the copier sends every page, then in
-    /// rounds the pages [`Machine::take_dirty_pages`] reports; once few are left, the guest
-    /// stops and [`Machine::snapshot_delta`] carries the rest with the CPU and devices. The
-    /// target puts the copied pages in with [`Machine::adopt_live_copy`] and applies that delta.
+    /// Starts a live copy (the live clone): the copy's record of written pages starts afresh
+    /// and chain `id` begins here without a base file. While the guest runs on, the copier
+    /// sends every page, then in rounds the pages
+    /// [`Machine::take_dirty_pages`]`(`[`DirtyConsumer::LiveCopy`]`)` reports; once few are
+    /// left, the guest stops and [`Machine::snapshot_live_copy_delta`] carries the rest with the
+    /// CPU and devices. The target puts the copied pages in with [`Machine::adopt_live_copy`]
+    /// and applies that delta. Delta snapshots taken meanwhile keep their own chain and record.
     pub fn begin_live_copy(&mut self, id: u64) {
-        self.take_dirty_pages();
-        self.set_chain(Some((id, 0)));
+        self.take_dirty_pages(DirtyConsumer::LiveCopy);
+        self.set_live_copy(Some(id));
     }
 
-    /// How many pages were written since the last [`Machine::take_dirty_pages`]: what the
-    /// next round of a live copy, or the next delta, would carry.
-    pub fn dirty_page_count(&self) -> usize {
-        self.ram().dirty_count()
+    /// The closing delta of the live copy under way ([`Machine::begin_live_copy`]): the pages
+    /// written since the copy's last round, with the whole CPU and device state — generation 1
+    /// of the copy's chain, for the target that adopted the copied pages. The copy is over.
+    pub fn snapshot_live_copy_delta(&mut self) -> Result<Vec<u8>, SnapshotError> {
+        let id = self.live_copy().ok_or(SnapshotError::NoLiveCopy)?;
+        let pages = self.take_dirty_pages(DirtyConsumer::LiveCopy);
+        let bytes = self.encode_delta((id, 0, 1), &pages);
+        self.set_live_copy(None);
+        Ok(bytes)
     }
 
     /// The target's side of a live copy: `ram` (the whole RAM as the rounds left it) becomes
@@ -97,7 +106,7 @@ impl Machine {
         let base = r.base();
         // The length was checked against the RAM's size just above.
         r.write(base, ram).ok_or(SnapshotError::RamTooLarge(size))?;
-        self.take_dirty_pages();
+        self.clear_dirty_pages();
         self.set_chain(Some((id, 0)));
         Ok(())
     }
@@ -108,14 +117,21 @@ impl Machine {
     pub fn snapshot_delta(&mut self) -> Result<Vec<u8>, SnapshotError> {
         let (base, generation) = self.chain().ok_or(SnapshotError::NoBase)?;
         let next = generation.checked_add(1).ok_or(SnapshotError::NoBase)?;
-        let pages = self.take_dirty_pages();
+        let pages = self.take_dirty_pages(DirtyConsumer::Delta);
+        let bytes = self.encode_delta((base, generation, next), &pages);
+        self.set_chain(Some((base, next)));
+        Ok(bytes)
+    }
+
+    /// A delta file of chain position `(base, generation, next)` carrying `pages`.
+    fn encode_delta(&self, (base, generation, next): Chain, pages: &[usize]) -> Vec<u8> {
         let mut p = Enc::default();
         encode_cpu(&mut p, self);
         encode_devices(&mut p, self);
         let mem = self.ram().as_slice();
         p.section(TAG_PAGES, |e| {
             e.u64(pages.len() as u64);
-            for &i in &pages {
+            for &i in pages {
                 e.u64(i as u64);
                 e.0.extend_from_slice(&mem[i * PAGE..(i + 1) * PAGE]);
             }
@@ -137,8 +153,7 @@ impl Machine {
         e.0.extend_from_slice(&compressed);
         let crc = crc32c::crc32c(&e.0);
         e.u32(crc);
-        self.set_chain(Some((base, next)));
-        Ok(e.0)
+        e.0
     }
 
     /// Applies a delta from [`Machine::snapshot_delta`]: this machine must stand on the delta's
@@ -172,7 +187,7 @@ impl Machine {
             .saturating_add((self.harts().len() as u64).saturating_mul(1024));
         let raw = super::decompress(payload, raw_len, max, mem_size)?;
         restore_payload_with(self, &raw, restore_pages)?;
-        self.take_dirty_pages();
+        self.clear_dirty_pages();
         self.set_chain(Some((base, generation)));
         Ok(())
     }
