@@ -47,7 +47,7 @@ enum Item {
     /// image.
     LiveCopy(u64, Vec<u8>),
     /// The connection ended: why.
-    Gone(String),
+    Gone(StreamBreak),
 }
 
 /// Counters the receiver shares.
@@ -78,6 +78,65 @@ fn send_ack(w: &AckWriter, st: &RxState) -> Result<(), wire::WireError> {
     }
 }
 
+/// Why the log stream from the primary ended: the reason the backup reports at failover.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamBreak {
+    /// The channel failed, closed, or a message failed its tag.
+    #[error("{0}")]
+    Wire(#[from] wire::WireError),
+    /// A message that belongs before the log came after it began.
+    #[error("the primary sent {0} after the log began")]
+    Late(&'static str),
+    /// A disk image chunk could not be written here.
+    #[error("{0}")]
+    DiskSync(#[from] DiskSyncError),
+    /// A live clone's pages were refused.
+    #[error("a bad live clone from the primary: {0}")]
+    BadClone(#[from] crate::clone::PagesError),
+    /// The primary sent what only a backup sends.
+    #[error("the primary sent an acknowledgement")]
+    UnexpectedAck,
+    /// The log stream does not decode.
+    #[error("corrupt log from the primary: {0}")]
+    Corrupt(#[from] replay::DecodeError),
+    /// The horizon went backwards.
+    #[error("the primary's horizon went back from {from} to {to}")]
+    HorizonBack {
+        /// The horizon before.
+        from: u64,
+        /// The one announced.
+        to: u64,
+    },
+    /// Acknowledging failed.
+    #[error("acknowledging: {0}")]
+    Ack(#[source] wire::WireError),
+    /// This side's replay loop is gone.
+    #[error("the replay loop ended")]
+    ReplayEnded,
+}
+
+/// Why a disk image chunk the primary sent (non-shared disks) could not be written here.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskSyncError {
+    /// The primary has more disks than this host.
+    #[error("the primary syncs disk {0}, which this host has no --drive for")]
+    NoDrive(u32),
+    /// The image could not be opened, resized or written.
+    #[error("cannot {what} the disk image {} to sync it: {source}", path.display())]
+    Io {
+        /// `open`, `resize`, `write to`.
+        what: &'static str,
+        /// The image.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A chunk past the image's end.
+    #[error("a disk chunk past the end of disk {0}")]
+    PastEnd(u32),
+}
+
 /// Writes a part of a disk image the primary sent (non-shared disks) into this host's image.
 fn write_chunk(
     drives: &[machine::DriveConfig],
@@ -85,31 +144,31 @@ fn write_chunk(
     total: u64,
     offset: u64,
     data: &[u8],
-) -> Result<(), String> {
+) -> Result<(), DiskSyncError> {
     use std::os::unix::fs::FileExt;
     let d = usize::try_from(drive)
         .ok()
         .and_then(|i| drives.get(i))
-        .ok_or_else(|| {
-            format!("the primary syncs disk {drive}, which this host has no --drive for")
-        })?;
+        .ok_or(DiskSyncError::NoDrive(drive))?;
+    let io = |what| {
+        let path = d.path.clone();
+        move |source| DiskSyncError::Io { what, path, source }
+    };
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(&d.path)
-        .map_err(|e| format!("cannot open {} to sync it: {e}", d.path.display()))?;
+        .map_err(io("open"))?;
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     if len != total {
-        f.set_len(total)
-            .map_err(|e| format!("cannot resize {} to {total} bytes: {e}", d.path.display()))?;
+        f.set_len(total).map_err(io("resize"))?;
     }
     if offset
         .checked_add(data.len() as u64)
         .is_none_or(|e| e > total)
     {
-        return Err(format!("a disk chunk past the end of disk {drive}"));
+        return Err(DiskSyncError::PastEnd(drive));
     }
-    f.write_all_at(data, offset)
-        .map_err(|e| format!("writing {}: {e}", d.path.display()))
+    f.write_all_at(data, offset).map_err(io("write to"))
 }
 
 /// The log receiver. With `own_reads` (`--disk-reads own`) it leaves the channel open when
@@ -134,7 +193,7 @@ fn receive(
     let why = loop {
         let msg = match r.recv() {
             Ok(m) => m,
-            Err(e) => break e.to_string(),
+            Err(e) => break StreamBreak::Wire(e),
         };
         live.heard();
         if let Msg::DiskChunk {
@@ -145,10 +204,10 @@ fn receive(
         } = &msg
         {
             if horizon > 0 || have_header {
-                break "the primary sent a disk image after the log began".into();
+                break StreamBreak::Late("a disk image");
             }
             if let Err(e) = write_chunk(&drives, *drive, *total, *offset, data) {
-                break e;
+                break e.into();
             }
             continue;
         }
@@ -159,10 +218,10 @@ fn receive(
         } = msg
         {
             if horizon > 0 || have_header {
-                break "the primary sent console offsets after the log began".into();
+                break StreamBreak::Late("console offsets");
             }
             if tx.send(Item::Console(in_taken, out_base, tail)).is_err() {
-                break "the replay loop ended".into();
+                break StreamBreak::ReplayEnded;
             }
             continue;
         }
@@ -174,11 +233,11 @@ fn receive(
         } = &msg
         {
             let Some(inc) = &mut pages else {
-                break "the primary sent RAM pages after the log began".into();
+                break StreamBreak::Late("RAM pages");
             };
             st.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
             if let Err(e) = inc.take(*clone, *mem_size, data) {
-                break format!("a bad live clone from the primary: {e}");
+                break e.into();
             }
             continue;
         }
@@ -188,12 +247,12 @@ fn receive(
             bytes,
         } = msg
         else {
-            break "the primary sent an acknowledgement".into();
+            break StreamBreak::UnexpectedAck;
         };
         // The log begins: a live clone's RAM is complete but for the log's first delta.
         if let Some(copy) = pages.take().and_then(crate::clone::Incoming::into_copy) {
             if tx.send(Item::LiveCopy(copy.0, copy.1)).is_err() {
-                break "the replay loop ended".into();
+                break StreamBreak::ReplayEnded;
             }
         }
         st.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -203,11 +262,11 @@ fn receive(
                 Ok(Some(h)) => {
                     have_header = true;
                     if tx.send(Item::Header(h.clone())).is_err() {
-                        break "the replay loop ended".into();
+                        break StreamBreak::ReplayEnded;
                     }
                 }
                 Ok(None) => {}
-                Err(e) => break format!("corrupt log from the primary: {e}"),
+                Err(e) => break e.into(),
             }
         }
         let mut entries = Vec::new();
@@ -215,7 +274,7 @@ fn receive(
             match dec.next_entry() {
                 Ok(Some(e)) => entries.push(e),
                 Ok(None) => break None,
-                Err(e) => break Some(format!("corrupt log from the primary: {e}")),
+                Err(e) => break Some(StreamBreak::Corrupt(e)),
             }
         };
         if let Some(why) = failed {
@@ -224,17 +283,20 @@ fn receive(
             break why;
         }
         if h < horizon {
-            break format!("the primary's horizon went back from {horizon} to {h}");
+            break StreamBreak::HorizonBack {
+                from: horizon,
+                to: h,
+            };
         }
         horizon = h;
         st.horizon.store(horizon, Ordering::Relaxed);
         st.entries
             .fetch_add(entries.len() as u64, Ordering::Relaxed);
         if tx.send(Item::Log(entries, horizon, released)).is_err() {
-            break "the replay loop ended".into();
+            break StreamBreak::ReplayEnded;
         }
         if let Err(e) = send_ack(&w, &st) {
-            break format!("acknowledging: {e}");
+            break StreamBreak::Ack(e);
         }
     };
     if !own_reads {
@@ -559,7 +621,7 @@ impl hostrun::Replaying for Replay<'_> {
                 p.console_at(in_taken, out_base, &tail)
             }
             Some(Item::LiveCopy(id, ram)) => p.live_copy = Some((id, ram)),
-            Some(Item::Gone(why)) => return Ok(hostrun::Turn::End(Ended::Lost(why))),
+            Some(Item::Gone(why)) => return Ok(hostrun::Turn::End(Ended::Lost(why.to_string()))),
             None => {}
         }
         if p.ended {
@@ -667,7 +729,7 @@ impl Backup {
                 Item::Console(in_taken, out_base, tail) => p.console_at(in_taken, out_base, &tail),
                 Item::LiveCopy(id, ram) => p.live_copy = Some((id, ram)),
                 Item::Gone(why) => {
-                    gone.get_or_insert(why);
+                    gone.get_or_insert(why.to_string());
                 }
             }
         }

@@ -186,40 +186,73 @@ fn encode_batch(mem: &[u8], pages: &[usize], skip_zero: bool, out: &mut Vec<u8>)
     n
 }
 
+/// Why the backup refused a live clone's pages (a hostile or broken peer).
+#[derive(Debug, thiserror::Error)]
+pub enum PagesError {
+    /// Shorter than its size field.
+    #[error("a page batch is too short")]
+    TooShort,
+    /// Its size field claims more than a batch holds.
+    #[error("a page batch claims more than a batch holds")]
+    TooLarge,
+    /// The LZ4 data is broken.
+    #[error("a page batch does not decompress: {0}")]
+    Decompress(#[source] lz4_flex::block::DecompressError),
+    /// It ends inside a page's header.
+    #[error("a page batch ends inside a page header")]
+    CutHeader,
+    /// It ends inside a page.
+    #[error("a page batch ends inside a page")]
+    CutPage,
+    /// A page index past the guest's RAM.
+    #[error("page {0} lies outside the guest's RAM")]
+    Outside(usize),
+    /// A page of a kind this build does not know.
+    #[error("page {page} of unknown kind {kind}")]
+    UnknownKind {
+        /// The page.
+        page: usize,
+        /// Its kind byte.
+        kind: u8,
+    },
+    /// A RAM size no guest has (zero, not whole pages, above 1 TiB, or above this host's
+    /// address space).
+    #[error("a clone of {0} bytes of RAM")]
+    BadSize(u64),
+    /// Pages of another clone, or of another RAM size, than the first batch's.
+    #[error("pages of two different clones")]
+    TwoClones,
+}
+
 /// Writes a batch (as [`Msg::Pages`] carries it: LZ4 with its size in front) into `mem`.
 /// Refuses anything malformed (a hostile or broken peer) without panicking.
-pub fn decode_batch(data: &[u8], mem: &mut [u8]) -> Result<usize, String> {
+pub fn decode_batch(data: &[u8], mem: &mut [u8]) -> Result<usize, PagesError> {
     // The size in front is checked before anything is allocated for it.
     let (size, body) = match data {
         [a, b, c, d, body @ ..] => (u32::from_le_bytes([*a, *b, *c, *d]) as usize, body),
-        _ => return Err("a page batch is too short".into()),
+        _ => return Err(PagesError::TooShort),
     };
     if size > MAX_RAW {
-        return Err("a page batch claims more than a batch holds".into());
+        return Err(PagesError::TooLarge);
     }
-    let raw = lz4_flex::block::decompress(body, size)
-        .map_err(|e| format!("a page batch does not decompress: {e}"))?;
+    let raw = lz4_flex::block::decompress(body, size).map_err(PagesError::Decompress)?;
     let mut at = 0;
     let mut n = 0;
     while at < raw.len() {
-        let head = raw
-            .get(at..at + 5)
-            .ok_or("a page batch ends inside a page header")?;
+        let head = raw.get(at..at + 5).ok_or(PagesError::CutHeader)?;
         let i = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
         let dst = mem
             .get_mut(i * PAGE..(i + 1) * PAGE)
-            .ok_or_else(|| format!("page {i} lies outside the guest's RAM"))?;
+            .ok_or(PagesError::Outside(i))?;
         at += 5;
         match head[4] {
             ZERO => dst.fill(0),
             DATA => {
-                let src = raw
-                    .get(at..at + PAGE)
-                    .ok_or("a page batch ends inside a page")?;
+                let src = raw.get(at..at + PAGE).ok_or(PagesError::CutPage)?;
                 dst.copy_from_slice(src);
                 at += PAGE;
             }
-            k => return Err(format!("page {i} of unknown kind {k}")),
+            kind => return Err(PagesError::UnknownKind { page: i, kind }),
         }
         n += 1;
     }
@@ -722,19 +755,20 @@ pub struct Incoming {
 impl Incoming {
     /// Takes one [`Msg::Pages`]. Everything is checked: a wrong size, another clone's id, a
     /// malformed batch end the clone with the reason.
-    pub fn take(&mut self, clone: u64, mem_size: u64, data: &[u8]) -> Result<(), String> {
-        if self.copy.is_none() {
-            if mem_size == 0 || !mem_size.is_multiple_of(PAGE as u64) || mem_size > MAX_MEM {
-                return Err(format!("a clone of {mem_size} bytes of RAM"));
+    pub fn take(&mut self, clone: u64, mem_size: u64, data: &[u8]) -> Result<(), PagesError> {
+        let copy = match &mut self.copy {
+            Some(c) => c,
+            None => {
+                if mem_size == 0 || !mem_size.is_multiple_of(PAGE as u64) || mem_size > MAX_MEM {
+                    return Err(PagesError::BadSize(mem_size));
+                }
+                let n = usize::try_from(mem_size).map_err(|_| PagesError::BadSize(mem_size))?;
+                self.copy.insert((clone, vec![0u8; n]))
             }
-            let n = usize::try_from(mem_size).map_err(|_| "RAM too large for this host")?;
-            self.copy = Some((clone, vec![0u8; n]));
-        }
-        let Some((id, mem)) = &mut self.copy else {
-            return Err("no clone".into());
         };
+        let (id, mem) = copy;
         if *id != clone || mem.len() as u64 != mem_size {
-            return Err("pages of two different clones".into());
+            return Err(PagesError::TwoClones);
         }
         self.pages += decode_batch(data, mem)? as u64;
         Ok(())
@@ -785,9 +819,10 @@ mod tests {
         encode_batch(&src, &[0, 1, 2, 3], false, &mut raw);
         let good = lz4_flex::block::compress_prepend_size(&raw);
         let mut dst = vec![0u8; 2 * PAGE];
-        assert!(decode_batch(&good, &mut dst)
-            .unwrap_err()
-            .contains("outside"));
+        assert!(matches!(
+            decode_batch(&good, &mut dst),
+            Err(PagesError::Outside(_))
+        ));
         let mut dst = vec![0u8; 4 * PAGE];
         for cut in [0, 3, 5, good.len() / 2] {
             assert!(
@@ -798,7 +833,7 @@ mod tests {
         let mut bad_kind = raw.clone();
         bad_kind[4] = 7;
         let e = decode_batch(&lz4_flex::block::compress_prepend_size(&bad_kind), &mut dst);
-        assert!(e.unwrap_err().contains("unknown kind"));
+        assert!(e.unwrap_err().to_string().contains("unknown kind"));
         let mut huge = good.clone();
         huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode_batch(&huge, &mut dst).is_err());
