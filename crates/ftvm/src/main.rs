@@ -20,7 +20,7 @@ struct Cli {
     /// The engine that runs the guest's harts, for every command that runs a machine: `jit`
     /// (translating; x86-64 hosts) or `interp` (the interpreter). Both give identical results
     /// (logs and snapshots are interchangeable). Default: the `FTVM_ENGINE` environment variable,
-    /// else `interp`.
+    /// else `jit` on x86-64 hosts and `interp` elsewhere.
     #[arg(long, global = true, value_name = "jit|interp")]
     engine: Option<rv64::Engine>,
     #[command(subcommand)]

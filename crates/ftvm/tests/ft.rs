@@ -119,6 +119,42 @@ fn backup_killed_primary_carries_on() {
     );
 }
 
+/// The primary on the translating engine, the backup on the interpreter: the backup replays
+/// the JIT primary's log (the state digests in it included) on the other engine, and when the
+/// primary is killed it goes live and the client's count carries on without a gap or repeat.
+#[test]
+fn jit_primary_interpreter_backup_fails_over() {
+    let Some(g) = guest() else { return };
+    let o = PairOptions {
+        primary_extra: vec!["--engine".into(), "jit".into()],
+        backup_extra: vec!["--engine".into(), "interp".into()],
+        ..Default::default()
+    };
+    let mut p = Pair::start("jit-interp", &g, &o, None);
+    let mut c = p.client();
+    start_counter(&mut c);
+    for k in 1..=20 {
+        increment(&mut c, k, &|| p.logs());
+    }
+    p.kill("primary");
+    for k in 21..=40 {
+        increment(&mut c, k, &|| p.logs());
+    }
+    assert!(p.stderr("backup").contains("went live"), "{}", p.logs());
+    assert_eq!(
+        c.endpoint(),
+        Some(p.backup_console),
+        "the client ends on the backup"
+    );
+    c.send(b"\x04poweroff\n").unwrap();
+    assert_eq!(
+        p.wait("backup", Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        p.logs()
+    );
+}
+
 /// Which sides are still running after a fault; exactly one must be, the other exited 3.
 fn exactly_one_survives(p: &mut Pair) -> &'static str {
     let t0 = Instant::now();

@@ -193,7 +193,8 @@ pub fn set_default_engine(e: Engine) -> Engine {
 
 /// The engine set by [`set_default_engine`]; if none was set, the one named by the
 /// `FTVM_ENGINE` environment variable (`jit` or `interp`; so that test programs and libraries
-/// that build machines follow it too), else the interpreter.
+/// that build machines follow it too), else [`Engine::default`]: the translating engine on
+/// x86-64 hosts, the interpreter elsewhere.
 pub fn default_engine() -> Engine {
     match DEFAULT_ENGINE.load(std::sync::atomic::Ordering::Relaxed) {
         1 => Engine::Interp,

@@ -9,11 +9,11 @@ use crate::hart::{Exit, Hart, NoBlocks};
 use crate::jitstats::JitStats;
 use crate::ram::Ram;
 
-/// Which engine runs a hart's instructions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Which engine runs a hart's instructions. The default is the translating engine where the
+/// host has it (x86-64) and the interpreter elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     /// The interpreter: the reference, on every host.
-    #[default]
     Interp,
     /// The translating engine (x86-64 hosts; elsewhere the hart stays on the interpreter).
     Jit,
@@ -28,6 +28,16 @@ impl Engine {
         match self {
             Engine::Interp => "interp",
             Engine::Jit => "jit",
+        }
+    }
+}
+
+impl Default for Engine {
+    fn default() -> Engine {
+        if Engine::JIT_AVAILABLE {
+            Engine::Jit
+        } else {
+            Engine::Interp
         }
     }
 }

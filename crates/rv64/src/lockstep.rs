@@ -173,7 +173,8 @@ impl Program {
                 5..=7 => DATA + rng.below(0x1_0000),
                 _ => {
                     let (r, s) = (rng.next_u64(), rng.below(64));
-                    rng.pick(&[0, 1, u64::MAX, 1 << 63, r, s])
+                    // The divide edge cases too: x / 0, MIN / -1 in both widths.
+                    rng.pick(&[0, 1, u64::MAX, 1 << 63, 0xffff_ffff_8000_0000, r, s])
                 }
             };
         }

@@ -22,6 +22,14 @@
 //!   the interpreter could fetch: same permissions, same translation context) and keyed by the
 //!   decoded page (the physical page) and the virtual pc (code embeds pc-relative values).
 //!
+//! - **Chaining.** An exit to a known pc on the block's own page (fall-through, taken branch,
+//!   `jal`) first returns to the dispatcher and records where it is; the dispatcher then patches
+//!   it with the target block's length and body, so that later the exit jumps straight into the
+//!   target when the target's whole length fits in the budget (the dispatcher's own rule), and
+//!   leaves otherwise. Only blocks of the same page under the same generation are chained, so a
+//!   store that invalidates one invalidates both, and no chain ever needs undoing; a flush drops
+//!   all code (chain sites recorded before a flush are discarded by an epoch count).
+//!
 //! The cache is bounded (code buffer, instruction copies, block count) and flushed wholesale when
 //! any of them is full. Host code is produced by a hand-written emitter ([`x86`]); guest
 //! registers live in the [`Hart`] (no host register allocation yet).
@@ -73,6 +81,9 @@ pub(crate) struct Ctx {
     /// The running block's page and the generation it was translated under.
     dpage: *const DecodedPage,
     gen: u64,
+    /// Set by a chain exit not yet chained: where its patchable fields are (see
+    /// [`translate::CHAIN_LEN_AT`]); null otherwise.
+    link: *mut u8,
 }
 
 struct Block {
@@ -81,6 +92,8 @@ struct Block {
     gen: u64,
     n: u32,
     entry: BlockFn,
+    /// Where chained blocks enter (after the prologue).
+    body: *const u8,
 }
 
 /// One hart's translation cache.
@@ -92,6 +105,8 @@ pub(crate) struct Jit {
     jc: Box<[u32]>,
     asm: x86::Asm,
     ram_id: u64,
+    /// Counts flushes: a chain exit recorded before a flush points into dropped code.
+    epoch: u64,
     pub stats: JitStats,
 }
 
@@ -106,11 +121,13 @@ impl Jit {
             jc: vec![u32::MAX; JC_SIZE].into_boxed_slice(),
             asm: x86::Asm::new(),
             ram_id: 0,
+            epoch: 0,
             stats: JitStats::default(),
         }))
     }
 
     fn flush(&mut self) {
+        self.epoch += 1;
         self.blocks.clear();
         self.map.clear();
         self.jc.fill(u32::MAX);
@@ -177,8 +194,11 @@ impl Jit {
         // SAFETY: as in `lookup`.
         let gen = unsafe { (*dp).gen };
         let bytes = &ram.as_slice()[page << 12..(page + 1) << 12];
-        let n = translate::translate(&mut self.asm, &mut self.arena, bytes, pc)?;
+        let t = translate::translate(&mut self.asm, &mut self.arena, bytes, pc)?;
+        let n = t.n;
         let entry = self.code.push(&self.asm.code);
+        // SAFETY: `t.body` is an offset inside the code just copied to `entry`.
+        let body = unsafe { entry.add(t.body) };
         // SAFETY: `entry` points to a complete function the translator just emitted, following
         // the `BlockFn` ABI (sysv64, callee-saved registers restored, stack kept aligned).
         let entry: BlockFn = unsafe { std::mem::transmute::<*const u8, BlockFn>(entry) };
@@ -189,6 +209,7 @@ impl Jit {
             gen,
             n,
             entry,
+            body,
         });
         self.map.insert((pc, dp as usize), i);
         self.stats.blocks += 1;
@@ -256,7 +277,10 @@ fn run<B: Bus>(jit: &mut Jit, hart: &mut Hart, ram: &mut Ram, bus: &mut B, stop_
         stop: stop_at,
         dpage: std::ptr::null(),
         gen: 0,
+        link: std::ptr::null_mut(),
     };
+    // The last block's unchained exit: (where, its page and generation, the cache epoch).
+    let mut pending: Option<(*mut u8, *const DecodedPage, u64, u64)> = None;
     loop {
         if hart.needs_attention() || hart.icount >= stop_at {
             return 0;
@@ -272,6 +296,17 @@ fn run<B: Bus>(jit: &mut Jit, hart: &mut Hart, ram: &mut Ram, bus: &mut B, stop_
             return 1;
         };
         let b = &jit.blocks[i as usize];
+        if let Some((site, dp, gen, epoch)) = pending.take() {
+            // The exit led here (it set the pc this block was found for). Chain it if both
+            // blocks are alive from the same page under the same generation.
+            if epoch == jit.epoch && std::ptr::eq(b.dpage, dp) && b.gen == gen {
+                // SAFETY: `site` was recorded by a chain exit of a block translated in this
+                // epoch (no flush since), so it points into live code in the buffer, with the
+                // layout `translate::emit_chain_exit` documents; blocks run on this thread only.
+                unsafe { chain(site, b.n, b.body) };
+                jit.stats.chains += 1;
+            }
+        }
         if b.n as u64 > remaining {
             return remaining;
         }
@@ -280,11 +315,31 @@ fn run<B: Bus>(jit: &mut Jit, hart: &mut Hart, ram: &mut Ram, bus: &mut B, stop_
         ctx.start = hart.icount;
         ctx.dpage = b.dpage;
         ctx.gen = b.gen;
+        ctx.link = std::ptr::null_mut();
         // SAFETY: the block was translated for this pc and page under the current generation
         // (checked by `lookup`), against this `Ram` (checked above); `ctx` outlives the call and
         // its pointers are exclusive borrows not used by this function until the call returns.
         let k = unsafe { (b.entry)(ctx.hart, &mut ctx) };
         hart.icount = ctx.start + k;
         jit.stats.runs += 1;
+        if !ctx.link.is_null() {
+            pending = Some((ctx.link, ctx.dpage, ctx.gen, jit.epoch));
+        }
+    }
+}
+
+/// Patches the chain exit at `site` to enter the block of `n` instructions whose body is at
+/// `body` when `n` steps remain.
+///
+/// # Safety
+/// `site` is a position recorded by a chain exit (see `translate::emit_chain_exit`) in live,
+/// writable code that no other thread runs.
+unsafe fn chain(site: *mut u8, n: u32, body: *const u8) {
+    use translate::{CHAIN_JMP_END_AT, CHAIN_JMP_REL_AT, CHAIN_LEN_AT};
+    // SAFETY: the caller's contract; both fields lie inside the exit's code.
+    unsafe {
+        let rel = body as isize - site.offset(CHAIN_JMP_END_AT) as isize;
+        std::ptr::write_unaligned(site.offset(CHAIN_LEN_AT) as *mut i32, n as i32);
+        std::ptr::write_unaligned(site.offset(CHAIN_JMP_REL_AT) as *mut i32, rel as i32);
     }
 }

@@ -1,12 +1,13 @@
 //! The translator: one pass over the guest instructions of a block, emitting x86-64 for each.
 //!
 //! Generated code keeps every guest register in the [`Hart`] (`rbx` points to it) and the
-//! dispatcher's [`Ctx`] in `r12`. Integer ALU operations, multiplies, branches and jumps are
-//! emitted inline; loads and stores (FP ones included, when the FPU is on) inline their
+//! dispatcher's [`Ctx`] in `r12`. Integer ALU operations, multiplies, divisions (with RISC-V's
+//! results for a zero divisor and for MIN / -1, which would fault on x86), branches and jumps
+//! are emitted inline; loads and stores (FP ones included, when the FPU is on) inline their
 //! software-TLB hit path (the same TLB, the same
 //! hit condition and hence the same dirty-tracking behaviour as the interpreter's `load`/`store`)
-//! and otherwise call the step helper. Every other instruction (CSR, system, atomics, division,
-//! floating point) calls the step helper, which runs the interpreter's own `execute` on a copy of
+//! and otherwise call the step helper. Every other instruction (CSR, system, atomics, floating
+//! point) calls the step helper, which runs the interpreter's own `execute` on a copy of
 //! the decoded instruction: identical results by construction, FP included.
 //!
 //! A block is at most [`MAX_INSNS`] instructions of one page. It ends after a jump, after any
@@ -90,6 +91,14 @@ struct SlowPath {
     pc: u64,
 }
 
+/// A translated block, as [`translate`] describes it.
+pub(crate) struct Translated {
+    /// Guest instructions.
+    pub n: u32,
+    /// Offset of the body (after the prologue) in the code: where chained blocks jump to.
+    pub body: usize,
+}
+
 /// Translates the block at virtual `vpc`, whose page's bytes are `page` (4096 bytes). Returns
 /// the number of instructions, or `None` if the first instruction cannot be translated (it
 /// crosses the page end): the interpreter steps it. The code is left in `asm`.
@@ -98,7 +107,7 @@ pub(crate) fn translate(
     arena: &mut InsnArena,
     page: &[u8],
     vpc: u64,
-) -> Option<u32> {
+) -> Option<Translated> {
     asm.clear();
     let epilogue = asm.label();
     let mut exits: Vec<SideExit> = Vec::new();
@@ -111,6 +120,7 @@ pub(crate) fn translate(
     asm.mov_rr(R12, RSI);
     let body = asm.label();
     asm.bind(body);
+    let body_off = asm.pos();
     // Where the back edges' budget checks want the block length (patched at the end).
     let mut len_fixups: Vec<usize> = Vec::new();
 
@@ -243,6 +253,56 @@ pub(crate) fn translate(
                 asm.mul_wide(d.op == Mulh, RBX, xoff(rs2));
                 asm.store(RBX, xoff(rd), RDX);
             }
+            Mulhsu => {
+                // mulhu(a, b) - (a < 0 ? b : 0): rs1 signed, rs2 unsigned.
+                asm.load(RAX, RBX, xoff(rs1));
+                asm.mul_wide(false, RBX, xoff(rs2));
+                asm.load(RCX, RBX, xoff(rs1));
+                asm.shift_ri(true, Shift::Sar, RCX, 63);
+                asm.alu_rm(true, Alu::And, RCX, RBX, xoff(rs2));
+                asm.alu_rr(Alu::Sub, RDX, RCX);
+                asm.store(RBX, xoff(rd), RDX);
+            }
+            Div | Divu | Rem | Remu | Divw | Divuw | Remw | Remuw => {
+                // The interpreter's results: x / 0 = all ones, x % 0 = x; MIN / -1 = MIN
+                // (wrapping), MIN % -1 = 0; the word forms sign-extend their 32-bit result.
+                let w = matches!(d.op, Div | Divu | Rem | Remu);
+                let signed = matches!(d.op, Div | Rem | Divw | Remw);
+                let rem = matches!(d.op, Rem | Remu | Remw | Remuw);
+                let zero = asm.label();
+                let done = asm.label();
+                asm.load(RAX, RBX, xoff(rs1));
+                asm.load(RCX, RBX, xoff(rs2));
+                asm.test_rr(w, RCX);
+                asm.jcc(Cond::E, zero);
+                if signed {
+                    let divide = asm.label();
+                    asm.alu_ri(w, Alu::Cmp, RCX, -1);
+                    asm.jcc(Cond::Ne, divide);
+                    // x / -1 = -x (wrapping), x % -1 = 0: idiv would fault on MIN / -1.
+                    asm.neg(w, RAX);
+                    asm.alu_rr(Alu::Xor, RDX, RDX);
+                    asm.jmp(done);
+                    asm.bind(divide);
+                    asm.sign_extend_rdx(w);
+                } else {
+                    asm.alu_rr(Alu::Xor, RDX, RDX);
+                }
+                asm.div_r(w, signed, RCX);
+                asm.jmp(done);
+                asm.bind(zero);
+                if rem {
+                    asm.mov_rr(RDX, RAX);
+                } else {
+                    asm.mov_imm(RAX, u64::MAX);
+                }
+                asm.bind(done);
+                let r = if rem { RDX } else { RAX };
+                if !w {
+                    asm.movsxd(r, r);
+                }
+                asm.store(RBX, xoff(rd), r);
+            }
             Lb | Lh | Lw | Ld | Lbu | Lhu | Lwu | Sb | Sh | Sw | Sd | Fld | Flw | Fsd | Fsw => {
                 let fp = matches!(d.op, Fld | Flw | Fsd | Fsw);
                 let (size, signed, store) = match d.op {
@@ -357,6 +417,8 @@ pub(crate) fn translate(
                 let target = pc.wrapping_add(imm as i64 as u64);
                 if target == vpc {
                     emit_back_edge(asm, n, vpc, body, epilogue, &mut len_fixups);
+                } else if same_page(target, vpc) {
+                    emit_chain_exit(asm, n, target, epilogue);
                 } else {
                     asm.mov_imm(RAX, target);
                     asm.store(RBX, pc_off(), RAX);
@@ -393,8 +455,12 @@ pub(crate) fn translate(
         return None;
     }
     if !ended {
-        asm.mov_imm(RAX, pc);
-        asm.store(RBX, pc_off(), RAX);
+        if same_page(pc, vpc) {
+            emit_chain_exit(asm, n, pc, epilogue);
+        } else {
+            asm.mov_imm(RAX, pc);
+            asm.store(RBX, pc_off(), RAX);
+        }
     }
     asm.mov_imm(RAX, n as u64);
     asm.bind(epilogue);
@@ -406,6 +472,10 @@ pub(crate) fn translate(
         asm.bind(e.label);
         if e.back_edge {
             emit_back_edge(asm, e.steps, vpc, body, epilogue, &mut len_fixups);
+            continue;
+        }
+        if same_page(e.pc, vpc) {
+            emit_chain_exit(asm, e.steps, e.pc, epilogue);
             continue;
         }
         asm.mov_imm(RAX, e.pc);
@@ -422,7 +492,55 @@ pub(crate) fn translate(
     for at in len_fixups {
         asm.code[at..at + 4].copy_from_slice(&n.to_le_bytes());
     }
-    Some(n)
+    Some(Translated { n, body: body_off })
+}
+
+fn same_page(a: u64, b: u64) -> bool {
+    (a ^ b) >> 12 == 0
+}
+
+/// Where a chain exit's patchable fields lie, relative to the position [`emit_chain_exit`]
+/// records in `Ctx::link`: the `cmp` immediate (the target block's length) ends there, the
+/// `jmp rel32` to the target's body follows the 6-byte `jb`.
+pub(crate) const CHAIN_LEN_AT: isize = -4;
+pub(crate) const CHAIN_JMP_REL_AT: isize = 7;
+pub(crate) const CHAIN_JMP_END_AT: isize = 11;
+
+/// An exit to `target`, a pc on the block's own page, after `steps` steps of the block. The
+/// steps are added to the context's start icount; then, once the dispatcher has chained this
+/// exit (patched the target block's length into the `cmp` and its body into the `jmp`), the
+/// target runs directly if its whole length fits in the budget — the same rule the dispatcher
+/// applies — and otherwise the block leaves with 0 further steps at `target`. Before it is
+/// chained, the exit leaves that way too and records where it is, for the dispatcher to patch.
+///
+/// Chains never need undoing: both blocks come from the same page under the same generation,
+/// so a store to the page invalidates both at once, and a flush drops all code.
+fn emit_chain_exit(asm: &mut Asm, steps: u32, target: u64, epilogue: Label) {
+    let start = offset_of!(Ctx, start) as i32;
+    asm.load(RAX, R12, start);
+    asm.add_imm(RAX, steps as i32);
+    asm.store(R12, start, RAX);
+    asm.load(RCX, R12, offset_of!(Ctx, stop) as i32);
+    asm.alu_rr(Alu::Sub, RCX, RAX);
+    // Patched: the target block's length (0, always fits, until chained).
+    asm.alu_ri(true, Alu::Cmp, RCX, 0);
+    let site = asm.label();
+    asm.bind(site);
+    let at = asm.pos();
+    let leave = asm.label();
+    asm.jcc(Cond::B, leave);
+    let unchained = asm.label();
+    // Patched: the target block's body.
+    asm.jmp(unchained);
+    debug_assert_eq!(asm.pos(), at + CHAIN_JMP_END_AT as usize);
+    asm.bind(unchained);
+    asm.lea_rip(RAX, site);
+    asm.store(R12, offset_of!(Ctx, link) as i32, RAX);
+    asm.bind(leave);
+    asm.mov_imm(RAX, target);
+    asm.store(RBX, pc_off(), RAX);
+    asm.mov_imm(RAX, 0);
+    asm.jmp(epilogue);
 }
 
 /// A jump back to the block's start after `steps` steps of this pass: the pass is added to the

@@ -262,6 +262,31 @@ impl Asm {
         self.mem(ext, base, None, disp);
     }
 
+    /// `test r, r`, 64-bit or 32-bit.
+    pub fn test_rr(&mut self, w: bool, r: u8) {
+        self.op_rr(w, false, 0x85, r, r);
+    }
+
+    /// `cqo` (64-bit) or `cdq` (32-bit): sign-extends rax/eax into rdx/edx.
+    pub fn sign_extend_rdx(&mut self, w: bool) {
+        self.rex(w, 0, 0, 0);
+        self.b(0x99);
+    }
+
+    /// `div r` (unsigned) or `idiv r` (signed), 64-bit or 32-bit: rdx:rax / r.
+    pub fn div_r(&mut self, w: bool, signed: bool, r: u8) {
+        self.rex(w, 0, 0, r);
+        self.b(0xf7);
+        self.b(0xc0 | (if signed { 7 } else { 6 }) << 3 | (r & 7));
+    }
+
+    /// `neg r`, 64-bit or 32-bit.
+    pub fn neg(&mut self, w: bool, r: u8) {
+        self.rex(w, 0, 0, r);
+        self.b(0xf7);
+        self.b(0xc0 | 3 << 3 | (r & 7));
+    }
+
     /// `movsxd dst, src32`.
     pub fn movsxd(&mut self, dst: u8, src: u8) {
         self.op_rr(true, false, 0x63, dst, src);
@@ -327,6 +352,19 @@ impl Asm {
     pub fn jmp(&mut self, l: Label) {
         self.b(0xe9);
         self.rel32(l);
+    }
+
+    /// `lea r, [rip + label]`: the label's absolute address, wherever the code is copied to.
+    pub fn lea_rip(&mut self, r: u8, l: Label) {
+        self.rex(true, r, 0, 0);
+        self.b(0x8d);
+        self.b((r & 7) << 3 | 5);
+        self.rel32(l);
+    }
+
+    /// The current length of the code (an offset into it).
+    pub fn pos(&self) -> usize {
+        self.code.len()
     }
 
     /// `call [base + disp]`.
@@ -442,6 +480,18 @@ mod tests {
             bytes(|a| a.mul_wide(true, RBX, 8)),
             [0x48, 0xf7, 0xab, 8, 0, 0, 0]
         );
+        // test %rcx,%rcx ; test %ecx,%ecx ; cqto ; cltd ; div %rcx ; idiv %rcx ; div %ecx ;
+        // idiv %ecx ; neg %rax ; neg %eax
+        assert_eq!(bytes(|a| a.test_rr(true, RCX)), [0x48, 0x85, 0xc9]);
+        assert_eq!(bytes(|a| a.test_rr(false, RCX)), [0x85, 0xc9]);
+        assert_eq!(bytes(|a| a.sign_extend_rdx(true)), [0x48, 0x99]);
+        assert_eq!(bytes(|a| a.sign_extend_rdx(false)), [0x99]);
+        assert_eq!(bytes(|a| a.div_r(true, false, RCX)), [0x48, 0xf7, 0xf1]);
+        assert_eq!(bytes(|a| a.div_r(true, true, RCX)), [0x48, 0xf7, 0xf9]);
+        assert_eq!(bytes(|a| a.div_r(false, false, RCX)), [0xf7, 0xf1]);
+        assert_eq!(bytes(|a| a.div_r(false, true, RCX)), [0xf7, 0xf9]);
+        assert_eq!(bytes(|a| a.neg(true, RAX)), [0x48, 0xf7, 0xd8]);
+        assert_eq!(bytes(|a| a.neg(false, RAX)), [0xf7, 0xd8]);
         // movslq %eax,%rax ; setl %al ; movzbl %al,%eax
         assert_eq!(bytes(|a| a.movsxd(RAX, RAX)), [0x48, 0x63, 0xc0]);
         assert_eq!(
@@ -490,6 +540,15 @@ mod tests {
         );
         assert_eq!(bytes(|a| a.push(R12)), [0x41, 0x54]);
         assert_eq!(bytes(|a| a.pop(RBX)), [0x5b]);
+        // lea 0x0(%rip),%rax with the label right after it
+        assert_eq!(
+            bytes(|a| {
+                let l = a.label();
+                a.lea_rip(RAX, l);
+                a.bind(l);
+            }),
+            [0x48, 0x8d, 0x05, 0, 0, 0, 0]
+        );
         // jne to itself: 0f 85 fa ff ff ff
         assert_eq!(
             bytes(|a| {
