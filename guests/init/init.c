@@ -1,8 +1,10 @@
 /*
  * init: PID 1 of the ftvm guest.
  *
- * Mounts the pseudo file systems and /dev/vda (on /mnt), brings up lo and
- * eth0, prints "ftvm-guest: ready", then keeps a shell on the console. When
+ * Mounts the pseudo file systems and /dev/vda (on /mnt, unless it is already
+ * the root file system), brings up lo and eth0, runs /etc/ftvm/rc if there is
+ * one (the Debian guest starts its services there), prints "ftvm-guest:
+ * ready", then keeps a shell on the console. When
  * the shell exits, or busybox's poweroff/halt/reboot signal us, it stops every
  * process, syncs, unmounts and powers off (or reboots).
  *
@@ -127,6 +129,40 @@ static void console_path(char *path, size_t len)
 		snprintf(path, len, "/dev/%s", name);
 }
 
+/* Whether dev is the block device the root file system lives on. */
+static int is_root_device(const char *dev)
+{
+	struct stat root, d;
+
+	return stat("/", &root) == 0 && stat(dev, &d) == 0 && S_ISBLK(d.st_mode) &&
+	       d.st_rdev == root.st_dev;
+}
+
+/* Runs /etc/ftvm/rc (a distribution's services) to its end, with the console
+ * as its output, and reaps whatever it leaves behind later in main's loop. */
+static void run_rc(const sigset_t *blocked)
+{
+	const char *rc = "/etc/ftvm/rc";
+	int status;
+
+	if (access(rc, X_OK) != 0)
+		return;
+	pid_t pid = fork();
+	if (pid == 0) {
+		sigprocmask(SIG_UNBLOCK, blocked, NULL);
+		execl(rc, rc, (char *)NULL);
+		_exit(127);
+	}
+	if (pid < 0) {
+		say("cannot start %s: %s", rc, strerror(errno));
+		return;
+	}
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		say("%s failed (status %d)", rc, status);
+}
+
 static pid_t spawn_shell(const char *tty, const sigset_t *blocked)
 {
 	pid_t pid = fork();
@@ -186,7 +222,7 @@ int main(void)
 	mount_or_say("sysfs", "/sys", "sysfs");
 	mount_or_say("devtmpfs", "/dev", "devtmpfs");
 	mount_or_say("devpts", "/dev/pts", "devpts");
-	if (access("/dev/vda", F_OK) == 0) {
+	if (access("/dev/vda", F_OK) == 0 && !is_root_device("/dev/vda")) {
 		mkdir("/mnt", 0755);
 		if (mount("/dev/vda", "/mnt", "ext2", 0, NULL) == 0)
 			say("/dev/vda mounted on /mnt");
@@ -199,6 +235,7 @@ int main(void)
 	setenv("HOME", "/root", 1);
 	setenv("TERM", "vt100", 1);
 	console_path(tty, sizeof tty);
+	run_rc(&set);
 	say("ready");
 
 	pid_t shell = spawn_shell(tty, &set);

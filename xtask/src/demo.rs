@@ -81,15 +81,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         );
     }
     let g = guest::build(&opts)?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(&cargo)
-        .args(["build", "--release", "-p", "ftvm"])
-        .status()
-        .with_context(|| format!("cannot run {cargo}"))?;
-    if !st.success() {
-        bail!("building ftvm failed");
-    }
-    let ftvm = target_dir().join("release/ftvm");
+    let ftvm = build_ftvm()?;
     if !a.single {
         eprintln!("xtask demo: a fault-tolerant pair on this machine (ftvm pair)");
         let mut cmd = Command::new(&ftvm);
@@ -148,6 +140,19 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         bail!("ftvm exited with {st}");
     }
     Ok(())
+}
+
+/// Builds ftvm (release) and returns where the binary is.
+pub fn build_ftvm() -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(&cargo)
+        .args(["build", "--release", "-p", "ftvm"])
+        .status()
+        .with_context(|| format!("cannot run {cargo}"))?;
+    if !st.success() {
+        bail!("building ftvm failed");
+    }
+    Ok(target_dir().join("release/ftvm"))
 }
 
 fn target_dir() -> PathBuf {

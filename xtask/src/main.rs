@@ -1,11 +1,13 @@
 //! `cargo xtask`: guest images (`guest`), benchmarks (`bench`), the test suite (`test`), the
-//! README's demo (`demo`) and the fresh-machine check of the README (`fresh-check`).
+//! README's demo (`demo`), PostgreSQL under FT (`pgbench`) and the fresh-machine check of the
+//! README (`fresh-check`).
 
 mod bench;
 mod demo;
 mod fresh;
 mod guest;
 mod modcycles;
+mod pgbench;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +27,9 @@ enum Cmd {
     Bench(bench::Args),
     /// Build the guest and boot it on ftvm, console on this terminal (the README's demo).
     Demo(demo::Args),
+    /// PostgreSQL in the Debian guest under FT: the host's pgbench through the guest's network
+    /// while the primary is killed, then the committed-transaction check (also `--on alone|qemu`).
+    Pgbench(pgbench::Args),
     /// Run the whole test suite (what CI runs).
     Test(test::Args),
     /// Try the README's two commands as a new user would: in a clean Debian 12 root filesystem
@@ -40,6 +45,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench(a) => bench::main(a),
         Cmd::Test(a) => test::main(a),
         Cmd::Demo(a) => demo::main(a),
+        Cmd::Pgbench(a) => pgbench::main(a),
         Cmd::FreshCheck(a) => fresh::main(a),
         Cmd::Modcycles => modcycles::main(),
     }

@@ -1,7 +1,7 @@
 //! `cargo xtask test`: the project's whole test suite, as the README and CI run it.
 //!
 //! Builds (or reuses from the cache) the guest images that the end-to-end tests boot, hands
-//! their directory to the tests in `FTVM_GUEST_DIR` (with `FTVM_REQUIRE_GUEST=1`, so a missing
+//! their directories to the tests in `FTVM_GUEST_DIR` and `FTVM_DEBIAN_DIR` (with `FTVM_REQUIRE_GUEST=1`, so a missing
 //! guest fails those tests instead of skipping them), then runs every test of the workspace with
 //! optimisation: the emulator is far too slow unoptimised.
 
@@ -35,11 +35,15 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     let paths =
         guest::build(&opts).context("building the guest images for the end-to-end tests")?;
     eprintln!("xtask test: guest images in {}", paths.dir.display());
+    let debian = guest::debian::build(&opts, guest::debian::DEFAULT_MIRROR)
+        .context("building the Debian guest for the PostgreSQL and iperf3 tests")?;
+    eprintln!("xtask test: Debian guest in {}", debian.dir.display());
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut child = Command::new(&cargo)
         .args(["test", "--workspace", "--release"])
         .args(&a.rest)
         .env("FTVM_GUEST_DIR", &paths.dir)
+        .env("FTVM_DEBIAN_DIR", &debian.dir)
         .env("FTVM_REQUIRE_GUEST", "1")
         .stdout(Stdio::piped())
         .spawn()

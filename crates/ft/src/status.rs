@@ -28,6 +28,8 @@ pub struct Status {
     pub vm: String,
     /// Current role.
     pub role: Role,
+    /// The host process running this side (to stop or signal it; a test kills it by this).
+    pub pid: u32,
     /// The peer's address.
     pub peer: String,
     /// Whether a backup is keeping up (primary) or this is a backup (always "protected").
@@ -83,6 +85,7 @@ impl Status {
         Status {
             vm: vm.into(),
             role,
+            pid: std::process::id(),
             peer,
             protected: true,
             icount: 0,
@@ -116,6 +119,7 @@ impl Status {
         };
         kv("vm", self.vm.clone());
         kv("role", self.role.to_string());
+        kv("pid", self.pid.to_string());
         kv("peer", self.peer.clone());
         kv(
             "protected",

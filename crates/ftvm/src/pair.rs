@@ -46,6 +46,11 @@ pub struct PairCmdArgs {
     /// failover.
     #[arg(long, value_name = "PORT")]
     pub passt: Option<u16>,
+    /// Start passt (as --passt does) and forward this host's 127.0.0.1:HOST_PORT to the guest's
+    /// GUEST_PORT, e.g. `--forward 5432:5432` for PostgreSQL in the Debian guest. Repeatable;
+    /// with --passt, added to its two forwards.
+    #[arg(long, value_name = "HOST_PORT:GUEST_PORT", value_parser = parse_forward)]
+    pub forward: Vec<(u16, u16)>,
     /// Increments in the demo (after the kill as many again).
     #[arg(long, value_name = "N", default_value_t = 200)]
     pub demo_total: u64,
@@ -257,10 +262,14 @@ pub fn run(a: PairCmdArgs) -> anyhow::Result<i32> {
     let exe = std::env::current_exe().context("cannot find the ftvm executable")?;
     let mut kids = Children(Vec::new());
     let mut a = a;
-    if let Some(port) = a.passt {
-        let Some(http) = port.checked_add(1) else {
-            bail!("--passt {port}: PORT+1 is forwarded to the guest's web server, so PORT must be below 65535");
-        };
+    if a.passt.is_some() || !a.forward.is_empty() {
+        let mut forwards = a.forward.clone();
+        if let Some(port) = a.passt {
+            let Some(http) = port.checked_add(1) else {
+                bail!("--passt {port}: PORT+1 is forwarded to the guest's web server, so PORT must be below 65535");
+            };
+            forwards.extend([(port, 7000), (http, 80)]);
+        }
         // The network process outlives either VM: the clients' TCP flows live in it.
         // Directly in the temporary directory: passt does not create its socket in a
         // subdirectory made by root (it drops to an unprivileged user first).
@@ -272,7 +281,11 @@ pub fn run(a: PairCmdArgs) -> anyhow::Result<i32> {
         let child = Command::new("passt")
             .args(["-f", "-q", "-s"])
             .arg(&sock)
-            .args(["-t", &format!("{port}:7000"), "-t", &format!("{http}:80")])
+            .args(
+                forwards
+                    .iter()
+                    .flat_map(|(h, g)| ["-t".to_string(), format!("{h}:{g}")]),
+            )
             .stdout(std::process::Stdio::null())
             .stderr(
                 std::fs::File::create(&log)
@@ -305,7 +318,11 @@ pub fn run(a: PairCmdArgs) -> anyhow::Result<i32> {
         a.net.netdev = Some(hostnet::NetdevConfig::Stream(hostnet::StreamAddr::Unix(
             sock,
         )));
-        eprintln!("ftvm pair: passt forwards 127.0.0.1:{port} to the guest's port 7000 (counter) and 127.0.0.1:{http} to its port 80 (web server)");
+        let said: Vec<String> = forwards
+            .iter()
+            .map(|(h, g)| format!("127.0.0.1:{h} to the guest's port {g}"))
+            .collect();
+        eprintln!("ftvm pair: passt forwards {}", said.join(", "));
     }
     // Non-shared disks: the backup gets images of its own (filled from the primary's at start).
     let mut backup_vm = a.vm.clone();
@@ -386,11 +403,23 @@ pub fn run(a: PairCmdArgs) -> anyhow::Result<i32> {
     };
     let _ = std::fs::remove_dir_all(&dir);
     if let Some(hostnet::NetdevConfig::Stream(hostnet::StreamAddr::Unix(sock))) = &a.net.netdev {
-        if a.passt.is_some() {
+        if a.passt.is_some() || !a.forward.is_empty() {
             let _ = std::fs::remove_file(sock);
         }
     }
     Ok(code)
+}
+
+/// `HOST_PORT:GUEST_PORT` of `--forward`.
+fn parse_forward(s: &str) -> Result<(u16, u16), String> {
+    let (h, g) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not HOST_PORT:GUEST_PORT"))?;
+    let port = |p: &str| match p.parse::<u16>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{p:?} in {s:?} is not a port (1-65535)")),
+    };
+    Ok((port(h)?, port(g)?))
 }
 
 fn write_key(path: &std::path::Path) -> anyhow::Result<()> {

@@ -166,6 +166,8 @@ struct HostLink {
     monitor: hostnet::rx::Monitor,
     /// The connection's end was reported.
     reported: bool,
+    /// Reconnections reported so far.
+    reconnects: u64,
 }
 
 impl HostLink {
@@ -178,15 +180,22 @@ impl HostLink {
         Ok(HostLink {
             monitor,
             reported: false,
+            reconnects: 0,
         })
     }
 
-    /// Says once that the connection ended (the guest carries on unplugged).
+    /// Says once that the connection ended (the guest carries on unplugged), and each time a
+    /// stream backend connected again after its connection ended.
     fn check(&mut self) {
+        let st = self.monitor.stats();
+        if st.reconnects > self.reconnects {
+            self.reconnects = st.reconnects;
+            eprint!("\r\nftvm run: network: the host end's connection ended; connected again ({} time(s) so far)\r\n", st.reconnects);
+        }
         if self.reported {
             return;
         }
-        if let Some(why) = self.monitor.stats().closed {
+        if let Some(why) = st.closed {
             eprint!("\r\nftvm run: network: {why}; frames the guest sends are dropped\r\n");
             self.reported = true;
         }

@@ -24,6 +24,8 @@ pub struct HostNetStats {
     pub tx_frames: u64,
     /// Frames that could not be sent (the connection failed or was closed).
     pub tx_dropped: u64,
+    /// Times a stream backend connected again after its connection ended.
+    pub reconnects: u64,
     /// Why the connection ended, once it has.
     pub closed: Option<String>,
 }
@@ -38,6 +40,7 @@ pub(crate) struct Counters {
     pub rx_queue_full: AtomicU64,
     pub tx_frames: AtomicU64,
     pub tx_dropped: AtomicU64,
+    pub reconnects: AtomicU64,
 }
 
 /// Shared between a backend, its reader thread and its monitors.
@@ -131,6 +134,7 @@ impl Shared {
             rx_queue_full: l(&c.rx_queue_full),
             tx_frames: l(&c.tx_frames),
             tx_dropped: l(&c.tx_dropped),
+            reconnects: l(&c.reconnects),
             closed: self.closed.lock().ok().and_then(|c| c.clone()),
         }
     }

@@ -9,6 +9,14 @@
 //! frame's length prefix and bytes go out in one write, with a write timeout so that a stuck
 //! peer cannot hold the machine for long; a failed or timed-out write closes the connection
 //! (its framing can no longer be trusted).
+//!
+//! A backend that connected to an address itself ([`StreamBackend::connect`]) connects again
+//! when the connection ends, every 10 ms at first and then at most every second, until it is
+//! dropped (frames the guest sends meanwhile are dropped and counted, as a cable pulled out
+//! would lose them). That is what a VM going live needs: passt serves one VM at a time and
+//! turns away a second connection while it still holds the dead primary's, so the first
+//! attempt, made milliseconds after the primary died, can be refused before passt has
+//! noticed; it also rides out a restart of the host end.
 
 use crate::rx::{bump, Monitor, Shared};
 use crate::{HostNetError, StreamAddr, MAX_FRAME};
@@ -17,12 +25,17 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// How long one frame's write may take before the connection is given up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The first wait before connecting again, doubled after each failure up to [`RECONNECT_MAX`].
+const RECONNECT_FIRST: Duration = Duration::from_millis(10);
+const RECONNECT_MAX: Duration = Duration::from_secs(1);
 
 /// A connected socket of either family.
 enum Sock {
@@ -74,7 +87,12 @@ impl Write for Sock {
 
 /// A network backend on a stream socket (passt, `qemu -netdev stream,server=on`, ...).
 pub struct StreamBackend {
-    sock: Sock,
+    /// The connection frames are written to; the reader swaps in a new one when it reconnects.
+    sock: Arc<Mutex<Sock>>,
+    /// Set when the backend is dropped: the reader stops instead of connecting again.
+    stop: Arc<AtomicBool>,
+    /// Whether a failed write may be retried on a new connection (the backend has an address).
+    reconnects: bool,
     shared: Arc<Shared>,
     reader: Option<JoinHandle<()>>,
     out: Vec<u8>,
@@ -82,45 +100,46 @@ pub struct StreamBackend {
 }
 
 impl StreamBackend {
-    /// Connects to `addr`.
+    /// Connects to `addr` (and again whenever the connection ends; see the module doc).
     pub fn connect(addr: &StreamAddr) -> Result<StreamBackend, HostNetError> {
         let what = addr.to_string();
-        let err = |source| HostNetError::Connect {
+        let sock = connect_sock(addr).map_err(|source| HostNetError::Connect {
             what: what.clone(),
             source,
-        };
-        let sock = match addr {
-            StreamAddr::Unix(p) => Sock::Unix(UnixStream::connect(p).map_err(err)?),
-            StreamAddr::Tcp(a) => {
-                let s = TcpStream::connect(a.as_str()).map_err(err)?;
-                let _ = s.set_nodelay(true);
-                Sock::Tcp(s)
-            }
-        };
-        StreamBackend::start(sock, what)
+        })?;
+        StreamBackend::start(sock, what, Some(addr.clone()))
     }
 
-    /// A backend on an already connected unix socket (tests, socket pairs).
+    /// A backend on an already connected unix socket (tests, socket pairs); it ends with the
+    /// connection.
     pub fn from_unix(sock: UnixStream) -> Result<StreamBackend, HostNetError> {
-        StreamBackend::start(Sock::Unix(sock), "a unix socket".into())
+        StreamBackend::start(Sock::Unix(sock), "a unix socket".into(), None)
     }
 
-    fn start(sock: Sock, what: String) -> Result<StreamBackend, HostNetError> {
+    fn start(
+        sock: Sock,
+        what: String,
+        addr: Option<StreamAddr>,
+    ) -> Result<StreamBackend, HostNetError> {
         sock.set_write_timeout(WRITE_TIMEOUT)
             .map_err(HostNetError::Setup)?;
         let shared = Shared::new().map_err(HostNetError::Setup)?;
-        let mut rd = sock.try_clone().map_err(HostNetError::Setup)?;
-        let sh = Arc::clone(&shared);
-        let name = what.clone();
-        let reader = std::thread::Builder::new()
-            .name("ftvm-netdev-stream".into())
-            .spawn(move || {
-                let why = read_frames(&mut rd, &sh);
-                sh.close(format!("{name}: {why}"));
-            })
-            .map_err(HostNetError::Setup)?;
+        let rd = sock.try_clone().map_err(HostNetError::Setup)?;
+        let sock = Arc::new(Mutex::new(sock));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reconnects = addr.is_some();
+        let reader = {
+            let (sh, wr, stop) = (Arc::clone(&shared), Arc::clone(&sock), Arc::clone(&stop));
+            let name = what.clone();
+            std::thread::Builder::new()
+                .name("ftvm-netdev-stream".into())
+                .spawn(move || read_and_reconnect(rd, &sh, &wr, &stop, addr.as_ref(), &name))
+                .map_err(HostNetError::Setup)?
+        };
         Ok(StreamBackend {
             sock,
+            stop,
+            reconnects,
             shared,
             reader: Some(reader),
             out: Vec::new(),
@@ -136,6 +155,59 @@ impl StreamBackend {
     /// Why the connection ended, once it has (the peer closed it, an error, a truncated frame).
     pub fn closed(&self) -> Option<String> {
         self.shared.stats().closed
+    }
+}
+
+/// Connects a socket to `addr`, with the write timeout set.
+fn connect_sock(addr: &StreamAddr) -> io::Result<Sock> {
+    let sock = match addr {
+        StreamAddr::Unix(p) => Sock::Unix(UnixStream::connect(p)?),
+        StreamAddr::Tcp(a) => {
+            let s = TcpStream::connect(a.as_str())?;
+            let _ = s.set_nodelay(true);
+            Sock::Tcp(s)
+        }
+    };
+    sock.set_write_timeout(WRITE_TIMEOUT)?;
+    Ok(sock)
+}
+
+/// The reader thread: fills the queue until the stream ends; then, with an address, connects
+/// again (swapping the writer's socket) and goes on, until the backend is dropped; without
+/// one, or once stopped, notes why the connection ended.
+fn read_and_reconnect(
+    mut rd: Sock,
+    sh: &Shared,
+    wr: &Mutex<Sock>,
+    stop: &AtomicBool,
+    addr: Option<&StreamAddr>,
+    name: &str,
+) {
+    loop {
+        let why = read_frames(&mut rd, sh);
+        let Some(addr) = addr.filter(|_| !stop.load(Ordering::SeqCst)) else {
+            sh.close(format!("{name}: {why}"));
+            return;
+        };
+        let mut wait = RECONNECT_FIRST;
+        rd = loop {
+            std::thread::sleep(wait);
+            if stop.load(Ordering::SeqCst) {
+                sh.close(format!("{name}: {why}"));
+                return;
+            }
+            let fresh = connect_sock(addr).and_then(|s| Ok((s.try_clone()?, s)));
+            match fresh {
+                Ok((r, w)) => {
+                    if let Ok(mut g) = wr.lock() {
+                        *g = w;
+                    }
+                    bump(&sh.counters.reconnects);
+                    break r;
+                }
+                Err(_) => wait = (wait * 2).min(RECONNECT_MAX),
+            }
+        };
     }
 }
 
@@ -201,13 +273,21 @@ impl NetBackend for StreamBackend {
         self.out.clear();
         self.out.extend_from_slice(&len.to_be_bytes());
         self.out.extend_from_slice(frame);
-        match self.sock.write_all(&self.out) {
+        let Ok(mut sock) = self.sock.lock() else {
+            bump(&self.shared.counters.tx_dropped);
+            return;
+        };
+        match sock.write_all(&self.out) {
             Ok(()) => bump(&self.shared.counters.tx_frames),
             Err(e) => {
                 bump(&self.shared.counters.tx_dropped);
-                self.shared
-                    .close(format!("{}: write failed: {e}", self.what));
-                self.sock.shutdown();
+                // Its framing can no longer be trusted: end this connection. A backend with
+                // an address connects again (the reader sees the end); one without is closed.
+                if !self.reconnects {
+                    self.shared
+                        .close(format!("{}: write failed: {e}", self.what));
+                }
+                sock.shutdown();
             }
         }
     }
@@ -223,8 +303,11 @@ impl NetBackend for StreamBackend {
 
 impl Drop for StreamBackend {
     fn drop(&mut self) {
-        // The reader sees the end of the stream and stops.
-        self.sock.shutdown();
+        // The reader sees the end of the stream and, told to stop, does not connect again.
+        self.stop.store(true, Ordering::SeqCst);
+        if let Ok(s) = self.sock.lock() {
+            s.shutdown();
+        }
         if let Some(t) = self.reader.take() {
             let _ = t.join();
         }
@@ -327,5 +410,46 @@ mod tests {
         peer.write_all(&frame(64, 7)).unwrap();
         wait_for("a frame", || b.monitor().stats().rx_frames == 1);
         assert_eq!(b.receive(), Some(vec![7; 64]));
+    }
+
+    /// passt turns away a second VM while it still holds the first one's connection: the
+    /// backend that connected by address connects again, and frames flow on the new connection.
+    #[test]
+    fn a_connection_turned_away_is_made_again() {
+        let dir = std::env::temp_dir().join(format!("ftvm-hostnet-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("reconnect.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            // The first connection is accepted and closed at once, as passt does when busy.
+            drop(listener.accept().unwrap());
+            let (mut peer, _) = listener.accept().unwrap();
+            peer.write_all(&frame(64, 7)).unwrap();
+            let mut got = vec![0; 4 + 60];
+            peer.read_exact(&mut got).unwrap();
+            got
+        });
+        let mut b = StreamBackend::connect(&StreamAddr::Unix(path.clone())).unwrap();
+        wait_for("a frame on the second connection", || {
+            b.monitor().stats().rx_frames == 1
+        });
+        assert_eq!(b.receive(), Some(vec![7; 64]));
+        assert_eq!(b.monitor().stats().reconnects, 1);
+        assert!(b.closed().is_none(), "{:?}", b.closed());
+        b.transmit(&[5; 60]);
+        assert_eq!(server.join().unwrap(), frame(60, 5));
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Without an address (a socket handed in), the end of the connection is the end.
+    #[test]
+    fn a_handed_in_socket_is_not_made_again() {
+        let (a, peer) = UnixStream::pair().unwrap();
+        let b = StreamBackend::from_unix(a).unwrap();
+        drop(peer);
+        wait_for("closed", || b.closed().is_some());
+        assert_eq!(b.monitor().stats().reconnects, 0);
     }
 }

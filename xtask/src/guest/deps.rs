@@ -29,6 +29,8 @@ pub enum Group {
     Test,
     /// `cargo xtask fresh-check`: mmdebstrap, to build a clean Debian 12 root filesystem.
     FreshCheck,
+    /// The Debian guest (`cargo xtask guest --debian`): mmdebstrap for a foreign architecture.
+    Debian,
 }
 
 impl Group {
@@ -39,6 +41,7 @@ impl Group {
         Group::Run,
         Group::Reference,
         Group::Test,
+        Group::Debian,
     ];
 
     fn name(self) -> &'static str {
@@ -49,6 +52,7 @@ impl Group {
             Group::Reference => "reference",
             Group::Test => "test",
             Group::FreshCheck => "fresh-check",
+            Group::Debian => "debian-guest",
         }
     }
 }

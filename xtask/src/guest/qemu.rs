@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use super::debian::DebianPaths;
 use super::{image, run, GuestPaths};
 
 const FIRMWARE_DIR: &str = "/usr/lib/riscv64-linux-gnu/opensbi/generic";
@@ -24,6 +25,58 @@ pub fn check(paths: &GuestPaths, verbose: bool) -> Result<()> {
         println!("guest: qemu check with {fw} passed ({})", run::elapsed(t));
     }
     Ok(())
+}
+
+/// Boots the Debian guest (a copy of its disk) once in QEMU with a user-mode network, and
+/// checks that its services answer inside: PostgreSQL and iperf3.
+pub fn check_debian(paths: &DebianPaths, verbose: bool) -> Result<()> {
+    let t = Instant::now();
+    let work = std::env::temp_dir().join(format!("ftvm-qemu-debian-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let disk = work.join("rootfs.img");
+    std::fs::copy(&paths.rootfs, &disk)?;
+    let mut cmd = Command::new("qemu-system-riscv64");
+    cmd.args(["-M", "virt", "-m", "512M", "-nographic", "-bios"])
+        .arg(Path::new(FIRMWARE_DIR).join("fw_jump.bin"))
+        .arg("-kernel")
+        .arg(&paths.kernel)
+        .args(["-append", super::debian::APPEND, "-drive"])
+        .arg(format!("file={},format=raw,if=none,id=d0", disk.display()))
+        .args([
+            "-device",
+            "virtio-blk-device,drive=d0",
+            "-netdev",
+            "user,id=n0",
+            "-device",
+            "virtio-net-device,netdev=n0",
+            "-device",
+            "virtio-rng-device",
+        ]);
+    let mut con = Console::start(cmd, verbose)?;
+    let result = con.debian_script();
+    finish(&mut con, &result);
+    std::fs::remove_dir_all(&work).ok();
+    result?;
+    println!("debian guest: qemu check passed ({})", run::elapsed(t));
+    Ok(())
+}
+
+/// On failure: stop qemu and show the end of its console.
+fn finish(con: &mut Console, result: &Result<()>) {
+    if result.is_err() {
+        let _ = con.child.kill();
+        let _ = con.child.wait();
+        let tail: String = con
+            .buf
+            .chars()
+            .rev()
+            .take(3000)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        eprintln!("--- last console output ---\n{tail}\n---");
+    }
 }
 
 fn boot(paths: &GuestPaths, fw: &str, verbose: bool) -> Result<()> {
@@ -49,20 +102,7 @@ fn boot(paths: &GuestPaths, fw: &str, verbose: bool) -> Result<()> {
         ]);
     let mut con = Console::start(cmd, verbose)?;
     let result = con.script();
-    if result.is_err() {
-        let _ = con.child.kill();
-        let _ = con.child.wait();
-        let tail: String = con
-            .buf
-            .chars()
-            .rev()
-            .take(3000)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        eprintln!("--- last console output ---\n{tail}\n---");
-    }
+    finish(&mut con, &result);
     std::fs::remove_dir_all(&work).ok();
     result
 }
@@ -129,8 +169,31 @@ impl Console {
         let t = Instant::now();
         let bench = self.run("cpubench")?;
         println!("guest:   cpubench in {}: {}", run::elapsed(t), bench.trim());
-        let t = Instant::now();
         self.send("poweroff\n")?;
+        self.wait_exit()
+    }
+
+    /// The Debian guest's check: its services answer on the console.
+    fn debian_script(&mut self) -> Result<()> {
+        self.expect("ftvm-guest: ready", BOOT_TIMEOUT)?;
+        println!("debian guest:   ready after {}", run::elapsed(self.started));
+        self.sync_shell()?;
+        let sum = self.run("su postgres -c \"psql -tAc 'select 40+2'\"")?;
+        if !sum.contains("42") {
+            bail!("PostgreSQL answered {sum:?} to select 40+2");
+        }
+        let ps = self.run("ps -e -o comm=")?;
+        if !ps.lines().any(|l| l.trim() == "iperf3") {
+            bail!("iperf3 -s is not running: {ps}");
+        }
+        // Our init powers off when the console's shell ends.
+        self.send("exit\n")?;
+        self.wait_exit()
+    }
+
+    /// Waits for qemu to exit after the guest was told to power off.
+    fn wait_exit(&mut self) -> Result<()> {
+        let t = Instant::now();
         let deadline = Instant::now() + BOOT_TIMEOUT;
         loop {
             self.drain(Duration::from_millis(200));

@@ -89,6 +89,10 @@ pub struct PairOptions {
     /// Options for one side only.
     pub primary_extra: Vec<String>,
     pub backup_extra: Vec<String>,
+    /// What the guest boots (kernel, initrd, command line); the busybox guest's by default.
+    pub boot: Option<Vec<std::ffi::OsString>>,
+    /// Guest RAM.
+    pub mem: &'static str,
 }
 
 impl Default for PairOptions {
@@ -101,6 +105,8 @@ impl Default for PairOptions {
             stranger_first: false,
             primary_extra: Vec::new(),
             backup_extra: Vec::new(),
+            boot: None,
+            mem: "256M",
         }
     }
 }
@@ -205,9 +211,13 @@ impl Pair {
     fn spawn(&self, role: &str, g: &Path, o: &PairOptions, log: &str) -> Child {
         let mut c = Command::new(FTVM);
         c.arg(role)
-            .args(["--bios", FW_JUMP, "--mem", "256M"])
+            .args(["--bios", FW_JUMP, "--mem", o.mem])
             .args(["--smp", &o.smp.to_string()])
-            .args(guestctl::linux_boot_args(g))
+            .args(
+                o.boot
+                    .clone()
+                    .unwrap_or_else(|| guestctl::linux_boot_args(g)),
+            )
             .arg("--key-file")
             .arg(&self.key)
             .args(["--arbiter", &self.arbiter, "--vm", "testvm"])
@@ -514,33 +524,48 @@ pub fn start_etcd() -> Option<Etcd> {
     })
 }
 
-/// Debian's passt on a socket of its own, forwarding a free host TCP port to the guest's port
-/// 7000 (the counter service); killed on drop. None (skipped, or a failure under `cargo xtask test`) without passt.
+/// Debian's passt on a socket of its own, forwarding free host TCP ports to guest ports (the
+/// counter service's 7000 by default); killed on drop. None (skipped, or a failure) without passt.
 pub struct Passt {
     child: Child,
     pub sock: PathBuf,
+    /// The host port forwarded to the first guest port.
     pub port: u16,
+    /// The host port forwarded to each guest port, in the order asked.
+    pub ports: Vec<u16>,
 }
 
 impl Passt {
     pub fn start(name: &str) -> Option<Passt> {
+        Self::forwarding(name, &[7000])
+    }
+
+    /// passt forwarding a free host port to each of `guest_ports`.
+    pub fn forwarding(name: &str, guest_ports: &[u16]) -> Option<Passt> {
         if !Path::new("/usr/bin/passt").exists() {
             guestctl::skip("passt is not installed (Debian package `passt`)");
             return None;
         }
         let sock = std::env::temp_dir().join(format!("ftvm-{name}-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&sock);
-        let port = free_port();
-        let child = Command::new("/usr/bin/passt")
-            .args(["-f", "-q", "-s"])
-            .arg(&sock)
-            .args(["-t", &format!("{port}:7000")])
+        let ports: Vec<u16> = guest_ports.iter().map(|_| free_port()).collect();
+        let mut cmd = Command::new("/usr/bin/passt");
+        cmd.args(["-f", "-q", "-s"]).arg(&sock);
+        for (h, g) in ports.iter().zip(guest_ports) {
+            cmd.args(["-t", &format!("{h}:{g}")]);
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start passt");
-        let p = Passt { child, sock, port };
+        let p = Passt {
+            child,
+            sock,
+            port: ports[0],
+            ports,
+        };
         let t = Instant::now();
         while !p.sock.exists() {
             assert!(t.elapsed() < Duration::from_secs(10), "passt did not start");
