@@ -144,12 +144,7 @@ fn run(a: &Args, g: &guest::debian::DebianPaths, ftvm: &Path, work: &Path) -> Re
             }
             let vm = Command::new(ftvm)
                 .arg("run")
-                .args(["--bios", FW_JUMP, "--mem", &a.mem])
-                .arg("--kernel")
-                .arg(&g.kernel)
-                .args(["--append", guest::debian::APPEND])
-                .arg("--drive")
-                .arg(format!("file={}", disk.display()))
+                .args(vm_args(a, g, &disk))
                 .arg("--netdev")
                 .arg(format!("stream,path={}", sock.display()))
                 .stdin(Stdio::null())
@@ -165,12 +160,7 @@ fn run(a: &Args, g: &guest::debian::DebianPaths, ftvm: &Path, work: &Path) -> Re
             ];
             let pair = Command::new(ftvm)
                 .arg("pair")
-                .args(["--bios", FW_JUMP, "--mem", &a.mem])
-                .arg("--kernel")
-                .arg(&g.kernel)
-                .args(["--append", guest::debian::APPEND])
-                .arg("--drive")
-                .arg(format!("file={}", disk.display()))
+                .args(vm_args(a, g, &disk))
                 .args(["--forward", &format!("{port}:5432")])
                 .args(["--disk-mode", &a.disk_mode, "--disk-reads", &a.disk_reads])
                 .args(["--channel", &format!("127.0.0.1:{}", guestctl::free_port())])
@@ -300,6 +290,23 @@ fn kill_primary(ftvm: &Path, consoles: &[String], k: u32, of: u32) -> Result<Dur
     }
     eprintln!("xtask pgbench: not protected again within 180 s of the kill; going on");
     Ok(live)
+}
+
+/// The machine's options for `ftvm run` and `ftvm pair`: firmware, RAM, the Debian kernel and
+/// command line, the disk.
+fn vm_args(a: &Args, g: &guest::debian::DebianPaths, disk: &Path) -> Vec<String> {
+    vec![
+        "--bios".into(),
+        FW_JUMP.into(),
+        "--mem".into(),
+        a.mem.clone(),
+        "--kernel".into(),
+        g.kernel.display().to_string(),
+        "--append".into(),
+        guest::debian::APPEND.into(),
+        "--drive".into(),
+        format!("file={}", disk.display()),
+    ]
 }
 
 /// Copies a disk image keeping its holes (most of the image is free space).

@@ -131,16 +131,7 @@ fn jit_primary_interpreter_backup_fails_over() {
         ..Default::default()
     };
     let mut p = Pair::start("jit-interp", &g, &o, None);
-    let mut c = p.client();
-    start_counter(&mut c);
-    for k in 1..=20 {
-        increment(&mut c, k, &|| p.logs());
-    }
-    p.kill("primary");
-    for k in 21..=40 {
-        increment(&mut c, k, &|| p.logs());
-    }
-    assert!(p.stderr("backup").contains("went live"), "{}", p.logs());
+    let mut c = count_through_a_kill(&mut p, 20, 20);
     assert_eq!(
         c.endpoint(),
         Some(p.backup_console),
@@ -332,16 +323,28 @@ fn failover_with_two_harts() {
         ..Default::default()
     };
     let mut p = Pair::start("smp2", &g, &o, None);
+    count_through_a_kill(&mut p, 15, 15);
+}
+
+/// Starts the counter, increments it `before` times, SIGKILLs the primary, increments it
+/// `after` times more (the answers must carry on without a gap or repeat) and checks that the
+/// backup went live; returns the console client.
+fn count_through_a_kill(
+    p: &mut Pair,
+    before: u64,
+    after: u64,
+) -> ft::console::client::ConsoleClient {
     let mut c = p.client();
     start_counter(&mut c);
-    for k in 1..=15 {
+    for k in 1..=before {
         increment(&mut c, k, &|| p.logs());
     }
     p.kill("primary");
-    for k in 16..=30 {
+    for k in before + 1..=before + after {
         increment(&mut c, k, &|| p.logs());
     }
     assert!(p.stderr("backup").contains("went live"), "{}", p.logs());
+    c
 }
 
 /// A primary that freezes (SIGSTOP: its sockets stay open, only the heartbeat notices) is
