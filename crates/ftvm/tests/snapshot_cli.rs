@@ -233,7 +233,7 @@ fn sigusr1_while_recording_gives_snapshots_a_replay_resumes_from() {
     use std::io::Write;
     let Some(elf) = build(
         "slow-letters-rec",
-        &PROGRAM.replace("li t2, 20000", "li t2, 1000000"),
+        &PROGRAM.replace("li t2, 20000", "li t2, 10000000"),
     ) else {
         return;
     };
