@@ -1,8 +1,8 @@
 //! Written RAM pages, one record per consumer.
 //!
 //! Two consumers need "the pages written since I last looked": delta snapshots
-//! ([`Machine::snapshot_delta`]) and the live clone's copy rounds ([`Machine::begin_live_copy`],
-//! [`Machine::snapshot_live_copy_delta`]). With one shared bitmap, each would clear the other's
+//! (`snapshot_delta`) and the live clone's copy rounds (`begin_live_copy`,
+//! `snapshot_live_copy_delta`). With one shared bitmap, each would clear the other's
 //! record: a delta taken during a live clone would leave the clone without the pages it carried,
 //! and a clone round would take pages away from the next delta. So the hart and the devices mark
 //! writes in RAM's one bitmap (the store path stays one bit set), and each time a consumer takes
@@ -10,19 +10,18 @@
 //! clears only its own. (The state digest has a bitmap of its own in RAM already,
 //! `Ram::take_digest_dirty`, for the same reason.)
 //!
-//! Counting what a consumer would get ([`Machine::dirty_page_count`]) does not gather: it
+//! Counting what a consumer would get (`dirty_page_count`) does not gather: it
 //! reads RAM's bitmap without clearing it, so a live clone may look every step without making
 //! the harts drop their cached write permissions.
 
-use crate::machine::Machine;
 use rv64::Ram;
 
 /// Who takes written pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DirtyConsumer {
-    /// The delta-snapshot chain ([`Machine::snapshot_base`], [`Machine::snapshot_delta`]).
+    /// The delta-snapshot chain (`snapshot_base`, `snapshot_delta`).
     Delta,
-    /// A live copy's rounds and its closing delta ([`Machine::begin_live_copy`]).
+    /// A live copy's rounds and its closing delta (`begin_live_copy`).
     LiveCopy,
 }
 
@@ -104,29 +103,6 @@ impl DirtyPages {
         for m in &mut self.maps {
             m.iter_mut().for_each(|w| *w = 0);
         }
-    }
-}
-
-impl Machine {
-    /// The RAM pages (index from the start of RAM) written since consumer `c` last took them —
-    /// every page the first time — and starts `c`'s record afresh. Each consumer has its own
-    /// record: taking pages for one never hides them from another.
-    pub fn take_dirty_pages(&mut self, c: DirtyConsumer) -> Vec<usize> {
-        let (ram, dirty) = self.ram_and_dirty();
-        dirty.take(ram, c)
-    }
-
-    /// How many pages [`Machine::take_dirty_pages`] would return for `c` now: what the next
-    /// round of a live copy, or the next delta, would carry.
-    pub fn dirty_page_count(&self, c: DirtyConsumer) -> usize {
-        self.dirty_pages().count(self.ram(), c)
-    }
-
-    /// Every consumer's record starts afresh (the state was replaced: restored, or a copy
-    /// adopted).
-    pub(crate) fn clear_dirty_pages(&mut self) {
-        let (ram, dirty) = self.ram_and_dirty();
-        dirty.clear(ram);
     }
 }
 

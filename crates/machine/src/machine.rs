@@ -877,3 +877,27 @@ impl Machine {
         &self.dirty
     }
 }
+
+/// Written pages, per consumer (the records live in `dirty.rs`).
+impl Machine {
+    /// The RAM pages (index from the start of RAM) written since consumer `c` last took them —
+    /// every page the first time — and starts `c`'s record afresh. Each consumer has its own
+    /// record: taking pages for one never hides them from another.
+    pub fn take_dirty_pages(&mut self, c: crate::dirty::DirtyConsumer) -> Vec<usize> {
+        let (ram, dirty) = self.ram_and_dirty();
+        dirty.take(ram, c)
+    }
+
+    /// How many pages [`Machine::take_dirty_pages`] would return for `c` now: what the next
+    /// round of a live copy, or the next delta, would carry.
+    pub fn dirty_page_count(&self, c: crate::dirty::DirtyConsumer) -> usize {
+        self.dirty_pages().count(self.ram(), c)
+    }
+
+    /// Every consumer's record starts afresh (the state was replaced: restored, or a copy
+    /// adopted).
+    pub(crate) fn clear_dirty_pages(&mut self) {
+        let (ram, dirty) = self.ram_and_dirty();
+        dirty.clear(ram);
+    }
+}
