@@ -1,13 +1,15 @@
 //! `cargo xtask`: guest images (`guest`), benchmarks (`bench`), the test suite (`test`), the
-//! README's demo (`demo`), PostgreSQL under FT (`pgbench`) and the fresh-machine check of the
+//! README's demo (`demo`), PostgreSQL and iperf3 under FT (`pgbench`, `iperf3`) and the fresh-machine check of the
 //! README (`fresh-check`).
 
 mod bench;
 mod demo;
 mod fresh;
 mod guest;
+mod iperf3;
 mod modcycles;
 mod pgbench;
+mod server;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +32,9 @@ enum Cmd {
     /// PostgreSQL in the Debian guest under FT: the host's pgbench through the guest's network
     /// while the primary is killed, then the committed-transaction check (also `--on alone|qemu`).
     Pgbench(pgbench::Args),
+    /// iperf3 in the Debian guest under FT: the host's iperf3 client (TCP, either way) while
+    /// the primary is killed; the stream must carry on (also `--on alone|qemu`).
+    Iperf3(iperf3::Args),
     /// Run the whole test suite (what CI runs).
     Test(test::Args),
     /// Try the README's two commands as a new user would: in a clean Debian 12 root filesystem
@@ -46,6 +51,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Test(a) => test::main(a),
         Cmd::Demo(a) => demo::main(a),
         Cmd::Pgbench(a) => pgbench::main(a),
+        Cmd::Iperf3(a) => iperf3::main(a),
         Cmd::FreshCheck(a) => fresh::main(a),
         Cmd::Modcycles => modcycles::main(),
     }

@@ -72,81 +72,154 @@ fn wait_live(p: &Pair, within: Duration) {
     panic!("the backup did not go live in {within:?}\n{}", p.logs());
 }
 
+/// The Debian guest in a pair behind passt (forwarding a host port to each of `guest_ports`),
+/// with what it takes to fail over and protect again.
+struct Server {
+    name: String,
+    g: PathBuf,
+    // Fields drop in this order: the pair's processes end before passt and the work directory.
+    p: Pair,
+    o: PairOptions,
+    passt: Passt,
+    work: WorkDir,
+    /// The image of the side not yet live, when each side has its own (`non-shared`).
+    backup_disk: Option<PathBuf>,
+    failovers: u32,
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Server {
+    /// Boots the pair (`extra` to both sides); None when a prerequisite is missing and skipping
+    /// is allowed.
+    fn start(name: &str, extra: &[&str], non_shared: bool, guest_ports: &[u16]) -> Option<Server> {
+        let g = debian()?;
+        // One pair of 512 MiB guests at a time: two cores cannot carry more.
+        static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+        let passt = Passt::forwarding(name, guest_ports)?;
+        let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("debian")
+            .join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&work);
+        let disk = disk_copy(&g, &work, "primary");
+        let backup_disk = non_shared.then(|| {
+            let b = work.join("backup.img");
+            std::fs::write(&b, b"").unwrap();
+            b
+        });
+        let o = PairOptions {
+            extra: [
+                vec![
+                    "--netdev".to_string(),
+                    format!("stream,path={}", passt.sock.display()),
+                ],
+                extra.iter().map(|s| s.to_string()).collect(),
+            ]
+            .concat(),
+            primary_extra: drive(&disk),
+            backup_extra: drive(backup_disk.as_ref().unwrap_or(&disk)),
+            boot: Some(vec![
+                "--kernel".into(),
+                g.join("Image").into(),
+                "--append".into(),
+                APPEND.into(),
+            ]),
+            mem: "512M",
+            ..Default::default()
+        };
+        let p = Pair::start(name, &g, &o, None);
+        Some(Server {
+            name: name.into(),
+            g,
+            p,
+            o,
+            passt,
+            work: WorkDir(work),
+            backup_disk,
+            failovers: 0,
+            _one_at_a_time: one,
+        })
+    }
+
+    /// The host port forwarded to the guest's `k`-th port.
+    fn port(&self, k: usize) -> u16 {
+        self.passt.ports[k]
+    }
+
+    /// SIGKILLs the primary and waits until the backup is live; with `protect`, then starts a
+    /// new backup (on an empty image of its own with non-shared disks) and waits until the new
+    /// primary is protected again.
+    fn fail_over(&mut self, protect: bool) {
+        self.failovers += 1;
+        eprintln!(
+            "{}: SIGKILL to the primary (failover {})",
+            self.name, self.failovers
+        );
+        self.p.kill("primary");
+        wait_live(&self.p, Duration::from_secs(60));
+        if protect {
+            if let Some(b) = &self.backup_disk {
+                let next = self.work.join(format!("backup-{}.img", self.failovers + 1));
+                std::fs::write(&next, b"").unwrap();
+                // The live VM's image is the old backup's; the new backup gets an empty one.
+                self.o.primary_extra = drive(b);
+                self.o.backup_extra = drive(&next);
+                self.backup_disk = Some(next);
+            }
+            let said = self.p.reprotect(&self.g, &self.o);
+            eprintln!("{}: protected again: {said}", self.name);
+        }
+    }
+}
+
+/// The test's directory (the disk images), removed when the test ends well; a failed test
+/// keeps it beside the pair's logs.
+struct WorkDir(PathBuf);
+
+impl std::ops::Deref for WorkDir {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// `--drive` for an image.
+fn drive(d: &Path) -> Vec<String> {
+    vec!["--drive".to_string(), format!("file={}", d.display())]
+}
+
 /// pgbench (4 clients, `seconds` long) through two SIGKILLs of the primary, with `extra` given
 /// to both sides (`--disk-mode`, `--disk-reads`); checks that no transaction was lost or failed.
 fn pgbench_through_failovers(name: &str, extra: &[&str], non_shared: bool) {
-    let Some(g) = debian() else { return };
-    // One pair of 512 MiB guests at a time: two cores cannot carry more.
-    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(passt) = Passt::forwarding(name, &[5432]) else {
+    let Some(mut s) = Server::start(name, extra, non_shared, &[5432]) else {
         return;
     };
-    let port = passt.port;
-    let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("debian")
-        .join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    let disk = disk_copy(&g, &work, "primary");
-    let backup_disk = if non_shared {
-        let b = work.join("backup.img");
-        std::fs::write(&b, b"").unwrap();
-        b
-    } else {
-        disk.clone()
-    };
-    let drive = |d: &Path| vec!["--drive".to_string(), format!("file={}", d.display())];
-    let mut o = PairOptions {
-        extra: [
-            vec![
-                "--netdev".to_string(),
-                format!("stream,path={}", passt.sock.display()),
-            ],
-            extra.iter().map(|s| s.to_string()).collect(),
-        ]
-        .concat(),
-        primary_extra: drive(&disk),
-        backup_extra: drive(&backup_disk),
-        boot: Some(vec![
-            "--kernel".into(),
-            g.join("Image").into(),
-            "--append".into(),
-            APPEND.into(),
-        ]),
-        mem: "512M",
-        ..Default::default()
-    };
-    let mut p = Pair::start(name, &g, &o, None);
+    let port = s.port(0);
     if let Err(e) = pgbench::wait_ready(port, Duration::from_secs(600)) {
-        panic!("{e}\n{}", p.logs());
+        panic!("{e}\n{}", s.p.logs());
     }
     let seconds = 75;
-    let bench = pgbench::Bench::start(port, 4, seconds, &work)
-        .unwrap_or_else(|e| panic!("{e}\n{}", p.logs()));
+    let bench = pgbench::Bench::start(port, 4, seconds, &s.work)
+        .unwrap_or_else(|e| panic!("{e}\n{}", s.p.logs()));
     for (k, at) in [20u64, 45].into_iter().enumerate() {
         while bench.started().elapsed() < Duration::from_secs(at) {
             std::thread::sleep(Duration::from_millis(100));
         }
-        eprintln!("{name}: SIGKILL to the primary ({} of 2)", k + 1);
-        p.kill("primary");
-        wait_live(&p, Duration::from_secs(60));
-        if k == 0 {
-            if non_shared {
-                let next = work.join("backup-2.img");
-                std::fs::write(&next, b"").unwrap();
-                // The live VM's image is the old backup's; the new backup gets an empty one.
-                o.primary_extra = drive(&backup_disk);
-                o.backup_extra = drive(&next);
-            }
-            let said = p.reprotect(&g, &o);
-            eprintln!("{name}: protected again: {said}");
-        }
+        s.fail_over(k == 0);
     }
     let r = bench
         .finish()
-        .unwrap_or_else(|e| panic!("{e}\n{}", p.logs()));
+        .unwrap_or_else(|e| panic!("{e}\n{}", s.p.logs()));
     eprintln!("{name}: pgbench said:\n{}\n{}", r.stdout, r.stderr);
-    assert!(r.success, "pgbench failed: {}\n{}", r.stderr, p.logs());
+    assert!(r.success, "pgbench failed: {}\n{}", r.stderr, s.p.logs());
     assert!(
         !r.connection_trouble(),
         "a pgbench client lost its connection: {}",
@@ -170,7 +243,7 @@ fn pgbench_through_failovers(name: &str, extra: &[&str], non_shared: bool) {
         r.lost.len(),
         r.committed,
         &r.lost[..r.lost.len().min(5)],
-        p.logs()
+        s.p.logs()
     );
     eprintln!(
         "{name}: {} committed transactions, all in the table ({} rows) after 2 failovers; {:.1} tps",
@@ -178,8 +251,6 @@ fn pgbench_through_failovers(name: &str, extra: &[&str], non_shared: bool) {
         r.rows,
         r.tps.unwrap_or(0.0)
     );
-    drop(p);
-    let _ = std::fs::remove_dir_all(&work);
 }
 
 #[test]
@@ -195,4 +266,53 @@ fn pgbench_through_failovers_with_non_shared_disks() {
 #[test]
 fn pgbench_through_failovers_with_own_disk_reads() {
     pgbench_through_failovers("pg-own", &["--disk-reads", "own"], false);
+}
+
+/// The host's iperf3 against the guest's `iperf3 -s` (TCP), one long run each way, the primary
+/// SIGKILLed in the middle of each (the pair protects the new primary again in between): each
+/// stream carries on to its end, with no error, and moves data after the failover.
+#[test]
+fn iperf3_streams_carry_on_through_a_failover_each_way() {
+    use guestctl::iperf::{self, Direction};
+    let Some(mut s) = Server::start("iperf3", &[], false, &[5201]) else {
+        return;
+    };
+    let port = s.port(0);
+    if let Err(e) = iperf::wait_ready(port, Duration::from_secs(600)) {
+        panic!("{e}\n{}", s.p.logs());
+    }
+    let seconds = 30;
+    for (k, dir) in [Direction::ToGuest, Direction::FromGuest]
+        .into_iter()
+        .enumerate()
+    {
+        let run = iperf::Run::start(port, seconds, dir).unwrap();
+        while run.started().elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s.fail_over(k == 0);
+        let r = run
+            .finish()
+            .unwrap_or_else(|e| panic!("{dir:?}: {e}\n{}", s.p.logs()));
+        eprintln!(
+            "iperf3 {dir:?}: {:.1} Mbit/s over {} s, {} bytes received, longest stall {} s, per second: {:?}",
+            r.mbps(),
+            seconds,
+            r.received_bytes,
+            r.longest_stall(),
+            r.intervals.iter().map(|b| (b / 1e6).round()).collect::<Vec<_>>()
+        );
+        assert!(
+            r.success,
+            "{dir:?}: iperf3 failed: {:?}\n{}",
+            r.error,
+            s.p.logs()
+        );
+        assert!(r.received_bytes > 0, "{dir:?}: nothing received");
+        assert!(
+            r.flowing_at_end(5),
+            "{dir:?}: the stream did not carry on after the failover: {:?}",
+            r.intervals
+        );
+    }
 }

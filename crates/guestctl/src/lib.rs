@@ -6,6 +6,7 @@
 //! Linux benchmarks. Every wait is bounded; dropping a [`Console`] kills the VM.
 
 pub mod etcd;
+pub mod iperf;
 pub mod pgbench;
 
 use std::io::{Read, Write};

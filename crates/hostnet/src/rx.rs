@@ -5,7 +5,8 @@
 use machine::wake::Waker;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 /// What a backend has seen since it was opened.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,7 +19,8 @@ pub struct HostNetStats {
     pub rx_runts: u64,
     /// Frames or length prefixes cut short by the end of the stream.
     pub rx_truncated: u64,
-    /// Frames dropped because the guest had [`crate::RX_QUEUE_FRAMES`] waiting already.
+    /// Frames dropped because the guest had [`crate::RX_QUEUE_FRAMES`] waiting already (a tap;
+    /// a stream is read no further until there is room).
     pub rx_queue_full: u64,
     /// Frames sent.
     pub tx_frames: u64,
@@ -46,6 +48,8 @@ pub(crate) struct Counters {
 /// Shared between a backend, its reader thread and its monitors.
 pub(crate) struct Shared {
     frames: Mutex<VecDeque<Vec<u8>>>,
+    /// Signalled when the device takes a frame (room in a full queue).
+    room: Condvar,
     /// The machine's wake-up ([`machine::virtio::NetBackend::set_wake`]).
     wake: Mutex<Waker>,
     pub counters: Counters,
@@ -61,6 +65,7 @@ impl Shared {
     pub fn new() -> Arc<Shared> {
         Arc::new(Shared {
             frames: Mutex::new(VecDeque::new()),
+            room: Condvar::new(),
             wake: Mutex::new(Waker::default()),
             counters: Counters::default(),
             closed: Mutex::new(None),
@@ -87,9 +92,41 @@ impl Shared {
         self.signal();
     }
 
+    /// Queues a frame from a stream, waiting while the queue is full instead of dropping it:
+    /// the stream then stops being read, and the sender's own flow control holds the data
+    /// back (a dropped frame costs a TCP sender a retransmission timeout, seconds of nothing
+    /// at the guest's pace). Returns false, the frame dropped, once `stop` is set.
+    pub fn push_waiting(&self, frame: Vec<u8>, stop: &std::sync::atomic::AtomicBool) -> bool {
+        if frame.len() < 14 {
+            bump(&self.counters.rx_runts);
+            return true;
+        }
+        let Ok(mut q) = self.frames.lock() else {
+            return false;
+        };
+        while q.len() >= crate::RX_QUEUE_FRAMES {
+            if stop.load(Ordering::SeqCst) {
+                return false;
+            }
+            q = match self.room.wait_timeout(q, Duration::from_millis(50)) {
+                Ok((q, _)) => q,
+                Err(_) => return false,
+            };
+        }
+        q.push_back(frame);
+        drop(q);
+        bump(&self.counters.rx_frames);
+        self.signal();
+        true
+    }
+
     /// The next frame, if any.
     pub fn pop(&self) -> Option<Vec<u8>> {
-        self.frames.lock().ok()?.pop_front()
+        let f = self.frames.lock().ok()?.pop_front();
+        if f.is_some() {
+            self.room.notify_one();
+        }
+        f
     }
 
     fn signal(&self) {
@@ -204,5 +241,34 @@ mod tests {
         );
         s.close("again".into());
         assert_eq!(s.stats().closed.as_deref(), Some("gone"));
+    }
+
+    #[test]
+    fn a_stream_waits_for_room_instead_of_dropping_and_stops_when_told() {
+        use std::sync::atomic::AtomicBool;
+        let s = Shared::new();
+        let stop = Arc::new(AtomicBool::new(false));
+        for k in 0..crate::RX_QUEUE_FRAMES {
+            assert!(s.push_waiting(vec![k as u8; 60], &stop));
+        }
+        // The next push waits until the device takes a frame.
+        let (s2, stop2) = (Arc::clone(&s), Arc::clone(&stop));
+        let t = std::thread::spawn(move || s2.push_waiting(vec![0xee; 60], &stop2));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!t.is_finished(), "a full queue holds the reader back");
+        assert_eq!(s.pop(), Some(vec![0; 60]));
+        assert!(t.join().unwrap(), "room lets the frame in");
+        let st = s.stats();
+        assert_eq!(
+            (st.rx_frames, st.rx_queue_full),
+            (crate::RX_QUEUE_FRAMES as u64 + 1, 0),
+            "nothing dropped"
+        );
+        // Full again: a stop ends the wait, the frame dropped.
+        let (s3, stop3) = (Arc::clone(&s), Arc::clone(&stop));
+        let t = std::thread::spawn(move || s3.push_waiting(vec![0xdd; 60], &stop3));
+        std::thread::sleep(Duration::from_millis(100));
+        stop.store(true, Ordering::SeqCst);
+        assert!(!t.join().unwrap());
     }
 }

@@ -183,7 +183,7 @@ fn read_and_reconnect(
     name: &str,
 ) {
     loop {
-        let why = read_frames(&mut rd, sh);
+        let why = read_frames(&mut rd, sh, stop);
         let Some(addr) = addr.filter(|_| !stop.load(Ordering::SeqCst)) else {
             sh.close(format!("{name}: {why}"));
             return;
@@ -210,8 +210,9 @@ fn read_and_reconnect(
     }
 }
 
-/// Fills the queue from the stream until it ends; returns why it ended.
-fn read_frames(r: &mut impl Read, sh: &Shared) -> String {
+/// Fills the queue from the stream until it ends (or the backend is dropped); returns why it
+/// ended. A full queue is waited on, not dropped from ([`Shared::push_waiting`]).
+fn read_frames(r: &mut impl Read, sh: &Shared, stop: &AtomicBool) -> String {
     let mut len = [0u8; 4];
     loop {
         match read_full(r, &mut len) {
@@ -235,7 +236,11 @@ fn read_frames(r: &mut impl Read, sh: &Shared) -> String {
         }
         let mut frame = vec![0u8; n];
         match read_full(r, &mut frame) {
-            Ok(k) if k == n => sh.push(frame),
+            Ok(k) if k == n => {
+                if !sh.push_waiting(frame, stop) {
+                    return "the backend was closed".into();
+                }
+            }
             Ok(_) => {
                 bump(&sh.counters.rx_truncated);
                 return "the stream ended inside a frame".into();
