@@ -494,22 +494,16 @@ pub fn stranger(to: SocketAddr) {
             Err(e) => panic!("the backup does not listen on {to}: {e}"),
         }
     };
-    // magic, nonce, generation, disk mode, VM name: a well-formed hello from a stranger.
-    let mut hello = vec![0u8, 55];
-    hello.extend_from_slice(ft::wire::MAGIC);
-    hello.extend_from_slice(&[7u8; 32]);
-    hello.extend_from_slice(&[0u8; 9]);
-    hello.extend_from_slice(b"testvm");
-    let _ = s.write_all(&hello);
-    let mut reply = [0u8; 74];
-    let _ = s.read_exact(&mut reply);
-    let _ = s.write_all(&[0, 32]);
-    let _ = s.write_all(&[9u8; 32]);
-    let mut one = [0u8; 1];
-    assert!(
-        !matches!(s.read(&mut one), Ok(1)),
-        "the backup accepted a stranger's proof"
-    );
+    // The channel's opening, well formed but under a key the pair does not hold.
+    let mut opening = ft::wire::MAGIC.to_vec();
+    let psk = ft::noise::psk(&ft::Key::random(), ft::wire::PSK_PURPOSE);
+    let mut hs = ft::noise::handshake(ft::noise::Role::Initiator, &psk, ft::wire::MAGIC);
+    ft::noise::write_handshake(&mut opening, &mut hs, &[]).unwrap();
+    let _ = s.write_all(&opening);
+    // The backup answers with an empty message (it could not authenticate us), then hangs up.
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    assert!(reply == [0, 0], "the backup answered a stranger: {reply:?}");
 }
 
 pub use guestctl::etcd::Etcd;
