@@ -158,8 +158,17 @@ fn run(a: &Args, g: &guest::debian::DebianPaths, ftvm: &Path, work: &Path) -> Re
                 format!("127.0.0.1:{}", guestctl::free_port()),
                 format!("127.0.0.1:{}", guestctl::free_port()),
             ];
+            // The operators' secret, to ask the pair's consoles for their status.
+            let console_key = work.join("console-key");
+            let mut k = [0u8; 32];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut k))
+                .context("reading /dev/urandom")?;
+            std::fs::write(&console_key, k).context("writing the console key")?;
             let pair = Command::new(ftvm)
                 .arg("pair")
+                .arg("--console-key-file")
+                .arg(&console_key)
                 .args(vm_args(a, g, &disk))
                 .args(["--forward", &format!("{port}:5432")])
                 .args(["--disk-mode", &a.disk_mode, "--disk-reads", &a.disk_reads])
@@ -190,7 +199,13 @@ fn run(a: &Args, g: &guest::debian::DebianPaths, ftvm: &Path, work: &Path) -> Re
             while bench.started().elapsed() < at {
                 std::thread::sleep(Duration::from_millis(100));
             }
-            failovers.push(kill_primary(ftvm, &consoles, k, a.kills)?);
+            failovers.push(kill_primary(
+                ftvm,
+                &consoles,
+                &work.join("console-key"),
+                k,
+                a.kills,
+            )?);
         }
     }
     let r = bench.finish()?;
@@ -230,10 +245,18 @@ fn run(a: &Args, g: &guest::debian::DebianPaths, ftvm: &Path, work: &Path) -> Re
 /// SIGKILLs the side whose status says it is the primary, and waits until the other one says
 /// so (it went live). Returns that time. Then waits (bounded) until the pair has protected
 /// the new primary again, so that the next kill finds a backup.
-fn kill_primary(ftvm: &Path, consoles: &[String], k: u32, of: u32) -> Result<Duration> {
+fn kill_primary(
+    ftvm: &Path,
+    consoles: &[String],
+    console_key: &Path,
+    k: u32,
+    of: u32,
+) -> Result<Duration> {
     let status = |addr: &str| -> Option<String> {
         let out = Command::new(ftvm)
             .args(["status", addr])
+            .arg("--console-key-file")
+            .arg(console_key)
             .stderr(Stdio::null())
             .output()
             .ok()?;

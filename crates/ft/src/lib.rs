@@ -44,6 +44,8 @@ pub struct PairConfig {
     pub me: String,
     /// The shared key of the channel.
     pub key: Key,
+    /// The secrets the console endpoint admits (operators', not the channel's).
+    pub console: console::Keys,
     /// Where split-brain is settled.
     pub arbiter: Arc<dyn arbiter::Arbiter>,
     /// Heartbeat interval and failure timeout.

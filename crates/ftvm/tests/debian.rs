@@ -60,6 +60,7 @@ fn wait_live(p: &Pair, within: Duration) {
     while t.elapsed() < within {
         if ft::console::request(
             &p.backup_console.to_string(),
+            &p.secret(),
             "STATUS",
             Duration::from_secs(2),
         )
