@@ -180,6 +180,7 @@ pub fn split(hs: HandshakeState) -> Result<(Sealer, Opener), FrameError> {
             st,
             nonce: 0,
             broken: false,
+            ct: Vec::new(),
         },
     ))
 }
@@ -195,15 +196,25 @@ pub struct Opener {
     st: Arc<StatelessTransportState>,
     nonce: u64,
     broken: bool,
+    /// A record's ciphertext (its allocation reused).
+    ct: Vec<u8>,
 }
 
 impl Sealer {
     /// `msg` as the records that carry it (see the module doc).
     pub fn seal(&mut self, msg: &[u8]) -> Result<Vec<u8>, FrameError> {
+        let mut out = Vec::new();
+        self.seal_into(msg, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Sealer::seal`] into `out` (cleared first; its allocation is reused).
+    pub fn seal_into(&mut self, msg: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError> {
         let total = u32::try_from(msg.len())
             .map_err(|_| FrameError::Malformed(format!("a message of {} bytes", msg.len())))?;
         let records = (msg.len() + 4).div_ceil(CHUNK).max(1);
-        let mut out = vec![0u8; msg.len() + 4 + records * (2 + TAG_LEN)];
+        out.clear();
+        out.resize(msg.len() + 4 + records * (2 + TAG_LEN), 0);
         let mut at = 0;
         let mut first = Vec::with_capacity(CHUNK);
         first.extend_from_slice(&total.to_be_bytes());
@@ -214,7 +225,7 @@ impl Sealer {
             at += self.record(chunk, &mut out[at..])?;
         }
         out.truncate(at);
-        Ok(out)
+        Ok(())
     }
 
     fn record(&mut self, pt: &[u8], out: &mut [u8]) -> Result<usize, FrameError> {
@@ -231,6 +242,18 @@ impl Sealer {
     pub fn send(&mut self, w: &mut impl Write, msg: &[u8]) -> Result<(), FrameError> {
         let b = self.seal(msg)?;
         w.write_all(&b)?;
+        Ok(())
+    }
+
+    /// Seals `msg` into `buf` (reused) and writes it.
+    pub fn send_with(
+        &mut self,
+        w: &mut impl Write,
+        msg: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> Result<(), FrameError> {
+        self.seal_into(msg, buf)?;
+        w.write_all(buf)?;
         Ok(())
     }
 }
@@ -256,7 +279,13 @@ impl Opener {
         got
     }
 
-    fn record(&mut self, r: &mut impl Read, ct: &mut Vec<u8>) -> Result<Vec<u8>, FrameError> {
+    /// Reads the next record and appends its plaintext to `out`.
+    fn record(
+        &mut self,
+        r: &mut impl Read,
+        ct: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), FrameError> {
         let mut len = [0u8; 2];
         read_exact_or_closed(r, &mut len)?;
         let len = usize::from(u16::from_be_bytes(len));
@@ -266,19 +295,32 @@ impl Opener {
         }
         ct.resize(len, 0);
         read_exact_or_closed(r, ct)?;
-        let mut pt = vec![0u8; len];
+        let at = out.len();
+        out.resize(at + len, 0);
         let n = self
             .st
-            .read_message(self.nonce, ct, &mut pt)
+            .read_message(self.nonce, ct, &mut out[at..])
             .map_err(|_| FrameError::Unauthentic)?;
         self.nonce += 1;
-        pt.truncate(n);
-        Ok(pt)
+        out.truncate(at + n);
+        Ok(())
     }
 
     fn recv_inner(&mut self, r: &mut impl Read, max: usize) -> Result<Vec<u8>, FrameError> {
-        let mut ct = Vec::new();
-        let first = self.record(r, &mut ct)?;
+        let mut ct = std::mem::take(&mut self.ct);
+        let got = self.recv_records(r, max, &mut ct);
+        self.ct = ct;
+        got
+    }
+
+    fn recv_records(
+        &mut self,
+        r: &mut impl Read,
+        max: usize,
+        ct: &mut Vec<u8>,
+    ) -> Result<Vec<u8>, FrameError> {
+        let mut first = Vec::new();
+        self.record(r, ct, &mut first)?;
         let total = first
             .get(..4)
             .and_then(|h| h.try_into().ok())
@@ -290,11 +332,10 @@ impl Opener {
                 "a message of {total} bytes (at most {max})"
             )));
         }
-        let mut msg = Vec::with_capacity(total);
+        let mut msg = Vec::with_capacity(total + TAG_LEN);
         msg.extend_from_slice(&first[4..]);
         while msg.len() < total {
-            let more = self.record(r, &mut ct)?;
-            msg.extend_from_slice(&more);
+            self.record(r, ct, &mut msg)?;
         }
         if msg.len() != total {
             return Err(FrameError::Malformed(format!(
@@ -497,6 +538,7 @@ mod tests {
                 st: Arc::clone(&o.st),
                 nonce: 0,
                 broken: false,
+                ct: Vec::new(),
             };
             let mut r = stream.as_slice();
             let mut ok = 0;
