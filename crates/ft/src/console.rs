@@ -263,6 +263,8 @@ impl State {
 #[derive(Clone, Default)]
 pub struct Endpoint {
     inner: Arc<(Mutex<State>, Condvar)>,
+    /// The run loop's wake-up ([`Endpoint::set_waker`]).
+    waker: Arc<Mutex<machine::wake::Waker>>,
 }
 
 impl Endpoint {
@@ -282,6 +284,24 @@ impl Endpoint {
 
     fn notify(&self) {
         self.inner.1.notify_all();
+    }
+
+    /// Work for the run loop arrived (input, a control operation, a kick): wakes whoever waits
+    /// on the endpoint and the run loop's wake-up. (Output released or a client connecting is
+    /// no work for the loop: only [`Endpoint::notify`].)
+    fn work_arrived(&self) {
+        self.notify();
+        if let Ok(w) = self.waker.lock() {
+            w.wake();
+        }
+    }
+
+    /// The run loop's wake-up: client input, control operations and kicks signal it too, so
+    /// that a loop waiting on it (while its guest idles) looks at the endpoint.
+    pub fn set_waker(&self, waker: machine::wake::Waker) {
+        if let Ok(mut w) = self.waker.lock() {
+            *w = waker;
+        }
     }
 
     /// Listens for clients on `listener` (a thread per connection), admitting those that hold
@@ -353,7 +373,7 @@ impl Endpoint {
                     }
                 };
                 self.lock().controls.push_back(c);
-                self.notify();
+                self.work_arrived();
                 let _ = w.write_all(b"OK\n");
             }
             ["CONSOLE", off] => {
@@ -416,7 +436,7 @@ impl Endpoint {
                         drop(s);
                         std::thread::sleep(Duration::from_millis(10));
                     }
-                    e.notify();
+                    e.work_arrived();
                 }
             });
         // Output, on this thread; when it ends (another client took over, the endpoint
@@ -487,7 +507,7 @@ impl Endpoint {
     /// A device has something for the guest: wakes the run loop.
     pub fn kick(&self) {
         self.lock().kicked = true;
-        self.notify();
+        self.work_arrived();
     }
 
     /// Clears a wake-up (the run loop is about to run the devices).

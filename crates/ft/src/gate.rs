@@ -32,7 +32,6 @@ use machine::virtio::{BlockBackend, NetBackend, Prepare};
 use machine::Machine;
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// One output of the guest.
@@ -262,10 +261,7 @@ impl Gate {
             let Some(slot) = m.net_backend_mut() else {
                 return Err(io::Error::other("the machine has no network card"));
             };
-            let gated: Box<dyn NetBackend> = Box::new(GatedNet {
-                gate: self.clone(),
-                wake: slot.wake_fd(),
-            });
+            let gated: Box<dyn NetBackend> = Box::new(GatedNet { gate: self.clone() });
             g.net = Some(std::mem::replace(slot, gated));
         }
         Ok(())
@@ -482,16 +478,21 @@ impl BlockBackend for GatedDisk {
         }
     }
 
+    fn set_wake(&mut self, wake: &machine::wake::Waker) {
+        if let Some(d) = self.gate.lock().disks.get_mut(self.drive) {
+            d.set_wake(wake);
+        }
+    }
+
     fn describe(&self) -> String {
         describe_gated_disk(self.drive)
     }
 }
 
-/// The network card behind the gate: transmitted frames are outputs; received frames and the
-/// wake descriptor are the host end's.
+/// The network card behind the gate: transmitted frames are outputs; received frames (and
+/// the wake-up when one arrives) are the host end's.
 pub struct GatedNet {
     gate: Gate,
-    wake: Option<RawFd>,
 }
 
 impl NetBackend for GatedNet {
@@ -503,8 +504,10 @@ impl NetBackend for GatedNet {
         self.gate.lock().net.as_mut()?.receive()
     }
 
-    fn wake_fd(&self) -> Option<RawFd> {
-        self.wake
+    fn set_wake(&mut self, wake: &machine::wake::Waker) {
+        if let Some(n) = self.gate.lock().net.as_mut() {
+            n.set_wake(wake);
+        }
     }
 
     fn describe(&self) -> String {
@@ -584,10 +587,7 @@ mod tests {
             drive: 0,
             len: 4096,
         });
-        let net: Box<dyn NetBackend> = Box::new(GatedNet {
-            gate: g.clone(),
-            wake: None,
-        });
+        let net: Box<dyn NetBackend> = Box::new(GatedNet { gate: g.clone() });
         g.hold(false);
         (g, seen, disk, net)
     }

@@ -26,38 +26,13 @@ use std::time::{Duration, Instant};
 /// Console input accepted ahead of the guest.
 const MAX_BACKLOG: usize = 64 * 1024;
 
-/// Wakes the run loop (through the endpoint) whenever the network backend signals `fd` (an
-/// eventfd: a frame arrived), so that an idle guest gets its frames at once.
-fn watch_net(fd: std::os::fd::RawFd, ep: Endpoint) {
-    let _ = std::thread::Builder::new()
-        .name("net-wake".into())
-        .spawn(move || loop {
-            let mut p = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: `p` is one valid pollfd for the duration of the call.
-            let n = unsafe { libc::poll(&mut p, 1, 200) };
-            if n < 0 || p.revents & (libc::POLLNVAL | libc::POLLERR) != 0 {
-                return;
-            }
-            if n > 0 {
-                hostnet::rx::clear_wake_fd(fd);
-                ep.kick();
-            }
-        });
-}
-
-/// How the loop waits while the guest idles: for client input, a control operation or a
-/// device's wake-up at the endpoint.
+/// What ends the loop's idle waits besides the machine's own wake-ups (frames, disk I/O):
+/// client input or a control operation at the endpoint, which signals the runner's wake-up
+/// ([`Endpoint::set_waker`]).
 struct Clients<'a>(&'a Endpoint);
 
 impl hostrun::Role for Clients<'_> {
-    fn wait(&mut self, _: &Machine, timeout: Duration) -> bool {
-        if !timeout.is_zero() {
-            self.0.wait(timeout);
-        }
+    fn has_work(&mut self, _: &Machine) -> bool {
         self.0.has_work()
     }
 }
@@ -92,9 +67,6 @@ impl LiveVm {
     pub fn run(mut self) -> Result<i32, FtError> {
         self.m.set_deferred_io(true);
         self.update_status(&mut (Instant::now(), 0));
-        if let Some(fd) = self.m.net_wake_fd() {
-            watch_net(fd, self.ep.clone());
-        }
         let mut paused = false;
         let mut throttle = crate::throttle::Throttle::default();
         let mut last_adjust = Instant::now();
@@ -103,7 +75,10 @@ impl LiveVm {
         let mut idle: Option<Option<u64>> = None;
         // The host's steps of the loop (time sync, completions, a slice, idling): the recorder's
         // calls go with the machine's there while protected.
-        let mut runner = hostrun::Runner::new();
+        // One wake-up for the idle waits: the machine's backends and the endpoint signal it.
+        let mut runner = hostrun::Runner::new()
+            .map_err(crate::io("cannot create the run loop's wake-up (eventfd)"))?;
+        self.ep.set_waker(runner.wake().waker().clone());
         loop {
             for c in self.ep.take_controls() {
                 match c {
@@ -161,9 +136,8 @@ impl LiveVm {
                 self.ship();
                 let limit = self.idle_limit(Duration::from_millis(100));
                 let rec = self.prot.as_mut().map(|p| &mut p.rec);
-                runner.idle(&mut self.m, rec, wake, limit, &mut Clients(&self.ep));
                 // The devices run next: a frame that woke us is taken then.
-                self.ep.take_kick();
+                runner.idle(&mut self.m, rec, wake, limit, &mut Clients(&self.ep));
             } else {
                 if self.m.console_backlog() < MAX_BACKLOG {
                     let bytes = self.ep.take_input(16 << 10);

@@ -317,7 +317,7 @@ impl Primary {
         };
         Primary {
             vm,
-            runner: hostrun::Runner::new(),
+            runner: hostrun::Runner::new().expect("an eventfd for the run loop"),
             sink,
         }
     }

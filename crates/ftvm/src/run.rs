@@ -6,8 +6,8 @@
 //! - Console bytes from stdin go to UART0 (and nowhere else), taken between run slices.
 //! - With `--netdev`, the virtio network card's frames go to and come from a host backend
 //!   (`hostnet`); the card takes a received frame at its next device pass. An idle guest is
-//!   woken when one arrives (the backend's eventfd is polled with stdin), exactly as for
-//!   console input.
+//!   woken when one arrives (the backend signals the run loop's wake-up, which is polled with
+//!   stdin), exactly as for console input.
 //! - When every hart waits for an interrupt, the clock skips ahead to the next timer, but an
 //!   idle period never passes faster than wall-clock time: a skip of d guest seconds takes at
 //!   least d host seconds, and ends early (at the guest time that corresponds to the host time
@@ -281,7 +281,13 @@ pub fn main(a: Args) -> i32 {
     let started = Instant::now();
     // The host's steps of the loop (time sync, completions, a slice, idling), with the
     // recorder's calls paired with the machine's under --record.
-    let mut runner = hostrun::Runner::starting_at(&m, started);
+    let mut runner = match hostrun::Runner::starting_at(&m, started) {
+        Ok(r) => r,
+        Err(e) => {
+            eprint!("\r\nftvm run: cannot create the run loop's wake-up: {e}\r\n");
+            return 2;
+        }
+    };
     // The recorder's time-sync counters, kept when it is finished.
     let mut rec_sync = None;
     let mut executed = 0u64;
@@ -342,7 +348,13 @@ pub fn main(a: Args) -> i32 {
                         let _ = new.replace_net(net);
                     }
                     m = new;
-                    runner = hostrun::Runner::starting_at(&m, Instant::now());
+                    runner = match hostrun::Runner::starting_at(&m, Instant::now()) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            eprint!("\r\nftvm run: cannot create the run loop's wake-up: {e}\r\n");
+                            break 2;
+                        }
+                    };
                 }
                 Err(e) => {
                     eprintln!("\r\nftvm run: reset failed: {e}");
@@ -526,7 +538,7 @@ fn run_once(
     stop_at: Option<u64>,
 ) -> Outcome {
     if m.console_backlog() < MAX_BACKLOG {
-        let typed = input.wait(Some(Duration::ZERO), None);
+        let typed = input.wait(Some(Duration::ZERO));
         if let Some(code) = take_input(m, typed, rec) {
             return Outcome::Exit(code);
         }
@@ -554,7 +566,8 @@ fn run_once(
 
 /// Every hart waits: host time passes until the next timer is due in guest time, or until
 /// input arrives or a disk request's host I/O finishes (then the clock moves only as far as
-/// host time did): [`hostrun::Runner::idle`], waiting on stdin and the network's wake-up.
+/// host time did): [`hostrun::Runner::idle`], waiting on stdin and the run loop's wake-up
+/// (frames, disk I/O).
 fn idle(
     m: &mut Machine,
     input: &mut term::Input,
@@ -576,38 +589,28 @@ fn idle(
     }
 }
 
-/// How `ftvm run` waits while its guest idles: for stdin (kept for the loop to take), a frame
-/// for the network card, a signal or a snapshot request.
+/// What ends `ftvm run`'s idle waits besides the machine's own wake-ups (frames, disk I/O):
+/// stdin (kept for the loop to take), a signal or a snapshot request.
 struct Stdin<'a> {
     input: &'a mut term::Input,
     typed: term::Typed,
 }
 
 impl hostrun::Role for Stdin<'_> {
-    fn wait(&mut self, m: &Machine, timeout: Duration) -> bool {
-        let net = m.net_wake_fd();
-        // No timer and nothing in flight: wait for input however long it takes.
-        let timeout = (timeout < Duration::from_secs(1 << 32)).then_some(timeout);
-        let typed = if m.console_backlog() < MAX_BACKLOG {
-            self.input.wait(timeout, net)
-        } else {
-            // Stdin is not read while the guest has this much waiting; frames still wake us.
-            let t = timeout.unwrap_or(Duration::from_millis(100));
-            term::Typed {
-                other: net.is_some_and(|fd| term::wait_readable(fd, t)),
-                ..term::Typed::default()
-            }
-        };
-        if typed.other {
-            if let Some(fd) = net {
-                hostnet::rx::clear_wake_fd(fd);
-            }
+    fn has_work(&mut self, m: &Machine) -> bool {
+        let mut woken = false;
+        // Stdin is not read while the guest has this much waiting.
+        if m.console_backlog() < MAX_BACKLOG {
+            let typed = self.input.wait(Some(Duration::ZERO));
+            woken = !typed.bytes.is_empty() || typed.quit || typed.status;
+            self.typed.bytes.extend(typed.bytes);
+            self.typed.quit |= typed.quit;
+            self.typed.status |= typed.status;
         }
-        let woken = !typed.bytes.is_empty() || typed.quit || typed.status || typed.other;
-        self.typed.bytes.extend(typed.bytes);
-        self.typed.quit |= typed.quit;
-        self.typed.status |= typed.status;
-        self.typed.other |= typed.other;
         woken || term::signal().is_some() || snapsig::pending()
+    }
+
+    fn fd(&self, m: &Machine) -> Option<std::os::fd::RawFd> {
+        (m.console_backlog() < MAX_BACKLOG && !self.input.at_eof()).then_some(0)
     }
 }

@@ -21,7 +21,7 @@
 //! add a dependency and an executor for what one thread and a channel do.
 
 use machine::virtio::block::{BlockBackend, Prepare};
-use machine::wake::Wake;
+use machine::wake::Waker;
 use std::io;
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 
@@ -74,7 +74,7 @@ pub struct AsyncDisk {
     /// Writes done so far: a flush prepared before the latest one does not cover it.
     writes: u64,
     /// Whom the worker wakes when it finishes a job: the machine's ([`BlockBackend::set_wake`]).
-    wake: Arc<Mutex<Option<Wake>>>,
+    wake: Arc<Mutex<Waker>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -91,7 +91,7 @@ impl AsyncDisk {
         let inner = Arc::new(Mutex::new(inner));
         let jobs = Arc::new(Mutex::new(Jobs::default()));
         let (tx, rx) = mpsc::channel::<Job>();
-        let wake: Arc<Mutex<Option<Wake>>> = Arc::default();
+        let wake: Arc<Mutex<Waker>> = Arc::default();
         let (i, j, w) = (Arc::clone(&inner), Arc::clone(&jobs), Arc::clone(&wake));
         let worker = std::thread::Builder::new()
             .name("ftvm-disk-io".into())
@@ -115,7 +115,7 @@ impl AsyncDisk {
 fn work(
     inner: &Mutex<Box<dyn BlockBackend>>,
     jobs: &Mutex<Jobs>,
-    wake: &Mutex<Option<Wake>>,
+    wake: &Mutex<Waker>,
     rx: &mpsc::Receiver<Job>,
 ) {
     while let Ok(job) = rx.recv() {
@@ -150,9 +150,7 @@ fn work(
                 }
             }
         }
-        if let Some(w) = lock(wake).as_ref() {
-            w.notify();
-        }
+        lock(wake).wake();
     }
 }
 
@@ -165,8 +163,8 @@ impl BlockBackend for AsyncDisk {
         format!("async({})", lock(&self.inner).describe())
     }
 
-    fn set_wake(&mut self, wake: &Wake) {
-        *lock(&self.wake) = Some(wake.clone());
+    fn set_wake(&mut self, wake: &Waker) {
+        *lock(&self.wake) = wake.clone();
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
@@ -317,7 +315,31 @@ mod tests {
         }
     }
 
-    fn gated() -> (AsyncDisk, Arc<AtomicBool>, Arc<Mutex<u32>>) {
+    /// The host loop's side of a waker, for the tests: counts the worker's wake-ups.
+    #[derive(Debug, Default)]
+    struct Count(Mutex<u64>, std::sync::Condvar);
+
+    impl machine::wake::Notify for Count {
+        fn notify(&self) {
+            *lock(&self.0) += 1;
+            self.1.notify_all();
+        }
+    }
+
+    impl Count {
+        /// Waits up to `timeout` for a wake-up after `seen` of them.
+        fn wait_past(&self, seen: u64, timeout: Duration) {
+            let g = lock(&self.0);
+            if *g == seen {
+                let _ = self.1.wait_timeout(g, timeout);
+            }
+        }
+        fn seen(&self) -> u64 {
+            *lock(&self.0)
+        }
+    }
+
+    fn gated() -> (AsyncDisk, Arc<AtomicBool>, Arc<Mutex<u32>>, Arc<Count>) {
         let open = Arc::new(AtomicBool::new(false));
         let reads = Arc::new(Mutex::new(0));
         let data = (0..8u8).flat_map(|s| [s; 512]).collect();
@@ -327,22 +349,25 @@ mod tests {
             reads: Arc::clone(&reads),
         };
         let mut d = AsyncDisk::new(Box::new(g));
-        d.set_wake(&Wake::default());
-        (d, open, reads)
+        let count = Arc::new(Count::default());
+        d.set_wake(&Waker::new(
+            Arc::clone(&count) as Arc<dyn machine::wake::Notify>
+        ));
+        (d, open, reads, count)
     }
 
-    fn until_ready(d: &mut AsyncDisk, op: Prepare) {
+    /// Waits, woken by the worker, until `op` is ready.
+    fn until_ready(d: &mut AsyncDisk, wake: &Count, op: Prepare) {
         let t0 = Instant::now();
-        let wake = lock(&d.wake).clone().unwrap();
         while !d.prepare(op) {
             assert!(t0.elapsed() < Duration::from_secs(10), "never ready");
-            wake.wait_past(wake.generation(), Duration::from_millis(10));
+            wake.wait_past(wake.seen(), Duration::from_millis(10));
         }
     }
 
     #[test]
     fn a_prepared_read_is_ready_only_once_the_worker_has_it_and_is_served_from_memory() {
-        let (mut d, open, reads) = gated();
+        let (mut d, open, reads, wake) = gated();
         let op = Prepare::Read {
             offset: 512,
             len: 1024,
@@ -351,7 +376,8 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         assert!(!d.prepare(op), "the disk has not answered");
         open.store(true, Ordering::SeqCst);
-        until_ready(&mut d, op);
+        until_ready(&mut d, &wake, op);
+        assert!(wake.seen() >= 1, "the worker woke the machine's loop");
         let mut buf = [0u8; 512];
         d.read_at(1024, &mut buf).unwrap();
         assert_eq!(buf, [2u8; 512], "a piece of the prepared range");
@@ -365,14 +391,14 @@ mod tests {
 
     #[test]
     fn a_write_over_a_prepared_read_makes_it_stale() {
-        let (mut d, open, reads) = gated();
+        let (mut d, open, reads, wake) = gated();
         open.store(true, Ordering::SeqCst);
         let op = Prepare::Read {
             offset: 0,
             len: 512,
         };
         d.prepare(op);
-        until_ready(&mut d, op);
+        until_ready(&mut d, &wake, op);
         d.write_at(256, &[9; 16]).unwrap();
         let mut buf = [0u8; 512];
         d.read_at(0, &mut buf).unwrap();
@@ -383,13 +409,13 @@ mod tests {
     #[test]
     fn a_flush_counts_only_if_no_write_came_after_it_started() {
         // `reads` counts 1 per read and 100 per flush here.
-        let (mut d, open, reads) = gated();
+        let (mut d, open, reads, wake) = gated();
         assert!(!d.prepare(Prepare::Flush));
         open.store(true, Ordering::SeqCst);
-        until_ready(&mut d, Prepare::Flush);
+        until_ready(&mut d, &wake, Prepare::Flush);
         d.flush().unwrap();
         assert_eq!(*lock(&reads), 100, "the worker's fsync, taken by flush()");
-        until_ready(&mut d, Prepare::Flush);
+        until_ready(&mut d, &wake, Prepare::Flush);
         d.write_at(0, &[1; 512]).unwrap();
         // The prepared flush does not cover that write: flush() does one of its own.
         d.flush().unwrap();
@@ -398,7 +424,7 @@ mod tests {
 
     #[test]
     fn the_budget_bounds_what_is_read_ahead_and_huge_reads_are_not_prepared() {
-        let (mut d, _open, _) = gated();
+        let (mut d, _open, _, _wake) = gated();
         assert!(d.prepare(Prepare::Read {
             offset: 0,
             len: MAX_PREPARED_READ + 1

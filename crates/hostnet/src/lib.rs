@@ -9,8 +9,9 @@
 //!   LAN through a bridge.
 //!
 //! Both read on a thread of their own into a bounded queue ([`rx`]), which the device drains
-//! only during its device pass, and signal an eventfd ([`machine::virtio::NetBackend::wake_fd`])
-//! so that a host loop sleeping while the guest idles wakes up. Bad input from the outside is
+//! only during its device pass, and call the machine's wake-up
+//! ([`machine::virtio::NetBackend::set_wake`]) so that a host loop waiting while the guest
+//! idles wakes up. Bad input from the outside is
 //! dropped and counted ([`HostNetStats`]), a closed socket is reported
 //! ([`StreamBackend::closed`]) and counted; nothing here panics on what a peer sends.
 //!
@@ -20,7 +21,7 @@
 //! either do much more than this (`tun-tap`, `tokio-tun`: async runtimes, TUN as well as TAP,
 //! interface configuration) or do not speak QEMU's stream framing at all; none has the one
 //! property the machine needs, a non-blocking `receive` drained at a deterministic point with a
-//! descriptor to wake the idle loop, and adapting one would take as much code as this.
+//! wake-up for the idle loop, and adapting one would take as much code as this.
 //!
 //! This crate must never decide when a frame enters the guest: it only queues what arrives.
 
@@ -82,8 +83,8 @@ pub enum HostNetError {
     /// tap interface name `{0}` is not valid: 1 to 15 bytes, no '/', ':' or whitespace
     #[error("tap interface name `{0}` is not valid: 1 to 15 bytes, no '/', ':' or whitespace")]
     BadIfname(String),
-    /// cannot create the backend's eventfd or thread: {0}
-    #[error("cannot create the network backend's eventfd or reader thread: {0}")]
+    /// cannot set up the backend's socket or reader thread: {0}
+    #[error("cannot set up the network backend's socket or reader thread: {0}")]
     Setup(std::io::Error),
 }
 

@@ -1,9 +1,9 @@
 //! What both backends share: the bounded queue of received frames a reader thread fills and
-//! the device drains, the eventfd that tells a sleeping host loop a frame has arrived, and the
-//! counters.
+//! the device drains, the machine's wake-up that tells a waiting host loop a frame has
+//! arrived, and the counters.
 
+use machine::wake::Waker;
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -46,7 +46,8 @@ pub(crate) struct Counters {
 /// Shared between a backend, its reader thread and its monitors.
 pub(crate) struct Shared {
     frames: Mutex<VecDeque<Vec<u8>>>,
-    wake: OwnedFd,
+    /// The machine's wake-up ([`machine::virtio::NetBackend::set_wake`]).
+    wake: Mutex<Waker>,
     pub counters: Counters,
     closed: Mutex<Option<String>>,
 }
@@ -56,24 +57,18 @@ pub(crate) fn bump(c: &AtomicU64) {
 }
 
 impl Shared {
-    /// A queue with its eventfd.
-    pub fn new() -> std::io::Result<Arc<Shared>> {
-        // SAFETY: eventfd takes no pointers; the result is checked before use.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(Arc::new(Shared {
+    /// An empty queue that wakes nobody yet.
+    pub fn new() -> Arc<Shared> {
+        Arc::new(Shared {
             frames: Mutex::new(VecDeque::new()),
-            // SAFETY: `fd` is a descriptor just created and owned by nothing else.
-            wake: unsafe { OwnedFd::from_raw_fd(fd) },
+            wake: Mutex::new(Waker::default()),
             counters: Counters::default(),
             closed: Mutex::new(None),
-        }))
+        })
     }
 
     /// Queues a frame from the outside (dropping it if it is too short or the queue is full)
-    /// and signals the eventfd.
+    /// and wakes the host loop.
     pub fn push(&self, frame: Vec<u8>) {
         if frame.len() < 14 {
             bump(&self.counters.rx_runts);
@@ -98,15 +93,21 @@ impl Shared {
     }
 
     fn signal(&self) {
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: writes 8 bytes from a live buffer to our own eventfd; a full counter only
-        // makes the write fail, which is harmless (the descriptor is readable already).
-        unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        if let Ok(w) = self.wake.lock() {
+            w.wake();
+        }
     }
 
-    /// The eventfd.
-    pub fn wake_fd(&self) -> RawFd {
-        self.wake.as_raw_fd()
+    /// The machine's wake-up, from now on. Frames that came before it (or the end of the
+    /// connection) wake it at once: the loop may be about to wait for them.
+    pub fn set_wake(&self, waker: &Waker) {
+        if let Ok(mut w) = self.wake.lock() {
+            *w = waker.clone();
+        }
+        let waiting = self.frames.lock().map(|q| !q.is_empty()).unwrap_or(false);
+        if waiting || self.is_closed() {
+            self.signal();
+        }
     }
 
     /// Notes why the connection ended (the first reason is kept) and wakes the host loop.
@@ -151,39 +152,39 @@ impl Monitor {
     }
 }
 
-/// Reads its 8 bytes from a wake-up eventfd ([`machine::virtio::NetBackend::wake_fd`]) so that
-/// it stops being readable; harmless on an eventfd that was not signalled.
-pub fn clear_wake_fd(fd: RawFd) {
-    let mut buf = [0u8; 8];
-    // SAFETY: `buf` is writable for its 8 bytes; on a non-blocking eventfd the read either
-    // takes the counter or fails with EAGAIN, which is ignored.
-    unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn readable(fd: RawFd) -> bool {
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one live pollfd, no wait.
-        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    /// Counts wake-ups.
+    #[derive(Debug, Default)]
+    struct Count(AtomicU64);
+
+    impl machine::wake::Notify for Count {
+        fn notify(&self) {
+            bump(&self.0);
+        }
     }
 
     #[test]
     fn queue_bounds_runts_and_wakeups() {
-        let s = Shared::new().unwrap();
-        assert!(!readable(s.wake_fd()));
+        let s = Shared::new();
+        let count = Arc::new(Count::default());
+        let woken = || count.0.load(Ordering::Relaxed);
+        s.set_wake(&Waker::new(
+            Arc::clone(&count) as Arc<dyn machine::wake::Notify>
+        ));
+        assert_eq!(woken(), 0, "nothing waiting yet");
         s.push(vec![0; 10]);
-        assert!(!readable(s.wake_fd()), "a runt wakes nobody");
+        assert_eq!(woken(), 0, "a runt wakes nobody");
         s.push(vec![1; 60]);
-        assert!(readable(s.wake_fd()));
-        clear_wake_fd(s.wake_fd());
-        assert!(!readable(s.wake_fd()));
+        assert_eq!(woken(), 1);
+        // A new wake-up (the backend moved to another machine) hears of what waits at once.
+        let later = Arc::new(Count::default());
+        s.set_wake(&Waker::new(
+            Arc::clone(&later) as Arc<dyn machine::wake::Notify>
+        ));
+        assert_eq!(later.0.load(Ordering::Relaxed), 1);
         for _ in 0..crate::RX_QUEUE_FRAMES + 5 {
             s.push(vec![2; 60]);
         }
@@ -194,7 +195,13 @@ mod tests {
         );
         assert_eq!(s.pop(), Some(vec![1; 60]));
         assert!(!s.is_closed());
+        let before = later.0.load(Ordering::Relaxed);
         s.close("gone".into());
+        assert_eq!(
+            later.0.load(Ordering::Relaxed),
+            before + 1,
+            "the end wakes too"
+        );
         s.close("again".into());
         assert_eq!(s.stats().closed.as_deref(), Some("gone"));
     }

@@ -23,7 +23,6 @@ use crate::{HostNetError, StreamAddr, MAX_FRAME};
 use machine::virtio::NetBackend;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -123,7 +122,7 @@ impl StreamBackend {
     ) -> Result<StreamBackend, HostNetError> {
         sock.set_write_timeout(WRITE_TIMEOUT)
             .map_err(HostNetError::Setup)?;
-        let shared = Shared::new().map_err(HostNetError::Setup)?;
+        let shared = Shared::new();
         let rd = sock.try_clone().map_err(HostNetError::Setup)?;
         let sock = Arc::new(Mutex::new(sock));
         let stop = Arc::new(AtomicBool::new(false));
@@ -296,8 +295,8 @@ impl NetBackend for StreamBackend {
         self.shared.pop()
     }
 
-    fn wake_fd(&self) -> Option<RawFd> {
-        Some(self.shared.wake_fd())
+    fn set_wake(&mut self, wake: &machine::wake::Waker) {
+        self.shared.set_wake(wake);
     }
 }
 
@@ -348,7 +347,6 @@ mod tests {
         peer.read_exact(&mut got).unwrap();
         assert_eq!(got, frame(42, 9));
         assert_eq!(b.monitor().stats().tx_frames, 1);
-        assert!(b.wake_fd().is_some());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::{HostNetError, MAX_FRAME};
 use machine::virtio::NetBackend;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -73,7 +73,7 @@ impl TapBackend {
             });
         }
         let file = Arc::new(file);
-        let shared = Shared::new().map_err(HostNetError::Setup)?;
+        let shared = Shared::new();
         let stop = Arc::new(AtomicBool::new(false));
         let (f, sh, st, name) = (
             Arc::clone(&file),
@@ -147,8 +147,8 @@ impl NetBackend for TapBackend {
         self.shared.pop()
     }
 
-    fn wake_fd(&self) -> Option<RawFd> {
-        Some(self.shared.wake_fd())
+    fn set_wake(&mut self, wake: &machine::wake::Waker) {
+        self.shared.set_wake(wake);
     }
 }
 

@@ -13,14 +13,20 @@
 //!    and, now and then, a state digest.
 //!
 //! When every hart waits for an interrupt, [`Runner::idle`] lets host time pass until the next
-//! timer is due, the role has work (client input, a control operation, a frame), or a disk's
-//! host I/O finishes (the machine's own [`machine::wake::Wake`]); the clock then moves as far as
-//! host time did (a recorder logs the skip). Idle time never passes faster than the wall clock.
+//! timer is due, the role has work (client input, a control operation), a frame arrives, or a
+//! disk's host I/O finishes; the clock then moves as far as host time did (a recorder logs the
+//! skip). Idle time never passes faster than the wall clock.
+//!
+//! It waits on one thing: the runner's [`Wake`] (an eventfd), which the machine's disk and
+//! network backends signal through the [`machine::wake::Waker`] the runner gives the machine,
+//! and which a role signals for its own sources (polled together with a descriptor of the
+//! role's, such as standard input, in the same `poll`). No thread watches on the loop's behalf
+//! and nothing is process-global.
 //!
 //! What differs between roles — where input comes from, what happens to output, what else the
 //! loop does between slices (sending the log, control operations, status) — stays with the
 //! role: it calls these steps in its loop and gives [`Runner::idle`] its way of waiting
-//! ([`Role`]). Whether the run is recorded is a value passed in (`Option<&mut Recorder>`), so
+//! ([`Role`]: what to look at, and a descriptor to wait on if it has one). Whether the run is recorded is a value passed in (`Option<&mut Recorder>`), so
 //! a recorder's calls are always paired with the machine's calls in the same place.
 //!
 //! A machine replayed from a log that is still arriving (an FT backup) has a loop of its own
@@ -28,31 +34,43 @@
 //! once in [`replaying`] ([`replay`], over a [`Replaying`] role).
 
 pub mod replaying;
+pub mod wake;
 
 pub use replaying::{replay, Replaying, Turn, REPLAY_TURN};
+pub use wake::Wake;
 
 use machine::{Machine, Stop};
 use rr::{Recorder, TimeSync};
 use std::io::Write;
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-/// The longest wait for a disk's host I/O before the role's inputs are looked at again.
-pub const IO_TURN: Duration = Duration::from_millis(5);
+/// The longest single wait of an idle period: the role is looked at again at least this often
+/// (a signal handler's flag, say), whatever woke it or not.
+pub const IDLE_TURN: Duration = Duration::from_millis(100);
 
-/// How a role waits while its guest idles.
+/// What a role has to say while its guest idles.
 pub trait Role {
-    /// Waits up to `timeout` (zero: only looks) for something that must end an idle period —
-    /// input for the guest, an operator's request, a frame — and says whether it came. The
-    /// role keeps what it got; `m` is the machine (e.g. to see how much console input the guest
-    /// has not taken yet).
-    fn wait(&mut self, m: &Machine, timeout: Duration) -> bool;
+    /// Looks, without waiting, for something that must end an idle period — input for the
+    /// guest, an operator's request — and says whether there is. The role keeps what it got;
+    /// `m` is the machine (e.g. to see how much console input the guest has not taken yet).
+    fn has_work(&mut self, m: &Machine) -> bool;
+
+    /// A descriptor of the role's own that becomes readable when it may have work (standard
+    /// input), waited on with the runner's [`Wake`]; `None`: the role signals the wake-up
+    /// itself ([`Runner::wake`]) or has nothing to wait for.
+    fn fd(&self, m: &Machine) -> Option<RawFd> {
+        let _ = m;
+        None
+    }
 }
 
-/// The host's state across slices: the time-sync policy while nothing records (a recorder
-/// keeps its own, and logs it).
-#[derive(Debug, Default)]
+/// The host's state across slices: the wake-up it waits on, and the time-sync policy while
+/// nothing records (a recorder keeps its own, and logs it).
+#[derive(Debug)]
 pub struct Runner {
     alone: Option<TimeSync>,
+    wake: Wake,
 }
 
 /// How an idle period ended.
@@ -68,15 +86,35 @@ pub struct Idled {
 }
 
 impl Runner {
-    /// A runner whose time sync starts at the first slice.
-    pub fn new() -> Runner {
-        Runner::default()
+    /// A runner whose time sync starts at the first slice. Fails only if the system refuses
+    /// an eventfd.
+    pub fn new() -> std::io::Result<Runner> {
+        Ok(Runner {
+            alone: None,
+            wake: Wake::new()?,
+        })
     }
 
     /// A runner whose time sync takes `m` at `now` as its reference.
-    pub fn starting_at(m: &Machine, now: Instant) -> Runner {
-        Runner {
+    pub fn starting_at(m: &Machine, now: Instant) -> std::io::Result<Runner> {
+        Ok(Runner {
             alone: Some(TimeSync::new(m, now)),
+            wake: Wake::new()?,
+        })
+    }
+
+    /// The wake-up this runner waits on while the guest idles: a role signals it when its own
+    /// sources have work (`runner.wake().waker()`); the machine's backends get it from the
+    /// runner ([`Runner::slice`] hands it to the machine).
+    pub fn wake(&self) -> &Wake {
+        &self.wake
+    }
+
+    /// Makes sure the machine's backends wake this runner (a machine just built, or one that
+    /// went live from a replay).
+    fn attach(&self, m: &mut Machine) {
+        if !m.waker().same(self.wake.waker()) {
+            m.set_waker(self.wake.waker().clone());
         }
     }
 
@@ -126,6 +164,10 @@ impl Runner {
         mut rec: Option<&mut Recorder<W>>,
         limit: u64,
     ) -> Stop {
+        self.attach(m);
+        // What signalled so far is looked at now: the completions below, the device pass of
+        // the slice (frames), the role's own look before it idles again.
+        self.wake.clear();
         let now = Instant::now();
         let step = match rec.as_deref_mut() {
             Some(r) => r.sync_time(m, now),
@@ -156,9 +198,10 @@ impl Runner {
 
     /// Every hart waits (the slice stopped with [`Stop::Idle`] and `wake`, the icount of the
     /// next timer, if any): host time passes until the timer is due in guest time, the role
-    /// has work, a disk's host I/O finishes, or `limit` of host time has passed (a role that
-    /// must look at something else now and then). The clock then skips to the timer, or only
-    /// as far as host time went if the wait ended early.
+    /// has work, the wake-up is signalled (a frame, a disk's host I/O, the role's sources), or
+    /// `limit` of host time has passed (a role that must look at something else now and then).
+    /// The clock then skips to the timer, or only as far as host time went if the wait ended
+    /// early.
     pub fn idle<W: Write>(
         &mut self,
         m: &mut Machine,
@@ -169,10 +212,11 @@ impl Runner {
     ) -> Idled {
         let now = m.icount();
         let sleep = wake.map(|w| m.guest_duration(w.saturating_sub(now)));
+        self.attach(m);
         let t0 = Instant::now();
         let mut woken = false;
         loop {
-            if role.wait(m, Duration::ZERO) {
+            if role.has_work(m) {
                 woken = true;
                 break;
             }
@@ -181,15 +225,13 @@ impl Runner {
             if left.is_some_and(|l| l.is_zero()) || elapsed >= limit {
                 break;
             }
-            let turn = left.unwrap_or(limit).min(limit.saturating_sub(elapsed));
-            if m.io_in_flight() > 0 {
-                // Disk work in flight: its completion wakes us (the role is looked at between
-                // short turns).
-                if m.wait_io(turn.min(IO_TURN)) {
-                    woken = true;
-                    break;
-                }
-            } else if role.wait(m, turn) {
+            let turn = left
+                .unwrap_or(limit)
+                .min(limit.saturating_sub(elapsed))
+                .min(IDLE_TURN);
+            // One wait for everything: the machine's backends, the role's sources, the role's
+            // descriptor (which `has_work` then reads).
+            if self.wake.wait(turn, role.fd(m)) {
                 woken = true;
                 break;
             }
@@ -265,13 +307,9 @@ mod tests {
     }
 
     impl Role for Wakes {
-        fn wait(&mut self, _: &Machine, timeout: Duration) -> bool {
+        fn has_work(&mut self, _: &Machine) -> bool {
             self.looks += 1;
-            if self.looks > self.after {
-                return true;
-            }
-            std::thread::sleep(timeout.min(Duration::from_millis(1)));
-            false
+            self.looks > self.after
         }
     }
 
@@ -288,7 +326,7 @@ mod tests {
     #[test]
     fn an_idle_wait_that_runs_out_moves_the_clock_as_far_as_host_time_went() {
         let mut m = idler("limit");
-        let mut r = Runner::new();
+        let mut r = Runner::new().unwrap();
         let wake = idle_stop(&mut r, &mut m);
         let t0 = Instant::now();
         let limit = Duration::from_millis(30);
@@ -312,7 +350,7 @@ mod tests {
     #[test]
     fn work_for_the_role_ends_an_idle_wait_at_once() {
         let mut m = idler("woken");
-        let mut r = Runner::new();
+        let mut r = Runner::new().unwrap();
         let wake = idle_stop(&mut r, &mut m);
         let mut role = Wakes { after: 2, looks: 0 };
         let t0 = Instant::now();
@@ -326,5 +364,33 @@ mod tests {
         assert!(i.woken);
         assert!(t0.elapsed() < Duration::from_secs(5));
         assert_eq!(role.looks, 3);
+    }
+
+    #[test]
+    fn the_runner_hands_its_wake_up_to_the_machine_and_a_backend_signal_ends_an_idle_wait() {
+        let mut m = idler("backend");
+        let mut r = Runner::new().unwrap();
+        let wake = idle_stop(&mut r, &mut m);
+        assert!(m.waker().same(r.wake().waker()), "given at the first slice");
+        // A backend's worker thread calls the machine's waker when it has something.
+        let waker = m.waker().clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            waker.wake();
+        });
+        let mut role = Wakes {
+            after: u32::MAX,
+            looks: 0,
+        };
+        let t0 = Instant::now();
+        let i = r.idle(
+            &mut m,
+            NoRec::None,
+            wake,
+            Duration::from_secs(10),
+            &mut role,
+        );
+        assert!(i.woken, "the backend's signal ended it");
+        assert!(t0.elapsed() < Duration::from_secs(5));
     }
 }

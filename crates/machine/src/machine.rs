@@ -20,15 +20,17 @@
 //! A network card (`MachineConfig::net`) is built with a [`NullNet`] backend; the caller puts
 //! the real one in with [`Machine::replace_net`], so [`Backends`] stays as it was for machines
 //! without one. Frames arrive on the host's time, so a caller whose guest idles must wake when
-//! one arrives: [`Machine::net_wake_fd`] gives the descriptor to poll (an eventfd the backend
-//! signals), after which the caller skips the clock as for console input and runs; the device
-//! takes the frame at its next device pass.
+//! one arrives: it gives the machine a [`Waker`] ([`Machine::set_waker`]), which the machine
+//! hands to its network and disk backends; they call it when a frame arrives or a disk's host
+//! I/O finishes something. The caller then skips the clock as for console input and runs; the
+//! device takes the frame at its next device pass.
 //!
 //! Disks in deferred mode ([`Machine::set_deferred_io`], what every run loop uses) complete
 //! their requests only where the caller says, between two run calls: [`Machine::complete_io`]
 //! completes what the host's disks have ready (a recorder logs each id at that icount),
 //! [`Machine::complete_request`] a given one (the replayer, at the logged icount). A caller
-//! whose guest idles while requests are in flight waits with [`Machine::wait_io`].
+//! whose guest idles while requests are in flight learns through its [`Waker`] when to look
+//! again.
 
 use crate::board::{Board, Slot, RAM_BASE, VIRTIO_SLOTS};
 use crate::clock;
@@ -43,6 +45,7 @@ use crate::virtio::{
     BlockBackend, ConsoleBackend, EntropyBackend, NetBackend, NetStats, NullNet, VirtioError,
     VirtioMmio,
 };
+use crate::wake::Waker;
 use rv64::Engine;
 use rv64::{Exit, Hart, Ram};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -230,11 +233,9 @@ pub struct Machine {
     dirty: crate::dirty::DirtyPages,
     /// Page hashes kept between state digests (a cache: not part of the machine's state).
     ram_digest: crate::ramdigest::RamDigest,
-    /// What the disks' host ends notify when their host I/O finishes something.
-    wake: crate::wake::Wake,
-    /// Its [`crate::wake::Wake::generation`] when [`Machine::complete_io`] last looked, for
-    /// [`Machine::wait_io`].
-    io_seen: u64,
+    /// What the disks' and the network card's host ends call when their host I/O has
+    /// something for the machine (the host loop's; see [`Machine::set_waker`]).
+    waker: Waker,
 }
 
 impl std::fmt::Debug for Machine {
@@ -251,7 +252,6 @@ fn virtio_slots(
     cfg: &MachineConfig,
     backends: Backends,
     disks: Vec<Box<dyn BlockBackend>>,
-    wake: &crate::wake::Wake,
 ) -> Result<(Vec<Slot>, Box<dyn SerialBackend>), MachineError> {
     if disks.len() != cfg.drives.len() {
         return Err(MachineError::DiskCount {
@@ -261,8 +261,7 @@ fn virtio_slots(
     }
     // Drives from the highest slot down (see `disk_slot`).
     let mut devices = Vec::new();
-    for (d, mut backend) in cfg.drives.iter().zip(disks) {
-        backend.set_wake(wake);
+    for (d, backend) in cfg.drives.iter().zip(disks) {
         devices.push(VirtioMmio::block_with_backend(backend, d.readonly));
     }
     devices.push(VirtioMmio::rng(backends.entropy));
@@ -338,8 +337,7 @@ impl Machine {
         fdt_cfg.initrd = plan.initrd;
         let fdt = fdt::build(&fdt_cfg)?;
 
-        let wake = crate::wake::Wake::default();
-        let (slots, serial) = virtio_slots(cfg, backends, disks, &wake)?;
+        let (slots, serial) = virtio_slots(cfg, backends, disks)?;
         let mem =
             usize::try_from(cfg.mem_size).map_err(|_| ConfigError::MemTooLarge(cfg.mem_size))?;
         // Ram::new aborts the process if the host refuses the allocation: ask first.
@@ -387,8 +385,7 @@ impl Machine {
             live_copy: None,
             dirty,
             ram_digest: Default::default(),
-            wake,
-            io_seen: 0,
+            waker: Waker::default(),
         })
     }
 
@@ -483,7 +480,7 @@ impl Machine {
             });
         }
         let mut backend = backend;
-        backend.set_wake(&self.wake);
+        backend.set_wake(&self.waker);
         let old = self
             .disk_backend_mut(drive)
             .ok_or(MachineError::NoDisk(drive))?;
@@ -531,14 +528,34 @@ impl Machine {
         &mut self,
         backend: Box<dyn NetBackend>,
     ) -> Result<Box<dyn NetBackend>, MachineError> {
+        let waker = self.waker.clone();
         let old = self.net_backend_mut().ok_or(MachineError::NoNet)?;
+        let mut backend = backend;
+        backend.set_wake(&waker);
         Ok(std::mem::replace(old, backend))
     }
 
-    /// The descriptor that becomes readable when a frame arrives for the network card
-    /// ([`NetBackend::wake_fd`]), for a host loop that sleeps while the guest idles.
-    pub fn net_wake_fd(&self) -> Option<std::os::fd::RawFd> {
-        self.net_device()?.net_backend()?.wake_fd()
+    /// Gives the machine the host loop's wake-up: every disk and network backend it has gets
+    /// it now ([`BlockBackend::set_wake`], [`NetBackend::set_wake`]), and every one it gets
+    /// later ([`Machine::replace_disk`], [`Machine::replace_net`]) too.
+    pub fn set_waker(&mut self, waker: Waker) {
+        self.waker = waker;
+        let w = self.waker.clone();
+        for s in &mut self.board.slots {
+            if let Slot::Device(d) = s {
+                if let Some(b) = d.block_backend_mut() {
+                    b.set_wake(&w);
+                }
+                if let Some(n) = d.net_backend_mut() {
+                    n.set_wake(&w);
+                }
+            }
+        }
+    }
+
+    /// The wake-up the machine hands its backends ([`Machine::set_waker`]).
+    pub fn waker(&self) -> &Waker {
+        &self.waker
     }
 
     /// The network card's counters, if there is one.
@@ -645,7 +662,6 @@ impl Machine {
     /// request whose host I/O is ready, and returns (slot, request id) of each, in the order
     /// they completed. The icount does not move.
     pub fn complete_io(&mut self) -> Vec<(u32, u64)> {
-        self.io_seen = self.wake.generation();
         if self.io_in_flight() == 0 {
             return Vec::new();
         }
@@ -676,13 +692,6 @@ impl Machine {
         d.complete(&mut self.ram, id).map_err(err)?;
         self.board.update_plic();
         Ok(())
-    }
-
-    /// Waits up to `timeout` for a disk's host I/O to finish something since the last
-    /// [`Machine::complete_io`]; returns whether something did (then complete it: call
-    /// [`Machine::complete_io`]). For a caller whose guest idles with requests in flight.
-    pub fn wait_io(&self, timeout: std::time::Duration) -> bool {
-        self.io_in_flight() > 0 && self.wake.wait_past(self.io_seen, timeout)
     }
 
     /// Runs the harts until the machine-wide icount reaches `limit`, every hart is idle, or the

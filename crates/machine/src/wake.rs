@@ -1,83 +1,83 @@
-//! [`Wake`]: how a machine's host loop, waiting while its guest idles with disk requests in
-//! flight, learns that a disk's host I/O has finished something. One per machine, given to its
-//! disks' host ends when the machine gets them ([`crate::virtio::BlockBackend::set_wake`]): a
-//! counter bumped by each disk worker when it finishes a job, and a condition variable to wait
-//! on. No state is shared between machines (two machines in one process, as in the tests,
-//! never wake each other).
+//! [`Waker`]: how a device's host end tells the host loop that it has something for the
+//! machine — a disk's worker has a read or flush ready, a frame arrived for the network card.
+//!
+//! The board only passes it on: the host loop gives the machine one
+//! ([`crate::Machine::set_waker`]), and the machine hands it to every disk and network backend
+//! it has or gets ([`crate::virtio::BlockBackend::set_wake`],
+//! [`crate::virtio::NetBackend::set_wake`]; wrappers pass it to what they wrap). What waking
+//! means (an eventfd the loop polls) is the host loop's business (`hostrun`), so this crate
+//! knows no threads, descriptors or clocks. Each machine has its own; nothing is shared
+//! between machines.
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-/// The wake-up of one machine's host loop; clones share it.
+/// What a [`Waker`] calls: the host loop's side of it.
+pub trait Notify: Send + Sync + std::fmt::Debug {
+    /// Something is ready for the machine: wake the loop if it waits.
+    fn notify(&self);
+}
+
+/// A machine's wake-up as its backends see it; clones share it. The default wakes nobody (a
+/// machine no host loop runs, e.g. a replay).
 #[derive(Clone, Default)]
-pub struct Wake(Arc<(Mutex<u64>, Condvar)>);
+pub struct Waker(Option<Arc<dyn Notify>>);
 
-impl std::fmt::Debug for Wake {
+impl std::fmt::Debug for Waker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Wake({})", self.generation())
+        match &self.0 {
+            Some(n) => write!(f, "Waker({n:?})"),
+            None => f.write_str("Waker(nobody)"),
+        }
     }
 }
 
-impl Wake {
-    fn lock(&self) -> MutexGuard<'_, u64> {
-        // A counter is consistent whatever panicked while holding it.
-        self.0 .0.lock().unwrap_or_else(|e| e.into_inner())
+impl Waker {
+    /// A waker that calls `n`.
+    pub fn new(n: Arc<dyn Notify>) -> Waker {
+        Waker(Some(n))
     }
 
-    /// How many times host I/O has finished something so far, to wait past with
-    /// [`Wake::wait_past`].
-    pub fn generation(&self) -> u64 {
-        *self.lock()
-    }
-
-    /// Host I/O finished something: wakes whoever waits.
-    pub fn notify(&self) {
-        *self.lock() += 1;
-        self.0 .1.notify_all();
-    }
-
-    /// Waits until host I/O finishes something after `seen` (a [`Wake::generation`]) or
-    /// `timeout` passes; returns whether it did.
-    pub fn wait_past(&self, seen: u64, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut g = self.lock();
-        while *g == seen {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            g = self
-                .0
-                 .1
-                .wait_timeout(g, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+    /// Wakes the host loop.
+    pub fn wake(&self) {
+        if let Some(n) = &self.0 {
+            n.notify();
         }
-        true
+    }
+
+    /// Whether both wake the same loop.
+    pub fn same(&self, other: &Waker) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b)),
+            (None, None) => true,
+            _ => false,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[derive(Debug, Default)]
+    struct Count(AtomicU32);
+    impl Notify for Count {
+        fn notify(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 
     #[test]
-    fn a_wait_ends_at_a_notification_of_its_own_wake_only() {
-        let (a, b) = (Wake::default(), Wake::default());
-        let seen = a.generation();
-        assert!(!a.wait_past(seen, Duration::from_millis(10)), "nothing yet");
-        b.notify();
-        assert!(
-            !a.wait_past(seen, Duration::from_millis(10)),
-            "another machine's wake-up"
+    fn a_waker_calls_its_own_loop_only() {
+        let (a, b) = (Arc::new(Count::default()), Arc::new(Count::default()));
+        let wa = Waker::new(Arc::clone(&a) as Arc<dyn Notify>);
+        let wb = Waker::new(Arc::clone(&b) as Arc<dyn Notify>);
+        wa.clone().wake();
+        assert_eq!(
+            (a.0.load(Ordering::SeqCst), b.0.load(Ordering::SeqCst)),
+            (1, 0)
         );
-        let a2 = a.clone();
-        let t = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            a2.notify();
-        });
-        assert!(a.wait_past(seen, Duration::from_secs(10)));
-        t.join().unwrap();
-        assert!(a.wait_past(seen, Duration::ZERO), "already past");
+        assert!(wa.same(&wa.clone()) && !wa.same(&wb) && !wa.same(&Waker::default()));
+        Waker::default().wake(); // nobody: nothing happens
     }
 }

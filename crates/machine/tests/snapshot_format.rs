@@ -26,9 +26,15 @@ impl EntropyBackend for Zeros {
     }
 }
 
-/// The document's kernel: one instruction, `j .` (an endless loop).
+/// The document's kernel: one instruction, `j .` (an endless loop). Each call writes its own
+/// file: the tests run in parallel, and one rewriting the file while another loads it fails.
 fn kernel() -> std::path::PathBuf {
-    let p = std::env::temp_dir().join(format!("ftvm-snapshot-format-{}.bin", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let p = std::env::temp_dir().join(format!(
+        "ftvm-snapshot-format-{}-{n}.bin",
+        std::process::id()
+    ));
     std::fs::write(&p, 0x0000_006f_u32.to_le_bytes()).unwrap();
     p
 }
@@ -52,7 +58,11 @@ fn example_machine() -> Machine {
         console: Box::new(NullConsole),
         entropy: Box::new(Zeros),
     };
-    Machine::new(&cfg, backends).expect("the example machine")
+    let m = Machine::new(&cfg, backends).expect("the example machine");
+    if let Some(k) = &cfg.kernel {
+        let _ = std::fs::remove_file(k);
+    }
+    m
 }
 
 /// A hex dump: offset, 16 bytes per line (offsets counted from `base`).
@@ -144,6 +154,9 @@ fn worked_example_of_a_full_snapshot_matches_the_document() {
         entropy: Box::new(Zeros),
     };
     let r = Machine::restore(&cfg, backends, &snap).unwrap();
+    if let Some(k) = &cfg.kernel {
+        let _ = std::fs::remove_file(k);
+    }
     assert_eq!(r.digest(), m.digest());
 }
 

@@ -222,6 +222,9 @@ impl BlockBackend for RecordingDisk {
     fn prepare(&mut self, op: machine::virtio::Prepare) -> bool {
         self.inner.prepare(op)
     }
+    fn set_wake(&mut self, wake: &machine::wake::Waker) {
+        self.inner.set_wake(wake);
+    }
     fn describe(&self) -> String {
         format!("recording({})", self.inner.describe())
     }

@@ -20,7 +20,6 @@
 use crate::disk::{Completion, Pending};
 use machine::virtio::NetBackend;
 use std::collections::VecDeque;
-use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -70,8 +69,8 @@ impl NetBackend for RecordingNet {
         });
         Some(frame)
     }
-    fn wake_fd(&self) -> Option<RawFd> {
-        self.inner.wake_fd()
+    fn set_wake(&mut self, wake: &machine::wake::Waker) {
+        self.inner.set_wake(wake);
     }
     fn describe(&self) -> String {
         format!("recording({})", self.inner.describe())

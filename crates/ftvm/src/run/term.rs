@@ -3,7 +3,6 @@
 //! QEMU-style Ctrl-A escape, and termination signals turned into a flag the run loop checks.
 
 use std::io::Write;
-use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
@@ -34,18 +33,6 @@ pub fn signal() -> Option<i32> {
         0 => None,
         s => Some(s),
     }
-}
-
-/// Waits up to `timeout` for `fd` to become readable (or a signal); whether it did.
-pub fn wait_readable(fd: RawFd, timeout: Duration) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
-    // SAFETY: one live pollfd for the duration of the call.
-    unsafe { libc::poll(&mut p, 1, ms) == 1 }
 }
 
 /// Puts the terminal on stdin in raw mode for as long as it lives.
@@ -93,9 +80,6 @@ pub struct Typed {
     pub quit: bool,
     /// Ctrl-A S: show the machine's state.
     pub status: bool,
-    /// The other descriptor given to [`Input::wait`] became readable (a frame arrived for the
-    /// network card).
-    pub other: bool,
 }
 
 /// Standard input, read only when it has something.
@@ -117,10 +101,15 @@ impl Input {
         }
     }
 
-    /// Waits up to `timeout` (`None`: until something happens) for input, or for `other` to
-    /// become readable, and returns what arrived. Returns early, possibly with nothing, when a
-    /// signal arrives. Once stdin is at end of file it only watches `other` (or sleeps).
-    pub fn wait(&mut self, timeout: Option<Duration>, other: Option<RawFd>) -> Typed {
+    /// Whether standard input has ended (it is then not worth waiting on).
+    pub fn at_eof(&self) -> bool {
+        self.eof
+    }
+
+    /// Waits up to `timeout` (`None`: until something happens) for input and returns what
+    /// arrived. Returns early, possibly with nothing, when a signal arrives. Once stdin is at
+    /// end of file it only sleeps.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Typed {
         let ts = timeout.map(|d| libc::timespec {
             tv_sec: d.as_secs().min(i32::MAX as u64) as libc::time_t,
             tv_nsec: d.subsec_nanos() as libc::c_long,
@@ -133,10 +122,9 @@ impl Input {
             events: libc::POLLIN,
             revents: 0,
         };
-        // Stdin first (unless at end of file), then the other descriptor.
-        let mut pfds = [pollfd(0), pollfd(other.unwrap_or(-1))];
-        let first = usize::from(self.eof);
-        let fds = &mut pfds[first..if other.is_some() { 2 } else { 1 }];
+        // Stdin, unless at end of file.
+        let mut pfds = [pollfd(0)];
+        let fds = &mut pfds[usize::from(self.eof)..];
         // SAFETY: `fds` and `tsp` point to live values (or null for an infinite timeout);
         // with an empty slice the descriptor array is not read.
         let r = unsafe {
@@ -150,12 +138,8 @@ impl Input {
         let ready = |p: &libc::pollfd| {
             p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
         };
-        let other_ready = other.is_some() && ready(&pfds[1]);
         if r <= 0 || self.eof || !ready(&pfds[0]) {
-            return Typed {
-                other: r > 0 && other_ready,
-                ..Typed::default()
-            };
+            return Typed::default();
         }
         let mut buf = [0u8; 4096];
         // SAFETY: `buf` is writable for its length.
@@ -170,14 +154,9 @@ impl Input {
             {
                 self.eof = true;
             }
-            return Typed {
-                other: other_ready,
-                ..Typed::default()
-            };
+            return Typed::default();
         }
-        let mut t = self.filter(&buf[..n as usize]);
-        t.other = other_ready;
-        t
+        self.filter(&buf[..n as usize])
     }
 
     /// Applies the Ctrl-A escapes.

@@ -137,10 +137,11 @@ pub trait BlockBackend: Send {
     fn take_inner(&mut self) -> Option<Box<dyn BlockBackend>> {
         None
     }
-    /// The machine that gets this backend (when it is built, or at `Machine::replace_disk`)
-    /// hands over its [`crate::wake::Wake`]: a backend that finishes host I/O on a thread of
-    /// its own (`hostblk::AsyncDisk`) notifies it then. The default: nothing to notify.
-    fn set_wake(&mut self, wake: &crate::wake::Wake) {
+    /// The machine that has this backend hands over its host loop's [`crate::wake::Waker`]
+    /// (`Machine::set_waker`, `Machine::replace_disk`): a backend that finishes host I/O on a
+    /// thread of its own (`hostblk::AsyncDisk`) calls it then. Wrappers pass it on to the
+    /// backend they wrap. The default: nothing to wake for.
+    fn set_wake(&mut self, wake: &crate::wake::Waker) {
         let _ = wake;
     }
 }

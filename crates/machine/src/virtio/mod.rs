@@ -145,7 +145,7 @@ pub trait VirtioDevice: Send {
     fn entropy_backend_mut(&mut self) -> Option<&mut Box<dyn EntropyBackend>> {
         None
     }
-    /// A network device's backend, to look at (its wake-up descriptor).
+    /// A network device's backend, to look at.
     fn net_backend(&self) -> Option<&dyn NetBackend> {
         None
     }

@@ -26,7 +26,6 @@ use super::{
     VIRTIO_F_VERSION_1, VIRTIO_ID_NET,
 };
 use rv64::Ram;
-use std::os::fd::RawFd;
 
 /// Feature: the device reports its maximum MTU in the configuration.
 pub const VIRTIO_NET_F_MTU: u64 = 1 << 3;
@@ -64,12 +63,12 @@ pub trait NetBackend: Send {
     /// The next received frame, if one is waiting; never blocks. The device calls it only
     /// during a device pass and only when the guest has posted a receive buffer.
     fn receive(&mut self) -> Option<Vec<u8>>;
-    /// A descriptor that becomes readable when a frame has arrived (an eventfd), so that a
-    /// host loop sleeping in `poll` while the guest idles wakes up for it; the host loop reads
-    /// its 8 bytes to clear it. `None`: the backend has no such descriptor (it never has input
-    /// of its own, or the caller learns of input some other way).
-    fn wake_fd(&self) -> Option<RawFd> {
-        None
+    /// The machine that has this backend hands over its host loop's [`crate::wake::Waker`]
+    /// (`Machine::set_waker`, `Machine::replace_net`): a backend that receives frames on a
+    /// thread of its own calls it when one arrives, so that a host loop waiting while the guest
+    /// idles wakes up for it. Wrappers pass it on. The default: nothing to wake for.
+    fn set_wake(&mut self, wake: &crate::wake::Waker) {
+        let _ = wake;
     }
     /// What this backend is, with the layers under it for a wrapper (`"recording(tap)"`): a
     /// test compares the stacks, so a layer that should have gone shows. The default: the
