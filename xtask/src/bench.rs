@@ -11,6 +11,7 @@
 //! Split by job: [`elf`] (tools and guest build), [`measure`] (running and parsing one run),
 //! [`doc`] (machine facts and the markdown), [`profile`] (perf or callgrind).
 
+mod channel;
 mod doc;
 mod elf;
 mod ft;
@@ -59,6 +60,11 @@ pub struct Args {
     /// load), written to docs/ft-benchmarks.md.
     #[arg(long)]
     ft: bool,
+    /// Instead of the bare-metal kernels: the logging channel's throughput and CPU per MB with
+    /// and without its encryption (a clone-sized transfer over 127.0.0.1, in-process), the
+    /// `channel` section of docs/benchmarks.md.
+    #[arg(long)]
+    channel: bool,
     /// Instead of the bare-metal kernels: disk and network throughput in the Linux guest, `ftvm
     /// run` alone against a pair (shared and non-shared disks; passt), with the log bandwidth,
     /// the `bench --ft-io` section of docs/ft-benchmarks.md.
@@ -173,6 +179,9 @@ pub fn main(a: Args) -> Result<()> {
     };
     let qemu = !a.no_qemu && !a.profile;
 
+    if a.channel {
+        return channel::main(&paths.root, reps, a.quick, a.quick || a.no_doc);
+    }
     if a.ft_io {
         let ftvm = match &a.ftvm {
             Some(p) => p.clone(),

@@ -72,7 +72,8 @@ pub fn main(a: Args) -> Result<()> {
     if !r.success {
         bail!("iperf3 failed: {}", r.error.unwrap_or_default());
     }
-    if !failovers.is_empty() && !r.flowing_at_end(3) {
+    let last_kill = a.seconds * u64::from(a.common.kills) / u64::from(a.common.kills + 1);
+    if !failovers.is_empty() && !r.carried_on_after(last_kill as usize + 2) {
         bail!("the stream did not carry on after the last failover");
     }
     Ok(())

@@ -90,7 +90,13 @@ impl Booted {
     /// SIGKILLs the primary (see [`kill_primary`]); returns the time until the other side was
     /// live.
     pub fn kill_primary(&self, k: u32, of: u32) -> Result<Duration> {
-        kill_primary(&self.ftvm, &self.consoles, k, of)
+        kill_primary(
+            &self.ftvm,
+            &self.consoles,
+            &self.work.join("console-key"),
+            k,
+            of,
+        )
     }
 }
 
@@ -195,8 +201,17 @@ fn start(
                 format!("127.0.0.1:{}", guestctl::free_port()),
                 format!("127.0.0.1:{}", guestctl::free_port()),
             ];
+            // The operators' secret, to ask the pair's consoles for their status.
+            let console_key = work.join("console-key");
+            let mut k = [0u8; 32];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut k))
+                .context("reading /dev/urandom")?;
+            std::fs::write(&console_key, k).context("writing the console key")?;
             let pair = Command::new(ftvm)
                 .arg("pair")
+                .arg("--console-key-file")
+                .arg(&console_key)
                 .args(vm_args(a, g, &disk))
                 .args(["--forward", &format!("{port}:{guest_port}")])
                 .args(["--disk-mode", &a.disk_mode, "--disk-reads", &a.disk_reads])
@@ -222,10 +237,18 @@ fn start(
 /// SIGKILLs the side whose status says it is the primary, and waits until the other one says
 /// so (it went live). Returns that time. Then waits (bounded) until the pair has protected
 /// the new primary again, so that the next kill finds a backup.
-pub fn kill_primary(ftvm: &Path, consoles: &[String], k: u32, of: u32) -> Result<Duration> {
+pub fn kill_primary(
+    ftvm: &Path,
+    consoles: &[String],
+    console_key: &Path,
+    k: u32,
+    of: u32,
+) -> Result<Duration> {
     let status = |addr: &str| -> Option<String> {
         let out = Command::new(ftvm)
             .args(["status", addr])
+            .arg("--console-key-file")
+            .arg(console_key)
             .stderr(Stdio::null())
             .output()
             .ok()?;

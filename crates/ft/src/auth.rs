@@ -1,15 +1,10 @@
-//! Mutual authentication of the pair with a shared key, and the message tags that keep a
-//! stranger from injecting anything afterwards.
+//! The pair's shared secrets (key files), and the HMAC the UDP heartbeats are tagged with.
 //!
-//! Handshake (primary P connects to backup B): P sends its nonce; B answers with its nonce and
-//! `HMAC(key, "ftvm-backup" | nP | nB)`; P checks it and answers `HMAC(key, "ftvm-primary" |
-//! nB | nP)`; B checks that. Each side has then proved it holds the key without sending it,
-//! and both derive the session key `HMAC(key, "ftvm-session" | nP | nB)`. Every later message
-//! carries `HMAC(session, direction | sequence | body)` truncated to [`TAG_LEN`] bytes: a
-//! replayed, reordered, altered or forged message fails its tag and drops the connection.
-//! We use HMAC-SHA256 (the `hmac` and `sha2` crates) rather than TLS because the peers share a
-//! key anyway and the channel needs no certificates; the stream is not encrypted (the log holds
-//! the guest's inputs: run the channel on a trusted network or a tunnel if that matters).
+//! A key file's bytes are a secret of at least [`MIN_KEY_LEN`] bytes. The logging channel and
+//! the console endpoints do not use it directly: [`crate::noise`] derives a Noise PSK from it
+//! per kind of endpoint and encrypts and authenticates everything with that. The heartbeats
+//! (which carry nothing secret, only "alive") are tagged with `HMAC-SHA256(key, ...)` truncated
+//! to [`TAG_LEN`] bytes (`crate::heartbeat`).
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -123,72 +118,21 @@ pub fn nonce() -> [u8; NONCE_LEN] {
     n
 }
 
-/// The backup's proof.
-pub fn backup_proof(key: &Key, np: &[u8], nb: &[u8]) -> [u8; 32] {
-    key.mac(&[b"ftvm-backup", np, nb])
-}
-
-/// The primary's proof.
-pub fn primary_proof(key: &Key, np: &[u8], nb: &[u8]) -> [u8; 32] {
-    key.mac(&[b"ftvm-primary", nb, np])
-}
-
-/// The session's tagging state for one direction.
-#[derive(Clone)]
-pub struct Tagger {
-    session: [u8; 32],
-    direction: u8,
-    seq: u64,
-}
-
-impl Tagger {
-    /// Tags for `direction` (0: primary to backup, 1: backup to primary).
-    pub fn new(key: &Key, np: &[u8], nb: &[u8], direction: u8) -> Tagger {
-        Tagger {
-            session: key.mac(&[b"ftvm-session", np, nb]),
-            direction,
-            seq: 0,
-        }
-    }
-
-    /// The next message's tag.
-    pub fn tag(&mut self, body: &[u8]) -> [u8; TAG_LEN] {
-        let seq = self.seq.to_le_bytes();
-        self.seq += 1;
-        let full = mac(&self.session, &[&[self.direction], &seq, body]);
-        let mut t = [0u8; TAG_LEN];
-        t.copy_from_slice(&full[..TAG_LEN]);
-        t
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn proofs_depend_on_key_and_nonces() {
+    fn macs_depend_on_key_and_input() {
         let k = Key::new(vec![7; 32]).unwrap();
         let other = Key::new(vec![8; 32]).unwrap();
-        let (np, nb) = (nonce(), nonce());
-        assert_ne!(np, nb);
-        assert_eq!(backup_proof(&k, &np, &nb), backup_proof(&k, &np, &nb));
-        assert_ne!(backup_proof(&k, &np, &nb), backup_proof(&other, &np, &nb));
-        assert_ne!(backup_proof(&k, &np, &nb), primary_proof(&k, &np, &nb));
+        let (a, b) = (nonce(), nonce());
+        assert_ne!(a, b);
+        assert_eq!(k.mac(&[&a, &b]), k.mac(&[&a, &b]));
+        assert_ne!(k.mac(&[&a, &b]), other.mac(&[&a, &b]));
+        assert_ne!(k.mac(&[&a, &b]), k.mac(&[&b, &a]));
         assert!(Key::new(vec![1; 15]).is_none());
-    }
-
-    #[test]
-    fn tags_bind_sequence_and_direction() {
-        let k = Key::new(vec![7; 32]).unwrap();
-        let (np, nb) = (nonce(), nonce());
-        let mut a = Tagger::new(&k, &np, &nb, 0);
-        let mut b = Tagger::new(&k, &np, &nb, 0);
-        let mut c = Tagger::new(&k, &np, &nb, 1);
-        let t0 = a.tag(b"x");
-        assert_eq!(t0, b.tag(b"x"));
-        assert_ne!(a.tag(b"x"), t0, "same body, next sequence number");
-        assert_ne!(c.tag(b"x"), t0, "other direction");
-        assert!(equal(&t0, &t0) && !equal(&t0, &[0; TAG_LEN]));
+        let t = k.mac(&[&a]);
+        assert!(equal(&t, &t) && !equal(&t, &[0; 32]));
     }
 }

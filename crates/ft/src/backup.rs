@@ -319,7 +319,7 @@ pub fn run(
         "cannot listen for console clients on {}",
         bc.console
     )))?;
-    ep.serve(cl)
+    ep.serve(cl, cfg.console.clone())
         .map_err(io("cannot start the console endpoint"))?;
     let listener = TcpListener::bind(bc.listen).map_err(io(format!(
         "cannot listen for the primary on {}",

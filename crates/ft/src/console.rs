@@ -12,13 +12,24 @@
 //! ([`Endpoint::publish`]).
 //!
 //! Other requests: `STATUS` (the status text, then the connection closes) and
-//! `CONTROL pause|resume|poweroff`.
+//! `CONTROL pause|resume|poweroff|handover|protect ADDR`.
+//!
+//! **Who may ask**: operators are not hosts. Every connection is a Noise session
+//! ([`crate::noise`]) under a *console* secret, never the channel key: the client sends
+//! [`MAGIC`] and one access byte in clear (`O` operator, `S` status only), then the Noise
+//! handshake under the PSK of that secret ([`Keys`]); the request and everything after it are
+//! sealed. A client without the secret gets no console output, no status, and nothing it sends
+//! is taken as input or applied; a plain-text request (the protocol before this one) is
+//! answered with one line saying that the endpoint needs an encrypted client, and closed. The
+//! status-only secret is for monitoring: `STATUS` and nothing else.
 
 pub mod client;
 
+use crate::auth::Key;
+use crate::noise::{self, HandshakeRead, Role, SealedReader, SealedWriter};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -26,6 +37,171 @@ use std::time::Duration;
 pub const KEEP_OUTPUT: usize = 8 << 20;
 /// Client input accepted ahead of the VM.
 const MAX_INPUT: usize = 1 << 20;
+
+/// What a console connection opens with, in clear (the protocol and its version; with the
+/// access byte, also the Noise prologue).
+pub const MAGIC: &[u8; 8] = b"FTVMCO01";
+
+/// What a console secret lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Everything: the console's streams, control operations, status.
+    Operator,
+    /// `STATUS` only.
+    Status,
+}
+
+impl Access {
+    fn byte(self) -> u8 {
+        match self {
+            Access::Operator => b'O',
+            Access::Status => b'S',
+        }
+    }
+
+    fn purpose(self) -> &'static [u8] {
+        match self {
+            Access::Operator => b"ftvm-console-operator",
+            Access::Status => b"ftvm-console-status",
+        }
+    }
+}
+
+/// The secrets an endpoint accepts.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    /// The operator's (`--console-key-file`): full access.
+    pub operator: Key,
+    /// The read-only one (`--status-key-file`), if any.
+    pub status: Option<Key>,
+}
+
+impl Keys {
+    /// Only an operator key (the same PSK label never opens the logging channel, even when the
+    /// file is the channel key's: hosts that hold that may use it as their console key).
+    pub fn operator(k: Key) -> Keys {
+        Keys {
+            operator: k,
+            status: None,
+        }
+    }
+}
+
+/// What a client presents: a console secret and what it is for.
+#[derive(Clone, Debug)]
+pub struct Secret {
+    /// The key file's bytes.
+    pub key: Key,
+    /// What it allows.
+    pub access: Access,
+}
+
+impl Secret {
+    /// An operator's secret.
+    pub fn operator(key: Key) -> Secret {
+        Secret {
+            key,
+            access: Access::Operator,
+        }
+    }
+}
+
+/// What the endpoint writes a plain-text client, before hanging up.
+pub const PLAIN_REFUSAL: &[u8] = b"ERR this endpoint speaks only the encrypted console protocol: \
+use ftvm status/console/control with --console-key-file (or --status-key-file)\n";
+
+/// The sealed halves of a console connection.
+pub type Halves = (SealedWriter<TcpStream>, SealedReader<TcpStream>);
+
+/// Accepts a console client on `s`: its access and the sealed halves, or why it was refused
+/// (the client was told no more than that it is refused).
+fn accept(mut s: TcpStream, keys: &Keys) -> Result<(Access, Halves), String> {
+    let mut head = [0u8; 9];
+    for i in 0..head.len() {
+        s.read_exact(&mut head[i..=i])
+            .map_err(|e| format!("hung up before its handshake ({e})"))?;
+        if i < MAGIC.len() && head[i] != MAGIC[i] {
+            let _ = s.write_all(PLAIN_REFUSAL);
+            return Err("a plain-text or unknown request: refused".into());
+        }
+    }
+    let (access, key) = match head[8] {
+        b'O' => (Access::Operator, &keys.operator),
+        b'S' => match &keys.status {
+            Some(k) => (Access::Status, k),
+            None => {
+                let _ = noise::write_refusal(&mut s);
+                return Err("asked for status access, and this endpoint has no status key".into());
+            }
+        },
+        _ => return Err("an unknown access byte".into()),
+    };
+    let mut hs = noise::handshake(Role::Responder, &noise::psk(key, access.purpose()), &head);
+    match noise::read_handshake(&mut s, &mut hs).map_err(|e| e.to_string())? {
+        HandshakeRead::Payload(_) => {}
+        _ => {
+            let _ = noise::write_refusal(&mut s);
+            return Err(format!(
+                "it does not hold this VM's console {} key",
+                if access == Access::Operator {
+                    "operator"
+                } else {
+                    "status"
+                }
+            ));
+        }
+    }
+    noise::write_handshake(&mut s, &mut hs, &[]).map_err(|e| e.to_string())?;
+    let (sealer, opener) = noise::split(hs).map_err(|e| e.to_string())?;
+    let r = s.try_clone().map_err(|e| e.to_string())?;
+    Ok((
+        access,
+        (SealedWriter::new(s, sealer), SealedReader::new(r, opener)),
+    ))
+}
+
+/// Connects to the endpoint at `a` with `secret`: the sealed halves. Errors say whether the
+/// endpoint refused the secret.
+pub fn connect(a: SocketAddr, secret: &Secret, timeout: Duration) -> std::io::Result<Halves> {
+    let mut s = TcpStream::connect_timeout(&a, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    let _ = s.set_nodelay(true);
+    let mut head = MAGIC.to_vec();
+    head.push(secret.access.byte());
+    s.write_all(&head)?;
+    let mut hs = noise::handshake(
+        Role::Initiator,
+        &noise::psk(&secret.key, secret.access.purpose()),
+        &head,
+    );
+    let denied = |why: String| std::io::Error::new(std::io::ErrorKind::PermissionDenied, why);
+    noise::write_handshake(&mut s, &mut hs, &[]).map_err(std::io::Error::other)?;
+    match noise::read_handshake(&mut s, &mut hs) {
+        Ok(HandshakeRead::Payload(_)) => {}
+        Ok(HandshakeRead::PeerRefused) => {
+            return Err(denied(format!(
+                "{a} refused our console key: it is not this VM's {} key",
+                match secret.access {
+                    Access::Operator => "operator (--console-key-file)",
+                    Access::Status => "status (--status-key-file)",
+                }
+            )))
+        }
+        Ok(HandshakeRead::Unauthentic) => {
+            return Err(denied(format!("{a} did not answer under our console key")))
+        }
+        Err(noise::FrameError::Closed) => {
+            return Err(denied(format!(
+                "{a} hung up on the encrypted console protocol (an ftvm of an older version?)"
+            )))
+        }
+        Err(noise::FrameError::Io(e)) => return Err(e),
+        Err(e) => return Err(std::io::Error::other(e)),
+    }
+    let (sealer, opener) = noise::split(hs).map_err(std::io::Error::other)?;
+    let r = s.try_clone()?;
+    Ok((SealedWriter::new(s, sealer), SealedReader::new(r, opener)))
+}
 
 /// A control operation asked for by an operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,8 +304,9 @@ impl Endpoint {
         }
     }
 
-    /// Listens for clients on `listener` (a thread per connection).
-    pub fn serve(&self, listener: TcpListener) -> std::io::Result<()> {
+    /// Listens for clients on `listener` (a thread per connection), admitting those that hold
+    /// one of `keys`.
+    pub fn serve(&self, listener: TcpListener, keys: Keys) -> std::io::Result<()> {
         let e = self.clone();
         std::thread::Builder::new()
             .name("console-accept".into())
@@ -140,25 +317,38 @@ impl Endpoint {
                     }
                     let Ok(s) = s else { continue };
                     let e = e.clone();
+                    let keys = keys.clone();
                     let _ = std::thread::Builder::new()
                         .name("console-client".into())
-                        .spawn(move || e.client(s));
+                        .spawn(move || e.client(s, &keys));
                 }
             })?;
         Ok(())
     }
 
-    fn client(&self, s: TcpStream) {
+    fn client(&self, s: TcpStream, keys: &Keys) {
         let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-        let Ok(rs) = s.try_clone() else { return };
-        let mut r = BufReader::new(rs);
+        let peer = s
+            .peer_addr()
+            .map_or_else(|_| "(unknown)".into(), |a| a.to_string());
+        let (access, (mut w, r)) = match accept(s, keys) {
+            Ok(x) => x,
+            Err(why) => {
+                tracing::warn!("console: refused {peer}: {why}");
+                return;
+            }
+        };
+        let mut r = BufReader::new(r);
         let mut line = String::new();
         if r.by_ref().take(256).read_line(&mut line).is_err() {
             return;
         }
-        let _ = s.set_read_timeout(None);
-        let mut w = s;
+        let _ = w.get_ref().set_read_timeout(None);
         let words: Vec<&str> = line.split_whitespace().collect();
+        if access == Access::Status && words.first() != Some(&"STATUS") {
+            let _ = w.write_all(b"ERR the status key allows STATUS only\n");
+            return;
+        }
         match words.as_slice() {
             ["STATUS"] => {
                 let text = self.lock().status.clone();
@@ -199,7 +389,12 @@ impl Endpoint {
         }
     }
 
-    fn console(&self, off: u64, mut r: BufReader<TcpStream>, mut w: TcpStream) {
+    fn console(
+        &self,
+        off: u64,
+        mut r: BufReader<SealedReader<TcpStream>>,
+        mut w: SealedWriter<TcpStream>,
+    ) {
         let me = {
             let mut s = self.lock();
             if !s.serving {
@@ -247,10 +442,10 @@ impl Endpoint {
         // Output, on this thread; when it ends (another client took over, the endpoint
         // closed, the client went away) the connection is shut down both ways.
         self.pump_output(off, &mut w, me);
-        let _ = w.shutdown(std::net::Shutdown::Both);
+        let _ = w.get_ref().shutdown(std::net::Shutdown::Both);
     }
 
-    fn pump_output(&self, mut off: u64, w: &mut TcpStream, me: u64) {
+    fn pump_output(&self, mut off: u64, w: &mut SealedWriter<TcpStream>, me: u64) {
         loop {
             let chunk = {
                 let mut s = self.lock();
@@ -401,19 +596,23 @@ impl OutputTail {
     }
 }
 
-/// Sends one request line to an endpoint and returns the whole answer.
-pub fn request(addr: &str, line: &str, timeout: Duration) -> std::io::Result<String> {
+/// Sends one request line to an endpoint (with `secret`) and returns the whole answer.
+pub fn request(
+    addr: &str,
+    secret: &Secret,
+    line: &str,
+    timeout: Duration,
+) -> std::io::Result<String> {
     use std::net::ToSocketAddrs;
     let a = addr
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| std::io::Error::other(format!("{addr}: no address")))?;
-    let mut s = TcpStream::connect_timeout(&a, timeout)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.write_all(format!("{line}\n").as_bytes())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
+    let (mut w, mut r) = connect(a, secret, timeout)?;
+    w.write_all(format!("{line}\n").as_bytes())?;
+    let mut out = Vec::new();
+    r.read_to_end(&mut out)?;
+    String::from_utf8(out).map_err(|_| std::io::Error::other(format!("{addr}: not text")))
 }
 
 #[cfg(test)]
@@ -438,6 +637,125 @@ mod tests {
         assert_eq!(e.take_input(2), b"he");
         let s = e.lock();
         assert_eq!(s.in_taken + s.input.len() as u64, 5);
+    }
+
+    /// An endpoint with an operator and a status key, serving on a free port, with console
+    /// output published.
+    fn serving() -> (Endpoint, SocketAddr, Key, Key) {
+        let (op, st) = (Key::random(), Key::random());
+        let e = Endpoint::new(true);
+        e.set_status(&crate::status::Status::new(
+            "vm0",
+            crate::status::Role::Primary,
+            "-".into(),
+        ));
+        e.publish(b"guest secret output\n");
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = l.local_addr().unwrap();
+        e.serve(
+            l,
+            Keys {
+                operator: op.clone(),
+                status: Some(st.clone()),
+            },
+        )
+        .unwrap();
+        (e, a, op, st)
+    }
+
+    fn raw(a: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+        let mut s = TcpStream::connect(a).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(bytes).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        out
+    }
+
+    #[test]
+    fn a_client_without_the_secret_gets_nothing_and_changes_nothing() {
+        let (e, a, _, _) = serving();
+        // The old plain-text requests: one line of refusal, nothing else.
+        for req in [
+            &b"STATUS\n"[..],
+            b"CONSOLE 0\nls\n",
+            b"CONTROL poweroff\n",
+            b"CONTROL pause\n",
+        ] {
+            let out = raw(a, req);
+            assert_eq!(out, PLAIN_REFUSAL, "{}", String::from_utf8_lossy(req));
+        }
+        // The right protocol with a wrong key, for each access: refused at the handshake.
+        for access in [Access::Operator, Access::Status] {
+            let wrong = Secret {
+                key: Key::random(),
+                access,
+            };
+            let err = request(
+                &a.to_string(),
+                &wrong,
+                "CONTROL poweroff",
+                Duration::from_secs(5),
+            )
+            .unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+            assert!(err.to_string().contains("refused our console key"), "{err}");
+            let mut c = client::ConsoleClient::new(vec![a], wrong);
+            c.reconnect_for = Duration::from_millis(100);
+            assert!(c.read_some(Duration::from_millis(100)).is_err());
+            assert!(c.send(b"poweroff\n").is_err());
+        }
+        // The channel's PSK is not the console's: a channel handshake's opening is refused.
+        let mut opening = MAGIC.to_vec();
+        opening.push(b'O');
+        let k = Key::random();
+        let mut hs = noise::handshake(Role::Initiator, &noise::psk(&k, b"ftvm-channel"), &opening);
+        noise::write_handshake(&mut opening, &mut hs, &[]).unwrap();
+        assert_eq!(raw(a, &opening), [0, 0]);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(e.take_controls().is_empty(), "no control applied");
+        let s = e.lock();
+        assert!(s.input.is_empty() && s.in_taken == 0, "no input taken");
+    }
+
+    #[test]
+    fn the_status_key_reads_status_only_and_the_operator_key_does_everything() {
+        let (e, a, op, st) = serving();
+        let status = Secret {
+            key: st,
+            access: Access::Status,
+        };
+        let t = Duration::from_secs(5);
+        let text = request(&a.to_string(), &status, "STATUS", t).unwrap();
+        assert!(text.contains("vm0"), "{text}");
+        for req in ["CONTROL poweroff", "CONSOLE 0"] {
+            let out = request(&a.to_string(), &status, req, t).unwrap();
+            assert_eq!(out, "ERR the status key allows STATUS only\n", "{req}");
+        }
+        // The operator key is not the status key's PSK, nor the other way round.
+        let swapped = Secret {
+            key: op.clone(),
+            access: Access::Status,
+        };
+        assert!(request(&a.to_string(), &swapped, "STATUS", t).is_err());
+        assert!(e.take_controls().is_empty());
+        let op = Secret::operator(op);
+        assert_eq!(
+            request(&a.to_string(), &op, "CONTROL pause", t).unwrap(),
+            "OK\n"
+        );
+        assert_eq!(e.take_controls(), [Control::Pause]);
+        let mut c = client::ConsoleClient::new(vec![a], op);
+        let line = c
+            .read_line_until(|l| l.contains("secret"), Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(line.as_deref(), Some("guest secret output"));
+        c.send(b"ls\n").unwrap();
+        let t0 = std::time::Instant::now();
+        while e.lock().input.len() < 3 && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(e.take_input(16), b"ls\n");
     }
 
     #[test]

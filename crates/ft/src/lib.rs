@@ -1,5 +1,6 @@
 //! The fault-tolerant pair of VMware FT (Scales et al., 2010) on the ftvm machine: a primary
-//! records every non-deterministic input into a log that an authenticated TCP channel carries
+//! records every non-deterministic input into a log that an encrypted, authenticated TCP channel
+//! (Noise, [`noise`]) carries
 //! to a backup, which replays it instruction for instruction; output waits for the backup's
 //! acknowledgement (the output rule); heartbeats and the channel detect a dead peer; an atomic
 //! test-and-set on shared storage ([`arbiter`]) decides who goes on; the backup goes live from
@@ -18,6 +19,7 @@ pub mod heartbeat;
 pub mod link;
 mod live;
 pub mod metrics;
+pub mod noise;
 #[cfg(test)]
 mod pair_tests;
 pub mod primary;
@@ -42,6 +44,8 @@ pub struct PairConfig {
     pub me: String,
     /// The shared key of the channel.
     pub key: Key,
+    /// The secrets the console endpoint admits (operators', not the channel's).
+    pub console: console::Keys,
     /// Where split-brain is settled.
     pub arbiter: Arc<dyn arbiter::Arbiter>,
     /// Heartbeat interval and failure timeout.

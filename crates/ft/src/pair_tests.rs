@@ -250,6 +250,7 @@ fn pair_config(me: &str, arbiter: Arc<MemArbiter>) -> PairConfig {
         vm: "vm0".into(),
         me: me.into(),
         key: Key::random(),
+        console: crate::console::Keys::operator(Key::random()),
         arbiter,
         // Failures must be seen in the stream: silence would take a minute.
         heartbeat: HeartbeatConfig {

@@ -62,7 +62,7 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
         Gate::new(Box::new(move |b: &[u8]| ep.publish(b)))
     };
     crate::metrics::attach(&ep, cfg.metrics)?;
-    ep.serve(listener)
+    ep.serve(listener, cfg.console.clone())
         .map_err(io("cannot start the console endpoint"))?;
 
     let generation = cfg.arbiter.current(&cfg.vm)?.map_or(0, |(g, _)| g);

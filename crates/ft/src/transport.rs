@@ -2,9 +2,10 @@
 //! message, receive the next one, hang up — whatever carries the bytes.
 //!
 //! In production the bytes go over TCP ([`Channel::tcp`], after [`crate::wire`]'s
-//! handshake). [`mem::pair`] carries the very same frames (length, body, tag of
-//! [`crate::wire`], checked the same way) through memory, with a [`mem::Faults`] handle that
-//! can hold, lose, duplicate or corrupt a frame or cut the link: the primary, the backup, their
+//! handshake). [`mem::pair`] carries the very same frames (each message sealed as Noise
+//! records of [`crate::noise`], opened the same way, under a session of its own) through
+//! memory, with a [`mem::Faults`] handle that can hold, lose, duplicate, reorder or corrupt a
+//! frame or cut the link: the primary, the backup, their
 //! go-live and the arbiter between them then run in one test process without sockets, in
 //! milliseconds (the tests in `pair_tests.rs`).
 //!
@@ -16,7 +17,7 @@
 use crate::wire::{Msg, MsgReader, MsgWriter, WireError};
 use std::sync::Arc;
 
-/// Sends messages, in order, each authenticated.
+/// Sends messages, in order, each encrypted and authenticated.
 pub trait SendMsg: Send {
     /// Sends one message; an error means the channel is broken.
     fn send(&mut self, m: &Msg) -> Result<(), WireError>;
@@ -25,8 +26,8 @@ pub trait SendMsg: Send {
 /// Receives the peer's messages, in order.
 pub trait RecvMsg: Send {
     /// Waits for the next message. A message that fails its tag (corrupted, forged, replayed,
-    /// one lost before it) is an error, and so is the end of the stream: a break, never a
-    /// silence.
+    /// reordered, one lost before it) is an error ([`WireError::BadTag`], nothing of it
+    /// returned), and so is the end of the stream: a break, never a silence.
     fn recv(&mut self) -> Result<Msg, WireError>;
 }
 
@@ -73,7 +74,7 @@ impl Hangup for TcpHangup {
 }
 
 impl Channel {
-    /// The channel over an authenticated TCP stream ([`crate::wire::connect_handshake`] or
+    /// The channel over an encrypted, authenticated TCP stream ([`crate::wire::connect_handshake`] or
     /// [`crate::wire::accept_handshake`]).
     pub fn tcp(w: MsgWriter, r: MsgReader) -> std::io::Result<Channel> {
         let stream = w.stream_clone()?;
@@ -88,7 +89,7 @@ impl Channel {
 /// An in-memory transport: two ends joined by two pipes of frames, for tests.
 pub mod mem {
     use super::{Channel, Hangup, RecvMsg, SendMsg};
-    use crate::auth::{Key, Tagger, TAG_LEN};
+    use crate::noise::{self, Opener, Sealer};
     use crate::wire::{self, Msg, WireError};
     use std::collections::VecDeque;
     use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -101,8 +102,10 @@ pub mod mem {
         Lose,
         /// It arrives twice (the copy fails its tag: a replay).
         Duplicate,
-        /// One bit of its body flips.
+        /// One bit of its ciphertext flips.
         Corrupt,
+        /// It arrives after the frame sent next (which then fails its tag).
+        Reorder,
     }
 
     #[derive(Default)]
@@ -114,6 +117,8 @@ pub mod mem {
         held: bool,
         parked: VecDeque<Vec<u8>>,
         faults: VecDeque<Fault>,
+        /// A frame kept back by [`Fault::Reorder`], to follow the next one.
+        late: Option<Vec<u8>>,
         /// Frames put on this pipe so far.
         sent: u64,
     }
@@ -141,12 +146,15 @@ pub mod mem {
                 Some(Fault::Lose) => frames.clear(),
                 Some(Fault::Duplicate) => frames.push(frames[0].clone()),
                 Some(Fault::Corrupt) => {
-                    // A bit of the body (past the length), so the tag check sees it.
+                    // A bit of the first record's ciphertext (past its length).
                     let f = &mut frames[0];
-                    let at = 4 + (f.len() - 4 - TAG_LEN) / 2;
+                    let at = 2 + (f.len().min(noise::MAX_RECORD) - 2) / 2;
                     f[at] ^= 0x10;
                 }
-                None => {}
+                Some(Fault::Reorder) => {
+                    s.late = frames.pop();
+                }
+                None => frames.extend(s.late.take()),
             }
             if s.held {
                 s.parked.extend(frames);
@@ -190,31 +198,33 @@ pub mod mem {
 
     struct Tx {
         pipe: Arc<Pipe>,
-        tagger: Tagger,
+        sealer: Sealer,
     }
 
     impl SendMsg for Tx {
         fn send(&mut self, m: &Msg) -> Result<(), WireError> {
-            let f = wire::frame(&mut self.tagger, m)?;
+            let f = self.sealer.seal(&m.encode())?;
             self.pipe.put(f)
         }
     }
 
     struct Rx {
         pipe: Arc<Pipe>,
-        tagger: Tagger,
+        opener: Opener,
     }
 
     impl RecvMsg for Rx {
         fn recv(&mut self) -> Result<Msg, WireError> {
-            let mut f = self.pipe.take()?;
-            let head: [u8; 4] = f
-                .get(..4)
-                .and_then(|h| h.try_into().ok())
-                .ok_or_else(|| WireError::Malformed("a frame shorter than its length".into()))?;
-            let len = wire::frame_len(head)?;
-            let body = f.split_off(4);
-            wire::unframe(&mut self.tagger, body, len)
+            let f = self.pipe.take()?;
+            let mut r = f.as_slice();
+            let body = self.opener.recv(&mut r, wire::MAX_MSG)?;
+            if !r.is_empty() {
+                return Err(WireError::Malformed(format!(
+                    "{} bytes after a message's records",
+                    r.len()
+                )));
+            }
+            Msg::decode(&body)
         }
     }
 
@@ -276,6 +286,11 @@ pub mod mem {
             self.fault(d, Fault::Corrupt);
         }
 
+        /// The next frame sent that way arrives after the one sent after it.
+        pub fn reorder_next(&self, d: Dir) {
+            self.fault(d, Fault::Reorder);
+        }
+
         /// Frames sent that way wait, undelivered, until [`Faults::deliver`].
         pub fn hold(&self, d: Dir) {
             self.pipe(d).lock().held = true;
@@ -315,28 +330,27 @@ pub mod mem {
     }
 
     /// Two connected ends — the primary's and the backup's — and the link's fault handle.
-    /// Each direction is tagged under its own session key, as after a handshake.
+    /// The frames are sealed under a Noise session of their own, as after a handshake.
     pub fn pair() -> (Channel, Channel, Faults) {
-        let key = Key::random();
-        let (np, nb) = (crate::auth::nonce(), crate::auth::nonce());
+        let ((p_seal, p_open), (b_seal, b_open)) = noise::memory_session();
         let to_backup = Arc::new(Pipe::default());
         let to_primary = Arc::new(Pipe::default());
-        let end = |out: &Arc<Pipe>, inc: &Arc<Pipe>, dir: u8| Channel {
+        let end = |out: &Arc<Pipe>, inc: &Arc<Pipe>, sealer: Sealer, opener: Opener| Channel {
             tx: Box::new(Tx {
                 pipe: Arc::clone(out),
-                tagger: Tagger::new(&key, &np, &nb, dir),
+                sealer,
             }),
             rx: Box::new(Rx {
                 pipe: Arc::clone(inc),
-                tagger: Tagger::new(&key, &np, &nb, 1 - dir),
+                opener,
             }),
             hangup: Arc::new(Ends {
                 out: Arc::clone(out),
                 inc: Arc::clone(inc),
             }),
         };
-        let primary = end(&to_backup, &to_primary, 0);
-        let backup = end(&to_primary, &to_backup, 1);
+        let primary = end(&to_backup, &to_primary, p_seal, p_open);
+        let backup = end(&to_primary, &to_backup, b_seal, b_open);
         (
             primary,
             backup,
@@ -373,12 +387,13 @@ pub mod mem {
         }
 
         #[test]
-        fn a_lost_duplicated_or_corrupted_frame_is_a_break() {
+        fn a_lost_duplicated_reordered_or_corrupted_frame_is_a_break() {
             // (the fault, the messages that still arrive intact)
             for (name, fault, intact) in [
                 ("lost", Faults::lose_next as fn(&Faults, Dir), 1),
                 ("duplicated", Faults::duplicate_next, 2),
                 ("corrupted", Faults::corrupt_next, 1),
+                ("reordered", Faults::reorder_next, 1),
             ] {
                 let (mut p, mut b, f) = pair();
                 p.tx.send(&log(1)).unwrap();

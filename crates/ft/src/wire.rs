@@ -1,19 +1,34 @@
-//! The logging channel's messages on a TCP stream, after the handshake of [`crate::auth`].
+//! The logging channel's messages on a TCP stream, encrypted and authenticated by a Noise
+//! session ([`crate::noise`]) keyed by the pair's channel key.
 //!
-//! A message is `len: u32 BE` (of what follows, tag excluded), `type: u8`, the body, then a
-//! [`TAG_LEN`]-byte tag. Primary to backup: [`Msg::Log`] (bytes of the log stream of
-//! `docs/log-format.md`, plus the *horizon*: the icount the primary has reached, every entry
-//! before it being in this or an earlier message; and how far the shared disks are written). Backup to primary: [`Msg::Ack`] (what it has
-//! received, and how far it has replayed).
+//! Handshake (primary P connects to backup B): P sends [`MAGIC`] in clear and the first Noise
+//! message; B checks that it authenticates under the channel key's PSK (else it answers an empty
+//! message, logs `backup: handshake with ADDR failed: the peer does not hold this pair's channel
+//! key` and waits for another primary) and answers the second; P then sends its [`Hello`] as the
+//! first sealed message, and B answers, sealed, accepted or refused (with the reason). B admits
+//! P only once the hello opens: Noise's first message alone could be a replay.
+//!
+//! Then each [`Msg`] is `type: u8` and its body, sealed as one or more records: the log (bytes
+//! of the log stream of `docs/log-format.md`, plus the *horizon*: the icount the primary has
+//! reached, every entry before it being in this or an earlier message; and how far the shared
+//! disks are written), disk chunks, clone pages; backup to primary the [`Msg::Ack`]s (what it
+//! has received, and how far it has replayed). A record tampered with, forged, replayed,
+//! reordered or with one lost before it fails its tag ([`WireError::BadTag`]): the message is
+//! refused whole, nothing of it is applied, and the connection is dropped.
+//! The layout is in `docs/ft.md` ("The logging channel").
 
-use crate::auth::{self, Key, Tagger, NONCE_LEN, TAG_LEN};
-use std::io::{Read, Write};
+use crate::auth::Key;
+use crate::noise::{self, FrameError, HandshakeRead, Opener, Role, Sealer};
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
 
 /// Largest message body: a log frame (16 MiB) and some.
 pub const MAX_MSG: usize = (16 << 20) + 64;
-/// What the handshake's first message starts with (and the channel's version).
-pub const MAGIC: &[u8; 8] = b"FTVMCH01";
+/// What the primary sends first, in clear: the channel's protocol and version (also the Noise
+/// prologue). Version 1 (`FTVMCH01`) was HMAC-tagged plain text and is refused.
+pub const MAGIC: &[u8; 8] = b"FTVMCH02";
+/// The PSK label of the logging channel ([`noise::psk`]).
+pub const PSK_PURPOSE: &[u8] = b"ftvm-channel";
 
 const T_LOG: u8 = 1;
 const T_ACK: u8 = 2;
@@ -89,22 +104,43 @@ pub enum WireError {
     /// the peer closed the connection
     #[error("the peer closed the connection")]
     Closed,
-    /// a message's tag is wrong: corrupted, forged or replayed
-    #[error("a message failed authentication (corrupted or forged): connection dropped")]
+    /// a record failed its tag: tampered with, forged, replayed, reordered or one lost before
+    #[error(
+        "a frame failed authentication (tampered with, forged, replayed, reordered or one lost \
+         before it): nothing of it was applied, connection dropped"
+    )]
     BadTag,
     /// a message is malformed
     #[error("malformed message: {0}")]
     Malformed(String),
-    /// the handshake failed
-    #[error("authentication failed: {0}")]
-    Auth(String),
+    /// the handshake failed: who we are, with whom, and why
+    #[error("{side}: handshake with {peer} failed: {why}")]
+    Handshake {
+        /// `primary` or `backup`.
+        side: &'static str,
+        /// The peer's address.
+        peer: String,
+        /// Why.
+        why: String,
+    },
     /// the backup authenticated us and refused to pair (the two sides' settings disagree)
     #[error("the backup refused to pair: {0}")]
     Refused(String),
 }
 
+impl From<FrameError> for WireError {
+    fn from(e: FrameError) -> WireError {
+        match e {
+            FrameError::Io(e) => WireError::Io(e),
+            FrameError::Closed => WireError::Closed,
+            FrameError::Unauthentic => WireError::BadTag,
+            FrameError::Malformed(m) => WireError::Malformed(m),
+        }
+    }
+}
+
 impl Msg {
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         match self {
             Msg::Log {
                 horizon,
@@ -172,7 +208,7 @@ impl Msg {
         }
     }
 
-    fn decode(b: &[u8]) -> Result<Msg, WireError> {
+    pub(crate) fn decode(b: &[u8]) -> Result<Msg, WireError> {
         let u64_at = |i: usize| -> Result<u64, WireError> {
             b.get(i..i + 8)
                 .and_then(|s| s.try_into().ok())
@@ -221,66 +257,25 @@ impl Msg {
     }
 }
 
-/// Sends tagged messages.
+/// Sends sealed messages.
 pub struct MsgWriter {
     stream: TcpStream,
-    tagger: Tagger,
+    sealer: Sealer,
+    /// The records of the last message (the allocation is reused).
+    buf: Vec<u8>,
 }
 
-/// Receives tagged messages.
+/// Receives sealed messages.
 pub struct MsgReader {
-    stream: TcpStream,
-    tagger: Tagger,
-}
-
-/// One message as it goes on a channel: `len: u32 BE`, the body, its tag (the next in
-/// `tagger`'s sequence). Every transport ([`crate::transport`]) carries these bytes.
-pub(crate) fn frame(tagger: &mut Tagger, m: &Msg) -> Result<Vec<u8>, WireError> {
-    let body = m.encode();
-    let tag = tagger.tag(&body);
-    let len = u32::try_from(body.len()).map_err(|_| WireError::Malformed("too long".into()))?;
-    let mut buf = Vec::with_capacity(4 + body.len() + TAG_LEN);
-    buf.extend_from_slice(&len.to_be_bytes());
-    buf.extend_from_slice(&body);
-    buf.extend_from_slice(&tag);
-    Ok(buf)
-}
-
-/// The length a frame's first four bytes announce, checked before anything is allocated.
-pub(crate) fn frame_len(head: [u8; 4]) -> Result<usize, WireError> {
-    let len = u32::from_be_bytes(head) as usize;
-    if len == 0 || len > MAX_MSG {
-        return Err(WireError::Malformed(format!("length {len}")));
-    }
-    Ok(len)
-}
-
-/// Checks the tag of a frame's body and tag (`len` bytes of body, then the tag) against the
-/// next in `tagger`'s sequence, and decodes it: a corrupted, forged, replayed, lost-before or
-/// reordered message fails here.
-pub(crate) fn unframe(
-    tagger: &mut Tagger,
-    mut body: Vec<u8>,
-    len: usize,
-) -> Result<Msg, WireError> {
-    if body.len() != len + TAG_LEN {
-        return Err(WireError::Malformed(format!(
-            "a frame of {} bytes announced {len}",
-            body.len().saturating_sub(TAG_LEN)
-        )));
-    }
-    let tag = body.split_off(len);
-    if !auth::equal(&tag, &tagger.tag(&body)) {
-        return Err(WireError::BadTag);
-    }
-    Msg::decode(&body)
+    stream: BufReader<TcpStream>,
+    opener: Opener,
 }
 
 impl MsgWriter {
     /// Sends one message.
     pub fn send(&mut self, m: &Msg) -> Result<(), WireError> {
-        let buf = frame(&mut self.tagger, m)?;
-        self.stream.write_all(&buf)?;
+        self.sealer
+            .send_with(&mut self.stream, &m.encode(), &mut self.buf)?;
         Ok(())
     }
 
@@ -295,22 +290,11 @@ impl MsgWriter {
     }
 }
 
-fn read_exact_or_closed(s: &mut TcpStream, buf: &mut [u8]) -> Result<(), WireError> {
-    s.read_exact(buf).map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => WireError::Closed,
-        _ => WireError::Io(e),
-    })
-}
-
 impl MsgReader {
-    /// Waits for the next message.
+    /// Waits for the next message: it is returned only once every record of it has opened.
     pub fn recv(&mut self) -> Result<Msg, WireError> {
-        let mut head = [0u8; 4];
-        read_exact_or_closed(&mut self.stream, &mut head)?;
-        let len = frame_len(head)?;
-        let mut body = vec![0u8; len + TAG_LEN];
-        read_exact_or_closed(&mut self.stream, &mut body)?;
-        unframe(&mut self.tagger, body, len)
+        let body = self.opener.recv(&mut self.stream, MAX_MSG)?;
+        Msg::decode(&body)
     }
 }
 
@@ -349,48 +333,65 @@ impl Hello {
     }
 }
 
-/// The backup's answer after the proofs: paired.
+/// The backup's answer to the hello: paired.
 const ACCEPTED: u8 = 1;
-/// The backup's answer after the proofs: refused, a block with the reason follows.
+/// The backup's answer to the hello: refused, the reason follows.
 const REFUSED: u8 = 2;
+/// Largest hello (and refusal) message.
+const MAX_HELLO: usize = 1024;
 
-fn read_block(s: &mut TcpStream, max: usize) -> Result<Vec<u8>, WireError> {
-    let mut len = [0u8; 2];
-    read_exact_or_closed(s, &mut len)?;
-    let len = usize::from(u16::from_be_bytes(len));
-    if len > max {
-        return Err(WireError::Auth(format!("handshake block of {len} bytes")));
+impl Hello {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = self.generation.to_le_bytes().to_vec();
+        v.push(self.disk_mode());
+        v.extend_from_slice(self.vm.as_bytes());
+        v
     }
-    let mut b = vec![0u8; len];
-    read_exact_or_closed(s, &mut b)?;
-    Ok(b)
+
+    fn decode(b: &[u8]) -> Result<Hello, String> {
+        if b.len() < 9 {
+            return Err("a short hello".into());
+        }
+        let generation = u64::from_le_bytes(b[..8].try_into().map_err(|_| "a short hello")?);
+        let (non_shared, disk_reads_own) = match b[8] {
+            0 => (false, false),
+            1 => (true, false),
+            2 => (false, true),
+            m => return Err(format!("disk mode {m}")),
+        };
+        let vm = String::from_utf8(b[9..].to_vec()).map_err(|_| "a VM name not in UTF-8")?;
+        Ok(Hello {
+            vm,
+            generation,
+            non_shared,
+            disk_reads_own,
+        })
+    }
 }
 
-fn write_block(s: &mut TcpStream, b: &[u8]) -> Result<(), WireError> {
-    let len = u16::try_from(b.len()).map_err(|_| WireError::Auth("block too long".into()))?;
-    let mut v = len.to_be_bytes().to_vec();
-    v.extend_from_slice(b);
-    s.write_all(&v)?;
-    Ok(())
+fn peer_of(s: &TcpStream) -> String {
+    s.peer_addr()
+        .map_or_else(|_| "(unknown peer)".into(), |a| a.to_string())
 }
 
-fn split(
-    stream: TcpStream,
-    key: &Key,
-    np: &[u8],
-    nb: &[u8],
-    out_dir: u8,
+/// The two halves of a channel after its handshake: a writer on `s`, a buffered reader on a
+/// clone of it.
+fn halves(
+    s: TcpStream,
+    sealer: Sealer,
+    opener: Opener,
 ) -> Result<(MsgWriter, MsgReader), WireError> {
-    stream.set_nodelay(true)?;
-    let r = stream.try_clone()?;
+    s.set_nodelay(true)?;
+    let r = s.try_clone()?;
     Ok((
         MsgWriter {
-            stream,
-            tagger: Tagger::new(key, np, nb, out_dir),
+            stream: s,
+            sealer,
+            buf: Vec::new(),
         },
         MsgReader {
-            stream: r,
-            tagger: Tagger::new(key, np, nb, 1 - out_dir),
+            stream: BufReader::with_capacity(1 << 17, r),
+            opener,
         },
     ))
 }
@@ -401,41 +402,57 @@ pub fn connect_handshake(
     key: &Key,
     hello: &Hello,
 ) -> Result<(MsgWriter, MsgReader), WireError> {
+    let peer = peer_of(&s);
+    let fail = |why: &str| WireError::Handshake {
+        side: "primary",
+        peer: peer.clone(),
+        why: why.into(),
+    };
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
-    let np = auth::nonce();
-    let mut first = MAGIC.to_vec();
-    first.extend_from_slice(&np);
-    first.extend_from_slice(&hello.generation.to_le_bytes());
-    first.push(hello.disk_mode());
-    first.extend_from_slice(hello.vm.as_bytes());
-    write_block(&mut s, &first)?;
-    let reply = read_block(&mut s, 8 + NONCE_LEN + 32)?;
-    if reply.len() != 8 + NONCE_LEN + 32 || &reply[..8] != MAGIC {
-        return Err(WireError::Auth("the peer is not an ftvm backup".into()));
+    s.write_all(MAGIC)?;
+    let mut hs = noise::handshake(Role::Initiator, &noise::psk(key, PSK_PURPOSE), MAGIC);
+    noise::write_handshake(&mut s, &mut hs, &[])?;
+    match noise::read_handshake(&mut s, &mut hs) {
+        Ok(HandshakeRead::Payload(_)) => {}
+        Ok(HandshakeRead::PeerRefused) => {
+            return Err(fail(
+                "the backup does not hold this pair's channel key: it could not authenticate \
+                 us (check that both sides use the same --key-file)",
+            ))
+        }
+        Ok(HandshakeRead::Unauthentic) => {
+            return Err(fail(
+                "the peer's answer does not authenticate under this pair's channel key (not \
+                 our backup?)",
+            ))
+        }
+        Err(FrameError::Closed) => {
+            return Err(fail(
+                "the peer hung up on our encrypted hello (an ftvm backup of an older version, \
+                 which speaks only the plain-text channel, or not an ftvm backup)",
+            ))
+        }
+        Err(e) => return Err(fail(&e.to_string())),
     }
-    let nb = &reply[8..8 + NONCE_LEN];
-    if !auth::equal(&reply[8 + NONCE_LEN..], &auth::backup_proof(key, &np, nb)) {
-        return Err(WireError::Auth(
-            "the backup does not hold our key (wrong --key-file?)".into(),
-        ));
+    let (mut sealer, opener) = noise::split(hs)?;
+    sealer.send(&mut s, &hello.encode())?;
+    let (w, mut r) = halves(s, sealer, opener)?;
+    let answer = r.opener.recv(&mut r.stream, MAX_HELLO).map_err(|e| {
+        fail(&format!(
+            "no answer to our hello under this pair's channel key: {e}"
+        ))
+    })?;
+    match answer.first() {
+        Some(&ACCEPTED) => {}
+        Some(&REFUSED) => {
+            return Err(WireError::Refused(
+                String::from_utf8_lossy(&answer[1..]).into_owned(),
+            ))
+        }
+        _ => return Err(fail("the backup answered nonsense")),
     }
-    write_block(&mut s, &auth::primary_proof(key, &np, nb))?;
-    let mut ok = [0u8; 1];
-    read_exact_or_closed(&mut s, &mut ok)
-        .map_err(|_| WireError::Auth("the backup refused us".into()))?;
-    if ok[0] == REFUSED {
-        let why =
-            read_block(&mut s, 1024).map_err(|_| WireError::Refused("(no reason given)".into()))?;
-        return Err(WireError::Refused(
-            String::from_utf8_lossy(&why).into_owned(),
-        ));
-    }
-    if ok[0] != ACCEPTED {
-        return Err(WireError::Auth("the backup answered nonsense".into()));
-    }
-    s.set_read_timeout(None)?;
-    let nb = nb.to_vec();
-    split(s, key, &np, &nb, 0)
+    w.stream.set_read_timeout(None)?;
+    Ok((w, r))
 }
 
 /// The backup's side of the handshake on an accepted stream.
@@ -454,50 +471,61 @@ pub fn accept_handshake_checked(
     key: &Key,
     check: impl Fn(&Hello) -> Option<String>,
 ) -> Result<(Hello, MsgWriter, MsgReader), WireError> {
+    let peer = peer_of(&s);
+    let fail = |why: &str| WireError::Handshake {
+        side: "backup",
+        peer: peer.clone(),
+        why: why.into(),
+    };
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
-    let first = read_block(&mut s, 8 + NONCE_LEN + 8 + 1 + 64)?;
-    if first.len() < 8 + NONCE_LEN + 8 + 1 || &first[..8] != MAGIC {
-        return Err(WireError::Auth("the peer is not an ftvm primary".into()));
+    let mut magic = [0u8; 8];
+    std::io::Read::read_exact(&mut s, &mut magic)
+        .map_err(|_| fail("the peer hung up before saying who it is"))?;
+    if &magic[2..8] == b"FTVMCH" {
+        return Err(fail(&format!(
+            "the peer speaks the old plain-text channel (FTVMCH01): refused, this backup \
+             accepts only the encrypted channel {} (upgrade the primary)",
+            String::from_utf8_lossy(MAGIC)
+        )));
     }
-    let np = first[8..8 + NONCE_LEN].to_vec();
-    let generation = u64::from_le_bytes(
-        first[8 + NONCE_LEN..8 + NONCE_LEN + 8]
-            .try_into()
-            .map_err(|_| WireError::Auth("short hello".into()))?,
-    );
-    let (non_shared, disk_reads_own) = match first[8 + NONCE_LEN + 8] {
-        0 => (false, false),
-        1 => (true, false),
-        2 => (false, true),
-        _ => return Err(WireError::Auth("bad disk mode".into())),
-    };
-    let vm = String::from_utf8(first[8 + NONCE_LEN + 9..].to_vec())
-        .map_err(|_| WireError::Auth("bad VM name".into()))?;
-    let nb = auth::nonce();
-    let mut reply = MAGIC.to_vec();
-    reply.extend_from_slice(&nb);
-    reply.extend_from_slice(&auth::backup_proof(key, &np, &nb));
-    write_block(&mut s, &reply)?;
-    let proof = read_block(&mut s, 32)?;
-    if !auth::equal(&proof, &auth::primary_proof(key, &np, &nb)) {
-        return Err(WireError::Auth("the peer does not hold our key".into()));
+    if &magic != MAGIC {
+        return Err(fail(&format!(
+            "the peer is not an ftvm primary of this version (it opened with {magic:02x?}, \
+             not {})",
+            String::from_utf8_lossy(MAGIC)
+        )));
     }
-    let hello = Hello {
-        vm,
-        generation,
-        non_shared,
-        disk_reads_own,
-    };
+    let mut hs = noise::handshake(Role::Responder, &noise::psk(key, PSK_PURPOSE), MAGIC);
+    match noise::read_handshake(&mut s, &mut hs).map_err(|e| fail(&e.to_string()))? {
+        HandshakeRead::Payload(_) => {}
+        HandshakeRead::PeerRefused | HandshakeRead::Unauthentic => {
+            let _ = noise::write_refusal(&mut s);
+            return Err(fail(
+                "the peer does not hold this pair's channel key (check that both sides use \
+                 the same --key-file)",
+            ));
+        }
+    }
+    noise::write_handshake(&mut s, &mut hs, &[])?;
+    let (sealer, opener) = noise::split(hs)?;
+    let (mut w, mut r) = halves(s, sealer, opener)?;
+    let hello = r.opener.recv(&mut r.stream, MAX_HELLO).map_err(|e| {
+        fail(&format!(
+            "no hello under this pair's channel key after the handshake (a replayed first \
+             message?): {e}"
+        ))
+    })?;
+    let hello = Hello::decode(&hello).map_err(|e| fail(&e))?;
     if let Some(why) = check(&hello) {
         // Only an authenticated primary is told.
-        s.write_all(&[REFUSED])?;
         let why: String = why.chars().take(300).collect();
-        let _ = write_block(&mut s, why.as_bytes());
+        let mut m = vec![REFUSED];
+        m.extend_from_slice(why.as_bytes());
+        let _ = w.sealer.send(&mut w.stream, &m);
         return Err(WireError::Refused(why));
     }
-    s.write_all(&[ACCEPTED])?;
-    s.set_read_timeout(None)?;
-    let (w, r) = split(s, key, &np, &nb, 1)?;
+    w.sealer.send(&mut w.stream, &[ACCEPTED])?;
+    w.stream.set_read_timeout(None)?;
     Ok((hello, w, r))
 }
 
@@ -645,61 +673,172 @@ mod tests {
     }
 
     #[test]
-    fn wrong_key_is_refused_on_both_sides() {
+    fn wrong_key_is_refused_on_both_sides_with_who_and_why() {
         let (p, b) = pair(Key::random(), Key::random());
-        assert!(matches!(p, Err(WireError::Auth(_))));
-        assert!(b.is_err());
+        let (p, b) = (p.err().unwrap().to_string(), b.err().unwrap().to_string());
+        assert!(
+            p.starts_with("primary: handshake with 127.0.0.1:")
+                && p.contains("the backup does not hold this pair's channel key"),
+            "{p}"
+        );
+        assert!(
+            b.starts_with("backup: handshake with 127.0.0.1:")
+                && b.contains("the peer does not hold this pair's channel key"),
+            "{b}"
+        );
+    }
+
+    /// A backup whose accepted stream gets `bytes` from a raw client; its error.
+    fn backup_refuses(bytes: &[u8]) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let t = std::thread::spawn(move || accept_handshake(l.accept().unwrap().0, &Key::random()));
+        let mut s = TcpStream::connect(addr).unwrap();
+        // The backup may hang up before it has read everything (it refuses at the magic).
+        let _ = s.write_all(bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        // Nothing but a refusal comes back (an empty handshake message at most).
+        let mut back = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut s, &mut back);
+        assert!(back.is_empty() || back == [0, 0], "{back:?}");
+        t.join().unwrap().err().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_plain_text_primary_and_garbage_are_refused() {
+        // The version 1 hello: len, FTVMCH01, a nonce, generation, disk mode, name.
+        let mut old = vec![0u8, 55];
+        old.extend_from_slice(b"FTVMCH01");
+        old.extend_from_slice(&[7; 32 + 9]);
+        old.extend_from_slice(b"testvm");
+        let e = backup_refuses(&old);
+        assert!(e.contains("old plain-text channel"), "{e}");
+        let e = backup_refuses(b"GET / HTTP/1.1\r\n\r\n");
+        assert!(e.contains("not an ftvm primary"), "{e}");
+        let mut noise_garbage = MAGIC.to_vec();
+        noise_garbage.extend_from_slice(&[0, 48]);
+        noise_garbage.extend_from_slice(&[1; 48]);
+        let e = backup_refuses(&noise_garbage);
+        assert!(e.contains("does not hold this pair's channel key"), "{e}");
+    }
+
+    #[test]
+    fn a_replayed_first_message_does_not_pair() {
+        // An eavesdropper replays a real primary's opening to the backup: the backup answers,
+        // but the replayer cannot seal the hello, so it is never admitted.
+        let k = Key::random();
+        let mut i = noise::handshake(Role::Initiator, &noise::psk(&k, PSK_PURPOSE), MAGIC);
+        let mut opening = MAGIC.to_vec();
+        noise::write_handshake(&mut opening, &mut i, &[]).unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let kb = k.clone();
+        let t = std::thread::spawn(move || accept_handshake(l.accept().unwrap().0, &kb));
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(&opening).unwrap();
+        // A hello sealed under a session the replayer made up.
+        let ((mut forged, _), _) = noise::memory_session();
+        let mut hs_reply = [0u8; 2];
+        std::io::Read::read_exact(&mut s, &mut hs_reply).unwrap();
+        forged.send(&mut s, &[0; 9]).unwrap();
+        let e = t.join().unwrap().err().unwrap().to_string();
+        assert!(
+            e.contains("backup: handshake with") && e.contains("no hello"),
+            "{e}"
+        );
+    }
+
+    /// A channel's two ends over TCP, for the frame tests.
+    fn connected() -> (MsgWriter, MsgReader, MsgWriter, MsgReader) {
+        let k = Key::random();
+        let (p, b) = pair(k.clone(), k);
+        let (pw, pr) = p.unwrap();
+        let (_, bw, br) = b.unwrap();
+        (pw, pr, bw, br)
+    }
+
+    fn log(h: u64, n: usize) -> Msg {
+        Msg::Log {
+            horizon: h,
+            released: 0,
+            bytes: vec![h as u8; n],
+        }
     }
 
     #[test]
     fn a_forged_message_drops_the_connection() {
-        let k = Key::random();
-        let (p, b) = pair(k.clone(), k);
-        let (pw, _pr) = p.unwrap();
-        let (_, _bw, mut br) = b.unwrap();
-        // Forge a message with a tag made under another key, written straight on the stream.
-        let mut forger = MsgWriter {
-            stream: pw.stream.try_clone().unwrap(),
-            tagger: Tagger::new(&Key::random(), &[0; 32], &[0; 32], 0),
-        };
-        forger
-            .send(&Msg::Log {
-                horizon: 1,
-                released: 0,
-                bytes: vec![9],
-            })
-            .unwrap();
+        let (pw, _pr, _bw, mut br) = connected();
+        // A message sealed under another session, written straight on the stream.
+        let ((mut forger, _), _) = noise::memory_session();
+        let mut s = pw.stream_clone().unwrap();
+        forger.send(&mut s, &log(1, 1).encode()).unwrap();
+        assert!(matches!(br.recv(), Err(WireError::BadTag)));
+        // And the channel stays broken.
         assert!(matches!(br.recv(), Err(WireError::BadTag)));
     }
 
     #[test]
-    fn a_bit_flipped_in_transit_fails_the_tag() {
-        let k = Key::random();
-        let (p, b) = pair(k.clone(), k);
-        let (mut pw, _pr) = p.unwrap();
-        let (_, _bw, mut br) = b.unwrap();
-        let body = Msg::Log {
-            horizon: 5,
-            released: 0,
-            bytes: vec![1],
+    fn tampered_replayed_and_reordered_frames_are_refused_and_nothing_is_applied() {
+        // (name, how the sealed frames 1..=3 are put on the stream); frame 1 arrives intact.
+        type Mangle = fn(&[Vec<u8>]) -> Vec<u8>;
+        let cases: [(&str, Mangle); 4] = [
+            ("tampered", |f| {
+                let mut two = f[1].clone();
+                let at = two.len() / 2;
+                two[at] ^= 1;
+                [f[0].clone(), two, f[2].clone()].concat()
+            }),
+            ("replayed", |f| [f[0].clone(), f[0].clone()].concat()),
+            ("reordered", |f| {
+                [f[0].clone(), f[2].clone(), f[1].clone()].concat()
+            }),
+            ("lost", |f| [f[0].clone(), f[2].clone()].concat()),
+        ];
+        for (name, mangle) in cases {
+            let (mut pw, _pr, _bw, mut br) = connected();
+            // A large frame (several records: clone-page sized) among small ones.
+            let msgs = [log(1, 10), log(2, 200_000), log(3, 10)];
+            let sealed: Vec<Vec<u8>> = msgs
+                .iter()
+                .map(|m| pw.sealer.seal(&m.encode()).unwrap())
+                .collect();
+            let bytes = mangle(&sealed);
+            let t = std::thread::spawn(move || pw.stream.write_all(&bytes));
+            assert_eq!(br.recv().unwrap(), msgs[0], "{name}");
+            let e = br.recv();
+            assert!(matches!(e, Err(WireError::BadTag)), "{name}: {e:?}");
+            assert!(e
+                .unwrap_err()
+                .to_string()
+                .contains("nothing of it was applied"));
+            drop(br);
+            let _ = t.join().unwrap();
         }
-        .encode();
-        let tag = pw.tagger.tag(&body);
-        let mut raw = (body.len() as u32).to_be_bytes().to_vec();
-        raw.extend_from_slice(&body);
-        raw.extend_from_slice(&tag);
-        raw[6] ^= 1;
-        pw.stream.write_all(&raw).unwrap();
-        assert!(matches!(br.recv(), Err(WireError::BadTag)));
     }
 
     #[test]
-    fn garbage_lengths_are_malformed_not_allocations() {
-        let k = Key::random();
-        let (p, b) = pair(k.clone(), k);
-        let (mut pw, _pr) = p.unwrap();
-        let (_, _bw, mut br) = b.unwrap();
-        pw.stream.write_all(&u32::MAX.to_be_bytes()).unwrap();
-        assert!(matches!(br.recv(), Err(WireError::Malformed(_))));
+    fn clone_sized_messages_cross_in_many_records_and_nothing_is_in_clear() {
+        let (mut pw, _pr, _bw, mut br) = connected();
+        let secret = b"guest memory that must not cross in clear".repeat(100_000);
+        let m = Msg::Pages {
+            clone: 1,
+            mem_size: 1 << 28,
+            round: 0,
+            data: secret.clone(),
+        };
+        let sealed = pw.sealer.seal(&m.encode()).unwrap();
+        assert!(sealed.len() > secret.len() + 60 * (2 + noise::TAG_LEN));
+        assert!(!sealed.windows(41).any(|w| w == &secret[..41]));
+        // Larger than the socket's buffers: written while the reader reads.
+        let t = std::thread::spawn(move || pw.stream.write_all(&sealed));
+        assert_eq!(br.recv().unwrap(), m);
+        t.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn garbage_lengths_are_refused_not_allocations() {
+        let (mut pw, _pr, _bw, mut br) = connected();
+        pw.stream.write_all(&[0, 3, 1, 2, 3]).unwrap();
+        assert!(matches!(br.recv(), Err(WireError::BadTag)));
     }
 }

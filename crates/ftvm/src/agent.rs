@@ -114,6 +114,9 @@ pub struct StatusArgs {
     /// Show the whole cluster from this store instead (`local:DIR` or `etcd:URL`).
     #[arg(long, value_name = "SPEC")]
     pub store: Option<String>,
+    /// The secret (without --store).
+    #[command(flatten)]
+    pub keys: crate::ft_cmd::ClientKeyArgs,
 }
 
 fn report(what: &str, r: anyhow::Result<i32>) -> i32 {
@@ -231,6 +234,7 @@ pub fn status(a: StatusArgs) -> i32 {
     match &a.store {
         None => crate::ft_cmd::status(crate::ft_cmd::EndpointArgs {
             endpoints: a.endpoints,
+            keys: a.keys,
         }),
         Some(s) => report("status", cluster_status(s)),
     }
@@ -271,7 +275,10 @@ fn cluster_status(spec: &str) -> anyhow::Result<i32> {
             .primary
             .as_ref()
             .and_then(|p| p.console.as_ref())
-            .and_then(|c| ft::console::request(c, "STATUS", Duration::from_secs(2)).ok());
+            .and_then(|c| {
+                let secret = vm_secret(&v.key_hex)?;
+                ft::console::request(c, &secret, "STATUS", Duration::from_secs(2)).ok()
+            });
         match &st {
             Some(st) => {
                 let f = |k: &str| ft::status::field(st, k).unwrap_or("-").to_string();
@@ -334,8 +341,16 @@ fn kill_pid(pid: u32) {
     }
 }
 
-fn status_of(console: &str) -> Option<String> {
-    ft::console::request(console, "STATUS", Duration::from_secs(1)).ok()
+/// The secret the agent presents to the consoles of the VM whose key is `key_hex`: the VM's
+/// processes are started without a console key of their own, so they admit the channel key's
+/// holders, the hosts (the agent), as their operators.
+fn vm_secret(key_hex: &str) -> Option<ft::console::Secret> {
+    let k = ft::Key::new(unhex(key_hex).ok()?)?;
+    Some(ft::console::Secret::operator(k))
+}
+
+fn status_of(console: &str, secret: &ft::console::Secret) -> Option<String> {
+    ft::console::request(console, secret, "STATUS", Duration::from_secs(1)).ok()
 }
 
 struct Agent {
@@ -565,6 +580,7 @@ impl Agent {
         let vm = v.value.name.clone();
         let me = self.me().to_string();
         let local = self.local(&vm);
+        let secret = vm_secret(&v.value.key_hex);
         let mut view = policy::View {
             me: &me,
             now_ms: cluster::now_ms(),
@@ -582,7 +598,10 @@ impl Agent {
         let action = loop {
             match policy::decide(&view) {
                 Action::Need(Fact::LocalStatus) => {
-                    let st = local.as_ref().and_then(|l| status_of(&l.console));
+                    let st = local
+                        .as_ref()
+                        .zip(secret.as_ref())
+                        .and_then(|(l, k)| status_of(&l.console, k));
                     view.status = Probe::Known(st.map(|st| policy::ProcessStatus {
                         primary: ft::status::field(&st, "role") == Some("primary"),
                         protected: ft::status::field(&st, "protected") == Some("yes"),
@@ -598,8 +617,13 @@ impl Agent {
                 }
                 Action::Need(Fact::BackupAnswers) => {
                     let console = v.value.backup.as_ref().and_then(|b| b.console.clone());
-                    view.backup_answers =
-                        Probe::Known(console.as_deref().and_then(status_of).is_some());
+                    view.backup_answers = Probe::Known(
+                        console
+                            .as_deref()
+                            .zip(secret.as_ref())
+                            .and_then(|(c, k)| status_of(c, k))
+                            .is_some(),
+                    );
                 }
                 Action::Need(Fact::ArbiterGeneration) => {
                     view.arbiter_generation = Probe::Known(
@@ -673,7 +697,8 @@ impl Agent {
                     .context("the backup's channel")?;
                 let console: SocketAddr = l.console.parse().context("the console")?;
                 let t0 = Instant::now();
-                match crate::ft_cmd::protect_by(console, channel) {
+                let secret = secret.clone().context("the VM's key in the record")?;
+                match crate::ft_cmd::protect_by(console, &secret, channel) {
                     Ok(said) => {
                         let now = cluster::now_ms();
                         let since = record.unprotected_since_ms.unwrap_or(now);

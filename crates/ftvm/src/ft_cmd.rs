@@ -25,6 +25,16 @@ pub struct PairArgs {
     /// /dev/urandom > key`). `ftvm pair` makes one if none is given.
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
+    /// The operators' secret (at least 16 bytes) that the console endpoint admits: console,
+    /// control, status (`ftvm console/status/control/migrate --console-key-file`). Without
+    /// it, only hosts holding the channel key (given as their --console-key-file) are
+    /// admitted. `ftvm pair` makes one.
+    #[arg(long, value_name = "FILE")]
+    pub console_key_file: Option<PathBuf>,
+    /// A read-only secret the console endpoint also admits, for `STATUS` only (`ftvm status
+    /// --status-key-file`).
+    #[arg(long, value_name = "FILE")]
+    pub status_key_file: Option<PathBuf>,
     /// Where split-brain is settled: `file:DIR` (a directory both hosts share) or
     /// `etcd:URL[,URL...]`.
     #[arg(long, value_name = "SPEC", default_value = "file:/tmp/ftvm-arbiter")]
@@ -131,6 +141,43 @@ impl NetArgs {
     }
 }
 
+/// The secret a client of the console endpoints presents.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ClientKeyArgs {
+    /// The operator's secret the VM's processes were given (their --console-key-file; for a
+    /// pair started without one, the channel's --key-file).
+    #[arg(long, value_name = "FILE")]
+    pub console_key_file: Option<PathBuf>,
+    /// The read-only status secret (their --status-key-file): `ftvm status` only.
+    #[arg(long, value_name = "FILE", conflicts_with = "console_key_file")]
+    pub status_key_file: Option<PathBuf>,
+}
+
+impl ClientKeyArgs {
+    /// The secret to present; `status_ok`: whether the status-only one will do.
+    pub fn secret(&self, status_ok: bool) -> anyhow::Result<ft::console::Secret> {
+        match (&self.console_key_file, &self.status_key_file) {
+            (Some(f), _) => Ok(ft::console::Secret::operator(Key::from_file(f)?)),
+            (None, Some(f)) if status_ok => Ok(ft::console::Secret {
+                key: Key::from_file(f)?,
+                access: ft::console::Access::Status,
+            }),
+            (None, Some(_)) => {
+                bail!("--status-key-file allows `ftvm status` only: give --console-key-file")
+            }
+            (None, None) => bail!(
+                "--console-key-file is required{}: the VM's console endpoints admit only \
+                 holders of its console secret (`ftvm pair` prints where it is)",
+                if status_ok {
+                    " (or --status-key-file)"
+                } else {
+                    ""
+                }
+            ),
+        }
+    }
+}
+
 /// Options of `ftvm status`, `ftvm console`.
 #[derive(clap::Args, Debug)]
 pub struct EndpointArgs {
@@ -140,6 +187,9 @@ pub struct EndpointArgs {
         default_value = "127.0.0.1:7101,127.0.0.1:7102"
     )]
     pub endpoints: String,
+    /// The secret.
+    #[command(flatten)]
+    pub keys: ClientKeyArgs,
 }
 
 /// Options of `ftvm control`.
@@ -157,6 +207,9 @@ pub struct ControlArgs {
     /// backup fail (its host dies during the clone), the next is tried.
     #[arg(long, value_name = "HOST:PORT")]
     pub backup: Vec<String>,
+    /// The secret.
+    #[command(flatten)]
+    pub keys: ClientKeyArgs,
 }
 
 /// Options of `ftvm migrate`.
@@ -170,6 +223,9 @@ pub struct MigrateArgs {
     /// the backup it has).
     #[arg(long, value_name = "HOST:PORT")]
     pub to: Option<String>,
+    /// The secret.
+    #[command(flatten)]
+    pub keys: ClientKeyArgs,
 }
 
 pub(crate) fn addr(s: &str, what: &str) -> anyhow::Result<SocketAddr> {
@@ -185,6 +241,17 @@ pub(crate) fn pair_config(p: &PairArgs, me: String) -> anyhow::Result<PairConfig
         .as_ref()
         .context("--key-file is required: the pair authenticates with a shared key")?;
     let key = Key::from_file(key_file)?;
+    let console = ft::console::Keys {
+        operator: match &p.console_key_file {
+            Some(f) => Key::from_file(f)?,
+            None => key.clone(),
+        },
+        status: p
+            .status_key_file
+            .as_deref()
+            .map(Key::from_file)
+            .transpose()?,
+    };
     let arbiter: Arc<dyn arbiter::Arbiter> = Arc::from(arbiter::from_spec(&p.arbiter)?);
     arbiter::validate_vm_name(&p.vm)?;
     if p.heartbeat_ms == 0 || p.failure_timeout_ms <= p.heartbeat_ms {
@@ -194,6 +261,7 @@ pub(crate) fn pair_config(p: &PairArgs, me: String) -> anyhow::Result<PairConfig
         vm: p.vm.clone(),
         me,
         key,
+        console,
         arbiter,
         heartbeat: HeartbeatConfig {
             interval: Duration::from_millis(p.heartbeat_ms),
@@ -244,8 +312,14 @@ pub fn status(a: EndpointArgs) -> i32 {
         "status",
         (|| {
             let mut any = false;
+            let secret = a.keys.secret(true)?;
             for e in endpoints(&a.endpoints)? {
-                match ft::console::request(&e.to_string(), "STATUS", Duration::from_secs(2)) {
+                match ft::console::request(
+                    &e.to_string(),
+                    &secret,
+                    "STATUS",
+                    Duration::from_secs(2),
+                ) {
                     Ok(text) => {
                         any = true;
                         println!("endpoint: {e}");
@@ -269,6 +343,7 @@ pub fn control(a: ControlArgs) -> i32 {
         "control",
         (|| {
             let e = addr(&a.endpoint, "endpoint")?;
+            let secret = a.keys.secret(false)?;
             let backups = a
                 .backup
                 .iter()
@@ -278,9 +353,9 @@ pub fn control(a: ControlArgs) -> i32 {
                 ("protect", true) => {
                     bail!("protect needs --backup HOST:PORT (the new backup's --listen)")
                 }
-                ("protect", false) => println!("{}", protect_by_any(e, &backups)?),
+                ("protect", false) => println!("{}", protect_by_any(e, &secret, &backups)?),
                 (op, false) => bail!("--backup goes with protect, not {op}"),
-                (op, true) => send_control(e, op)?,
+                (op, true) => send_control(e, &secret, op)?,
             }
             Ok(0)
         })(),
@@ -295,9 +370,11 @@ pub fn migrate(a: MigrateArgs) -> i32 {
         "migrate",
         (|| {
             let e = addr(&a.endpoint, "endpoint")?;
+            let secret = a.keys.secret(false)?;
             let status = |what: &str| -> anyhow::Result<String> {
-                let st = ft::console::request(&e.to_string(), "STATUS", Duration::from_secs(2))
-                    .with_context(|| format!("{e}: {what}"))?;
+                let st =
+                    ft::console::request(&e.to_string(), &secret, "STATUS", Duration::from_secs(2))
+                        .with_context(|| format!("{e}: {what}"))?;
                 Ok(st)
             };
             let st = status("asking where the VM stands")?;
@@ -310,7 +387,7 @@ pub fn migrate(a: MigrateArgs) -> i32 {
             let peer = match (&a.to, protected) {
                 (Some(to), false) => {
                     let to = addr(to, "--to")?;
-                    eprintln!("ftvm migrate: {}", protect_by(e, to)?);
+                    eprintln!("ftvm migrate: {}", protect_by(e, &secret, to)?);
                     to.to_string()
                 }
                 (Some(_), true) => bail!(
@@ -320,7 +397,7 @@ pub fn migrate(a: MigrateArgs) -> i32 {
                 (None, true) => field("peer"),
                 (None, false) => bail!("{e} runs alone: say where it goes with --to HOST:PORT (an ftvm backup waiting there)"),
             };
-            send_control(e, "handover")?;
+            send_control(e, &secret, "handover")?;
             // The old side stops (its endpoint closes) once the backup has everything.
             while status("waiting for the handover").is_ok() {
                 if t0.elapsed() > Duration::from_secs(90) {
@@ -339,9 +416,10 @@ pub fn migrate(a: MigrateArgs) -> i32 {
 
 /// Sends the control operation `op` (with its arguments) to the VM at `e`; an error unless
 /// it is taken.
-fn send_control(e: SocketAddr, op: &str) -> anyhow::Result<()> {
+fn send_control(e: SocketAddr, secret: &ft::console::Secret, op: &str) -> anyhow::Result<()> {
     let r = ft::console::request(
         &e.to_string(),
+        secret,
         &format!("CONTROL {op}"),
         Duration::from_secs(2),
     )?;
@@ -353,17 +431,25 @@ fn send_control(e: SocketAddr, op: &str) -> anyhow::Result<()> {
 
 /// Has the VM at `e` (running alone) protected by the backup waiting at `backup`, and waits
 /// (at most 60 s) until it says so; its `last_protected` line.
-pub(crate) fn protect_by(e: SocketAddr, backup: SocketAddr) -> anyhow::Result<String> {
-    send_control(e, &format!("protect {backup}"))?;
-    wait_protected(e, backup, Duration::from_secs(60))
+pub(crate) fn protect_by(
+    e: SocketAddr,
+    secret: &ft::console::Secret,
+    backup: SocketAddr,
+) -> anyhow::Result<String> {
+    send_control(e, secret, &format!("protect {backup}"))?;
+    wait_protected(e, secret, backup, Duration::from_secs(60))
 }
 
 /// [`protect_by`] the first of `backups` that succeeds, trying the next when one fails (the
 /// VM runs on alone meanwhile); the last one's error if none does.
-pub(crate) fn protect_by_any(e: SocketAddr, backups: &[SocketAddr]) -> anyhow::Result<String> {
+pub(crate) fn protect_by_any(
+    e: SocketAddr,
+    secret: &ft::console::Secret,
+    backups: &[SocketAddr],
+) -> anyhow::Result<String> {
     let mut last = None;
     for (i, &b) in backups.iter().enumerate() {
-        match protect_by(e, b) {
+        match protect_by(e, secret, b) {
             Ok(said) => return Ok(said),
             Err(err) => {
                 if i + 1 < backups.len() {
@@ -377,11 +463,16 @@ pub(crate) fn protect_by_any(e: SocketAddr, backups: &[SocketAddr]) -> anyhow::R
 }
 
 /// Waits until the VM at `e` says it is protected by `peer`; its `last_protected` line.
-fn wait_protected(e: SocketAddr, peer: SocketAddr, within: Duration) -> anyhow::Result<String> {
+fn wait_protected(
+    e: SocketAddr,
+    secret: &ft::console::Secret,
+    peer: SocketAddr,
+    within: Duration,
+) -> anyhow::Result<String> {
     let t0 = std::time::Instant::now();
     let mut shown = (String::new(), t0);
     loop {
-        let st = ft::console::request(&e.to_string(), "STATUS", Duration::from_secs(2))?;
+        let st = ft::console::request(&e.to_string(), secret, "STATUS", Duration::from_secs(2))?;
         let field = |k: &str| ft::status::field(&st, k).unwrap_or_default();
         // The live clone's progress, as it changes (twice a second at most).
         let clone = field("clone");
@@ -412,7 +503,7 @@ pub fn console(a: EndpointArgs) -> i32 {
     exit(
         "console",
         (|| {
-            let mut c = ConsoleClient::new(endpoints(&a.endpoints)?);
+            let mut c = ConsoleClient::new(endpoints(&a.endpoints)?, a.keys.secret(false)?);
             c.connect()?;
             let rx = stdin_pump();
             loop {

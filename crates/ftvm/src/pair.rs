@@ -111,8 +111,21 @@ fn net_flags(n: &NetArgs) -> Vec<String> {
     f
 }
 
-fn pair_flags(p: &PairArgs, key: &std::path::Path) -> Vec<String> {
+/// The key files of a pair: the channel's and the operators' (and the read-only status
+/// secret's).
+struct KeyFiles {
+    channel: std::path::PathBuf,
+    console: std::path::PathBuf,
+    status: std::path::PathBuf,
+}
+
+fn pair_flags(p: &PairArgs, keys: &KeyFiles) -> Vec<String> {
+    let key = &keys.channel;
     vec![
+        "--console-key-file".into(),
+        keys.console.display().to_string(),
+        "--status-key-file".into(),
+        keys.status.display().to_string(),
         "--vm".into(),
         p.vm.clone(),
         "--key-file".into(),
@@ -169,6 +182,8 @@ struct Healer {
     host: std::net::IpAddr,
     /// Re-protections so far.
     done: u32,
+    /// The operators' secret (the supervisor is one).
+    secret: ft::console::Secret,
 }
 
 impl Healer {
@@ -198,6 +213,7 @@ impl Healer {
                     view.backup_live = Probe::Known(
                         ft::console::request(
                             &self.consoles[1].to_string(),
+                            &self.secret,
                             "STATUS",
                             Duration::from_secs(2),
                         )
@@ -238,7 +254,7 @@ impl Healer {
             .spawn()
             .context("cannot start a new backup")?;
         kids.0.push(("backup".into(), child));
-        let said = crate::ft_cmd::protect_by(self.consoles[0], listen)?;
+        let said = crate::ft_cmd::protect_by(self.consoles[0], &self.secret, listen)?;
         eprintln!(
             "ftvm pair: protected again in {:.0} ms ({said})",
             t0.elapsed().as_secs_f64() * 1e3
@@ -251,14 +267,28 @@ impl Healer {
 pub fn run(a: PairCmdArgs) -> anyhow::Result<i32> {
     let dir = std::env::temp_dir().join(format!("ftvm-pair-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let key = match &a.pair.key_file {
-        Some(k) => k.clone(),
+    // Each secret from its flag, or made here: the operators' is never the channel's.
+    let made = |given: &Option<std::path::PathBuf>, name: &str| match given {
+        Some(k) => Ok(k.clone()),
         None => {
-            let k = dir.join("key");
-            write_key(&k)?;
-            k
+            let k = dir.join(name);
+            write_key(&k).map(|()| k)
         }
     };
+    let key = KeyFiles {
+        channel: made(&a.pair.key_file, "key")?,
+        console: made(&a.pair.console_key_file, "console-key")?,
+        status: made(&a.pair.status_key_file, "status-key")?,
+    };
+    eprintln!(
+        "ftvm pair: operators' console secret {} (ftvm console/control/status/migrate \
+         --console-key-file {0}), read-only status secret {} (ftvm status --status-key-file \
+         {1}); the channel's key {} stays with the pair",
+        key.console.display(),
+        key.status.display(),
+        key.channel.display()
+    );
+    let secret = ft::console::Secret::operator(ft::Key::from_file(&key.console)?);
     let exe = std::env::current_exe().context("cannot find the ftvm executable")?;
     let mut kids = Children(Vec::new());
     let mut a = a;
@@ -380,8 +410,9 @@ pub fn run(a: PairCmdArgs) -> anyhow::Result<i32> {
             .and_then(|mut x| x.next())
             .map_or(std::net::Ipv4Addr::LOCALHOST.into(), |x| x.ip()),
         done: 0,
+        secret: secret.clone(),
     };
-    let mut client = ConsoleClient::new(eps);
+    let mut client = ConsoleClient::new(eps, secret);
     client.reconnect_for = Duration::from_secs(60);
     client.connect()?;
     let code = match a.demo {

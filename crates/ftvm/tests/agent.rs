@@ -99,6 +99,17 @@ impl Cluster {
         cluster::from_spec(&self.store).unwrap()
     }
 
+    /// The secret the VM's consoles admit: agents start its processes without a console key,
+    /// so the hosts' (the channel key in the record) is their operators'.
+    fn secret(&self) -> ft::console::Secret {
+        let hex = self.record().key_hex;
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        ft::console::Secret::operator(ft::Key::new(bytes).unwrap())
+    }
+
     fn record(&self) -> VmRecord {
         cluster::get::<VmRecord>(&*self.store(), "vms/testvm")
             .unwrap()
@@ -164,8 +175,13 @@ impl Cluster {
                         && !b.needs_protect
                         && p.host != b.host
                         && p.console.as_ref().is_some_and(|c| {
-                            ft::console::request(c, "STATUS", Duration::from_secs(1))
-                                .is_ok_and(|st| ft::status::field(&st, "protected") == Some("yes"))
+                            ft::console::request(
+                                c,
+                                &self.secret(),
+                                "STATUS",
+                                Duration::from_secs(1),
+                            )
+                            .is_ok_and(|st| ft::status::field(&st, "protected") == Some("yes"))
                         })
                 }
                 _ => false,
@@ -273,7 +289,7 @@ fn boot(
     c.wait_hosts();
     c.create_vm(g, arbiter);
     c.wait_protected(Duration::from_secs(60));
-    let mut client = ft::console::client::ConsoleClient::new(c.consoles());
+    let mut client = ft::console::client::ConsoleClient::new(c.consoles(), c.secret());
     client.reconnect_for = Duration::from_secs(60);
     start_counter(&mut client);
     client

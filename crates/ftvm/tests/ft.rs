@@ -102,6 +102,7 @@ fn backup_killed_primary_carries_on() {
     assert_eq!(c.endpoint(), Some(p.primary_console));
     let st = ft::console::request(
         &p.primary_console.to_string(),
+        &p.secret(),
         "STATUS",
         Duration::from_secs(2),
     )
@@ -257,6 +258,8 @@ fn control_operations_and_status() {
                 "status",
                 &format!("{},{}", p.primary_console, p.backup_console),
             ])
+            .arg("--console-key-file")
+            .arg(&p.console_key)
             .output()
             .unwrap();
         assert!(out.status.success());
@@ -271,6 +274,8 @@ fn control_operations_and_status() {
     let control = |op: &str| {
         let st = std::process::Command::new(FTVM)
             .args(["control", op, &p.primary_console.to_string()])
+            .arg("--console-key-file")
+            .arg(&p.console_key)
             .status()
             .unwrap();
         assert!(st.success(), "control {op}");
@@ -278,6 +283,7 @@ fn control_operations_and_status() {
     let icount = |p: &Pair| -> u64 {
         let s = ft::console::request(
             &p.primary_console.to_string(),
+            &p.secret(),
             "STATUS",
             Duration::from_secs(2),
         )
@@ -438,6 +444,7 @@ fn flow_control_with_a_tiny_buffer() {
     std::thread::sleep(Duration::from_millis(200));
     let st = ft::console::request(
         &p.primary_console.to_string(),
+        &p.secret(),
         "STATUS",
         Duration::from_secs(2),
     )
@@ -578,6 +585,7 @@ fn reprotected_after_each_failover() {
         }
         let st = ft::console::request(
             &p.primary_console.to_string(),
+            &p.secret(),
             "STATUS",
             Duration::from_secs(2),
         )
@@ -710,6 +718,8 @@ fn clone_target_dies_and_the_next_backup_protects() {
     let ctl = std::process::Command::new(FTVM)
         .args(["control", "protect", "--backup", &first.to_string()])
         .args(["--backup", &p.channel.to_string()])
+        .arg("--console-key-file")
+        .arg(&p.console_key)
         .arg(live.to_string())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -717,7 +727,13 @@ fn clone_target_dies_and_the_next_backup_protects() {
         .unwrap();
     let t0 = Instant::now();
     loop {
-        let st = ft::console::request(&live.to_string(), "STATUS", Duration::from_secs(2)).unwrap();
+        let st = ft::console::request(
+            &live.to_string(),
+            &p.secret(),
+            "STATUS",
+            Duration::from_secs(2),
+        )
+        .unwrap();
         if ft::status::field(&st, "clone")
             .is_some_and(|v| v.starts_with(&format!("to {first}: round")))
         {
@@ -741,7 +757,13 @@ fn clone_target_dies_and_the_next_backup_protects() {
     eprintln!("{said}");
     assert!(out.status.success(), "{said}\n{}", p.logs());
     assert!(said.contains("trying the next backup"), "{said}");
-    let st = ft::console::request(&live.to_string(), "STATUS", Duration::from_secs(2)).unwrap();
+    let st = ft::console::request(
+        &live.to_string(),
+        &p.secret(),
+        "STATUS",
+        Duration::from_secs(2),
+    )
+    .unwrap();
     assert!(
         st.contains("protected: yes") && st.contains(&format!("peer: {}", p.channel)),
         "{st}"
@@ -763,9 +785,12 @@ fn migrate_to_the_backup_and_to_a_new_host() {
     let mut p = Pair::start("migrate", &g, &o, None);
     let mut c = p.client();
     start_counter(&mut c);
+    let console_key = p.console_key.clone();
     let migrate = |args: &[String]| {
         let out = std::process::Command::new(FTVM)
             .arg("migrate")
+            .arg("--console-key-file")
+            .arg(&console_key)
             .args(args)
             .output()
             .unwrap();
@@ -819,6 +844,78 @@ fn migrate_to_the_backup_and_to_a_new_host() {
     assert_eq!(
         p.wait("backup", Duration::from_secs(30)),
         Some(0),
+        "{}",
+        p.logs()
+    );
+}
+
+/// Operators are not hosts: the consoles admit only the operators' secret. Without it (the old
+/// plain-text requests, the channel's key, a made-up key) a client gets no console output and
+/// no status, and its input and control operations are not taken: the guest runs on.
+#[test]
+fn consoles_refuse_clients_without_the_secret() {
+    let Some(g) = guest() else { return };
+    let p = Pair::start("consolekeys", &g, &PairOptions::default(), None);
+    let mut c = p.client();
+    start_counter(&mut c);
+    increment(&mut c, 1, &|| p.logs());
+    let consoles = format!("{},{}", p.primary_console, p.backup_console);
+    let ftvm = |args: &[&str], key: Option<&std::path::Path>| {
+        let mut cmd = std::process::Command::new(FTVM);
+        cmd.args(args);
+        if let Some(k) = key {
+            cmd.arg("--console-key-file").arg(k);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // No secret at all: the command says what it needs.
+    let (ok, _, err) = ftvm(&["status", &consoles], None);
+    assert!(
+        !ok && err.contains("--console-key-file is required"),
+        "{err}"
+    );
+    // The channel's key, and a stranger's: refused, and told so; no status printed.
+    let stranger = p.dir.join("stranger-key");
+    std::fs::write(&stranger, ft::Key::random().bytes()).unwrap();
+    for k in [p.key.clone(), stranger] {
+        let (ok, out, _) = ftvm(&["status", &consoles], Some(&k));
+        assert!(!ok, "{out}");
+        assert!(!out.contains("role:"), "{out}");
+        assert!(out.contains("refused our console key"), "{out}");
+        for op in ["poweroff", "pause"] {
+            let (ok, _, err) = ftvm(&["control", op, &p.primary_console.to_string()], Some(&k));
+            assert!(!ok && err.contains("refused our console key"), "{err}");
+        }
+        let mut bad = ft::console::client::ConsoleClient::new(
+            vec![p.primary_console],
+            ft::console::Secret::operator(ft::Key::from_file(&k).unwrap()),
+        );
+        bad.reconnect_for = Duration::from_millis(300);
+        assert!(bad.send(b"\x04poweroff\n").is_err());
+    }
+    // The old plain-text protocol: one line of refusal, nothing of the guest's.
+    for req in ["STATUS\n", "CONSOLE 0\n", "CONTROL poweroff\n"] {
+        let mut s = std::net::TcpStream::connect(p.primary_console).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        std::io::Write::write_all(&mut s, req.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut s, &mut out);
+        assert_eq!(out, ft::console::PLAIN_REFUSAL, "{req:?}");
+    }
+    // Nothing was applied: the guest still counts, and the primary logged the refusals.
+    increment(&mut c, 2, &|| p.logs());
+    let st = p.status(p.primary_console, Duration::from_secs(2)).unwrap();
+    assert!(
+        st.contains("role: primary") && st.contains("protected: yes"),
+        "{st}"
+    );
+    assert!(
+        p.stderr("primary").contains("console: refused 127.0.0.1:"),
         "{}",
         p.logs()
     );

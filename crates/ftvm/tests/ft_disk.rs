@@ -365,6 +365,7 @@ fn own_reads() -> Vec<String> {
 fn log_sent(p: &Pair) -> u64 {
     let s = ft::console::request(
         &p.primary_console.to_string(),
+        &p.secret(),
         "STATUS",
         Duration::from_secs(2),
     )

@@ -223,6 +223,18 @@ fn small_send_buffer(s: &TcpStream, bytes: i32) {
     assert_eq!(r, 0, "SO_SNDBUF: {}", std::io::Error::last_os_error());
 }
 
+/// Where [`Vms`] keeps its keys, arbiter and logs.
+fn vms_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("ft")
+        .join(format!("netns-{}", std::process::id()))
+}
+
+/// The operators' console secret of the [`Vms`].
+fn console_secret() -> ft::console::Secret {
+    ft::console::Secret::operator(ft::Key::from_file(&vms_dir().join("console-key")).unwrap())
+}
+
 /// The primary (in host A) and the backup (in host B), killed on drop.
 struct Vms {
     dir: PathBuf,
@@ -232,12 +244,11 @@ struct Vms {
 
 impl Vms {
     fn start(net: &Netns, g: &Path) -> Vms {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join("ft")
-            .join(format!("netns-{}", std::process::id()));
+        let dir = vms_dir();
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("key"), ft::Key::random().bytes()).unwrap();
+        std::fs::write(dir.join("console-key"), ft::Key::random().bytes()).unwrap();
         let mut v = Vms {
             dir,
             primary: None,
@@ -262,6 +273,8 @@ impl Vms {
             .arg(g.join("initramfs.cpio.gz"))
             .arg("--key-file")
             .arg(self.dir.join("key"))
+            .arg("--console-key-file")
+            .arg(self.dir.join("console-key"))
             .arg("--arbiter")
             .arg(format!("file:{}", self.dir.join("arbiter").display()))
             .args(["--vm", "netnsvm", "--mac", GUEST_MAC]);
@@ -427,10 +440,13 @@ fn client(
     seed: u64,
     logs: impl Fn() -> String + Send + Clone + 'static,
 ) -> Figures {
-    let mut c = ConsoleClient::new(vec![
-        SocketAddr::new(HOST_A_IP.parse().unwrap(), PRIMARY_CONSOLE_PORT),
-        SocketAddr::new(HOST_B_IP.parse().unwrap(), BACKUP_CONSOLE_PORT),
-    ]);
+    let mut c = ConsoleClient::new(
+        vec![
+            SocketAddr::new(HOST_A_IP.parse().unwrap(), PRIMARY_CONSOLE_PORT),
+            SocketAddr::new(HOST_B_IP.parse().unwrap(), BACKUP_CONSOLE_PORT),
+        ],
+        console_secret(),
+    );
     c.reconnect_for = Duration::from_secs(30);
     let boot = Instant::now();
     wait_for_shell(&mut c);

@@ -197,10 +197,12 @@ impl Report {
         best
     }
 
-    /// Whether bytes still flowed in the last `n` intervals (the stream carried on).
-    pub fn flowing_at_end(&self, n: usize) -> bool {
-        let k = self.intervals.len();
-        k >= n && self.intervals[k - n..].iter().all(|&b| b > 0.0)
+    /// Whether the stream carried on past second `from`: bytes moved in its last interval and
+    /// in at least a third of the intervals from `from` on.
+    pub fn carried_on_after(&self, from: usize) -> bool {
+        let after = self.intervals.get(from..).unwrap_or(&[]);
+        let moving = after.iter().filter(|&&b| b > 0.0).count();
+        after.last().is_some_and(|&b| b > 0.0) && moving * 3 >= after.len()
     }
 
     /// Megabits per second received.
@@ -230,8 +232,11 @@ mod tests {
         assert_eq!(r.retransmits, Some(12));
         assert!((r.mbps() - 46.0).abs() < 1e-9);
         assert_eq!(r.longest_stall(), 2);
-        assert!(r.flowing_at_end(2));
-        assert!(!r.flowing_at_end(4), "the stall is within the last 4");
+        assert!(r.carried_on_after(1), "2 of 4 intervals moved, the last one too");
+        let mut stopped = r.clone();
+        stopped.intervals[4] = 0.0;
+        assert!(!stopped.carried_on_after(1), "the last interval moved nothing");
+        assert!(!stopped.carried_on_after(10), "nothing after the end");
     }
 
     #[test]

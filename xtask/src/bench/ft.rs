@@ -344,7 +344,18 @@ impl Pair {
     }
 
     pub(super) fn client(&self) -> Client {
-        Client::new(vec![self.primary_console, self.backup_console])
+        Client::new(
+            vec![self.primary_console, self.backup_console],
+            self.secret(),
+        )
+    }
+
+    /// The secret the consoles admit: the sides run without a console key of their own, so
+    /// the channel key's holders (this harness) are their operators.
+    pub(super) fn secret(&self) -> ::ft::console::Secret {
+        let k = ::ft::Key::from_file(&self.dir.join("key"))
+            .unwrap_or_else(|e| panic!("the pair's key: {e}"));
+        ::ft::console::Secret::operator(k)
     }
 
     /// The status of one side, parsed.
@@ -354,7 +365,7 @@ impl Pair {
         } else {
             self.backup_console
         };
-        Status::get(a)
+        Status::get(a, &self.secret())
     }
 }
 
@@ -387,13 +398,10 @@ pub(super) struct Status {
 }
 
 impl Status {
-    fn get(a: SocketAddr) -> Result<Status> {
+    fn get(a: SocketAddr, secret: &::ft::console::Secret) -> Result<Status> {
         let t = Duration::from_secs(2);
-        let mut s = TcpStream::connect_timeout(&a, t).with_context(|| format!("status {a}"))?;
-        s.set_read_timeout(Some(t))?;
-        s.write_all(b"STATUS\n")?;
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut s, &mut text).with_context(|| format!("status {a}"))?;
+        let text = ::ft::console::request(&a.to_string(), secret, "STATUS", t)
+            .with_context(|| format!("status {a}"))?;
         let at = Instant::now();
         let mut st = Status {
             at: Some(at),
@@ -475,7 +483,8 @@ impl Rate {
 pub(super) struct Client {
     addrs: Vec<SocketAddr>,
     cur: usize,
-    conn: Option<(TcpStream, BufReader<TcpStream>)>,
+    conn: Option<(Sealed, BufReader<Opened>)>,
+    secret: ::ft::console::Secret,
     out_off: u64,
     in_base: u64,
     unacked: Vec<u8>,
@@ -483,10 +492,15 @@ pub(super) struct Client {
     connections: u32,
 }
 
+/// The sealed halves of a console connection (`::ft::console::connect`).
+type Sealed = ::ft::noise::SealedWriter<TcpStream>;
+type Opened = ::ft::noise::SealedReader<TcpStream>;
+
 impl Client {
-    fn new(addrs: Vec<SocketAddr>) -> Client {
+    fn new(addrs: Vec<SocketAddr>, secret: ::ft::console::Secret) -> Client {
         Client {
             addrs,
+            secret,
             cur: 0,
             conn: None,
             out_off: 0,
@@ -499,10 +513,8 @@ impl Client {
 
     fn try_connect(&mut self, i: usize) -> Result<()> {
         let a = self.addrs[i];
-        let s = TcpStream::connect_timeout(&a, Duration::from_millis(300))?;
-        let _ = s.set_nodelay(true);
-        s.set_read_timeout(Some(Duration::from_secs(1)))?;
-        let mut w = s.try_clone()?;
+        let (mut w, s) = ::ft::console::connect(a, &self.secret, Duration::from_millis(300))?;
+        s.get_ref().set_read_timeout(Some(Duration::from_secs(1)))?;
         w.write_all(format!("CONSOLE {}\n", self.out_off).as_bytes())?;
         let mut r = BufReader::new(s);
         let mut l = String::new();
@@ -520,6 +532,7 @@ impl Client {
             w.write_all(&self.unacked)?;
         }
         r.get_ref()
+            .get_ref()
             .set_read_timeout(Some(Duration::from_millis(10)))?;
         self.cur = i;
         self.connections += 1;

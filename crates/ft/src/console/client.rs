@@ -1,8 +1,10 @@
 //! A console client that survives failover: it keeps its output offset and the input the VM
 //! may not have yet, and on a broken connection tries each endpoint in turn until one is live,
 //! resuming from the offsets (see the module above). The demo, the tests and `ftvm console`
-//! use it.
+//! use it. It speaks the endpoint's encrypted protocol with an operator's [`Secret`].
 
+use super::Secret;
+use crate::noise::{SealedReader, SealedWriter};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -23,7 +25,8 @@ pub struct ConsoleClient {
     addrs: Vec<SocketAddr>,
     /// The endpoint currently used (index into `addrs`).
     cur: usize,
-    stream: Option<(TcpStream, BufReader<TcpStream>)>,
+    stream: Option<(SealedWriter<TcpStream>, BufReader<SealedReader<TcpStream>>)>,
+    secret: Secret,
     /// Output bytes received so far.
     out_offset: u64,
     /// Input offset of `unacked[0]`.
@@ -40,10 +43,12 @@ pub struct ConsoleClient {
 }
 
 impl ConsoleClient {
-    /// A client of the endpoints `addrs` (the primary's first); nothing is connected yet.
-    pub fn new(addrs: Vec<SocketAddr>) -> ConsoleClient {
+    /// A client of the endpoints `addrs` (the primary's first) holding `secret`; nothing is
+    /// connected yet.
+    pub fn new(addrs: Vec<SocketAddr>, secret: Secret) -> ConsoleClient {
         ConsoleClient {
             addrs,
+            secret,
             cur: 0,
             stream: None,
             out_offset: 0,
@@ -67,14 +72,13 @@ impl ConsoleClient {
 
     fn try_connect(&mut self, i: usize) -> Result<(), ClientError> {
         let a = self.addrs[i];
-        let s = TcpStream::connect_timeout(&a, Duration::from_millis(500))
-            .map_err(|e| ClientError::Protocol(a, e.to_string()))?;
-        let _ = s.set_nodelay(true);
         let proto = |e: std::io::Error| ClientError::Protocol(a, e.to_string());
-        let mut w = s.try_clone().map_err(proto)?;
+        let (mut w, s) =
+            super::connect(a, &self.secret, Duration::from_millis(500)).map_err(proto)?;
         w.write_all(format!("CONSOLE {}\n", self.out_offset).as_bytes())
             .map_err(proto)?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))
+        s.get_ref()
+            .set_read_timeout(Some(Duration::from_secs(2)))
             .map_err(proto)?;
         let mut r = BufReader::new(s);
         let mut line = String::new();
@@ -187,6 +191,7 @@ impl ConsoleClient {
             };
             let _ = r
                 .get_ref()
+                .get_ref()
                 .set_read_timeout(Some(Duration::from_millis(100)));
             let mut b = [0u8; 1];
             match r.read(&mut b) {
@@ -224,7 +229,7 @@ impl ConsoleClient {
         }
         let mut out = Vec::new();
         if let Some((_, r)) = self.stream.as_mut() {
-            let _ = r.get_ref().set_read_timeout(Some(wait));
+            let _ = r.get_ref().get_ref().set_read_timeout(Some(wait));
             let mut b = [0u8; 4096];
             match r.read(&mut b) {
                 Ok(0) => self.stream = None,

@@ -71,6 +71,8 @@ pub struct Pair {
     pub primary_console: SocketAddr,
     pub backup_console: SocketAddr,
     pub key: PathBuf,
+    /// The operators' console secret (not the channel's key).
+    pub console_key: PathBuf,
     pub arbiter: String,
     /// The stderr file (in `dir`, without `.stderr`) of the process in each role now.
     pub logs_of: [String; 2],
@@ -122,6 +124,8 @@ impl Pair {
         std::fs::create_dir_all(&dir).unwrap();
         let key = dir.join("key");
         std::fs::write(&key, ft::Key::random().bytes()).unwrap();
+        let console_key = dir.join("console-key");
+        std::fs::write(&console_key, ft::Key::random().bytes()).unwrap();
         let arbiter = o
             .arbiter
             .clone()
@@ -137,6 +141,7 @@ impl Pair {
             primary_console: addr(free_port()),
             backup_console: addr(free_port()),
             key,
+            console_key,
             arbiter,
             logs_of: ["primary".into(), "backup".into()],
             reprotections: 0,
@@ -160,6 +165,8 @@ impl Pair {
         let live_console = self.new_backup(g, o);
         let out = Command::new(FTVM)
             .args(["control", "protect", "--backup", &self.channel.to_string()])
+            .arg("--console-key-file")
+            .arg(&self.console_key)
             .arg(live_console.to_string())
             .output()
             .unwrap();
@@ -220,6 +227,8 @@ impl Pair {
             )
             .arg("--key-file")
             .arg(&self.key)
+            .arg("--console-key-file")
+            .arg(&self.console_key)
             .args(["--arbiter", &self.arbiter, "--vm", "testvm"])
             .args(&o.extra);
         if role == "primary" {
@@ -248,8 +257,21 @@ impl Pair {
         std::fs::read_to_string(self.dir.join(format!("{log}.stderr"))).unwrap_or_default()
     }
 
+    /// The operators' secret, as a client presents it.
+    pub fn secret(&self) -> ft::console::Secret {
+        ft::console::Secret::operator(ft::Key::from_file(&self.console_key).unwrap())
+    }
+
+    /// `STATUS` of the endpoint at `a`, with the operators' secret.
+    pub fn status(&self, a: impl std::fmt::Display, t: Duration) -> std::io::Result<String> {
+        ft::console::request(&a.to_string(), &self.secret(), "STATUS", t)
+    }
+
     pub fn client(&self) -> ConsoleClient {
-        let mut c = ConsoleClient::new(vec![self.primary_console, self.backup_console]);
+        let mut c = ConsoleClient::new(
+            vec![self.primary_console, self.backup_console],
+            self.secret(),
+        );
         c.reconnect_for = Duration::from_secs(30);
         c
     }
@@ -494,22 +516,16 @@ pub fn stranger(to: SocketAddr) {
             Err(e) => panic!("the backup does not listen on {to}: {e}"),
         }
     };
-    // magic, nonce, generation, disk mode, VM name: a well-formed hello from a stranger.
-    let mut hello = vec![0u8, 55];
-    hello.extend_from_slice(ft::wire::MAGIC);
-    hello.extend_from_slice(&[7u8; 32]);
-    hello.extend_from_slice(&[0u8; 9]);
-    hello.extend_from_slice(b"testvm");
-    let _ = s.write_all(&hello);
-    let mut reply = [0u8; 74];
-    let _ = s.read_exact(&mut reply);
-    let _ = s.write_all(&[0, 32]);
-    let _ = s.write_all(&[9u8; 32]);
-    let mut one = [0u8; 1];
-    assert!(
-        !matches!(s.read(&mut one), Ok(1)),
-        "the backup accepted a stranger's proof"
-    );
+    // The channel's opening, well formed but under a key the pair does not hold.
+    let mut opening = ft::wire::MAGIC.to_vec();
+    let psk = ft::noise::psk(&ft::Key::random(), ft::wire::PSK_PURPOSE);
+    let mut hs = ft::noise::handshake(ft::noise::Role::Initiator, &psk, ft::wire::MAGIC);
+    ft::noise::write_handshake(&mut opening, &mut hs, &[]).unwrap();
+    let _ = s.write_all(&opening);
+    // The backup answers with an empty message (it could not authenticate us), then hangs up.
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    assert!(reply == [0, 0], "the backup answered a stranger: {reply:?}");
 }
 
 pub use guestctl::etcd::Etcd;
