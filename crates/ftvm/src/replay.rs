@@ -54,12 +54,24 @@ pub struct Args {
     /// recording began. They are only read; the replayed writes stay in memory.
     #[arg(long, value_name = "file=PATH|nbd=ADDR[,...]")]
     pub drive: Vec<machine::DriveConfig>,
+    /// Serve one gdb client on HOST:PORT (`target remote HOST:PORT`): the replay waits for it
+    /// and stops before its first instruction. See docs/debugging.md.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub gdb: Option<String>,
+    /// With --gdb: stop before the first instruction (what a replay under gdb always does;
+    /// accepted for symmetry with `ftvm run`).
+    #[arg(long, requires = "gdb")]
+    pub gdb_wait: bool,
 }
 
 /// Runs the command; returns the process exit code.
 pub fn main(a: Args) -> i32 {
-    let r = replay(&a);
+    let mut stub = None;
+    let r = replay(&a, &mut stub);
     let _ = std::io::stdout().flush();
+    if let Some(s) = stub {
+        s.finish(if r.is_ok() { 0 } else { 2 });
+    }
     match r {
         Ok(summary) => {
             if a.verbose {
@@ -112,7 +124,7 @@ fn write_snapshot(rp: &rr::Replayer, path: &std::path::Path) -> Result<(), Repla
     Ok(())
 }
 
-fn replay(a: &Args) -> Result<String, ReplayError> {
+fn replay(a: &Args, stub: &mut Option<gdb::Stub>) -> Result<String, ReplayError> {
     let file = std::fs::File::open(&a.log).map_err(|source| ReplayError::Open {
         path: a.log.display().to_string(),
         source,
@@ -189,6 +201,11 @@ fn replay(a: &Args) -> Result<String, ReplayError> {
                 skip_to = Some(rp.icount());
             }
         }
+    }
+    if let Some(addr) = &a.gdb {
+        let s = gdb::Stub::start(addr, rp.machine().harts(), true)
+            .map_err(|e| ReplayError::Content(e.to_string()))?;
+        *stub = Some(s);
     }
     let mut snapshot = a.snapshot_out.clone().zip(a.snapshot_at);
     let mut entries = 0u64;
