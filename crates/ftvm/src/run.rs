@@ -278,7 +278,7 @@ pub fn main(a: Args) -> i32 {
         _ => None,
     };
     let stub = match &a.gdb {
-        Some(addr) => match gdb::Stub::start(addr, m.harts(), a.gdb_wait) {
+        Some(addr) => match gdb::Stub::start(addr, m.harts(), a.gdb_wait, false) {
             Ok(s) => Some(s),
             Err(e) => {
                 eprintln!("ftvm run: {e}");

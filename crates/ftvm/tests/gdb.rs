@@ -522,3 +522,70 @@ fn linux_breaks_at_start_kernel_and_reads_a_kernel_variable() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("killed by the debugger"), "{err}");
 }
+
+/// Going back in a replay: `reverse-continue` stops at the previous hit of a breakpoint (the
+/// replay is run again from its start to that exact point), `reverse-stepi` one instruction
+/// back, and before the first hit gdb hears that the history begins. The replay then runs to its
+/// end through its digests and prints the console once.
+#[test]
+fn reverse_continue_and_reverse_stepi_on_a_replay() {
+    need_gdb();
+    let (elf, bin) = build("reverse", &[]);
+    let log = record(&bin, "reverse");
+    let s = serve(&[
+        "replay".as_ref(),
+        log.as_os_str(),
+        "--gdb".as_ref(),
+        "127.0.0.1:0".as_ref(),
+    ]);
+    let text = gdb(
+        &elf,
+        &s.addr,
+        &[
+            "break tick",
+            "continue",
+            "continue",
+            "monitor icount",
+            "continue",
+            "info registers s1",
+            "reverse-continue",
+            "info registers s1",
+            "monitor icount",
+            "stepi",
+            "reverse-stepi",
+            "info registers pc",
+            "reverse-stepi",
+            "info registers pc",
+            "reverse-continue",
+            "reverse-continue",
+            "info registers pc",
+            "delete",
+            "continue",
+        ],
+    );
+    let (code, out, err) = s.wait();
+    assert!(text.contains("s1             0x2\t2"), "{text}");
+    assert!(text.contains("s1             0x1\t1"), "{text}");
+    // The second hit is at the same icount as on the way forward.
+    let icounts: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("machine icount"))
+        .collect();
+    assert_eq!(icounts.len(), 2, "{text}");
+    assert_eq!(icounts[0], icounts[1], "{text}");
+    assert!(
+        text.contains("pc             0x8000002a\t0x8000002a <tick>"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pc             0x80000026\t0x80000026 <_start+38>"),
+        "{text}"
+    );
+    assert!(
+        text.contains("No more reverse-execution history."),
+        "{text}"
+    );
+    assert!(text.contains("exited normally"), "{text}");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "ABCDEFGHIJKLMNOPQRST");
+}

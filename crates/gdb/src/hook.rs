@@ -64,6 +64,22 @@ fn regs_of(h: &Hart) -> Regs {
     }
 }
 
+/// The payload of the unwind that abandons a replay pass to travel back in time (see
+/// [`crate::Stub::is_travel`]): the replay starts again from its beginning and the hook stops
+/// it at the goal.
+#[derive(Debug)]
+pub struct Travel;
+
+/// Where a replay pass must stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Goal {
+    /// When `hart` stands at `icount` (or at its first instruction of the pass, if later).
+    Reach { hart: usize, icount: u64, why: Why },
+    /// Note every breakpoint hit until `hart` stands at `icount` (the point gdb went back
+    /// from), then travel to the last one.
+    Search { hart: usize, icount: u64 },
+}
+
 /// The hook.
 pub struct Hook {
     to_gdb: Sender<ToGdb>,
@@ -79,6 +95,12 @@ pub struct Hook {
     wrote: bool,
     /// Whether the first stop was reported (it is SIGTRAP; Ctrl-C later is SIGINT).
     started: bool,
+    /// Whether the machine is a replay (which can go back).
+    replay: bool,
+    /// Where the current replay pass stops, if it was started to go back.
+    goal: Option<Goal>,
+    /// Breakpoint hits (hart, icount) of a search pass, in execution order.
+    hits: Vec<(usize, u64)>,
 }
 
 impl Hook {
@@ -88,6 +110,7 @@ impl Hook {
         from_gdb: Receiver<Req>,
         flags: Arc<Flags>,
         harts: &[Hart],
+        replay: bool,
     ) -> Hook {
         Hook {
             to_gdb,
@@ -99,6 +122,9 @@ impl Hook {
             views: harts.iter().map(HartView::of).collect(),
             wrote: false,
             started: false,
+            replay,
+            goal: None,
+            hits: Vec::new(),
         }
     }
 
@@ -175,6 +201,31 @@ impl Hook {
                 Req::Detach => {
                     self.detach();
                     return;
+                }
+                Req::ReverseStep(t) if self.replay => {
+                    let Some(v) = self.view(hart, t) else {
+                        let _ = self
+                            .to_gdb
+                            .send(ToGdb::Reply(Reply::Done(Err("no hart".into()))));
+                        continue;
+                    };
+                    self.goal = Some(Goal::Reach {
+                        hart: t,
+                        icount: v.icount.saturating_sub(1),
+                        why: if v.icount == 0 { Why::Begin } else { Why::Step },
+                    });
+                    std::panic::resume_unwind(Box::new(Travel));
+                }
+                Req::ReverseCont if self.replay => {
+                    self.goal = Some(Goal::Search {
+                        hart: h,
+                        icount: hart.icount,
+                    });
+                    self.hits.clear();
+                    std::panic::resume_unwind(Box::new(Travel));
+                }
+                Req::ReverseStep(_) | Req::ReverseCont => {
+                    Reply::Done(Err("only a replay can go back".into()))
                 }
             };
             if self.to_gdb.send(ToGdb::Reply(reply)).is_err() {
@@ -326,12 +377,74 @@ fn write_virt(ram: &mut Ram, v: &HartView, addr: u64, data: &[u8]) -> Result<(),
     Ok(())
 }
 
+impl Hook {
+    /// How hart `h` runs until the next check.
+    fn plan(&self, h: usize) -> Plan {
+        if self.flags.detached.load(Ordering::Relaxed) {
+            return Plan::Free;
+        }
+        let stepping = self.step.is_some_and(|(s, _)| s == h);
+        if stepping || !self.breaks.is_empty() {
+            Plan::Steps(1)
+        } else {
+            Plan::Free
+        }
+    }
+}
+
 impl DebugHook for Hook {
     fn before(&mut self, hart: &mut Hart, ram: &mut Ram, at: At) -> Plan {
         if self.flags.detached.load(Ordering::Relaxed) {
             return Plan::Free;
         }
         let h = hart.hartid;
+        match self.goal {
+            Some(Goal::Reach {
+                hart: gh,
+                icount,
+                why,
+            }) => {
+                if h != gh {
+                    return Plan::Free;
+                }
+                if hart.icount < icount {
+                    // On the hart's engine, exactly up to the goal.
+                    return Plan::Steps(icount - hart.icount);
+                }
+                self.goal = None;
+                self.step = None;
+                let why = if hart.icount > icount {
+                    Why::Begin
+                } else {
+                    why
+                };
+                self.serve(hart, ram, at, why);
+                return self.plan(h);
+            }
+            Some(Goal::Search { hart: gh, icount }) => {
+                if h == gh && hart.icount >= icount {
+                    self.goal = Some(match self.hits.last() {
+                        Some(&(th, ti)) => Goal::Reach {
+                            hart: th,
+                            icount: ti,
+                            why: Why::Break,
+                        },
+                        None => Goal::Reach {
+                            hart: gh,
+                            icount: 0,
+                            why: Why::Begin,
+                        },
+                    });
+                    self.hits.clear();
+                    std::panic::resume_unwind(Box::new(Travel));
+                }
+                if self.breaks.contains(&hart.pc) {
+                    self.hits.push((h, hart.icount));
+                }
+                return Plan::Steps(1);
+            }
+            None => {}
+        }
         let why = if self.flags.interrupt.swap(false, Ordering::SeqCst) {
             Some(Why::Signal(if self.started { 2 } else { 5 }))
         } else if self
@@ -351,12 +464,7 @@ impl DebugHook for Hook {
                 return Plan::Free;
             }
         }
-        let stepping = self.step.is_some_and(|(s, _)| s == h);
-        if stepping || !self.breaks.is_empty() {
-            Plan::Steps(1)
-        } else {
-            Plan::Free
-        }
+        self.plan(h)
     }
 
     fn leave(&mut self, hart: &Hart) {

@@ -24,7 +24,7 @@ pub mod remote;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// What can go wrong starting the stub.
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +47,31 @@ pub enum GdbError {
     },
 }
 
+/// The hook as installed: shared with the [`Stub`], so that it outlives a replay pass
+/// abandoned to travel back (the unwind drops the installed box, not the hook).
+struct Shared(Arc<Mutex<hook::Hook>>);
+
+impl rv64::debug::DebugHook for Shared {
+    fn before(
+        &mut self,
+        hart: &mut rv64::Hart,
+        ram: &mut rv64::Ram,
+        at: rv64::debug::At,
+    ) -> rv64::debug::Plan {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .before(hart, ram, at)
+    }
+
+    fn leave(&mut self, hart: &rv64::Hart) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).leave(hart)
+    }
+}
+
 /// A stub serving a machine (see [`Stub::start`]); [`Stub::finish`] when the run ends.
 pub struct Stub {
+    hook: Arc<Mutex<hook::Hook>>,
     to_gdb: mpsc::Sender<proto::ToGdb>,
     thread: Option<std::thread::JoinHandle<()>>,
     flags: Arc<hook::Flags>,
@@ -59,7 +82,16 @@ impl Stub {
     /// installs the hook. With `wait`, blocks until the client connects, and the machine stops
     /// before its next instruction for it; without, the machine runs, and stops when the client
     /// arrives (as a process does when gdb attaches).
-    pub fn start(addr: &str, harts: &[rv64::Hart], wait: bool) -> Result<Stub, GdbError> {
+    ///
+    /// `replay`: the machine is a replay, which can go back (`reverse-stepi`,
+    /// `reverse-continue`): the hook then ends a pass by unwinding with [`hook::Travel`], and
+    /// the caller replays again from the start ([`Stub::is_travel`], [`Stub::new_pass`]).
+    pub fn start(
+        addr: &str,
+        harts: &[rv64::Hart],
+        wait: bool,
+        replay: bool,
+    ) -> Result<Stub, GdbError> {
         let listener = TcpListener::bind(addr).map_err(|source| GdbError::Listen {
             addr: addr.into(),
             source,
@@ -72,8 +104,15 @@ impl Stub {
         let (to_gdb, from_machine) = mpsc::channel();
         let (to_machine, from_gdb) = mpsc::channel();
         let flags = Arc::new(hook::Flags::default());
-        let hook = hook::Hook::new(to_gdb.clone(), from_gdb, flags.clone(), harts);
-        let mut target = remote::Remote::new(to_machine, from_machine, flags.clone(), harts.len());
+        let hook = Arc::new(Mutex::new(hook::Hook::new(
+            to_gdb.clone(),
+            from_gdb,
+            flags.clone(),
+            harts,
+            replay,
+        )));
+        let mut target =
+            remote::Remote::new(to_machine, from_machine, flags.clone(), harts.len(), replay);
         let accept = move |conn: TcpStream, target: &mut remote::Remote| {
             if !target.flags().connected.swap(true, Ordering::SeqCst) {
                 // The machine runs: it stops at its next instruction boundary for gdb.
@@ -104,12 +143,12 @@ impl Stub {
             // Stop before the first instruction: set before the machine's thread goes on.
             flags.connected.store(true, Ordering::SeqCst);
             flags.interrupt.store(true, Ordering::SeqCst);
-            rv64::debug::install(Box::new(hook));
+            rv64::debug::install(Box::new(Shared(hook.clone())));
             std::thread::Builder::new()
                 .name("gdb".into())
                 .spawn(move || accept(conn, &mut target))
         } else {
-            rv64::debug::install(Box::new(hook));
+            rv64::debug::install(Box::new(Shared(hook.clone())));
             std::thread::Builder::new()
                 .name("gdb".into())
                 .spawn(move || match listener.accept() {
@@ -118,10 +157,22 @@ impl Stub {
                 })
         };
         Ok(Stub {
+            hook,
             to_gdb,
             thread: thread.ok(),
             flags,
         })
+    }
+
+    /// Whether a panic payload is the hook's travel back in time (see [`Stub::start`]).
+    pub fn is_travel(p: &(dyn std::any::Any + Send)) -> bool {
+        p.is::<hook::Travel>()
+    }
+
+    /// Before the replay starts again (after [`Stub::is_travel`]): installs the hook again
+    /// (the unwind dropped the installed box).
+    pub fn new_pass(&self) {
+        rv64::debug::install(Box::new(Shared(self.hook.clone())));
     }
 
     /// The run ended with `code`: tells gdb (if one is connected, the inferior exits) and

@@ -27,6 +27,10 @@ pub enum Req {
     },
     /// The debugger left: forget breakpoints and run freely.
     Detach,
+    /// Back one step of this hart (a replay only).
+    ReverseStep(usize),
+    /// Back to the last breakpoint hit before this point (a replay only).
+    ReverseCont,
 }
 
 /// The machine's answer.
@@ -51,6 +55,8 @@ pub enum Why {
     Break,
     /// A single step done.
     Step,
+    /// Going back, the start of the replay was reached.
+    Begin,
 }
 
 /// What the machine's thread tells the gdb thread.

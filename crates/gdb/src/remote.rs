@@ -14,6 +14,9 @@ use gdbstub::target::ext::base::multithread::{
     MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSchedulerLocking,
     MultiThreadSchedulerLockingOps, MultiThreadSingleStep, MultiThreadSingleStepOps,
 };
+use gdbstub::target::ext::base::reverse_exec::{
+    ReplayLogPosition, ReverseCont, ReverseContOps, ReverseStep, ReverseStepOps,
+};
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::breakpoints::{
     Breakpoints, BreakpointsOps, SwBreakpoint, SwBreakpointOps,
@@ -36,6 +39,8 @@ pub struct Remote {
     step: Option<usize>,
     /// The hart gdb last looked at (for monitor commands).
     current: usize,
+    /// Whether the machine is a replay (gdb may go back).
+    replay: bool,
 }
 
 fn tid(hart: usize) -> Tid {
@@ -49,6 +54,7 @@ impl Remote {
         from_machine: Receiver<ToGdb>,
         flags: Arc<Flags>,
         harts: usize,
+        replay: bool,
     ) -> Remote {
         Remote {
             to_machine,
@@ -57,6 +63,7 @@ impl Remote {
             harts,
             step: None,
             current: 0,
+            replay,
         }
     }
 
@@ -224,6 +231,42 @@ impl MultiThreadResume for Remote {
     fn support_scheduler_locking(&mut self) -> Option<MultiThreadSchedulerLockingOps<'_, Self>> {
         Some(self)
     }
+
+    fn support_reverse_step(&mut self) -> Option<ReverseStepOps<'_, Tid, Self>> {
+        if self.replay {
+            Some(self)
+        } else {
+            None
+        }
+    }
+
+    fn support_reverse_cont(&mut self) -> Option<ReverseContOps<'_, Tid, Self>> {
+        if self.replay {
+            Some(self)
+        } else {
+            None
+        }
+    }
+}
+
+impl ReverseStep<Tid> for Remote {
+    fn reverse_step(&mut self, t: Tid) -> Result<(), &'static str> {
+        let h = t.get() - 1;
+        if h >= self.harts {
+            return Err("no such hart");
+        }
+        self.to_machine
+            .send(Req::ReverseStep(h))
+            .map_err(|_| "the machine is gone")
+    }
+}
+
+impl ReverseCont<Tid> for Remote {
+    fn reverse_cont(&mut self) -> Result<(), &'static str> {
+        self.to_machine
+            .send(Req::ReverseCont)
+            .map_err(|_| "the machine is gone")
+    }
 }
 
 impl MultiThreadSchedulerLocking for Remote {
@@ -324,6 +367,10 @@ impl BlockingEventLoop for Loop {
                         Why::Signal(s) => MultiThreadStopReason::SignalWithThread {
                             tid: t,
                             signal: Signal(s),
+                        },
+                        Why::Begin => MultiThreadStopReason::ReplayLog {
+                            tid: Some(t),
+                            pos: ReplayLogPosition::Begin,
                         },
                     }));
                 }
