@@ -65,7 +65,7 @@ fn regs_of(h: &Hart) -> Regs {
 }
 
 /// The payload of the unwind that abandons a replay pass to travel back in time (see
-/// [`crate::Stub::is_travel`]): the replay starts again from its beginning and the hook stops
+/// `Stub::is_travel`): the replay starts again from its beginning and the hook stops
 /// it at the goal.
 #[derive(Debug)]
 pub struct Travel;
