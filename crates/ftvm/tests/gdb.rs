@@ -107,9 +107,23 @@ fn need_gdb() {
 
 /// Records a run of the (terminating) program: the log.
 fn record(bin: &Path, name: &str) -> PathBuf {
+    record_smp(bin, name, 1)
+}
+
+/// Records a run of the program on `harts` harts.
+fn record_smp(bin: &Path, name: &str, harts: usize) -> PathBuf {
     let log = dir().join(format!("{name}-{}.log", std::process::id()));
     let out = Command::new(FTVM)
-        .args(["run", "--bios", "none", "--mem", "16M", "--kernel"])
+        .args([
+            "run",
+            "--bios",
+            "none",
+            "--mem",
+            "16M",
+            "--smp",
+            &harts.to_string(),
+        ])
+        .arg("--kernel")
         .arg(bin)
         .arg("--record")
         .arg(&log)
@@ -588,4 +602,56 @@ fn reverse_continue_and_reverse_stepi_on_a_replay() {
     assert!(text.contains("exited normally"), "{text}");
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "ABCDEFGHIJKLMNOPQRST");
+}
+
+/// Two harts are two gdb threads, each with its own registers; going back works across the
+/// multi-hart schedule, and the replay still ends through its digests.
+#[test]
+fn two_harts_are_two_threads_and_a_replay_of_them_goes_back() {
+    need_gdb();
+    let (elf, bin) = build("smp2", &[]);
+    let log = record_smp(&bin, "smp2", 2);
+    let plain = Command::new(FTVM).arg("replay").arg(&log).output().unwrap();
+    assert!(plain.status.success());
+    let s = serve(&[
+        "replay".as_ref(),
+        log.as_os_str(),
+        "--gdb".as_ref(),
+        "127.0.0.1:0".as_ref(),
+    ]);
+    let text = gdb(
+        &elf,
+        &s.addr,
+        &[
+            "break tick",
+            "continue",
+            "monitor icount",
+            "info threads",
+            "thread 2",
+            "info registers pc",
+            "thread 1",
+            "continue",
+            "continue",
+            "monitor icount",
+            "reverse-continue",
+            "reverse-continue",
+            "monitor icount",
+            "delete",
+            "continue",
+        ],
+    );
+    let (code, out, err) = s.wait();
+    assert!(text.contains("Thread 1.2"), "{text}");
+    assert!(
+        text.contains("[Switching to thread 2 (Thread 1.2)]"),
+        "{text}"
+    );
+    // Going back twice from the third hit is the first hit again: same hart, same icount.
+    let icounts: Vec<&str> = text.lines().filter(|l| l.contains(" icount ")).collect();
+    assert_eq!(icounts.len(), 3, "{text}");
+    assert_eq!(icounts[0], icounts[2], "{text}");
+    assert_ne!(icounts[0], icounts[1], "{text}");
+    assert!(text.contains("exited normally"), "{text}");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.as_bytes(), plain.stdout.as_slice());
 }
