@@ -54,12 +54,41 @@ pub struct Args {
     /// recording began. They are only read; the replayed writes stay in memory.
     #[arg(long, value_name = "file=PATH|nbd=ADDR[,...]")]
     pub drive: Vec<machine::DriveConfig>,
+    /// Serve one gdb client on HOST:PORT (`target remote HOST:PORT`): the replay waits for it
+    /// and stops before its first instruction. See docs/debugging.md.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub gdb: Option<String>,
+    /// With --gdb: stop before the first instruction (what a replay under gdb always does;
+    /// accepted for symmetry with `ftvm run`).
+    #[arg(long, requires = "gdb")]
+    pub gdb_wait: bool,
 }
 
 /// Runs the command; returns the process exit code.
 pub fn main(a: Args) -> i32 {
-    let r = replay(&a);
+    let mut stub = None;
+    // Console bytes printed so far: a pass replayed again after going back under gdb prints
+    // only what lies beyond them.
+    let mut printed = 0usize;
+    let r = loop {
+        let pass = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            replay(&a, &mut stub, &mut printed)
+        }));
+        match pass {
+            Ok(r) => break r,
+            // gdb went back: replay again from the start; the hook stops at the goal.
+            Err(p) if gdb::Stub::is_travel(&*p) => {
+                if let Some(s) = &stub {
+                    s.new_pass();
+                }
+            }
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    };
     let _ = std::io::stdout().flush();
+    if let Some(s) = stub {
+        s.finish(if r.is_ok() { 0 } else { 2 });
+    }
     match r {
         Ok(summary) => {
             if a.verbose {
@@ -84,11 +113,16 @@ fn next<R: std::io::Read>(r: &mut LogReader<R>) -> Result<Entry, ReplayError> {
     }
 }
 
-/// Prints what the guest wrote so far.
-fn print(out: &Outbox) {
+/// Prints what the guest wrote so far; `produced` counts this pass's bytes, `printed` those
+/// printed by every pass (a pass replayed again under gdb prints only what is new).
+fn print(out: &Outbox, produced: &mut usize, printed: &mut usize) {
     let bytes = out.take();
-    if !bytes.is_empty() {
-        let _ = std::io::stdout().lock().write_all(&bytes);
+    let start = *produced;
+    *produced += bytes.len();
+    if *produced > *printed {
+        let skip = printed.saturating_sub(start);
+        let _ = std::io::stdout().lock().write_all(&bytes[skip..]);
+        *printed = *produced;
     }
 }
 
@@ -112,7 +146,12 @@ fn write_snapshot(rp: &rr::Replayer, path: &std::path::Path) -> Result<(), Repla
     Ok(())
 }
 
-fn replay(a: &Args) -> Result<String, ReplayError> {
+fn replay(
+    a: &Args,
+    stub: &mut Option<gdb::Stub>,
+    printed: &mut usize,
+) -> Result<String, ReplayError> {
+    let mut produced = 0usize;
     let file = std::fs::File::open(&a.log).map_err(|source| ReplayError::Open {
         path: a.log.display().to_string(),
         source,
@@ -190,6 +229,11 @@ fn replay(a: &Args) -> Result<String, ReplayError> {
             }
         }
     }
+    if let Some(addr) = a.gdb.as_ref().filter(|_| stub.is_none()) {
+        let s = gdb::Stub::start(addr, rp.machine().harts(), true, true)
+            .map_err(|e| ReplayError::Content(e.to_string()))?;
+        *stub = Some(s);
+    }
     let mut snapshot = a.snapshot_out.clone().zip(a.snapshot_at);
     let mut entries = 0u64;
     loop {
@@ -208,7 +252,7 @@ fn replay(a: &Args) -> Result<String, ReplayError> {
             eprintln!("ftvm replay: icount {} {}", e.icount, e.event.name());
         }
         let end = rp.apply(e);
-        print(&out);
+        print(&out, &mut produced, printed);
         if end? {
             break;
         }

@@ -127,6 +127,13 @@ pub struct Args {
     /// of booting.
     #[arg(long, value_name = "FILE", conflicts_with = "record")]
     pub restore: Option<PathBuf>,
+    /// Serve one gdb client on HOST:PORT (`target remote HOST:PORT`); the guest runs until it
+    /// connects, then stops for it. See docs/debugging.md.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub gdb: Option<String>,
+    /// With --gdb: wait for the client before the first instruction.
+    #[arg(long, requires = "gdb")]
+    pub gdb_wait: bool,
 }
 
 /// Writes what the guest wrote to stdout.
@@ -270,6 +277,16 @@ pub fn main(a: Args) -> i32 {
         },
         _ => None,
     };
+    let stub = match &a.gdb {
+        Some(addr) => match gdb::Stub::start(addr, m.harts(), a.gdb_wait, false) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("ftvm run: {e}");
+                return 2;
+            }
+        },
+        None => None,
+    };
     // Snapshots taken on SIGUSR1 while recording, numbered from 1.
     let mut signal_snapshots = 0u32;
     term::catch_signals();
@@ -364,6 +381,9 @@ pub fn main(a: Args) -> i32 {
         }
     };
     drop(raw);
+    if let Some(s) = stub {
+        s.finish(u8::try_from(code).unwrap_or(1));
+    }
     if a.stats {
         let secs = started.elapsed().as_secs_f64();
         eprintln!(

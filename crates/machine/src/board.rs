@@ -269,6 +269,10 @@ impl Bus for Board {
     fn mtime(&mut self, _hartid: usize, icount: u64) -> u64 {
         self.clint.mtime(self.raw_time(icount))
     }
+
+    fn clock_icount(&self, _hartid: usize, icount: u64) -> Option<u64> {
+        Some(self.slice.0.wrapping_add(icount.wrapping_sub(self.slice.1)))
+    }
 }
 
 #[cfg(test)]

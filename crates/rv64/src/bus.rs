@@ -14,6 +14,12 @@ pub trait Bus {
     fn write(&mut self, hartid: usize, icount: u64, paddr: u64, size: u8, val: u64) -> bool;
     /// The value of the `time` CSR (the CLINT's `mtime`) at `icount` of hart `hartid`.
     fn mtime(&mut self, hartid: usize, icount: u64) -> u64;
+    /// The machine-wide icount (the log's clock) when hart `hartid` stands at `icount` inside
+    /// the current run call, if the bus knows it. For debuggers only.
+    fn clock_icount(&self, hartid: usize, icount: u64) -> Option<u64> {
+        let _ = (hartid, icount);
+        None
+    }
 }
 
 /// A bus with nothing on it: every access faults and time is the instruction count.

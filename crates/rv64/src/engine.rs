@@ -64,6 +64,14 @@ impl Hart {
     /// the budget is used up, the hart waits for an interrupt, or it wrote to a device. Exactly
     /// `max` steps unless it waits or touches a device, on either engine.
     pub fn run<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, max: u64) -> Exit {
+        if crate::debug::active() {
+            return self.run_debug(ram, bus, max);
+        }
+        self.run_engine(ram, bus, max)
+    }
+
+    /// [`Hart::run`] on the hart's engine, without a debugger.
+    pub(crate) fn run_engine<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, max: u64) -> Exit {
         #[cfg(target_arch = "x86_64")]
         if let Some(mut t) = self.translator.take() {
             let exit = match t.downcast_mut::<crate::jit::Jit>() {

@@ -8,6 +8,7 @@
 
 pub mod bus;
 pub mod csr;
+pub mod debug;
 pub mod decode;
 pub mod engine;
 mod exec;
