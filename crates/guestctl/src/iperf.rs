@@ -232,10 +232,16 @@ mod tests {
         assert_eq!(r.retransmits, Some(12));
         assert!((r.mbps() - 46.0).abs() < 1e-9);
         assert_eq!(r.longest_stall(), 2);
-        assert!(r.carried_on_after(1), "2 of 4 intervals moved, the last one too");
+        assert!(
+            r.carried_on_after(1),
+            "2 of 4 intervals moved, the last one too"
+        );
         let mut stopped = r.clone();
         stopped.intervals[4] = 0.0;
-        assert!(!stopped.carried_on_after(1), "the last interval moved nothing");
+        assert!(
+            !stopped.carried_on_after(1),
+            "the last interval moved nothing"
+        );
         assert!(!stopped.carried_on_after(10), "nothing after the end");
     }
 
