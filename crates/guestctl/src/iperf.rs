@@ -120,16 +120,12 @@ impl Run {
     pub fn finish(mut self) -> Result<Report, IperfError> {
         let grace = Duration::from_secs(120);
         let deadline = self.started + Duration::from_secs(self.seconds) + grace;
-        while self.child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                return Err(IperfError::Hung {
-                    grace: grace.as_secs(),
-                    run: self.seconds,
-                });
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        if !crate::wait_or_kill(&mut self.child, deadline) {
+            let _ = self.child.wait();
+            return Err(IperfError::Hung {
+                grace: grace.as_secs(),
+                run: self.seconds,
+            });
         }
         let out = self.child.wait_with_output().map_err(IperfError::Spawn)?;
         Report::parse(out.status.success(), &out.stdout)

@@ -241,6 +241,20 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Waits until `child` exits or `deadline` passes; then kills it and returns false (the caller
+/// reads what it printed). For clients run for a set time (pgbench, iperf3) whose connection
+/// could hang.
+pub fn wait_or_kill(child: &mut std::process::Child, deadline: std::time::Instant) -> bool {
+    while child.try_wait().ok().flatten().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -225,19 +225,15 @@ impl Bench {
         // it forever.
         let grace = Duration::from_secs(180);
         let deadline = self.started + Duration::from_secs(self.seconds) + grace;
-        while self.child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let out = self.child.wait_with_output();
-                return Err(PgError::Hung {
-                    secs: grace.as_secs(),
-                    run: self.seconds,
-                    stderr: out
-                        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
-                        .unwrap_or_default(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        if !crate::wait_or_kill(&mut self.child, deadline) {
+            let out = self.child.wait_with_output();
+            return Err(PgError::Hung {
+                secs: grace.as_secs(),
+                run: self.seconds,
+                stderr: out
+                    .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                    .unwrap_or_default(),
+            });
         }
         let out = self
             .child
