@@ -198,12 +198,28 @@ pub fn is_unreachable(e: &etcd_client::Error) -> bool {
     use etcd_client::Error as E;
     match e {
         E::TransportError(_) | E::IoError(_) | E::EndpointError(_) => true,
-        E::GRpcStatus(s) => matches!(
-            s.code(),
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
-        ),
+        E::GRpcStatus(s) => {
+            matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+            ) || (s.code() == tonic::Code::Unknown && caused_by_the_connection(s))
+        }
         _ => false,
     }
+}
+
+/// Whether a status with no gRPC meaning (`Unknown`) came from the connection itself: a
+/// request on a connection the server reset (etcd killed mid-call) surfaces as `Unknown`,
+/// "transport error", with the I/O error somewhere in its sources.
+fn caused_by_the_connection(s: &tonic::Status) -> bool {
+    let mut cause = std::error::Error::source(s);
+    while let Some(c) = cause {
+        if c.is::<std::io::Error>() || c.to_string().contains("transport error") {
+            return true;
+        }
+        cause = c.source();
+    }
+    s.message() == "transport error"
 }
 
 fn classify(
@@ -238,6 +254,14 @@ mod tests {
         assert!(is_unreachable(&down));
         let no = etcd_client::Error::GRpcStatus(tonic::Status::permission_denied("no"));
         assert!(!is_unreachable(&no));
+        // etcd killed mid-call: `Unknown`, "transport error", a reset connection underneath.
+        let mut reset = tonic::Status::unknown("transport error");
+        reset.set_source(std::sync::Arc::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        assert!(is_unreachable(&etcd_client::Error::GRpcStatus(reset)));
+        let odd = tonic::Status::unknown("the server said something odd");
+        assert!(!is_unreachable(&etcd_client::Error::GRpcStatus(odd)));
         let e = classify("http://x:1", Duration::from_secs(1), "reading", no);
         assert!(matches!(e, EtcdError::Refused { .. }), "{e}");
         assert!(e.to_string().contains("refused reading"), "{e}");
