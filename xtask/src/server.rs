@@ -75,9 +75,7 @@ pub struct Booted {
 impl Drop for Booted {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.work);
-        let _ = std::fs::remove_file(
-            std::env::temp_dir().join(format!("ftvm-passt-{}.sock", std::process::id())),
-        );
+        let _ = std::fs::remove_file(passt_sock());
     }
 }
 
@@ -98,6 +96,13 @@ impl Booted {
             of,
         )
     }
+}
+
+/// passt's socket for `--on alone`: directly in the temporary directory, because passt runs
+/// as nobody once started as root and cannot create its socket in a directory only root may
+/// write (it says it bound the socket, but none appears).
+fn passt_sock() -> PathBuf {
+    std::env::temp_dir().join(format!("ftvm-passt-{}.sock", std::process::id()))
 }
 
 /// Checks the options, installs what is missing, builds the guest and ftvm, and boots the
@@ -165,10 +170,7 @@ fn start(
             kids.0.push(c);
         }
         On::Alone => {
-            // Directly in the temporary directory: passt runs as nobody once started as root,
-            // and cannot create its socket in a directory only root may write (it says it bound
-            // the socket, but none appears).
-            let sock = std::env::temp_dir().join(format!("ftvm-passt-{}.sock", std::process::id()));
+            let sock = passt_sock();
             let _ = std::fs::remove_file(&sock);
             let passt = Command::new("passt")
                 .args(["-f", "-q", "-s"])
