@@ -48,16 +48,41 @@ pub struct Common {
     pub mem: String,
 }
 
-/// Kills the processes it holds when dropped, however the run ends.
+/// Kills the processes it holds when dropped, however the run ends: each was started as the
+/// leader of its own process group ([`own_group`]), and the whole group goes, so the VMs and
+/// passt that `ftvm pair` started do not outlive a run that failed.
 struct Kids(Vec<Child>);
 
 impl Drop for Kids {
     fn drop(&mut self) {
         for c in &mut self.0 {
+            if let Ok(pid) = i32::try_from(c.id()) {
+                // SAFETY: kill(2) on the process group of a child this run started (own_group).
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
     }
+}
+
+/// Starts `c` as the leader of a new process group, for [`Kids`] to kill as a whole, and
+/// killed by the kernel if this process dies first (a SIGTERM or SIGKILL runs no `Drop`).
+/// (Children are started from the main thread only, whose end is the process's: the
+/// parent-death signal fires when the spawning thread ends.)
+fn own_group(c: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec only prctl, which is async-signal-safe; nothing is
+    // allocated or locked.
+    unsafe {
+        c.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    c.process_group(0)
 }
 
 /// The guest, booting: its processes, the host port forwarded to its server, and the
@@ -151,7 +176,7 @@ fn start(
     let mut consoles = Vec::new();
     match a.on {
         On::Qemu => {
-            let c = Command::new("qemu-system-riscv64")
+            let c = own_group(&mut Command::new("qemu-system-riscv64"))
                 .args(["-M", "virt", "-m", &a.mem, "-nographic", "-bios", FW_JUMP])
                 .arg("-kernel")
                 .arg(&g.kernel)
@@ -172,7 +197,7 @@ fn start(
         On::Alone => {
             let sock = passt_sock();
             let _ = std::fs::remove_file(&sock);
-            let passt = Command::new("passt")
+            let passt = own_group(&mut Command::new("passt"))
                 .args(["-f", "-q", "-s"])
                 .arg(&sock)
                 .args(["-t", &format!("{port}:{guest_port}")])
@@ -187,7 +212,7 @@ fn start(
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let vm = Command::new(ftvm)
+            let vm = own_group(&mut Command::new(ftvm))
                 .arg("run")
                 .args(vm_args(a, g, &disk))
                 .arg("--netdev")
@@ -210,10 +235,14 @@ fn start(
                 .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut k))
                 .context("reading /dev/urandom")?;
             std::fs::write(&console_key, k).context("writing the console key")?;
-            let pair = Command::new(ftvm)
+            let pair = own_group(&mut Command::new(ftvm))
                 .arg("pair")
                 .arg("--console-key-file")
                 .arg(&console_key)
+                // This run's own arbiter: claims left by other pairs of a VM named alike
+                // (the default /tmp/ftvm-arbiter) are not this run's business.
+                .arg("--arbiter")
+                .arg(format!("file:{}", work.join("arbiter").display()))
                 .args(vm_args(a, g, &disk))
                 .args(["--forward", &format!("{port}:{guest_port}")])
                 .args(["--disk-mode", &a.disk_mode, "--disk-reads", &a.disk_reads])

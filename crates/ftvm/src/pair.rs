@@ -153,6 +153,33 @@ fn pair_flags(p: &PairArgs, keys: &KeyFiles) -> Vec<String> {
     ]
 }
 
+/// A command for one side of the pair: this process's engine, and killed by the kernel if the
+/// pair dies without cleaning up (SIGKILL), so that no VM outlives its pair. (The pair starts
+/// its VMs from its main thread only, whose end is the process's: the parent-death signal
+/// fires when the spawning thread ends.)
+fn vm_process(exe: &std::path::Path) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(exe);
+    c.env(crate::ENGINE_ENV, crate::engine().name());
+    let parent = std::process::id();
+    // SAFETY: between fork and exec only async-signal-safe calls (prctl, getppid); nothing is
+    // allocated or locked.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The pair may have died before the call: nothing would signal us then.
+            // (A raw OS error: nothing may be allocated here.)
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    c
+}
+
 /// Kills the children when the pair ends, however it ends.
 struct Children(Vec<(String, Child)>);
 
@@ -244,8 +271,7 @@ impl Healer {
             "ftvm pair: the primary is gone; starting backup #{} on {listen} to protect the new primary again",
             self.done
         );
-        let child = Command::new(&self.exe)
-            .env(crate::ENGINE_ENV, crate::engine().name())
+        let child = vm_process(&self.exe)
             .arg("backup")
             .args(&self.vm[1])
             .args(&self.common)
@@ -365,9 +391,8 @@ pub fn run(a: PairCmdArgs) -> anyhow::Result<i32> {
         }
     }
     let net = net_flags(&a.net);
-    let mut backup = Command::new(&exe);
+    let mut backup = vm_process(&exe);
     backup
-        .env(crate::ENGINE_ENV, crate::engine().name())
         .arg("backup")
         .args(vm_flags(&backup_vm))
         .args(&net)
@@ -377,9 +402,8 @@ pub fn run(a: PairCmdArgs) -> anyhow::Result<i32> {
         "backup".into(),
         backup.spawn().context("cannot start the backup")?,
     ));
-    let mut primary = Command::new(&exe);
+    let mut primary = vm_process(&exe);
     primary
-        .env(crate::ENGINE_ENV, crate::engine().name())
         .arg("primary")
         .args(vm_flags(&a.vm))
         .args(&net)

@@ -410,7 +410,8 @@ pub fn main(a: Args) -> i32 {
             eprintln!(
                 "ftvm run: network: {} frames received ({} dropped too large for the buffer), \
                  {} sent ({} malformed); host side: {} queued, {} oversized, {} runts, {} \
-                 truncated, {} dropped on a full queue, {} not sent",
+                 truncated, {} dropped on a full queue, {} not sent, {} dropped on a full \
+                 transmit queue",
                 dev.rx_frames,
                 dev.rx_oversized,
                 dev.tx_frames,
@@ -420,7 +421,8 @@ pub fn main(a: Args) -> i32 {
                 host.rx_runts,
                 host.rx_truncated,
                 host.rx_queue_full,
-                host.tx_dropped
+                host.tx_dropped,
+                host.tx_queue_full
             );
         }
     }

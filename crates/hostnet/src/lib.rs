@@ -41,6 +41,10 @@ pub const MAX_FRAME: usize = machine::virtio::net::MAX_FRAME;
 /// Frames received and not yet taken by the guest; more are dropped (and counted), as a NIC
 /// whose ring is full drops them.
 pub const RX_QUEUE_FRAMES: usize = 512;
+/// Frames the guest sent that a stream backend's writer has not written yet; more are dropped
+/// (and counted), as a NIC drops what its full transmit ring cannot take. The guest never
+/// waits for the host end: see [`stream`](crate::stream).
+pub const TX_QUEUE_FRAMES: usize = 1024;
 
 /// Errors opening a host network backend.
 #[derive(Debug, thiserror::Error)]

@@ -26,6 +26,9 @@ pub struct HostNetStats {
     pub tx_frames: u64,
     /// Frames that could not be sent (the connection failed or was closed).
     pub tx_dropped: u64,
+    /// Frames dropped because [`crate::TX_QUEUE_FRAMES`] were still waiting to be written (a
+    /// stream whose peer does not read).
+    pub tx_queue_full: u64,
     /// Times a stream backend connected again after its connection ended.
     pub reconnects: u64,
     /// Why the connection ended, once it has.
@@ -42,6 +45,7 @@ pub(crate) struct Counters {
     pub rx_queue_full: AtomicU64,
     pub tx_frames: AtomicU64,
     pub tx_dropped: AtomicU64,
+    pub tx_queue_full: AtomicU64,
     pub reconnects: AtomicU64,
 }
 
@@ -172,6 +176,7 @@ impl Shared {
             rx_queue_full: l(&c.rx_queue_full),
             tx_frames: l(&c.tx_frames),
             tx_dropped: l(&c.tx_dropped),
+            tx_queue_full: l(&c.tx_queue_full),
             reconnects: l(&c.reconnects),
             closed: self.closed.lock().ok().and_then(|c| c.clone()),
         }

@@ -5,10 +5,18 @@
 //! above [`crate::MAX_FRAME`] is skipped (its bytes read and thrown away, so the stream stays
 //! in step) and counted; a stream that ends inside a length prefix or a frame counts one
 //! truncated frame; the end of the stream, or an error, closes the backend, which is then
-//! reported by [`StreamBackend::closed`] and counted per frame the guest still sends. A
-//! frame's length prefix and bytes go out in one write, with a write timeout so that a stuck
-//! peer cannot hold the machine for long; a failed or timed-out write closes the connection
-//! (its framing can no longer be trusted).
+//! reported by [`StreamBackend::closed`] and counted per frame the guest still sends.
+//!
+//! Frames the guest sends go into a bounded queue that a writer thread writes out (several
+//! frames per write when they have piled up): the machine never waits for the peer. It must
+//! not: the reader stops reading while the guest's receive queue is full (so that the peer's
+//! own flow control holds data back instead of frames being lost), and passt, blocked writing
+//! the rest of a frame to us, reads nothing meanwhile. A machine that waited in a write to
+//! passt would then never drain its receive queue, and both would stand still until the write
+//! timed out (whole seconds without traffic, seen after failovers). When the queue is full,
+//! frames are dropped and counted, as a NIC's full transmit ring drops them. A write still has
+//! a timeout; a failed or timed-out write closes the connection (its framing can no longer be
+//! trusted).
 //!
 //! A backend that connected to an address itself ([`StreamBackend::connect`]) connects again
 //! when the connection ends, every 10 ms at first and then at most every second, until it is
@@ -21,16 +29,20 @@
 use crate::rx::{bump, Monitor, Shared};
 use crate::{HostNetError, StreamAddr, MAX_FRAME};
 use machine::virtio::NetBackend;
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// How long one frame's write may take before the connection is given up.
+/// How long one write may take before the connection is given up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// At most this many bytes of queued frames go out in one write.
+const WRITE_BATCH: usize = 256 << 10;
 
 /// The first wait before connecting again, doubled after each failure up to [`RECONNECT_MAX`].
 const RECONNECT_FIRST: Duration = Duration::from_millis(10);
@@ -84,18 +96,30 @@ impl Write for Sock {
     }
 }
 
+/// The connection frames are written to, and how many times the reader has replaced it.
+struct Conn {
+    sock: Sock,
+    generation: u64,
+}
+
+/// Framed frames (length prefix and bytes) waiting for the writer thread.
+#[derive(Default)]
+struct TxQueue {
+    frames: Mutex<VecDeque<Vec<u8>>>,
+    more: Condvar,
+}
+
 /// A network backend on a stream socket (passt, `qemu -netdev stream,server=on`, ...).
 pub struct StreamBackend {
-    /// The connection frames are written to; the reader swaps in a new one when it reconnects.
-    sock: Arc<Mutex<Sock>>,
-    /// Set when the backend is dropped: the reader stops instead of connecting again.
+    /// The connection; the reader swaps in a new one when it reconnects.
+    conn: Arc<Mutex<Conn>>,
+    /// Set when the backend is dropped: the reader stops instead of connecting again, and the
+    /// writer ends.
     stop: Arc<AtomicBool>,
-    /// Whether a failed write may be retried on a new connection (the backend has an address).
-    reconnects: bool,
     shared: Arc<Shared>,
+    tx: Arc<TxQueue>,
     reader: Option<JoinHandle<()>>,
-    out: Vec<u8>,
-    what: String,
+    writer: Option<JoinHandle<()>>,
 }
 
 impl StreamBackend {
@@ -124,26 +148,47 @@ impl StreamBackend {
             .map_err(HostNetError::Setup)?;
         let shared = Shared::new();
         let rd = sock.try_clone().map_err(HostNetError::Setup)?;
-        let sock = Arc::new(Mutex::new(sock));
+        let conn = Arc::new(Mutex::new(Conn {
+            sock,
+            generation: 0,
+        }));
         let stop = Arc::new(AtomicBool::new(false));
+        let tx = Arc::new(TxQueue::default());
         let reconnects = addr.is_some();
-        let reader = {
-            let (sh, wr, stop) = (Arc::clone(&shared), Arc::clone(&sock), Arc::clone(&stop));
+        let writer = {
+            let (sh, conn, stop, tx) = (
+                Arc::clone(&shared),
+                Arc::clone(&conn),
+                Arc::clone(&stop),
+                Arc::clone(&tx),
+            );
             let name = what.clone();
             std::thread::Builder::new()
-                .name("ftvm-netdev-stream".into())
-                .spawn(move || read_and_reconnect(rd, &sh, &wr, &stop, addr.as_ref(), &name))
+                .name("ftvm-netdev-tx".into())
+                .spawn(move || write_frames(&tx, &sh, &conn, &stop, reconnects, &name))
                 .map_err(HostNetError::Setup)?
         };
-        Ok(StreamBackend {
-            sock,
+        let mut backend = StreamBackend {
+            conn,
             stop,
-            reconnects,
             shared,
-            reader: Some(reader),
-            out: Vec::new(),
-            what,
-        })
+            tx,
+            reader: None,
+            writer: Some(writer),
+        };
+        // (Dropping `backend` on an error below stops the writer.)
+        let (sh, wr, stop) = (
+            Arc::clone(&backend.shared),
+            Arc::clone(&backend.conn),
+            Arc::clone(&backend.stop),
+        );
+        backend.reader = Some(
+            std::thread::Builder::new()
+                .name("ftvm-netdev-stream".into())
+                .spawn(move || read_and_reconnect(rd, &sh, &wr, &stop, addr.as_ref(), &what))
+                .map_err(HostNetError::Setup)?,
+        );
+        Ok(backend)
     }
 
     /// A handle on the counters that stays valid after the backend is given away.
@@ -177,7 +222,7 @@ fn connect_sock(addr: &StreamAddr) -> io::Result<Sock> {
 fn read_and_reconnect(
     mut rd: Sock,
     sh: &Shared,
-    wr: &Mutex<Sock>,
+    wr: &Mutex<Conn>,
     stop: &AtomicBool,
     addr: Option<&StreamAddr>,
     name: &str,
@@ -199,7 +244,8 @@ fn read_and_reconnect(
             match fresh {
                 Ok((r, w)) => {
                     if let Ok(mut g) = wr.lock() {
-                        *g = w;
+                        g.sock = w;
+                        g.generation += 1;
                     }
                     bump(&sh.counters.reconnects);
                     break r;
@@ -264,7 +310,75 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(done)
 }
 
+/// The writer thread: writes queued frames out in order, several per write, until the backend
+/// is dropped. It writes on its own copy of the connection's socket, taken again whenever the
+/// reader has connected anew, so that nobody waits for the connection's lock during a write.
+fn write_frames(
+    tx: &TxQueue,
+    sh: &Shared,
+    conn: &Mutex<Conn>,
+    stop: &AtomicBool,
+    reconnects: bool,
+    name: &str,
+) {
+    let mut mine: Option<(u64, Sock)> = None;
+    let mut batch = Vec::new();
+    loop {
+        let mut n = 0u64;
+        batch.clear();
+        {
+            let Ok(mut q) = tx.frames.lock() else { return };
+            while q.is_empty() && !stop.load(Ordering::SeqCst) {
+                q = match tx.more.wait(q) {
+                    Ok(q) => q,
+                    Err(_) => return,
+                };
+            }
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            while let Some(f) = q.front() {
+                if n > 0 && batch.len() + f.len() > WRITE_BATCH {
+                    break;
+                }
+                batch.extend_from_slice(f);
+                q.pop_front();
+                n += 1;
+            }
+        }
+        let generation = match conn.lock() {
+            Ok(c) => {
+                if mine.as_ref().is_none_or(|(g, _)| *g != c.generation) {
+                    mine = c.sock.try_clone().ok().map(|s| (c.generation, s));
+                }
+                c.generation
+            }
+            Err(_) => return,
+        };
+        let written = match &mut mine {
+            Some((g, s)) if *g == generation => s.write_all(&batch),
+            _ => Err(io::Error::other("the socket could not be duplicated")),
+        };
+        match written {
+            Ok(()) => sh.counters.tx_frames.fetch_add(n, Ordering::Relaxed),
+            Err(e) => {
+                sh.counters.tx_dropped.fetch_add(n, Ordering::Relaxed);
+                // Its framing can no longer be trusted: end this connection. A backend with
+                // an address connects again (the reader sees the end); one without is closed.
+                if !reconnects {
+                    sh.close(format!("{name}: write failed: {e}"));
+                }
+                if let Some((_, s)) = &mine {
+                    s.shutdown();
+                }
+                0
+            }
+        };
+    }
+}
+
 impl NetBackend for StreamBackend {
+    /// Queues the frame for the writer thread; never waits for the peer.
     fn transmit(&mut self, frame: &[u8]) {
         let Ok(len) = u32::try_from(frame.len()) else {
             bump(&self.shared.counters.tx_dropped);
@@ -274,26 +388,20 @@ impl NetBackend for StreamBackend {
             bump(&self.shared.counters.tx_dropped);
             return;
         }
-        self.out.clear();
-        self.out.extend_from_slice(&len.to_be_bytes());
-        self.out.extend_from_slice(frame);
-        let Ok(mut sock) = self.sock.lock() else {
+        let Ok(mut q) = self.tx.frames.lock() else {
             bump(&self.shared.counters.tx_dropped);
             return;
         };
-        match sock.write_all(&self.out) {
-            Ok(()) => bump(&self.shared.counters.tx_frames),
-            Err(e) => {
-                bump(&self.shared.counters.tx_dropped);
-                // Its framing can no longer be trusted: end this connection. A backend with
-                // an address connects again (the reader sees the end); one without is closed.
-                if !self.reconnects {
-                    self.shared
-                        .close(format!("{}: write failed: {e}", self.what));
-                }
-                sock.shutdown();
-            }
+        if q.len() >= crate::TX_QUEUE_FRAMES {
+            bump(&self.shared.counters.tx_queue_full);
+            return;
         }
+        let mut out = Vec::with_capacity(4 + frame.len());
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(frame);
+        q.push_back(out);
+        drop(q);
+        self.tx.more.notify_one();
     }
 
     fn receive(&mut self) -> Option<Vec<u8>> {
@@ -307,12 +415,16 @@ impl NetBackend for StreamBackend {
 
 impl Drop for StreamBackend {
     fn drop(&mut self) {
-        // The reader sees the end of the stream and, told to stop, does not connect again.
+        // The reader sees the end of the stream and, told to stop, does not connect again; the
+        // writer, woken, ends (a write under way fails on the shut-down socket).
         self.stop.store(true, Ordering::SeqCst);
-        if let Ok(s) = self.sock.lock() {
-            s.shutdown();
+        if let Ok(c) = self.conn.lock() {
+            c.sock.shutdown();
         }
-        if let Some(t) = self.reader.take() {
+        if let Ok(_q) = self.tx.frames.lock() {
+            self.tx.more.notify_all();
+        }
+        for t in [self.reader.take(), self.writer.take()].into_iter().flatten() {
             let _ = t.join();
         }
     }
@@ -351,7 +463,84 @@ mod tests {
         let mut got = vec![0; 46];
         peer.read_exact(&mut got).unwrap();
         assert_eq!(got, frame(42, 9));
-        assert_eq!(b.monitor().stats().tx_frames, 1);
+        wait_for("one frame sent", || b.monitor().stats().tx_frames == 1);
+    }
+
+    /// The machine never waits for a peer that does not read: frames beyond the transmit
+    /// queue are dropped and counted, the connection stays up, and what was queued arrives in
+    /// order once the peer reads.
+    #[test]
+    fn a_peer_that_does_not_read_never_holds_the_machine() {
+        let (a, mut peer) = UnixStream::pair().unwrap();
+        let mut b = StreamBackend::from_unix(a).unwrap();
+        // Far more than the socket's buffer and the queue hold; a blocking transmit would sit
+        // out the write timeout and then close the connection.
+        let n = 4 * crate::TX_QUEUE_FRAMES + 4096;
+        for i in 0..n {
+            b.transmit(&[(i % 251) as u8; 1500]);
+        }
+        assert!(b.closed().is_none(), "{:?}", b.closed());
+        let dropped = b.monitor().stats().tx_queue_full;
+        assert!(dropped > 0, "the queue should have overflowed");
+        let mut got = Vec::new();
+        let mut buf = vec![0; 4 + 1500];
+        peer.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        while peer.read_exact(&mut buf).is_ok() {
+            assert_eq!(&buf[..4], &1500u32.to_be_bytes(), "framing kept");
+            got.push(buf[4]);
+        }
+        assert_eq!(got.len() as u64 + dropped, n as u64);
+        // In order: the first frames went out whole, then the queue's, never reordered.
+        assert!(got.iter().take(16).enumerate().all(|(i, &v)| v == i as u8));
+        assert!(b.closed().is_none(), "{:?}", b.closed());
+        wait_for("counted", || b.monitor().stats().tx_frames == got.len() as u64);
+    }
+
+    /// The stall seen after failovers: the peer (as passt does) finishes writing a frame to
+    /// us before it reads anything, while nothing takes our received frames (the guest is not
+    /// running); the machine's transmissions meanwhile must not wait for the peer, or neither
+    /// side moves until the write times out.
+    #[test]
+    fn sending_while_the_peer_is_blocked_writing_to_us() {
+        let (a, peer) = UnixStream::pair().unwrap();
+        let mut b = StreamBackend::from_unix(a).unwrap();
+        let mut w = peer.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            // Enough to fill our receive queue and both socket buffers.
+            for i in 0..(crate::RX_QUEUE_FRAMES * 8) {
+                if w.write_all(&frame(1500, i as u8)).is_err() {
+                    return false;
+                }
+            }
+            true
+        });
+        wait_for("the receive queue full", || {
+            b.monitor().stats().rx_frames == crate::RX_QUEUE_FRAMES as u64
+        });
+        // (A transmit that waited for the peer would sit out the write timeout and then close
+        // the connection, which is what is checked.)
+        for _ in 0..crate::TX_QUEUE_FRAMES {
+            b.transmit(&[1; 1500]);
+        }
+        assert!(b.closed().is_none(), "{:?}", b.closed());
+        // The guest runs again: everything arrives.
+        let mut taken = 0;
+        wait_for("every frame received", || {
+            while b.receive().is_some() {
+                taken += 1;
+            }
+            taken == crate::RX_QUEUE_FRAMES * 8
+        });
+        assert!(writer.join().unwrap());
+        let mut r = peer;
+        r.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = vec![0; 4 + 1500];
+        for _ in 0..crate::TX_QUEUE_FRAMES {
+            r.read_exact(&mut buf).unwrap();
+        }
+        assert_eq!(b.monitor().stats().tx_queue_full, 0);
+        assert!(b.closed().is_none(), "{:?}", b.closed());
     }
 
     #[test]
