@@ -49,7 +49,7 @@ pub enum ReplayError {
     Restore(#[from] machine::snapshot::SnapshotError),
     /// the host's disks given for going live do not fit the replayed machine
     #[error("cannot go live with these disks: {0}")]
-    LiveDisks(String),
+    LiveDisks(LiveDiskError),
     /// the log's disk reads are logged by digest and the disk's image was not given
     #[error(
         "the log reads disk {drive} itself (recorded with --disk-reads own: its disk reads \
@@ -67,6 +67,37 @@ pub enum ReplayError {
         icount: u64,
         /// What differs.
         what: String,
+    },
+}
+
+/// Why the host's disks cannot take over from the replayed ones ([`ReplayError::LiveDisks`]).
+#[derive(Debug, thiserror::Error)]
+pub enum LiveDiskError {
+    /// not as many disks as the log has
+    #[error("{given} disks given, the log has {logged}")]
+    Count {
+        /// Disks given.
+        given: usize,
+        /// Disks in the log.
+        logged: usize,
+    },
+    /// a disk's size differs from the logged one's
+    #[error("disk {drive} has {given} bytes, the logged one {logged}")]
+    Size {
+        /// Which disk.
+        drive: usize,
+        /// Its size.
+        given: u64,
+        /// The logged disk's size.
+        logged: u64,
+    },
+    /// an unconfirmed write could not be issued again on the host's disk
+    #[error("re-issuing a write at offset {offset}: {source}")]
+    Reissue {
+        /// Where it writes.
+        offset: u64,
+        /// The host's error.
+        source: std::io::Error,
     },
 }
 
@@ -636,20 +667,19 @@ impl Replayer {
     /// Checks that `disks` match the logged drives in number and size.
     fn check_disks(&self, disks: &[Box<dyn BlockBackend>]) -> Result<(), ReplayError> {
         if disks.len() != self.config.drives.len() {
-            return Err(ReplayError::LiveDisks(format!(
-                "{} disks given, the log has {}",
-                disks.len(),
-                self.config.drives.len()
-            )));
+            return Err(ReplayError::LiveDisks(LiveDiskError::Count {
+                given: disks.len(),
+                logged: self.config.drives.len(),
+            }));
         }
         let sectors = |n: u64| n / machine::virtio::block::SECTOR_SIZE;
         for (i, (d, shape)) in disks.iter().zip(&self.config.drives).enumerate() {
             if sectors(d.len()) != sectors(shape.capacity) {
-                return Err(ReplayError::LiveDisks(format!(
-                    "disk {i} has {} bytes, the logged one {}",
-                    d.len(),
-                    shape.capacity
-                )));
+                return Err(ReplayError::LiveDisks(LiveDiskError::Size {
+                    drive: i,
+                    given: d.len(),
+                    logged: shape.capacity,
+                }));
             }
         }
         Ok(())
@@ -759,8 +789,8 @@ impl Replayer {
                     Some(data) => d.write_at(offset, data),
                     None => d.flush(),
                 };
-                r.map_err(|e| {
-                    ReplayError::LiveDisks(format!("re-issuing a write at offset {offset}: {e}"))
+                r.map_err(|source| {
+                    ReplayError::LiveDisks(LiveDiskError::Reissue { offset, source })
                 })?;
                 n += 1;
                 bytes += data.map_or(0, |d| d.len());
@@ -894,6 +924,44 @@ mod tests {
         let mut p = Prologue::new(r.header());
         while !p.feed(&r.next_entry().unwrap().unwrap()).unwrap() {}
         (p.into_replayer(Outbox::default()).unwrap(), r)
+    }
+
+    #[test]
+    fn live_disks_must_match_the_logged_ones_in_number_and_size() {
+        let (log, img) = digest_log("live-disks");
+        let (mut rp, _) = replayer_of(&log);
+        let e = rp.set_live_disks(Vec::new()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ReplayError::LiveDisks(LiveDiskError::Count {
+                    given: 0,
+                    logged: 1
+                })
+            ),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "cannot go live with these disks: 0 disks given, the log has 1"
+        );
+        let small = img.with_extension("small");
+        std::fs::write(&small, vec![0u8; 4096]).unwrap();
+        let d = hostblk::FileBackend::open(&small, true).unwrap();
+        let e = rp.set_live_disks(vec![Box::new(d)]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ReplayError::LiveDisks(LiveDiskError::Size {
+                    drive: 0,
+                    given: 4096,
+                    logged: 65536
+                })
+            ),
+            "{e}"
+        );
+        let d = hostblk::FileBackend::open(&img, true).unwrap();
+        rp.set_live_disks(vec![Box::new(d)]).unwrap();
     }
 
     #[test]
