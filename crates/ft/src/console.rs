@@ -372,8 +372,7 @@ impl Endpoint {
                         return;
                     }
                 };
-                self.lock().controls.push_back(c);
-                self.work_arrived();
+                self.ask(c);
                 let _ = w.write_all(b"OK\n");
             }
             ["CONSOLE", off] => {
@@ -513,6 +512,19 @@ impl Endpoint {
     /// Clears a wake-up (the run loop is about to run the devices).
     pub fn take_kick(&self) -> bool {
         std::mem::take(&mut self.lock().kicked)
+    }
+
+    /// Asks the run loop for a control operation (an operator's `CONTROL` line).
+    pub(crate) fn ask(&self, c: Control) {
+        self.lock().controls.push_back(c);
+        self.work_arrived();
+    }
+
+    /// Input typed by the current client, as its input thread queues it (tests: no socket).
+    #[cfg(test)]
+    pub(crate) fn type_input(&self, b: &[u8]) {
+        self.lock().input.extend(b);
+        self.work_arrived();
     }
 
     /// The control operations asked for since the last call.

@@ -23,7 +23,7 @@ pub mod noise;
 #[cfg(test)]
 mod pair_tests;
 pub mod primary;
-mod protect;
+pub mod protect;
 pub mod status;
 pub mod throttle;
 pub mod transport;

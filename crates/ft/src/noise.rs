@@ -60,7 +60,66 @@ pub enum FrameError {
     Unauthentic,
     /// an authenticated message is malformed, or a record's length is impossible
     #[error("malformed frame: {0}")]
-    Malformed(String),
+    Malformed(BadRecord),
+    /// the Noise state refused a step (a handshake message, finishing the handshake, sealing)
+    #[error("{during}: {source}")]
+    Noise {
+        /// The step.
+        during: NoiseStep,
+        /// What `snow` said.
+        source: snow::Error,
+    },
+}
+
+/// How a run of records can be malformed (their tags were good: the peer sent them so).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadRecord {
+    /// a message longer than the reader takes (or than a length field holds)
+    #[error("a message of {len} bytes (at most {max})")]
+    TooLong {
+        /// Its length.
+        len: usize,
+        /// The most taken.
+        max: usize,
+    },
+    /// the first record is too short to hold the message's length
+    #[error("a first record without a length")]
+    NoLength,
+    /// the records carried more than the message's length
+    #[error("a message announced {announced} bytes and carried {carried}")]
+    LengthMismatch {
+        /// What the first record said.
+        announced: usize,
+        /// What came.
+        carried: usize,
+    },
+    /// a stream message that should fit one record spans several
+    #[error("a message over one record")]
+    OverOneRecord,
+    /// bytes left after a message's records in one frame
+    #[error("{0} bytes after a message's records")]
+    Trailing(usize),
+}
+
+/// The step of the Noise protocol that failed ([`FrameError::Noise`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoiseStep {
+    /// Writing or reading a handshake message.
+    HandshakeMessage,
+    /// Turning a handshake into transport mode.
+    FinishHandshake,
+    /// Sealing a record.
+    Seal,
+}
+
+impl std::fmt::Display for NoiseStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NoiseStep::HandshakeMessage => "handshake message",
+            NoiseStep::FinishHandshake => "handshake not finished",
+            NoiseStep::Seal => "cannot seal a record",
+        })
+    }
 }
 
 /// The 32-byte PSK for `purpose` (a label per kind of endpoint, so that one key file never
@@ -116,7 +175,10 @@ pub fn write_handshake(
     let mut buf = vec![0u8; MAX_RECORD];
     let n = hs
         .write_message(payload, &mut buf)
-        .map_err(|e| FrameError::Malformed(format!("handshake message: {e}")))?;
+        .map_err(|source| FrameError::Noise {
+            during: NoiseStep::HandshakeMessage,
+            source,
+        })?;
     let mut out = (n as u16).to_be_bytes().to_vec();
     out.extend_from_slice(&buf[..n]);
     w.write_all(&out)?;
@@ -169,7 +231,10 @@ pub fn write_refusal(w: &mut impl Write) -> Result<(), FrameError> {
 pub fn split(hs: HandshakeState) -> Result<(Sealer, Opener), FrameError> {
     let st = Arc::new(
         hs.into_stateless_transport_mode()
-            .map_err(|e| FrameError::Malformed(format!("handshake not finished: {e}")))?,
+            .map_err(|source| FrameError::Noise {
+                during: NoiseStep::FinishHandshake,
+                source,
+            })?,
     );
     Ok((
         Sealer {
@@ -210,8 +275,12 @@ impl Sealer {
 
     /// [`Sealer::seal`] into `out` (cleared first; its allocation is reused).
     pub fn seal_into(&mut self, msg: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError> {
-        let total = u32::try_from(msg.len())
-            .map_err(|_| FrameError::Malformed(format!("a message of {} bytes", msg.len())))?;
+        let total = u32::try_from(msg.len()).map_err(|_| {
+            FrameError::Malformed(BadRecord::TooLong {
+                len: msg.len(),
+                max: u32::MAX as usize,
+            })
+        })?;
         let records = (msg.len() + 4).div_ceil(CHUNK).max(1);
         out.clear();
         out.resize(msg.len() + 4 + records * (2 + TAG_LEN), 0);
@@ -232,7 +301,10 @@ impl Sealer {
         let n = self
             .st
             .write_message(self.nonce, pt, &mut out[2..])
-            .map_err(|e| FrameError::Malformed(format!("cannot seal a record: {e}")))?;
+            .map_err(|source| FrameError::Noise {
+                during: NoiseStep::Seal,
+                source,
+            })?;
         self.nonce += 1;
         out[..2].copy_from_slice(&(n as u16).to_be_bytes());
         Ok(2 + n)
@@ -325,12 +397,12 @@ impl Opener {
             .get(..4)
             .and_then(|h| h.try_into().ok())
             .map(u32::from_be_bytes)
-            .ok_or_else(|| FrameError::Malformed("a first record without a length".into()))?
-            as usize;
+            .ok_or(FrameError::Malformed(BadRecord::NoLength))? as usize;
         if total > max {
-            return Err(FrameError::Malformed(format!(
-                "a message of {total} bytes (at most {max})"
-            )));
+            return Err(FrameError::Malformed(BadRecord::TooLong {
+                len: total,
+                max,
+            }));
         }
         let mut msg = Vec::with_capacity(total + TAG_LEN);
         msg.extend_from_slice(&first[4..]);
@@ -338,10 +410,10 @@ impl Opener {
             self.record(r, ct, &mut msg)?;
         }
         if msg.len() != total {
-            return Err(FrameError::Malformed(format!(
-                "a message announced {total} bytes and carried {}",
-                msg.len()
-            )));
+            return Err(FrameError::Malformed(BadRecord::LengthMismatch {
+                announced: total,
+                carried: msg.len(),
+            }));
         }
         Ok(msg)
     }
@@ -433,7 +505,7 @@ impl<R: Read> Read for SealedReader<R> {
                     if r.is_empty() {
                         Ok(m)
                     } else {
-                        Err(FrameError::Malformed("a message over one record".into()))
+                        Err(FrameError::Malformed(BadRecord::OverOneRecord))
                     }
                 });
                 match opened {
@@ -646,7 +718,10 @@ mod tests {
         let sealed = s.seal(&[0u8; 100]).unwrap();
         assert!(matches!(
             o.recv(&mut sealed.as_slice(), 99),
-            Err(FrameError::Malformed(_))
+            Err(FrameError::Malformed(BadRecord::TooLong {
+                len: 100,
+                max: 99
+            }))
         ));
     }
 }

@@ -273,28 +273,30 @@ struct Primary {
     sink: Sink,
 }
 
-impl Primary {
-    fn start(mcfg: &MachineConfig, ch: Channel, arbiter: Arc<MemArbiter>) -> Primary {
-        let out = rr::Outbox::default();
-        let mut m = Machine::new(
-            mcfg,
-            Backends {
-                serial: Box::new(out.clone()),
-                console: Box::new(out.clone()),
-                entropy: Box::new(machine::virtio::OsEntropy::default()),
-            },
-        )
-        .unwrap();
-        let sink = Sink::default();
-        let gate = sink.gate();
-        let cfg = pair_config("primary", arbiter);
-        let with = ProtectWith {
-            readonly: Vec::new(),
-            mac: None,
-            local_ip: [127, 0, 0, 1].into(),
-            disk_reads_own: false,
-        };
-        let Channel { tx, rx, hangup } = ch;
+/// A live VM built as `ftvm primary` builds it, on `mcfg`'s guest: protected by the backup at
+/// the other end of `ch`, or (`None`) running alone, its gate open. The sink its gate lets
+/// console output out to.
+fn live_vm(mcfg: &MachineConfig, ch: Option<Channel>, arbiter: Arc<MemArbiter>) -> (LiveVm, Sink) {
+    let out = rr::Outbox::default();
+    let mut m = Machine::new(
+        mcfg,
+        Backends {
+            serial: Box::new(out.clone()),
+            console: Box::new(out.clone()),
+            entropy: Box::new(machine::virtio::OsEntropy::default()),
+        },
+    )
+    .unwrap();
+    let sink = Sink::default();
+    let gate = sink.gate();
+    let cfg = pair_config("primary", arbiter);
+    let with = ProtectWith {
+        readonly: Vec::new(),
+        mac: None,
+        local_ip: [127, 0, 0, 1].into(),
+        disk_reads_own: false,
+    };
+    let prot = ch.map(|Channel { tx, rx, hangup }| {
         let peer = Peer {
             to: "127.0.0.1:9".parse().unwrap(),
             rx,
@@ -303,18 +305,25 @@ impl Primary {
             hb_stop: Arc::new(AtomicBool::new(false)),
             hangup,
         };
-        let prot = crate::protect::start(&mut m, &gate, &cfg, &with, tx, peer, false).unwrap();
-        let vm = LiveVm {
-            m,
-            out,
-            ep: Endpoint::new(true),
-            gate,
-            prot: Some(prot),
-            cfg,
-            status: Status::new("vm0", Role::Primary, "mem".into()),
-            with,
-            cloning: None,
-        };
+        crate::protect::start(&mut m, &gate, &cfg, &with, tx, peer, false).unwrap()
+    });
+    let vm = LiveVm {
+        m,
+        out,
+        ep: Endpoint::new(true),
+        gate,
+        prot,
+        cfg,
+        status: Status::new("vm0", Role::Primary, "mem".into()),
+        with,
+        cloning: None,
+    };
+    (vm, sink)
+}
+
+impl Primary {
+    fn start(mcfg: &MachineConfig, ch: Channel, arbiter: Arc<MemArbiter>) -> Primary {
+        let (vm, sink) = live_vm(mcfg, Some(ch), arbiter);
         Primary {
             vm,
             runner: hostrun::Runner::new().expect("an eventfd for the run loop"),
@@ -593,4 +602,97 @@ fn without_the_arbiter_nobody_goes_live() {
         None,
         "nobody holds generation 1"
     );
+}
+
+// ---- The live VM's whole run loop (`LiveVm::run`), on its own thread as in production. ----
+
+/// A live VM's run, on a thread of its own: its endpoint (input and controls go there), the
+/// sink its output reaches, its gate.
+struct LiveRun {
+    thread: std::thread::JoinHandle<Result<i32, crate::FtError>>,
+    ep: Endpoint,
+    sink: Sink,
+    gate: Gate,
+}
+
+impl LiveRun {
+    fn start(mcfg: &MachineConfig, ch: Option<Channel>, arbiter: Arc<MemArbiter>) -> LiveRun {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mcfg = mcfg.clone();
+        let thread = std::thread::spawn(move || {
+            let (vm, sink) = live_vm(&mcfg, ch, arbiter);
+            tx.send((vm.ep.clone(), sink, vm.gate.clone())).unwrap();
+            vm.run()
+        });
+        let (ep, sink, gate) = rx.recv().expect("the live VM is built");
+        LiveRun {
+            thread,
+            ep,
+            sink,
+            gate,
+        }
+    }
+
+    /// Its exit code, once it ended.
+    fn join(self) -> i32 {
+        wait_until("the live VM's run ends", || self.thread.is_finished());
+        self.thread.join().unwrap().unwrap()
+    }
+}
+
+/// Loops enough for the echo guest never to power off during a test: it stops when told.
+const FOREVER: u32 = 0x7ffff;
+
+#[test]
+fn a_live_vm_running_alone_lets_output_out_at_once_and_powers_off_when_told() {
+    let arbiter = Arc::new(MemArbiter::new());
+    let vm = LiveRun::start(&guest("alone", FOREVER), None, Arc::clone(&arbiter));
+    vm.ep.type_input(b"hello");
+    wait_until("the echo is out", || vm.sink.get() == b"hello");
+    assert!(!vm.thread.is_finished(), "out while the guest runs on");
+    assert!(!vm.gate.holding());
+    assert_eq!(vm.gate.held_bytes(), 0);
+    vm.ep.type_input(b", world");
+    wait_until("the next echo is out", || vm.sink.get() == b"hello, world");
+    vm.ep.ask(crate::console::Control::PowerOff);
+    assert_eq!(vm.join(), 0, "an operator's power-off");
+    assert!(arbiter.asked().is_empty(), "alone, nobody to race");
+}
+
+#[test]
+fn a_protected_live_vm_holds_output_until_acknowledged_then_loses_its_backup_and_runs_on_alone() {
+    let arbiter = Arc::new(MemArbiter::new());
+    // The primary asks the arbiter first (the backup waits for its answer).
+    arbiter.hold("backup");
+    let mcfg = guest("live-run", FOREVER);
+    let (p, b, faults) = mem::pair();
+    let backup = BackupRun::start(&mcfg, b, Arc::clone(&arbiter));
+    let vm = LiveRun::start(&mcfg, Some(p), Arc::clone(&arbiter));
+    assert!(vm.gate.holding(), "protected: outputs are held");
+    // The backup's acknowledgements are held back: the echo stays in the gate.
+    faults.hold(Dir::ToPrimary);
+    vm.ep.type_input(b"hello");
+    wait_until("the echo is held", || vm.gate.held_bytes() == 5);
+    assert_eq!(vm.sink.get(), b"", "nothing acknowledged, nothing out");
+    faults.deliver(Dir::ToPrimary);
+    wait_until("the acknowledged echo is out", || vm.sink.get() == b"hello");
+    // The link breaks while both run: the primary's loop sees it, wins the arbiter, takes
+    // its layers off and runs on alone.
+    faults.cut();
+    wait_until("the primary won generation 1", || {
+        arbiter.current("vm0").unwrap() == Some((1, "primary".into()))
+    });
+    wait_until("the gate opened", || !vm.gate.holding());
+    vm.ep.type_input(b"!");
+    wait_until("the echo is out at once", || vm.sink.get() == b"hello!");
+    assert!(!vm.thread.is_finished());
+    assert_eq!(vm.gate.held_bytes(), 0);
+    // The backup asks now and loses: it stops without going live.
+    arbiter.release("backup");
+    let (code, out, lf) = backup.join();
+    assert_eq!(code, 3, "the backup lost and stopped");
+    assert_eq!(out, b"", "the backup never went live");
+    assert_eq!(lf, None);
+    vm.ep.ask(crate::console::Control::PowerOff);
+    assert_eq!(vm.join(), 0);
 }

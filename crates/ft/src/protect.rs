@@ -237,7 +237,7 @@ pub(crate) fn start(
 
 /// What protection layers over a machine's backends: the output gate over the shared disks
 /// and the network card, and the recorder over every disk and the card.
-pub(crate) struct Layers {
+pub struct Layers {
     /// Shared disks (the first `shared` drives): their writes go through the gate.
     pub shared: usize,
     /// The machine has a network card: its frames go through the gate.
@@ -285,7 +285,7 @@ impl Layers {
 /// Takes protection's layers off `m` (the VM runs on alone, after [`Gate::open`]): the
 /// recorder's wrappers, then the gate's. The machine's backends are then the ones it had
 /// before [`Layers::put_on`].
-pub(crate) fn take_off(
+pub fn take_off(
     m: &mut Machine,
     gate: &Gate,
     rec: &mut Recorder<SharedBuf>,

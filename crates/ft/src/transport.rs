@@ -219,9 +219,8 @@ pub mod mem {
             let mut r = f.as_slice();
             let body = self.opener.recv(&mut r, wire::MAX_MSG)?;
             if !r.is_empty() {
-                return Err(WireError::Malformed(format!(
-                    "{} bytes after a message's records",
-                    r.len()
+                return Err(WireError::Malformed(wire::BadMessage::Record(
+                    crate::noise::BadRecord::Trailing(r.len()),
                 )));
             }
             Msg::decode(&body)

@@ -112,7 +112,15 @@ pub enum WireError {
     BadTag,
     /// a message is malformed
     #[error("malformed message: {0}")]
-    Malformed(String),
+    Malformed(BadMessage),
+    /// the Noise state refused a step (see [`noise::FrameError::Noise`])
+    #[error("{during}: {source}")]
+    Noise {
+        /// The step.
+        during: noise::NoiseStep,
+        /// What `snow` said.
+        source: snow::Error,
+    },
     /// the handshake failed: who we are, with whom, and why
     #[error("{side}: handshake with {peer} failed: {why}")]
     Handshake {
@@ -121,11 +129,107 @@ pub enum WireError {
         /// The peer's address.
         peer: String,
         /// Why.
-        why: String,
+        why: HandshakeFailure,
     },
-    /// the backup authenticated us and refused to pair (the two sides' settings disagree)
+    /// the backup authenticated us and refused to pair (the two sides' settings disagree).
+    /// The text is the backup's, sent over the channel (at most 300 characters): it names
+    /// what the backup's settings say, which this side cannot list in advance.
     #[error("the backup refused to pair: {0}")]
     Refused(String),
+}
+
+/// How an authenticated message can be malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadMessage {
+    /// shorter than its type needs
+    #[error("short message")]
+    Short,
+    /// no message type has this number
+    #[error("message type {0}")]
+    UnknownType(u8),
+    /// no bytes at all
+    #[error("empty message")]
+    Empty,
+    /// its records were malformed
+    #[error("{0}")]
+    Record(noise::BadRecord),
+}
+
+/// How a hello can be malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadHello {
+    /// shorter than its fixed part
+    #[error("a short hello")]
+    Short,
+    /// a disk mode no version has
+    #[error("disk mode {0}")]
+    DiskMode(u8),
+    /// the VM's name is not UTF-8
+    #[error("a VM name not in UTF-8")]
+    NameNotUtf8,
+}
+
+/// Why a handshake failed ([`WireError::Handshake`]), on the primary's side or the backup's.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeFailure {
+    /// (primary) the backup refused our first message: it does not hold our key
+    #[error(
+        "the backup does not hold this pair's channel key: it could not authenticate us \
+         (check that both sides use the same --key-file)"
+    )]
+    BackupLacksKey,
+    /// (primary) the answer does not authenticate under our key
+    #[error(
+        "the peer's answer does not authenticate under this pair's channel key (not our \
+         backup?)"
+    )]
+    AnswerUnauthentic,
+    /// (primary) the peer closed on our encrypted hello
+    #[error(
+        "the peer hung up on our encrypted hello (an ftvm backup of an older version, which \
+         speaks only the plain-text channel, or not an ftvm backup)"
+    )]
+    HungUpOnHello,
+    /// (primary) no answer to our hello
+    #[error("no answer to our hello under this pair's channel key: {0}")]
+    NoAnswer(noise::FrameError),
+    /// (primary) the answer is neither an acceptance nor a refusal
+    #[error("the backup answered nonsense")]
+    NonsenseAnswer,
+    /// (backup) the peer closed before its magic
+    #[error("the peer hung up before saying who it is")]
+    HungUpBeforeMagic,
+    /// (backup) the peer speaks the plain-text channel of older versions
+    #[error(
+        "the peer speaks the old plain-text channel (FTVMCH01): refused, this backup accepts \
+         only the encrypted channel {} (upgrade the primary)",
+        String::from_utf8_lossy(MAGIC)
+    )]
+    PlainTextPeer,
+    /// (backup) the peer opened with another magic
+    #[error(
+        "the peer is not an ftvm primary of this version (it opened with {0:02x?}, not {magic})",
+        magic = String::from_utf8_lossy(MAGIC)
+    )]
+    NotFtvm([u8; 8]),
+    /// (backup) the peer's first message does not authenticate under our key
+    #[error(
+        "the peer does not hold this pair's channel key (check that both sides use the same \
+         --key-file)"
+    )]
+    PeerLacksKey,
+    /// (backup) no hello after the handshake
+    #[error(
+        "no hello under this pair's channel key after the handshake (a replayed first \
+         message?): {0}"
+    )]
+    NoHello(noise::FrameError),
+    /// (backup) the hello is malformed
+    #[error("{0}")]
+    BadHello(BadHello),
+    /// (either) reading the peer's handshake message failed
+    #[error("{0}")]
+    Frame(noise::FrameError),
 }
 
 impl From<FrameError> for WireError {
@@ -134,7 +238,8 @@ impl From<FrameError> for WireError {
             FrameError::Io(e) => WireError::Io(e),
             FrameError::Closed => WireError::Closed,
             FrameError::Unauthentic => WireError::BadTag,
-            FrameError::Malformed(m) => WireError::Malformed(m),
+            FrameError::Malformed(m) => WireError::Malformed(BadMessage::Record(m)),
+            FrameError::Noise { during, source } => WireError::Noise { during, source },
         }
     }
 }
@@ -213,7 +318,7 @@ impl Msg {
             b.get(i..i + 8)
                 .and_then(|s| s.try_into().ok())
                 .map(u64::from_le_bytes)
-                .ok_or_else(|| WireError::Malformed("short message".into()))
+                .ok_or(WireError::Malformed(BadMessage::Short))
         };
         match b.first() {
             Some(&T_LOG) => Ok(Msg::Log {
@@ -225,7 +330,7 @@ impl Msg {
                 drive: u32::from_le_bytes(
                     b[1..5]
                         .try_into()
-                        .map_err(|_| WireError::Malformed("short message".into()))?,
+                        .map_err(|_| WireError::Malformed(BadMessage::Short))?,
                 ),
                 total: u64_at(5)?,
                 offset: u64_at(13)?,
@@ -242,7 +347,7 @@ impl Msg {
                 round: u32::from_le_bytes(
                     b[17..21]
                         .try_into()
-                        .map_err(|_| WireError::Malformed("short message".into()))?,
+                        .map_err(|_| WireError::Malformed(BadMessage::Short))?,
                 ),
                 data: b[21..].to_vec(),
             }),
@@ -251,8 +356,11 @@ impl Msg {
                 horizon: u64_at(9)?,
                 replayed: u64_at(17)?,
             }),
-            Some(t) => Err(WireError::Malformed(format!("message type {t}"))),
-            None => Err(WireError::Malformed("empty message".into())),
+            Some(t) if [T_LOG, T_ACK, T_DISK, T_CONSOLE, T_PAGES].contains(t) => {
+                Err(WireError::Malformed(BadMessage::Short))
+            }
+            Some(t) => Err(WireError::Malformed(BadMessage::UnknownType(*t))),
+            None => Err(WireError::Malformed(BadMessage::Empty)),
         }
     }
 }
@@ -348,18 +456,20 @@ impl Hello {
         v
     }
 
-    fn decode(b: &[u8]) -> Result<Hello, String> {
-        if b.len() < 9 {
-            return Err("a short hello".into());
-        }
-        let generation = u64::from_le_bytes(b[..8].try_into().map_err(|_| "a short hello")?);
-        let (non_shared, disk_reads_own) = match b[8] {
+    fn decode(b: &[u8]) -> Result<Hello, BadHello> {
+        let generation = b
+            .get(..8)
+            .and_then(|g| g.try_into().ok())
+            .map(u64::from_le_bytes)
+            .ok_or(BadHello::Short)?;
+        let mode = *b.get(8).ok_or(BadHello::Short)?;
+        let (non_shared, disk_reads_own) = match mode {
             0 => (false, false),
             1 => (true, false),
             2 => (false, true),
-            m => return Err(format!("disk mode {m}")),
+            m => return Err(BadHello::DiskMode(m)),
         };
-        let vm = String::from_utf8(b[9..].to_vec()).map_err(|_| "a VM name not in UTF-8")?;
+        let vm = String::from_utf8(b[9..].to_vec()).map_err(|_| BadHello::NameNotUtf8)?;
         Ok(Hello {
             vm,
             generation,
@@ -403,10 +513,10 @@ pub fn connect_handshake(
     hello: &Hello,
 ) -> Result<(MsgWriter, MsgReader), WireError> {
     let peer = peer_of(&s);
-    let fail = |why: &str| WireError::Handshake {
+    let fail = |why: HandshakeFailure| WireError::Handshake {
         side: "primary",
         peer: peer.clone(),
-        why: why.into(),
+        why,
     };
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
     s.write_all(MAGIC)?;
@@ -414,34 +524,18 @@ pub fn connect_handshake(
     noise::write_handshake(&mut s, &mut hs, &[])?;
     match noise::read_handshake(&mut s, &mut hs) {
         Ok(HandshakeRead::Payload(_)) => {}
-        Ok(HandshakeRead::PeerRefused) => {
-            return Err(fail(
-                "the backup does not hold this pair's channel key: it could not authenticate \
-                 us (check that both sides use the same --key-file)",
-            ))
-        }
-        Ok(HandshakeRead::Unauthentic) => {
-            return Err(fail(
-                "the peer's answer does not authenticate under this pair's channel key (not \
-                 our backup?)",
-            ))
-        }
-        Err(FrameError::Closed) => {
-            return Err(fail(
-                "the peer hung up on our encrypted hello (an ftvm backup of an older version, \
-                 which speaks only the plain-text channel, or not an ftvm backup)",
-            ))
-        }
-        Err(e) => return Err(fail(&e.to_string())),
+        Ok(HandshakeRead::PeerRefused) => return Err(fail(HandshakeFailure::BackupLacksKey)),
+        Ok(HandshakeRead::Unauthentic) => return Err(fail(HandshakeFailure::AnswerUnauthentic)),
+        Err(FrameError::Closed) => return Err(fail(HandshakeFailure::HungUpOnHello)),
+        Err(e) => return Err(fail(HandshakeFailure::Frame(e))),
     }
     let (mut sealer, opener) = noise::split(hs)?;
     sealer.send(&mut s, &hello.encode())?;
     let (w, mut r) = halves(s, sealer, opener)?;
-    let answer = r.opener.recv(&mut r.stream, MAX_HELLO).map_err(|e| {
-        fail(&format!(
-            "no answer to our hello under this pair's channel key: {e}"
-        ))
-    })?;
+    let answer = r
+        .opener
+        .recv(&mut r.stream, MAX_HELLO)
+        .map_err(|e| fail(HandshakeFailure::NoAnswer(e)))?;
     match answer.first() {
         Some(&ACCEPTED) => {}
         Some(&REFUSED) => {
@@ -449,7 +543,7 @@ pub fn connect_handshake(
                 String::from_utf8_lossy(&answer[1..]).into_owned(),
             ))
         }
-        _ => return Err(fail("the backup answered nonsense")),
+        _ => return Err(fail(HandshakeFailure::NonsenseAnswer)),
     }
     w.stream.set_read_timeout(None)?;
     Ok((w, r))
@@ -472,50 +566,37 @@ pub fn accept_handshake_checked(
     check: impl Fn(&Hello) -> Option<String>,
 ) -> Result<(Hello, MsgWriter, MsgReader), WireError> {
     let peer = peer_of(&s);
-    let fail = |why: &str| WireError::Handshake {
+    let fail = |why: HandshakeFailure| WireError::Handshake {
         side: "backup",
         peer: peer.clone(),
-        why: why.into(),
+        why,
     };
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
     let mut magic = [0u8; 8];
     std::io::Read::read_exact(&mut s, &mut magic)
-        .map_err(|_| fail("the peer hung up before saying who it is"))?;
+        .map_err(|_| fail(HandshakeFailure::HungUpBeforeMagic))?;
     if &magic[2..8] == b"FTVMCH" {
-        return Err(fail(&format!(
-            "the peer speaks the old plain-text channel (FTVMCH01): refused, this backup \
-             accepts only the encrypted channel {} (upgrade the primary)",
-            String::from_utf8_lossy(MAGIC)
-        )));
+        return Err(fail(HandshakeFailure::PlainTextPeer));
     }
     if &magic != MAGIC {
-        return Err(fail(&format!(
-            "the peer is not an ftvm primary of this version (it opened with {magic:02x?}, \
-             not {})",
-            String::from_utf8_lossy(MAGIC)
-        )));
+        return Err(fail(HandshakeFailure::NotFtvm(magic)));
     }
     let mut hs = noise::handshake(Role::Responder, &noise::psk(key, PSK_PURPOSE), MAGIC);
-    match noise::read_handshake(&mut s, &mut hs).map_err(|e| fail(&e.to_string()))? {
+    match noise::read_handshake(&mut s, &mut hs).map_err(|e| fail(HandshakeFailure::Frame(e)))? {
         HandshakeRead::Payload(_) => {}
         HandshakeRead::PeerRefused | HandshakeRead::Unauthentic => {
             let _ = noise::write_refusal(&mut s);
-            return Err(fail(
-                "the peer does not hold this pair's channel key (check that both sides use \
-                 the same --key-file)",
-            ));
+            return Err(fail(HandshakeFailure::PeerLacksKey));
         }
     }
     noise::write_handshake(&mut s, &mut hs, &[])?;
     let (sealer, opener) = noise::split(hs)?;
     let (mut w, mut r) = halves(s, sealer, opener)?;
-    let hello = r.opener.recv(&mut r.stream, MAX_HELLO).map_err(|e| {
-        fail(&format!(
-            "no hello under this pair's channel key after the handshake (a replayed first \
-             message?): {e}"
-        ))
-    })?;
-    let hello = Hello::decode(&hello).map_err(|e| fail(&e))?;
+    let hello = r
+        .opener
+        .recv(&mut r.stream, MAX_HELLO)
+        .map_err(|e| fail(HandshakeFailure::NoHello(e)))?;
+    let hello = Hello::decode(&hello).map_err(|e| fail(HandshakeFailure::BadHello(e)))?;
     if let Some(why) = check(&hello) {
         // Only an authenticated primary is told.
         let why: String = why.chars().take(300).collect();
@@ -670,12 +751,61 @@ mod tests {
             assert!(Msg::decode(&b[..16]).is_err(), "{m:?} cut short");
         }
         assert!(Msg::decode(&[T_CONSOLE, 1, 2]).is_err());
+        let cause = |b: &[u8]| match Msg::decode(b) {
+            Err(WireError::Malformed(m)) => m,
+            other => panic!("{b:?} decoded to {other:?}"),
+        };
+        assert_eq!(cause(&[]), BadMessage::Empty);
+        assert_eq!(cause(&[99, 0, 0]), BadMessage::UnknownType(99));
+        for t in [T_LOG, T_ACK, T_DISK, T_CONSOLE, T_PAGES] {
+            assert_eq!(cause(&[t, 1, 2]), BadMessage::Short, "type {t}");
+        }
+        assert_eq!(
+            WireError::Malformed(BadMessage::UnknownType(99)).to_string(),
+            "malformed message: message type 99"
+        );
+    }
+
+    #[test]
+    fn a_hello_decodes_to_itself_and_bad_ones_say_why() {
+        let h = Hello {
+            vm: "vm0".into(),
+            generation: 9,
+            non_shared: true,
+            disk_reads_own: false,
+        };
+        assert_eq!(Hello::decode(&h.encode()), Ok(h.clone()));
+        let b = h.encode();
+        assert_eq!(Hello::decode(&b[..8]), Err(BadHello::Short));
+        let mut m = b.clone();
+        m[8] = 7;
+        assert_eq!(Hello::decode(&m), Err(BadHello::DiskMode(7)));
+        let mut n = b;
+        n.push(0xff);
+        assert_eq!(Hello::decode(&n), Err(BadHello::NameNotUtf8));
     }
 
     #[test]
     fn wrong_key_is_refused_on_both_sides_with_who_and_why() {
         let (p, b) = pair(Key::random(), Key::random());
-        let (p, b) = (p.err().unwrap().to_string(), b.err().unwrap().to_string());
+        let (p, b) = (p.err().unwrap(), b.err().unwrap());
+        assert!(
+            matches!(
+                (&p, &b),
+                (
+                    WireError::Handshake {
+                        why: HandshakeFailure::BackupLacksKey,
+                        ..
+                    },
+                    WireError::Handshake {
+                        why: HandshakeFailure::PeerLacksKey,
+                        ..
+                    }
+                )
+            ),
+            "{p:?} / {b:?}"
+        );
+        let (p, b) = (p.to_string(), b.to_string());
         assert!(
             p.starts_with("primary: handshake with 127.0.0.1:")
                 && p.contains("the backup does not hold this pair's channel key"),

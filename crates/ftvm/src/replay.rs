@@ -20,9 +20,67 @@
 //! the log says it did), 2 on a divergence or a bad log.
 
 use replay::{Entry, LogReader};
-use rr::{Outbox, Prologue, ReplayError};
+use rr::{BadLog, Outbox, Prologue, ReplayError};
 use std::io::{BufReader, Write};
 use std::path::PathBuf;
+
+/// Why `ftvm replay` failed: the replay's own errors, and the command's (`--restore`, `--gdb`,
+/// `--snapshot-at`).
+#[derive(Debug, thiserror::Error)]
+enum CmdError {
+    /// The replay failed.
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+    /// The `--restore` snapshot does not belong to this log, or not there.
+    #[error("bad log: {path}: {why}")]
+    Restore {
+        /// The snapshot file.
+        path: String,
+        /// Why it does not fit.
+        why: RestoreMismatch,
+    },
+    /// The gdb stub could not start.
+    #[error("{0}")]
+    Gdb(gdb::GdbError),
+    /// `--snapshot-at` lies beyond every point where a snapshot can be taken.
+    #[error(
+        "bad log: no snapshot written: the log ends before a point where one can be taken at or \
+         after icount {0}"
+    )]
+    NoSnapshotPoint(u64),
+}
+
+impl From<replay::ReadError> for CmdError {
+    fn from(e: replay::ReadError) -> CmdError {
+        CmdError::Replay(e.into())
+    }
+}
+
+/// How a `--restore` snapshot does not fit the log.
+#[derive(Debug, thiserror::Error)]
+enum RestoreMismatch {
+    /// Its log position is unreadable or names another log.
+    #[error("{0}")]
+    Position(rr::PositionError),
+    /// Its log position lies inside the log's prologue.
+    #[error(
+        "its log position (entry {entry}) lies inside the log's prologue ({prologue} entries)"
+    )]
+    InPrologue {
+        /// The position's entry.
+        entry: u64,
+        /// Entries of the prologue.
+        prologue: u64,
+    },
+    /// Its machine and its log position disagree.
+    #[error("its machine stands at icount {machine}, its log position at {position}")]
+    Icount {
+        /// The machine's icount.
+        machine: u64,
+        /// The position's icount.
+        position: u64,
+    },
+}
 
 /// Options of `ftvm replay`.
 #[derive(clap::Args, Debug)]
@@ -106,10 +164,9 @@ pub fn main(a: Args) -> i32 {
 fn next<R: std::io::Read>(r: &mut LogReader<R>) -> Result<Entry, ReplayError> {
     match r.next_entry()? {
         Some(e) => Ok(e),
-        None => Err(ReplayError::Content(format!(
-            "the log is truncated: it stops after {} entries, without an end marker",
-            LogReader::position(r).entries
-        ))),
+        None => Err(ReplayError::Content(BadLog::Truncated {
+            entries: LogReader::position(r).entries,
+        })),
     }
 }
 
@@ -146,11 +203,7 @@ fn write_snapshot(rp: &rr::Replayer, path: &std::path::Path) -> Result<(), Repla
     Ok(())
 }
 
-fn replay(
-    a: &Args,
-    stub: &mut Option<gdb::Stub>,
-    printed: &mut usize,
-) -> Result<String, ReplayError> {
+fn replay(a: &Args, stub: &mut Option<gdb::Stub>, printed: &mut usize) -> Result<String, CmdError> {
     let mut produced = 0usize;
     let file = std::fs::File::open(&a.log).map_err(|source| ReplayError::Open {
         path: a.log.display().to_string(),
@@ -200,24 +253,26 @@ fn replay(
             path: path.display().to_string(),
             source,
         })?;
-        let bad = |e: String| ReplayError::Content(format!("{}: {e}", path.display()));
-        match rr::SnapshotPosition::unwrap(&bytes).map_err(|e| bad(e.to_string()))? {
+        let bad = |why| CmdError::Restore {
+            path: path.display().to_string(),
+            why,
+        };
+        match rr::SnapshotPosition::unwrap(&bytes).map_err(|e| bad(RestoreMismatch::Position(e)))? {
             Some((pos, snap)) => {
-                pos.check_log(r.header()).map_err(|e| bad(e.to_string()))?;
+                pos.check_log(r.header())
+                    .map_err(|e| bad(RestoreMismatch::Position(e)))?;
                 if pos.entries < read || pos.bytes < r.position().bytes {
-                    return Err(bad(format!(
-                        "its log position (entry {}) lies inside the log's prologue ({read} \
-                         entries)",
-                        pos.entries
-                    )));
+                    return Err(bad(RestoreMismatch::InPrologue {
+                        entry: pos.entries,
+                        prologue: read,
+                    }));
                 }
                 rp.restore_snapshot(snap)?;
                 if rp.icount() != pos.icount {
-                    return Err(bad(format!(
-                        "its machine stands at icount {}, its log position at {}",
-                        rp.icount(),
-                        pos.icount
-                    )));
+                    return Err(bad(RestoreMismatch::Icount {
+                        machine: rp.icount(),
+                        position: pos.icount,
+                    }));
                 }
                 // The entries before the position are in the machine: go on from there
                 // without reading them.
@@ -230,8 +285,7 @@ fn replay(
         }
     }
     if let Some(addr) = a.gdb.as_ref().filter(|_| stub.is_none()) {
-        let s = gdb::Stub::start(addr, rp.machine().harts(), true, true)
-            .map_err(|e| ReplayError::Content(e.to_string()))?;
+        let s = gdb::Stub::start(addr, rp.machine().harts(), true, true).map_err(CmdError::Gdb)?;
         *stub = Some(s);
     }
     let mut snapshot = a.snapshot_out.clone().zip(a.snapshot_at);
@@ -258,13 +312,10 @@ fn replay(
         }
     }
     if r.next_entry()?.is_some() {
-        return Err(ReplayError::Content("entries after the end marker".into()));
+        return Err(ReplayError::Content(BadLog::AfterEnd).into());
     }
     if let Some((_, at)) = snapshot {
-        return Err(ReplayError::Content(format!(
-            "no snapshot written: the log ends before a point where one can be taken at or \
-             after icount {at}"
-        )));
+        return Err(CmdError::NoSnapshotPoint(at));
     }
     Ok(format!(
         "replayed {entries} entries to icount {} ({})",

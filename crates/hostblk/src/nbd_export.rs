@@ -5,8 +5,16 @@
 
 use crate::DiskError;
 use machine::virtio::BlockBackend;
-use machine::NbdDriveConfig;
-use nbd::NbdClient;
+use machine::{NbdDriveConfig, ServerAddr};
+use nbd::{NbdAddr, NbdClient};
+
+/// The NBD client's address for the server the configuration names.
+fn nbd_addr(a: &ServerAddr) -> NbdAddr {
+    match a {
+        ServerAddr::Tcp(hp) => NbdAddr::Tcp(hp.clone()),
+        ServerAddr::Unix(p) => NbdAddr::Unix(p.clone()),
+    }
+}
 
 /// A connection to an NBD export, as a disk.
 pub struct NbdDisk(NbdClient);
@@ -15,7 +23,7 @@ impl NbdDisk {
     /// Connects to an NBD drive. A read-only export must be configured read-only, so that the
     /// guest is told (VIRTIO_BLK_F_RO) instead of seeing its writes fail.
     pub fn connect(n: &NbdDriveConfig, readonly: bool) -> Result<NbdDisk, DiskError> {
-        let mut c = NbdClient::connect(&n.addr, &n.export, n.timeout)?;
+        let mut c = NbdClient::connect(&nbd_addr(&n.addr), &n.export, n.timeout)?;
         if c.read_only() && !readonly {
             return Err(DiskError::NbdReadOnly {
                 addr: n.addr.to_string(),
@@ -39,5 +47,29 @@ impl BlockBackend for NbdDisk {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.0.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configured_address_is_the_one_connected_to() {
+        let d: machine::DriveConfig = "nbd=[::1]:10809".parse().unwrap();
+        let a = nbd_addr(&d.nbd.unwrap().addr);
+        assert_eq!(a, NbdAddr::Tcp("[::1]:10809".into()));
+        assert_eq!(a.to_string(), "[::1]:10809");
+        let d: machine::DriveConfig = "nbd=unix:/run/nbd.sock".parse().unwrap();
+        let a = nbd_addr(&d.nbd.unwrap().addr);
+        assert_eq!(a, NbdAddr::Unix("/run/nbd.sock".into()));
+        assert_eq!(a.to_string(), "unix:/run/nbd.sock");
+    }
+
+    #[test]
+    fn the_configured_default_timeout_is_the_clients() {
+        assert_eq!(machine::NBD_DEFAULT_TIMEOUT, nbd::DEFAULT_TIMEOUT);
+        let d: machine::DriveConfig = "nbd=h:1".parse().unwrap();
+        assert_eq!(d.nbd.unwrap().timeout, nbd::DEFAULT_TIMEOUT);
     }
 }

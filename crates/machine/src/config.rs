@@ -106,11 +106,54 @@ pub struct DriveConfig {
     pub delay: std::time::Duration,
 }
 
+/// Where an NBD drive's server listens, as the user wrote it: `HOST:PORT` over TCP or
+/// `unix:PATH`. Plain data: the board never connects anywhere; the disk's host end
+/// (`hostblk`) turns it into the NBD client's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerAddr {
+    /// `HOST:PORT` (an IPv6 host in brackets: `[::1]:10809`).
+    Tcp(String),
+    /// A unix stream socket.
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for ServerAddr {
+    type Err = ();
+
+    /// Parses `unix:PATH` or `HOST:PORT` (a non-empty host and a port that fits 16 bits).
+    fn from_str(s: &str) -> Result<ServerAddr, ()> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(());
+            }
+            return Ok(ServerAddr::Unix(PathBuf::from(path)));
+        }
+        let (host, port) = s.rsplit_once(':').ok_or(())?;
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(());
+        }
+        Ok(ServerAddr::Tcp(s.to_owned()))
+    }
+}
+
+impl std::fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerAddr::Tcp(a) => f.write_str(a),
+            ServerAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// How long an NBD drive waits for its server when `timeout=` is not given. The NBD client has
+/// the same default (`hostblk`'s tests check that they agree).
+pub const NBD_DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A disk on an NBD server: `--drive nbd=...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NbdDriveConfig {
     /// Where the server listens.
-    pub addr: nbd::NbdAddr,
+    pub addr: ServerAddr,
     /// The export's name (empty: the server's default export).
     pub export: String,
     /// Every write carries NBD's FUA flag (durable when acknowledged), if the server offers it.
@@ -136,7 +179,7 @@ impl std::str::FromStr for DriveConfig {
         };
         let mut path = None;
         let mut readonly = false;
-        let mut addr: Option<nbd::NbdAddr> = None;
+        let mut addr: Option<ServerAddr> = None;
         let mut export = None;
         let mut fua = None;
         let mut timeout = None;
@@ -179,7 +222,7 @@ impl std::str::FromStr for DriveConfig {
                     addr,
                     export: export.unwrap_or_default(),
                     fua: fua.unwrap_or(false),
-                    timeout: timeout.unwrap_or(nbd::DEFAULT_TIMEOUT),
+                    timeout: timeout.unwrap_or(NBD_DEFAULT_TIMEOUT),
                 }),
                 delay,
             }),
@@ -207,7 +250,7 @@ impl std::fmt::Display for DriveConfig {
                 if n.fua {
                     f.write_str(",fua=on")?;
                 }
-                if n.timeout != nbd::DEFAULT_TIMEOUT {
+                if n.timeout != NBD_DEFAULT_TIMEOUT {
                     write!(f, ",timeout={}", n.timeout.as_secs())?;
                 }
             }
@@ -390,17 +433,38 @@ mod tests {
             .unwrap();
         assert!(d.readonly);
         let n = d.nbd.clone().unwrap();
-        assert_eq!(n.addr, nbd::NbdAddr::Tcp("127.0.0.1:10809".into()));
+        assert_eq!(n.addr, ServerAddr::Tcp("127.0.0.1:10809".into()));
         assert_eq!(n.export, "disk");
         assert!(n.fua);
         assert_eq!(n.timeout, std::time::Duration::from_secs(5));
         assert_eq!(d.to_string().parse::<DriveConfig>().unwrap(), d);
         let d: DriveConfig = "nbd=unix:/run/nbd.sock".parse().unwrap();
         let n = d.nbd.clone().unwrap();
-        assert_eq!(n.addr, nbd::NbdAddr::Unix("/run/nbd.sock".into()));
+        assert_eq!(n.addr, ServerAddr::Unix("/run/nbd.sock".into()));
         assert_eq!(n.export, "");
-        assert_eq!(n.timeout, nbd::DEFAULT_TIMEOUT);
+        assert_eq!(n.timeout, NBD_DEFAULT_TIMEOUT);
         assert_eq!(d.to_string(), "nbd=unix:/run/nbd.sock");
+    }
+
+    #[test]
+    fn server_addrs_parse() {
+        assert_eq!(
+            "127.0.0.1:10809".parse::<ServerAddr>(),
+            Ok(ServerAddr::Tcp("127.0.0.1:10809".into()))
+        );
+        assert_eq!(
+            "[::1]:10809".parse::<ServerAddr>(),
+            Ok(ServerAddr::Tcp("[::1]:10809".into()))
+        );
+        assert_eq!(
+            "unix:/tmp/s".parse::<ServerAddr>(),
+            Ok(ServerAddr::Unix("/tmp/s".into()))
+        );
+        for bad in ["", "host", "host:", ":10809", "host:99999", "unix:"] {
+            assert!(bad.parse::<ServerAddr>().is_err(), "{bad}");
+        }
+        assert_eq!(ServerAddr::Unix("/a".into()).to_string(), "unix:/a");
+        assert_eq!(ServerAddr::Tcp("h:1".into()).to_string(), "h:1");
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub mod wake;
 
 pub use config::{
     format_mac, parse_mac, parse_size, ConfigError, DriveConfig, Firmware, MachineConfig,
-    NbdDriveConfig, NetConfig,
+    NbdDriveConfig, NetConfig, ServerAddr, NBD_DEFAULT_TIMEOUT,
 };
 pub use dirty::DirtyConsumer;
 pub use machine::{

@@ -3,9 +3,6 @@
 /// Why [`crate::NbdClient::connect`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NbdError {
-    /// NBD server address `{0}` is malformed: expected HOST:PORT or unix:PATH
-    #[error("NBD server address `{0}` is malformed: expected HOST:PORT or unix:PATH")]
-    BadAddr(String),
     /// cannot connect to the NBD server at {addr}: {source} (is the server running and listening there?)
     #[error("cannot connect to the NBD server at {addr}: {source} (is the server running and listening there?)")]
     Connect {

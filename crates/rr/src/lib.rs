@@ -23,7 +23,7 @@ pub use net::{rarp_announce, RecordingNet, ReplayNet};
 pub use outbox::Outbox;
 pub use position::{PositionError, SnapshotPosition};
 pub use recorder::{RecordError, Recorder};
-pub use replayer::{Prologue, ReplayError, Replayer};
+pub use replayer::{BadLog, LiveDiskError, Prologue, ReplayError, Replayer};
 pub use timesync::{SyncStep, TimeSync};
 
 /// Machine-wide steps per run slice: the recorder's loop and every replayer make run calls of

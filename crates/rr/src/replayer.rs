@@ -43,13 +43,13 @@ pub enum ReplayError {
     Read(#[from] ReadError),
     /// the log is well-formed but not one a recorder wrote
     #[error("bad log: {0}")]
-    Content(String),
+    Content(BadLog),
     /// the initial snapshot cannot be restored
     #[error("cannot restore the log's initial snapshot: {0}")]
     Restore(#[from] machine::snapshot::SnapshotError),
     /// the host's disks given for going live do not fit the replayed machine
     #[error("cannot go live with these disks: {0}")]
-    LiveDisks(String),
+    LiveDisks(LiveDiskError),
     /// the log's disk reads are logged by digest and the disk's image was not given
     #[error(
         "the log reads disk {drive} itself (recorded with --disk-reads own: its disk reads \
@@ -70,6 +70,105 @@ pub enum ReplayError {
     },
 }
 
+/// How a well-formed log can still not be one a recorder wrote ([`ReplayError::Content`]).
+#[derive(Debug, thiserror::Error)]
+pub enum BadLog {
+    /// the log does not open with the machine's configuration
+    #[error("the first entry is not the machine configuration")]
+    NoConfig,
+    /// the configuration is not the one the header names
+    #[error("the configuration does not match the header's fingerprint")]
+    Fingerprint,
+    /// no initial snapshot after the configuration
+    #[error("the initial snapshot is missing")]
+    NoSnapshot,
+    /// the initial snapshot's chunks do not add up
+    #[error("the initial snapshot is malformed")]
+    BadSnapshot,
+    /// the log ends before its initial snapshot is complete
+    #[error("the log ends inside its initial snapshot")]
+    EndsInSnapshot,
+    /// the log starts from a live copy's closing delta
+    #[error(
+        "the log starts from the closing delta of a live copy, not a full snapshot: only the \
+         backup that received the copied RAM can replay it"
+    )]
+    StartsFromDelta,
+    /// the logged network card cannot be put in the replayed machine
+    #[error("{0}")]
+    NetCard(machine::MachineError),
+    /// a time-sync entry moves guest time back
+    #[error(
+        "time-sync entry at icount {icount} moves guest time back ({delta} ticks); time only \
+         moves forward"
+    )]
+    TimeBackwards {
+        /// Where.
+        icount: u64,
+        /// The logged change.
+        delta: i64,
+    },
+    /// a time-rate entry the clock refuses
+    #[error("time-rate entry at icount {icount}: {source}")]
+    TimeRate {
+        /// Where.
+        icount: u64,
+        /// The clock's refusal.
+        source: machine::MachineError,
+    },
+    /// an entry of a kind a recorder does not write there
+    #[error("unexpected {entry} entry at icount {icount}")]
+    Unexpected {
+        /// Its kind.
+        entry: &'static str,
+        /// Where.
+        icount: u64,
+    },
+    /// going live with a network card the log's machine does not have
+    #[error("the log's machine has no network card to go live with")]
+    NoNetCard,
+    /// the log stops without an end marker
+    #[error("the log is truncated: it stops after {entries} entries, without an end marker")]
+    Truncated {
+        /// Entries read.
+        entries: u64,
+    },
+    /// entries follow the end marker
+    #[error("entries after the end marker")]
+    AfterEnd,
+}
+
+/// Why the host's disks cannot take over from the replayed ones ([`ReplayError::LiveDisks`]).
+#[derive(Debug, thiserror::Error)]
+pub enum LiveDiskError {
+    /// not as many disks as the log has
+    #[error("{given} disks given, the log has {logged}")]
+    Count {
+        /// Disks given.
+        given: usize,
+        /// Disks in the log.
+        logged: usize,
+    },
+    /// a disk's size differs from the logged one's
+    #[error("disk {drive} has {given} bytes, the logged one {logged}")]
+    Size {
+        /// Which disk.
+        drive: usize,
+        /// Its size.
+        given: u64,
+        /// The logged disk's size.
+        logged: u64,
+    },
+    /// an unconfirmed write could not be issued again on the host's disk
+    #[error("re-issuing a write at offset {offset}: {source}")]
+    Reissue {
+        /// Where it writes.
+        offset: u64,
+        /// The host's error.
+        source: std::io::Error,
+    },
+}
+
 fn diverged(icount: u64, what: impl Into<String>) -> ReplayError {
     ReplayError::Diverged {
         icount,
@@ -81,8 +180,8 @@ fn not_received(len: usize) -> String {
     format!("net receive: the guest did not take the logged frame of {len} bytes")
 }
 
-fn content(what: &str) -> ReplayError {
-    ReplayError::Content(what.into())
+fn content(why: BadLog) -> ReplayError {
+    ReplayError::Content(why)
 }
 
 /// The beginning of a log, gathered entry by entry: the configuration, then the snapshot's
@@ -111,35 +210,33 @@ impl Prologue {
     pub fn feed(&mut self, e: &Entry) -> Result<bool, ReplayError> {
         let Event::ConfigChange(b) = &e.event else {
             return Err(content(match self.config {
-                None => "the first entry is not the machine configuration",
-                Some(_) => "the initial snapshot is missing",
+                None => BadLog::NoConfig,
+                Some(_) => BadLog::NoSnapshot,
             }));
         };
         let Some(lc) = &self.config else {
             let lc = LoggedConfig::decode(b)
                 .filter(|_| b.first() == Some(&TAG_CONFIG))
-                .ok_or_else(|| content("the first entry is not the machine configuration"))?;
+                .ok_or(ReplayError::Content(BadLog::NoConfig))?;
             if lc.fingerprint() != self.fingerprint {
-                return Err(content(
-                    "the configuration does not match the header's fingerprint",
-                ));
+                return Err(content(BadLog::Fingerprint));
             }
             self.config = Some(lc);
             return Ok(false);
         };
         let total = match b.get(..9) {
             Some([TAG_SNAPSHOT, t @ ..]) => u64::from_le_bytes(t.try_into().unwrap_or([0xff; 8])),
-            _ => return Err(content("the initial snapshot is missing")),
+            _ => return Err(content(BadLog::NoSnapshot)),
         };
         // A snapshot is at most the RAM plus a little: refuse a claimed size far beyond it
         // before collecting that much.
         if total > lc.mem_size.saturating_mul(2).saturating_add(64 << 20) {
-            return Err(content("the initial snapshot is malformed"));
+            return Err(content(BadLog::BadSnapshot));
         }
         self.snapshot.extend_from_slice(&b[9..]);
         let have = self.snapshot.len() as u64;
         if have > total {
-            return Err(content("the initial snapshot is malformed"));
+            return Err(content(BadLog::BadSnapshot));
         }
         self.done = have == total;
         Ok(self.done)
@@ -169,14 +266,11 @@ impl Prologue {
 
     fn build(self, out: Outbox, onto: Option<(u64, &[u8])>) -> Result<Replayer, ReplayError> {
         let (Some(lc), true) = (self.config, self.done) else {
-            return Err(content("the log ends inside its initial snapshot"));
+            return Err(content(BadLog::EndsInSnapshot));
         };
         let is_delta = self.snapshot.starts_with(machine::snapshot::DELTA_MAGIC);
         if is_delta && onto.is_none() {
-            return Err(content(
-                "the log starts from the closing delta of a live copy, not a full snapshot: only \
-                 the backup that received the copied RAM can replay it",
-            ));
+            return Err(content(BadLog::StartsFromDelta));
         }
         // Building the machine to restore into needs something to boot; everything it loads is
         // overwritten by the snapshot (RAM) and by the logged boot information (the ROM).
@@ -256,7 +350,7 @@ impl Prologue {
         if lc.net.is_some() {
             let replayed = ReplayNet::new(Arc::clone(&net), Arc::clone(&tap));
             m.replace_net(Box::new(replayed))
-                .map_err(|e| ReplayError::Content(e.to_string()))?;
+                .map_err(|e| content(BadLog::NetCard(e)))?;
         }
         m.set_clock_tap(tap);
         m.set_deferred_io(true);
@@ -551,19 +645,21 @@ impl Replayer {
                 // Taken between two run calls on the recorder, as the idle skip is.
                 self.advance(e.icount)?;
                 let Ok(ticks) = u64::try_from(delta) else {
-                    return Err(ReplayError::Content(format!(
-                        "time-sync entry at icount {} moves guest time back ({delta} ticks); \
-                         time only moves forward",
-                        e.icount
-                    )));
+                    return Err(content(BadLog::TimeBackwards {
+                        icount: e.icount,
+                        delta,
+                    }));
                 };
                 self.m.adjust_time(ticks);
             }
             Event::TimeRate { rate } => {
                 // Changed between two run calls on the recorder, with the time sync.
                 self.advance(e.icount)?;
-                self.m.set_time_rate(rate).map_err(|err| {
-                    ReplayError::Content(format!("time-rate entry at icount {}: {err}", e.icount))
+                self.m.set_time_rate(rate).map_err(|source| {
+                    content(BadLog::TimeRate {
+                        icount: e.icount,
+                        source,
+                    })
                 })?;
             }
             Event::RequestDone { device, request } => {
@@ -613,11 +709,10 @@ impl Replayer {
                 return Ok(true);
             }
             other => {
-                return Err(ReplayError::Content(format!(
-                    "unexpected {} entry at icount {}",
-                    other.name(),
-                    e.icount
-                )))
+                return Err(content(BadLog::Unexpected {
+                    entry: other.name(),
+                    icount: e.icount,
+                }))
             }
         }
         Ok(false)
@@ -636,20 +731,19 @@ impl Replayer {
     /// Checks that `disks` match the logged drives in number and size.
     fn check_disks(&self, disks: &[Box<dyn BlockBackend>]) -> Result<(), ReplayError> {
         if disks.len() != self.config.drives.len() {
-            return Err(ReplayError::LiveDisks(format!(
-                "{} disks given, the log has {}",
-                disks.len(),
-                self.config.drives.len()
-            )));
+            return Err(ReplayError::LiveDisks(LiveDiskError::Count {
+                given: disks.len(),
+                logged: self.config.drives.len(),
+            }));
         }
         let sectors = |n: u64| n / machine::virtio::block::SECTOR_SIZE;
         for (i, (d, shape)) in disks.iter().zip(&self.config.drives).enumerate() {
             if sectors(d.len()) != sectors(shape.capacity) {
-                return Err(ReplayError::LiveDisks(format!(
-                    "disk {i} has {} bytes, the logged one {}",
-                    d.len(),
-                    shape.capacity
-                )));
+                return Err(ReplayError::LiveDisks(LiveDiskError::Size {
+                    drive: i,
+                    given: d.len(),
+                    logged: shape.capacity,
+                }));
             }
         }
         Ok(())
@@ -674,9 +768,7 @@ impl Replayer {
     /// sent are dropped, none arrive. The log must have a network card.
     pub fn set_live_net(&mut self, net: Box<dyn NetBackend>) -> Result<(), ReplayError> {
         if self.net_device.is_none() {
-            return Err(ReplayError::Content(
-                "the log's machine has no network card to go live with".into(),
-            ));
+            return Err(content(BadLog::NoNetCard));
         }
         self.live_net = Some(net);
         Ok(())
@@ -759,8 +851,8 @@ impl Replayer {
                     Some(data) => d.write_at(offset, data),
                     None => d.flush(),
                 };
-                r.map_err(|e| {
-                    ReplayError::LiveDisks(format!("re-issuing a write at offset {offset}: {e}"))
+                r.map_err(|source| {
+                    ReplayError::LiveDisks(LiveDiskError::Reissue { offset, source })
                 })?;
                 n += 1;
                 bytes += data.map_or(0, |d| d.len());
@@ -894,6 +986,69 @@ mod tests {
         let mut p = Prologue::new(r.header());
         while !p.feed(&r.next_entry().unwrap().unwrap()).unwrap() {}
         (p.into_replayer(Outbox::default()).unwrap(), r)
+    }
+
+    #[test]
+    fn a_prologue_out_of_order_is_a_bad_log_that_says_why() {
+        let (log, _) = digest_log("bad-prologue");
+        let mut r = replay::LogReader::new(log.as_slice()).unwrap();
+        let config = r.next_entry().unwrap().unwrap();
+        let snapshot = r.next_entry().unwrap().unwrap();
+        let e = Prologue::new(r.header()).feed(&snapshot).unwrap_err();
+        assert!(matches!(e, ReplayError::Content(BadLog::NoConfig)), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "bad log: the first entry is not the machine configuration"
+        );
+        let mut p = Prologue::new(r.header());
+        assert!(!p.feed(&config).unwrap());
+        let e = p.feed(&config).unwrap_err();
+        assert!(matches!(e, ReplayError::Content(BadLog::NoSnapshot)), "{e}");
+        let mut p = Prologue::new(r.header());
+        p.feed(&config).unwrap();
+        let e = p.into_replayer(Outbox::default()).err().unwrap();
+        assert!(
+            matches!(e, ReplayError::Content(BadLog::EndsInSnapshot)),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn live_disks_must_match_the_logged_ones_in_number_and_size() {
+        let (log, img) = digest_log("live-disks");
+        let (mut rp, _) = replayer_of(&log);
+        let e = rp.set_live_disks(Vec::new()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ReplayError::LiveDisks(LiveDiskError::Count {
+                    given: 0,
+                    logged: 1
+                })
+            ),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "cannot go live with these disks: 0 disks given, the log has 1"
+        );
+        let small = img.with_extension("small");
+        std::fs::write(&small, vec![0u8; 4096]).unwrap();
+        let d = hostblk::FileBackend::open(&small, true).unwrap();
+        let e = rp.set_live_disks(vec![Box::new(d)]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ReplayError::LiveDisks(LiveDiskError::Size {
+                    drive: 0,
+                    given: 4096,
+                    logged: 65536
+                })
+            ),
+            "{e}"
+        );
+        let d = hostblk::FileBackend::open(&img, true).unwrap();
+        rp.set_live_disks(vec![Box::new(d)]).unwrap();
     }
 
     #[test]

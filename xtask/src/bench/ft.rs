@@ -1179,10 +1179,10 @@ pub fn main(root: &Path, ftvm: &Path, o: &Options) -> Result<()> {
         eprintln!("bench ft: docs/ft-benchmarks.md left alone (--quick / --no-doc)");
     } else {
         let f = root.join("docs/ft-benchmarks.md");
-        // Keep the section `bench --ft-io` wrote.
+        // Keep the section `bench --ft-io` wrote and the hand-written ones after it.
         let old = std::fs::read_to_string(&f).unwrap_or_default();
-        let md = match super::ftio::section_of(&old) {
-            Some(io) => format!("{}\n\n{io}\n", md.trim_end()),
+        let md = match super::ftio::from_section_on(&old) {
+            Some(kept) => format!("{}\n\n{}\n", md.trim_end(), kept.trim_end()),
             None => md,
         };
         std::fs::write(&f, md).with_context(|| format!("writing {}", f.display()))?;
