@@ -372,13 +372,14 @@ pub fn run(
         }
     };
     drop(listener);
+    let hb_key = heartbeat::SessionKey::new(&cfg.key, &r.binding());
     status.peer = peer.to_string();
     tracing::info!(
         "ftvm backup: primary {peer} authenticated (vm {}, generation {})",
         hello.vm,
         hello.generation
     );
-    let (live, hb_stop) = heartbeat::start(udp, None, cfg.key.clone(), 1, cfg.heartbeat)
+    let (live, hb_stop) = heartbeat::start(udp, None, hb_key, 1, cfg.heartbeat)
         .map_err(io("cannot start the heartbeat"))?;
     let ch = Channel::tcp(w, r).map_err(io("cannot keep a handle on the channel"))?;
     let joined = Joined {

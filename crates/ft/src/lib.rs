@@ -24,6 +24,7 @@ pub mod noise;
 mod pair_tests;
 pub mod primary;
 mod protect;
+pub mod refusals;
 pub mod status;
 pub mod throttle;
 pub mod transport;
