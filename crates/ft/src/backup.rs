@@ -314,7 +314,7 @@ pub fn run(
     cfg: PairConfig,
 ) -> Result<i32, FtError> {
     let ep = Endpoint::new(false);
-    crate::metrics::attach(&ep, cfg.metrics)?;
+    crate::metrics::attach(&ep, cfg.metrics, &cfg.console)?;
     let cl = TcpListener::bind(bc.console).map_err(io(format!(
         "cannot listen for console clients on {}",
         bc.console
