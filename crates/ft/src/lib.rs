@@ -10,6 +10,7 @@
 //! [`machine::Machine`]'s run/inject API. It never lets a peer's bytes panic the process: every
 //! message is authenticated, bounded and validated before anything is applied.
 
+pub mod admission;
 pub mod auth;
 pub mod backup;
 pub mod clone;
