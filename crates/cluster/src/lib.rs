@@ -259,7 +259,7 @@ mod tests_common {
         let rec = VmRecord {
             name: "vm0".into(),
             flags: vec!["--mem".into(), "64M".into()],
-            key_hex: "00".into(),
+            key_ref: "vm-00".into(),
             arbiter: "file:/tmp/x".into(),
             slot: 0,
             generation: 1,

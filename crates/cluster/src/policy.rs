@@ -504,7 +504,7 @@ mod tests {
         VmRecord {
             name: "vm0".into(),
             flags: vec![],
-            key_hex: "00".into(),
+            key_ref: "vm-00".into(),
             arbiter: "file:/x".into(),
             slot: 0,
             generation: 3,

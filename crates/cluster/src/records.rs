@@ -62,8 +62,12 @@ pub struct VmRecord {
     pub name: String,
     /// The machine flags of `ftvm primary` / `ftvm backup` (kernel, disks, memory, ...).
     pub flags: Vec<String>,
-    /// The logging channel's shared key, hex.
-    pub key_hex: String,
+    /// Which key file on each host holds the VM's logging-channel key: `KEY_DIR/REF.key`
+    /// (`ftvm agent --key-dir`). Only this name is in the store, never the key: whoever reads
+    /// the store (its backups, its operators, etcd's peers) learns nothing that opens the
+    /// channel or the console. Empty in a record written by an ftvm that kept the key here.
+    #[serde(default)]
+    pub key_ref: String,
     /// The arbiter spec both sides use.
     pub arbiter: String,
     /// Console port offset in each host's range.

@@ -3,8 +3,9 @@
 //! A key file's bytes are a secret of at least [`MIN_KEY_LEN`] bytes. The logging channel and
 //! the console endpoints do not use it directly: [`crate::noise`] derives a Noise PSK from it
 //! per kind of endpoint and encrypts and authenticates everything with that. The heartbeats
-//! (which carry nothing secret, only "alive") are tagged with `HMAC-SHA256(key, ...)` truncated
-//! to [`TAG_LEN`] bytes (`crate::heartbeat`).
+//! (which carry nothing secret, only "alive") are tagged with an HMAC-SHA256 truncated to
+//! [`TAG_LEN`] bytes, under a key derived from this key and the channel session
+//! (`crate::heartbeat::SessionKey`).
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

@@ -314,7 +314,7 @@ pub fn run(
     cfg: PairConfig,
 ) -> Result<i32, FtError> {
     let ep = Endpoint::new(false);
-    crate::metrics::attach(&ep, cfg.metrics)?;
+    crate::metrics::attach(&ep, cfg.metrics, &cfg.console)?;
     let cl = TcpListener::bind(bc.console).map_err(io(format!(
         "cannot listen for console clients on {}",
         bc.console
@@ -339,46 +339,15 @@ pub fn run(
         bc.listen,
         bc.console
     );
-    let (hello, w, r, peer) = loop {
-        let (s, peer) = listener.accept().map_err(io("accepting the primary"))?;
-        let ours = wire::Hello {
-            vm: cfg.vm.clone(),
-            generation: 0,
-            non_shared: cfg.non_shared,
-            disk_reads_own: bc.disk_reads_own,
-        };
-        // Disk settings that differ are refused with the reason (the primary says it too).
-        let check = |h: &wire::Hello| {
-            (h.vm == cfg.vm && h.describe_disks() != ours.describe_disks()).then(|| {
-                format!(
-                    "the primary's disks are set up with {}, the backup's with {} (both \
-                         sides must agree)",
-                    h.describe_disks(),
-                    ours.describe_disks()
-                )
-            })
-        };
-        match wire::accept_handshake_checked(s, &cfg.key, check) {
-            Ok((h, w, r)) if h.vm == cfg.vm => break (h, w, r, peer),
-            Ok((h, ..)) => tracing::warn!(
-                "ftvm backup: refused {peer}: it protects VM {:?}, we back up {:?}",
-                h.vm,
-                cfg.vm
-            ),
-            Err(wire::WireError::Refused(why)) => {
-                tracing::warn!("ftvm backup: refused {peer}: {why}")
-            }
-            Err(e) => tracing::warn!("ftvm backup: refused {peer}: {e}"),
-        }
-    };
-    drop(listener);
+    let (hello, w, r, peer) = accept_primary(listener, &cfg, bc)?;
+    let hb_key = heartbeat::SessionKey::new(&cfg.key, &r.binding());
     status.peer = peer.to_string();
     tracing::info!(
         "ftvm backup: primary {peer} authenticated (vm {}, generation {})",
         hello.vm,
         hello.generation
     );
-    let (live, hb_stop) = heartbeat::start(udp, None, cfg.key.clone(), 1, cfg.heartbeat)
+    let (live, hb_stop) = heartbeat::start(udp, None, hb_key, 1, cfg.heartbeat)
         .map_err(io("cannot start the heartbeat"))?;
     let ch = Channel::tcp(w, r).map_err(io("cannot keep a handle on the channel"))?;
     let joined = Joined {
@@ -388,6 +357,105 @@ pub fn run(
         hb_stop,
     };
     follow(joined, mcfg, bc, cfg, ep, status)
+}
+
+/// Primaries' connections waiting to authenticate at once (the longest-waiting one is closed
+/// for a newcomer, [`crate::admission`]).
+pub const MAX_PENDING_PRIMARIES: usize = 16;
+/// Time a connection has from connecting to its authenticated hello.
+pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+
+type Accepted = (wire::Hello, wire::MsgWriter, wire::MsgReader, SocketAddr);
+
+/// Waits on `listener` for the first primary that authenticates under the pair's key and
+/// protects our VM with our disk settings. Each connection's handshake runs on a thread of its
+/// own, at most [`MAX_PENDING_PRIMARIES`] at once, each for at most [`HANDSHAKE_DEADLINE`]:
+/// strangers that connect and say nothing, drip bytes or send garbage cannot keep the real
+/// primary out (they were served one after another, 5 s each, before). Every refusal is logged
+/// with the peer's address, rate-limited. The listener is closed once a primary is in.
+pub(crate) fn accept_primary(
+    listener: TcpListener,
+    cfg: &PairConfig,
+    bc: &BackupConfig,
+) -> Result<Accepted, FtError> {
+    let ours = wire::Hello {
+        vm: cfg.vm.clone(),
+        generation: 0,
+        non_shared: cfg.non_shared,
+        disk_reads_own: bc.disk_reads_own,
+    };
+    listener
+        .set_nonblocking(true)
+        .map_err(io("cannot poll the channel listener"))?;
+    let adm =
+        crate::admission::Admission::new("ftvm backup", MAX_PENDING_PRIMARIES, HANDSHAKE_DEADLINE);
+    let (tx, rx) = std::sync::mpsc::channel::<Accepted>();
+    let done = Arc::new(AtomicBool::new(false));
+    let stop = Arc::clone(&done);
+    let (key, vm) = (cfg.key.clone(), cfg.vm.clone());
+    std::thread::Builder::new()
+        .name("channel-accept".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let (s, peer) = match listener.accept() {
+                    Ok(c) => c,
+                    Err(_) => {
+                        // Nothing waiting (or out of descriptors): look again shortly.
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                };
+                if s.set_nonblocking(false).is_err() {
+                    continue;
+                }
+                let Some(ticket) = adm.admit(&s, peer) else {
+                    continue;
+                };
+                let (adm, tx, key, vm, ours) = (
+                    Arc::clone(&adm),
+                    tx.clone(),
+                    key.clone(),
+                    vm.clone(),
+                    ours.clone(),
+                );
+                let _ = std::thread::Builder::new()
+                    .name("channel-handshake".into())
+                    .spawn(move || {
+                        // Disk settings that differ are refused with the reason (the primary
+                        // says it too).
+                        let check = |h: &wire::Hello| {
+                            (h.vm == vm && h.describe_disks() != ours.describe_disks()).then(|| {
+                                format!(
+                                    "the primary's disks are set up with {}, the backup's \
+                                         with {} (both sides must agree)",
+                                    h.describe_disks(),
+                                    ours.describe_disks()
+                                )
+                            })
+                        };
+                        let why = match wire::accept_handshake_checked(s, &key, check) {
+                            Ok((h, w, r)) if h.vm == vm => {
+                                ticket.authenticated();
+                                let _ = tx.send((h, w, r, peer));
+                                return;
+                            }
+                            Ok((h, ..)) => {
+                                format!("it protects VM {:?}, we back up {:?}", h.vm, vm)
+                            }
+                            Err(wire::WireError::Refused(why)) => why,
+                            Err(e) => e.to_string(),
+                        };
+                        adm.log.refused(peer, peer.ip(), &why);
+                    });
+            }
+        })
+        .map_err(io("cannot start the channel listener"))?;
+    let first = rx.recv();
+    done.store(true, Ordering::Relaxed);
+    first.map_err(|_| FtError::Io {
+        what: "accepting the primary".into(),
+        source: std::io::Error::other("the channel listener stopped"),
+    })
 }
 
 /// A primary that joined: its authenticated channel, the generation it runs under, and its
@@ -864,6 +932,87 @@ fn connect_net(
                 })
             }
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Key;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    fn config() -> (PairConfig, BackupConfig) {
+        let cfg = PairConfig {
+            vm: "vm0".into(),
+            me: "backup".into(),
+            key: Key::random(),
+            console: crate::console::Keys::operator(Key::random()),
+            arbiter: Arc::new(arbiter::MemArbiter::new()),
+            heartbeat: heartbeat::HeartbeatConfig::default(),
+            max_lag: Duration::from_secs(1),
+            buffer: 1 << 20,
+            non_shared: false,
+            metrics: None,
+            clone_bandwidth: 0,
+        };
+        let bc = BackupConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            console: "127.0.0.1:0".parse().unwrap(),
+            netdev: None,
+            disk_reads_own: false,
+        };
+        (cfg, bc)
+    }
+
+    /// Hundreds of connections that say nothing, garbage, a stranger without the key and a
+    /// primary of another VM, all before the real primary: it still joins at once (they were
+    /// served one by one, 5 s each, before), and the listener's strangers are all let go.
+    #[test]
+    fn idle_garbage_and_strangers_do_not_keep_the_primary_out() {
+        let (cfg, bc) = config();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = l.local_addr().unwrap();
+        let key = cfg.key.clone();
+        let waiting = std::thread::spawn(move || accept_primary(l, &cfg, &bc));
+        let mut idle: Vec<TcpStream> = (0..MAX_PENDING_PRIMARIES * 20)
+            .map(|_| TcpStream::connect(a).unwrap())
+            .collect();
+        for _ in 0..20 {
+            let mut g = TcpStream::connect(a).unwrap();
+            let _ = g.write_all(b"GET / HTTP/1.0\r\n\r\n\x00\xff");
+        }
+        let hello = |vm: &str| wire::Hello {
+            vm: vm.into(),
+            generation: 3,
+            non_shared: false,
+            disk_reads_own: false,
+        };
+        let stranger = wire::connect_handshake(
+            TcpStream::connect(a).unwrap(),
+            &Key::random(),
+            &hello("vm0"),
+        );
+        assert!(stranger.is_err(), "a stranger paired");
+        let other_vm = wire::connect_handshake(TcpStream::connect(a).unwrap(), &key, &hello("vm9"));
+        drop(other_vm);
+        let t0 = Instant::now();
+        let primary = wire::connect_handshake(TcpStream::connect(a).unwrap(), &key, &hello("vm0"));
+        assert!(primary.is_ok(), "{:?}", primary.err());
+        let (h, ..) = waiting.join().unwrap().unwrap();
+        assert_eq!((h.vm.as_str(), h.generation), ("vm0", 3));
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the primary waited {:?}",
+            t0.elapsed()
+        );
+        // The idle connections are all closed: most at once (over the cap), the rest at the
+        // deadline or when the listener closed.
+        for c in idle.iter_mut() {
+            c.set_read_timeout(Some(HANDSHAKE_DEADLINE * 2)).unwrap();
+            let mut b = [0u8; 1];
+            assert!(matches!(c.read(&mut b), Ok(0) | Err(_)));
         }
     }
 }

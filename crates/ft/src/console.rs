@@ -22,9 +22,21 @@
 //! is taken as input or applied; a plain-text request (the protocol before this one) is
 //! answered with one line saying that the endpoint needs an encrypted client, and closed. The
 //! status-only secret is for monitoring: `STATUS` and nothing else.
+//!
+//! **Strangers cost a bounded amount and never the VM**: at most [`MAX_PENDING`] connections
+//! wait to authenticate at once (a newcomer closes the one that has waited longest, so a flood
+//! of idle connections cannot lock out a genuine client, which authenticates in a round trip),
+//! each has [`HANDSHAKE_DEADLINE`] from connecting to its first sealed request
+//! ([`crate::admission`]); garbage is refused at its first wrong byte, a handshake message or
+//! request line is bounded (64 KiB, 256 bytes); the VM only ever appends its output to the
+//! bounded tail ([`KEEP_OUTPUT`]) and never waits for a client, and a client that stops
+//! reading is let go after [`WRITE_DEADLINE`] (it resumes from its offset when it comes back).
+//! Every refusal is logged with the peer's address, at most a line per address per 10 s
+//! ([`crate::refusals`]).
 
 pub mod client;
 
+use crate::admission::{Admission, Pending};
 use crate::auth::Key;
 use crate::noise::{self, HandshakeRead, Role, SealedReader, SealedWriter};
 use std::collections::VecDeque;
@@ -37,6 +49,12 @@ use std::time::Duration;
 pub const KEEP_OUTPUT: usize = 8 << 20;
 /// Client input accepted ahead of the VM.
 const MAX_INPUT: usize = 1 << 20;
+/// Connections waiting to authenticate at once ([`crate::admission`]).
+pub const MAX_PENDING: usize = 64;
+/// Time a client has from connecting to its first sealed request.
+pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
+/// Time a write to a client may block before the client is let go.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// What a console connection opens with, in clear (the protocol and its version; with the
 /// access byte, also the Noise prologue).
@@ -305,36 +323,56 @@ impl Endpoint {
     }
 
     /// Listens for clients on `listener` (a thread per connection), admitting those that hold
-    /// one of `keys`.
+    /// one of `keys`. At most [`MAX_PENDING`] connections wait to authenticate at once (the
+    /// longest-waiting one is closed for a newcomer), each for at most [`HANDSHAKE_DEADLINE`]
+    /// ([`crate::admission`]).
     pub fn serve(&self, listener: TcpListener, keys: Keys) -> std::io::Result<()> {
         let e = self.clone();
+        let adm = Admission::new("console", MAX_PENDING, HANDSHAKE_DEADLINE);
         std::thread::Builder::new()
             .name("console-accept".into())
-            .spawn(move || {
-                for s in listener.incoming() {
-                    if e.lock().closed {
-                        break;
-                    }
-                    let Ok(s) = s else { continue };
-                    let e = e.clone();
-                    let keys = keys.clone();
-                    let _ = std::thread::Builder::new()
-                        .name("console-client".into())
-                        .spawn(move || e.client(s, &keys));
+            .spawn(move || loop {
+                let accepted = listener.accept();
+                if e.lock().closed {
+                    break;
                 }
+                let (s, peer) = match accepted {
+                    Ok(c) => c,
+                    Err(_) => {
+                        // Out of descriptors, most likely: let some close.
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                let Some(ticket) = adm.admit(&s, peer) else {
+                    continue;
+                };
+                let e = e.clone();
+                let keys = keys.clone();
+                let adm = Arc::clone(&adm);
+                let _ = std::thread::Builder::new()
+                    .name("console-client".into())
+                    .spawn(move || e.client(s, peer, &keys, ticket, &adm));
             })?;
         Ok(())
     }
 
-    fn client(&self, s: TcpStream, keys: &Keys) {
-        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-        let peer = s
-            .peer_addr()
-            .map_or_else(|_| "(unknown)".into(), |a| a.to_string());
+    fn client(
+        &self,
+        s: TcpStream,
+        peer: SocketAddr,
+        keys: &Keys,
+        ticket: Pending,
+        adm: &Admission,
+    ) {
+        let _ = s.set_read_timeout(Some(HANDSHAKE_DEADLINE));
+        // A client that stops reading is disconnected, never waited for (it reconnects from
+        // its offset).
+        let _ = s.set_write_timeout(Some(WRITE_DEADLINE));
         let (access, (mut w, r)) = match accept(s, keys) {
             Ok(x) => x,
             Err(why) => {
-                tracing::warn!("console: refused {peer}: {why}");
+                adm.log.refused(peer, peer.ip(), &why);
                 return;
             }
         };
@@ -343,6 +381,8 @@ impl Endpoint {
         if r.by_ref().take(256).read_line(&mut line).is_err() {
             return;
         }
+        // The first record opened under the session's key: the client holds the secret.
+        ticket.authenticated();
         let _ = w.get_ref().set_read_timeout(None);
         let words: Vec<&str> = line.split_whitespace().collect();
         if access == Access::Status && words.first() != Some(&"STATUS") {
@@ -440,20 +480,34 @@ impl Endpoint {
             });
         // Output, on this thread; when it ends (another client took over, the endpoint
         // closed, the client went away) the connection is shut down both ways.
-        self.pump_output(off, &mut w, me);
+        if let Err(e) = self.pump_output(off, &mut w, me) {
+            let peer = w.get_ref().peer_addr().ok();
+            tracing::info!(
+                "console: client {} disconnected: {e} (a client reading slower than the \
+                 console writes is let go after {WRITE_DEADLINE:?}; it resumes from its offset)",
+                peer.map_or_else(|| "(unknown)".into(), |p| p.to_string())
+            );
+        }
         let _ = w.get_ref().shutdown(std::net::Shutdown::Both);
     }
 
-    fn pump_output(&self, mut off: u64, w: &mut SealedWriter<TcpStream>, me: u64) {
+    /// Writes the output from `off` while `me` is the current client; `Err` if the client
+    /// failed to take it (gone, or too slow).
+    fn pump_output(
+        &self,
+        mut off: u64,
+        w: &mut SealedWriter<TcpStream>,
+        me: u64,
+    ) -> std::io::Result<()> {
         loop {
             let chunk = {
                 let mut s = self.lock();
                 loop {
                     if s.client != me || s.closed {
-                        return;
+                        return Ok(());
                     }
                     if off < s.released_base {
-                        return;
+                        return Ok(());
                     }
                     if off < s.out_end() {
                         break;
@@ -473,9 +527,7 @@ impl Endpoint {
                     .collect();
                 v
             };
-            if w.write_all(&chunk).is_err() {
-                return;
-            }
+            w.write_all(&chunk)?;
             off += chunk.len() as u64;
         }
     }
@@ -776,5 +828,123 @@ mod tests {
         t.push(&vec![1; KEEP_OUTPUT + 10]);
         assert_eq!(t.base, 10);
         assert_eq!(t.bytes.len(), KEEP_OUTPUT);
+    }
+
+    fn is_closed(c: &mut TcpStream, within: Duration) -> bool {
+        c.set_read_timeout(Some(within)).unwrap();
+        let mut b = [0u8; 256];
+        loop {
+            match c.read(&mut b) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return false,
+                Err(_) => return true,
+            }
+        }
+    }
+
+    /// Hundreds of clients that connect and say nothing, garbage, an over-long request and a
+    /// client dripping its handshake: the endpoint keeps at most MAX_PENDING of them, closes
+    /// the rest at once and those past the deadline after it, and serves the key's holder all
+    /// along.
+    #[test]
+    fn idle_garbage_and_over_long_clients_are_bounded_and_the_key_holder_is_served() {
+        let (e, a, op, _) = serving();
+        let op = Secret::operator(op);
+        let t = Duration::from_secs(5);
+        let idle: Vec<TcpStream> = (0..MAX_PENDING * 8)
+            .map(|_| TcpStream::connect(a).unwrap())
+            .collect();
+        // Garbage: the plain-text refusal and nothing else.
+        assert_eq!(raw(a, b"\x00\x01\x02garbage\n"), PLAIN_REFUSAL);
+        // The magic, then a handshake message that is noise: refused, nothing answered
+        // but the refusal.
+        let mut junk = MAGIC.to_vec();
+        junk.push(b'O');
+        junk.extend_from_slice(&[0xff, 0xff]);
+        junk.extend(std::iter::repeat_n(0x41, 65535));
+        assert_eq!(raw(a, &junk), [0, 0]);
+        // The key holder is served while the idle ones are still connected.
+        let text = request(&a.to_string(), &op, "STATUS", t).unwrap();
+        assert!(text.contains("vm0"), "{text}");
+        // An over-long request line under the key is cut at 256 bytes and refused.
+        let long = format!("STATUS{}", " x".repeat(10_000));
+        let out = request(&a.to_string(), &op, &long, t).unwrap_or_default();
+        assert!(!out.contains("vm0"), "{out}");
+        // All but MAX_PENDING idle connections were closed at once, the rest by the deadline.
+        let mut idle = idle;
+        let mut closed_at_once = 0;
+        for c in idle.iter_mut() {
+            closed_at_once += usize::from(is_closed(c, Duration::from_millis(20)));
+        }
+        assert!(
+            closed_at_once >= MAX_PENDING * 7 - 4,
+            "{closed_at_once} of {} idle connections closed at once",
+            idle.len()
+        );
+        for c in idle.iter_mut() {
+            assert!(
+                is_closed(c, HANDSHAKE_DEADLINE * 2),
+                "an idle client outlived the deadline"
+            );
+        }
+        // A client that drips its first bytes slowly is cut at the deadline too.
+        let mut drip = TcpStream::connect(a).unwrap();
+        let t0 = std::time::Instant::now();
+        let mut cut = false;
+        for b in MAGIC.iter().chain(b"O").cycle().take(40) {
+            if drip.write_all(&[*b]).is_err() {
+                cut = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+            if is_closed(&mut drip, Duration::from_millis(1)) {
+                cut = true;
+                break;
+            }
+        }
+        assert!(cut, "a dripping client was kept {:?}", t0.elapsed());
+        assert!(e.take_controls().is_empty() && e.take_input(16).is_empty());
+    }
+
+    /// A console client that stops reading: the VM's output goes on being published without
+    /// waiting for it, the tail stays bounded, another client takes over at once, and the
+    /// stalled one is let go after the write deadline.
+    #[test]
+    fn a_client_that_stops_reading_never_blocks_the_vm() {
+        let (e, a, op, _) = serving();
+        let op = Secret::operator(op);
+        let (mut w, r) = connect(a, &op, Duration::from_secs(5)).unwrap();
+        w.write_all(b"CONSOLE 0\n").unwrap();
+        // It never reads. 32 MiB of output, 64 KiB at a time.
+        let chunk = vec![b'x'; 64 << 10];
+        let t0 = std::time::Instant::now();
+        for _ in 0..512 {
+            e.publish(&chunk);
+        }
+        e.publish(b"\nlast line\n");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "publishing waited for a client ({:?})",
+            t0.elapsed()
+        );
+        assert!(e.lock().released.len() <= KEEP_OUTPUT);
+        let end = e.lock().out_end();
+        let (mut w2, r2) = connect(a, &op, Duration::from_secs(5)).unwrap();
+        writeln!(w2, "CONSOLE {}", end - 11).unwrap();
+        let mut got = String::new();
+        let mut r2 = BufReader::new(r2);
+        r2.read_line(&mut got).unwrap();
+        assert!(got.starts_with("OK "), "{got}");
+        got.clear();
+        r2.read_line(&mut got).unwrap();
+        r2.read_line(&mut got).unwrap();
+        assert_eq!(got, "\nlast line\n");
+        let mut stalled = r.get_ref().try_clone().unwrap();
+        assert!(
+            is_closed(&mut stalled, WRITE_DEADLINE + Duration::from_secs(10)),
+            "the stalled client is let go"
+        );
     }
 }

@@ -10,6 +10,7 @@
 //! [`machine::Machine`]'s run/inject API. It never lets a peer's bytes panic the process: every
 //! message is authenticated, bounded and validated before anything is applied.
 
+pub mod admission;
 pub mod auth;
 pub mod backup;
 pub mod clone;
@@ -24,6 +25,7 @@ pub mod noise;
 mod pair_tests;
 pub mod primary;
 pub mod protect;
+pub mod refusals;
 pub mod status;
 pub mod throttle;
 pub mod transport;

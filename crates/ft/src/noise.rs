@@ -227,6 +227,17 @@ pub fn write_refusal(w: &mut impl Write) -> Result<(), FrameError> {
     Ok(())
 }
 
+/// The handshake hash of a finished handshake: the same on both its ends, different for every
+/// other handshake (it covers both fresh ephemeral keys, and the PSK), so it names the session;
+/// the heartbeats are keyed by it ([`crate::heartbeat::SessionKey`]).
+pub fn binding(hs: &HandshakeState) -> [u8; 32] {
+    let mut b = [0u8; 32];
+    let h = hs.get_handshake_hash();
+    let n = h.len().min(32);
+    b[..n].copy_from_slice(&h[..n]);
+    b
+}
+
 /// The two directions of a finished handshake.
 pub fn split(hs: HandshakeState) -> Result<(Sealer, Opener), FrameError> {
     let st = Arc::new(

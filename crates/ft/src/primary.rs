@@ -61,7 +61,7 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
         let ep = ep.clone();
         Gate::new(Box::new(move |b: &[u8]| ep.publish(b)))
     };
-    crate::metrics::attach(&ep, cfg.metrics)?;
+    crate::metrics::attach(&ep, cfg.metrics, &cfg.console)?;
     ep.serve(listener, cfg.console.clone())
         .map_err(io("cannot start the console endpoint"))?;
 

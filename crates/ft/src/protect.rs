@@ -126,6 +126,7 @@ pub(crate) fn connect(
         disk_reads_own: with.disk_reads_own,
     };
     let (w, r) = wire::connect_handshake(stream, &cfg.key, &hello)?;
+    let hb_key = heartbeat::SessionKey::new(&cfg.key, &r.binding());
     let Channel {
         tx: mut w,
         rx,
@@ -143,7 +144,7 @@ pub(crate) fn connect(
     }
     let udp = UdpSocket::bind(SocketAddr::new(with.local_ip, 0))
         .map_err(io("cannot open the heartbeat socket"))?;
-    let (live, hb_stop) = heartbeat::start(udp, Some(to), cfg.key.clone(), 0, cfg.heartbeat)
+    let (live, hb_stop) = heartbeat::start(udp, Some(to), hb_key, 0, cfg.heartbeat)
         .map_err(io("cannot start the heartbeat"))?;
     Ok((
         w,

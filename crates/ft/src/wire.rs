@@ -377,6 +377,7 @@ pub struct MsgWriter {
 pub struct MsgReader {
     stream: BufReader<TcpStream>,
     opener: Opener,
+    binding: [u8; 32],
 }
 
 impl MsgWriter {
@@ -399,6 +400,12 @@ impl MsgWriter {
 }
 
 impl MsgReader {
+    /// The session's handshake hash ([`noise::binding`]): what the heartbeats of this session
+    /// are keyed by.
+    pub fn binding(&self) -> [u8; 32] {
+        self.binding
+    }
+
     /// Waits for the next message: it is returned only once every record of it has opened.
     pub fn recv(&mut self) -> Result<Msg, WireError> {
         let body = self.opener.recv(&mut self.stream, MAX_MSG)?;
@@ -490,6 +497,7 @@ fn halves(
     s: TcpStream,
     sealer: Sealer,
     opener: Opener,
+    binding: [u8; 32],
 ) -> Result<(MsgWriter, MsgReader), WireError> {
     s.set_nodelay(true)?;
     let r = s.try_clone()?;
@@ -502,6 +510,7 @@ fn halves(
         MsgReader {
             stream: BufReader::with_capacity(1 << 17, r),
             opener,
+            binding,
         },
     ))
 }
@@ -529,9 +538,10 @@ pub fn connect_handshake(
         Err(FrameError::Closed) => return Err(fail(HandshakeFailure::HungUpOnHello)),
         Err(e) => return Err(fail(HandshakeFailure::Frame(e))),
     }
+    let binding = noise::binding(&hs);
     let (mut sealer, opener) = noise::split(hs)?;
     sealer.send(&mut s, &hello.encode())?;
-    let (w, mut r) = halves(s, sealer, opener)?;
+    let (w, mut r) = halves(s, sealer, opener, binding)?;
     let answer = r
         .opener
         .recv(&mut r.stream, MAX_HELLO)
@@ -590,8 +600,9 @@ pub fn accept_handshake_checked(
         }
     }
     noise::write_handshake(&mut s, &mut hs, &[])?;
+    let binding = noise::binding(&hs);
     let (sealer, opener) = noise::split(hs)?;
-    let (mut w, mut r) = halves(s, sealer, opener)?;
+    let (mut w, mut r) = halves(s, sealer, opener, binding)?;
     let hello = r
         .opener
         .recv(&mut r.stream, MAX_HELLO)

@@ -52,6 +52,11 @@ pub struct AgentArgs {
     /// restart. Default /tmp/ftvm-agent-NAME.
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
+    /// The directory of this host holding the VMs' channel keys (`REF.key`, as `ftvm vm
+    /// create` made them; the store holds only their names). Default: `DIR/keys` beside a
+    /// `local:DIR` store; required with etcd.
+    #[arg(long, value_name = "DIR")]
+    pub key_dir: Option<PathBuf>,
     /// Time between two heartbeats of this host, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 500)]
     pub heartbeat_ms: u64,
@@ -96,6 +101,10 @@ pub struct VmCreateArgs {
     /// The arbiter (default: the store's etcd, or `file:DIR/arbiter` beside a local store).
     #[arg(long, value_name = "SPEC")]
     pub arbiter: Option<String>,
+    /// Where to write the VM's channel key (`REF.key`; copy it to every host's `ftvm agent
+    /// --key-dir`). Default: `DIR/keys` beside a `local:DIR` store; required with etcd.
+    #[arg(long, value_name = "DIR")]
+    pub key_dir: Option<PathBuf>,
     /// The machine and pair flags of `ftvm primary`/`ftvm backup` (after `--`), e.g.
     /// `--bios F --kernel K --initrd I --mem 256M`.
     #[arg(last = true, required = true)]
@@ -114,6 +123,10 @@ pub struct StatusArgs {
     /// Show the whole cluster from this store instead (`local:DIR` or `etcd:URL`).
     #[arg(long, value_name = "SPEC")]
     pub store: Option<String>,
+    /// With --store: the directory holding the VMs' channel keys, to ask each primary for its
+    /// status (default `DIR/keys` beside a `local:DIR` store).
+    #[arg(long, value_name = "DIR")]
+    pub key_dir: Option<PathBuf>,
     /// The secret (without --store).
     #[command(flatten)]
     pub keys: crate::ft_cmd::ClientKeyArgs,
@@ -143,16 +156,6 @@ fn alive(h: &HostRecord, dead_after_ms: u64) -> bool {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> anyhow::Result<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        bail!("odd length");
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).context("not hex"))
-        .collect()
 }
 
 /// `ftvm vm create`.
@@ -198,10 +201,30 @@ fn create(a: VmCreateArgs) -> anyhow::Result<i32> {
     if slot >= CONSOLE_SLOTS {
         bail!("at most {CONSOLE_SLOTS} VMs per cluster (console slots)");
     }
+    // The key stays in a file on the hosts; the record names it.
+    let keys = key_dir(&a.key_dir, &a.store)?;
+    let key_ref = format!("{}-{}", a.name, &hex(ft::Key::random().bytes())[..12]);
+    let key_path = keys.join(format!("{key_ref}.key"));
+    {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&keys)
+            .with_context(|| format!("cannot create {}", keys.display()))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key_path)
+            .with_context(|| format!("cannot write {}", key_path.display()))?;
+        f.write_all(ft::Key::random().bytes())?;
+    }
     let rec = VmRecord {
         name: a.name.clone(),
         flags: a.flags,
-        key_hex: hex(ft::Key::random().bytes()),
+        key_ref,
         arbiter,
         slot,
         generation: 0,
@@ -219,12 +242,19 @@ fn create(a: VmCreateArgs) -> anyhow::Result<i32> {
         history: Vec::new(),
     };
     match cluster::put(&*store, &vm_key(&a.name), 0, &rec) {
-        Err(cluster::Error::Conflict(_)) => bail!("a VM named {} exists already", a.name),
-        r => r?,
+        Err(cluster::Error::Conflict(_)) => {
+            let _ = std::fs::remove_file(&key_path);
+            bail!("a VM named {} exists already", a.name)
+        }
+        r => r.inspect_err(|_| {
+            let _ = std::fs::remove_file(&key_path);
+        })?,
     };
     println!(
-        "vm {}: primary on {primary}, backup on {backup}, slot {slot}",
-        a.name
+        "vm {}: primary on {primary}, backup on {backup}, slot {slot}; its channel key is {} \
+         (the store holds only its name): every host's `ftvm agent --key-dir` needs it",
+        a.name,
+        key_path.display()
     );
     Ok(0)
 }
@@ -236,11 +266,11 @@ pub fn status(a: StatusArgs) -> i32 {
             endpoints: a.endpoints,
             keys: a.keys,
         }),
-        Some(s) => report("status", cluster_status(s)),
+        Some(s) => report("status", cluster_status(s, key_dir(&a.key_dir, s).ok())),
     }
 }
 
-fn cluster_status(spec: &str) -> anyhow::Result<i32> {
+fn cluster_status(spec: &str, keys: Option<PathBuf>) -> anyhow::Result<i32> {
     let store = cluster::from_spec(spec)?;
     let now = cluster::now_ms();
     println!("store: {}", store.describe());
@@ -276,7 +306,7 @@ fn cluster_status(spec: &str) -> anyhow::Result<i32> {
             .as_ref()
             .and_then(|p| p.console.as_ref())
             .and_then(|c| {
-                let secret = vm_secret(&v.key_hex)?;
+                let secret = vm_secret(keys.as_deref()?, &v).ok()?;
                 ft::console::request(c, &secret, "STATUS", Duration::from_secs(2)).ok()
             });
         match &st {
@@ -341,12 +371,54 @@ fn kill_pid(pid: u32) {
     }
 }
 
-/// The secret the agent presents to the consoles of the VM whose key is `key_hex`: the VM's
-/// processes are started without a console key of their own, so they admit the channel key's
-/// holders, the hosts (the agent), as their operators.
-fn vm_secret(key_hex: &str) -> Option<ft::console::Secret> {
-    let k = ft::Key::new(unhex(key_hex).ok()?)?;
-    Some(ft::console::Secret::operator(k))
+/// The directory of the VMs' channel keys: `given`, or `DIR/keys` beside a `local:DIR` store.
+pub(crate) fn key_dir(given: &Option<PathBuf>, store: &str) -> anyhow::Result<PathBuf> {
+    match (given, store.strip_prefix("local:")) {
+        (Some(d), _) => Ok(d.clone()),
+        (None, Some(dir)) => Ok(PathBuf::from(dir).join("keys")),
+        (None, None) => bail!(
+            "--key-dir is required with this store: the directory on each host that holds the \
+             VMs' channel keys (the store holds only their names)"
+        ),
+    }
+}
+
+/// The key file of `rec` in `dir`. The reference comes from the store, so it is checked to
+/// name a file in `dir` and nothing else.
+fn key_file(dir: &std::path::Path, rec: &VmRecord) -> anyhow::Result<PathBuf> {
+    let r = &rec.key_ref;
+    if r.is_empty() {
+        bail!(
+            "the record of VM {} names no key file (written by an older ftvm, which kept the \
+             key in the store): define the VM again",
+            rec.name
+        );
+    }
+    if r.len() > 100
+        || r.starts_with('.')
+        || !r
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        bail!("the record of VM {} names a bad key file {r:?}", rec.name);
+    }
+    Ok(dir.join(format!("{r}.key")))
+}
+
+/// The secret the agent presents to the consoles of VM `rec`, from its key file in `dir`: the
+/// VM's processes are started without a console key of their own, so they admit the channel
+/// key's holders, the hosts (the agent), as their operators.
+fn vm_secret(dir: &std::path::Path, rec: &VmRecord) -> anyhow::Result<ft::console::Secret> {
+    let f = key_file(dir, rec)?;
+    let k = ft::Key::from_file(&f).with_context(|| {
+        format!(
+            "the channel key of VM {} is not on this host (copy {} from where `ftvm vm create` \
+             wrote it)",
+            rec.name,
+            f.display()
+        )
+    })?;
+    Ok(ft::console::Secret::operator(k))
 }
 
 fn status_of(console: &str, secret: &ft::console::Secret) -> Option<String> {
@@ -355,6 +427,8 @@ fn status_of(console: &str, secret: &ft::console::Secret) -> Option<String> {
 
 struct Agent {
     a: AgentArgs,
+    /// Where the VMs' channel keys are on this host (`--key-dir`).
+    keys: PathBuf,
     store: Box<dyn Store>,
     work: PathBuf,
     exe: PathBuf,
@@ -389,7 +463,9 @@ fn run(a: AgentArgs) -> anyhow::Result<i32> {
     let store = retry_store(&a.store);
     heartbeat_thread(&a, retry_store(&a.store));
     let next_port = a.ports.0 + CONSOLE_SLOTS;
+    let keys = key_dir(&a.key_dir, &a.store)?;
     let mut ag = Agent {
+        keys,
         exe: std::env::current_exe().context("cannot find the ftvm executable")?,
         a,
         store,
@@ -580,7 +656,7 @@ impl Agent {
         let vm = v.value.name.clone();
         let me = self.me().to_string();
         let local = self.local(&vm);
-        let secret = vm_secret(&v.value.key_hex);
+        let secret = vm_secret(&self.keys, &v.value).ok();
         let mut view = policy::View {
             me: &me,
             now_ms: cluster::now_ms(),
@@ -697,7 +773,9 @@ impl Agent {
                     .context("the backup's channel")?;
                 let console: SocketAddr = l.console.parse().context("the console")?;
                 let t0 = Instant::now();
-                let secret = secret.clone().context("the VM's key in the record")?;
+                let secret = secret
+                    .clone()
+                    .context("the VM's channel key file is not on this host (--key-dir)")?;
                 match crate::ft_cmd::protect_by(console, &secret, channel) {
                     Ok(said) => {
                         let now = cluster::now_ms();
@@ -771,19 +849,9 @@ impl Agent {
             return Ok(());
         }
         let role = role.as_str();
-        let key = self.work.join(format!("{vm}.key"));
-        {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&key)
-                .with_context(|| format!("cannot write {}", key.display()))?;
-            f.write_all(&unhex(&v.value.key_hex).context("the VM's key in the record")?)?;
-        }
+        // The key file on this host that the record names (checked before anything starts).
+        vm_secret(&self.keys, &v.value)?;
+        let key = key_file(&self.keys, &v.value)?;
         let log = self.work.join(format!("{vm}-{launch}-{role}.log"));
         let mut c = Command::new(&self.exe);
         c.env(crate::ENGINE_ENV, crate::engine().name())

@@ -337,6 +337,44 @@ pub fn status(a: EndpointArgs) -> i32 {
     )
 }
 
+/// Options of `ftvm metrics-token`.
+#[derive(clap::Args, Debug)]
+pub struct MetricsTokenArgs {
+    /// The key the token is derived from: the VM's status key (read-only) or console key.
+    #[command(flatten)]
+    pub keys: ClientKeyArgs,
+    /// Write the token to FILE (mode 0600, no newline) instead of printing it.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// `ftvm metrics-token`: the bearer token of the `--metrics` endpoints
+/// ([`ft::metrics::token`]).
+pub fn metrics_token(a: MetricsTokenArgs) -> i32 {
+    exit(
+        "metrics-token",
+        (|| {
+            let t = ft::metrics::token(&a.keys.secret(true)?.key);
+            match &a.out {
+                None => println!("{t}"),
+                Some(f) => {
+                    use std::io::Write;
+                    use std::os::unix::fs::OpenOptionsExt;
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(f)
+                        .and_then(|mut w| w.write_all(t.as_bytes()))
+                        .with_context(|| format!("cannot write {}", f.display()))?;
+                }
+            }
+            Ok(0)
+        })(),
+    )
+}
+
 /// `ftvm control`.
 pub fn control(a: ControlArgs) -> i32 {
     exit(

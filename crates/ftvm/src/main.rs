@@ -88,6 +88,9 @@ enum Command {
     /// Move a running VM to another host: to its backup, or (`--to`) to a new backup that is
     /// first brought in sync; the old side stops and the other goes live where it stopped.
     Migrate(ft_cmd::MigrateArgs),
+    /// Print the bearer token of a VM's `--metrics` endpoint (for Prometheus'
+    /// `authorization: credentials_file`), derived from its status or console key.
+    MetricsToken(ft_cmd::MetricsTokenArgs),
     /// The cluster agent of this host: registers it, starts and supervises the primaries and
     /// backups placed on it, and re-protects VMs after a failover (docs/agent.md).
     Agent(agent::AgentArgs),
@@ -122,6 +125,7 @@ fn main() {
         Command::Console(a) => ft_cmd::console(a),
         Command::Control(a) => ft_cmd::control(a),
         Command::Migrate(a) => ft_cmd::migrate(a),
+        Command::MetricsToken(a) => ft_cmd::metrics_token(a),
     };
     std::process::exit(code);
 }

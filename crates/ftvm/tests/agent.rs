@@ -70,6 +70,7 @@ impl Cluster {
             .args(["--ports", &format!("{base}-{}", base + RANGE - 1)])
             .arg("--work-dir")
             .arg(self.dir.join(h))
+            .args(self.key_args())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -78,6 +79,23 @@ impl Cluster {
             .spawn()
             .unwrap();
         self.agents.insert(h, child);
+    }
+
+    /// Where the VMs' channel keys are (the store holds only their names): the default
+    /// beside a local store, a directory of the test's given to every command with etcd.
+    fn key_dir(&self) -> PathBuf {
+        match self.store.strip_prefix("local:") {
+            Some(d) => PathBuf::from(d).join("keys"),
+            None => self.dir.join("keys"),
+        }
+    }
+
+    fn key_args(&self) -> Vec<std::ffi::OsString> {
+        if self.store.starts_with("local:") {
+            Vec::new()
+        } else {
+            vec!["--key-dir".into(), self.key_dir().into()]
+        }
     }
 
     fn signal_host(&self, h: &str, sig: i32) {
@@ -102,12 +120,13 @@ impl Cluster {
     /// The secret the VM's consoles admit: agents start its processes without a console key,
     /// so the hosts' (the channel key in the record) is their operators'.
     fn secret(&self) -> ft::console::Secret {
-        let hex = self.record().key_hex;
-        let bytes: Vec<u8> = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-            .collect();
-        ft::console::Secret::operator(ft::Key::new(bytes).unwrap())
+        ft::console::Secret::operator(ft::Key::from_file(&self.key_file()).unwrap())
+    }
+
+    /// The VM's channel key file, named by its record.
+    fn key_file(&self) -> PathBuf {
+        self.key_dir()
+            .join(format!("{}.key", self.record().key_ref))
     }
 
     fn record(&self) -> VmRecord {
@@ -133,7 +152,8 @@ impl Cluster {
 
     fn create_vm(&self, g: &std::path::Path, arbiter: Option<&str>) {
         let mut cmd = Command::new(FTVM);
-        cmd.args(["vm", "create", "--store", &self.store, "--name", "testvm"]);
+        cmd.args(["vm", "create", "--store", &self.store, "--name", "testvm"])
+            .args(self.key_args());
         if let Some(a) = arbiter {
             cmd.args(["--arbiter", a]);
         }
@@ -148,6 +168,29 @@ impl Cluster {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // The store holds the key's name, never the key (in any encoding).
+        let key = std::fs::read(self.key_file()).unwrap();
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        let store = self.store();
+        let records = ["hosts/", "vms/"]
+            .iter()
+            .flat_map(|p| store.list(p).unwrap())
+            .collect::<Vec<_>>();
+        assert!(
+            records.iter().any(|(k, _)| k == "vms/testvm"),
+            "{records:?}"
+        );
+        for (k, raw) in records {
+            let text = String::from_utf8_lossy(&raw.value).to_lowercase();
+            assert!(
+                !text.contains(&hex) && !raw.value.windows(key.len()).any(|w| w == key),
+                "the store's record {k} holds the channel key"
+            );
+        }
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(self.key_file()).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o077, 0, "the key file is readable by others");
     }
 
     fn wait_hosts(&self) {

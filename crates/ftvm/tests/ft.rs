@@ -486,16 +486,38 @@ fn metrics_endpoints_follow_the_status() {
     let mut c = p.client();
     start_counter(&mut c);
     increment(&mut c, 1, &|| p.logs());
-    let get = |a: std::net::SocketAddr| -> String {
+    // The bearer token, as an operator gets it (`ftvm metrics-token`).
+    let token = {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ftvm"))
+            .arg("metrics-token")
+            .arg("--console-key-file")
+            .arg(&p.console_key)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let fetch = |a: std::net::SocketAddr, token: Option<&str>| -> String {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(a).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        write!(s, "GET /metrics HTTP/1.0\r\n{auth}\r\n").unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let get = |a: std::net::SocketAddr| -> String {
+        let out = fetch(a, Some(&token));
         assert!(out.starts_with("HTTP/1.0 200"), "{out}");
         out
     };
+    // Without the token: 401 and not a figure.
+    for a in [pm, bm] {
+        let out = fetch(a, None);
+        assert!(out.starts_with("HTTP/1.0 401"), "{out}");
+        assert!(!out.contains("ftvm_"), "{out}");
+    }
     let value = |text: &str, name: &str| -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{name} ")))
@@ -533,9 +555,14 @@ fn metrics_endpoints_follow_the_status() {
     // --log-format json: the backup's events are one JSON object a line.
     let events = p.stderr("backup");
     assert!(events.contains("authenticated"), "{events}");
+    // The request without a token was logged, with its address (a warning, the only one).
+    assert!(events.contains("metrics: refused 127.0.0.1:"), "{events}");
     for l in events.lines().filter(|l| !l.trim().is_empty()) {
         assert!(
-            l.starts_with('{') && l.ends_with('}') && l.contains(r#""level":"INFO""#),
+            l.starts_with('{')
+                && l.ends_with('}')
+                && (l.contains(r#""level":"INFO""#)
+                    || (l.contains(r#""level":"WARN""#) && l.contains("metrics: refused"))),
             "not a JSON event: {l}"
         );
     }
