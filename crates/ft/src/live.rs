@@ -176,13 +176,11 @@ impl LiveVm {
             self.ship();
             self.flow_control()?;
             // Slowing down a primary whose backup lags behind.
-            if let Some(p) = &self.prot {
+            if let Some(p) = &mut self.prot {
                 if last_adjust.elapsed() >= Duration::from_millis(100) {
                     last_adjust = Instant::now();
                     let replayed = p.link.state.replayed.load(Ordering::Relaxed);
-                    let lag = self
-                        .m
-                        .guest_duration(self.m.icount().saturating_sub(replayed));
+                    let lag = p.lag.lag(replayed, last_adjust);
                     self.status.lag = lag;
                     throttle.adjust(lag, self.cfg.max_lag);
                     self.status.slowdown = throttle.slowdown;
@@ -228,6 +226,7 @@ impl LiveVm {
                     .send_until(h, released, bytes, || p.live.silence() > timeout);
             }
             p.sent_horizon = horizon;
+            p.lag.mark(horizon, Instant::now());
         }
     }
 

@@ -134,7 +134,7 @@ impl Metrics {
         );
         r.register(
             "lag_seconds",
-            "How far the backup's execution is behind the primary's, in guest time",
+            "How far the backup's execution is behind the primary's (primary: host seconds since it was where the backup is; backup: unreplayed log in guest seconds)",
             m.lag.clone(),
         );
         r.register(

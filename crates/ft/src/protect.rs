@@ -28,6 +28,8 @@ pub(crate) struct Protection {
     pub sent_horizon: u64,
     /// Stops the heartbeat when protection ends.
     pub hb_stop: Arc<std::sync::atomic::AtomicBool>,
+    /// When the primary sent which horizon, for the backup's lag.
+    pub lag: crate::throttle::LagClock,
 }
 
 /// What a live VM needs to be protected (again): its shape, for the recorder, and its host.
@@ -233,6 +235,7 @@ pub(crate) fn start(
         generation,
         sent_horizon: 0,
         hb_stop,
+        lag: crate::throttle::LagClock::default(),
     })
 }
 

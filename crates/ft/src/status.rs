@@ -48,7 +48,9 @@ pub struct Status {
     pub acked_bytes: u64,
     /// The backup's replayed icount.
     pub replayed: u64,
-    /// How far the backup's execution is behind, in guest time.
+    /// How far the backup's execution is behind: on the primary, the host time since it was
+    /// where the backup is now; on the backup, the log it holds and has not replayed, in guest
+    /// time.
     pub lag: Duration,
     /// The primary's slowdown (0..1) for a lagging backup.
     pub slowdown: f64,

@@ -1,9 +1,17 @@
 //! Slowing down a primary whose backup lags behind (DESIGN.md §3, the paper's 1 s rule): every
-//! adjustment period the primary compares its icount with the backup's replayed icount; above
-//! the allowed lag (guest time) it sleeps 3 % more of each slice, below half of it 3 % less,
-//! never more than 90 %. A few percent at a time, so a briefly slow backup costs little.
+//! adjustment period the primary measures how far the backup's replay is behind it; above the
+//! allowed lag it sleeps 3 % more of each slice, below half of it 3 % less, never more than
+//! 90 %. A few percent at a time, so a briefly slow backup costs little.
+//!
+//! The lag is host time ([`LagClock`]): how long ago the primary was where the backup's replay
+//! is now. Not guest time: the guest clock keeps pace with the primary's own execution (the
+//! rate-keeping clock), so a throttled primary's instructions each stand for more guest time,
+//! the same instruction lag would read as ever more guest time, and the primary would slow
+//! itself down further — a feedback loop that held the guest at a tenth of its speed for
+//! seconds (its TCP flows stalled, seen after failovers).
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 /// Step of one adjustment.
 pub const STEP: f64 = 0.03;
@@ -37,9 +45,81 @@ impl Throttle {
     }
 }
 
+/// When the primary was where: an icount and the host time it was reached, at every slice
+/// it sends; the backup's lag is the host time since the primary passed the icount the backup
+/// has replayed to.
+#[derive(Debug, Default)]
+pub struct LagClock {
+    marks: VecDeque<(u64, Instant)>,
+}
+
+/// The most marks kept (at a slice each, minutes of a stuck backup); beyond it the oldest go,
+/// and the lag then reads a little short.
+const MAX_MARKS: usize = 1 << 16;
+
+impl LagClock {
+    /// The primary reached `icount` at `at`.
+    pub fn mark(&mut self, icount: u64, at: Instant) {
+        if self.marks.back().is_some_and(|&(i, _)| i >= icount) {
+            return;
+        }
+        if self.marks.len() >= MAX_MARKS {
+            self.marks.pop_front();
+        }
+        self.marks.push_back((icount, at));
+    }
+
+    /// How long ago the primary was past `replayed`, the backup's replay position: zero once
+    /// the backup has replayed everything marked.
+    pub fn lag(&mut self, replayed: u64, now: Instant) -> Duration {
+        while self.marks.front().is_some_and(|&(i, _)| i <= replayed) {
+            self.marks.pop_front();
+        }
+        self.marks
+            .front()
+            .map_or(Duration::ZERO, |&(_, at)| now.saturating_duration_since(at))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lag_is_the_host_time_since_the_primary_was_where_the_backup_is() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut c = LagClock::default();
+        assert_eq!(c.lag(0, ms(5)), Duration::ZERO, "nothing sent yet");
+        c.mark(1_000, ms(0));
+        c.mark(2_000, ms(100));
+        c.mark(2_000, ms(150)); // no progress: the first time counts
+        c.mark(3_000, ms(200));
+        // Not yet at the first slice's end: behind since the primary got there.
+        assert_eq!(c.lag(500, ms(1000)), Duration::from_millis(1000));
+        // Past it: behind since the next one.
+        assert_eq!(c.lag(1_000, ms(1000)), Duration::from_millis(900));
+        assert_eq!(c.lag(2_500, ms(1000)), Duration::from_millis(800));
+        // Caught up.
+        assert_eq!(c.lag(3_000, ms(1000)), Duration::ZERO);
+        // However slowly the primary runs meanwhile, a backup keeping up reads no lag.
+        for k in 0..100u64 {
+            c.mark(3_000 + k * 10, ms(1000 + k * 50));
+            assert!(c.lag(3_000 + k * 10, ms(1000 + k * 50)) < Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn marks_are_bounded() {
+        let t0 = Instant::now();
+        let mut c = LagClock::default();
+        for i in 0..(MAX_MARKS as u64 + 10) {
+            c.mark(i + 1, t0);
+        }
+        assert_eq!(c.marks.len(), MAX_MARKS);
+        assert_eq!(c.lag(u64::MAX, t0), Duration::ZERO);
+        assert!(c.marks.is_empty());
+    }
 
     const S: Duration = Duration::from_secs(1);
 
