@@ -21,6 +21,11 @@ pub struct Args {
     /// Guest to host (iperf3's `-R`) instead of host to guest.
     #[arg(long)]
     pub reverse: bool,
+    /// iperf3's `-w`: socket buffers, hence the receiver's window (`--window 256K` lets a stream
+    /// recover from a failover at once; see guestctl::iperf::FAILOVER_WINDOW). Default: the
+    /// kernels' autotuning.
+    #[arg(long, value_name = "SIZE")]
+    pub window: Option<String>,
 }
 
 /// Runs the task.
@@ -42,7 +47,7 @@ pub fn main(a: Args) -> Result<()> {
         t0.elapsed().as_secs_f64(),
         a.seconds
     );
-    let run = Run::start(b.port, a.seconds, dir)?;
+    let run = Run::start(b.port, a.seconds, dir, a.window.as_deref())?;
     let mut failovers = Vec::new();
     if a.common.on == server::On::Ft {
         for k in 1..=a.common.kills {

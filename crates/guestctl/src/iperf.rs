@@ -83,6 +83,17 @@ pub fn wait_ready(port: u16, within: Duration) -> Result<(), IperfError> {
     }
 }
 
+/// A window that lets a stream through a failover at full speed again within a second or two.
+///
+/// Frames passt sent to the primary that died are lost, and passt recovers by going back:
+/// on two duplicate ACKs it sends everything from the last acknowledged byte again. With the
+/// guest's autotuned window (megabytes) that is thousands of frames per round, most of them
+/// duplicates, at an emulated guest that takes each with interrupts and an ACK of its own: it
+/// falls behind for good (about 6,000 frames a second arrived, nearly all duplicates, and the
+/// stream moved 0–10 Mbit/s for the rest of a 40 s run). With 256 KiB it recovered in 2 s and
+/// went on at 120 Mbit/s (host to guest, `cargo xtask iperf3 --window 256K`).
+pub const FAILOVER_WINDOW: &str = "256K";
+
 /// An iperf3 run in progress.
 pub struct Run {
     child: Child,
@@ -91,8 +102,15 @@ pub struct Run {
 }
 
 impl Run {
-    /// Starts a TCP run of `seconds` against 127.0.0.1:`port`, reporting every second.
-    pub fn start(port: u16, seconds: u64, dir: Direction) -> Result<Run, IperfError> {
+    /// Starts a TCP run of `seconds` against 127.0.0.1:`port`, reporting every second, with
+    /// the socket buffers (and so the receiver's window) of `window` bytes (iperf3's `-w`, e.g.
+    /// [`FAILOVER_WINDOW`]) or the kernels' own autotuning.
+    pub fn start(
+        port: u16,
+        seconds: u64,
+        dir: Direction,
+        window: Option<&str>,
+    ) -> Result<Run, IperfError> {
         let mut c = Command::new("iperf3");
         c.args(["-c", "127.0.0.1", "-p", &port.to_string()])
             .args(["-t", &seconds.to_string(), "-i", "1", "-J"])
@@ -102,6 +120,9 @@ impl Run {
             .stderr(Stdio::piped());
         if dir == Direction::FromGuest {
             c.arg("-R");
+        }
+        if let Some(w) = window {
+            c.args(["-w", w]);
         }
         let child = c.spawn().map_err(IperfError::Spawn)?;
         Ok(Run {
