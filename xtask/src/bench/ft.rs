@@ -1041,7 +1041,15 @@ fn soak(ftvm: &Path, im: &Images, s: &Scratch, o: &Options) -> Result<Soak> {
                 out.failover = Some(format!("a side exited\n{}", p.logs()));
                 break;
             }
-            let (a, b) = (p.status("primary")?, p.status("backup")?);
+            // A side that stopped answering (a backup gone live after a false alarm serves
+            // its console elsewhere) ends the soak with what was seen, not the whole benchmark.
+            let (a, b) = match (p.status("primary"), p.status("backup")) {
+                (Ok(a), Ok(b)) => (a, b),
+                (Err(e), _) | (_, Err(e)) => {
+                    out.failover = Some(format!("a status request failed: {e:#}\n{}", p.logs()));
+                    break;
+                }
+            };
             out.samples += 1;
             out.primary_gap_ms = out.primary_gap_ms.max(a.max_gap_ms);
             out.backup_gap_ms = out.backup_gap_ms.max(b.max_gap_ms);
@@ -1064,6 +1072,10 @@ fn soak(ftvm: &Path, im: &Images, s: &Scratch, o: &Options) -> Result<Soak> {
             if out.failover.is_some() {
                 break;
             }
+        }
+        if let Some(f) = &out.failover {
+            // The report keeps its first line; the sides' logs say why.
+            eprintln!("bench ft: soak: a failover fired: {f}");
         }
         out.load = std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
