@@ -82,7 +82,9 @@ impl TlsEtcd {
 
 fn start() -> Option<TlsEtcd> {
     if !Path::new(ETCD).exists() {
-        eprintln!("skipped: {ETCD} is missing: install Debian's etcd-server (apt-get install etcd-server)");
+        guestctl::skip(&format!(
+            "{ETCD} is missing: install Debian's etcd-server (apt-get install etcd-server)"
+        ));
         return None;
     }
     let (port, peer) = (guestctl::free_port(), guestctl::free_port());
@@ -202,6 +204,56 @@ fn store_and_arbiter_over_tls_with_client_certificates() {
         let a = arbiter::from_spec(&spec).and_then(|a| a.current("web"));
         assert!(a.is_err(), "{what}: read the arbiter");
     }
+}
+
+/// etcd's own authentication on top of TLS: once auth is on, a client certificate alone (its
+/// CN names no etcd user) reads nothing; `user=root&password-file=F` does.
+#[test]
+fn etcd_login_over_tls() {
+    let Some(e) = start() else { return };
+    let (endpoints, security) = {
+        let spec = e.good();
+        let (list, sec) = etcd::split_options(spec.strip_prefix("etcd:").unwrap()).unwrap();
+        (vec![list.to_string()], sec)
+    };
+    let admin =
+        etcd::Etcd::connect_with(&endpoints, &security, Duration::from_secs(5), "t").unwrap();
+    let mut c = admin.client();
+    admin
+        .block::<_, etcd::EtcdError>("enabling auth", async {
+            let err = |e: etcd::etcd_client::Error| etcd::EtcdError::Config(e.to_string());
+            c.user_add("root", "s3cret-pw", None).await.map_err(err)?;
+            c.user_grant_role("root", "root").await.map_err(err)?;
+            c.auth_enable().await.map_err(err)?;
+            Ok(())
+        })
+        .unwrap();
+    let pw = e.dir.join("password");
+    std::fs::write(&pw, "s3cret-pw\n").unwrap();
+    let wrong = e.dir.join("wrong-password");
+    std::fs::write(&wrong, "guess\n").unwrap();
+    let r = can_read(&e.good());
+    assert!(
+        r.is_err(),
+        "a certificate without an etcd user read the store"
+    );
+    eprintln!("certificate only: {}", r.unwrap_err());
+    let r = can_read(&format!(
+        "{}&user=root&password-file={}",
+        e.good(),
+        wrong.display()
+    ));
+    assert!(r.is_err(), "a wrong password read the store");
+    eprintln!("wrong password: {}", r.unwrap_err());
+    let with_login = format!("{}&user=root&password-file={}", e.good(), pw.display());
+    let s = cluster::from_spec(&with_login).unwrap();
+    s.cas("vms/db", 0, b"{}").unwrap();
+    assert!(s.get("vms/db").unwrap().is_some());
+    let a = arbiter::from_spec(&with_login).unwrap();
+    assert!(matches!(
+        a.test_and_set("db", 1, "h1").unwrap(),
+        arbiter::Claim::Won
+    ));
 }
 
 #[test]
