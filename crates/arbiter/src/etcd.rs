@@ -89,6 +89,7 @@ impl From<EtcdError> for ArbiterError {
             },
             EtcdError::InsideAsyncRuntime => ArbiterError::InsideAsyncRuntime,
             EtcdError::Runtime(e) => ArbiterError::Runtime(e),
+            e @ EtcdError::Config(_) => ArbiterError::InvalidConfig(e.to_string()),
         }
     }
 }
@@ -113,6 +114,16 @@ impl EtcdArbiter {
         lease_ttl: Duration,
         timeout: Duration,
     ) -> Result<EtcdArbiter, ArbiterError> {
+        Self::connect_with(endpoints, &::etcd::Security::default(), lease_ttl, timeout)
+    }
+
+    /// [`EtcdArbiter::connect`] with TLS and login settings ([`::etcd::Security`]).
+    pub fn connect_with(
+        endpoints: &[String],
+        security: &::etcd::Security,
+        lease_ttl: Duration,
+        timeout: Duration,
+    ) -> Result<EtcdArbiter, ArbiterError> {
         if endpoints.is_empty() {
             return Err(ArbiterError::InvalidConfig(
                 "no etcd endpoints given".to_owned(),
@@ -127,7 +138,7 @@ impl EtcdArbiter {
             .unwrap_or(i64::MAX)
             .saturating_add(i64::from(lease_ttl.subsec_nanos() > 0))
             .max(1);
-        let etcd = Etcd::connect(endpoints, timeout, "ftvm-arbiter-etcd")?;
+        let etcd = Etcd::connect_with(endpoints, security, timeout, "ftvm-arbiter-etcd")?;
         let mut client = etcd.client();
         let lease_id = etcd.block("taking a lease", async {
             client

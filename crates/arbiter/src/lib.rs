@@ -68,7 +68,8 @@ pub trait Arbiter: Send + Sync {
     fn describe(&self) -> String;
 }
 
-/// Parses "file:DIR" or "etcd:URL[,URL...]" (a bare path means file:) and opens that arbiter.
+/// Parses "file:DIR" or "etcd:URL[,URL...][?OPTIONS]" (TLS and login options:
+/// [`::etcd::split_options`]; a bare path means file:) and opens that arbiter.
 ///
 /// A bare path is anything that starts with `/` or `.`, or has no `:` at all. The etcd arbiter
 /// uses [`DEFAULT_LEASE_TTL`] and [`DEFAULT_ETCD_TIMEOUT`] and connects at once, so an
@@ -85,9 +86,11 @@ pub fn from_spec(spec: &str) -> Result<Box<dyn Arbiter>, ArbiterError> {
         return Ok(Box::new(FileArbiter::new(dir)?));
     }
     if let Some(list) = spec.strip_prefix("etcd:") {
+        let (list, security) = ::etcd::split_options(list).map_err(|reason| bad(&reason))?;
         let endpoints = parse_endpoints(list).map_err(|reason| bad(&reason))?;
-        return Ok(Box::new(EtcdArbiter::connect(
+        return Ok(Box::new(EtcdArbiter::connect_with(
             &endpoints,
+            &security,
             DEFAULT_LEASE_TTL,
             DEFAULT_ETCD_TIMEOUT,
         )?));

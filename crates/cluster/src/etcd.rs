@@ -47,6 +47,11 @@ impl From<EtcdError> for Error {
                 action,
                 detail,
             },
+            EtcdError::Config(detail) => Error::Etcd {
+                endpoints: String::new(),
+                action: "connecting",
+                detail,
+            },
             e @ (EtcdError::InsideAsyncRuntime | EtcdError::Runtime(_)) => Error::Unreachable {
                 endpoints: String::new(),
                 action: "calling etcd",
@@ -59,8 +64,17 @@ impl From<EtcdError> for Error {
 impl EtcdStore {
     /// Connects to etcd at `endpoints` within `timeout`.
     pub fn connect(endpoints: &[String], timeout: Duration) -> Result<EtcdStore> {
+        Self::connect_with(endpoints, &::etcd::Security::default(), timeout)
+    }
+
+    /// [`EtcdStore::connect`] with TLS and login settings ([`::etcd::Security`]).
+    pub fn connect_with(
+        endpoints: &[String],
+        security: &::etcd::Security,
+        timeout: Duration,
+    ) -> Result<EtcdStore> {
         Ok(EtcdStore {
-            etcd: Etcd::connect(endpoints, timeout, "ftvm-cluster-etcd")?,
+            etcd: Etcd::connect_with(endpoints, security, timeout, "ftvm-cluster-etcd")?,
         })
     }
 

@@ -112,13 +112,16 @@ pub trait Store: Send + Sync {
     fn describe(&self) -> String;
 }
 
-/// Opens `local:DIR`, `etcd:URL[,URL...]` (or a bare path, meaning local).
+/// Opens `local:DIR`, `etcd:URL[,URL...][?ca=F&cert=F&key=F&user=U&password-file=F]` (TLS with a
+/// client certificate and etcd's own login: [`::etcd::split_options`]), or a bare path, meaning
+/// local.
 pub fn from_spec(spec: &str) -> Result<Box<dyn Store>> {
     let bad = |reason: &str| Error::BadSpec {
         spec: spec.to_owned(),
         reason: reason.to_owned(),
     };
     if let Some(list) = spec.strip_prefix("etcd:") {
+        let (list, security) = ::etcd::split_options(list).map_err(|reason| bad(&reason))?;
         let eps: Vec<String> = list.split(',').map(str::to_owned).collect();
         if eps
             .iter()
@@ -126,7 +129,11 @@ pub fn from_spec(spec: &str) -> Result<Box<dyn Store>> {
         {
             return Err(bad("an empty endpoint or one with whitespace"));
         }
-        return Ok(Box::new(EtcdStore::connect(&eps, etcd::DEFAULT_TIMEOUT)?));
+        return Ok(Box::new(EtcdStore::connect_with(
+            &eps,
+            &security,
+            etcd::DEFAULT_TIMEOUT,
+        )?));
     }
     let dir = spec.strip_prefix("local:").unwrap_or(spec);
     if dir.is_empty() {

@@ -771,6 +771,7 @@ impl Backup {
         s.lag = clock.duration_of(p.horizon.saturating_sub(s.icount));
         s.peer_silence = self.live.silence();
         s.max_gap = self.live.max_gap();
+        s.heartbeats_refused = self.live.rejected.load(Ordering::Relaxed);
         self.ep.set_status(s);
     }
 

@@ -588,6 +588,7 @@ impl LiveVm {
             s.replayed = st.replayed.load(Ordering::Relaxed);
             s.peer_silence = p.live.silence();
             s.max_gap = p.live.max_gap();
+            s.heartbeats_refused = p.live.rejected.load(std::sync::atomic::Ordering::Relaxed);
             // A new link counts from zero again.
             if s.sent_bytes < window.1 {
                 *window = (Instant::now(), s.sent_bytes);

@@ -59,6 +59,7 @@ pub struct Metrics {
     held: Gauge,
     silence: Float,
     max_gap: Float,
+    heartbeats_refused: Gauge,
     failovers: Gauge,
 }
 
@@ -89,6 +90,7 @@ impl Metrics {
             held: Gauge::default(),
             silence: Float::default(),
             max_gap: Float::default(),
+            heartbeats_refused: Gauge::default(),
             failovers: Gauge::default(),
         };
         let r = &mut m.registry;
@@ -168,6 +170,11 @@ impl Metrics {
             m.max_gap.clone(),
         );
         r.register(
+            "heartbeats_refused",
+            "Heartbeat datagrams refused: forged, of another session, replayed, reordered or held back",
+            m.heartbeats_refused.clone(),
+        );
+        r.register(
             "failovers",
             "Failovers this process has seen (its peer lost and the arbiter won)",
             m.failovers.clone(),
@@ -206,6 +213,7 @@ impl Metrics {
         int(&self.held, s.held_bytes as u64);
         self.silence.set(s.peer_silence.as_secs_f64());
         self.max_gap.set(s.max_gap.as_secs_f64());
+        int(&self.heartbeats_refused, s.heartbeats_refused);
         self.failovers.set(i64::from(s.last_failover.is_some()));
     }
 

@@ -64,6 +64,8 @@ pub struct Status {
     pub peer_silence: Duration,
     /// The longest silence between two signs of life of the peer.
     pub max_gap: Duration,
+    /// Heartbeat datagrams refused: forged, another session's, replayed, reordered, late.
+    pub heartbeats_refused: u64,
     /// The last failover seen by this process.
     pub last_failover: Option<String>,
     /// The last time this process, running alone, was protected again.
@@ -104,6 +106,7 @@ impl Status {
             held_bytes: 0,
             peer_silence: Duration::ZERO,
             max_gap: Duration::ZERO,
+            heartbeats_refused: 0,
             last_failover: None,
             last_protected: None,
             clone: None,
@@ -154,6 +157,7 @@ impl Status {
             format!("{}ms", self.peer_silence.as_millis()),
         );
         kv("peer_max_gap", format!("{}ms", self.max_gap.as_millis()));
+        kv("heartbeats_refused", self.heartbeats_refused.to_string());
         kv(
             "last_failover",
             self.last_failover.clone().unwrap_or_else(|| "none".into()),

@@ -139,6 +139,22 @@ fn thousands_of_hostile_clients_leave_the_vm_running_and_served() {
     }
     let st = p.status(p.primary_console, Duration::from_secs(5)).unwrap();
     assert_eq!(field(&st, "protected"), "yes", "{st}");
+    // The forged heartbeats were counted, and logged a line or two, not thousands.
+    let bst = p.status(p.backup_console, Duration::from_secs(5)).unwrap();
+    let refused: u64 = field(&bst, "heartbeats_refused").parse().unwrap();
+    assert!(
+        refused >= 100,
+        "{refused} forged heartbeats counted of 5000\n{bst}"
+    );
+    let hb_lines = p
+        .stderr("backup")
+        .matches("heartbeat: refused 127.0.0.1:")
+        .count();
+    assert!(
+        (1..10).contains(&hb_lines),
+        "{hb_lines} heartbeat refusal lines\n{}",
+        p.stderr("backup")
+    );
     let icount: u64 = field(&st, "icount").parse().unwrap();
     assert!(
         icount > icount0,
