@@ -424,7 +424,10 @@ impl Drop for StreamBackend {
         if let Ok(_q) = self.tx.frames.lock() {
             self.tx.more.notify_all();
         }
-        for t in [self.reader.take(), self.writer.take()].into_iter().flatten() {
+        for t in [self.reader.take(), self.writer.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = t.join();
         }
     }
@@ -494,7 +497,9 @@ mod tests {
         // In order: the first frames went out whole, then the queue's, never reordered.
         assert!(got.iter().take(16).enumerate().all(|(i, &v)| v == i as u8));
         assert!(b.closed().is_none(), "{:?}", b.closed());
-        wait_for("counted", || b.monitor().stats().tx_frames == got.len() as u64);
+        wait_for("counted", || {
+            b.monitor().stats().tx_frames == got.len() as u64
+        });
     }
 
     /// The stall seen after failovers: the peer (as passt does) finishes writing a frame to
