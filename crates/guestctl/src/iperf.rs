@@ -92,6 +92,10 @@ pub fn wait_ready(port: u16, within: Duration) -> Result<(), IperfError> {
 /// falls behind for good (about 6,000 frames a second arrived, nearly all duplicates, and the
 /// stream moved 0–10 Mbit/s for the rest of a 40 s run). With 256 KiB it recovered in 2 s and
 /// went on at 120 Mbit/s (host to guest, `cargo xtask iperf3 --window 256K`).
+///
+/// For host to guest only: guest to host (`-R`) with the autotuned window carried on through
+/// the failover at once (60 Mbit/s in its second, then 117–212), while with `-w 256K` that
+/// direction stalled for the rest of the run (cause not found).
 pub const FAILOVER_WINDOW: &str = "256K";
 
 /// An iperf3 run in progress.
