@@ -346,21 +346,22 @@ fn write_frames(
                 n += 1;
             }
         }
-        let generation = match conn.lock() {
+        match conn.lock() {
             Ok(c) => {
                 if mine.as_ref().is_none_or(|(g, _)| *g != c.generation) {
                     mine = c.sock.try_clone().ok().map(|s| (c.generation, s));
                 }
-                c.generation
             }
             Err(_) => return,
-        };
+        }
         let written = match &mut mine {
-            Some((g, s)) if *g == generation => s.write_all(&batch),
-            _ => Err(io::Error::other("the socket could not be duplicated")),
+            Some((_, s)) => s.write_all(&batch),
+            None => Err(io::Error::other("the socket could not be duplicated")),
         };
         match written {
-            Ok(()) => sh.counters.tx_frames.fetch_add(n, Ordering::Relaxed),
+            Ok(()) => {
+                sh.counters.tx_frames.fetch_add(n, Ordering::Relaxed);
+            }
             Err(e) => {
                 sh.counters.tx_dropped.fetch_add(n, Ordering::Relaxed);
                 // Its framing can no longer be trusted: end this connection. A backend with
@@ -371,9 +372,8 @@ fn write_frames(
                 if let Some((_, s)) = &mine {
                     s.shutdown();
                 }
-                0
             }
-        };
+        }
     }
 }
 
