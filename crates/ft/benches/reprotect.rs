@@ -18,10 +18,9 @@
 use ft::gate::Gate;
 use ft::link::SharedBuf;
 use ft::protect::{take_off, Layers};
-use machine::config::{DriveConfig, Firmware, NetConfig};
-use machine::{Backends, Machine, MachineConfig};
+use machine::Machine;
 use rr::Recorder;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const READS: usize = 20_000;
 const FRAMES: usize = 20_000;
@@ -29,36 +28,7 @@ const BATCHES: usize = 7;
 const CYCLES: usize = 50;
 
 fn machine(dir: &std::path::Path) -> Machine {
-    std::fs::create_dir_all(dir).expect("a scratch directory");
-    let fw = dir.join("fw.bin");
-    std::fs::write(&fw, 0x0000_006fu32.to_le_bytes()).expect("firmware"); // j .
-    let img = dir.join("disk.img");
-    std::fs::write(&img, vec![7u8; 1 << 20]).expect("disk image");
-    let cfg = MachineConfig {
-        mem_size: 16 << 20,
-        harts: 1,
-        bios: Firmware::File(fw),
-        kernel: None,
-        initrd: None,
-        append: String::new(),
-        drives: vec![DriveConfig {
-            path: img,
-            readonly: false,
-            nbd: None,
-            delay: Duration::ZERO,
-        }],
-        net: Some(NetConfig::default()),
-    };
-    let out = rr::Outbox::default();
-    hostblk::boot(
-        &cfg,
-        Backends {
-            serial: Box::new(out.clone()),
-            console: Box::new(out),
-            entropy: Box::new(machine::virtio::OsEntropy::default()),
-        },
-    )
-    .expect("the machine boots")
+    ft::testing::spinning_machine(dir, 1 << 20).expect("the machine boots")
 }
 
 fn stack(m: &mut Machine) -> String {

@@ -27,6 +27,8 @@ pub mod primary;
 pub mod protect;
 pub mod refusals;
 pub mod status;
+#[doc(hidden)]
+pub mod testing;
 pub mod throttle;
 pub mod transport;
 pub mod wire;

@@ -337,41 +337,10 @@ fn sync_disks(m: &mut Machine, w: &mut dyn SendMsg, drives: usize) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
-    use machine::config::{DriveConfig, Firmware, NetConfig};
-    use machine::{Backends, MachineConfig};
 
-    /// A machine with one disk and a network card whose firmware spins.
+    /// A machine with one 64 KiB disk and a network card whose firmware spins.
     fn machine(dir: &std::path::Path) -> Machine {
-        std::fs::create_dir_all(dir).unwrap();
-        let fw = dir.join("fw.bin");
-        std::fs::write(&fw, 0x0000_006fu32.to_le_bytes()).unwrap(); // j .
-        let img = dir.join("disk.img");
-        std::fs::write(&img, vec![7u8; 65536]).unwrap();
-        let cfg = MachineConfig {
-            mem_size: 16 << 20,
-            harts: 1,
-            bios: Firmware::File(fw),
-            kernel: None,
-            initrd: None,
-            append: String::new(),
-            drives: vec![DriveConfig {
-                path: img,
-                readonly: false,
-                nbd: None,
-                delay: Duration::ZERO,
-            }],
-            net: Some(NetConfig::default()),
-        };
-        let out = rr::Outbox::default();
-        hostblk::boot(
-            &cfg,
-            Backends {
-                serial: Box::new(out.clone()),
-                console: Box::new(out),
-                entropy: Box::new(machine::virtio::OsEntropy::default()),
-            },
-        )
-        .unwrap()
+        crate::testing::spinning_machine(dir, 65536).unwrap()
     }
 
     fn stack(m: &mut Machine) -> (String, String) {
