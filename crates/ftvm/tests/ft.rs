@@ -61,13 +61,7 @@ fn primary_killed_at_random_moments() {
         );
         // The final state: the count is exactly what an uninterrupted run would have.
         increment(&mut c, total + 1, &|| p.logs());
-        c.send(b"\x04poweroff\n").unwrap();
-        assert_eq!(
-            p.wait("backup", Duration::from_secs(30)),
-            Some(0),
-            "{}",
-            p.logs()
-        );
+        p.power_off(&mut c, "backup");
         eprintln!(
             "run {run}: killed after {kill_after}{} (+{delay:?}), {:.1} s",
             if in_flight {
@@ -111,13 +105,7 @@ fn backup_killed_primary_carries_on() {
         st.contains("role: primary") && st.contains("protected: no"),
         "{st}"
     );
-    c.send(b"\x04poweroff\n").unwrap();
-    assert_eq!(
-        p.wait("primary", Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        p.logs()
-    );
+    p.power_off(&mut c, "primary");
 }
 
 /// The primary on the translating engine, the backup on the interpreter: the backup replays
@@ -138,13 +126,7 @@ fn jit_primary_interpreter_backup_fails_over() {
         Some(p.backup_console),
         "the client ends on the backup"
     );
-    c.send(b"\x04poweroff\n").unwrap();
-    assert_eq!(
-        p.wait("backup", Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        p.logs()
-    );
+    p.power_off(&mut c, "backup");
 }
 
 /// Which sides are still running after a fault; exactly one must be, the other exited 3.
@@ -566,13 +548,7 @@ fn metrics_endpoints_follow_the_status() {
             "not a JSON event: {l}"
         );
     }
-    c.send(b"\x04poweroff\n").unwrap();
-    assert_eq!(
-        p.wait("primary", Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        p.logs()
-    );
+    p.power_off(&mut c, "primary");
 }
 
 /// Re-protection (issue 7): after a failover the new primary, running alone, is protected
@@ -623,13 +599,7 @@ fn reprotected_after_each_failover() {
         );
     }
     // The last backup is live and current: power off ends both.
-    c.send(b"\x04poweroff\n").unwrap();
-    assert_eq!(
-        p.wait("primary", Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        p.logs()
-    );
+    p.power_off(&mut c, "primary");
     assert_eq!(
         p.wait("backup", Duration::from_secs(30)),
         Some(0),
@@ -707,13 +677,7 @@ fn clone_converges_under_a_write_heavy_guest() {
         k += 1;
         increment(&mut c, k, &|| p.logs());
     }
-    c.send(b"\x04poweroff\n").unwrap();
-    assert_eq!(
-        p.wait("backup", Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        p.logs()
-    );
+    p.power_off(&mut c, "backup");
 }
 
 /// The new backup's host dies during the live clone: the VM runs on unharmed (the counter
@@ -867,13 +831,7 @@ fn migrate_to_the_backup_and_to_a_new_host() {
     for k in 11..=15 {
         increment(&mut c, k, &|| p.logs());
     }
-    c.send(b"\x04poweroff\n").unwrap();
-    assert_eq!(
-        p.wait("backup", Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        p.logs()
-    );
+    p.power_off(&mut c, "backup");
 }
 
 /// Operators are not hosts: the consoles admit only the operators' secret. Without it (the old

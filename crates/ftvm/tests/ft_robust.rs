@@ -194,11 +194,5 @@ fn thousands_of_hostile_clients_leave_the_vm_running_and_served() {
     );
     // After all that, the VM still works and powers off cleanly.
     increment(&mut c, 12, &|| p.logs());
-    c.send(b"\x04poweroff\n").unwrap();
-    assert_eq!(
-        p.wait("primary", Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        p.logs()
-    );
+    p.power_off(&mut c, "primary");
 }

@@ -289,6 +289,18 @@ impl Pair {
         }
     }
 
+    /// Powers the guest off from its console and checks that `role`'s process (the side
+    /// serving it) exits with 0 within 30 s.
+    pub fn power_off(&mut self, c: &mut ConsoleClient, role: &str) {
+        c.send(b"\x04poweroff\n").unwrap();
+        assert_eq!(
+            self.wait(role, Duration::from_secs(30)),
+            Some(0),
+            "{}",
+            self.logs()
+        );
+    }
+
     /// Waits up to `d` for a side to exit; its exit code.
     pub fn wait(&mut self, role: &str, d: Duration) -> Option<i32> {
         let c = if role == "primary" {
