@@ -862,15 +862,15 @@ impl Backup {
                 reissued.1
             );
         }
-        if let (Some(nd), Some(mac)) = (&self.netdev, rp.config().net) {
+        if let (Some(nd), Some(card)) = (&self.netdev, rp.config().net) {
             let mut net = connect_net(nd)?;
             // Switches (and passt) learn at once where the guest's MAC lives now.
-            net.transmit(&rr::rarp_announce(mac));
+            net.transmit(&rr::rarp_announce(card.mac));
             rp.set_live_net(net)?;
         }
         let with = crate::protect::ProtectWith {
             readonly: rp.config().drives.iter().map(|d| d.readonly).collect(),
-            mac: rp.config().net,
+            net: rp.config().net,
             local_ip: self.console_ip,
             disk_reads_own: self.own_reads.is_some(),
         };

@@ -292,7 +292,7 @@ fn live_vm(mcfg: &MachineConfig, ch: Option<Channel>, arbiter: Arc<MemArbiter>) 
     let cfg = pair_config("primary", arbiter);
     let with = ProtectWith {
         readonly: Vec::new(),
-        mac: None,
+        net: None,
         local_ip: [127, 0, 0, 1].into(),
         disk_reads_own: false,
     };

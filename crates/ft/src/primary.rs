@@ -68,7 +68,7 @@ pub fn run(mcfg: &MachineConfig, pc: &PrimaryConfig, cfg: PairConfig) -> Result<
     let generation = cfg.arbiter.current(&cfg.vm)?.map_or(0, |(g, _)| g);
     let with = ProtectWith {
         readonly: mcfg.drives.iter().map(|d| d.readonly).collect(),
-        mac: mcfg.net.map(|n| n.mac),
+        net: mcfg.net,
         local_ip: pc.console.ip(),
         disk_reads_own: pc.disk_reads_own,
     };

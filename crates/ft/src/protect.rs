@@ -37,8 +37,8 @@ pub(crate) struct Protection {
 pub(crate) struct ProtectWith {
     /// The read-only flag of each drive.
     pub readonly: Vec<bool>,
-    /// The network card's MAC, if it has one.
-    pub mac: Option<[u8; 6]>,
+    /// The network card (MAC and MTU), if it has one.
+    pub net: Option<machine::NetConfig>,
     /// The address this host's heartbeat socket binds.
     pub local_ip: IpAddr,
     /// `--disk-reads own`.
@@ -177,7 +177,7 @@ pub(crate) fn start(
 ) -> Result<Protection, FtError> {
     // From here on the machine's backends change.
     let buf = SharedBuf::default();
-    let (mut rec, entropy) = Recorder::with_shape(buf.clone(), with.readonly.clone(), with.mac);
+    let (mut rec, entropy) = Recorder::with_shape(buf.clone(), with.readonly.clone(), with.net);
     if with.disk_reads_own {
         rec.log_disk_reads_by_digest();
     }
@@ -193,7 +193,7 @@ pub(crate) fn start(
     };
     let layers = Layers {
         shared,
-        net: with.mac.is_some(),
+        net: with.net.is_some(),
         writes_after_replay: with.disk_reads_own,
     };
     layers.put_on(m, gate, &mut rec, after_copy).map_err(fail)?;
@@ -363,8 +363,14 @@ mod tests {
         };
         let mut protected = None;
         for round in 0..50 {
-            let (mut rec, entropy) =
-                Recorder::with_shape(SharedBuf::default(), vec![false], Some([2, 0, 0, 0, 0, 1]));
+            let (mut rec, entropy) = Recorder::with_shape(
+                SharedBuf::default(),
+                vec![false],
+                Some(machine::NetConfig {
+                    mac: [2, 0, 0, 0, 0, 1],
+                    mtu: 1500,
+                }),
+            );
             m.replace_entropy(entropy).unwrap();
             layers.put_on(&mut m, &gate, &mut rec, false).unwrap();
             let now = stack(&mut m);

@@ -108,6 +108,9 @@ fn net_flags(n: &NetArgs) -> Vec<String> {
         let hex: Vec<String> = m.iter().map(|b| format!("{b:02x}")).collect();
         f.extend(["--mac".into(), hex.join(":")]);
     }
+    if let Some(m) = n.mtu {
+        f.extend(["--mtu".into(), m.to_string()]);
+    }
     f
 }
 

@@ -45,6 +45,9 @@ pub enum ConfigError {
     /// MAC address `{0}` is a multicast address: a network card needs a unicast one (an even first byte)
     #[error("MAC address `{0}` is a multicast address: a network card needs a unicast one (an even first byte)")]
     MulticastMac(String),
+    /// MTU {0} is out of range: expected 68 to 65520
+    #[error("MTU {0} is out of range: expected 68 to 65520")]
+    BadMtu(u16),
 }
 
 /// The virtio network card (`ftvm run --netdev`): what the guest sees of it. The backend (where
@@ -53,12 +56,17 @@ pub enum ConfigError {
 pub struct NetConfig {
     /// The card's MAC address.
     pub mac: [u8; 6],
+    /// The MTU the card offers the guest (`VIRTIO_NET_F_MTU`; Linux takes it as its MTU):
+    /// [`crate::virtio::net::MIN_MTU`]..=[`crate::virtio::net::MAX_MTU`], checked by
+    /// [`MachineConfig::validate`].
+    pub mtu: u16,
 }
 
 impl Default for NetConfig {
     fn default() -> Self {
         NetConfig {
             mac: crate::virtio::net::DEFAULT_MAC,
+            mtu: crate::virtio::net::MTU,
         }
     }
 }
@@ -332,6 +340,11 @@ impl MachineConfig {
         if self.net.is_some() && self.drives.len() > crate::board::VIRTIO_SLOTS - 3 {
             return Err(ConfigError::NoSlotForNet(self.drives.len()));
         }
+        if let Some(n) = &self.net {
+            if !(crate::virtio::net::MIN_MTU..=crate::virtio::net::MAX_MTU).contains(&n.mtu) {
+                return Err(ConfigError::BadMtu(n.mtu));
+            }
+        }
         Ok(())
     }
 }
@@ -511,6 +524,16 @@ mod tests {
             ..MachineConfig::default()
         };
         assert_eq!(c.validate(), Err(ConfigError::NoSlotForNet(6)));
+        for (mtu, ok) in [(67, false), (68, true), (65520, true), (65521, false)] {
+            let c = MachineConfig {
+                net: Some(NetConfig {
+                    mtu,
+                    ..NetConfig::default()
+                }),
+                ..MachineConfig::default()
+            };
+            assert_eq!(c.validate().is_ok(), ok, "mtu {mtu}");
+        }
         assert!(c
             .validate()
             .unwrap_err()

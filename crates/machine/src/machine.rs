@@ -267,7 +267,7 @@ fn virtio_slots(
     devices.push(VirtioMmio::rng(backends.entropy));
     devices.push(VirtioMmio::console(backends.console));
     if let Some(net) = &cfg.net {
-        devices.push(VirtioMmio::net(Box::new(NullNet), net.mac));
+        devices.push(VirtioMmio::net(Box::new(NullNet), net.mac, net.mtu));
     }
     let mut slots: Vec<Slot> = (0..VIRTIO_SLOTS).map(|_| Slot::Empty).collect();
     for (i, dev) in devices.into_iter().enumerate() {

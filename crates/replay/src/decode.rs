@@ -583,6 +583,10 @@ fn unsupported_why(version: u16) -> &'static str {
     } else if version == 5 {
         "a version 5 log's disk requests complete inside the device pass that takes them, this \
          build's at logged completion points: replay it with the ftvm that recorded it"
+    } else if version == 7 {
+        "a version 7 log's network card offers no checksum offload or mergeable buffers, so its \
+         guest negotiated other features than this build's card offers: replay it with the ftvm \
+         that recorded it"
     } else if version == 6 {
         "a version 6 log's prologue holds a snapshot of version 3, whose clock has no rate: \
          replay it with the ftvm that recorded it"

@@ -11,8 +11,10 @@ pub const MAGIC: [u8; 8] = *b"FTVMLOG\0";
 /// of the recorder's state digests hashes page hashes, not RAM in one piece, so a version 4
 /// log's digests would all differ; version 6: disk requests complete at logged points, the
 /// request-done entry, kind 13; version 7: guest time's rate can change, the time-rate entry,
-/// kind 14, and snapshots of version 4 in the prologue).
-pub const FORMAT_VERSION: u16 = 7;
+/// kind 14, and snapshots of version 4 in the prologue; version 8: the configuration entry
+/// carries the network card's MTU, and the card offers checksum offload and mergeable receive
+/// buffers, so a guest on a version 7 log negotiated other features).
+pub const FORMAT_VERSION: u16 = 8;
 
 /// Largest frame body (the batched entries between a frame's length and its checksum). A length
 /// above it is rejected before anything is allocated, so a hostile length costs nothing.

@@ -182,18 +182,26 @@ fn bad_magic_is_reported_from_the_first_byte() {
 #[test]
 fn unsupported_version_and_flags() {
     let mut b = head();
-    b[8] = 8;
+    b[8] = 9;
     let e = err(&b[..10]);
-    assert_eq!(e, DecodeError::UnsupportedVersion { version: 8 });
+    assert_eq!(e, DecodeError::UnsupportedVersion { version: 9 });
     assert_eq!(
         e.to_string(),
-        "log format version 8 is not supported: this build reads version 7 (log written by another ftvm version: replay it with the one that recorded it)"
+        "log format version 9 is not supported: this build reads version 8 (log written by another ftvm version: replay it with the one that recorded it)"
+    );
+    // Version 7, whose network card offered fewer features, says so.
+    b[8] = 7;
+    assert_eq!(
+        err(&b[..10]).to_string(),
+        "log format version 7 is not supported: this build reads version 8 (a version 7 log's \
+         network card offers no checksum offload or mergeable buffers, so its guest negotiated \
+         other features than this build's card offers: replay it with the ftvm that recorded it)"
     );
     // Version 6, whose snapshots have no clock rate, says so.
     b[8] = 6;
     assert_eq!(
         err(&b[..10]).to_string(),
-        "log format version 6 is not supported: this build reads version 7 (a version 6 log's \
+        "log format version 6 is not supported: this build reads version 8 (a version 6 log's \
          prologue holds a snapshot of version 3, whose clock has no rate: replay it with the \
          ftvm that recorded it)"
     );
@@ -201,7 +209,7 @@ fn unsupported_version_and_flags() {
     b[8] = 5;
     assert_eq!(
         err(&b[..10]).to_string(),
-        "log format version 5 is not supported: this build reads version 7 (a version 5 log's \
+        "log format version 5 is not supported: this build reads version 8 (a version 5 log's \
          disk requests complete inside the device pass that takes them, this build's at logged \
          completion points: replay it with the ftvm that recorded it)"
     );
@@ -209,13 +217,13 @@ fn unsupported_version_and_flags() {
     b[8] = 4;
     assert_eq!(
         err(&b[..10]).to_string(),
-        "log format version 4 is not supported: this build reads version 7 (a version 4 log's \
+        "log format version 4 is not supported: this build reads version 8 (a version 4 log's \
          state digests hash RAM in one piece, this build's hash it page by page: replay it with \
          the ftvm that recorded it)"
     );
     // Versions 1 to 4, from before disks, the network card, disk-read digests and page-wise
     // RAM digests: refused as well.
-    for old in [1, 2, 3, 4, 5] {
+    for old in [1, 2, 3, 4, 5, 6, 7] {
         let mut b = head();
         b[8] = old;
         assert_eq!(

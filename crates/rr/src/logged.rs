@@ -31,9 +31,9 @@ pub struct LoggedConfig {
     pub boot: machine::BootInfo,
     /// The disks, in `--drive` order (the first is in the highest slot).
     pub drives: Vec<DriveShape>,
-    /// The network card's MAC address, if the machine has one (in the slot below the
+    /// The network card (MAC address and MTU), if the machine has one (in the slot below the
     /// console's).
-    pub net: Option<[u8; 6]>,
+    pub net: Option<machine::NetConfig>,
 }
 
 impl LoggedConfig {
@@ -57,9 +57,10 @@ impl LoggedConfig {
         }
         match self.net {
             None => v.push(0),
-            Some(mac) => {
+            Some(n) => {
                 v.push(1);
-                v.extend_from_slice(&mac);
+                v.extend_from_slice(&n.mac);
+                v.extend_from_slice(&n.mtu.to_le_bytes());
             }
         }
         v
@@ -75,8 +76,11 @@ impl LoggedConfig {
         }
         let net = match (b[end], &b[end + 1..]) {
             (0, []) => None,
-            (1, mac) if n <= machine::board::VIRTIO_SLOTS - 3 => {
-                Some(<[u8; 6]>::try_from(mac).ok()?)
+            (1, card) if n <= machine::board::VIRTIO_SLOTS - 3 && card.len() == 8 => {
+                Some(machine::NetConfig {
+                    mac: card[..6].try_into().ok()?,
+                    mtu: u16::from_le_bytes([card[6], card[7]]),
+                })
             }
             _ => return None,
         };
@@ -181,7 +185,10 @@ mod tests {
                     readonly: true,
                 },
             ],
-            net: Some([0x52, 0x54, 0, 0x12, 0x34, 0x56]),
+            net: Some(machine::NetConfig {
+                mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
+                mtu: 65520,
+            }),
         };
         let b = lc.encode();
         assert_eq!(LoggedConfig::decode(&b), Some(lc.clone()));
@@ -192,10 +199,10 @@ mod tests {
         bad[37] = 7;
         assert_eq!(LoggedConfig::decode(&bad), None);
         let mut bad = b.clone();
-        bad[b.len() - 7] = 2; // network card flag
+        bad[b.len() - 9] = 2; // network card flag
         assert_eq!(LoggedConfig::decode(&bad), None);
         let mut bad = b.clone();
-        bad[b.len() - 8] = 2; // read-only flag
+        bad[b.len() - 10] = 2; // read-only flag
         assert_eq!(LoggedConfig::decode(&bad), None);
         let mut bad = b.clone();
         bad.push(0);
@@ -212,8 +219,21 @@ mod tests {
         assert_eq!(lc.drive_of(5), None);
         assert_eq!(lc.net_device(), Some(3));
         let mut other = lc.clone();
-        other.net = Some([2, 0, 0, 0, 0, 1]);
+        other.net = Some(machine::NetConfig {
+            mac: [2, 0, 0, 0, 0, 1],
+            mtu: 65520,
+        });
         assert_ne!(other.fingerprint(), lc.fingerprint());
+        let mut other = lc.clone();
+        other.net = Some(machine::NetConfig {
+            mtu: 1500,
+            ..lc.net.unwrap()
+        });
+        assert_ne!(
+            other.fingerprint(),
+            lc.fingerprint(),
+            "the MTU is the guest's too"
+        );
         let none = LoggedConfig {
             drives: Vec::new(),
             net: None,

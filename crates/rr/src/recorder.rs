@@ -104,8 +104,8 @@ pub struct Recorder<W: Write> {
     pending: Pending,
     /// The read-only flag of each drive, in order.
     readonly: Vec<bool>,
-    /// The network card's MAC, if there is one.
-    net: Option<[u8; 6]>,
+    /// The network card (MAC and MTU), if there is one.
+    net: Option<machine::NetConfig>,
     next_digest: u64,
     /// Disk reads are logged by their digest, not their data (`--disk-reads own`).
     read_digests: bool,
@@ -151,17 +151,17 @@ impl<W: Write> Recorder<W> {
         Ok(Self::with_shape(
             out,
             cfg.drives.iter().map(|d| d.readonly).collect(),
-            cfg.net.map(|n| n.mac),
+            cfg.net,
         ))
     }
 
     /// [`Recorder::new`] for a machine described by its drives' read-only flags and its
-    /// network card's MAC: what a machine that has already run (an FT primary protected anew)
+    /// network card: what a machine that has already run (an FT primary protected anew)
     /// tells of itself. Put the entropy backend into it with `Machine::replace_entropy`.
     pub fn with_shape(
         out: W,
         readonly: Vec<bool>,
-        mac: Option<[u8; 6]>,
+        net: Option<machine::NetConfig>,
     ) -> (Self, Box<dyn EntropyBackend>) {
         let tap = Arc::new(AtomicU64::new(0));
         let pending = Pending::default();
@@ -178,7 +178,7 @@ impl<W: Write> Recorder<W> {
                 tap,
                 pending,
                 readonly,
-                net: mac,
+                net,
                 next_digest: DIGEST_EVERY,
                 read_digests: false,
                 timesync: None,

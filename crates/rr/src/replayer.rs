@@ -19,9 +19,7 @@ use crate::logged::{digest_parts, LoggedConfig, DEV_UART, TAG_CONFIG, TAG_SNAPSH
 use crate::net::{NetQueue, ReplayNet};
 use crate::outbox::Outbox;
 use machine::virtio::{BlockBackend, EntropyBackend, NetBackend, NullNet, OsEntropy};
-use machine::{
-    Backends, DriveConfig, Firmware, Machine, MachineConfig, NetConfig, PowerEvent, Stop,
-};
+use machine::{Backends, DriveConfig, Firmware, Machine, MachineConfig, PowerEvent, Stop};
 use replay::{Entry, Event, LogHeader, ReadError};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -302,7 +300,7 @@ impl Prologue {
                     delay: std::time::Duration::ZERO,
                 })
                 .collect(),
-            net: lc.net.map(|mac| NetConfig { mac }),
+            net: lc.net,
         };
         let tap = Arc::new(AtomicU64::new(0));
         let disks: Vec<_> = lc

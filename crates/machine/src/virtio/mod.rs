@@ -36,6 +36,7 @@
 //! §2.7 (split virtqueues).
 
 pub mod block;
+pub mod checksum;
 pub mod console;
 pub mod mmio;
 pub mod net;

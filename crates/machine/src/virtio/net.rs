@@ -1,47 +1,79 @@
 //! virtio-net (device id 1, virtio 1.2 §5.1): receiveq 0 and transmitq 1 in front of a
-//! [`NetBackend`], with no offloads, no control queue and no mergeable receive buffers.
+//! [`NetBackend`], with checksum offload both ways and mergeable receive buffers, no
+//! segmentation offload and no control queue.
 //!
 //! Features offered: `VIRTIO_F_VERSION_1`, `VIRTIO_F_RING_INDIRECT_DESC`, `VIRTIO_NET_F_MAC`
-//! (the configured MAC), `VIRTIO_NET_F_STATUS` (the link is always up) and `VIRTIO_NET_F_MTU`
-//! (1500). The MTU is offered so that the guest cannot raise its MTU above what fits its
-//! receive buffers: without mergeable buffers or GSO, Linux posts buffers of 1518 bytes plus the
-//! header, and a gateway such as passt would otherwise announce a 65520-byte MTU over DHCP.
+//! (the configured MAC), `VIRTIO_NET_F_STATUS` (the link is always up), `VIRTIO_NET_F_MTU` (the
+//! configured MTU, [`crate::NetConfig::mtu`]), and for speed:
+//! - `VIRTIO_NET_F_MRG_RXBUF`: a received frame may span several posted buffers, so the guest's
+//!   MTU can be as large as the host end takes (passt: 65520) while Linux keeps posting
+//!   page-sized buffers. Without it the guest posts 1526-byte buffers and the MTU must stay 1500.
+//! - `VIRTIO_NET_F_CSUM`: the guest may leave a transmitted TCP/UDP checksum partial
+//!   (`VIRTIO_NET_HDR_F_NEEDS_CSUM`); the device completes it ([`super::checksum::complete`]).
+//! - `VIRTIO_NET_F_GUEST_CSUM`: the device verifies a received frame's TCP/UDP checksum on the
+//!   host and, when it is right, marks it `VIRTIO_NET_HDR_F_DATA_VALID`, so the guest does not
+//!   sum the bytes again. A frame that does not verify (or is not TCP/UDP) goes up unmarked and
+//!   the guest checks it as before.
+//!
+//! The MTU bounds the guest's own choice: with 1500 (the default, right for a tap on a 1500-byte
+//! bridge) a gateway announcing a larger MTU over DHCP cannot make the guest send frames its
+//! peers would drop.
 //!
 //! Every buffer starts with the 12-byte `virtio_net_hdr` of virtio 1.x (`num_buffers`
-//! included). On transmit the header is read and ignored (no offloads were negotiated); on
-//! receive it is all zero but `num_buffers` = 1.
+//! included). On transmit the header's checksum request is honoured when `CSUM` was negotiated
+//! and ignored otherwise; a segmentation request (`gso_type`) was never offered and drops the
+//! frame. On receive the header is all zero but `num_buffers` and, under `GUEST_CSUM`,
+//! `DATA_VALID`.
 //!
 //! Determinism: a received frame is taken from the backend only inside a device pass
-//! ([`VirtioMmio::process`]) and only when the guest has posted a receive buffer, so a frame is
-//! taken exactly when it can be delivered, at an instruction count the record/replay layer
-//! logs. A frame that does not fit the posted buffer, or is longer than [`MAX_FRAME`], is
-//! dropped and counted ([`NetStats`]); a malformed transmit chain completes with nothing sent.
-//! Neither is ever a panic or a device reset. The device keeps no state between passes beyond
-//! the transport's (the MAC is configuration, the link status constant), so the transport's
-//! saved state ([`super::VirtioMmioState`]) is the whole device in a snapshot; the counters are
-//! host-side diagnostics and are not saved.
+//! ([`VirtioMmio::process`]) and only when the guest has posted room for it — one buffer, or
+//! with mergeable buffers enough of them for the largest frame the MTU allows (or the whole
+//! ring, if the guest posts less) — so a frame is taken exactly when it can be delivered, at an
+//! instruction count the record/replay layer logs, and the device never holds a frame between
+//! passes. Everything the device adds (the header, a completed checksum) is computed from the
+//! frame's bytes and guest memory. A frame that does not fit the posted buffers, or is longer
+//! than [`MAX_FRAME`], is dropped and counted ([`NetStats`]); a malformed transmit chain
+//! completes with nothing sent. Neither is ever a panic or a device reset. The device keeps no
+//! state between passes beyond the transport's (the negotiated features among it; the MAC and
+//! MTU are configuration, the link status constant), so the transport's saved state
+//! ([`super::VirtioMmioState`]) is the whole device in a snapshot; the counters are host-side
+//! diagnostics and are not saved.
 
 use super::{
-    read_config_bytes, QueueError, VirtioDevice, VirtioMmio, Virtq, VIRTIO_F_RING_INDIRECT_DESC,
-    VIRTIO_F_VERSION_1, VIRTIO_ID_NET,
+    read_config_bytes, DescChain, QueueError, VirtioDevice, VirtioMmio, Virtq,
+    VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1, VIRTIO_ID_NET,
 };
 use rv64::Ram;
 
+/// Feature: the device completes partial checksums of transmitted frames.
+pub const VIRTIO_NET_F_CSUM: u64 = 1 << 0;
+/// Feature: the driver accepts received frames marked as already checked.
+pub const VIRTIO_NET_F_GUEST_CSUM: u64 = 1 << 1;
 /// Feature: the device reports its maximum MTU in the configuration.
 pub const VIRTIO_NET_F_MTU: u64 = 1 << 3;
 /// Feature: the device has a MAC address in its configuration.
 pub const VIRTIO_NET_F_MAC: u64 = 1 << 5;
+/// Feature: a received frame may span several buffers (`num_buffers` says how many).
+pub const VIRTIO_NET_F_MRG_RXBUF: u64 = 1 << 15;
 /// Feature: the configuration's `status` field is valid.
 pub const VIRTIO_NET_F_STATUS: u64 = 1 << 16;
 /// `status` bit: the link is up.
 pub const VIRTIO_NET_S_LINK_UP: u16 = 1;
+/// Header flag (transmit): the checksum at `csum_start + csum_offset` is to be completed.
+pub const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
+/// Header flag (receive): the frame's TCP/UDP checksum has been checked and is right.
+pub const VIRTIO_NET_HDR_F_DATA_VALID: u8 = 2;
 
 /// Length of `struct virtio_net_hdr` in virtio 1.x (with `num_buffers`).
 pub const NET_HDR_LEN: usize = 12;
 /// The largest frame the device moves in either direction (without the header).
 pub const MAX_FRAME: usize = 65535;
-/// The MTU offered to the guest.
+/// The default MTU (a tap on a 1500-byte bridge; `--mtu` or the backend may raise it).
 pub const MTU: u16 = 1500;
+/// The largest MTU: [`MAX_FRAME`] less the Ethernet header, rounded down to passt's 65520.
+pub const MAX_MTU: u16 = 65520;
+/// The smallest MTU Linux accepts for an Ethernet card (IPv4's minimum).
+pub const MIN_MTU: u16 = 68;
 /// The MAC address used when none is configured (QEMU's default).
 pub const DEFAULT_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 
@@ -54,6 +86,8 @@ const TRANSMITQ: usize = 1;
 /// At most this many frames are taken from the backend in one pass, so that a backend that
 /// never runs dry cannot hold the machine in one pass.
 const MAX_RX_PER_PASS: usize = 256;
+/// Ethernet header plus one VLAN tag: what a frame may carry beyond the MTU.
+const FRAME_OVERHEAD: usize = 18;
 
 /// The outside end of a network card, seen from the device.
 pub trait NetBackend: Send {
@@ -111,9 +145,10 @@ pub struct NetStats {
 }
 
 impl VirtioMmio {
-    /// A virtio-net device with MAC `mac` in front of `backend`.
-    pub fn net(backend: Box<dyn NetBackend>, mac: [u8; 6]) -> VirtioMmio {
-        VirtioMmio::new(Box::new(Net::new(backend, mac)))
+    /// A virtio-net device with MAC `mac` and MTU `mtu` (clamped to
+    /// [`MIN_MTU`]..=[`MAX_MTU`]) in front of `backend`.
+    pub fn net(backend: Box<dyn NetBackend>, mac: [u8; 6], mtu: u16) -> VirtioMmio {
+        VirtioMmio::new(Box::new(Net::new(backend, mac, mtu)))
     }
 }
 
@@ -122,38 +157,37 @@ struct Net {
     backend: Box<dyn NetBackend>,
     /// `struct virtio_net_config` (§5.1.4): mac, status, max_virtqueue_pairs, mtu.
     config: [u8; 12],
+    /// The MTU offered: with mergeable buffers, a frame is taken once room for
+    /// `mtu + FRAME_OVERHEAD` bytes is posted.
+    mtu: u16,
     stats: NetStats,
     bounce: Vec<u8>,
+    /// The receive chains of the frame being delivered (kept to reuse the allocation).
+    chains: Vec<DescChain>,
 }
 
 impl Net {
-    fn new(backend: Box<dyn NetBackend>, mac: [u8; 6]) -> Net {
+    fn new(backend: Box<dyn NetBackend>, mac: [u8; 6], mtu: u16) -> Net {
+        let mtu = mtu.clamp(MIN_MTU, MAX_MTU);
         let mut config = [0u8; 12];
         config[..6].copy_from_slice(&mac);
         config[6..8].copy_from_slice(&VIRTIO_NET_S_LINK_UP.to_le_bytes());
         config[8..10].copy_from_slice(&1u16.to_le_bytes());
-        config[10..12].copy_from_slice(&MTU.to_le_bytes());
+        config[10..12].copy_from_slice(&mtu.to_le_bytes());
         Net {
             backend,
             config,
+            mtu,
             stats: NetStats::default(),
             bounce: Vec::new(),
+            chains: Vec::new(),
         }
     }
 
     /// Sends every frame the guest has queued.
-    fn transmit(&mut self, q: &mut Virtq, ram: &mut Ram) -> Result<(), QueueError> {
+    fn transmit(&mut self, q: &mut Virtq, ram: &mut Ram, features: u64) -> Result<(), QueueError> {
         while let Some(chain) = q.pop(ram)? {
-            let len = chain.readable_len();
-            let ok = len >= NET_HDR_LEN as u64 && len - NET_HDR_LEN as u64 <= MAX_FRAME as u64;
-            let sent = ok && {
-                // Bounded by MAX_FRAME just above.
-                self.bounce.resize((len - NET_HDR_LEN as u64) as usize, 0);
-                chain
-                    .read_at(ram, NET_HDR_LEN as u64, &mut self.bounce)
-                    .is_ok()
-            };
-            if sent {
+            if self.read_frame(&chain, ram, features) {
                 self.backend.transmit(&self.bounce);
                 self.stats.tx_frames += 1;
             } else {
@@ -164,42 +198,138 @@ impl Net {
         Ok(())
     }
 
-    /// Delivers waiting frames while the guest has receive buffers posted.
-    fn receive(&mut self, q: &mut Virtq, ram: &mut Ram) -> Result<(), QueueError> {
-        let mut header = [0u8; NET_HDR_LEN];
-        header[10..12].copy_from_slice(&1u16.to_le_bytes()); // num_buffers
+    /// Reads a transmit chain's frame into the bounce buffer, its checksum completed if the
+    /// header asks for it; `false` if the chain is malformed.
+    fn read_frame(&mut self, chain: &DescChain, ram: &Ram, features: u64) -> bool {
+        let len = chain.readable_len();
+        if len < NET_HDR_LEN as u64 || len - NET_HDR_LEN as u64 > MAX_FRAME as u64 {
+            return false;
+        }
+        let mut hdr = [0u8; NET_HDR_LEN];
+        // Bounded by MAX_FRAME just above.
+        self.bounce.resize((len - NET_HDR_LEN as u64) as usize, 0);
+        if chain.read_at(ram, 0, &mut hdr).is_err()
+            || chain
+                .read_at(ram, NET_HDR_LEN as u64, &mut self.bounce)
+                .is_err()
+        {
+            return false;
+        }
+        if features & VIRTIO_NET_F_CSUM == 0 {
+            return true; // the header means nothing without offloads
+        }
+        if hdr[1] != 0 {
+            return false; // a segmentation request: never offered
+        }
+        if hdr[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM == 0 {
+            return true;
+        }
+        let start = usize::from(u16::from_le_bytes([hdr[6], hdr[7]]));
+        let offset = usize::from(u16::from_le_bytes([hdr[8], hdr[9]]));
+        super::checksum::complete(&mut self.bounce, start, offset)
+    }
+
+    /// Delivers waiting frames while the guest has room posted for them.
+    fn receive(&mut self, q: &mut Virtq, ram: &mut Ram, features: u64) -> Result<(), QueueError> {
+        let mergeable = features & VIRTIO_NET_F_MRG_RXBUF != 0;
+        // With mergeable buffers, room for the largest frame the MTU allows is gathered before
+        // a frame is taken; without, one buffer is all a frame may have.
+        let want = if mergeable {
+            (NET_HDR_LEN + usize::from(self.mtu) + FRAME_OVERHEAD).min(NET_HDR_LEN + MAX_FRAME)
+        } else {
+            0
+        } as u64;
         for _ in 0..MAX_RX_PER_PASS {
-            let Some(chain) = q.pop(ram)? else {
-                return Ok(());
-            };
-            let Some(frame) = self.backend.receive() else {
-                q.undo_pop();
-                return Ok(());
-            };
-            let room = chain.writable_len().saturating_sub(NET_HDR_LEN as u64);
-            if frame.len() > MAX_FRAME || frame.len() as u64 > room {
-                // The buffer stays the guest's, for the next frame.
-                self.stats.rx_oversized += 1;
-                q.undo_pop();
-                continue;
+            self.chains.clear();
+            let mut room = 0u64;
+            while let Some(chain) = q.pop(ram)? {
+                room += chain.writable_len();
+                self.chains.push(chain);
+                if room >= want || self.chains.len() >= usize::from(q.size()) {
+                    break;
+                }
             }
-            let written = chain
-                .write_at(ram, 0, &header)
-                .and_then(|()| chain.write_at(ram, NET_HDR_LEN as u64, &frame));
-            let used = match written {
-                Ok(()) => {
-                    self.stats.rx_frames += 1;
-                    // At most MAX_FRAME + NET_HDR_LEN.
-                    (NET_HDR_LEN + frame.len()) as u32
-                }
-                Err(_) => {
-                    self.stats.rx_bad_buffer += 1;
-                    0
-                }
+            let enough = room >= want || self.chains.len() >= usize::from(q.size());
+            if self.chains.is_empty() || !enough {
+                undo_pops(q, self.chains.len());
+                return Ok(());
+            }
+            let Some(frame) = self.backend.receive() else {
+                undo_pops(q, self.chains.len());
+                return Ok(());
             };
-            q.add_used(ram, chain.head, used)?;
+            let Some(used) = self.fit(&frame, mergeable) else {
+                // The buffers stay the guest's, for the next frame.
+                self.stats.rx_oversized += 1;
+                undo_pops(q, self.chains.len());
+                continue;
+            };
+            undo_pops(q, self.chains.len() - used);
+            self.deliver(&frame, used, features, q, ram)?;
         }
         Ok(())
+    }
+
+    /// How many of the gathered chains `frame` fills (header included), if it fits them.
+    fn fit(&self, frame: &[u8], mergeable: bool) -> Option<usize> {
+        let first = self.chains.first()?.writable_len();
+        if frame.len() > MAX_FRAME || first < NET_HDR_LEN as u64 {
+            return None;
+        }
+        let mut need = (NET_HDR_LEN + frame.len()) as u64;
+        let chains = if mergeable { self.chains.len() } else { 1 };
+        for (i, c) in self.chains[..chains].iter().enumerate() {
+            need = need.saturating_sub(c.writable_len());
+            if need == 0 {
+                return Some(i + 1);
+            }
+        }
+        None
+    }
+
+    /// Writes the header and `frame` across the first `used` gathered chains and returns them.
+    fn deliver(
+        &mut self,
+        frame: &[u8],
+        used: usize,
+        features: u64,
+        q: &mut Virtq,
+        ram: &mut Ram,
+    ) -> Result<(), QueueError> {
+        let mut header = [0u8; NET_HDR_LEN];
+        if features & VIRTIO_NET_F_GUEST_CSUM != 0 && super::checksum::l4_valid(frame) {
+            header[0] = VIRTIO_NET_HDR_F_DATA_VALID;
+        }
+        // At most the ring's size, a u16.
+        header[10..12].copy_from_slice(&(used as u16).to_le_bytes());
+        // A buffer outside RAM spoils the frame: all its buffers go back empty.
+        let mut ok = self.chains[..used].iter().all(|c| c.in_ram(ram));
+        let mut rest: &[u8] = frame;
+        for (i, chain) in self.chains[..used].iter().enumerate() {
+            let skip = if i == 0 { NET_HDR_LEN } else { 0 };
+            // Each at most the chain's writable length, itself at most u32::MAX.
+            let n = rest.len().min(chain.writable_len() as usize - skip);
+            if ok {
+                ok = (i > 0 || chain.write_at(ram, 0, &header).is_ok())
+                    && chain.write_at(ram, skip as u64, &rest[..n]).is_ok();
+            }
+            rest = &rest[n..];
+            let len = if ok { (skip + n) as u32 } else { 0 };
+            q.add_used(ram, chain.head, len)?;
+        }
+        if ok {
+            self.stats.rx_frames += 1;
+        } else {
+            self.stats.rx_bad_buffer += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Gives the last `n` popped chains back to the ring, in the order they were taken.
+fn undo_pops(q: &mut Virtq, n: usize) {
+    for _ in 0..n {
+        q.undo_pop();
     }
 }
 
@@ -213,6 +343,9 @@ impl VirtioDevice for Net {
             | VIRTIO_NET_F_MAC
             | VIRTIO_NET_F_STATUS
             | VIRTIO_NET_F_MTU
+            | VIRTIO_NET_F_MRG_RXBUF
+            | VIRTIO_NET_F_CSUM
+            | VIRTIO_NET_F_GUEST_CSUM
     }
     fn queue_max_sizes(&self) -> &[u16] {
         &[QUEUE_SIZE, QUEUE_SIZE]
@@ -233,15 +366,15 @@ impl VirtioDevice for Net {
         &mut self,
         queues: &mut [Virtq],
         notified: u32,
-        _features: u64,
+        features: u64,
         ram: &mut Ram,
     ) -> Result<(), QueueError> {
         let (rx, tx) = queues.split_at_mut(TRANSMITQ);
         if notified & (1 << TRANSMITQ) != 0 {
-            self.transmit(&mut tx[0], ram)?;
+            self.transmit(&mut tx[0], ram, features)?;
         }
         // Input of the device's own: looked at on every pass, not only after a notify.
-        self.receive(&mut rx[RECEIVEQ], ram)
+        self.receive(&mut rx[RECEIVEQ], ram, features)
     }
 }
 
@@ -286,10 +419,19 @@ mod tests {
         }
     }
 
+    /// The offloads: negotiated by the tests of the fast path, left out by those of the plain
+    /// one-buffer path.
+    const OFFLOADS: u64 = VIRTIO_NET_F_MRG_RXBUF | VIRTIO_NET_F_CSUM | VIRTIO_NET_F_GUEST_CSUM;
+
+    /// A card with the default MTU whose driver takes every feature but the offloads.
     fn setup() -> (Driver, Wire) {
+        setup_with(MTU, u64::MAX & !OFFLOADS, 16)
+    }
+
+    fn setup_with(mtu: u16, features: u64, size: u16) -> (Driver, Wire) {
         let wire = Wire::default();
-        let dev = VirtioMmio::net(Box::new(wire.clone()), DEFAULT_MAC);
-        (Driver::new(dev, u64::MAX, 16), wire)
+        let dev = VirtioMmio::net(Box::new(wire.clone()), DEFAULT_MAC, mtu);
+        (Driver::new(dev, features, size), wire)
     }
 
     fn stats(d: &Driver) -> NetStats {
@@ -315,9 +457,153 @@ mod tests {
         let f = d.reg(0x010);
         assert_ne!(f & (1 << 5), 0, "VIRTIO_NET_F_MAC");
         assert_ne!(f & (1 << 3), 0, "VIRTIO_NET_F_MTU");
-        assert_eq!(f & 1, 0, "no checksum offload");
+        for (bit, name) in [(0, "CSUM"), (1, "GUEST_CSUM"), (15, "MRG_RXBUF")] {
+            assert_ne!(f & (1 << bit), 0, "VIRTIO_NET_F_{name}");
+        }
+        for (bit, name) in [(7, "GUEST_TSO4"), (11, "HOST_TSO4"), (17, "CTRL_VQ")] {
+            assert_eq!(f & (1 << bit), 0, "VIRTIO_NET_F_{name} is not offered");
+        }
         d.set_reg(0x014, 1);
         assert_eq!(d.reg(0x010), 1, "VERSION_1 only");
+        // The MTU is the card's configuration, clamped to what a frame can carry.
+        for (asked, offered) in [(9000, 9000), (65535, MAX_MTU), (10, MIN_MTU)] {
+            let (mut d, _) = setup_with(asked, 0, 16);
+            assert_eq!(d.dev.read(0x10a, 2), Some(u64::from(offered)));
+        }
+    }
+
+    #[test]
+    fn mergeable_buffers_carry_a_frame_larger_than_one() {
+        let (mut d, wire) = setup_with(9000, VIRTIO_NET_F_MRG_RXBUF, 16);
+        let bufs: Vec<u16> = (0..4)
+            .map(|i| d.submit(0, &[(DATA + i * 0x1000, 4096, true)]))
+            .collect();
+        let frame: Vec<u8> = (0..9014u32).map(|i| i as u8).collect();
+        wire.push(frame.clone());
+        pass(&mut d);
+        let tail = (NET_HDR_LEN + frame.len() - 2 * 4096) as u32;
+        assert_eq!(
+            d.take_used(0),
+            vec![
+                (u32::from(bufs[0]), 4096),
+                (u32::from(bufs[1]), 4096),
+                (u32::from(bufs[2]), tail)
+            ]
+        );
+        let mut want = vec![0u8; NET_HDR_LEN];
+        want[10] = 3; // num_buffers
+        assert_eq!(d.mem(DATA, NET_HDR_LEN), want);
+        let mut got = d.mem(DATA + NET_HDR_LEN as u64, 4096 - NET_HDR_LEN);
+        got.extend(d.mem(DATA + 0x1000, 4096));
+        got.extend(d.mem(DATA + 0x2000, tail as usize));
+        assert_eq!(got, frame);
+        // One 4096-byte buffer left: less than the largest frame the MTU allows, so nothing is
+        // taken, however small the next frame is (it is not known until taken).
+        wire.push(vec![1; 60]);
+        pass(&mut d);
+        assert!(d.take_used(0).is_empty());
+        assert_eq!((wire.waiting(), wire.polls()), (1, 1));
+        let more = d.submit(0, &[(DATA + 0x4000, 8192, true)]);
+        pass(&mut d);
+        assert_eq!(d.take_used(0), vec![(u32::from(bufs[3]), 72)]);
+        assert_eq!(d.mem(DATA + 0x3000 + 10, 2), vec![1, 0], "num_buffers 1");
+        // The 8 KiB buffer was gathered and given back, still posted.
+        wire.push(vec![2; 5000]);
+        d.submit(0, &[(DATA + 0x6000, 4096, true)]);
+        pass(&mut d);
+        assert_eq!(d.take_used(0), vec![(u32::from(more), 5012)]);
+        assert_eq!(stats(&d).rx_frames, 3);
+    }
+
+    #[test]
+    fn a_ring_smaller_than_the_largest_frame_still_receives() {
+        // Four 1000-byte buffers are the whole ring: less than a 9000-byte MTU needs, so a frame
+        // is taken once the ring is full, and dropped only if it does not fit.
+        let (mut d, wire) = setup_with(9000, VIRTIO_NET_F_MRG_RXBUF, 4);
+        wire.push(vec![3; 2500]);
+        wire.push(vec![4; 5000]);
+        for i in 0..3 {
+            d.submit(0, &[(DATA + i * 0x1000, 1000, true)]);
+        }
+        pass(&mut d);
+        assert!(d.take_used(0).is_empty(), "three of four posted: wait");
+        d.submit(0, &[(DATA + 0x3000, 1000, true)]);
+        pass(&mut d);
+        assert_eq!(
+            d.take_used(0).iter().map(|u| u.1).collect::<Vec<_>>(),
+            vec![1000, 1000, 512]
+        );
+        assert_eq!(wire.waiting(), 1, "one buffer left: wait for the ring to fill again");
+        for i in 0..3 {
+            d.submit(0, &[(DATA + i * 0x1000, 1000, true)]);
+        }
+        pass(&mut d);
+        assert!(d.take_used(0).is_empty());
+        assert_eq!(
+            stats(&d).rx_oversized,
+            1,
+            "5000 bytes never fit four buffers"
+        );
+        assert_eq!(wire.waiting(), 0);
+    }
+
+    #[test]
+    fn transmitted_checksums_are_completed_when_asked() {
+        let frame = crate::virtio::checksum::tcp4_partial();
+        let mut hdr = [0u8; NET_HDR_LEN];
+        hdr[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+        hdr[6..8].copy_from_slice(&34u16.to_le_bytes()); // csum_start: the TCP header
+        hdr[8..10].copy_from_slice(&16u16.to_le_bytes()); // csum_offset: its checksum
+        let send = |d: &mut Driver, hdr: &[u8]| {
+            d.ram.write(DATA, hdr).unwrap();
+            d.ram.write(DATA + 12, &frame).unwrap();
+            d.submit(1, &[(DATA, (12 + frame.len()) as u32, false)]);
+            d.kick(1);
+            d.take_used(1);
+        };
+        let (mut d, wire) = setup_with(MTU, VIRTIO_NET_F_CSUM, 16);
+        send(&mut d, &hdr);
+        let sent = wire.sent();
+        assert!(crate::virtio::checksum::l4_valid(&sent[0]));
+        assert_eq!(sent[0][..34], frame[..34]);
+        // A segmentation request, a field beyond the frame: malformed, nothing sent.
+        let mut gso = hdr;
+        gso[1] = 1;
+        send(&mut d, &gso);
+        let mut beyond = hdr;
+        beyond[8..10].copy_from_slice(&(frame.len() as u16).to_le_bytes());
+        send(&mut d, &beyond);
+        assert!(wire.sent().is_empty());
+        assert_eq!(stats(&d).tx_malformed, 2);
+        // Not negotiated: the header means nothing and the frame goes as it is.
+        let (mut d, wire) = setup_with(MTU, 0, 16);
+        send(&mut d, &gso);
+        assert_eq!(wire.sent(), vec![frame.clone()]);
+    }
+
+    #[test]
+    fn received_checksums_are_vouched_for_only_when_right() {
+        let mut good = crate::virtio::checksum::tcp4_partial();
+        assert!(crate::virtio::checksum::complete(&mut good, 34, 16));
+        let mut bad = good.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        for (features, frame, flags) in [
+            (VIRTIO_NET_F_GUEST_CSUM, &good, VIRTIO_NET_HDR_F_DATA_VALID),
+            (VIRTIO_NET_F_GUEST_CSUM, &bad, 0),
+            (0, &good, 0),
+        ] {
+            let (mut d, wire) = setup_with(MTU, features, 16);
+            wire.push(frame.clone());
+            d.submit(0, &[(DATA, 1526, true)]);
+            pass(&mut d);
+            assert_eq!(d.take_used(0).len(), 1);
+            assert_eq!(d.mem(DATA, 1)[0], flags, "features {features:#x}");
+            assert_eq!(
+                d.mem(DATA + 12, frame.len()),
+                *frame,
+                "delivered as it came"
+            );
+        }
     }
 
     #[test]
@@ -442,7 +728,7 @@ mod tests {
                 Some(vec![0; 4000])
             }
         }
-        let mut d = Driver::new(VirtioMmio::net(Box::new(Flood), DEFAULT_MAC), 0, 16);
+        let mut d = Driver::new(VirtioMmio::net(Box::new(Flood), DEFAULT_MAC, MTU), 0, 16);
         d.submit(0, &[(DATA, 1526, true)]);
         pass(&mut d);
         assert_eq!(
@@ -458,7 +744,7 @@ mod tests {
         wire.push(vec![5; 50]);
         pass(&mut d);
         let s = d.dev.save();
-        let mut e = VirtioMmio::net(Box::new(NullNet), DEFAULT_MAC);
+        let mut e = VirtioMmio::net(Box::new(NullNet), DEFAULT_MAC, MTU);
         e.restore(&s).unwrap();
         assert_eq!(e.save(), s);
         let mut blk = VirtioMmio::rng(Box::new(crate::virtio::OsEntropy::default()));
