@@ -1,6 +1,6 @@
 //! What `cargo xtask pgbench` and `cargo xtask iperf3` share: the Debian guest booted on
 //! `ftvm pair` (passt forwarding a host port to the guest's server), on one plain `ftvm run`,
-//! or on `qemu-system-riscv64` (user-mode network) for the reference, and the SIGKILL of
+//! or on `qemu-system-riscv64` (with the same passt) for the reference, and the SIGKILL of
 //! whichever process is the primary, timed until the other side says it is live.
 
 use std::path::{Path, PathBuf};
@@ -130,6 +130,28 @@ fn passt_sock() -> PathBuf {
     std::env::temp_dir().join(format!("ftvm-passt-{}.sock", std::process::id()))
 }
 
+/// Starts passt with host port `port` forwarded to `guest_port` and waits for its socket.
+fn start_passt(kids: &mut Kids, port: u16, guest_port: u16) -> Result<PathBuf> {
+    let sock = passt_sock();
+    let _ = std::fs::remove_file(&sock);
+    let passt = own_group(&mut Command::new("passt"))
+        .args(["-f", "-q", "-s"])
+        .arg(&sock)
+        .args(["-t", &format!("{port}:{guest_port}")])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting passt (apt-get install passt)")?;
+    kids.0.push(passt);
+    let t = Instant::now();
+    while !sock.exists() {
+        if t.elapsed() > Duration::from_secs(10) {
+            bail!("passt did not create {}", sock.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(sock)
+}
+
 /// Checks the options, installs what is missing, builds the guest and ftvm, and boots the
 /// guest with a host port forwarded to `guest_port`. `task` names the command in messages.
 pub fn boot(a: &Common, task: &str, guest_port: u16) -> Result<Booted> {
@@ -176,6 +198,9 @@ fn start(
     let mut consoles = Vec::new();
     match a.on {
         On::Qemu => {
+            // The same host end as ftvm's (passt), so that the machines are compared, not
+            // passt and QEMU's slirp.
+            let sock = start_passt(&mut kids, port, guest_port)?;
             let c = own_group(&mut Command::new("qemu-system-riscv64"))
                 .args(["-M", "virt", "-m", &a.mem, "-nographic", "-bios", FW_JUMP])
                 .arg("-kernel")
@@ -184,7 +209,8 @@ fn start(
                 .arg(format!("file={},format=raw,if=none,id=d0", disk.display()))
                 .args(["-device", "virtio-blk-device,drive=d0", "-netdev"])
                 .arg(format!(
-                    "user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:{guest_port}"
+                    "stream,id=n0,server=off,addr.type=unix,addr.path={}",
+                    sock.display()
                 ))
                 .args(["-device", "virtio-net-device,netdev=n0"])
                 .args(["-device", "virtio-rng-device"])
@@ -195,23 +221,7 @@ fn start(
             kids.0.push(c);
         }
         On::Alone => {
-            let sock = passt_sock();
-            let _ = std::fs::remove_file(&sock);
-            let passt = own_group(&mut Command::new("passt"))
-                .args(["-f", "-q", "-s"])
-                .arg(&sock)
-                .args(["-t", &format!("{port}:{guest_port}")])
-                .stdout(Stdio::null())
-                .spawn()
-                .context("starting passt (apt-get install passt)")?;
-            kids.0.push(passt);
-            let t = Instant::now();
-            while !sock.exists() {
-                if t.elapsed() > Duration::from_secs(10) {
-                    bail!("passt did not create {}", sock.display());
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            let sock = start_passt(&mut kids, port, guest_port)?;
             let vm = own_group(&mut Command::new(ftvm))
                 .arg("run")
                 .args(vm_args(a, g, &disk))

@@ -543,6 +543,10 @@ struct Backup {
     console_ip: std::net::IpAddr,
 }
 
+/// The longest silence from the primary a backup allows before the initial snapshot has
+/// arrived (see `after_slice`).
+const PAIRING_SILENCE: Duration = Duration::from_secs(10);
+
 /// The replay side's progress.
 struct Progress {
     prologue: Option<Prologue>,
@@ -714,7 +718,16 @@ impl hostrun::Replaying for Replay<'_> {
                 let _ = send_ack(w, &b.st);
             }
         }
-        if b.live.silence() > b.cfg.heartbeat.timeout {
+        // Before the initial snapshot has arrived there is nothing to take over, so a silence
+        // there only ends the pairing: it is allowed far longer than the heartbeat's timeout,
+        // since a primary on a loaded host may send a large snapshot or disk slowly (a primary
+        // that died closes the channel, which ends it at once).
+        let allowed = if p.rp.is_some() {
+            b.cfg.heartbeat.timeout
+        } else {
+            b.cfg.heartbeat.timeout.max(PAIRING_SILENCE)
+        };
+        if b.live.silence() > allowed {
             return Ok(hostrun::Turn::End(Ended::Lost(format!(
                 "nothing heard from the primary for {:?}",
                 b.live.silence()

@@ -375,6 +375,10 @@ struct BackupRun {
 
 impl BackupRun {
     fn start(mcfg: &MachineConfig, ch: Channel, arbiter: Arc<MemArbiter>) -> BackupRun {
+        Self::start_with(mcfg, ch, pair_config("backup", arbiter))
+    }
+
+    fn start_with(mcfg: &MachineConfig, ch: Channel, cfg: PairConfig) -> BackupRun {
         let ep = Endpoint::new(false);
         let last_failover: Arc<Mutex<Option<String>>> = Arc::default();
         {
@@ -397,7 +401,6 @@ impl BackupRun {
             netdev: None,
             disk_reads_own: false,
         };
-        let cfg = pair_config("backup", arbiter);
         let status = Status::new("vm0", Role::Backup, "mem".into());
         let (mcfg, ep2) = (mcfg.clone(), ep.clone());
         let thread = std::thread::spawn(move || follow(joined, &mcfg, &bc, cfg, ep2, status));
@@ -460,6 +463,30 @@ fn went_live_at(last_failover: &Option<String>) -> u64 {
         .and_then(|r| r.split(',').next())
         .expect("the status says where");
     n.parse().unwrap()
+}
+
+#[test]
+fn before_the_initial_snapshot_silence_ends_nothing_but_a_closed_channel_ends_the_wait() {
+    // A primary on a loaded host may take seconds to send its snapshot or disks: the backup
+    // waits far beyond its heartbeat timeout for it (there is nothing to take over yet).
+    let arbiter = Arc::new(MemArbiter::new());
+    let mcfg = guest("slow-start", 0x800);
+    let (p, b, _faults) = mem::pair();
+    let mut cfg = pair_config("backup", Arc::clone(&arbiter));
+    cfg.heartbeat.timeout = Duration::from_millis(50);
+    let backup = BackupRun::start_with(&mcfg, b, cfg);
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        !backup.thread.is_finished(),
+        "12 heartbeat timeouts of silence before the snapshot end nothing"
+    );
+    // The primary dies before its snapshot: the channel ends, and so does the wait, at once.
+    p.hangup.close();
+    let t0 = Instant::now();
+    let (code, out, lf) = backup.join();
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert_eq!((code, out, lf), (3, Vec::new(), None), "nothing taken over");
+    assert_eq!(arbiter.current("vm0").unwrap(), None, "no claim");
 }
 
 #[test]

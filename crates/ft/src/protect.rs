@@ -141,13 +141,17 @@ pub(crate) fn connect(
             tail,
         })?;
     }
-    if cfg.non_shared && sync_images {
-        sync_disks(m, w.as_mut(), with.readonly.len())?;
-    }
+    // Heartbeats from here on, so that the backup hears this side during a long disk sync.
     let udp = UdpSocket::bind(SocketAddr::new(with.local_ip, 0))
         .map_err(io("cannot open the heartbeat socket"))?;
     let (live, hb_stop) = heartbeat::start(udp, Some(to), hb_key, 0, cfg.heartbeat)
         .map_err(io("cannot start the heartbeat"))?;
+    if cfg.non_shared && sync_images {
+        if let Err(e) = sync_disks(m, w.as_mut(), with.readonly.len()) {
+            hb_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(e);
+        }
+    }
     Ok((
         w,
         Peer {

@@ -533,7 +533,11 @@ mod tests {
             d.take_used(0).iter().map(|u| u.1).collect::<Vec<_>>(),
             vec![1000, 1000, 512]
         );
-        assert_eq!(wire.waiting(), 1, "one buffer left: wait for the ring to fill again");
+        assert_eq!(
+            wire.waiting(),
+            1,
+            "one buffer left: wait for the ring to fill again"
+        );
         for i in 0..3 {
             d.submit(0, &[(DATA + i * 0x1000, 1000, true)]);
         }
