@@ -46,6 +46,10 @@ pub struct Common {
     /// Guest RAM.
     #[arg(long, default_value = "512M")]
     pub mem: String,
+    /// The MTU of the guest's network card (ftvm's `--mtu`; QEMU's virtio-net `host_mtu`);
+    /// default: each machine's own (ftvm: passt's 65520; QEMU: whatever passt announces).
+    #[arg(long, value_name = "BYTES")]
+    pub mtu: Option<u16>,
 }
 
 /// Kills the processes it holds when dropped, however the run ends: each was started as the
@@ -212,7 +216,11 @@ fn start(
                     "stream,id=n0,server=off,addr.type=unix,addr.path={}",
                     sock.display()
                 ))
-                .args(["-device", "virtio-net-device,netdev=n0"])
+                .arg("-device")
+                .arg(match a.mtu {
+                    Some(m) => format!("virtio-net-device,netdev=n0,host_mtu={m}"),
+                    None => "virtio-net-device,netdev=n0".into(),
+                })
                 .args(["-device", "virtio-rng-device"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -351,7 +359,8 @@ pub fn kill_primary(
 /// The machine's options for `ftvm run` and `ftvm pair`: firmware, RAM, the Debian kernel and
 /// command line, the disk.
 fn vm_args(a: &Common, g: &guest::debian::DebianPaths, disk: &Path) -> Vec<String> {
-    vec![
+    let mtu = a.mtu.map(|m| vec!["--mtu".to_string(), m.to_string()]);
+    let mut v = vec![
         "--bios".into(),
         FW_JUMP.into(),
         "--mem".into(),
@@ -362,7 +371,9 @@ fn vm_args(a: &Common, g: &guest::debian::DebianPaths, disk: &Path) -> Vec<Strin
         guest::debian::APPEND.into(),
         "--drive".into(),
         format!("file={}", disk.display()),
-    ]
+    ];
+    v.extend(mtu.unwrap_or_default());
+    v
 }
 
 /// Copies a disk image keeping its holes (most of the image is free space).

@@ -126,20 +126,22 @@ pub struct NetArgs {
     /// The network card's MAC address (both sides must agree; the primary's counts).
     #[arg(long, value_name = "MAC", requires = "netdev", value_parser = machine::parse_mac)]
     pub mac: Option<[u8; 6]>,
-    /// The MTU the card offers the guest, 68 to 65520 (default: 65520 on stream,path — passt's
-    /// — and 1500 on stream,addr and tap). Both sides of a pair use the primary's.
-    #[arg(long, value_name = "BYTES", requires = "netdev", value_parser = clap::value_parser!(u16).range(68..=65520))]
+    /// The MTU the card offers the guest, 68 to 65520 (default 1500). passt takes 65520, which
+    /// is several times faster, but a guest-to-host TCP stream has been seen to stall for good
+    /// after a second failover with it (docs/ft-benchmarks.md). Both sides of a pair use the
+    /// primary's. Without a network card it has no effect.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(68..=65520))]
     pub mtu: Option<u16>,
 }
 
 impl NetArgs {
-    /// Puts the card into `cfg` (with the default MAC, and the host end's MTU, unless given).
+    /// Puts the card into `cfg` (with the default MAC and MTU unless given).
     pub fn apply(&self, cfg: &mut machine::MachineConfig) {
-        if let Some(nd) = &self.netdev {
-            let mut net = machine::NetConfig {
-                mtu: self.mtu.unwrap_or(nd.default_mtu()),
-                ..machine::NetConfig::default()
-            };
+        if self.netdev.is_some() {
+            let mut net = machine::NetConfig::default();
+            if let Some(mtu) = self.mtu {
+                net.mtu = mtu;
+            }
             if let Some(mac) = self.mac {
                 net.mac = mac;
             }

@@ -158,19 +158,6 @@ impl std::str::FromStr for NetdevConfig {
     }
 }
 
-impl NetdevConfig {
-    /// The MTU to offer the guest on this host end unless the user gives one: 65520 on a unix
-    /// stream socket (passt's: it takes frames of up to 65520 bytes of IP and announces that
-    /// MTU over DHCP), 1500 on a TCP stream (a QEMU peer's card may take no more) and on a tap
-    /// (a host interface's usual MTU; raise both together).
-    pub fn default_mtu(&self) -> u16 {
-        match self {
-            NetdevConfig::Stream(StreamAddr::Unix(_)) => 65520,
-            NetdevConfig::Stream(StreamAddr::Tcp(_)) | NetdevConfig::Tap(_) => 1500,
-        }
-    }
-}
-
 /// A connected or opened backend, its concrete type kept for its counters.
 pub enum HostNet {
     /// A stream socket.

@@ -68,7 +68,7 @@ pub const VIRTIO_NET_HDR_F_DATA_VALID: u8 = 2;
 pub const NET_HDR_LEN: usize = 12;
 /// The largest frame the device moves in either direction (without the header).
 pub const MAX_FRAME: usize = 65535;
-/// The default MTU (a tap on a 1500-byte bridge; `--mtu` or the backend may raise it).
+/// The default MTU (Ethernet's; `--mtu` raises it).
 pub const MTU: u16 = 1500;
 /// The largest MTU: [`MAX_FRAME`] less the Ethernet header, rounded down to passt's 65520.
 pub const MAX_MTU: u16 = 65520;
