@@ -16,11 +16,11 @@
 //! a side exit. The block returns the number of steps it took; every exit knows its own count.
 
 use super::x86::{reg::*, Alu, Asm, Cond, Label, Shift};
-use super::Ctx;
+use super::{Ctx, JcEntry, JC_SIZE};
 use crate::csr::{mstatus, Csrs};
-use crate::decode::{decode, Insn, Op, FLOW_STOP};
+use crate::decode::{decode, DecodedPage, Insn, Op, FLOW_STOP};
 use crate::hart::Hart;
-use crate::mmu::{DataEntry, Tlb};
+use crate::mmu::{CodeEntry, DataEntry, Tlb};
 use std::mem::offset_of;
 
 /// Longest block, in guest instructions.
@@ -28,21 +28,26 @@ pub(crate) const MAX_INSNS: usize = 64;
 
 const _: () = assert!(std::mem::size_of::<DataEntry>() == 16);
 
+/// Offset of hart field at `off` (from the start of the [`Hart`]) relative to `rbx`.
+fn hoff(off: usize) -> i32 {
+    off as i32
+}
+
 fn xoff(r: u8) -> i32 {
-    (offset_of!(Hart, x) + 8 * r as usize) as i32
+    hoff(offset_of!(Hart, x) + 8 * r as usize)
 }
 
 /// FP register `r` (raw bits; `r` is a 5-bit FP register number here).
 fn foff(r: u8) -> i32 {
-    (offset_of!(Hart, f) + 8 * (r & 31) as usize) as i32
+    hoff(offset_of!(Hart, f) + 8 * (r & 31) as usize)
 }
 
 fn mstatus_off() -> i32 {
-    (offset_of!(Hart, csr) + offset_of!(Csrs, mstatus)) as i32
+    hoff(offset_of!(Hart, csr) + offset_of!(Csrs, mstatus))
 }
 
 fn pc_off() -> i32 {
-    offset_of!(Hart, pc) as i32
+    hoff(offset_of!(Hart, pc))
 }
 
 /// Where a translated block's decoded-instruction copies go (pointers to them are embedded in
@@ -327,12 +332,12 @@ pub(crate) fn translate(
                 let (table, gen) = if store {
                     (
                         offset_of!(Ctx, tlb_w) as i32,
-                        (offset_of!(Hart, tlb) + offset_of!(Tlb, wgen)) as i32,
+                        hoff(offset_of!(Hart, tlb) + offset_of!(Tlb, wgen)),
                     )
                 } else {
                     (
                         offset_of!(Ctx, tlb_r) as i32,
-                        (offset_of!(Hart, tlb) + offset_of!(Tlb, gen)) as i32,
+                        hoff(offset_of!(Hart, tlb) + offset_of!(Tlb, gen)),
                     )
                 };
                 if fp {
@@ -421,7 +426,7 @@ pub(crate) fn translate(
                     emit_chain_exit(asm, n, target, epilogue);
                 } else {
                     asm.mov_imm(RAX, target);
-                    asm.store(RBX, pc_off(), RAX);
+                    emit_dispatch(asm, n, epilogue);
                 }
                 ended = true;
             }
@@ -431,7 +436,7 @@ pub(crate) fn translate(
                 asm.alu_ri(true, Alu::And, RAX, -2);
                 asm.mov_imm(RCX, next);
                 asm.store(RBX, xoff(rd), RCX);
-                asm.store(RBX, pc_off(), RAX);
+                emit_dispatch(asm, n, epilogue);
                 ended = true;
             }
             _ => {
@@ -440,7 +445,7 @@ pub(crate) fn translate(
                 if d.flow == FLOW_STOP {
                     // The helper has set the pc (it returned 0, so to `next`).
                     asm.mov_imm(RAX, next);
-                    asm.store(RBX, pc_off(), RAX);
+                    emit_dispatch(asm, n, epilogue);
                     ended = true;
                 }
             }
@@ -459,10 +464,9 @@ pub(crate) fn translate(
             emit_chain_exit(asm, n, pc, epilogue);
         } else {
             asm.mov_imm(RAX, pc);
-            asm.store(RBX, pc_off(), RAX);
+            emit_dispatch(asm, n, epilogue);
         }
     }
-    asm.mov_imm(RAX, n as u64);
     asm.bind(epilogue);
     asm.pop(RBP);
     asm.pop(R12);
@@ -479,9 +483,7 @@ pub(crate) fn translate(
             continue;
         }
         asm.mov_imm(RAX, e.pc);
-        asm.store(RBX, pc_off(), RAX);
-        asm.mov_imm(RAX, e.steps as u64);
-        asm.jmp(epilogue);
+        emit_dispatch(asm, e.steps, epilogue);
     }
     for s in slows {
         asm.bind(s.label);
@@ -539,6 +541,68 @@ fn emit_chain_exit(asm: &mut Asm, steps: u32, target: u64, epilogue: Label) {
     asm.bind(leave);
     asm.mov_imm(RAX, target);
     asm.store(RBX, pc_off(), RAX);
+    asm.mov_imm(RAX, 0);
+    asm.jmp(epilogue);
+}
+
+/// An exit to the pc in `rax` (any pc: a return, an indirect jump, another page) after `steps`
+/// steps of the block. The steps are added to the context's start icount and the pc is stored;
+/// then the target block is entered directly if the jump cache holds it and it is valid — the
+/// fetch TLB maps the pc (same tag, so same privilege and translation context) to the block's
+/// decoded page, that page's generation is the block's, and its whole length fits in the
+/// budget: exactly the dispatcher's checks on a jump-cache hit (see `Jit::lookup` and `run`).
+/// Otherwise the block leaves with 0 further steps, and the dispatcher looks the pc up.
+///
+/// Nothing else can have changed since the dispatcher last looked: whatever makes the hart
+/// need attention happens in a helper call, and the helper leaves the block when it does.
+fn emit_dispatch(asm: &mut Asm, steps: u32, epilogue: Label) {
+    let start = offset_of!(Ctx, start) as i32;
+    let leave = asm.label();
+    asm.store(RBX, pc_off(), RAX);
+    asm.load(RDX, R12, start);
+    asm.add_imm(RDX, steps as i32);
+    asm.store(R12, start, RDX);
+    // rsi = the fetch TLB entry of the pc's page; hit if its tag is `vpn | gen`.
+    const _: () = assert!(std::mem::size_of::<CodeEntry>() == 16);
+    asm.mov_rr(RCX, RAX);
+    asm.shift_ri(true, Shift::Shr, RCX, 12);
+    asm.mov_rr(RSI, RCX);
+    asm.alu_ri(false, Alu::And, RSI, (crate::mmu::TLB_SIZE - 1) as i32);
+    asm.shift_ri(false, Shift::Shl, RSI, 4);
+    asm.alu_rm(true, Alu::Add, RSI, R12, offset_of!(Ctx, tlb_x) as i32);
+    asm.alu_rm(
+        true,
+        Alu::Or,
+        RCX,
+        RBX,
+        hoff(offset_of!(Hart, tlb) + offset_of!(Tlb, gen)),
+    );
+    asm.alu_rm(true, Alu::Cmp, RCX, RSI, offset_of!(CodeEntry, vpn) as i32);
+    asm.jcc(Cond::Ne, leave);
+    asm.load(RSI, RSI, offset_of!(CodeEntry, page) as i32);
+    // rcx = the jump-cache entry of the pc.
+    const _: () = assert!(std::mem::size_of::<JcEntry>() == 64);
+    asm.mov_rr(RCX, RAX);
+    asm.shift_ri(true, Shift::Shr, RCX, 1);
+    asm.alu_ri(false, Alu::And, RCX, (JC_SIZE - 1) as i32);
+    asm.shift_ri(false, Shift::Shl, RCX, 6);
+    asm.alu_rm(true, Alu::Add, RCX, R12, offset_of!(Ctx, jc) as i32);
+    asm.alu_rm(true, Alu::Cmp, RAX, RCX, offset_of!(JcEntry, vpc) as i32);
+    asm.jcc(Cond::Ne, leave);
+    asm.alu_rm(true, Alu::Cmp, RSI, RCX, offset_of!(JcEntry, dpage) as i32);
+    asm.jcc(Cond::Ne, leave);
+    asm.load(RDI, RSI, offset_of!(DecodedPage, gen) as i32);
+    asm.alu_rm(true, Alu::Cmp, RDI, RCX, offset_of!(JcEntry, gen) as i32);
+    asm.jcc(Cond::Ne, leave);
+    asm.load(RAX, R12, offset_of!(Ctx, stop) as i32);
+    asm.alu_rr(Alu::Sub, RAX, RDX);
+    asm.alu_rm(true, Alu::Cmp, RAX, RCX, offset_of!(JcEntry, n) as i32);
+    asm.jcc(Cond::B, leave);
+    asm.store(R12, offset_of!(Ctx, dpage) as i32, RSI);
+    asm.store(R12, offset_of!(Ctx, gen) as i32, RDI);
+    asm.inc_mem(R12, offset_of!(Ctx, inline_entries) as i32);
+    asm.jmp_mem(RCX, offset_of!(JcEntry, body) as i32);
+    asm.bind(leave);
     asm.mov_imm(RAX, 0);
     asm.jmp(epilogue);
 }

@@ -374,6 +374,20 @@ impl Asm {
         self.mem(2, base, None, disp);
     }
 
+    /// `jmp [base + disp]`.
+    pub fn jmp_mem(&mut self, base: u8, disp: i32) {
+        self.rex(false, 0, 0, base);
+        self.b(0xff);
+        self.mem(4, base, None, disp);
+    }
+
+    /// `inc qword [base + disp]`.
+    pub fn inc_mem(&mut self, base: u8, disp: i32) {
+        self.rex(true, 0, 0, base);
+        self.b(0xff);
+        self.mem(0, base, None, disp);
+    }
+
     /// `test eax, eax`.
     pub fn test_eax(&mut self) {
         self.b(0x85);
@@ -548,6 +562,12 @@ mod tests {
                 a.bind(l);
             }),
             [0x48, 0x8d, 0x05, 0, 0, 0, 0]
+        );
+        // jmp *0x20(%rcx) ; incq 0x40(%r12)
+        assert_eq!(bytes(|a| a.jmp_mem(RCX, 0x20)), [0xff, 0xa1, 0x20, 0, 0, 0]);
+        assert_eq!(
+            bytes(|a| a.inc_mem(R12, 0x40)),
+            [0x49, 0xff, 0x84, 0x24, 0x40, 0, 0, 0]
         );
         // jne to itself: 0f 85 fa ff ff ff
         assert_eq!(
