@@ -28,9 +28,13 @@ pub(crate) const MAX_INSNS: usize = 64;
 
 const _: () = assert!(std::mem::size_of::<DataEntry>() == 16);
 
+/// Where `rbx` points: 128 bytes into the hart's `x`, so that every guest register (at -128 to
+/// +120) is addressed with an 8-bit displacement, which keeps the code small.
+const HART_BIAS: usize = offset_of!(Hart, x) + 128;
+
 /// Offset of hart field at `off` (from the start of the [`Hart`]) relative to `rbx`.
 fn hoff(off: usize) -> i32 {
-    off as i32
+    off as i32 - HART_BIAS as i32
 }
 
 fn xoff(r: u8) -> i32 {
@@ -121,6 +125,7 @@ pub(crate) fn translate(
     asm.push(RBX);
     asm.push(R12);
     asm.push(RBP);
+    asm.add_imm(RDI, HART_BIAS as i32);
     asm.mov_rr(RBX, RDI);
     asm.mov_rr(R12, RSI);
     let body = asm.label();
@@ -525,7 +530,7 @@ fn emit_chain_exit(asm: &mut Asm, steps: u32, target: u64, epilogue: Label) {
     asm.load(RCX, R12, offset_of!(Ctx, stop) as i32);
     asm.alu_rr(Alu::Sub, RCX, RAX);
     // Patched: the target block's length (0, always fits, until chained).
-    asm.alu_ri(true, Alu::Cmp, RCX, 0);
+    asm.cmp_imm32(RCX, 0);
     let site = asm.label();
     asm.bind(site);
     let at = asm.pos();
@@ -624,7 +629,7 @@ fn emit_back_edge(
     asm.store(R12, start, RAX);
     asm.load(RCX, R12, offset_of!(Ctx, stop) as i32);
     asm.alu_rr(Alu::Sub, RCX, RAX);
-    asm.alu_ri(true, Alu::Cmp, RCX, 0);
+    asm.cmp_imm32(RCX, 0);
     len_fixups.push(asm.code.len() - 4);
     asm.jcc(Cond::Ae, body);
     asm.mov_imm(RAX, vpc);
