@@ -11,7 +11,8 @@
 //! the decoded instruction: identical results by construction, FP included.
 //!
 //! A block is at most [`MAX_INSNS`] instructions of one page. It ends after a jump, after any
-//! instruction the interpreter treats as `FLOW_STOP` (system, CSR, fences, illegal), at the page
+//! instruction the interpreter treats as `FLOW_STOP` (system, CSR, `fence.i`, illegal; `fence` is a
+//! no-op for a hart that runs alone, so it is translated as nothing), at the page
 //! end, or at the length cap. Conditional branches do not end it: a taken branch leaves through
 //! a side exit. The block returns the number of steps it took; every exit knows its own count.
 
@@ -351,25 +352,25 @@ pub(crate) fn translate(
                     asm.alu_ri(true, Alu::And, RAX, mstatus::FS as i32);
                     asm.jcc(Cond::E, slow);
                 }
-                // rsi = address; rax = tag; rcx = entry.
+                // rsi = address; rcx = the entry of its first byte's page; rax = the tag of
+                // its last byte's page. One compare checks both the hit and that the access
+                // stays in the page: the entry in the first page's slot holds a page congruent
+                // to it modulo the TLB size, so it can match the last byte's page (the same
+                // page or the next) only if that is the same page.
                 asm.load(RSI, RBX, xoff(rs1));
                 asm.add_imm(RSI, imm);
-                asm.mov_rr(RAX, RSI);
-                asm.shift_ri(true, Shift::Shr, RAX, 12);
-                asm.mov_rr(RCX, RAX);
+                asm.mov_rr(RCX, RSI);
+                asm.shift_ri(true, Shift::Shr, RCX, 12);
                 asm.alu_ri(false, Alu::And, RCX, (crate::mmu::TLB_SIZE - 1) as i32);
                 asm.shift_ri(false, Shift::Shl, RCX, 4);
                 asm.alu_rm(true, Alu::Add, RCX, R12, table);
+                asm.mov_rr(RAX, RSI);
+                asm.add_imm(RAX, size as i32 - 1);
+                asm.shift_ri(true, Shift::Shr, RAX, 12);
                 asm.alu_rm(true, Alu::Or, RAX, RBX, gen);
-                asm.alu_rm(true, Alu::Cmp, RAX, RCX, 0);
+                asm.alu_rm(true, Alu::Cmp, RAX, RCX, offset_of!(DataEntry, vpn) as i32);
                 asm.jcc(Cond::Ne, slow);
-                if size > 1 {
-                    asm.mov_rr(RAX, RSI);
-                    asm.alu_ri(false, Alu::And, RAX, 0xfff);
-                    asm.alu_ri(false, Alu::Cmp, RAX, 4096 - size as i32);
-                    asm.jcc(Cond::A, slow);
-                }
-                asm.load(RCX, RCX, 8);
+                asm.load(RCX, RCX, offset_of!(DataEntry, addend) as i32);
                 if fp && store {
                     asm.load(RAX, RBX, foff(rs2));
                     asm.store_indexed(size, RCX, RSI);
@@ -444,6 +445,9 @@ pub(crate) fn translate(
                 emit_dispatch(asm, n, epilogue);
                 ended = true;
             }
+            // A no-op in the interpreter too (one hart at a time, memory is always coherent):
+            // it need not end the block.
+            Fence => {}
             _ => {
                 let p = arena.push(d);
                 emit_step(asm, p, idx, pc, epilogue);

@@ -69,7 +69,6 @@ pub(crate) enum Cond {
     Ae = 0x3,
     E = 0x4,
     Ne = 0x5,
-    A = 0x7,
     L = 0xc,
     Ge = 0xd,
 }
