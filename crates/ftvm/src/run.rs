@@ -393,6 +393,20 @@ pub fn main(a: Args) -> i32 {
             secs,
             executed as f64 / secs.max(1e-9) / 1e6
         );
+        if let Some(j) = m.jit_stats() {
+            eprintln!(
+                "ftvm run: jit: {} blocks ({} instructions, {} bytes of code, {:.3} s) \
+                 translated, {} flushes; {} dispatcher entries, {} chains, {} inline entries",
+                j.blocks,
+                j.insns,
+                j.code_bytes,
+                j.translate_ns as f64 / 1e9,
+                j.flushes,
+                j.runs,
+                j.chains,
+                j.inline_entries
+            );
+        }
         // The recorder's counters if it kept time, else the run's own (always started).
         if let Some(ts) = rec_sync.as_ref().or(runner.time_sync()) {
             eprintln!(

@@ -829,6 +829,8 @@ impl Machine {
             t.translate_ns += s.translate_ns;
             t.flushes += s.flushes;
             t.runs += s.runs;
+            t.chains += s.chains;
+            t.inline_entries += s.inline_entries;
         }
         total
     }

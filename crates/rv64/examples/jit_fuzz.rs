@@ -25,12 +25,17 @@ fn main() {
     let t0 = Instant::now();
     let mut episodes = 0u64;
     let mut total = 0u64;
+    let (mut runs, mut inline) = (0u64, 0u64);
     let mut last = Instant::now();
     while t0.elapsed() < Duration::from_secs(seconds) {
         // One episode per call, so the report names it exactly.
         let s = seed.wrapping_add(episodes.wrapping_mul(0x1000_0001));
         match rv64::lockstep::fuzz(s, 1, steps) {
-            Ok(st) => total += st.steps,
+            Ok(st) => {
+                total += st.steps;
+                runs += st.jit_runs;
+                inline += st.jit_inline;
+            }
             Err(e) => {
                 println!(
                     "DIFFERENCE after {episodes} episodes, {total} steps, {:.0} s: {e}",
@@ -43,13 +48,15 @@ fn main() {
         if last.elapsed() > Duration::from_secs(60) {
             last = Instant::now();
             println!(
-                "{:.0} s: {episodes} episodes, {total} steps, no difference",
+                "{:.0} s: {episodes} episodes, {total} steps, no difference ({runs} blocks \
+                 entered by the dispatcher, {inline} from other blocks)",
                 t0.elapsed().as_secs_f64()
             );
         }
     }
     println!(
-        "no difference: {episodes} episodes, {total} steps per engine, {:.0} s (seed {seed})",
+        "no difference: {episodes} episodes, {total} steps per engine, {:.0} s (seed {seed}; \
+         {runs} blocks entered by the dispatcher, {inline} from other blocks)",
         t0.elapsed().as_secs_f64()
     );
 }

@@ -17,4 +17,7 @@ pub struct JitStats {
     pub runs: u64,
     /// Block exits patched to jump straight to the next block (direct chaining).
     pub chains: u64,
+    /// Blocks entered straight from another block's exit through the inline jump-cache probe
+    /// (returns, indirect jumps, exits to another page), without the dispatcher.
+    pub inline_entries: u64,
 }

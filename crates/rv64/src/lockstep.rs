@@ -6,7 +6,7 @@
 //! [`Program::random`] makes the programs: random instruction streams (valid and invalid
 //! encodings, compressed ones, loads/stores/atomics near a few data pointers, stores into the
 //! code itself, CSR reads and writes including `mstatus`/`satp`/`medeleg`/`mie`, FP operations,
-//! ECALL/MRET/SRET/WFI/fences) with M- and S-mode trap handlers that return to a pseudo-random
+//! ECALL/MRET/SRET/WFI/fences, indirect jumps and returns to any page) with M- and S-mode trap handlers that return to a pseudo-random
 //! place of the program, and an Sv39 page table so that paging can be switched on. Between
 //! slices the harness raises and lowers interrupt lines at random (the same on both harts), and
 //! wakes a waiting hart. The `jit_fuzz` example runs this for as long as asked; a short run is a
@@ -256,13 +256,17 @@ fn random_insn(rng: &mut Rng) -> u32 {
             rng.pick(&[0u32, 1, 4, 5, 6, 7]),
         ),
         72..=74 => j_type((rng.below(128) as i32 - 60) * 2, rng.pick(&[0u32, 1, rd])),
-        75..=76 => i_type(
-            rng.below(2048) as i32 & !1,
-            2,
-            0,
-            rng.pick(&[0u32, 1, rd]),
-            0x67,
-        ),
+        75..=76 => {
+            // Indirect jumps: from the program base, to the code x4 points at (which
+            // self-modifying stores rewrite), or a return through x1 (often a random value, or
+            // left by an earlier jal/jalr): any page, valid, stale or unmapped targets.
+            let (base, imm) = match rng.below(4) {
+                0 | 1 => (2, rng.below(2048) as i32 & !1),
+                2 => (4, small * 2),
+                _ => (1, 0),
+            };
+            i_type(imm, base, 0, rng.pick(&[0u32, 1, rd]), 0x67)
+        }
         77..=82 => {
             let f3 = rng.pick(&[1u32, 2, 3, 5, 6, 7]);
             let csr = rng.pick(&CSRS);
@@ -379,6 +383,8 @@ pub struct PairStats {
     pub jit_runs: u64,
     /// Guest instructions translated.
     pub jit_insns: u64,
+    /// Blocks entered from other blocks through the inline jump-cache probe.
+    pub jit_inline: u64,
 }
 
 /// Runs `prog` on both engines for `steps` steps in random slices and compares after each.
@@ -442,6 +448,7 @@ pub fn run_pair(prog: &Program, rng: &mut Rng, steps: u64) -> Result<PairStats, 
     if let Some(j) = b.jit_stats() {
         st.jit_runs = j.runs;
         st.jit_insns = j.insns;
+        st.jit_inline = j.inline_entries;
     }
     Ok(st)
 }
@@ -458,6 +465,7 @@ pub fn fuzz(seed: u64, episodes: u64, steps: u64) -> Result<PairStats, String> {
         total.steps += st.steps;
         total.jit_runs += st.jit_runs;
         total.jit_insns += st.jit_insns;
+        total.jit_inline += st.jit_inline;
     }
     Ok(total)
 }
@@ -472,7 +480,9 @@ mod tests {
         assert!(st.steps >= 40 * 20_000);
         if crate::Engine::JIT_AVAILABLE {
             // The comparison means something only if translated code actually ran.
-            assert!(st.jit_runs > st.steps / 50, "{st:?}");
+            assert!(st.jit_runs + st.jit_inline > st.steps / 50, "{st:?}");
+            // Blocks entered from blocks without the dispatcher, too.
+            assert!(st.jit_inline > st.jit_runs / 100, "{st:?}");
         }
     }
 }

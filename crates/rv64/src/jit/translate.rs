@@ -11,16 +11,17 @@
 //! the decoded instruction: identical results by construction, FP included.
 //!
 //! A block is at most [`MAX_INSNS`] instructions of one page. It ends after a jump, after any
-//! instruction the interpreter treats as `FLOW_STOP` (system, CSR, fences, illegal), at the page
+//! instruction the interpreter treats as `FLOW_STOP` (system, CSR, `fence.i`, illegal; `fence` is a
+//! no-op for a hart that runs alone, so it is translated as nothing), at the page
 //! end, or at the length cap. Conditional branches do not end it: a taken branch leaves through
 //! a side exit. The block returns the number of steps it took; every exit knows its own count.
 
 use super::x86::{reg::*, Alu, Asm, Cond, Label, Shift};
-use super::Ctx;
+use super::{Ctx, JcEntry, JC_SIZE};
 use crate::csr::{mstatus, Csrs};
-use crate::decode::{decode, Insn, Op, FLOW_STOP};
+use crate::decode::{decode, DecodedPage, Insn, Op, FLOW_STOP};
 use crate::hart::Hart;
-use crate::mmu::{DataEntry, Tlb};
+use crate::mmu::{CodeEntry, DataEntry, Tlb};
 use std::mem::offset_of;
 
 /// Longest block, in guest instructions.
@@ -28,21 +29,30 @@ pub(crate) const MAX_INSNS: usize = 64;
 
 const _: () = assert!(std::mem::size_of::<DataEntry>() == 16);
 
+/// Where `rbx` points: 128 bytes into the hart's `x`, so that every guest register (at -128 to
+/// +120) is addressed with an 8-bit displacement, which keeps the code small.
+const HART_BIAS: usize = offset_of!(Hart, x) + 128;
+
+/// Offset of hart field at `off` (from the start of the [`Hart`]) relative to `rbx`.
+fn hoff(off: usize) -> i32 {
+    off as i32 - HART_BIAS as i32
+}
+
 fn xoff(r: u8) -> i32 {
-    (offset_of!(Hart, x) + 8 * r as usize) as i32
+    hoff(offset_of!(Hart, x) + 8 * r as usize)
 }
 
 /// FP register `r` (raw bits; `r` is a 5-bit FP register number here).
 fn foff(r: u8) -> i32 {
-    (offset_of!(Hart, f) + 8 * (r & 31) as usize) as i32
+    hoff(offset_of!(Hart, f) + 8 * (r & 31) as usize)
 }
 
 fn mstatus_off() -> i32 {
-    (offset_of!(Hart, csr) + offset_of!(Csrs, mstatus)) as i32
+    hoff(offset_of!(Hart, csr) + offset_of!(Csrs, mstatus))
 }
 
 fn pc_off() -> i32 {
-    offset_of!(Hart, pc) as i32
+    hoff(offset_of!(Hart, pc))
 }
 
 /// Where a translated block's decoded-instruction copies go (pointers to them are embedded in
@@ -116,6 +126,7 @@ pub(crate) fn translate(
     asm.push(RBX);
     asm.push(R12);
     asm.push(RBP);
+    asm.add_imm(RDI, HART_BIAS as i32);
     asm.mov_rr(RBX, RDI);
     asm.mov_rr(R12, RSI);
     let body = asm.label();
@@ -327,12 +338,12 @@ pub(crate) fn translate(
                 let (table, gen) = if store {
                     (
                         offset_of!(Ctx, tlb_w) as i32,
-                        (offset_of!(Hart, tlb) + offset_of!(Tlb, wgen)) as i32,
+                        hoff(offset_of!(Hart, tlb) + offset_of!(Tlb, wgen)),
                     )
                 } else {
                     (
                         offset_of!(Ctx, tlb_r) as i32,
-                        (offset_of!(Hart, tlb) + offset_of!(Tlb, gen)) as i32,
+                        hoff(offset_of!(Hart, tlb) + offset_of!(Tlb, gen)),
                     )
                 };
                 if fp {
@@ -341,25 +352,25 @@ pub(crate) fn translate(
                     asm.alu_ri(true, Alu::And, RAX, mstatus::FS as i32);
                     asm.jcc(Cond::E, slow);
                 }
-                // rsi = address; rax = tag; rcx = entry.
+                // rsi = address; rcx = the entry of its first byte's page; rax = the tag of
+                // its last byte's page. One compare checks both the hit and that the access
+                // stays in the page: the entry in the first page's slot holds a page congruent
+                // to it modulo the TLB size, so it can match the last byte's page (the same
+                // page or the next) only if that is the same page.
                 asm.load(RSI, RBX, xoff(rs1));
                 asm.add_imm(RSI, imm);
-                asm.mov_rr(RAX, RSI);
-                asm.shift_ri(true, Shift::Shr, RAX, 12);
-                asm.mov_rr(RCX, RAX);
+                asm.mov_rr(RCX, RSI);
+                asm.shift_ri(true, Shift::Shr, RCX, 12);
                 asm.alu_ri(false, Alu::And, RCX, (crate::mmu::TLB_SIZE - 1) as i32);
                 asm.shift_ri(false, Shift::Shl, RCX, 4);
                 asm.alu_rm(true, Alu::Add, RCX, R12, table);
+                asm.mov_rr(RAX, RSI);
+                asm.add_imm(RAX, size as i32 - 1);
+                asm.shift_ri(true, Shift::Shr, RAX, 12);
                 asm.alu_rm(true, Alu::Or, RAX, RBX, gen);
-                asm.alu_rm(true, Alu::Cmp, RAX, RCX, 0);
+                asm.alu_rm(true, Alu::Cmp, RAX, RCX, offset_of!(DataEntry, vpn) as i32);
                 asm.jcc(Cond::Ne, slow);
-                if size > 1 {
-                    asm.mov_rr(RAX, RSI);
-                    asm.alu_ri(false, Alu::And, RAX, 0xfff);
-                    asm.alu_ri(false, Alu::Cmp, RAX, 4096 - size as i32);
-                    asm.jcc(Cond::A, slow);
-                }
-                asm.load(RCX, RCX, 8);
+                asm.load(RCX, RCX, offset_of!(DataEntry, addend) as i32);
                 if fp && store {
                     asm.load(RAX, RBX, foff(rs2));
                     asm.store_indexed(size, RCX, RSI);
@@ -421,7 +432,7 @@ pub(crate) fn translate(
                     emit_chain_exit(asm, n, target, epilogue);
                 } else {
                     asm.mov_imm(RAX, target);
-                    asm.store(RBX, pc_off(), RAX);
+                    emit_dispatch(asm, n, epilogue);
                 }
                 ended = true;
             }
@@ -431,16 +442,19 @@ pub(crate) fn translate(
                 asm.alu_ri(true, Alu::And, RAX, -2);
                 asm.mov_imm(RCX, next);
                 asm.store(RBX, xoff(rd), RCX);
-                asm.store(RBX, pc_off(), RAX);
+                emit_dispatch(asm, n, epilogue);
                 ended = true;
             }
+            // A no-op in the interpreter too (one hart at a time, memory is always coherent):
+            // it need not end the block.
+            Fence => {}
             _ => {
                 let p = arena.push(d);
                 emit_step(asm, p, idx, pc, epilogue);
                 if d.flow == FLOW_STOP {
                     // The helper has set the pc (it returned 0, so to `next`).
                     asm.mov_imm(RAX, next);
-                    asm.store(RBX, pc_off(), RAX);
+                    emit_dispatch(asm, n, epilogue);
                     ended = true;
                 }
             }
@@ -459,10 +473,9 @@ pub(crate) fn translate(
             emit_chain_exit(asm, n, pc, epilogue);
         } else {
             asm.mov_imm(RAX, pc);
-            asm.store(RBX, pc_off(), RAX);
+            emit_dispatch(asm, n, epilogue);
         }
     }
-    asm.mov_imm(RAX, n as u64);
     asm.bind(epilogue);
     asm.pop(RBP);
     asm.pop(R12);
@@ -479,9 +492,7 @@ pub(crate) fn translate(
             continue;
         }
         asm.mov_imm(RAX, e.pc);
-        asm.store(RBX, pc_off(), RAX);
-        asm.mov_imm(RAX, e.steps as u64);
-        asm.jmp(epilogue);
+        emit_dispatch(asm, e.steps, epilogue);
     }
     for s in slows {
         asm.bind(s.label);
@@ -523,7 +534,7 @@ fn emit_chain_exit(asm: &mut Asm, steps: u32, target: u64, epilogue: Label) {
     asm.load(RCX, R12, offset_of!(Ctx, stop) as i32);
     asm.alu_rr(Alu::Sub, RCX, RAX);
     // Patched: the target block's length (0, always fits, until chained).
-    asm.alu_ri(true, Alu::Cmp, RCX, 0);
+    asm.cmp_imm32(RCX, 0);
     let site = asm.label();
     asm.bind(site);
     let at = asm.pos();
@@ -539,6 +550,68 @@ fn emit_chain_exit(asm: &mut Asm, steps: u32, target: u64, epilogue: Label) {
     asm.bind(leave);
     asm.mov_imm(RAX, target);
     asm.store(RBX, pc_off(), RAX);
+    asm.mov_imm(RAX, 0);
+    asm.jmp(epilogue);
+}
+
+/// An exit to the pc in `rax` (any pc: a return, an indirect jump, another page) after `steps`
+/// steps of the block. The steps are added to the context's start icount and the pc is stored;
+/// then the target block is entered directly if the jump cache holds it and it is valid — the
+/// fetch TLB maps the pc (same tag, so same privilege and translation context) to the block's
+/// decoded page, that page's generation is the block's, and its whole length fits in the
+/// budget: exactly the dispatcher's checks on a jump-cache hit (see `Jit::lookup` and `run`).
+/// Otherwise the block leaves with 0 further steps, and the dispatcher looks the pc up.
+///
+/// Nothing else can have changed since the dispatcher last looked: whatever makes the hart
+/// need attention happens in a helper call, and the helper leaves the block when it does.
+fn emit_dispatch(asm: &mut Asm, steps: u32, epilogue: Label) {
+    let start = offset_of!(Ctx, start) as i32;
+    let leave = asm.label();
+    asm.store(RBX, pc_off(), RAX);
+    asm.load(RDX, R12, start);
+    asm.add_imm(RDX, steps as i32);
+    asm.store(R12, start, RDX);
+    // rsi = the fetch TLB entry of the pc's page; hit if its tag is `vpn | gen`.
+    const _: () = assert!(std::mem::size_of::<CodeEntry>() == 16);
+    asm.mov_rr(RCX, RAX);
+    asm.shift_ri(true, Shift::Shr, RCX, 12);
+    asm.mov_rr(RSI, RCX);
+    asm.alu_ri(false, Alu::And, RSI, (crate::mmu::TLB_SIZE - 1) as i32);
+    asm.shift_ri(false, Shift::Shl, RSI, 4);
+    asm.alu_rm(true, Alu::Add, RSI, R12, offset_of!(Ctx, tlb_x) as i32);
+    asm.alu_rm(
+        true,
+        Alu::Or,
+        RCX,
+        RBX,
+        hoff(offset_of!(Hart, tlb) + offset_of!(Tlb, gen)),
+    );
+    asm.alu_rm(true, Alu::Cmp, RCX, RSI, offset_of!(CodeEntry, vpn) as i32);
+    asm.jcc(Cond::Ne, leave);
+    asm.load(RSI, RSI, offset_of!(CodeEntry, page) as i32);
+    // rcx = the jump-cache entry of the pc.
+    const _: () = assert!(std::mem::size_of::<JcEntry>() == 64);
+    asm.mov_rr(RCX, RAX);
+    asm.shift_ri(true, Shift::Shr, RCX, 1);
+    asm.alu_ri(false, Alu::And, RCX, (JC_SIZE - 1) as i32);
+    asm.shift_ri(false, Shift::Shl, RCX, 6);
+    asm.alu_rm(true, Alu::Add, RCX, R12, offset_of!(Ctx, jc) as i32);
+    asm.alu_rm(true, Alu::Cmp, RAX, RCX, offset_of!(JcEntry, vpc) as i32);
+    asm.jcc(Cond::Ne, leave);
+    asm.alu_rm(true, Alu::Cmp, RSI, RCX, offset_of!(JcEntry, dpage) as i32);
+    asm.jcc(Cond::Ne, leave);
+    asm.load(RDI, RSI, offset_of!(DecodedPage, gen) as i32);
+    asm.alu_rm(true, Alu::Cmp, RDI, RCX, offset_of!(JcEntry, gen) as i32);
+    asm.jcc(Cond::Ne, leave);
+    asm.load(RAX, R12, offset_of!(Ctx, stop) as i32);
+    asm.alu_rr(Alu::Sub, RAX, RDX);
+    asm.alu_rm(true, Alu::Cmp, RAX, RCX, offset_of!(JcEntry, n) as i32);
+    asm.jcc(Cond::B, leave);
+    asm.store(R12, offset_of!(Ctx, dpage) as i32, RSI);
+    asm.store(R12, offset_of!(Ctx, gen) as i32, RDI);
+    asm.inc_mem(R12, offset_of!(Ctx, inline_entries) as i32);
+    asm.jmp_mem(RCX, offset_of!(JcEntry, body) as i32);
+    asm.bind(leave);
     asm.mov_imm(RAX, 0);
     asm.jmp(epilogue);
 }
@@ -560,7 +633,7 @@ fn emit_back_edge(
     asm.store(R12, start, RAX);
     asm.load(RCX, R12, offset_of!(Ctx, stop) as i32);
     asm.alu_rr(Alu::Sub, RCX, RAX);
-    asm.alu_ri(true, Alu::Cmp, RCX, 0);
+    asm.cmp_imm32(RCX, 0);
     len_fixups.push(asm.code.len() - 4);
     asm.jcc(Cond::Ae, body);
     asm.mov_imm(RAX, vpc);

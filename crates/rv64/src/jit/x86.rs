@@ -69,7 +69,6 @@ pub(crate) enum Cond {
     Ae = 0x3,
     E = 0x4,
     Ne = 0x5,
-    A = 0x7,
     L = 0xc,
     Ge = 0xd,
 }
@@ -139,20 +138,36 @@ impl Asm {
         }
     }
 
-    /// ModRM (+SIB) for `[base + index + disp32]`.
+    /// ModRM (+SIB) for `[base + index + disp]`, with the shortest displacement (none, 8 or 32
+    /// bits).
     fn mem(&mut self, r: u8, base: u8, index: Option<u8>, disp: i32) {
+        // mod 00: no displacement (not with rbp/r13 as the base, which means something else).
+        let none = disp == 0 && base & 7 != 5;
+        let short = i8::try_from(disp).is_ok();
+        let m = if none {
+            0x00
+        } else if short {
+            0x40
+        } else {
+            0x80
+        };
         match index {
-            None if base & 7 != 4 => self.b(0x80 | (r & 7) << 3 | (base & 7)),
+            None if base & 7 != 4 => self.b(m | (r & 7) << 3 | (base & 7)),
             None => {
-                self.b(0x80 | (r & 7) << 3 | 4);
+                self.b(m | (r & 7) << 3 | 4);
                 self.b(0x24);
             }
             Some(i) => {
-                self.b(0x80 | (r & 7) << 3 | 4);
+                self.b(m | (r & 7) << 3 | 4);
                 self.b((i & 7) << 3 | (base & 7));
             }
         }
-        self.d32(disp);
+        if none {
+        } else if short {
+            self.b(disp as u8);
+        } else {
+            self.d32(disp);
+        }
     }
 
     /// `op r, [base + disp]` for a one-byte opcode (or `0F xx` if `two`).
@@ -226,11 +241,25 @@ impl Asm {
         self.op_rr(true, false, op.opcode(), dst, src);
     }
 
-    /// `op r, simm32`, 64-bit or 32-bit.
+    /// `op r, simm`, 64-bit or 32-bit, with an 8-bit immediate where it fits.
     pub fn alu_ri(&mut self, w: bool, op: Alu, r: u8, imm: i32) {
         self.rex(w, 0, 0, r);
+        if let Ok(i) = i8::try_from(imm) {
+            self.b(0x83);
+            self.b(0xc0 | op.ext() << 3 | (r & 7));
+            self.b(i as u8);
+        } else {
+            self.b(0x81);
+            self.b(0xc0 | op.ext() << 3 | (r & 7));
+            self.d32(imm);
+        }
+    }
+
+    /// `cmp r64, simm32`, always with a 32-bit immediate (the last 4 bytes), to be patched.
+    pub fn cmp_imm32(&mut self, r: u8, imm: i32) {
+        self.rex(true, 0, 0, r);
         self.b(0x81);
-        self.b(0xc0 | op.ext() << 3 | (r & 7));
+        self.b(0xc0 | Alu::Cmp.ext() << 3 | (r & 7));
         self.d32(imm);
     }
 
@@ -374,6 +403,20 @@ impl Asm {
         self.mem(2, base, None, disp);
     }
 
+    /// `jmp [base + disp]`.
+    pub fn jmp_mem(&mut self, base: u8, disp: i32) {
+        self.rex(false, 0, 0, base);
+        self.b(0xff);
+        self.mem(4, base, None, disp);
+    }
+
+    /// `inc qword [base + disp]`.
+    pub fn inc_mem(&mut self, base: u8, disp: i32) {
+        self.rex(true, 0, 0, base);
+        self.b(0xff);
+        self.mem(0, base, None, disp);
+    }
+
     /// `test eax, eax`.
     pub fn test_eax(&mut self) {
         self.b(0x85);
@@ -411,24 +454,15 @@ mod tests {
     #[test]
     fn encodings_match_the_assembler() {
         // mov 0x10(%rbx),%rax
-        assert_eq!(
-            bytes(|a| a.load(RAX, RBX, 0x10)),
-            [0x48, 0x8b, 0x83, 0x10, 0, 0, 0]
-        );
+        assert_eq!(bytes(|a| a.load(RAX, RBX, 0x10)), [0x48, 0x8b, 0x43, 0x10]);
         // mov 0x8(%r12),%rcx
-        assert_eq!(
-            bytes(|a| a.load(RCX, R12, 8)),
-            [0x49, 0x8b, 0x8c, 0x24, 8, 0, 0, 0]
-        );
+        assert_eq!(bytes(|a| a.load(RCX, R12, 8)), [0x49, 0x8b, 0x4c, 0x24, 8]);
         // mov %rax,0x18(%rbx)
-        assert_eq!(
-            bytes(|a| a.store(RBX, 0x18, RAX)),
-            [0x48, 0x89, 0x83, 0x18, 0, 0, 0]
-        );
+        assert_eq!(bytes(|a| a.store(RBX, 0x18, RAX)), [0x48, 0x89, 0x43, 0x18]);
         // movq $-1,0x8(%rbx)
         assert_eq!(
             bytes(|a| a.store_imm(RBX, 8, -1)),
-            [0x48, 0xc7, 0x83, 8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]
+            [0x48, 0xc7, 0x43, 8, 0xff, 0xff, 0xff, 0xff]
         );
         // mov $0x12345678,%eax ; mov $-2,%rax ; movabs $0x123456789,%rsi
         assert_eq!(
@@ -446,16 +480,16 @@ mod tests {
         // add 0x10(%rbx),%eax (32-bit) ; sub 0x10(%rbx),%rax
         assert_eq!(
             bytes(|a| a.alu_rm(false, Alu::Add, RAX, RBX, 0x10)),
-            [0x03, 0x83, 0x10, 0, 0, 0]
+            [0x03, 0x43, 0x10]
         );
         assert_eq!(
             bytes(|a| a.alu_rm(true, Alu::Sub, RAX, RBX, 0x10)),
-            [0x48, 0x2b, 0x83, 0x10, 0, 0, 0]
+            [0x48, 0x2b, 0x43, 0x10]
         );
         // cmp $0x5,%rax ; and $0xfff,%ecx
         assert_eq!(
             bytes(|a| a.alu_ri(true, Alu::Cmp, RAX, 5)),
-            [0x48, 0x81, 0xf8, 5, 0, 0, 0]
+            [0x48, 0x83, 0xf8, 5]
         );
         assert_eq!(
             bytes(|a| a.alu_ri(false, Alu::And, RCX, 0xfff)),
@@ -470,16 +504,10 @@ mod tests {
         // imul 0x8(%rbx),%rax ; mulq 0x8(%rbx) ; imulq 0x8(%rbx)
         assert_eq!(
             bytes(|a| a.imul_rm(true, RAX, RBX, 8)),
-            [0x48, 0x0f, 0xaf, 0x83, 8, 0, 0, 0]
+            [0x48, 0x0f, 0xaf, 0x43, 8]
         );
-        assert_eq!(
-            bytes(|a| a.mul_wide(false, RBX, 8)),
-            [0x48, 0xf7, 0xa3, 8, 0, 0, 0]
-        );
-        assert_eq!(
-            bytes(|a| a.mul_wide(true, RBX, 8)),
-            [0x48, 0xf7, 0xab, 8, 0, 0, 0]
-        );
+        assert_eq!(bytes(|a| a.mul_wide(false, RBX, 8)), [0x48, 0xf7, 0x63, 8]);
+        assert_eq!(bytes(|a| a.mul_wide(true, RBX, 8)), [0x48, 0xf7, 0x6b, 8]);
         // test %rcx,%rcx ; test %ecx,%ecx ; cqto ; cltd ; div %rcx ; idiv %rcx ; div %ecx ;
         // idiv %ecx ; neg %rax ; neg %eax
         assert_eq!(bytes(|a| a.test_rr(true, RCX)), [0x48, 0x85, 0xc9]);
@@ -499,44 +527,38 @@ mod tests {
             [0x0f, 0x9c, 0xc0, 0x0f, 0xb6, 0xc0]
         );
         // lea 0x10(%rsi),%rsi
-        assert_eq!(
-            bytes(|a| a.add_imm(RSI, 0x10)),
-            [0x48, 0x8d, 0xb6, 0x10, 0, 0, 0]
-        );
-        // movsbq 0x0(%rcx,%rsi,1),%rax ; movzwl ; movslq ; mov (%rcx,%rsi,1),%rax
+        assert_eq!(bytes(|a| a.add_imm(RSI, 0x10)), [0x48, 0x8d, 0x76, 0x10]);
+        // movsbq (%rcx,%rsi,1),%rax ; movzwl ; movslq ; mov (%rcx,%rsi,1),%rax
         assert_eq!(
             bytes(|a| a.load_indexed(1, true, RCX, RSI)),
-            [0x48, 0x0f, 0xbe, 0x84, 0x31, 0, 0, 0, 0]
+            [0x48, 0x0f, 0xbe, 0x04, 0x31]
         );
         assert_eq!(
             bytes(|a| a.load_indexed(2, false, RCX, RSI)),
-            [0x0f, 0xb7, 0x84, 0x31, 0, 0, 0, 0]
+            [0x0f, 0xb7, 0x04, 0x31]
         );
         assert_eq!(
             bytes(|a| a.load_indexed(4, true, RCX, RSI)),
-            [0x48, 0x63, 0x84, 0x31, 0, 0, 0, 0]
+            [0x48, 0x63, 0x04, 0x31]
         );
         assert_eq!(
             bytes(|a| a.load_indexed(8, false, RCX, RSI)),
-            [0x48, 0x8b, 0x84, 0x31, 0, 0, 0, 0]
+            [0x48, 0x8b, 0x04, 0x31]
         );
-        // mov %ax,0x0(%rcx,%rsi,1) ; mov %al,... ; mov %rax,...
+        // mov %ax,(%rcx,%rsi,1) ; mov %al,... ; mov %rax,...
         assert_eq!(
             bytes(|a| a.store_indexed(2, RCX, RSI)),
-            [0x66, 0x89, 0x84, 0x31, 0, 0, 0, 0]
+            [0x66, 0x89, 0x04, 0x31]
         );
-        assert_eq!(
-            bytes(|a| a.store_indexed(1, RCX, RSI)),
-            [0x88, 0x84, 0x31, 0, 0, 0, 0]
-        );
+        assert_eq!(bytes(|a| a.store_indexed(1, RCX, RSI)), [0x88, 0x04, 0x31]);
         assert_eq!(
             bytes(|a| a.store_indexed(8, RCX, RSI)),
-            [0x48, 0x89, 0x84, 0x31, 0, 0, 0, 0]
+            [0x48, 0x89, 0x04, 0x31]
         );
         // call *0x10(%r12) ; push %r12 ; pop %rbx
         assert_eq!(
             bytes(|a| a.call_mem(R12, 0x10)),
-            [0x41, 0xff, 0x94, 0x24, 0x10, 0, 0, 0]
+            [0x41, 0xff, 0x54, 0x24, 0x10]
         );
         assert_eq!(bytes(|a| a.push(R12)), [0x41, 0x54]);
         assert_eq!(bytes(|a| a.pop(RBX)), [0x5b]);
@@ -548,6 +570,24 @@ mod tests {
                 a.bind(l);
             }),
             [0x48, 0x8d, 0x05, 0, 0, 0, 0]
+        );
+        // 32-bit and no displacements: mov 0x200(%rbx),%rax ; mov (%rbx),%rax ;
+        // mov 0x0(%rbp),%rax (rbp needs one) ; cmp $0x0,%rcx as imm32 ; jmp *0x20(%rcx) ;
+        // incq 0x40(%r12)
+        assert_eq!(
+            bytes(|a| a.load(RAX, RBX, 0x200)),
+            [0x48, 0x8b, 0x83, 0, 2, 0, 0]
+        );
+        assert_eq!(bytes(|a| a.load(RAX, RBX, 0)), [0x48, 0x8b, 0x03]);
+        assert_eq!(bytes(|a| a.load(RAX, RBP, 0)), [0x48, 0x8b, 0x45, 0]);
+        assert_eq!(
+            bytes(|a| a.cmp_imm32(RCX, 0)),
+            [0x48, 0x81, 0xf9, 0, 0, 0, 0]
+        );
+        assert_eq!(bytes(|a| a.jmp_mem(RCX, 0x20)), [0xff, 0x61, 0x20]);
+        assert_eq!(
+            bytes(|a| a.inc_mem(R12, 0x40)),
+            [0x49, 0xff, 0x44, 0x24, 0x40]
         );
         // jne to itself: 0f 85 fa ff ff ff
         assert_eq!(
