@@ -262,6 +262,9 @@ fn pair_config(me: &str, arbiter: Arc<MemArbiter>) -> PairConfig {
         non_shared: false,
         metrics: None,
         clone_bandwidth: 0,
+        // An unreachable arbiter is asked again for this long (the default 30 s would only
+        // slow the tests that keep it out).
+        arbiter_patience: Duration::from_millis(500),
     }
 }
 
