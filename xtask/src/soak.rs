@@ -829,8 +829,7 @@ pub fn main(a: Args) -> Result<()> {
 }
 
 /// The short soak `cargo xtask test` runs after the tests (CI): [`CI_FAULTS`] faults of a
-/// fixed seed, every kind but `stop-primary-long`, whose stale shared-disk write is an open
-/// finding (docs/soak.md), with the ftvm the tests were built with.
+/// fixed seed, of every kind, with the ftvm the tests were built with.
 pub fn ci(guest_dir: &Path, ftvm: &Path) -> Result<()> {
     let a = Args {
         faults: CI_FAULTS,
@@ -844,18 +843,13 @@ pub fn ci(guest_dir: &Path, ftvm: &Path) -> Result<()> {
         keep: false,
         no_install: true,
     };
-    let kinds: Vec<Kind> = KINDS
-        .iter()
-        .copied()
-        .filter(|k| *k != Kind::StopPrimaryLong)
-        .collect();
-    run(&a, &kinds, guest_dir, ftvm)
+    run(&a, &KINDS, guest_dir, ftvm)
 }
 
 /// The CI soak's length and seed.
 pub const CI_FAULTS: u64 = 40;
 /// See [`CI_FAULTS`].
-pub const CI_SEED: u64 = 6;
+pub const CI_SEED: u64 = 4;
 
 /// The soak with the guest in `guest_dir` and the binary `ftvm`.
 fn run(a: &Args, kinds: &[Kind], guest_dir: &Path, ftvm: &Path) -> Result<()> {
@@ -989,6 +983,7 @@ fn soak(a: &Args, plan: &[(Kind, u64)], seed: u64, r: &mut Run) -> Result<Vec<St
         failures.push(format!("before the first fault: {e}"));
     }
     let mut done = 0u64;
+    let mut unexpected: Vec<String> = Vec::new();
     for (k, &(kind, param)) in plan.iter().enumerate() {
         if !failures.is_empty() {
             break;
@@ -1019,7 +1014,13 @@ fn soak(a: &Args, plan: &[(Kind, u64)], seed: u64, r: &mut Run) -> Result<Vec<St
                 e.2.push(o.recovery);
                 all.push(o.recovery);
                 if o.failover && kind.must_not_fail_over() {
-                    anomalies.push(format!("{} made a side stop", kind.name()));
+                    // Not a loss (the checks below still apply), but what this kind must not
+                    // cause: listed in the summary with its step.
+                    println!(
+                        "soak: UNEXPECTED FAILOVER at fault {step} ({})",
+                        kind.name()
+                    );
+                    unexpected.push(format!("fault {step} ({} {param} ms)", kind.name()));
                 }
                 println!(
                     "soak: fault {step}/{} {} ({param} ms): {}recovered in {:.0} ms; records {before} -> {durable}",
@@ -1083,6 +1084,15 @@ fn soak(a: &Args, plan: &[(Kind, u64)], seed: u64, r: &mut Run) -> Result<Vec<St
         durable,
         &failures,
         seed,
+    );
+    println!(
+        "unexpected failovers (a fault that must change nothing made a side stop): {}{}",
+        unexpected.len(),
+        if unexpected.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", unexpected.join(", "))
+        }
     );
     Ok(failures)
 }
@@ -1359,14 +1369,9 @@ mod tests {
     }
 
     #[test]
-    fn the_ci_seed_draws_every_kind_it_runs() {
-        let kinds: Vec<Kind> = KINDS
-            .iter()
-            .copied()
-            .filter(|k| *k != Kind::StopPrimaryLong)
-            .collect();
-        let plan = schedule(CI_SEED, &kinds, CI_FAULTS);
-        for k in kinds {
+    fn the_ci_seed_draws_every_kind() {
+        let plan = schedule(CI_SEED, &KINDS, CI_FAULTS);
+        for k in KINDS {
             assert!(plan.iter().any(|(x, _)| *x == k), "{k:?} never drawn");
         }
     }

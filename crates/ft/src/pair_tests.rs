@@ -63,7 +63,7 @@ impl Sink {
 
 fn release_into(gate: &Gate) -> Release {
     let gate = gate.clone();
-    Box::new(move |horizon, replayed| {
+    Box::new(move |horizon, replayed, _| {
         gate.replayed_to(replayed);
         gate.release(horizon);
     })
