@@ -155,7 +155,7 @@ pub fn build_ftvm() -> anyhow::Result<PathBuf> {
     Ok(target_dir().join("release/ftvm"))
 }
 
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {

@@ -3,14 +3,15 @@
 //! Builds (or reuses from the cache) the guest images that the end-to-end tests boot, hands
 //! their directories to the tests in `FTVM_GUEST_DIR` and `FTVM_DEBIAN_DIR` (with `FTVM_REQUIRE_GUEST=1`, so a missing
 //! guest fails those tests instead of skipping them), then runs every test of the workspace with
-//! optimisation: the emulator is far too slow unoptimised.
+//! optimisation: the emulator is far too slow unoptimised. Then the short soak (`soak::ci`: a few
+//! dozen mixed faults of a fixed seed, docs/soak.md).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
 
-use crate::guest;
+use crate::{guest, soak};
 
 /// Options of `cargo xtask test`.
 #[derive(clap::Args)]
@@ -65,6 +66,17 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     println!("tests: {passed} passed, {failed} failed");
     if !status.success() {
         bail!("tests failed ({status})");
+    }
+    // The short soak (docs/soak.md), with the ftvm the tests just built; not when a filter
+    // asked for some tests only.
+    if a.rest.is_empty() {
+        let ftvm = crate::demo::target_dir().join("release/ftvm");
+        eprintln!(
+            "xtask test: the short soak ({} faults, seed {})",
+            soak::CI_FAULTS,
+            soak::CI_SEED
+        );
+        soak::ci(&paths.dir, &ftvm).context("the short soak")?;
     }
     Ok(())
 }

@@ -785,6 +785,7 @@ impl Backup {
         s.peer_silence = self.live.silence();
         s.max_gap = self.live.max_gap();
         s.heartbeats_refused = self.live.rejected.load(Ordering::Relaxed);
+        s.heartbeats_received = self.live.received.load(Ordering::Relaxed);
         self.ep.set_status(s);
     }
 
@@ -839,10 +840,7 @@ impl Backup {
             return Ok(3);
         };
         let generation = self.generation + 1;
-        let claim = self
-            .cfg
-            .arbiter
-            .test_and_set(&self.cfg.vm, generation, &self.cfg.me);
+        let claim = crate::claim::claim(&self.cfg, generation, "backup");
         match claim {
             Ok(Claim::Won) => {}
             Ok(Claim::Lost { winner }) => {
@@ -970,6 +968,7 @@ mod tests {
             non_shared: false,
             metrics: None,
             clone_bandwidth: 0,
+            arbiter_patience: crate::claim::DEFAULT_PATIENCE,
         };
         let bc = BackupConfig {
             listen: "127.0.0.1:0".parse().unwrap(),

@@ -19,6 +19,17 @@
 //! replayed that the primary had not confirmed ([`Gate::released`] tells it which are on the
 //! disk), so a write is either on the disk or re-issued.
 //!
+//! **The lease.** An acknowledgement read late says nothing about now: a primary frozen (SIGSTOP,
+//! a paused host) with acknowledged outputs still to let out wakes after its backup went live,
+//! re-issued those writes and let the guest write on, and its stale writes would land on the
+//! shared disk over newer ones (the soak found records lost so: docs/soak.md). So outputs leave
+//! only before a lease runs out: each acknowledgement of log written at `t` (the primary's
+//! clock, before the write: the backup cannot have heard it earlier) renews it to `t` plus
+//! less than the failure timeout ([`Gate::renew_lease`]); the backup goes live no sooner than a
+//! failure timeout after it last heard the primary, so while the lease holds it has not. An
+//! output the lease no longer covers stays held until a fresher acknowledgement, or until this
+//! side wins the arbiter ([`Gate::open`]) or loses it ([`Gate::discard`]).
+//!
 //! Three ways out: [`Gate::release`] (the backup has the log), [`Gate::open`] (the VM runs on
 //! alone: everything held leaves now and later outputs pass straight through) and
 //! [`Gate::discard`] (this side lost the arbiter: nothing held ever leaves, nor anything later).
@@ -33,6 +44,7 @@ use machine::Machine;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 /// One output of the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +122,9 @@ struct Inner {
     held_bytes: usize,
     /// Writes or flushes the disk refused after the guest saw them succeed.
     failures: u64,
+    /// Outputs leave only before this (see the module doc); `None`: no lease is kept (not
+    /// renewed since [`Gate::hold`]: the tests' gates, or no acknowledgement yet).
+    lease_until: Option<Instant>,
 }
 
 impl Inner {
@@ -160,6 +175,7 @@ impl Inner {
     /// Whether a sealed output may leave now.
     fn may_leave(&self, h: &Held) -> bool {
         h.horizon <= self.acked
+            && self.lease_until.is_none_or(|u| Instant::now() < u)
             && !(self.writes_after_replay && h.out.is_disk() && h.horizon > self.replayed)
     }
 
@@ -227,6 +243,7 @@ impl Gate {
             writes_held: Vec::new(),
             held_bytes: 0,
             failures: 0,
+            lease_until: None,
         })))
     }
 
@@ -314,6 +331,7 @@ impl Gate {
         // A new backup: its acknowledgements count from nothing.
         g.acked = 0;
         g.replayed = 0;
+        g.lease_until = None;
     }
 
     /// Whether outputs are held.
@@ -348,6 +366,16 @@ impl Gate {
         let mut g = self.lock();
         g.acked = g.acked.max(horizon);
         g.drain();
+    }
+
+    /// An acknowledgement extends the lease to `until` (never shortens it); `None` (it
+    /// acknowledged no log written since the last): a lease not kept yet starts expired.
+    /// Call it before [`Gate::release`] with the same acknowledgement.
+    pub fn renew_lease(&self, until: Option<Instant>) {
+        let mut g = self.lock();
+        let now = Instant::now();
+        let cur = g.lease_until.unwrap_or(now);
+        g.lease_until = Some(until.map_or(cur, |u| cur.max(u)));
     }
 
     /// The backup has replayed to `icount` (the disk outputs' rule under `--disk-reads own`).
@@ -410,6 +438,13 @@ impl Gate {
         let g = self.lock();
         (g.disks.len(), g.net.is_some())
     }
+}
+
+/// How long after the log it acknowledges was written an acknowledgement lets outputs out:
+/// the failure timeout less a margin (a fifth of it, at most 100 ms) for the time between the
+/// check and the output's system call.
+pub fn lease_for(timeout: std::time::Duration) -> std::time::Duration {
+    timeout.saturating_sub((timeout / 5).min(std::time::Duration::from_millis(100)))
 }
 
 const GATED_NET: &str = "gated";
@@ -637,6 +672,52 @@ mod tests {
         assert_eq!(seen.all().last().unwrap(), "frame 3");
         assert_eq!(g.held_bytes(), 0);
         assert_eq!(net.receive(), Some(vec![7; 60]), "input is not held");
+    }
+
+    /// A primary frozen with acknowledged writes to make wakes after its backup went live: the
+    /// acknowledgements it then reads are of log written long ago, and what they would release
+    /// stays held (the soak's stale shared-disk write); a fresh one lets it out, and so does
+    /// winning the arbiter.
+    #[test]
+    fn outputs_leave_only_while_the_lease_holds() {
+        let (g, seen, mut disk, _) = gate();
+        let lease = lease_for(std::time::Duration::from_millis(500));
+        assert_eq!(lease, std::time::Duration::from_millis(400));
+        disk.write_at(0, b"ab").unwrap();
+        g.seal(100);
+        // Acknowledging log written 900 ms ago: the backup may be live by now.
+        let long_ago = Instant::now() - std::time::Duration::from_millis(900);
+        g.renew_lease(Some(long_ago + lease));
+        g.release(100);
+        assert!(seen.all().is_empty(), "released under an expired lease");
+        assert_eq!(on_disk(&g, 0, 2), b"\0\0");
+        // An acknowledgement of nothing new renews nothing.
+        g.renew_lease(None);
+        g.release(100);
+        assert!(seen.all().is_empty());
+        // A fresh acknowledgement (log written just now) lets it out.
+        g.renew_lease(Some(Instant::now() + lease));
+        g.release(100);
+        assert_eq!(seen.all(), ["write 0"]);
+        // Held again under an expired lease, then out when this side runs on alone.
+        disk.write_at(2, b"cd").unwrap();
+        g.seal(200);
+        std::thread::sleep(std::time::Duration::from_millis(450));
+        g.release(200);
+        assert_eq!(seen.all(), ["write 0"], "the lease ran out");
+        g.open();
+        assert_eq!(seen.all(), ["write 0", "write 2"]);
+        // A new backup: no lease until its first acknowledgement.
+        g.hold(false);
+        g.renew_lease(None);
+        disk.write_at(4, b"ef").unwrap();
+        g.seal(300);
+        g.release(300);
+        assert_eq!(
+            seen.all().len(),
+            2,
+            "a first acknowledgement of nothing is no lease"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@
 pub mod admission;
 pub mod auth;
 pub mod backup;
+pub mod claim;
 pub mod clone;
 pub mod console;
 pub mod gate;
@@ -66,6 +67,9 @@ pub struct PairConfig {
     pub metrics: Option<std::net::SocketAddr>,
     /// A live clone's most bytes per second on the link (0: no limit).
     pub clone_bandwidth: u64,
+    /// How long a side that lost its peer keeps asking an arbiter that does not answer before
+    /// it stops ([`claim`]).
+    pub arbiter_patience: Duration,
 }
 
 /// Why a pair member stopped with an error.

@@ -50,9 +50,11 @@ impl Write for SharedBuf {
 }
 
 /// What the backup's acknowledgements release (the output gate, `crate::gate`), called on the
-/// acknowledgement reader's thread with the horizon acknowledged and the icount the backup has
-/// replayed to (never past that horizon).
-pub type Release = Box<dyn Fn(u64, u64) + Send>;
+/// acknowledgement reader's thread with the horizon acknowledged, the icount the backup has
+/// replayed to (never past that horizon) and when the newest log it acknowledges began to be
+/// written to the channel (`None` if it acknowledges none not acknowledged before): the
+/// backup cannot have heard from the primary earlier than that (the output gate's lease).
+pub type Release = Box<dyn Fn(u64, u64, Option<Instant>) + Send>;
 
 /// What the threads of the link share with the run loop.
 #[derive(Default)]
@@ -77,6 +79,8 @@ pub struct LinkState {
     pub why: Mutex<Option<String>>,
     /// (horizon, cumulative bytes) of messages sent and not yet acknowledged.
     inflight: Mutex<VecDeque<(u64, u64)>>,
+    /// (horizon, when its writing began) of log messages written and not yet acknowledged.
+    written: Mutex<VecDeque<(u64, Instant)>>,
 }
 
 impl LinkState {
@@ -138,6 +142,11 @@ impl Link {
                 .name("log-sender".into())
                 .spawn(move || {
                     for m in rx {
+                        if let Msg::Log { horizon, .. } = &m {
+                            if let Ok(mut q) = state.written.lock() {
+                                q.push_back((*horizon, Instant::now()));
+                            }
+                        }
                         if let Err(e) = w.send(&m) {
                             state.fail(format!("sending the log: {e}"));
                             hangup.close();
@@ -169,9 +178,15 @@ impl Link {
                                     }
                                 }
                             }
+                            let mut sent = None;
+                            if let Ok(mut q) = state.written.lock() {
+                                while q.front().is_some_and(|(h, _)| *h <= horizon) {
+                                    sent = q.pop_front().map(|(_, t)| t);
+                                }
+                            }
                             // Never past what the backup has: it cannot have replayed
                             // further (a lying backup releases nothing early).
-                            release(horizon, replayed.min(horizon));
+                            release(horizon, replayed.min(horizon), sent);
                         }
                         Ok(other) => {
                             state.fail(format!("the backup sent an unexpected {other:?}"));
@@ -303,7 +318,7 @@ mod tests {
         let (_, mut bw, _br) = t.join().unwrap().unwrap();
         let seen: Arc<Mutex<Vec<(char, u64)>>> = Arc::default();
         let s = Arc::clone(&seen);
-        let release: Release = Box::new(move |h, r| {
+        let release: Release = Box::new(move |h, r, _| {
             let mut s = s.lock().unwrap();
             s.push(('h', h));
             s.push(('r', r));

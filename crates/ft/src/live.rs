@@ -442,11 +442,7 @@ impl LiveVm {
             self.cfg.arbiter.describe()
         );
         let t0 = Instant::now();
-        let claim = self
-            .cfg
-            .arbiter
-            .test_and_set(&self.cfg.vm, generation, &self.cfg.me)
-            .map_err(FtError::Arbiter);
+        let claim = crate::claim::claim(&self.cfg, generation, "primary").map_err(FtError::Arbiter);
         match claim {
             Ok(Claim::Won) => {
                 self.gate.open();
@@ -589,6 +585,7 @@ impl LiveVm {
             s.peer_silence = p.live.silence();
             s.max_gap = p.live.max_gap();
             s.heartbeats_refused = p.live.rejected.load(std::sync::atomic::Ordering::Relaxed);
+            s.heartbeats_received = p.live.received.load(std::sync::atomic::Ordering::Relaxed);
             // A new link counts from zero again.
             if s.sent_bytes < window.1 {
                 *window = (Instant::now(), s.sent_bytes);

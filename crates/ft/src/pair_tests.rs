@@ -63,7 +63,7 @@ impl Sink {
 
 fn release_into(gate: &Gate) -> Release {
     let gate = gate.clone();
-    Box::new(move |horizon, replayed| {
+    Box::new(move |horizon, replayed, _| {
         gate.replayed_to(replayed);
         gate.release(horizon);
     })
@@ -262,6 +262,9 @@ fn pair_config(me: &str, arbiter: Arc<MemArbiter>) -> PairConfig {
         non_shared: false,
         metrics: None,
         clone_bandwidth: 0,
+        // An unreachable arbiter is asked again for this long (the default 30 s would only
+        // slow the tests that keep it out).
+        arbiter_patience: Duration::from_millis(500),
     }
 }
 

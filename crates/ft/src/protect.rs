@@ -211,7 +211,9 @@ pub(crate) fn start(
     } = peer;
     let release: crate::link::Release = {
         let gate = gate.clone();
-        Box::new(move |horizon, replayed| {
+        let lease = crate::gate::lease_for(cfg.heartbeat.timeout);
+        Box::new(move |horizon, replayed, sent| {
+            gate.renew_lease(sent.map(|t| t + lease));
             gate.replayed_to(replayed);
             gate.release(horizon);
         })

@@ -66,6 +66,8 @@ pub struct Status {
     pub max_gap: Duration,
     /// Heartbeat datagrams refused: forged, another session's, replayed, reordered, late.
     pub heartbeats_refused: u64,
+    /// The peer's heartbeat datagrams taken (authentic and new).
+    pub heartbeats_received: u64,
     /// The last failover seen by this process.
     pub last_failover: Option<String>,
     /// The last time this process, running alone, was protected again.
@@ -107,6 +109,7 @@ impl Status {
             peer_silence: Duration::ZERO,
             max_gap: Duration::ZERO,
             heartbeats_refused: 0,
+            heartbeats_received: 0,
             last_failover: None,
             last_protected: None,
             clone: None,
@@ -158,6 +161,7 @@ impl Status {
         );
         kv("peer_max_gap", format!("{}ms", self.max_gap.as_millis()));
         kv("heartbeats_refused", self.heartbeats_refused.to_string());
+        kv("heartbeats_received", self.heartbeats_received.to_string());
         kv(
             "last_failover",
             self.last_failover.clone().unwrap_or_else(|| "none".into()),

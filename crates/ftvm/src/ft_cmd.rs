@@ -48,6 +48,10 @@ pub struct PairArgs {
     /// Backup lag (guest time, milliseconds) beyond which the primary is slowed down.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub max_lag_ms: u64,
+    /// How long a side that lost its peer keeps asking an arbiter that does not answer (its
+    /// storage out) before it stops, in milliseconds; nothing runs meanwhile.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub arbiter_patience_ms: u64,
     /// Unacknowledged log beyond which the primary stalls (K, M, G suffixes).
     #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = machine::parse_size)]
     pub log_buffer: u64,
@@ -281,6 +285,7 @@ pub(crate) fn pair_config(p: &PairArgs, me: String) -> anyhow::Result<PairConfig
         non_shared: p.disk_mode == "non-shared",
         metrics: None,
         clone_bandwidth: p.clone_bandwidth,
+        arbiter_patience: Duration::from_millis(p.arbiter_patience_ms),
     })
 }
 

@@ -141,6 +141,8 @@ fn pair_flags(p: &PairArgs, keys: &KeyFiles) -> Vec<String> {
         p.failure_timeout_ms.to_string(),
         "--max-lag-ms".into(),
         p.max_lag_ms.to_string(),
+        "--arbiter-patience-ms".into(),
+        p.arbiter_patience_ms.to_string(),
         "--log-buffer".into(),
         p.log_buffer.to_string(),
         "--disk-mode".into(),

@@ -409,6 +409,60 @@ fn failover_with_etcd_arbiter() {
     assert!(winner.starts_with("backup@"), "{winner}");
 }
 
+/// The arbiter's storage out when the primary dies (the soak's `arbiter-outage-kill`, which
+/// lost the VM: the backup stopped at the arbiter's first error): the backup keeps asking
+/// (`--arbiter-patience-ms`, 30 s by default) and goes live once the storage answers again;
+/// the counter goes on.
+#[test]
+fn backup_waits_for_an_arbiter_that_is_out_when_the_primary_dies() {
+    let Some(g) = guest() else { return };
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("arbiter-out-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("claims")).unwrap();
+    std::fs::write(dir.join("gone"), b"the arbiter's storage is out").unwrap();
+    // The arbiter's directory is a link, swapped atomically to a plain file and back.
+    let link = dir.join("arbiter");
+    let point = |to: &str| {
+        let tmp = dir.join("swap");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(dir.join(to), &tmp).unwrap();
+        std::fs::rename(&tmp, &link).unwrap();
+    };
+    point("claims");
+    let o = PairOptions {
+        arbiter: Some(format!("file:{}", link.display())),
+        ..Default::default()
+    };
+    let mut p = Pair::start("arbiter-out", &g, &o, None);
+    let mut c = p.client();
+    start_counter(&mut c);
+    for k in 1..=5 {
+        increment(&mut c, k, &|| p.logs());
+    }
+    point("gone");
+    p.kill("primary");
+    let gave_up = p.wait("backup", Duration::from_millis(1500));
+    assert_eq!(
+        gave_up,
+        None,
+        "the backup stopped while the arbiter was out\n{}",
+        p.logs()
+    );
+    point("claims");
+    for k in 6..=10 {
+        increment(&mut c, k, &|| p.logs());
+    }
+    let log = p.stderr("backup");
+    assert!(
+        log.contains("went live") && log.contains("the arbiter answered after"),
+        "{}",
+        p.logs()
+    );
+    drop(p);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A tiny log buffer: the primary stalls on it again and again, and the pair still works.
 #[test]
 fn flow_control_with_a_tiny_buffer() {
