@@ -132,8 +132,11 @@ fn subject(dir: &std::path::Path, label: &str) -> Subject {
 
 fn protect(s: &mut Subject, layers: &Layers) -> f64 {
     let out = SharedBuf::default();
-    let (mut rec, entropy) =
-        Recorder::with_shape(out.clone(), vec![false], Some([2, 0, 0, 0, 0, 1]));
+    let (mut rec, entropy) = Recorder::with_shape(
+        out.clone(),
+        vec![false],
+        Some(machine::NetConfig::default()),
+    );
     s.m.replace_entropy(entropy).expect("entropy");
     let t0 = Instant::now();
     layers
