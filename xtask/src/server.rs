@@ -74,7 +74,7 @@ impl Drop for Kids {
 /// killed by the kernel if this process dies first (a SIGTERM or SIGKILL runs no `Drop`).
 /// (Children are started from the main thread only, whose end is the process's: the
 /// parent-death signal fires when the spawning thread ends.)
-fn own_group(c: &mut Command) -> &mut Command {
+pub(crate) fn own_group(c: &mut Command) -> &mut Command {
     use std::os::unix::process::CommandExt;
     // SAFETY: between fork and exec only prctl, which is async-signal-safe; nothing is
     // allocated or locked.

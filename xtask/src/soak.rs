@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::guest;
+use crate::server::own_group;
 
 /// Options of `cargo xtask soak`.
 #[derive(clap::Args, Clone)]
@@ -525,22 +526,6 @@ fn read_records(img: &Path) -> Result<String> {
 
 // ---------------------------------------------------------------------------------------------
 // The pair.
-
-/// Starts `c` in a process group of its own, killed by the kernel if the harness dies.
-fn own_group(c: &mut Command) -> &mut Command {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: between fork and exec only prctl, which is async-signal-safe; nothing is
-    // allocated or locked.
-    unsafe {
-        c.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    c.process_group(0)
-}
 
 fn signal(c: &Child, sig: i32) {
     if let Ok(pid) = i32::try_from(c.id()) {
