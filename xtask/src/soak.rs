@@ -472,18 +472,6 @@ fn reader(
 // ---------------------------------------------------------------------------------------------
 // The records on the disk.
 
-/// CRC-32 (IEEE), as appendlog computes it.
-fn crc32(b: &[u8]) -> u32 {
-    let mut c = 0xffff_ffffu32;
-    for &x in b {
-        c ^= u32::from(x);
-        for _ in 0..8 {
-            c = (c >> 1) ^ (0xedb8_8320 & (c & 1).wrapping_neg());
-        }
-    }
-    !c
-}
-
 /// Checks that `text` begins with records 1..=`want`, each whole and with its checksum
 /// (after them a record may be torn: the writer may be in the middle of one); returns how many
 /// good records there are.
@@ -493,7 +481,8 @@ fn check_records(text: &str, want: u64) -> std::result::Result<u64, String> {
         let good = line.ends_with('\n')
             && line.trim_end().rsplit_once(' ').is_some_and(|(body, crc)| {
                 body.split(' ').next().and_then(|s| s.parse::<u64>().ok()) == Some(n + 1)
-                    && u32::from_str_radix(crc, 16).ok() == Some(crc32(body.as_bytes()))
+                    && u32::from_str_radix(crc, 16).ok()
+                        == Some(guestctl::appendlog::crc32(body.as_bytes()))
             });
         if !good {
             if n < want {
@@ -515,13 +504,8 @@ fn check_records(text: &str, want: u64) -> std::result::Result<u64, String> {
 
 /// `/records` of the ext2 image (debugfs reads it while the guest runs).
 fn read_records(img: &Path) -> Result<String> {
-    let out = Command::new("debugfs")
-        .args(["-R", "cat /records"])
-        .arg(img)
-        .stderr(Stdio::null())
-        .output()
-        .context("running debugfs (apt-get install e2fsprogs)")?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    guestctl::appendlog::read_image_file(img, "records")
+        .context("running debugfs (apt-get install e2fsprogs)")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1365,7 +1349,10 @@ mod tests {
     fn records_are_checked_in_order_and_whole() {
         let rec = |n: u64| {
             let body = format!("{n} payload");
-            format!("{body} {:08x}\n", crc32(body.as_bytes()))
+            format!(
+                "{body} {:08x}\n",
+                guestctl::appendlog::crc32(body.as_bytes())
+            )
         };
         let good: String = (1..=5).map(rec).collect();
         assert_eq!(check_records(&good, 5), Ok(5));

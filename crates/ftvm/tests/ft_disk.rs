@@ -10,18 +10,6 @@ use ft_support::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// CRC-32 (IEEE), as appendlog computes it.
-fn crc32(b: &[u8]) -> u32 {
-    let mut c = 0xffff_ffffu32;
-    for &x in b {
-        c ^= u32::from(x);
-        for _ in 0..8 {
-            c = (c >> 1) ^ (0xedb8_8320 & (c & 1).wrapping_neg());
-        }
-    }
-    !c
-}
-
 /// The records in `text`: checks numbering from 1, checksums and no torn line; their count.
 fn check_records(text: &str) -> u64 {
     let mut n = 0;
@@ -38,7 +26,7 @@ fn check_records(text: &str) -> u64 {
         assert_eq!(seq, n + 1, "records out of order at {line:?}");
         assert_eq!(
             u32::from_str_radix(crc, 16).unwrap(),
-            crc32(body.as_bytes()),
+            guestctl::appendlog::crc32(body.as_bytes()),
             "bad checksum: {line:?}"
         );
         n = seq;
@@ -48,12 +36,7 @@ fn check_records(text: &str) -> u64 {
 
 /// A file of an ext2 image, read with debugfs (e2fsprogs).
 fn read_file(img: &Path, name: &str) -> String {
-    let out = std::process::Command::new("debugfs")
-        .args(["-R", &format!("cat /{name}")])
-        .arg(img)
-        .output()
-        .expect("debugfs (apt-get install e2fsprogs)");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    guestctl::appendlog::read_image_file(img, name).expect("debugfs (apt-get install e2fsprogs)")
 }
 
 /// The tests of this file one at a time: each runs a pair of VMs (two interpreters busy), and

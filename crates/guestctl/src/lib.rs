@@ -5,6 +5,7 @@
 //! Used by the end-to-end tests (ftvm against QEMU, same commands, same answers) and by the
 //! Linux benchmarks. Every wait is bounded; dropping a [`Console`] kills the VM.
 
+pub mod appendlog;
 pub mod etcd;
 pub mod iperf;
 pub mod pgbench;
