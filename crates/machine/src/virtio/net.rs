@@ -229,44 +229,51 @@ impl Net {
         super::checksum::complete(&mut self.bounce, start, offset)
     }
 
-    /// Delivers waiting frames while the guest has room posted for them.
+    /// Delivers waiting frames while the guest has room posted for them. Chains gathered but
+    /// not filled stay gathered for the next frame of the pass, and go back to the ring when
+    /// the pass ends (the device holds nothing between passes).
     fn receive(&mut self, q: &mut Virtq, ram: &mut Ram, features: u64) -> Result<(), QueueError> {
         let mergeable = features & VIRTIO_NET_F_MRG_RXBUF != 0;
-        // With mergeable buffers, room for the largest frame the MTU allows is gathered before
-        // a frame is taken; without, one buffer is all a frame may have.
+        // With mergeable buffers, room for the largest frame the MTU allows (or the whole ring)
+        // is gathered before a frame is taken; without, one buffer is all a frame may have.
         let want = if mergeable {
             (NET_HDR_LEN + usize::from(self.mtu) + FRAME_OVERHEAD).min(NET_HDR_LEN + MAX_FRAME)
         } else {
             0
         } as u64;
+        let full = usize::from(q.size());
+        let enough = |room: u64, chains: usize| chains > 0 && (room >= want || chains >= full);
+        self.chains.clear();
+        let mut room = 0u64;
         for _ in 0..MAX_RX_PER_PASS {
-            self.chains.clear();
-            let mut room = 0u64;
-            while let Some(chain) = q.pop(ram)? {
+            while !enough(room, self.chains.len()) {
+                let Some(chain) = q.pop(ram)? else {
+                    break;
+                };
                 room += chain.writable_len();
                 self.chains.push(chain);
-                if room >= want || self.chains.len() >= usize::from(q.size()) {
-                    break;
-                }
             }
-            let enough = room >= want || self.chains.len() >= usize::from(q.size());
-            if self.chains.is_empty() || !enough {
-                undo_pops(q, self.chains.len());
-                return Ok(());
+            if !enough(room, self.chains.len()) {
+                break;
             }
             let Some(frame) = self.backend.receive() else {
-                undo_pops(q, self.chains.len());
-                return Ok(());
+                break;
             };
             let Some(used) = self.fit(&frame, mergeable) else {
                 // The buffers stay the guest's, for the next frame.
                 self.stats.rx_oversized += 1;
-                undo_pops(q, self.chains.len());
                 continue;
             };
-            undo_pops(q, self.chains.len() - used);
             self.deliver(&frame, used, features, q, ram)?;
+            room -= self.chains[..used]
+                .iter()
+                .map(DescChain::writable_len)
+                .sum::<u64>();
+            self.chains.drain(..used);
         }
+        // The chains left are the last ones popped.
+        undo_pops(q, self.chains.len());
+        self.chains.clear();
         Ok(())
     }
 
